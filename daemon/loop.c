@@ -1,0 +1,328 @@
+/* loop.c - libevent behind the loop.h interface.
+ *
+ * loop_post() is the only cross-thread entry: it appends to a mutex-
+ * protected queue and writes to an eventfd the loop watches.  Posted
+ * calls run in FIFO order on the loop thread.
+ */
+#include "daemon/loop.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/log.h"
+#include "util/util.h"
+
+typedef struct LoopPost {
+    LoopFn *fn;
+    void *opaque;
+    struct LoopPost *next;
+} LoopPost;
+
+struct Loop {
+    struct event_base *base;
+    bool stopping;
+    int post_fd;                   /* eventfd poked by loop_post() */
+    struct event *post_ev;
+    pthread_mutex_t post_lock;
+    LoopPost *post_head, *post_tail;
+    LoopPost *post_free;           /* recycled nodes (under post_lock) */
+    struct event *signals[65];
+    LoopFn *signal_fn[65];
+    void *signal_opaque[65];
+};
+
+struct LoopFd {
+    Loop *loop;
+    struct event *ev;
+    int fd;
+    int events;
+    LoopFdFn *fn;
+    void *opaque;
+};
+
+struct LoopTimer {
+    struct event *ev;
+    LoopFn *fn;
+    void *opaque;
+};
+
+static void loop_post_cb(evutil_socket_t fd, short what, void *opaque)
+{
+    Loop *loop = opaque;
+    uint64_t cnt;
+    LoopPost *list, *p;
+
+    (void)what;
+    if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+        log_warn("eventfd read failed: %m");
+    }
+    pthread_mutex_lock(&loop->post_lock);
+    list = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+
+    while (list != NULL) {
+        p = list;
+        list = p->next;
+        p->fn(p->opaque);
+        pthread_mutex_lock(&loop->post_lock);
+        p->next = loop->post_free;
+        loop->post_free = p;
+        pthread_mutex_unlock(&loop->post_lock);
+    }
+}
+
+Loop *loop_new(void)
+{
+    Loop *loop = XNEW(Loop);
+
+    loop->base = event_base_new();
+    if (loop->base == NULL) {
+        free(loop);
+        return NULL;
+    }
+    pthread_mutex_init(&loop->post_lock, NULL);
+    loop->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->post_fd < 0) {
+        event_base_free(loop->base);
+        free(loop);
+        return NULL;
+    }
+    loop->post_ev = event_new(loop->base, loop->post_fd,
+                              EV_READ | EV_PERSIST, loop_post_cb, loop);
+    event_add(loop->post_ev, NULL);
+    return loop;
+}
+
+void loop_free(Loop *loop)
+{
+    LoopPost *p;
+    size_t i;
+
+    if (loop == NULL) {
+        return;
+    }
+    for (i = 0; i < ARRAY_SIZE(loop->signals); i++) {
+        if (loop->signals[i] != NULL) {
+            event_free(loop->signals[i]);
+        }
+    }
+    event_free(loop->post_ev);
+    close(loop->post_fd);
+    while ((p = loop->post_head) != NULL) {
+        loop->post_head = p->next;
+        free(p);
+    }
+    while ((p = loop->post_free) != NULL) {
+        loop->post_free = p->next;
+        free(p);
+    }
+    pthread_mutex_destroy(&loop->post_lock);
+    event_base_free(loop->base);
+    free(loop);
+}
+
+int loop_run(Loop *loop)
+{
+    loop->stopping = false;
+    while (!loop->stopping) {
+        if (event_base_loop(loop->base, EVLOOP_ONCE) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void loop_stop(Loop *loop)
+{
+    loop->stopping = true;
+    event_base_loopbreak(loop->base);
+}
+
+bool loop_stopping(Loop *loop)
+{
+    return loop->stopping;
+}
+
+static void loop_fd_cb(evutil_socket_t fd, short what, void *opaque)
+{
+    LoopFd *w = opaque;
+    int events = 0;
+
+    if (what & EV_READ) {
+        events |= LOOP_READ;
+    }
+    if (what & EV_WRITE) {
+        events |= LOOP_WRITE;
+    }
+    w->fn(fd, events, w->opaque);
+}
+
+static void loop_fd_apply(LoopFd *w)
+{
+    short what = EV_PERSIST;
+
+    if (w->events & LOOP_READ) {
+        what |= EV_READ;
+    }
+    if (w->events & LOOP_WRITE) {
+        what |= EV_WRITE;
+    }
+    if (w->ev != NULL) {
+        event_del(w->ev);
+        event_assign(w->ev, w->loop->base, w->fd, what, loop_fd_cb, w);
+    } else {
+        w->ev = event_new(w->loop->base, w->fd, what, loop_fd_cb, w);
+    }
+    if (w->events != 0) {
+        event_add(w->ev, NULL);
+    }
+}
+
+LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
+                    void *opaque)
+{
+    LoopFd *w = XNEW(LoopFd);
+
+    w->loop = loop;
+    w->fd = fd;
+    w->events = events;
+    w->fn = fn;
+    w->opaque = opaque;
+    loop_fd_apply(w);
+    return w;
+}
+
+void loop_fd_set_events(LoopFd *w, int events)
+{
+    if (w->events != events) {
+        w->events = events;
+        loop_fd_apply(w);
+    }
+}
+
+int loop_fd_events(const LoopFd *w)
+{
+    return w->events;
+}
+
+void loop_fd_del(LoopFd *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    /* event_free() on a running callback's event is safe in libevent 2. */
+    event_free(w->ev);
+    free(w);
+}
+
+static void loop_timer_cb(evutil_socket_t fd, short what, void *opaque)
+{
+    LoopTimer *t = opaque;
+
+    (void)fd;
+    (void)what;
+    t->fn(t->opaque);
+}
+
+LoopTimer *loop_timer_new(Loop *loop, LoopFn *fn, void *opaque)
+{
+    LoopTimer *t = XNEW(LoopTimer);
+
+    t->fn = fn;
+    t->opaque = opaque;
+    t->ev = evtimer_new(loop->base, loop_timer_cb, t);
+    return t;
+}
+
+void loop_timer_arm(LoopTimer *t, uint64_t usec)
+{
+    struct timeval tv = {
+        .tv_sec = usec / 1000000,
+        .tv_usec = usec % 1000000,
+    };
+
+    evtimer_add(t->ev, &tv);
+}
+
+void loop_timer_cancel(LoopTimer *t)
+{
+    evtimer_del(t->ev);
+}
+
+void loop_timer_free(LoopTimer *t)
+{
+    if (t != NULL) {
+        event_free(t->ev);
+        free(t);
+    }
+}
+
+void loop_post(Loop *loop, LoopFn *fn, void *opaque)
+{
+    static const uint64_t one = 1;
+    LoopPost *p;
+    bool was_empty;
+
+    pthread_mutex_lock(&loop->post_lock);
+    p = loop->post_free;
+    if (p != NULL) {
+        loop->post_free = p->next;
+    } else {
+        p = xmalloc(sizeof(*p));
+    }
+    p->fn = fn;
+    p->opaque = opaque;
+    p->next = NULL;
+    was_empty = loop->post_head == NULL;
+    if (loop->post_tail != NULL) {
+        loop->post_tail->next = p;
+    } else {
+        loop->post_head = p;
+    }
+    loop->post_tail = p;
+    pthread_mutex_unlock(&loop->post_lock);
+
+    /* Only the first post of a batch needs to wake the loop. */
+    if (was_empty && write(loop->post_fd, &one, sizeof(one)) < 0 &&
+        errno != EAGAIN) {
+        log_warn("eventfd write failed: %m");
+    }
+}
+
+static void loop_signal_cb(evutil_socket_t sig, short what, void *opaque)
+{
+    Loop *loop = opaque;
+
+    (void)what;
+    loop->signal_fn[sig](loop->signal_opaque[sig]);
+}
+
+bool loop_signal(Loop *loop, int signum, LoopFn *fn, void *opaque)
+{
+    if (signum <= 0 || (size_t)signum >= ARRAY_SIZE(loop->signals)) {
+        return false;
+    }
+    if (loop->signals[signum] != NULL) {
+        event_free(loop->signals[signum]);
+    }
+    loop->signal_fn[signum] = fn;
+    loop->signal_opaque[signum] = opaque;
+    loop->signals[signum] = evsignal_new(loop->base, signum,
+                                         loop_signal_cb, loop);
+    return loop->signals[signum] != NULL &&
+           evsignal_add(loop->signals[signum], NULL) == 0;
+}
+
+uint64_t loop_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

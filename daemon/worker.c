@@ -1,0 +1,125 @@
+/* worker.c - see worker.h.
+ *
+ * One FIFO queue, one mutex, one condition variable.  Threads sleep on
+ * the condition when the queue is empty; a submit wakes one of them.
+ */
+#include "daemon/worker.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "util/util.h"
+
+struct WorkerPool {
+    Loop *loop;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    WorkerJob *head, *tail;
+    size_t idle;
+    bool stop;
+    size_t nthreads;
+    pthread_t *threads;
+};
+
+static void worker_job_done(void *opaque)
+{
+    WorkerJob *job = opaque;
+
+    job->done(job);
+}
+
+static void *worker_main(void *opaque)
+{
+    WorkerPool *pool = opaque;
+    WorkerJob *job;
+
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (pool->head == NULL && !pool->stop) {
+            pool->idle++;
+            pthread_cond_wait(&pool->cond, &pool->lock);
+            pool->idle--;
+        }
+        if (pool->head == NULL) {
+            break;                      /* stop requested, queue drained */
+        }
+        job = pool->head;
+        pool->head = job->next;
+        if (pool->head == NULL) {
+            pool->tail = NULL;
+        }
+        pthread_mutex_unlock(&pool->lock);
+
+        job->run(job);
+        if (job->done != NULL) {
+            loop_post(pool->loop, worker_job_done, job);
+        }
+
+        pthread_mutex_lock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+WorkerPool *worker_pool_new(Loop *loop, size_t nthreads)
+{
+    WorkerPool *pool = XNEW(WorkerPool);
+    size_t i;
+
+    if (nthreads == 0) {
+        nthreads = 1;
+    }
+    pool->loop = loop;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->cond, NULL);
+    pool->threads = xcalloc(nthreads, sizeof(pthread_t));
+    for (i = 0; i < nthreads; i++) {
+        if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0) {
+            break;
+        }
+    }
+    pool->nthreads = i;
+    if (i == 0) {
+        free(pool->threads);
+        free(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+void worker_pool_free(WorkerPool *pool)
+{
+    size_t i;
+
+    if (pool == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool->stop = true;
+    pthread_cond_broadcast(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
+    for (i = 0; i < pool->nthreads; i++) {
+        pthread_join(pool->threads[i], NULL);
+    }
+    pthread_cond_destroy(&pool->cond);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool->threads);
+    free(pool);
+}
+
+void worker_submit(WorkerPool *pool, WorkerJob *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->tail != NULL) {
+        pool->tail->next = job;
+    } else {
+        pool->head = job;
+    }
+    pool->tail = job;
+    if (pool->idle > 0) {
+        pthread_cond_signal(&pool->cond);
+    }
+    pthread_mutex_unlock(&pool->lock);
+}

@@ -1,0 +1,32 @@
+/* worker.h - a pool of threads for blocking work (disk I/O).
+ *
+ * A WorkerJob is embedded in the caller's request (no allocation per
+ * job).  run() executes on a pool thread; done() is then posted to the
+ * loop thread.  Workers never touch the event loop themselves: they only
+ * call loop_post().
+ */
+#ifndef BLOCKD_DAEMON_WORKER_H
+#define BLOCKD_DAEMON_WORKER_H
+
+#include <stddef.h>
+
+#include "daemon/loop.h"
+
+typedef struct WorkerPool WorkerPool;
+typedef struct WorkerJob WorkerJob;
+
+struct WorkerJob {
+    void (*run)(WorkerJob *job);     /* on a pool thread */
+    void (*done)(WorkerJob *job);    /* on the loop thread, after run */
+    WorkerJob *next;                 /* private to the pool */
+};
+
+/* Start nthreads threads (at least 1) that complete to loop. */
+WorkerPool *worker_pool_new(Loop *loop, size_t nthreads);
+/* Wait for queued and running jobs, run their done() callbacks' posts
+ * are dropped; stop the threads and free the pool. */
+void worker_pool_free(WorkerPool *pool);
+/* Queue job; may be called from the loop thread or a worker. */
+void worker_submit(WorkerPool *pool, WorkerJob *job);
+
+#endif
