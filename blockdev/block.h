@@ -54,6 +54,11 @@ struct BlockDriver {
     size_t instance_size;        /* bytes of driver state (bs->opaque) */
     bool is_format;              /* opens a "file" child */
     bool supports_backing;
+    /* Protocol node whose size follows its storage (file): reads past
+     * the end return zeroes and writes past the end grow it, as format
+     * drivers above need (qcow2 appends clusters).  Other nodes refuse
+     * requests past their end (see "Bounds" below). */
+    bool is_protocol;
 
     /* Score how well buf (the first bytes of a file) matches the format:
      * 0 no, 100 certain.  Used for probing when no driver is given. */
@@ -109,9 +114,52 @@ struct BlockNode {
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, flush_ops, discard_ops,
         zero_ops, failed_ops;
     void *dirty_bitmaps;         /* owned by blockdev/bitmap.c (later) */
+
+    /* Added by the block layer (blockdev/block.c). */
+    BlockGraph *graph;           /* the graph the node lives in */
+    int64_t total_size;          /* bytes; cached, updated by truncate and
+                                  * by writes that grow a protocol node
+                                  * (atomic) */
+    bool write_perm;             /* opened writable */
+    bool opened;                 /* drv->open succeeded: close runs */
+    char *driver_filename;       /* "json:" style or plain; may be NULL */
+    uint64_t wr_highest_offset;  /* bytes, for query-blockstats */
+    uint64_t rd_total_ns, wr_total_ns, flush_total_ns, discard_total_ns;
+    uint64_t discard_bytes;
+    uint64_t failed_rd_ops, failed_wr_ops, failed_flush_ops,
+        failed_discard_ops;      /* failed_ops counts them all */
+    pthread_mutex_t rmw_lock;    /* serialises read-modify-write cycles
+                                  * of unaligned requests (O_DIRECT) */
 };
 
-/* ---- graph (loop thread) ------------------------------------------- */
+/* The drivers (one static table in block.c).  A driver file defines
+ * its const BlockDriver under this name; blockdev/meson.build lists
+ * the optional ones (qcow2: blk_drv_qcow2, nbd client: blk_drv_nbd). */
+extern const BlockDriver blk_drv_file;
+extern const BlockDriver blk_drv_host_device;
+extern const BlockDriver blk_drv_raw;
+extern const BlockDriver blk_drv_null_co;
+extern const BlockDriver blk_drv_null_aio;
+
+#define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
+#define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */
+
+/* True when the first len bytes of an image (as they would be after a
+ * write) still probe as raw: the guard for probed raw images. */
+bool blk_probe_is_raw(const uint8_t *buf, size_t len);
+
+/* ---- graph (loop thread) -------------------------------------------
+ *
+ * Ownership: blk_open() returns a node holding one reference for the
+ * caller (for blockdev-add that is the monitor's, and monitor_owned is
+ * set).  A parent holds one reference on each child; a child given by
+ * node-name is shared, a child given inline belongs to its parent only
+ * (it gets an auto "#blockN" name unless it names itself).  The node
+ * closes when its last reference goes.
+ *
+ * A node cannot be deleted (blockdev-del) while another node uses it as
+ * a child or a user (an export) is registered.
+ */
 
 BlockGraph *blk_graph_new(Daemon *d);
 /* Close every node (exports must be gone). */
@@ -133,7 +181,65 @@ bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
                        Error **errp);
 void blk_node_remove_user(BlockNode *bs, const char *user);
 
-/* ---- synchronous I/O (any thread; blocks) --------------------------- */
+/* Open a child of parent (loop thread): ref is an inline definition or
+ * a node-name.  role is "file" or "backing" (for messages).  Returns a
+ * new reference the caller stores in parent->file / parent->backing
+ * (the generic close drops them).  An inline child inherits the
+ * parent's read-only flag unless it sets its own. */
+BlockNode *blk_open_child(BlockGraph *g, BlockNode *parent,
+                          const BlockdevRef *ref, const char *role,
+                          Error **errp);
+/* Open an image by file name: a "file" node and, on top, a node of the
+ * given format ("raw", "qcow2", ...; NULL = probe, as qemu-img does, and
+ * then a raw image cannot be turned into another format by writing its
+ * first sector).  node_name may be NULL (auto-named).  Returns a new
+ * reference (loop thread). */
+BlockNode *blk_open_image(BlockGraph *g, const char *filename,
+                          const char *format, const char *node_name,
+                          bool read_only, Error **errp);
+/* Open parent's backing file, named as in the image header: a relative
+ * filename is taken relative to the directory of parent's file (QEMU's
+ * rule).  Opened read-only; format NULL = probe.  Returns a new
+ * reference for parent->backing (loop thread). */
+BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
+                                 const char *format, Error **errp);
+/* Combine a backing file name with the directory of base_filename;
+ * returns a new string (absolute names are returned as they are). */
+char *blk_path_combine(const char *base_filename, const char *filename);
+/* Guess the format of bs's content: the name of the driver whose probe
+ * scores highest ("raw" when nothing else matches). */
+const char *blk_probe_format(BlockNode *bs, Error **errp);
+/* The driver for a format name, or NULL. */
+const BlockDriver *blk_find_driver(const char *name);
+Daemon *blk_graph_daemon(BlockGraph *g);
+/* Call fn for every node, in creation order.  fn must not add or remove
+ * nodes. */
+void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
+                      void *opaque);
+/* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
+bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
+/* Delete a monitor-owned node (blockdev-del): fails with QEMU's
+ * messages when the node is unknown, not monitor-owned, or in use. */
+bool blk_node_delete(BlockGraph *g, const char *node_name, Error **errp);
+/* Name of the user or parent that keeps bs busy, or NULL when only the
+ * caller's reference remains.  Returns a new string. */
+char *blk_node_busy_reason(BlockNode *bs);
+
+/* ---- synchronous I/O (any thread; blocks) ---------------------------
+ *
+ * Bounds: every request is checked before it reaches the driver:
+ *   offset + bytes overflowing, or above INT64_MAX       -> -EINVAL
+ *   a read crossing the end, or block status starting at
+ *   or past the end (status crossing it is clamped)       -> -EINVAL
+ *   a write/write_zeroes/discard crossing the end         -> -ENOSPC
+ *   a write to a read-only node                           -> -EPERM
+ * (NBD maps these to NBD_EINVAL / NBD_ENOSPC / NBD_EPERM.)  Protocol
+ * nodes (file) are the exception: reads past the end fill zeroes and
+ * writes past the end grow the file.  bytes == 0 succeeds and does
+ * nothing.  flush is a no-op on read-only nodes.
+ * A write of all zeroes becomes write_zeroes when the node has
+ * detect-zeroes=on (MAY_UNMAP too with detect-zeroes=unmap).
+ */
 
 int64_t blk_getlength(BlockNode *bs);
 int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
@@ -154,6 +260,9 @@ int blk_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
  * them, 1 = bs itself, 2 = its backing node, ... (qemu:allocation-depth). */
 int blk_allocation_depth(BlockNode *bs, uint64_t offset, uint64_t bytes,
                          uint64_t *pnum);
+
+/* True when len bytes at buf are all zero (fast; any thread). */
+bool blk_buffer_is_zero(const void *buf, size_t len);
 
 /* ---- asynchronous I/O (loop thread) -------------------------------- */
 
@@ -180,7 +289,10 @@ struct BlockRequest {
 };
 
 /* Run req on the worker pool; req->cb runs on the loop thread when done.
- * The node is referenced for the duration. */
+ * The node is referenced for the duration.  No allocation: req (and buf)
+ * belong to the caller until cb.  Requests on one node run
+ * concurrently and complete in any order; a FLUSH covers the writes that
+ * completed before it was submitted. */
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
 
 #endif

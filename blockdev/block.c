@@ -1,0 +1,719 @@
+/* block.c - the node graph: drivers, opening, references, users,
+ * deletion, probing.  See block.h.
+ *
+ * Everything here runs on the loop thread.  The graph is a list of
+ * nodes in creation order; names are unique over the whole list (auto
+ * names "#blockN" included, which users cannot pick because a node-name
+ * must start with a letter).
+ */
+#include "blockdev/block.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockdev/block-drivers.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/util.h"
+#include "util/vector.h"
+
+DEFINE_VECTOR_TYPE(NodeVec, BlockNode *);
+
+struct BlockGraph {
+    Daemon *daemon;
+    NodeVec nodes;               /* every open node, creation order */
+    unsigned next_auto;          /* for "#blockN" */
+};
+
+/* One registered user of a node (an export, a job). */
+typedef struct BlockUser {
+    char *name;                  /* "export 'e0'" */
+    bool write;
+} BlockUser;
+DEFINE_VECTOR_TYPE(UserVec, BlockUser);
+
+static const BlockDriver *const blk_drivers[] = {
+    &blk_drv_file,
+    &blk_drv_host_device,
+    &blk_drv_raw,
+    &blk_drv_null_co,
+    &blk_drv_null_aio,
+#ifdef BLK_HAVE_QCOW2
+    &BLK_QCOW2_DRIVER,
+#endif
+#ifdef BLK_HAVE_NBD_CLIENT
+    &BLK_NBD_DRIVER,
+#endif
+};
+
+const BlockDriver *blk_find_driver(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(blk_drivers); i++) {
+        if (strcmp(blk_drivers[i]->format_name, name) == 0) {
+            return blk_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+BlockGraph *blk_graph_new(Daemon *d)
+{
+    BlockGraph *g = XNEW(BlockGraph);
+
+    g->daemon = d;
+    return g;
+}
+
+Daemon *blk_graph_daemon(BlockGraph *g)
+{
+    return g->daemon;
+}
+
+void blk_graph_free(BlockGraph *g)
+{
+    size_t i;
+
+    if (g == NULL) {
+        return;
+    }
+    /* Drop the monitor's references, newest first so that parents go
+     * before the children they reference. */
+    for (i = g->nodes.len; i > 0; i--) {
+        if (i > g->nodes.len) {
+            continue;            /* the list shrank under us */
+        }
+        BlockNode *bs = g->nodes.ptr[i - 1];
+        if (bs->monitor_owned) {
+            bs->monitor_owned = false;
+            blk_unref(bs);
+            i = g->nodes.len + 1;  /* restart: closing may free several */
+        }
+    }
+    if (g->nodes.len > 0) {
+        log_warn("%zu block nodes still referenced at exit", g->nodes.len);
+    }
+    NodeVec_reset(&g->nodes);
+    free(g);
+}
+
+BlockNode *blk_find_node(BlockGraph *g, const char *node_name)
+{
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        if (strcmp(g->nodes.ptr[i]->node_name, node_name) == 0) {
+            return g->nodes.ptr[i];
+        }
+    }
+    return NULL;
+}
+
+BlockNode *blk_lookup_node(BlockGraph *g, const char *node_name,
+                           Error **errp)
+{
+    BlockNode *bs = blk_find_node(g, node_name);
+
+    if (bs == NULL) {
+        error_setg(errp, "Failed to find node with node-name='%s'",
+                   node_name);
+    }
+    return bs;
+}
+
+void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
+                      void *opaque)
+{
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        fn(g->nodes.ptr[i], opaque);
+    }
+}
+
+/* QEMU's id_wellformed(): a letter, then letters, digits, '-', '.',
+ * '_'. */
+static bool blk_name_wellformed(const char *name)
+{
+    if (!((name[0] >= 'a' && name[0] <= 'z') ||
+          (name[0] >= 'A' && name[0] <= 'Z'))) {
+        return false;
+    }
+    for (const char *p = name + 1; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
+              *p == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool blk_check_node_name(BlockGraph *g, const char *name,
+                                Error **errp)
+{
+    if (!blk_name_wellformed(name)) {
+        error_setg(errp, "Invalid node-name: '%s'", name);
+        return false;
+    }
+    if (blk_find_node(g, name) != NULL) {
+        error_setg(errp, "Duplicate nodes with node-name='%s'", name);
+        return false;
+    }
+    if (strlen(name) >= BLK_NODE_NAME_MAX) {
+        error_setg(errp, "Node name too long");
+        return false;
+    }
+    return true;
+}
+
+/* ---- references ---------------------------------------------------- */
+
+void blk_ref(BlockNode *bs)
+{
+    bs->refcnt++;
+}
+
+static void blk_node_free(BlockNode *bs)
+{
+    UserVec *users = bs->users;
+
+    if (users != NULL) {
+        for (size_t i = 0; i < users->len; i++) {
+            free(users->ptr[i].name);
+        }
+        UserVec_reset(users);
+        free(users);
+    }
+    pthread_mutex_destroy(&bs->rmw_lock);
+    free(bs->opaque);
+    free(bs->node_name);
+    free(bs->filename);
+    free(bs->driver_filename);
+    free(bs);
+}
+
+static void blk_graph_remove(BlockGraph *g, BlockNode *bs)
+{
+    for (size_t i = 0; i < g->nodes.len; i++) {
+        if (g->nodes.ptr[i] == bs) {
+            NodeVec_remove(&g->nodes, i);
+            return;
+        }
+    }
+}
+
+void blk_unref(BlockNode *bs)
+{
+    BlockNode *file, *backing;
+
+    if (bs == NULL) {
+        return;
+    }
+    assert(bs->refcnt > 0);
+    if (--bs->refcnt > 0) {
+        return;
+    }
+    if (bs->graph != NULL) {
+        blk_graph_remove(bs->graph, bs);
+    }
+    if (bs->drv != NULL && bs->drv->close != NULL && bs->opened) {
+        bs->drv->close(bs);
+    }
+    file = bs->file;
+    backing = bs->backing;
+    bs->file = bs->backing = NULL;
+    blk_node_free(bs);
+    blk_unref(backing);
+    blk_unref(file);
+}
+
+/* ---- users and busy checks ---------------------------------------- */
+
+bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
+                       Error **errp)
+{
+    UserVec *users;
+
+    if (write && bs->read_only) {
+        error_setg(errp, "Block node is read-only");
+        return false;
+    }
+    if (bs->users == NULL) {
+        bs->users = XNEW(UserVec);
+    }
+    users = bs->users;
+    UserVec_append(users, (BlockUser){ .name = xstrdup(user),
+                                       .write = write });
+    return true;
+}
+
+void blk_node_remove_user(BlockNode *bs, const char *user)
+{
+    UserVec *users = bs->users;
+
+    if (users == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < users->len; i++) {
+        if (strcmp(users->ptr[i].name, user) == 0) {
+            free(users->ptr[i].name);
+            UserVec_remove(users, i);
+            return;
+        }
+    }
+}
+
+/* The first node of the graph that has bs as a child; *role says which
+ * child. */
+static BlockNode *blk_find_parent(BlockNode *bs, const char **role)
+{
+    BlockGraph *g = bs->graph;
+
+    for (size_t i = 0; g != NULL && i < g->nodes.len; i++) {
+        BlockNode *p = g->nodes.ptr[i];
+        if (p->backing == bs) {
+            *role = "backing";
+            return p;
+        }
+        if (p->file == bs) {
+            *role = "file";
+            return p;
+        }
+    }
+    return NULL;
+}
+
+char *blk_node_busy_reason(BlockNode *bs)
+{
+    UserVec *users = bs->users;
+    const char *role = NULL;
+    BlockNode *parent = blk_find_parent(bs, &role);
+
+    if (parent != NULL) {
+        return xasprintf("node '%s' (as its %s child)", parent->node_name,
+                         role);
+    }
+    if (users != NULL && users->len > 0) {
+        return xstrdup(users->ptr[0].name);
+    }
+    if (bs->refcnt > 1) {
+        return xstrdup("requests in flight");
+    }
+    return NULL;
+}
+
+bool blk_node_delete(BlockGraph *g, const char *node_name, Error **errp)
+{
+    BlockNode *bs = blk_lookup_node(g, node_name, errp);
+    const char *role = NULL;
+    BlockNode *parent;
+    CLEANUP_FREE char *why = NULL;
+
+    if (bs == NULL) {
+        return false;
+    }
+    /* QEMU's order: the op blocker a backing parent sets, then monitor
+     * ownership, then any other reference. */
+    parent = blk_find_parent(bs, &role);
+    if (parent != NULL && strcmp(role, "backing") == 0) {
+        error_setg(errp, "Node '%s' is busy: node is used as backing hd "
+                   "of '%s'", bs->node_name, parent->node_name);
+        return false;
+    }
+    if (!bs->monitor_owned) {
+        error_setg(errp, "Node %s is not owned by the monitor",
+                   bs->node_name);
+        return false;
+    }
+    why = blk_node_busy_reason(bs);
+    if (why != NULL) {
+        error_setg(errp, "Block device %s is in use by %s", bs->node_name,
+                   why);
+        return false;
+    }
+    bs->monitor_owned = false;
+    blk_unref(bs);
+    return true;
+}
+
+/* ---- opening -------------------------------------------------------- */
+
+/* Options a node may inherit from its parent when it is opened inline
+ * and does not set them itself (QEMU's bdrv_inherited_options). */
+typedef struct BlockInherit {
+    bool read_only;
+    bool cache_direct, cache_no_flush;
+    BlockdevDiscardOptions discard;
+} BlockInherit;
+
+static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
+                                   const BlockInherit *inh, Error **errp);
+
+/* The "file" child reference of a format driver's options, or NULL. */
+static const BlockdevRef *blk_opts_file_ref(const BlockdevOptions *o)
+{
+    switch (o->driver) {
+    case BLOCKDEV_DRIVER_RAW:
+        return o->u.raw.file;
+    case BLOCKDEV_DRIVER_QCOW2:
+        return o->u.qcow2.file;
+    default:
+        return NULL;
+    }
+}
+
+static BlockNode *blk_open_child_inherit(BlockGraph *g, BlockNode *parent,
+                                         const BlockdevRef *ref,
+                                         const char *role,
+                                         const BlockInherit *inh,
+                                         Error **errp)
+{
+    BlockNode *child;
+
+    if (ref == NULL) {
+        error_setg(errp, "A block device must be specified for \"%s\"",
+                   role);
+        return NULL;
+    }
+    if (ref->type == QTYPE_QSTRING) {
+        child = blk_lookup_node(g, ref->u.reference, errp);
+        if (child == NULL) {
+            return NULL;
+        }
+        if (child == parent) {
+            error_setg(errp, "Making '%s' a %s child of itself would "
+                       "create a cycle", child->node_name, role);
+            return NULL;
+        }
+        if (strcmp(role, "file") == 0 && !parent->read_only &&
+            child->read_only) {
+            error_setg(errp, "Block node is read-only");
+            return NULL;
+        }
+        blk_ref(child);
+        return child;
+    }
+    if (ref->type != QTYPE_QDICT || ref->u.definition == NULL) {
+        error_setg(errp, "Invalid %s reference", role);
+        return NULL;
+    }
+    return blk_open_inherit(g, ref->u.definition, inh, errp);
+}
+
+static BlockInherit blk_inherit_from(const BlockNode *parent)
+{
+    return (BlockInherit){
+        .read_only = parent->read_only,
+        .cache_direct = parent->cache_direct,
+        .cache_no_flush = parent->cache_no_flush,
+        .discard = parent->discard,
+    };
+}
+
+BlockNode *blk_open_child(BlockGraph *g, BlockNode *parent,
+                          const BlockdevRef *ref, const char *role,
+                          Error **errp)
+{
+    BlockInherit inh = blk_inherit_from(parent);
+
+    if (strcmp(role, "backing") == 0) {
+        inh.read_only = true;
+    }
+    return blk_open_child_inherit(g, parent, ref, role, &inh, errp);
+}
+
+static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
+                                   const BlockInherit *inh, Error **errp)
+{
+    const char *drvname = BlockdevDriver_str(o->driver);
+    const BlockDriver *drv = blk_find_driver(drvname);
+    BlockNode *bs;
+    BlockInherit child_inh;
+
+    if (drv == NULL) {
+        error_setg(errp, "Driver '%s' is not supported", drvname);
+        return NULL;
+    }
+    if (o->has_node_name && !blk_check_node_name(g, o->node_name, errp)) {
+        return NULL;
+    }
+
+    bs = XNEW(BlockNode);
+    bs->drv = drv;
+    bs->refcnt = 1;
+    bs->request_alignment = 1;
+    pthread_mutex_init(&bs->rmw_lock, NULL);
+    bs->read_only = o->has_read_only ? o->read_only
+                                     : (inh != NULL && inh->read_only);
+    bs->discard = o->has_discard ? o->discard
+                  : (inh != NULL ? inh->discard
+                                 : BLOCKDEV_DISCARD_OPTIONS_IGNORE);
+    bs->detect_zeroes = o->has_detect_zeroes
+                        ? o->detect_zeroes
+                        : BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
+    bs->cache_direct = inh != NULL && inh->cache_direct;
+    bs->cache_no_flush = inh != NULL && inh->cache_no_flush;
+    if (o->has_cache && o->cache != NULL) {
+        if (o->cache->has_direct) {
+            bs->cache_direct = o->cache->direct;
+        }
+        if (o->cache->has_no_flush) {
+            bs->cache_no_flush = o->cache->no_flush;
+        }
+    }
+    bs->opaque = drv->instance_size ? xzalloc(drv->instance_size) : NULL;
+
+    if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP &&
+        bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP) {
+        error_setg(errp, "setting detect-zeroes to unmap is not allowed "
+                   "without setting discard operation to unmap");
+        goto fail;
+    }
+    if (o->has_force_share && o->force_share && !bs->read_only) {
+        error_setg(errp, "force-share=on can only be used with read-only "
+                   "images");
+        goto fail;
+    }
+
+    /* Children first: a failure below closes them again through
+     * blk_unref(bs). */
+    child_inh = blk_inherit_from(bs);
+    if (drv->is_format) {
+        bs->file = blk_open_child_inherit(g, bs, blk_opts_file_ref(o),
+                                          "file", &child_inh, errp);
+        if (bs->file == NULL) {
+            goto fail;
+        }
+        bs->filename = xstrdup(bs->file->filename);
+    }
+    if (drv->supports_backing && o->driver == BLOCKDEV_DRIVER_QCOW2 &&
+        o->u.qcow2.has_backing && o->u.qcow2.backing != NULL &&
+        o->u.qcow2.backing->type != QTYPE_QNULL) {
+        const BlockdevRefOrNull *b = o->u.qcow2.backing;
+        BlockdevRef ref = { .type = b->type };
+
+        if (b->type == QTYPE_QSTRING) {
+            ref.u.reference = b->u.reference;
+        } else {
+            ref.u.definition = b->u.definition;
+        }
+        child_inh.read_only = true;
+        bs->backing = blk_open_child_inherit(g, bs, &ref, "backing",
+                                             &child_inh, errp);
+        if (bs->backing == NULL) {
+            goto fail;
+        }
+    }
+
+    if (!drv->open(bs, o, errp)) {
+        goto fail;
+    }
+    bs->opened = true;
+    if (bs->filename == NULL) {
+        bs->filename = xstrdup("");
+    }
+    bs->total_size = drv->get_length(bs);
+    if (bs->total_size < 0) {
+        error_setg_errno(errp, (int)-bs->total_size,
+                         "Could not get the size of '%s'", bs->filename);
+        goto fail;
+    }
+    bs->write_perm = !bs->read_only;
+
+    /* Name it last: a failed open never occupies a name. */
+    if (o->has_node_name) {
+        /* A child may have taken the name meanwhile. */
+        if (!blk_check_node_name(g, o->node_name, errp)) {
+            goto fail;
+        }
+        bs->node_name = xstrdup(o->node_name);
+    } else {
+        bs->node_name = xasprintf("#block%u", g->next_auto++);
+    }
+    bs->graph = g;
+    NodeVec_append(&g->nodes, bs);
+    return bs;
+
+fail:
+    blk_unref(bs);
+    return NULL;
+}
+
+BlockNode *blk_open(BlockGraph *g, const BlockdevOptions *opts,
+                    Error **errp)
+{
+    return blk_open_inherit(g, opts, NULL, errp);
+}
+
+/* ---- images by file name, probing --------------------------------- */
+
+const char *blk_probe_format(BlockNode *bs, Error **errp)
+{
+    uint8_t buf[BLK_PROBE_BUF_SIZE];
+    const char *best = "raw";
+    int best_score = 0, ret;
+    int64_t len = blk_getlength(bs);
+    size_t n = len < 0 ? 0 : (size_t)MIN((uint64_t)len, sizeof(buf));
+
+    memset(buf, 0, sizeof(buf));
+    if (n > 0) {
+        ret = blk_pread(bs, 0, n, buf, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not read image for "
+                             "determining its format");
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(blk_drivers); i++) {
+        const BlockDriver *drv = blk_drivers[i];
+        if (drv->probe != NULL) {
+            int score = drv->probe(buf, n, bs->filename);
+            if (score > best_score) {
+                best_score = score;
+                best = drv->format_name;
+            }
+        }
+    }
+    return best;
+}
+
+/* Check a sector-0 write to a probed raw image: true when buf (the new
+ * first bytes, len of them) would still probe as raw. */
+bool blk_probe_is_raw(const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(blk_drivers); i++) {
+        const BlockDriver *drv = blk_drivers[i];
+        if (drv->probe != NULL && strcmp(drv->format_name, "raw") != 0 &&
+            drv->probe(buf, len, NULL) > 1) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static BlockdevOptions *blk_parse_opts(json_object *obj, Error **errp)
+{
+    BlockdevOptions *o = NULL;
+
+    if (!qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
+        return NULL;
+    }
+    return o;
+}
+
+BlockNode *blk_open_image(BlockGraph *g, const char *filename,
+                          const char *format, const char *node_name,
+                          bool read_only, Error **errp)
+{
+    CLEANUP_JSON json_object *fobj = json_object_new_object();
+    CLEANUP_JSON json_object *top = NULL;
+    BlockdevOptions *fopts, *topts;
+    BlockNode *file, *bs;
+    bool probed = false;
+
+    json_object_object_add(fobj, "driver", json_object_new_string("file"));
+    json_object_object_add(fobj, "filename",
+                           json_object_new_string(filename));
+    json_object_object_add(fobj, "read-only",
+                           json_object_new_boolean(read_only));
+    fopts = blk_parse_opts(fobj, errp);
+    if (fopts == NULL) {
+        return NULL;
+    }
+    file = blk_open(g, fopts, errp);
+    qapi_free_BlockdevOptions(fopts);
+    if (file == NULL) {
+        return NULL;
+    }
+    if (format == NULL) {
+        format = blk_probe_format(file, errp);
+        if (format == NULL) {
+            blk_unref(file);
+            return NULL;
+        }
+        probed = true;
+    }
+
+    top = json_object_new_object();
+    json_object_object_add(top, "driver", json_object_new_string(format));
+    json_object_object_add(top, "file",
+                           json_object_new_string(file->node_name));
+    json_object_object_add(top, "read-only",
+                           json_object_new_boolean(read_only));
+    if (node_name != NULL) {
+        json_object_object_add(top, "node-name",
+                               json_object_new_string(node_name));
+    }
+    topts = blk_parse_opts(top, errp);
+    if (topts == NULL) {
+        blk_unref(file);
+        return NULL;
+    }
+    bs = blk_open(g, topts, errp);
+    qapi_free_BlockdevOptions(topts);
+    blk_unref(file);            /* the format node holds it now */
+    if (bs != NULL && probed && strcmp(format, "raw") == 0) {
+        bs->probed_raw = true;
+    }
+    return bs;
+}
+
+char *blk_path_combine(const char *base_filename, const char *filename)
+{
+    const char *slash;
+
+    if (filename[0] == '/' || base_filename == NULL ||
+        strchr(filename, ':') != NULL) {
+        return xstrdup(filename);
+    }
+    slash = strrchr(base_filename, '/');
+    if (slash == NULL) {
+        return xstrdup(filename);
+    }
+    return xasprintf("%.*s/%s", (int)(slash - base_filename), base_filename,
+                     filename);
+}
+
+BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
+                                 const char *format, Error **errp)
+{
+    const char *base = parent->file != NULL ? parent->file->filename
+                                            : parent->filename;
+    CLEANUP_FREE char *path = blk_path_combine(base, filename);
+    BlockNode *bs;
+    Error *local = NULL;
+
+    bs = blk_open_image(parent->graph, path, format, NULL, true, &local);
+    if (bs == NULL) {
+        error_propagate(errp, local);
+        error_prepend(errp, "Could not open backing file: ");
+    }
+    return bs;
+}
+
+/* ---- resize -------------------------------------------------------- */
+
+bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    int64_t len;
+
+    if (bs->read_only) {
+        error_setg(errp, "Block node is read-only");
+        return false;
+    }
+    if (size > INT64_MAX) {
+        error_setg(errp, "Image size cannot be larger than %lld bytes",
+                   (long long)INT64_MAX);
+        return false;
+    }
+    if (bs->drv->truncate == NULL) {
+        error_setg(errp, "Image format driver does not support resize");
+        return false;
+    }
+    if (!bs->drv->truncate(bs, size, errp)) {
+        return false;
+    }
+    len = bs->drv->get_length(bs);
+    __atomic_store_n(&bs->total_size, len < 0 ? (int64_t)size : len,
+                     __ATOMIC_RELEASE);
+    return true;
+}

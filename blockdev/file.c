@@ -1,0 +1,743 @@
+/* file.c - the "file" protocol driver: a regular file or a block device.
+ *
+ * Options (QEMU's names): filename, aio, locking, and from the common
+ * base cache.direct, cache.no-flush, discard, detect-zeroes.
+ *
+ * aio: every request runs synchronously on a worker thread of the pool
+ * (blk_aio_submit); "native" and "io_uring" are accepted as aliases of
+ * "threads" so that QEMU command lines keep working (QEMU's rule that
+ * aio=native needs cache.direct=on is kept).
+ *
+ * Locking, compatible with QEMU (block/file-posix.c): open file
+ * description (OFD) read locks on single bytes.  For every permission a
+ * node holds it locks byte 100 + bit, for every permission it refuses to
+ * share byte 200 + bit.  Bits: 0 consistent read, 1 write, 2 write
+ * unchanged, 3 resize.  A writable node holds read+write and does not
+ * share write and resize, so a second writer (another blockd, qemu-io,
+ * qemu-img) sees our byte 201 / we see its byte 101.
+ *
+ * O_DIRECT (cache.direct=on): requests whose offset, length or buffer
+ * are not aligned go through a per-thread aligned bounce buffer; an
+ * unaligned write is a read-modify-write of the covering aligned blocks,
+ * serialised per node.
+ */
+#include "blockdev/block.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "util/log.h"
+#include "util/util.h"
+
+enum {
+    PERM_CONSISTENT_READ = 0,
+    PERM_WRITE = 1,
+    PERM_WRITE_UNCHANGED = 2,
+    PERM_RESIZE = 3,
+    PERM_COUNT = 4,
+};
+#define LOCK_PERM_BASE 100
+#define LOCK_SHARED_BASE 200
+
+static const char *const file_perm_names[PERM_COUNT] = {
+    "consistent read", "write", "write unchanged", "resize",
+};
+
+typedef struct FileState {
+    int fd;
+    bool is_blockdev;
+    uint32_t mem_align;          /* buffer address alignment, bytes */
+    bool no_punch;               /* PUNCH_HOLE unsupported (sticky) */
+    bool no_zero_range;          /* ZERO_RANGE unsupported (sticky) */
+    bool no_dsync;               /* RWF_DSYNC unsupported (sticky) */
+} FileState;
+
+/* ---- locking ------------------------------------------------------ */
+
+static int file_lock_byte(int fd, off_t byte, short type)
+{
+    struct flock fl = {
+        .l_whence = SEEK_SET,
+        .l_start = byte,
+        .l_len = 1,
+        .l_type = type,
+    };
+
+    return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+/* 1 when another open file description holds a lock on byte, 0 if
+ * not, -errno. */
+static int file_test_byte(int fd, off_t byte)
+{
+    struct flock fl = {
+        .l_whence = SEEK_SET,
+        .l_start = byte,
+        .l_len = 1,
+        .l_type = F_WRLCK,
+    };
+
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0) {
+        return -errno;
+    }
+    return fl.l_type != F_UNLCK;
+}
+
+/* Take the lock bytes for perm/shared (bit masks) and check that no
+ * other user conflicts.  Returns 0, -EAGAIN with errp set on a
+ * conflict, or another -errno (locking unsupported). */
+static int file_lock(int fd, unsigned perm, unsigned shared,
+                     const char *filename, Error **errp)
+{
+    int ret;
+
+    for (int i = 0; i < PERM_COUNT; i++) {
+        if (perm & (1u << i)) {
+            ret = file_lock_byte(fd, LOCK_PERM_BASE + i, F_RDLCK);
+            if (ret < 0) {
+                goto lock_fail;
+            }
+        }
+        if (!(shared & (1u << i))) {
+            ret = file_lock_byte(fd, LOCK_SHARED_BASE + i, F_RDLCK);
+            if (ret < 0) {
+                goto lock_fail;
+            }
+        }
+    }
+    for (int i = 0; i < PERM_COUNT; i++) {
+        if (perm & (1u << i)) {
+            ret = file_test_byte(fd, LOCK_SHARED_BASE + i);
+            if (ret < 0) {
+                return ret;
+            }
+            if (ret > 0) {
+                error_setg(errp, "Failed to get \"%s\" lock: Is another "
+                           "process using the image [%s]?",
+                           file_perm_names[i], filename);
+                return -EAGAIN;
+            }
+        }
+        if (!(shared & (1u << i))) {
+            ret = file_test_byte(fd, LOCK_PERM_BASE + i);
+            if (ret < 0) {
+                return ret;
+            }
+            if (ret > 0) {
+                error_setg(errp, "Failed to get shared \"%s\" lock: Is "
+                           "another process using the image [%s]?",
+                           file_perm_names[i], filename);
+                return -EAGAIN;
+            }
+        }
+    }
+    return 0;
+
+lock_fail:
+    if (ret == -EAGAIN || ret == -EACCES) {
+        /* Someone holds a write lock on the byte (not QEMU's scheme,
+         * but a conflict all the same). */
+        error_setg(errp, "Failed to lock byte %d: Is another process "
+                   "using the image [%s]?", LOCK_PERM_BASE, filename);
+        return -EAGAIN;
+    }
+    return ret;
+}
+
+/* ---- alignment ---------------------------------------------------- */
+
+/* Find the O_DIRECT request and memory alignment the way QEMU does:
+ * the sector size of a block device, else the smallest read that works. */
+static void file_probe_alignment(BlockNode *bs, FileState *s)
+{
+    static const uint32_t sizes[] = { 1, 512, 1024, 2048, 4096 };
+    void *buf = NULL;
+    uint32_t req = 0, mem = 0;
+
+    if (s->is_blockdev) {
+        int sector = 0;
+        if (ioctl(s->fd, BLKSSZGET, &sector) == 0 && sector > 0) {
+            req = (uint32_t)sector;
+        }
+    }
+    if (posix_memalign(&buf, 4096, 2 * 4096) != 0) {
+        buf = NULL;
+    }
+    if (buf != NULL && req == 0) {
+        for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+            if (pread(s->fd, buf, sizes[i], 0) >= 0) {
+                req = sizes[i];
+                break;
+            }
+        }
+    }
+    if (buf != NULL) {
+        uint32_t len = req ? req : 4096;
+        for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+            if (pread(s->fd, (uint8_t *)buf + sizes[i], len, 0) >= 0) {
+                mem = sizes[i];
+                break;
+            }
+        }
+    }
+    free(buf);
+    bs->request_alignment = req ? req : 4096;
+    s->mem_align = mem ? MAX(mem, bs->request_alignment) : 4096;
+    if (s->mem_align < 512) {
+        s->mem_align = 512;
+    }
+}
+
+/* ---- bounce buffers ------------------------------------------------ */
+
+/* One aligned bounce buffer per worker thread, grown on demand and kept
+ * for the thread's life: no allocation per request once warm. */
+#define FILE_BOUNCE_MAX (4u * 1024 * 1024)
+static __thread void *file_bounce;
+static __thread size_t file_bounce_size;
+
+static void *file_get_bounce(size_t len)
+{
+    if (len > file_bounce_size) {
+        void *p = NULL;
+        size_t size = MAX(len, (size_t)64 * 1024);
+        if (posix_memalign(&p, 4096, size) != 0) {
+            return NULL;
+        }
+        free(file_bounce);
+        file_bounce = p;
+        file_bounce_size = size;
+    }
+    return file_bounce;
+}
+
+/* ---- raw I/O ---------------------------------------------------------- */
+
+/* pread all of [off, off+len): short reads mean end of file and the rest
+ * reads as zeroes. */
+static int file_pread_raw(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (r == 0) {
+            memset(p, 0, len);
+            return 0;
+        }
+        p += r;
+        off += (uint64_t)r;
+        len -= (size_t)r;
+        if (len > 0 && ((uintptr_t)p | off | len) & 511) {
+            /* Short unaligned read under O_DIRECT: end of file. */
+            memset(p, 0, len);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int file_pwrite_raw(FileState *s, const void *buf, size_t len,
+                           uint64_t off, bool dsync)
+{
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t r;
+        if (dsync && !s->no_dsync) {
+            struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
+            r = pwritev2(s->fd, &iov, 1, (off_t)off, RWF_DSYNC);
+            if (r < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+                s->no_dsync = true;
+                continue;
+            }
+        } else {
+            r = pwrite(s->fd, p, len, (off_t)off);
+        }
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += r;
+        off += (uint64_t)r;
+        len -= (size_t)r;
+    }
+    if (dsync && s->no_dsync && fdatasync(s->fd) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static bool file_aligned(BlockNode *bs, FileState *s, uint64_t off,
+                         uint64_t bytes, const void *buf)
+{
+    if (!bs->cache_direct) {
+        return true;
+    }
+    return IS_ALIGNED(off, (uint64_t)bs->request_alignment) &&
+           IS_ALIGNED(bytes, (uint64_t)bs->request_alignment) &&
+           IS_ALIGNED((uintptr_t)buf, (uintptr_t)s->mem_align);
+}
+
+static int file_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                      void *buf, uint32_t flags)
+{
+    FileState *s = bs->opaque;
+    uint64_t align = bs->request_alignment;
+
+    (void)flags;
+    if (file_aligned(bs, s, offset, bytes, buf)) {
+        return file_pread_raw(s->fd, buf, bytes, offset);
+    }
+    /* Bounce, one aligned chunk at a time. */
+    while (bytes > 0) {
+        uint64_t start = ALIGN_DOWN(offset, align);
+        uint64_t head = offset - start;
+        uint64_t n = MIN(bytes, (uint64_t)FILE_BOUNCE_MAX - align);
+        uint64_t len = ALIGN_UP(head + n, align);
+        uint8_t *b;
+        int ret;
+
+        if (len > FILE_BOUNCE_MAX) {
+            len = FILE_BOUNCE_MAX;
+            n = len - head;
+        }
+        b = file_get_bounce(len);
+        if (b == NULL) {
+            return -ENOMEM;
+        }
+        ret = file_pread_raw(s->fd, b, len, start);
+        if (ret < 0) {
+            return ret;
+        }
+        memcpy(buf, b + head, n);
+        buf = (uint8_t *)buf + n;
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* Unaligned O_DIRECT write: read-modify-write of the aligned blocks that
+ * cover each chunk, under the node's rmw_lock. */
+static int file_pwrite_bounce(BlockNode *bs, FileState *s, uint64_t offset,
+                              uint64_t bytes, const uint8_t *buf, bool dsync)
+{
+    uint64_t align = bs->request_alignment;
+    uint64_t end = offset + bytes;
+    struct stat st;
+    int ret = 0;
+
+    pthread_mutex_lock(&bs->rmw_lock);
+    while (bytes > 0) {
+        uint64_t start = ALIGN_DOWN(offset, align);
+        uint64_t head = offset - start;
+        uint64_t n = MIN(bytes, (uint64_t)FILE_BOUNCE_MAX - align);
+        uint64_t len = ALIGN_UP(head + n, align);
+        uint8_t *b;
+
+        if (len > FILE_BOUNCE_MAX) {
+            len = FILE_BOUNCE_MAX;
+            n = len - head;
+        }
+        b = file_get_bounce(len);
+        if (b == NULL) {
+            ret = -ENOMEM;
+            break;
+        }
+        if (head != 0 || n != len) {
+            ret = file_pread_raw(s->fd, b, len, start);
+            if (ret < 0) {
+                break;
+            }
+        }
+        memcpy(b + head, buf, n);
+        if (fstat(s->fd, &st) != 0) {
+            ret = -errno;
+            break;
+        }
+        ret = file_pwrite_raw(s, b, len, start, dsync);
+        if (ret < 0) {
+            break;
+        }
+        /* The aligned write may have grown the file past the request:
+         * cut it back to what a plain write would have left. */
+        if (!s->is_blockdev && start + len > (uint64_t)st.st_size &&
+            start + len > end) {
+            if (ftruncate(s->fd, (off_t)MAX((uint64_t)st.st_size, end))
+                != 0) {
+                ret = -errno;
+                break;
+            }
+        }
+        buf += n;
+        offset += n;
+        bytes -= n;
+    }
+    pthread_mutex_unlock(&bs->rmw_lock);
+    return ret;
+}
+
+static int file_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                       const void *buf, uint32_t flags)
+{
+    FileState *s = bs->opaque;
+    bool dsync = (flags & BLK_REQ_FUA) && !bs->cache_no_flush;
+
+    if (file_aligned(bs, s, offset, bytes, buf)) {
+        return file_pwrite_raw(s, buf, bytes, offset, dsync);
+    }
+    return file_pwrite_bounce(bs, s, offset, bytes, buf, dsync);
+}
+
+static int file_size_now(FileState *s, uint64_t *size)
+{
+    struct stat st;
+
+    if (s->is_blockdev) {
+        uint64_t b;
+        if (ioctl(s->fd, BLKGETSIZE64, &b) != 0) {
+            return -errno;
+        }
+        *size = b;
+        return 0;
+    }
+    if (fstat(s->fd, &st) != 0) {
+        return -errno;
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int file_fallocate(FileState *s, int mode, uint64_t off,
+                          uint64_t len)
+{
+    while (fallocate(s->fd, mode, (off_t)off, (off_t)len) != 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+static bool file_unsupported(int ret)
+{
+    return ret == -EOPNOTSUPP || ret == -ENOTSUP || ret == -ENOSYS ||
+           ret == -EINVAL;
+}
+
+static int file_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                              uint32_t flags)
+{
+    FileState *s = bs->opaque;
+    uint64_t size, inside;
+    int ret = -ENOTSUP;
+
+    if (s->is_blockdev) {
+        return -ENOTSUP;        /* the generic layer writes zeroes */
+    }
+    ret = file_size_now(s, &size);
+    if (ret < 0) {
+        return ret;
+    }
+    inside = offset >= size ? 0 : MIN(bytes, size - offset);
+    ret = -ENOTSUP;
+    if (inside > 0 && (flags & BLK_REQ_MAY_UNMAP) && !s->no_punch) {
+        ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             offset, inside);
+        if (file_unsupported(ret)) {
+            s->no_punch = true;
+            ret = -ENOTSUP;
+        }
+    }
+    if (inside > 0 && ret == -ENOTSUP && !s->no_zero_range) {
+        ret = file_fallocate(s, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                             offset, inside);
+        if (file_unsupported(ret)) {
+            s->no_zero_range = true;
+            ret = -ENOTSUP;
+        }
+    }
+    if (inside == 0) {
+        ret = 0;
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    /* Past the end: growing the file reads back as zeroes. */
+    if (offset + bytes > size &&
+        ftruncate(s->fd, (off_t)(offset + bytes)) != 0) {
+        return -errno;
+    }
+    if ((flags & BLK_REQ_FUA) && !bs->cache_no_flush &&
+        fdatasync(s->fd) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int file_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    FileState *s = bs->opaque;
+    uint64_t size;
+    int ret;
+
+    if (s->no_punch || s->is_blockdev) {
+        return 0;               /* discard is a hint */
+    }
+    ret = file_size_now(s, &size);
+    if (ret < 0 || offset >= size) {
+        return ret;
+    }
+    ret = file_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         offset, MIN(bytes, size - offset));
+    if (file_unsupported(ret)) {
+        s->no_punch = true;
+        return 0;
+    }
+    return ret;
+}
+
+static int file_flush(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    if (bs->cache_no_flush) {
+        return 0;
+    }
+    return fdatasync(s->fd) == 0 ? 0 : -errno;
+}
+
+/* Data or hole from SEEK_DATA / SEEK_HOLE.  A protocol node allocates
+ * everything (allocation depth 1); holes read as zeroes. */
+static int file_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, uint64_t *map,
+                             BlockNode **file)
+{
+    FileState *s = bs->opaque;
+    off_t data, hole;
+
+    *map = offset;
+    *file = bs;
+    data = lseek(s->fd, (off_t)offset, SEEK_DATA);
+    if (data < 0) {
+        if (errno == ENXIO) {
+            /* No data after offset: a hole up to (and past) the end. */
+            *pnum = bytes;
+            return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED |
+                   BLK_STATUS_OFFSET_VALID;
+        }
+        *pnum = bytes;          /* no SEEK_DATA: say data */
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    }
+    if ((uint64_t)data > offset) {
+        *pnum = MIN(bytes, (uint64_t)data - offset);
+        return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    }
+    hole = lseek(s->fd, (off_t)offset, SEEK_HOLE);
+    if (hole < 0 || (uint64_t)hole <= offset) {
+        *pnum = hole < 0 ? bytes : 1;   /* raced with a writer */
+    } else {
+        *pnum = MIN(bytes, (uint64_t)hole - offset);
+    }
+    return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID;
+}
+
+static int64_t file_get_length(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+    uint64_t size;
+    int ret = file_size_now(s, &size);
+
+    return ret < 0 ? ret : (int64_t)size;
+}
+
+static bool file_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    FileState *s = bs->opaque;
+
+    if (s->is_blockdev) {
+        uint64_t cur;
+        if (file_size_now(s, &cur) == 0 && size <= cur) {
+            return true;        /* a device cannot shrink, QEMU allows */
+        }
+        error_setg(errp, "Cannot grow device files");
+        return false;
+    }
+    if (ftruncate(s->fd, (off_t)size) != 0) {
+        error_setg_errno(errp, errno, "Failed to resize the file");
+        return false;
+    }
+    return true;
+}
+
+static void file_close(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    if (s->fd >= 0) {
+        close(s->fd);           /* drops the OFD locks too */
+        s->fd = -1;
+    }
+}
+
+static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
+{
+    const BlockdevOptionsFile *f = o->driver == BLOCKDEV_DRIVER_HOST_DEVICE
+                                   ? &o->u.host_device : &o->u.file;
+    FileState *s = bs->opaque;
+    int flags = O_CLOEXEC;
+    OnOffAuto locking = f->has_locking ? f->locking : ON_OFF_AUTO_AUTO;
+    struct stat st;
+    int ret;
+
+    s->fd = -1;
+    if (f->has_aio && f->aio == BLOCKDEV_AIO_OPTIONS_NATIVE &&
+        !bs->cache_direct) {
+        error_setg(errp, "aio=native was specified, but it requires "
+                   "cache.direct=on, which was not specified.");
+        return false;
+    }
+    if (f->filename[0] == '\0') {
+        error_setg(errp, "The 'file' block driver requires a file name");
+        return false;
+    }
+    bs->filename = xstrdup(f->filename);
+    if (bs->cache_direct) {
+        flags |= O_DIRECT;
+    }
+    s->fd = open(f->filename, flags | (bs->read_only ? O_RDONLY : O_RDWR));
+    if (s->fd < 0 && !bs->read_only && o->has_auto_read_only &&
+        o->auto_read_only && (errno == EACCES || errno == EROFS ||
+                              errno == EPERM)) {
+        s->fd = open(f->filename, flags | O_RDONLY);
+        if (s->fd >= 0) {
+            bs->read_only = true;
+        }
+    }
+    if (s->fd < 0) {
+        if (errno == EINVAL && bs->cache_direct) {
+            error_setg(errp, "Could not open '%s': filesystem does not "
+                       "support O_DIRECT", f->filename);
+            return false;
+        }
+        error_setg_errno(errp, errno, "Could not open '%s'", f->filename);
+        return false;
+    }
+    if (fstat(s->fd, &st) != 0) {
+        error_setg_errno(errp, errno, "Could not stat '%s'", f->filename);
+        goto fail;
+    }
+    s->is_blockdev = S_ISBLK(st.st_mode);
+    if (!S_ISREG(st.st_mode) && !s->is_blockdev) {
+        error_setg(errp, "'file' driver requires '%s' to be a regular file",
+                   f->filename);
+        goto fail;
+    }
+
+    if (locking != ON_OFF_AUTO_OFF) {
+        unsigned perm = 1u << PERM_CONSISTENT_READ;
+        unsigned shared = (1u << PERM_COUNT) - 1;
+        Error *lerr = NULL;
+
+        if (!bs->read_only) {
+            perm |= 1u << PERM_WRITE;
+            shared &= ~((1u << PERM_WRITE) | (1u << PERM_RESIZE));
+        }
+        if (o->has_force_share && o->force_share) {
+            shared = (1u << PERM_COUNT) - 1;
+        }
+        ret = file_lock(s->fd, perm, shared, f->filename, &lerr);
+        if (ret == -EAGAIN) {
+            error_propagate(errp, lerr);
+            goto fail;
+        }
+        error_free(lerr);
+        if (ret < 0 && locking == ON_OFF_AUTO_ON) {
+            error_setg_errno(errp, -ret, "Failed to lock '%s' (locking=on)",
+                             f->filename);
+            goto fail;
+        }
+        /* locking=auto on a filesystem without OFD locks: go on. */
+    }
+
+    if (bs->cache_direct) {
+        file_probe_alignment(bs, s);
+    } else {
+        s->mem_align = 1;
+    }
+    if (f->has_aio && f->aio != BLOCKDEV_AIO_OPTIONS_THREADS) {
+        log_debug("%s: aio=%s runs on the thread pool", f->filename,
+                  BlockdevAioOptions_str(f->aio));
+    }
+    return true;
+
+fail:
+    close(s->fd);
+    s->fd = -1;
+    return false;
+}
+
+static void file_query_image(BlockNode *bs, ImageInfo *info)
+{
+    FileState *s = bs->opaque;
+    struct stat st;
+
+    if (fstat(s->fd, &st) == 0) {
+        info->has_actual_size = true;
+        info->actual_size = (int64_t)st.st_blocks * 512;
+    }
+}
+
+const BlockDriver blk_drv_file = {
+    .format_name = "file",
+    .instance_size = sizeof(FileState),
+    .is_protocol = true,
+    .open = file_open,
+    .close = file_close,
+    .get_length = file_get_length,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .pwrite_zeroes = file_pwrite_zeroes,
+    .pdiscard = file_pdiscard,
+    .flush = file_flush,
+    .block_status = file_block_status,
+    .truncate = file_truncate,
+    .query_image = file_query_image,
+};
+
+/* host_device: the same driver under QEMU's name for block devices. */
+const BlockDriver blk_drv_host_device = {
+    .format_name = "host_device",
+    .instance_size = sizeof(FileState),
+    .is_protocol = true,
+    .open = file_open,
+    .close = file_close,
+    .get_length = file_get_length,
+    .pread = file_pread,
+    .pwrite = file_pwrite,
+    .pwrite_zeroes = file_pwrite_zeroes,
+    .pdiscard = file_pdiscard,
+    .flush = file_flush,
+    .block_status = file_block_status,
+    .truncate = file_truncate,
+    .query_image = file_query_image,
+};

@@ -1,0 +1,472 @@
+/* io.c - the data path wrappers: bounds checks, detect-zeroes,
+ * statistics, block status across a backing chain, and the
+ * asynchronous submit on the worker pool.  See block.h.
+ *
+ * Every function here may run on any thread (workers run several at
+ * once for one node) except blk_aio_submit() and its completion.
+ */
+#include "blockdev/block.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/util.h"
+
+/* A buffer of zeroes for the write_zeroes fallback. */
+#define BLK_ZERO_BUF_SIZE (256 * 1024)
+static const uint8_t blk_zero_buf[BLK_ZERO_BUF_SIZE]
+    __attribute__((aligned(4096)));
+
+#define STAT_ADD(field, v) \
+    __atomic_fetch_add(&(field), (v), __ATOMIC_RELAXED)
+
+static uint64_t blk_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t blk_getlength(BlockNode *bs)
+{
+    return __atomic_load_n(&bs->total_size, __ATOMIC_ACQUIRE);
+}
+
+/* Check [offset, offset+bytes) for a request; write says which error a
+ * range past the end gets (see block.h "Bounds"). */
+static int blk_check_request(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             bool write)
+{
+    uint64_t size;
+
+    if (bytes > INT64_MAX || offset > INT64_MAX - bytes) {
+        return -EINVAL;
+    }
+    if (bs->drv->is_protocol) {
+        return 0;
+    }
+    size = (uint64_t)blk_getlength(bs);
+    if (offset > size || bytes > size - offset) {
+        return write ? -ENOSPC : -EINVAL;
+    }
+    return 0;
+}
+
+/* A protocol node grew by a write: raise the cached size. */
+static void blk_grow_to(BlockNode *bs, uint64_t end)
+{
+    int64_t cur = __atomic_load_n(&bs->total_size, __ATOMIC_RELAXED);
+
+    while ((uint64_t)cur < end &&
+           !__atomic_compare_exchange_n(&bs->total_size, &cur,
+                                        (int64_t)end, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+        /* cur was reloaded */
+    }
+}
+
+static void blk_note_highest(BlockNode *bs, uint64_t end)
+{
+    uint64_t cur = __atomic_load_n(&bs->wr_highest_offset, __ATOMIC_RELAXED);
+
+    while (cur < end &&
+           !__atomic_compare_exchange_n(&bs->wr_highest_offset, &cur, end,
+                                        true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+        /* cur was reloaded */
+    }
+}
+
+bool blk_buffer_is_zero(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    size_t head = MIN(len, (size_t)16);
+
+    for (size_t i = 0; i < head; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    /* The first 16 bytes are zero and every byte equals the one 16
+     * before it: all are zero. */
+    return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
+              uint32_t flags)
+{
+    uint64_t t0, done = 0;
+    int ret = blk_check_request(bs, offset, bytes, false);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    t0 = blk_now_ns();
+    while (done < bytes) {
+        uint64_t n = bytes - done;
+        if (bs->max_transfer != 0 && n > bs->max_transfer) {
+            n = bs->max_transfer;
+        }
+        ret = bs->drv->pread(bs, offset + done, n, (uint8_t *)buf + done,
+                             flags);
+        if (ret < 0) {
+            STAT_ADD(bs->failed_ops, 1);
+            STAT_ADD(bs->failed_rd_ops, 1);
+            return ret;
+        }
+        done += n;
+    }
+    STAT_ADD(bs->rd_ops, 1);
+    STAT_ADD(bs->rd_bytes, bytes);
+    STAT_ADD(bs->rd_total_ns, blk_now_ns() - t0);
+    return 0;
+}
+
+static int blk_do_write_zeroes(BlockNode *bs, uint64_t offset,
+                               uint64_t bytes, uint32_t flags);
+
+int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+               const void *buf, uint32_t flags)
+{
+    uint64_t t0, done = 0;
+    int ret;
+
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    ret = blk_check_request(bs, offset, bytes, true);
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
+        blk_buffer_is_zero(buf, bytes)) {
+        uint32_t zflags = flags & BLK_REQ_FUA;
+        if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP) {
+            zflags |= BLK_REQ_MAY_UNMAP;
+        }
+        ret = blk_do_write_zeroes(bs, offset, bytes, zflags);
+        if (ret == 0) {
+            STAT_ADD(bs->wr_ops, 1);
+            STAT_ADD(bs->wr_bytes, bytes);
+            blk_note_highest(bs, offset + bytes);
+        }
+        return ret;
+    }
+    t0 = blk_now_ns();
+    while (done < bytes) {
+        uint64_t n = bytes - done;
+        if (bs->max_transfer != 0 && n > bs->max_transfer) {
+            n = bs->max_transfer;
+        }
+        ret = bs->drv->pwrite(bs, offset + done, n,
+                              (const uint8_t *)buf + done, flags);
+        if (ret < 0) {
+            STAT_ADD(bs->failed_ops, 1);
+            STAT_ADD(bs->failed_wr_ops, 1);
+            return ret;
+        }
+        done += n;
+    }
+    if (bs->drv->is_protocol) {
+        blk_grow_to(bs, offset + bytes);
+    }
+    STAT_ADD(bs->wr_ops, 1);
+    STAT_ADD(bs->wr_bytes, bytes);
+    STAT_ADD(bs->wr_total_ns, blk_now_ns() - t0);
+    blk_note_highest(bs, offset + bytes);
+    return 0;
+}
+
+/* Write zeroes with plain writes from the static zero buffer. */
+static int blk_write_zero_buffer(BlockNode *bs, uint64_t offset,
+                                 uint64_t bytes, uint32_t flags)
+{
+    while (bytes > 0) {
+        uint64_t n = MIN(bytes, (uint64_t)BLK_ZERO_BUF_SIZE);
+        int ret;
+        if (bs->max_transfer != 0 && n > bs->max_transfer) {
+            n = bs->max_transfer;
+        }
+        ret = bs->drv->pwrite(bs, offset, n, blk_zero_buf, flags);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+static int blk_do_write_zeroes(BlockNode *bs, uint64_t offset,
+                               uint64_t bytes, uint32_t flags)
+{
+    int ret = -ENOTSUP;
+
+    /* MAY_UNMAP only where discard=unmap allows holes (QEMU's
+     * BDRV_O_UNMAP rule). */
+    if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP) {
+        flags &= ~(uint32_t)BLK_REQ_MAY_UNMAP;
+    }
+    if (bs->drv->pwrite_zeroes != NULL) {
+        ret = bs->drv->pwrite_zeroes(bs, offset, bytes, flags);
+    }
+    if (ret == -ENOTSUP && !(flags & BLK_REQ_NO_FALLBACK)) {
+        ret = blk_write_zero_buffer(bs, offset, bytes,
+                                    flags & BLK_REQ_FUA);
+    }
+    if (ret == 0) {
+        STAT_ADD(bs->zero_ops, 1);
+        if (bs->drv->is_protocol) {
+            blk_grow_to(bs, offset + bytes);
+        }
+    } else if (ret != -ENOTSUP) {
+        STAT_ADD(bs->failed_ops, 1);
+        STAT_ADD(bs->failed_wr_ops, 1);
+    }
+    return ret;
+}
+
+int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                      uint32_t flags)
+{
+    int ret;
+
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    ret = blk_check_request(bs, offset, bytes, true);
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    ret = blk_do_write_zeroes(bs, offset, bytes, flags);
+    if (ret == 0) {
+        blk_note_highest(bs, offset + bytes);
+    }
+    return ret;
+}
+
+int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    uint64_t t0;
+    int ret;
+
+    if (bs->read_only) {
+        return -EPERM;
+    }
+    ret = blk_check_request(bs, offset, bytes, true);
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    /* discard=ignore: a discard is only a hint, and it is dropped. */
+    if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP ||
+        bs->drv->pdiscard == NULL) {
+        return 0;
+    }
+    t0 = blk_now_ns();
+    ret = bs->drv->pdiscard(bs, offset, bytes);
+    if (ret == 0) {
+        STAT_ADD(bs->discard_ops, 1);
+        STAT_ADD(bs->discard_bytes, bytes);
+        STAT_ADD(bs->discard_total_ns, blk_now_ns() - t0);
+    } else {
+        STAT_ADD(bs->failed_ops, 1);
+        STAT_ADD(bs->failed_discard_ops, 1);
+    }
+    return ret;
+}
+
+int blk_flush(BlockNode *bs)
+{
+    uint64_t t0;
+    int ret = 0;
+
+    if (bs->read_only || bs->cache_no_flush) {
+        return 0;
+    }
+    t0 = blk_now_ns();
+    if (bs->drv->flush != NULL) {
+        ret = bs->drv->flush(bs);
+    }
+    /* A format's metadata and data live in its file: flush it too,
+     * after the driver wrote out what it caches. */
+    if (ret == 0 && bs->file != NULL) {
+        ret = blk_flush(bs->file);
+    }
+    if (ret == 0) {
+        STAT_ADD(bs->flush_ops, 1);
+        STAT_ADD(bs->flush_total_ns, blk_now_ns() - t0);
+    } else {
+        STAT_ADD(bs->failed_ops, 1);
+        STAT_ADD(bs->failed_flush_ops, 1);
+    }
+    return ret;
+}
+
+/* ---- block status ------------------------------------------------- */
+
+/* Status of one layer for [offset, offset+bytes), bytes >= 1. */
+static int blk_layer_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            uint64_t *pnum)
+{
+    uint64_t n = 0, map = 0;
+    BlockNode *file = NULL;
+    int ret;
+
+    if (bs->drv->block_status == NULL) {
+        *pnum = bytes;
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED;
+    }
+    if (bs->drv->is_protocol) {
+        uint64_t size = (uint64_t)blk_getlength(bs);
+        if (offset >= size) {
+            *pnum = bytes;
+            return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED;
+        }
+        bytes = MIN(bytes, size - offset);
+    }
+    ret = bs->drv->block_status(bs, offset, bytes, &n, &map, &file);
+    if (ret < 0) {
+        return ret;
+    }
+    if (n == 0 || n > bytes) {
+        n = bytes;             /* a driver bug must not loop forever */
+    }
+    *pnum = n;
+    return ret;
+}
+
+/* Walk the backing chain from bs.  Returns the merged flags, *pnum, and
+ * *depth (1 = bs, 2 = its backing, ...; 0 = no layer allocates). */
+static int blk_chain_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            uint64_t *pnum, int *depth)
+{
+    BlockNode *cur = bs;
+    int d = 1;
+    int ret;
+
+    ret = blk_check_request(bs, offset, bytes, false);
+    if (ret == -EINVAL && bytes > 0 && !bs->drv->is_protocol &&
+        offset < (uint64_t)blk_getlength(bs)) {
+        bytes = (uint64_t)blk_getlength(bs) - offset;   /* clamp */
+        ret = 0;
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (bytes == 0) {
+        return -EINVAL;
+    }
+    for (;;) {
+        uint64_t n;
+        ret = blk_layer_status(cur, offset, bytes, &n);
+        if (ret < 0) {
+            return ret;
+        }
+        bytes = n;
+        if (ret & BLK_STATUS_ALLOCATED) {
+            *pnum = n;
+            *depth = d;
+            return ret & (BLK_STATUS_DATA | BLK_STATUS_ZERO |
+                          BLK_STATUS_ALLOCATED);
+        }
+        if ((ret & (BLK_STATUS_DATA | BLK_STATUS_ZERO)) ||
+            cur->backing == NULL) {
+            /* Answered without allocation (e.g. an unallocated qcow2
+             * cluster with no backing file): reads as zero unless the
+             * driver says otherwise. */
+            *pnum = n;
+            *depth = 0;
+            ret &= BLK_STATUS_DATA | BLK_STATUS_ZERO;
+            return ret ? ret : BLK_STATUS_ZERO;
+        }
+        cur = cur->backing;
+        d++;
+        {
+            uint64_t blen = (uint64_t)blk_getlength(cur);
+            if (offset >= blen) {
+                /* Past the end of a shorter backing file: zeroes. */
+                *pnum = bytes;
+                *depth = 0;
+                return BLK_STATUS_ZERO;
+            }
+            bytes = MIN(bytes, blen - offset);
+        }
+    }
+}
+
+int blk_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                     uint64_t *pnum)
+{
+    int depth;
+
+    return blk_chain_status(bs, offset, bytes, pnum, &depth);
+}
+
+int blk_allocation_depth(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                         uint64_t *pnum)
+{
+    int depth = 0;
+    int ret = blk_chain_status(bs, offset, bytes, pnum, &depth);
+
+    return ret < 0 ? ret : depth;
+}
+
+/* ---- asynchronous requests ---------------------------------------- */
+
+static int blk_cache_hint(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    return blk_check_request(bs, offset, bytes, false);
+}
+
+static void blk_aio_run(WorkerJob *job)
+{
+    BlockRequest *req = container_of(job, BlockRequest, job);
+    BlockNode *bs = req->bs;
+
+    switch (req->type) {
+    case BLK_OP_READ:
+        req->ret = blk_pread(bs, req->offset, req->bytes, req->buf,
+                             req->flags);
+        break;
+    case BLK_OP_WRITE:
+        req->ret = blk_pwrite(bs, req->offset, req->bytes, req->buf,
+                              req->flags);
+        break;
+    case BLK_OP_WRITE_ZEROES:
+        req->ret = blk_pwrite_zeroes(bs, req->offset, req->bytes,
+                                     req->flags);
+        break;
+    case BLK_OP_DISCARD:
+        req->ret = blk_pdiscard(bs, req->offset, req->bytes);
+        break;
+    case BLK_OP_FLUSH:
+        req->ret = blk_flush(bs);
+        break;
+    case BLK_OP_CACHE:
+        req->ret = blk_cache_hint(bs, req->offset, req->bytes);
+        break;
+    default:
+        req->ret = -EINVAL;
+        break;
+    }
+}
+
+static void blk_aio_done(WorkerJob *job)
+{
+    BlockRequest *req = container_of(job, BlockRequest, job);
+    BlockNode *bs = req->bs;
+
+    req->cb(req);
+    blk_unref(bs);
+}
+
+void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
+{
+    blk_ref(req->bs);
+    req->ret = 0;
+    req->job.run = blk_aio_run;
+    req->job.done = blk_aio_done;
+    worker_submit(pool, &req->job);
+}

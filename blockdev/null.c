@@ -1,0 +1,156 @@
+/* null.c - the "null-co" and "null-aio" drivers: no storage at all.
+ *
+ * Writes vanish; reads leave the buffer as it is unless read-zeroes is
+ * set (QEMU's default is off: fastest for benchmarks).  latency-ns
+ * delays every request on its worker thread.  null-aio is the same
+ * driver under QEMU's other name.
+ */
+#include "blockdev/block.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/util.h"
+
+#define NULL_DEFAULT_SIZE (1ull << 30)
+
+typedef struct NullState {
+    uint64_t size;               /* bytes */
+    uint64_t latency_ns;
+    bool read_zeroes;
+} NullState;
+
+static bool null_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
+{
+    /* null-co and null-aio share their options struct. */
+    const BlockdevOptionsNull *n = o->driver == BLOCKDEV_DRIVER_NULL_AIO
+                                   ? &o->u.null_aio : &o->u.null_co;
+    NullState *s = bs->opaque;
+
+    s->size = NULL_DEFAULT_SIZE;
+    if (n->has_size) {
+        if (n->size < 0) {
+            error_setg(errp, "Parameter 'size' expects a non-negative "
+                       "value");
+            return false;
+        }
+        s->size = (uint64_t)n->size;
+    }
+    s->latency_ns = n->has_latency_ns ? n->latency_ns : 0;
+    s->read_zeroes = n->has_read_zeroes && n->read_zeroes;
+    bs->filename = xstrdup(o->driver == BLOCKDEV_DRIVER_NULL_AIO
+                           ? "null-aio://" : "null-co://");
+    return true;
+}
+
+static void null_delay(NullState *s)
+{
+    if (s->latency_ns != 0) {
+        struct timespec ts = {
+            .tv_sec = (time_t)(s->latency_ns / 1000000000u),
+            .tv_nsec = (long)(s->latency_ns % 1000000000u),
+        };
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            /* sleep the rest */
+        }
+    }
+}
+
+static int64_t null_get_length(BlockNode *bs)
+{
+    NullState *s = bs->opaque;
+
+    return (int64_t)s->size;
+}
+
+static int null_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                      void *buf, uint32_t flags)
+{
+    NullState *s = bs->opaque;
+
+    (void)offset;
+    (void)flags;
+    null_delay(s);
+    if (s->read_zeroes) {
+        memset(buf, 0, bytes);
+    }
+    return 0;
+}
+
+static int null_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                       const void *buf, uint32_t flags)
+{
+    (void)offset;
+    (void)bytes;
+    (void)buf;
+    (void)flags;
+    null_delay(bs->opaque);
+    return 0;
+}
+
+static int null_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                              uint32_t flags)
+{
+    return null_pwrite(bs, offset, bytes, NULL, flags);
+}
+
+static int null_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    return null_pwrite(bs, offset, bytes, NULL, 0);
+}
+
+static int null_flush(BlockNode *bs)
+{
+    null_delay(bs->opaque);
+    return 0;
+}
+
+static int null_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, uint64_t *map, BlockNode **file)
+{
+    NullState *s = bs->opaque;
+
+    *pnum = bytes;
+    *map = offset;
+    *file = bs;
+    return BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID |
+           (s->read_zeroes ? BLK_STATUS_ZERO : BLK_STATUS_DATA);
+}
+
+static bool null_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    NullState *s = bs->opaque;
+
+    (void)errp;
+    s->size = size;
+    return true;
+}
+
+const BlockDriver blk_drv_null_co = {
+    .format_name = "null-co",
+    .instance_size = sizeof(NullState),
+    .open = null_open,
+    .get_length = null_get_length,
+    .pread = null_pread,
+    .pwrite = null_pwrite,
+    .pwrite_zeroes = null_pwrite_zeroes,
+    .pdiscard = null_pdiscard,
+    .flush = null_flush,
+    .block_status = null_block_status,
+    .truncate = null_truncate,
+};
+
+const BlockDriver blk_drv_null_aio = {
+    .format_name = "null-aio",
+    .instance_size = sizeof(NullState),
+    .open = null_open,
+    .get_length = null_get_length,
+    .pread = null_pread,
+    .pwrite = null_pwrite,
+    .pwrite_zeroes = null_pwrite_zeroes,
+    .pdiscard = null_pdiscard,
+    .flush = null_flush,
+    .block_status = null_block_status,
+    .truncate = null_truncate,
+};
