@@ -1,0 +1,228 @@
+/* qcow2-meta.h - pure qcow2 metadata parsing (no I/O, no globals).
+ *
+ * Everything here works on memory buffers so that unit tests and the
+ * libFuzzer target can drive it directly.  Every byte is treated as
+ * hostile: each parser either fills its output or fails with a clear
+ * Error (or -EIO for the per-entry decoders used on the data path).
+ *
+ * Field layout: QEMU docs/interop/qcow2.txt ("Header", "Host cluster
+ * management", "Cluster mapping", "Snapshots").  All fields big-endian.
+ */
+#ifndef BLOCKD_BLOCKDEV_QCOW2_META_H
+#define BLOCKD_BLOCKDEV_QCOW2_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_V2_HEADER_LEN 72
+#define QCOW2_V3_HEADER_LEN 104
+
+/* Limits, as QEMU enforces them. */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_REFCOUNT_ORDER 6
+#define QCOW2_MAX_L1_BYTES (32u * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES (8u * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_SNAPSHOTS_BYTES (64u * 1024 * 1024)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_FEATURE_NAMES 64
+
+/* Incompatible feature bits (header bytes 72..79). */
+enum {
+    QCOW2_INCOMPAT_DIRTY = 1u << 0,
+    QCOW2_INCOMPAT_CORRUPT = 1u << 1,
+    QCOW2_INCOMPAT_DATA_FILE = 1u << 2,
+    QCOW2_INCOMPAT_COMPRESSION = 1u << 3,
+    QCOW2_INCOMPAT_EXTL2 = 1u << 4,
+    QCOW2_INCOMPAT_KNOWN = 0x1f,
+};
+enum { QCOW2_COMPAT_LAZY_REFCOUNTS = 1u << 0 };
+enum {
+    QCOW2_AUTOCLEAR_BITMAPS = 1u << 0,
+    QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1u << 1,
+};
+
+/* Header extension magics. */
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+/* Table entry bits. */
+#define QCOW2_OFLAG_COPIED (1ULL << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ULL << 62)
+#define QCOW2_OFLAG_ZERO (1ULL << 0)
+#define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW2_REFT_OFFSET_MASK 0xfffffffffffffe00ULL
+
+typedef struct Qcow2FeatureName {
+    uint8_t type;           /* 0 incompatible, 1 compatible, 2 autoclear */
+    uint8_t bit;
+    char name[47];          /* NUL-terminated copy */
+} Qcow2FeatureName;
+
+/* A parsed and validated header (cluster 0).  Derived fields follow the
+ * on-disk ones. */
+typedef struct Qcow2Header {
+    uint32_t version;                 /* 2 or 3 */
+    uint64_t backing_file_offset;     /* 0: no backing file */
+    uint32_t backing_file_size;       /* bytes, <= 1023 */
+    uint32_t cluster_bits;            /* 9..21 */
+    uint64_t size;                    /* virtual size, bytes */
+    uint32_t crypt_method;
+    uint32_t l1_size;                 /* entries */
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;          /* 0..6; 4 for v2 */
+    uint32_t header_length;           /* 72 for v2 */
+    uint8_t compression_type;         /* 0 zlib, 1 zstd */
+
+    /* Derived. */
+    uint64_t cluster_size;
+    bool extended_l2;
+    uint32_t l2_entry_size;           /* 8, or 16 with extended L2 */
+    uint32_t l2_bits;                 /* log2(entries per L2 table) */
+    uint32_t refcount_bits;
+    uint32_t rb_bits;                 /* log2(entries per refblock) */
+    uint32_t subcluster_bits;         /* log2(subcluster size) */
+
+    /* Header extensions. */
+    bool has_backing_file;
+    char backing_file[QCOW2_MAX_BACKING_NAME + 1];
+    bool has_backing_format;
+    char backing_format[QCOW2_MAX_BACKING_NAME + 1];
+    bool has_data_file_ext;
+    bool has_crypto_ext;
+    bool has_bitmaps_ext;
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_directory_size;
+    uint64_t bitmap_directory_offset;
+    unsigned nb_feature_names;
+    Qcow2FeatureName feature_names[QCOW2_MAX_FEATURE_NAMES];
+} Qcow2Header;
+
+/* Parse cluster 0.  buf holds the first len bytes of the image (the
+ * caller passes at least min(cluster size, 2 MiB) bytes when it has
+ * them, zero-filled past the end of the file).  Checks the header's own
+ * consistency (version, sizes, cluster_bits, refcount_order, extensions,
+ * backing file name) but not the tables against the file: see
+ * qcow2_header_check_layout().  Returns false with errp set on any
+ * problem. */
+bool qcow2_header_parse(const uint8_t *buf, size_t len, Qcow2Header *h,
+                        Error **errp);
+
+/* Check the metadata tables named by the header against a file of
+ * file_size bytes: alignment, inside the file, not in cluster 0, no
+ * overlap with each other, L1 big enough for the virtual size and within
+ * QEMU's limits. */
+bool qcow2_header_check_layout(const Qcow2Header *h, uint64_t file_size,
+                               Error **errp);
+
+/* Check the feature bits for opening (writable or not): unknown
+ * incompatible bits (named from the feature table when possible), dirty
+ * (refused writable: refcounts need a repair), corrupt (read-only only),
+ * external data file, encryption, compression type. */
+bool qcow2_header_check_features(const Qcow2Header *h, bool writable,
+                                 Error **errp);
+
+/* Bytes of the L1 table needed for a virtual size (entries). */
+uint64_t qcow2_l1_entries_for_size(const Qcow2Header *h, uint64_t size);
+
+/* ---- L1/L2 entries --------------------------------------------------- */
+
+typedef enum Qcow2ClusterType {
+    QCOW2_CLUSTER_UNALLOCATED,   /* read from backing, or zeroes */
+    QCOW2_CLUSTER_ZERO_PLAIN,    /* reads as zero, no host cluster */
+    QCOW2_CLUSTER_ZERO_ALLOC,    /* reads as zero, host cluster kept */
+    QCOW2_CLUSTER_NORMAL,        /* data at host_offset */
+    QCOW2_CLUSTER_COMPRESSED,    /* compressed data at host_offset */
+    /* Extended L2 only: subcluster not allocated but the cluster has a
+     * host cluster (reads from backing). */
+    QCOW2_CLUSTER_UNALLOCATED_ALLOC,
+} Qcow2ClusterType;
+
+typedef struct Qcow2Mapping {
+    Qcow2ClusterType type;
+    uint64_t host_offset;      /* NORMAL/ZERO_ALLOC: cluster-aligned;
+                                * COMPRESSED: byte offset */
+    uint64_t compressed_size;  /* COMPRESSED: bytes to read */
+    bool copied;               /* bit 63: refcount is exactly 1 */
+} Qcow2Mapping;
+
+/* Decode an L1 entry into the L2 table offset (0 = no L2 table).
+ * Returns 0 or -EIO (misaligned offset). */
+int qcow2_l1_decode(const Qcow2Header *h, uint64_t entry, uint64_t *l2_off);
+
+/* Decode a standard L2 entry (the first word with extended L2).
+ * Returns 0 or -EIO (misaligned offset, zero flag on v2, ...). */
+int qcow2_l2_decode(const Qcow2Header *h, uint64_t entry, Qcow2Mapping *m);
+
+/* Extended L2: the type of subcluster sc (0..31) given the decoded first
+ * word m and the bitmap word.  Returns the type (>= 0) or -EIO when the
+ * bitmap is inconsistent (allocated and zero at once, allocated without
+ * a host cluster, bits on a compressed cluster). */
+int qcow2_subcluster_type(const Qcow2Mapping *m, uint64_t bitmap,
+                          unsigned sc);
+
+/* Encode a standard L2 entry. */
+static inline uint64_t qcow2_l2_entry_normal(uint64_t host, bool copied)
+{
+    return host | (copied ? QCOW2_OFLAG_COPIED : 0);
+}
+
+/* ---- refcounts ------------------------------------------------------- */
+
+/* Largest refcount representable with 1 << order bits. */
+uint64_t qcow2_refcount_max(uint32_t order);
+/* Entry index of a refcount block (which holds cluster_size * 8 >> order
+ * entries; the caller keeps index in range). */
+uint64_t qcow2_refcount_get(const void *block, uint32_t order,
+                            uint64_t index);
+/* value must be <= qcow2_refcount_max(order). */
+void qcow2_refcount_set(void *block, uint32_t order, uint64_t index,
+                        uint64_t value);
+
+/* ---- snapshots ------------------------------------------------------- */
+
+typedef struct Qcow2Snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id;                   /* owned, NUL-terminated */
+    char *name;                 /* owned */
+    uint32_t date_sec, date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    bool has_disk_size;
+    uint64_t disk_size;         /* virtual size at snapshot time */
+    uint32_t extra_size;
+} Qcow2Snapshot;
+
+/* Parse the snapshot table of h->nb_snapshots entries from buf (len
+ * bytes starting at h->snapshots_offset).  On success *out is an array
+ * of h->nb_snapshots snapshots (free with qcow2_snapshots_free) and
+ * *table_len the table's size in bytes.  file_size bounds the L1
+ * offsets. */
+bool qcow2_snapshots_parse(const Qcow2Header *h, const uint8_t *buf,
+                           size_t len, uint64_t file_size,
+                           Qcow2Snapshot **out, size_t *table_len,
+                           Error **errp);
+void qcow2_snapshots_free(Qcow2Snapshot *s, uint32_t n);
+/* Find a snapshot by id, else by name; NULL when none matches. */
+const Qcow2Snapshot *qcow2_snapshot_find(const Qcow2Snapshot *s,
+                                         uint32_t n, const char *id_or_name);
+
+#endif

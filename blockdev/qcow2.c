@@ -1,0 +1,1564 @@
+/* qcow2.c - the qcow2 format driver: open, read, write, block status.
+ *
+ * Layout and crash-safety rules: see qcow2.h and QEMU's
+ * docs/interop/qcow2.txt.  Metadata parsing lives in qcow2-meta.c (pure,
+ * fuzzable), the table cache in qcow2-cache.c.
+ *
+ * Limits of this driver (refused with a clear error, never guessed):
+ * writes to images with extended L2 entries, dirty (lazy refcount)
+ * images opened writable, encryption, external data files.
+ */
+#include "blockdev/qcow2.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "config.h"
+#ifdef HAVE_ZSTD
+#include <zstd.h>
+#endif
+
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/util.h"
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static inline uint64_t cluster_of(const BDRVQcow2 *s, uint64_t off)
+{
+    return off >> s->h.cluster_bits;
+}
+
+static inline uint64_t offset_in_cluster(const BDRVQcow2 *s, uint64_t off)
+{
+    return off & (s->h.cluster_size - 1);
+}
+
+static inline uint64_t l1_index(const BDRVQcow2 *s, uint64_t off)
+{
+    return off >> (s->h.cluster_bits + s->h.l2_bits);
+}
+
+static inline uint64_t l2_index(const BDRVQcow2 *s, uint64_t off)
+{
+    return (off >> s->h.cluster_bits) & ((1ULL << s->h.l2_bits) - 1);
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
+                           uint64_t blen)
+{
+    return alen && blen && a < b + blen && b < a + alen;
+}
+
+/* Does [off, off+len) touch fixed metadata (header, L1, reftable,
+ * snapshot table)?  Data writes there would corrupt the image. */
+static bool overlaps_fixed_metadata(const BDRVQcow2 *s, uint64_t off,
+                                    uint64_t len)
+{
+    return ranges_overlap(off, len, 0, s->h.cluster_size) ||
+           ranges_overlap(off, len, s->l1_offset, (uint64_t)s->l1_size * 8) ||
+           ranges_overlap(off, len, s->h.refcount_table_offset,
+                          (uint64_t)s->reftable_size * 8) ||
+           (s->h.nb_snapshots &&
+            ranges_overlap(off, len, s->h.snapshots_offset,
+                           s->snapshots_len));
+}
+
+/* ---- refcounts --------------------------------------------------------- */
+
+/* The refcount block covering cluster ci, or *blk = NULL when the
+ * reftable has no block for it (all refcounts there are 0). */
+static int rb_lookup(BDRVQcow2 *s, uint64_t ci, void **blk)
+{
+    uint64_t idx = ci >> s->h.rb_bits;
+    uint64_t off;
+
+    *blk = NULL;
+    if (idx >= s->reftable_size) {
+        return 0;
+    }
+    off = s->reftable[idx] & QCOW2_REFT_OFFSET_MASK;
+    if (off == 0) {
+        return 0;
+    }
+    if (!IS_ALIGNED(off, s->h.cluster_size) ||
+        overlaps_fixed_metadata(s, off, s->h.cluster_size)) {
+        log_error("qcow2 '%s': refcount block at 0x%llx is invalid",
+                  s->bs->filename, (unsigned long long)off);
+        return -EIO;
+    }
+    return qcow2_cache_get(s->rb_cache, off, true, blk);
+}
+
+/* Add delta (+1/-1) to the refcount of every cluster that [off,
+ * off+bytes) touches.  The refcount blocks must exist. */
+static int update_refcounts(BDRVQcow2 *s, uint64_t off, uint64_t bytes,
+                            int delta)
+{
+    uint64_t first = cluster_of(s, off);
+    uint64_t last = cluster_of(s, off + bytes - 1);
+    uint64_t max = qcow2_refcount_max(s->h.refcount_order);
+
+    for (uint64_t ci = first; ci <= last; ci++) {
+        uint64_t idx = ci & ((1ULL << s->h.rb_bits) - 1);
+        uint64_t rc;
+        void *blk;
+        int ret = rb_lookup(s, ci, &blk);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (blk == NULL) {
+            log_error("qcow2 '%s': cluster %llu has no refcount block",
+                      s->bs->filename, (unsigned long long)ci);
+            return -EIO;
+        }
+        rc = qcow2_refcount_get(blk, s->h.refcount_order, idx);
+        if ((delta < 0 && rc == 0) || (delta > 0 && rc == max)) {
+            log_error("qcow2 '%s': refcount of cluster %llu out of range",
+                      s->bs->filename, (unsigned long long)ci);
+            return -EIO;
+        }
+        rc += delta;
+        qcow2_refcount_set(blk, s->h.refcount_order, idx, rc);
+        qcow2_cache_mark_dirty(s->rb_cache, blk);
+        if (rc == 0) {
+            s->free_hint = MIN(s->free_hint, ci);
+            qcow2_cache_discard(s->l2_cache, ci << s->h.cluster_bits);
+            if (s->pass_discard && bytes >= s->h.cluster_size &&
+                IS_ALIGNED(off, s->h.cluster_size)) {
+                blk_pdiscard(s->bs->file, ci << s->h.cluster_bits,
+                             s->h.cluster_size);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Grow the refcount table so that it covers at least one more refcount
+ * block.  New refcount blocks and the new table are placed right after
+ * the area the old table covers; they describe themselves.  The header
+ * is switched after the new structures are durable; then the old table
+ * is freed. */
+static int grow_reftable(BDRVQcow2 *s)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t rbe = 1ULL << s->h.rb_bits;
+    uint64_t c0 = (uint64_t)s->reftable_size << s->h.rb_bits;
+    uint64_t entries = MAX((uint64_t)s->reftable_size * 2,
+                           (uint64_t)s->reftable_size + 1);
+    uint64_t nrb = 1, k;
+    uint64_t *nt;
+    uint8_t hdr[12];
+    uint64_t old_off = s->h.refcount_table_offset;
+    uint64_t old_bytes = (uint64_t)s->h.refcount_table_clusters * cs;
+    int ret;
+
+    for (;;) {
+        uint64_t nrb2;
+
+        k = DIV_ROUND_UP(entries * 8, cs);
+        nrb2 = DIV_ROUND_UP(nrb + k, rbe);
+        if (entries < s->reftable_size + nrb2) {
+            entries = s->reftable_size + nrb2;
+            continue;
+        }
+        if (nrb2 == nrb) {
+            break;
+        }
+        nrb = nrb2;
+    }
+    if (k * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        return -EFBIG;
+    }
+    entries = k * cs / 8;
+
+    /* New refcount blocks: clusters c0 .. c0+nrb+k-1 are in use. */
+    for (uint64_t j = 0; j < nrb; j++) {
+        memset(s->cow_buf, 0, cs);
+        for (uint64_t ci = c0 + j * rbe; ci < c0 + nrb + k &&
+             ci < c0 + (j + 1) * rbe; ci++) {
+            qcow2_refcount_set(s->cow_buf, s->h.refcount_order,
+                               ci & (rbe - 1), 1);
+        }
+        ret = blk_pwrite(s->bs->file, (c0 + j) * cs, cs, s->cow_buf, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    nt = xzalloc(k * cs);
+    for (uint32_t i = 0; i < s->reftable_size; i++) {
+        put_be64(&nt[i], s->reftable[i]);
+    }
+    for (uint64_t j = 0; j < nrb; j++) {
+        put_be64(&nt[s->reftable_size + j], (c0 + j) * cs);
+    }
+    ret = blk_pwrite(s->bs->file, (c0 + nrb) * cs, k * cs, nt, 0);
+    if (ret == 0) {
+        ret = qcow2_cache_flush(s->rb_cache);
+    }
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        free(nt);
+        return ret;
+    }
+    put_be64(hdr, (c0 + nrb) * cs);
+    put_be32(hdr + 8, k);
+    ret = blk_pwrite(s->bs->file, 48, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        free(nt);
+        return ret;
+    }
+    for (uint64_t i = 0; i < entries; i++) {
+        nt[i] = be64toh(nt[i]);
+    }
+    free(s->reftable);
+    s->reftable = nt;
+    s->reftable_size = entries;
+    s->h.refcount_table_offset = (c0 + nrb) * cs;
+    s->h.refcount_table_clusters = k;
+    s->refs_unsynced = false;
+    return update_refcounts(s, old_off, old_bytes, -1);
+}
+
+/* Create the refcount block for reftable index idx at cluster ci (which
+ * it covers, so it counts itself), durable before the reftable entry
+ * that points to it. */
+static int new_refblock(BDRVQcow2 *s, uint64_t idx, uint64_t ci)
+{
+    uint64_t off = ci << s->h.cluster_bits;
+    uint64_t be;
+    void *blk;
+    int ret;
+
+    ret = qcow2_cache_get(s->rb_cache, off, false, &blk);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_refcount_set(blk, s->h.refcount_order,
+                       ci & ((1ULL << s->h.rb_bits) - 1), 1);
+    qcow2_cache_mark_dirty(s->rb_cache, blk);
+    ret = qcow2_cache_flush(s->rb_cache);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    be = htobe64(off);
+    ret = blk_pwrite(s->bs->file, s->h.refcount_table_offset + idx * 8, 8,
+                     &be, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->reftable[idx] = off;
+    s->refs_unsynced = true;
+    return 0;
+}
+
+/* Allocate n contiguous free clusters (refcount set to 1, in the cache).
+ * Returns 0 and the host offset in *off, or -errno. */
+static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
+{
+    uint64_t start = s->free_hint, len = 0;
+    uint64_t rbe = 1ULL << s->h.rb_bits;
+    int ret;
+
+    while (len < n) {
+        uint64_t ci = start + len;
+        uint64_t idx = ci >> s->h.rb_bits;
+        uint64_t rc;
+        void *blk;
+
+        if (ci >= (1ULL << (56 - s->h.cluster_bits))) {
+            return -ENOSPC;
+        }
+        if (overlaps_fixed_metadata(s, ci << s->h.cluster_bits,
+                                    s->h.cluster_size)) {
+            start = ci + 1;
+            len = 0;
+            continue;
+        }
+        if (idx >= s->reftable_size) {
+            ret = grow_reftable(s);
+            if (ret < 0) {
+                return ret;
+            }
+            continue;
+        }
+        ret = rb_lookup(s, ci, &blk);
+        if (ret < 0) {
+            return ret;
+        }
+        if (blk == NULL) {
+            ret = new_refblock(s, idx, ci);
+            if (ret < 0) {
+                return ret;
+            }
+            start = ci + 1;
+            len = 0;
+            continue;
+        }
+        rc = qcow2_refcount_get(blk, s->h.refcount_order, ci & (rbe - 1));
+        if (rc != 0) {
+            start = ci + 1;
+            len = 0;
+            continue;
+        }
+        len++;
+    }
+    if (start == s->free_hint || n == 1) {
+        s->free_hint = start + n;
+    }
+    for (uint64_t ci = start; ci < start + n; ci++) {
+        void *blk;
+
+        ret = rb_lookup(s, ci, &blk);
+        if (ret < 0) {
+            return ret;
+        }
+        qcow2_refcount_set(blk, s->h.refcount_order, ci & (rbe - 1), 1);
+        qcow2_cache_mark_dirty(s->rb_cache, blk);
+    }
+    *off = start << s->h.cluster_bits;
+    return 0;
+}
+
+/* Free [off, off+bytes) once the references to it are durable. */
+static void queue_free(BDRVQcow2 *s, uint64_t off, uint64_t bytes)
+{
+    if (s->nb_pending == s->cap_pending) {
+        s->cap_pending = s->cap_pending ? s->cap_pending * 2 : 64;
+        s->pending = xrealloc(s->pending,
+                              s->cap_pending * sizeof(*s->pending));
+    }
+    s->pending[s->nb_pending++] = (Qcow2Free){ off, bytes };
+}
+
+/* Write all metadata in the safe order and make it durable. */
+static int flush_locked(BDRVQcow2 *s)
+{
+    int ret;
+
+    if (s->read_only) {
+        return 0;
+    }
+    ret = qcow2_cache_flush(s->rb_cache);
+    if (ret == 0 && s->refs_unsynced) {
+        ret = blk_flush(s->bs->file);
+        s->refs_unsynced = false;
+    }
+    if (ret == 0) {
+        ret = qcow2_cache_flush(s->l2_cache);
+    }
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->nb_pending > 0) {
+        for (size_t i = 0; i < s->nb_pending; i++) {
+            ret = update_refcounts(s, s->pending[i].offset,
+                                   s->pending[i].bytes, -1);
+            if (ret < 0) {
+                break;
+            }
+        }
+        s->nb_pending = 0;
+        if (ret == 0) {
+            ret = qcow2_cache_flush(s->rb_cache);
+        }
+        if (ret == 0) {
+            ret = blk_flush(s->bs->file);
+            s->refs_unsynced = false;
+        }
+    }
+    return ret;
+}
+
+/* ---- L2 access ---------------------------------------------------------- */
+
+/* The L2 table for guest offset off (read path): *table = NULL when the
+ * L1 entry is empty. */
+static int l2_get(BDRVQcow2 *s, uint64_t off, uint64_t **table)
+{
+    uint64_t idx = l1_index(s, off);
+    uint64_t l2_off;
+    int ret;
+
+    *table = NULL;
+    if (idx >= s->l1_size) {
+        return 0;
+    }
+    ret = qcow2_l1_decode(&s->h, s->l1[idx], &l2_off);
+    if (ret < 0 || l2_off == 0) {
+        return ret;
+    }
+    if (overlaps_fixed_metadata(s, l2_off, s->h.cluster_size)) {
+        log_error("qcow2 '%s': L2 table at 0x%llx overlaps metadata",
+                  s->bs->filename, (unsigned long long)l2_off);
+        return -EIO;
+    }
+    return qcow2_cache_get(s->l2_cache, l2_off, true, (void **)table);
+}
+
+/* Make sure the L2 table for guest offset off exists and may be written
+ * in place (COPIED), allocating or copying it.  Returns its offset. */
+static int l2_get_for_write(BDRVQcow2 *s, uint64_t off, uint64_t *l2_out)
+{
+    uint64_t idx = l1_index(s, off);
+    uint64_t old, new_off, be;
+    void *t;
+    int ret;
+
+    if (idx >= s->l1_size) {
+        return -EIO;
+    }
+    ret = qcow2_l1_decode(&s->h, s->l1[idx], &old);
+    if (ret < 0) {
+        return ret;
+    }
+    if (old != 0 && (s->l1[idx] & QCOW2_OFLAG_COPIED)) {
+        if (overlaps_fixed_metadata(s, old, s->h.cluster_size)) {
+            return -EIO;
+        }
+        *l2_out = old;
+        return 0;
+    }
+    ret = alloc_clusters(s, 1, &new_off);
+    if (ret < 0) {
+        return ret;
+    }
+    if (old != 0) {
+        ret = qcow2_cache_get(s->l2_cache, old, true, &t);
+        if (ret < 0) {
+            return ret;
+        }
+        memcpy(s->cow_buf, t, s->h.cluster_size);
+    }
+    ret = qcow2_cache_get(s->l2_cache, new_off, false, &t);
+    if (ret < 0) {
+        return ret;
+    }
+    if (old != 0) {
+        memcpy(t, s->cow_buf, s->h.cluster_size);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    /* The new table (and the refcounts under it) must be durable before
+     * the L1 entry points to it. */
+    ret = qcow2_cache_flush(s->l2_cache);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    s->refs_unsynced = false;
+    be = htobe64(new_off | QCOW2_OFLAG_COPIED);
+    ret = blk_pwrite(s->bs->file, s->l1_offset + idx * 8, 8, &be, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->l1[idx] = new_off | QCOW2_OFLAG_COPIED;
+    if (old != 0) {
+        queue_free(s, old, s->h.cluster_size);
+    }
+    *l2_out = new_off;
+    return 0;
+}
+
+/* ---- mapping ------------------------------------------------------------ */
+
+/* Mapping of guest offset off for up to *bytes bytes: fills m (host
+ * offset adjusted to off) and shortens *bytes to the run that has the
+ * same type and contiguous host offsets.  Lock held. */
+static int get_mapping(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
+                       Qcow2Mapping *m)
+{
+    uint64_t unit = 1ULL << s->h.subcluster_bits;
+    uint64_t max = *bytes;
+    uint64_t run;
+    uint64_t *t;
+    int ret;
+
+    ret = l2_get(s, off, &t);
+    if (ret < 0) {
+        return ret;
+    }
+    if (t == NULL) {
+        /* Skip every consecutive empty L1 entry at once. */
+        uint64_t span = 1ULL << (s->h.cluster_bits + s->h.l2_bits);
+        uint64_t idx = l1_index(s, off);
+        uint64_t end = (idx + 1) * span;
+
+        while (end - off < max && idx + 1 < s->l1_size &&
+               (s->l1[idx + 1] & QCOW2_L1E_OFFSET_MASK) == 0) {
+            idx++;
+            end += span;
+        }
+        memset(m, 0, sizeof(*m));
+        m->type = QCOW2_CLUSTER_UNALLOCATED;
+        *bytes = MIN(max, end - off);
+        return 0;
+    }
+
+    {
+        uint64_t i = l2_index(s, off);
+        uint64_t nent = 1ULL << s->h.l2_bits;
+        uint64_t in_unit = off & (unit - 1);
+        uint64_t first_host = 0;
+        Qcow2ClusterType type = QCOW2_CLUSTER_UNALLOCATED;
+        uint64_t cur = off - in_unit;      /* start of the current unit */
+        bool first = true;
+
+        run = 0;
+        for (; i < nent && run < in_unit + max; i++) {
+            Qcow2Mapping cm;
+            uint64_t e, bm = 0;
+            unsigned sc0 = 0, nsc = 1;
+
+            if (s->h.extended_l2) {
+                e = be64toh(t[2 * i]);
+                bm = be64toh(t[2 * i + 1]);
+                nsc = 32;
+                sc0 = (cur >> s->h.subcluster_bits) & 31;
+            } else {
+                e = be64toh(t[i]);
+            }
+            ret = qcow2_l2_decode(&s->h, e, &cm);
+            if (ret < 0) {
+                goto bad;
+            }
+            for (unsigned sc = sc0; sc < nsc && run < in_unit + max; sc++) {
+                int st = cm.type;
+                uint64_t host = cm.host_offset;
+
+                if (s->h.extended_l2) {
+                    st = qcow2_subcluster_type(&cm, bm, sc);
+                    if (st < 0) {
+                        goto bad;
+                    }
+                    if (st != QCOW2_CLUSTER_COMPRESSED) {
+                        host += (uint64_t)sc << s->h.subcluster_bits;
+                    }
+                    if (st == QCOW2_CLUSTER_UNALLOCATED_ALLOC) {
+                        st = QCOW2_CLUSTER_UNALLOCATED;
+                    }
+                }
+                if (first) {
+                    type = st;
+                    first_host = host;
+                    *m = cm;
+                    m->type = st;
+                    first = false;
+                } else {
+                    if ((int)type != st || type == QCOW2_CLUSTER_COMPRESSED) {
+                        goto done;
+                    }
+                    if ((type == QCOW2_CLUSTER_NORMAL ||
+                         type == QCOW2_CLUSTER_ZERO_ALLOC) &&
+                        host != first_host + run) {
+                        goto done;
+                    }
+                }
+                run += unit;
+                cur += unit;
+                if (st == QCOW2_CLUSTER_COMPRESSED) {
+                    /* A compressed cluster is one unit of cluster size. */
+                    run = s->h.cluster_size;
+                    in_unit = offset_in_cluster(s, off);
+                    goto done;
+                }
+            }
+        }
+    done:
+        if (type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) {
+            m->host_offset = first_host + in_unit;
+        } else if (type != QCOW2_CLUSTER_COMPRESSED) {
+            m->host_offset = 0;
+        }
+        *bytes = MIN(max, run - in_unit);
+        return 0;
+    }
+
+bad:
+    log_error("qcow2 '%s': invalid L2 entry for guest offset 0x%llx",
+              s->bs->filename, (unsigned long long)off);
+    return -EIO;
+}
+
+/* ---- compressed clusters ----------------------------------------------- */
+
+static int inflate_zlib(BDRVQcow2 *s, const uint8_t *in, size_t in_len,
+                        uint8_t *out, size_t out_len)
+{
+    z_stream *zs = s->zstream;
+    int zr;
+
+    if (zs == NULL) {
+        zs = XNEW(z_stream);
+        if (inflateInit2(zs, -12) != Z_OK) {
+            free(zs);
+            return -ENOMEM;
+        }
+        s->zstream = zs;
+    } else if (inflateReset(zs) != Z_OK) {
+        return -EIO;
+    }
+    zs->next_in = (Bytef *)in;
+    zs->avail_in = in_len;
+    zs->next_out = out;
+    zs->avail_out = out_len;
+    zr = inflate(zs, Z_FINISH);
+    /* Z_BUF_ERROR with a full output: the sector padding remains. */
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || zs->avail_out != 0) {
+        return -EIO;
+    }
+    return 0;
+}
+
+static int inflate_zstd(BDRVQcow2 *s, const uint8_t *in, size_t in_len,
+                        uint8_t *out, size_t out_len)
+{
+#ifdef HAVE_ZSTD
+    ZSTD_inBuffer ib = { in, in_len, 0 };
+    ZSTD_outBuffer ob = { out, out_len, 0 };
+
+    if (s->zstd_dctx == NULL) {
+        s->zstd_dctx = ZSTD_createDCtx();
+        if (s->zstd_dctx == NULL) {
+            return -ENOMEM;
+        }
+    }
+    ZSTD_DCtx_reset(s->zstd_dctx, ZSTD_reset_session_only);
+    while (ob.pos < ob.size) {
+        size_t last = ib.pos;
+        size_t r = ZSTD_decompressStream(s->zstd_dctx, &ob, &ib);
+
+        if (ZSTD_isError(r) || (ib.pos == last && ob.pos < ob.size &&
+                                ib.pos == ib.size)) {
+            return -EIO;
+        }
+    }
+    return 0;
+#else
+    (void)s;
+    (void)in;
+    (void)in_len;
+    (void)out;
+    (void)out_len;
+    log_error("qcow2: zstd compressed cluster but blockd was built "
+              "without libzstd");
+    return -ENOTSUP;
+#endif
+}
+
+/* Decompress the cluster described by m into s->dbuf.  Lock held. */
+static int read_compressed(BDRVQcow2 *s, const Qcow2Mapping *m)
+{
+    uint64_t csize = MIN(m->compressed_size, 2 * s->h.cluster_size);
+    int64_t flen = blk_getlength(s->bs->file);
+    int ret;
+
+    if (s->dbuf_host == m->host_offset) {
+        return 0;
+    }
+    if (flen < 0) {
+        return (int)flen;
+    }
+    if (m->host_offset >= (uint64_t)flen) {
+        return -EIO;
+    }
+    csize = MIN(csize, (uint64_t)flen - m->host_offset);
+    ret = blk_pread(s->bs->file, m->host_offset, csize, s->cbuf, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->dbuf_host = 0;
+    if (s->h.compression_type == 1) {
+        ret = inflate_zstd(s, s->cbuf, csize, s->dbuf, s->h.cluster_size);
+    } else {
+        ret = inflate_zlib(s, s->cbuf, csize, s->dbuf, s->h.cluster_size);
+    }
+    if (ret < 0) {
+        if (ret == -EIO) {
+            log_error("qcow2 '%s': bad compressed data at 0x%llx",
+                      s->bs->filename, (unsigned long long)m->host_offset);
+        }
+        return ret;
+    }
+    s->dbuf_host = m->host_offset;
+    return 0;
+}
+
+/* ---- read --------------------------------------------------------------- */
+
+/* Read [off, off+bytes) of the backing chain (zeroes past its end). */
+static int read_backing(BDRVQcow2 *s, uint64_t off, uint64_t bytes,
+                        uint8_t *buf)
+{
+    BlockNode *b = s->bs->backing;
+    int64_t blen;
+    uint64_t n = 0;
+    int ret;
+
+    if (b != NULL) {
+        blen = blk_getlength(b);
+        if (blen < 0) {
+            return (int)blen;
+        }
+        if (off < (uint64_t)blen) {
+            n = MIN(bytes, (uint64_t)blen - off);
+            ret = blk_pread(b, off, n, buf, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    memset(buf + n, 0, bytes - n);
+    return 0;
+}
+
+static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                       void *vbuf, uint32_t flags)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint8_t *buf = vbuf;
+    int ret;
+
+    (void)flags;
+    while (bytes > 0) {
+        uint64_t n = bytes;
+        Qcow2Mapping m;
+
+        pthread_mutex_lock(&s->lock);
+        ret = get_mapping(s, offset, &n, &m);
+        if (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED) {
+            ret = read_compressed(s, &m);
+            if (ret == 0) {
+                memcpy(buf, s->dbuf + offset_in_cluster(s, offset), n);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        switch (m.type) {
+        case QCOW2_CLUSTER_NORMAL:
+            ret = blk_pread(bs->file, m.host_offset, n, buf, 0);
+            break;
+        case QCOW2_CLUSTER_UNALLOCATED:
+        case QCOW2_CLUSTER_UNALLOCATED_ALLOC:
+            ret = read_backing(s, offset, n, buf);
+            break;
+        case QCOW2_CLUSTER_COMPRESSED:
+            break;
+        default:
+            memset(buf, 0, n);
+            break;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        buf += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* ---- write -------------------------------------------------------------- */
+
+/* Fill s->cow_buf with the current content of the guest cluster at
+ * coff (cluster aligned), as described by m. */
+static int read_cluster_for_cow(BDRVQcow2 *s, uint64_t coff,
+                                const Qcow2Mapping *m)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t n = MIN(cs, s->size > coff ? s->size - coff : 0);
+    int ret;
+
+    switch (m->type) {
+    case QCOW2_CLUSTER_NORMAL:
+        return blk_pread(s->bs->file, m->host_offset, cs, s->cow_buf, 0);
+    case QCOW2_CLUSTER_COMPRESSED:
+        ret = read_compressed(s, m);
+        if (ret == 0) {
+            memcpy(s->cow_buf, s->dbuf, cs);
+        }
+        return ret;
+    case QCOW2_CLUSTER_UNALLOCATED:
+        ret = read_backing(s, coff, n, s->cow_buf);
+        memset(s->cow_buf + n, 0, cs - n);
+        return ret;
+    default:
+        memset(s->cow_buf, 0, cs);
+        return 0;
+    }
+}
+
+/* Release the host cluster an L2 entry referenced (after the new entry is
+ * durable). */
+static void free_entry(BDRVQcow2 *s, const Qcow2Mapping *m)
+{
+    if (m->type == QCOW2_CLUSTER_COMPRESSED) {
+        uint64_t start = m->host_offset & ~511ULL;
+
+        queue_free(s, start, m->compressed_size + (m->host_offset - start));
+        if (s->dbuf_host == m->host_offset) {
+            s->dbuf_host = 0;
+        }
+    } else if ((m->type == QCOW2_CLUSTER_NORMAL ||
+                m->type == QCOW2_CLUSTER_ZERO_ALLOC) && m->host_offset) {
+        queue_free(s, m->host_offset, s->h.cluster_size);
+    }
+}
+
+static int maybe_flush_pending(BDRVQcow2 *s)
+{
+    /* Bound the pending list: frees wait for an L2 flush. */
+    if (s->nb_pending >= 4096) {
+        return flush_locked(s);
+    }
+    return 0;
+}
+
+/* Write n bytes (within one cluster) at guest offset off; when buf is
+ * NULL, write zeroes.  Lock held on entry; released and retaken around
+ * an in-place data write. */
+static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
+                         const uint8_t *buf)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t coff = off - offset_in_cluster(s, off);
+    uint64_t l2_off, host, e;
+    uint64_t *t;
+    Qcow2Mapping m;
+    int ret;
+
+    ret = l2_get_for_write(s, off, &l2_off);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    if (ret < 0) {
+        return ret;
+    }
+    e = be64toh(t[l2_index(s, off)]);
+    ret = qcow2_l2_decode(&s->h, e, &m);
+    if (ret < 0) {
+        return ret;
+    }
+    if (m.type == QCOW2_CLUSTER_NORMAL && m.copied) {
+        host = m.host_offset + offset_in_cluster(s, off);
+        if (overlaps_fixed_metadata(s, host, n)) {
+            log_error("qcow2 '%s': data cluster 0x%llx overlaps metadata",
+                      s->bs->filename, (unsigned long long)m.host_offset);
+            return -EIO;
+        }
+        pthread_mutex_unlock(&s->lock);
+        ret = blk_pwrite(s->bs->file, host, n, buf ? buf : s->cow_buf + cs,
+                         0);
+        pthread_mutex_lock(&s->lock);
+        return ret;
+    }
+
+    ret = alloc_clusters(s, 1, &host);
+    if (ret < 0) {
+        return ret;
+    }
+    if (n < cs) {
+        ret = read_cluster_for_cow(s, coff, &m);
+        if (ret < 0) {
+            goto undo;
+        }
+        if (buf != NULL) {
+            memcpy(s->cow_buf + offset_in_cluster(s, off), buf, n);
+        } else {
+            memset(s->cow_buf + offset_in_cluster(s, off), 0, n);
+        }
+        ret = blk_pwrite(s->bs->file, host, cs, s->cow_buf, 0);
+    } else {
+        ret = blk_pwrite(s->bs->file, host, cs, buf ? buf : s->cow_buf + cs,
+                         0);
+    }
+    if (ret < 0) {
+        goto undo;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    if (ret < 0) {
+        goto undo;
+    }
+    t[l2_index(s, off)] = htobe64(host | QCOW2_OFLAG_COPIED);
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    free_entry(s, &m);
+    return maybe_flush_pending(s);
+
+undo:
+    /* The new cluster is unreferenced: give it back at once. */
+    update_refcounts(s, host, cs, -1);
+    return ret;
+}
+
+static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                        const void *vbuf, uint32_t flags)
+{
+    BDRVQcow2 *s = bs->opaque;
+    const uint8_t *buf = vbuf;
+    int ret = 0;
+
+    pthread_mutex_lock(&s->lock);
+    while (bytes > 0) {
+        uint64_t n = MIN(bytes, s->h.cluster_size -
+                                offset_in_cluster(s, offset));
+
+        ret = write_cluster(s, offset, n, buf);
+        if (ret < 0) {
+            break;
+        }
+        offset += n;
+        buf += n;
+        bytes -= n;
+    }
+    if (ret == 0 && (flags & BLK_REQ_FUA)) {
+        ret = flush_locked(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* Set the L2 entry of the cluster at guest offset off (cluster aligned)
+ * to new_entry, releasing what it referenced unless keep_host. */
+static int set_entry(BDRVQcow2 *s, uint64_t off, uint64_t new_entry,
+                     bool keep_host)
+{
+    uint64_t l2_off, e;
+    uint64_t *t;
+    Qcow2Mapping m;
+    int ret;
+
+    ret = l2_get_for_write(s, off, &l2_off);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    if (ret < 0) {
+        return ret;
+    }
+    e = be64toh(t[l2_index(s, off)]);
+    ret = qcow2_l2_decode(&s->h, e, &m);
+    if (ret < 0) {
+        return ret;
+    }
+    if (keep_host && (m.type == QCOW2_CLUSTER_NORMAL ||
+                      m.type == QCOW2_CLUSTER_ZERO_ALLOC) && m.copied) {
+        new_entry |= m.host_offset | QCOW2_OFLAG_COPIED;
+    } else {
+        free_entry(s, &m);
+    }
+    if (e != new_entry) {
+        t[l2_index(s, off)] = htobe64(new_entry);
+        qcow2_cache_mark_dirty(s->l2_cache, t);
+    }
+    return maybe_flush_pending(s);
+}
+
+/* Does the cluster at guest offset off already read as zeroes without
+ * a host cluster (so that zeroing or discarding it changes nothing)? */
+static int cluster_is_plain_hole(BDRVQcow2 *s, uint64_t off, bool *hole)
+{
+    uint64_t n = s->h.cluster_size;
+    Qcow2Mapping m;
+    int ret = get_mapping(s, off, &n, &m);
+
+    if (ret < 0) {
+        return ret;
+    }
+    *hole = m.type == QCOW2_CLUSTER_ZERO_PLAIN ||
+            (m.type == QCOW2_CLUSTER_UNALLOCATED && s->bs->backing == NULL);
+    return 0;
+}
+
+static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
+                               uint64_t bytes, uint32_t flags)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t cs = s->h.cluster_size;
+    int ret = 0;
+
+    if (s->h.version < 3 && (flags & BLK_REQ_NO_FALLBACK)) {
+        return -ENOTSUP;
+    }
+    pthread_mutex_lock(&s->lock);
+    while (bytes > 0) {
+        uint64_t n = MIN(bytes, cs - offset_in_cluster(s, offset));
+        bool whole = n == cs || (offset_in_cluster(s, offset) == 0 &&
+                                 offset + n >= s->size);
+        bool hole = false;
+
+        ret = cluster_is_plain_hole(s, offset, &hole);
+        if (ret < 0) {
+            break;
+        }
+        if (hole) {
+            /* Already zero. */
+        } else if (whole && s->h.version >= 3) {
+            ret = set_entry(s, offset, QCOW2_OFLAG_ZERO,
+                            !(flags & BLK_REQ_MAY_UNMAP));
+        } else {
+            ret = write_cluster(s, offset, n, NULL);
+        }
+        if (ret < 0) {
+            break;
+        }
+        offset += n;
+        bytes -= n;
+    }
+    if (ret == 0 && (flags & BLK_REQ_FUA)) {
+        ret = flush_locked(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t cs = s->h.cluster_size;
+    uint64_t end = offset + bytes;
+    uint64_t start = ALIGN_UP(offset, cs);
+    int ret = 0;
+
+    /* Only whole clusters (the tail cluster may end at the disk's end). */
+    end = end >= s->size ? ALIGN_UP(end, cs) : ALIGN_DOWN(end, cs);
+    pthread_mutex_lock(&s->lock);
+    for (uint64_t off = start; off < end; off += cs) {
+        bool hole = false;
+
+        ret = cluster_is_plain_hole(s, off, &hole);
+        if (ret < 0) {
+            break;
+        }
+        if (hole) {
+            continue;
+        }
+        /* With a backing file a v3 image records zeroes, so that the
+         * backing data does not show through again. */
+        ret = set_entry(s, off,
+                        (s->bs->backing && s->h.version >= 3)
+                            ? QCOW2_OFLAG_ZERO : 0,
+                        false);
+        if (ret < 0) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int qcow2_flush(BlockNode *bs)
+{
+    BDRVQcow2 *s = bs->opaque;
+    int ret;
+
+    pthread_mutex_lock(&s->lock);
+    ret = flush_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int qcow2_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                              uint64_t *pnum, uint64_t *map,
+                              BlockNode **file)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t n = bytes;
+    Qcow2Mapping m;
+    int ret;
+
+    pthread_mutex_lock(&s->lock);
+    ret = get_mapping(s, offset, &n, &m);
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = n;
+    switch (m.type) {
+    case QCOW2_CLUSTER_NORMAL:
+        *map = m.host_offset;
+        *file = bs->file;
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    case QCOW2_CLUSTER_COMPRESSED:
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED;
+    default:
+        return bs->backing ? 0 : BLK_STATUS_ZERO;
+    }
+}
+
+static int64_t qcow2_get_length(BlockNode *bs)
+{
+    BDRVQcow2 *s = bs->opaque;
+
+    return (int64_t)s->size;
+}
+
+/* ---- resize ------------------------------------------------------------- */
+
+static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t need = qcow2_l1_entries_for_size(&s->h, size);
+    uint8_t hdr[24];
+    int ret;
+    LOCK_GUARD(&s->lock);
+
+    if (s->read_only || s->snapshot_view) {
+        error_setg(errp, "qcow2: image is read-only");
+        return false;
+    }
+    if (size < s->size) {
+        error_setg(errp, "qcow2: shrinking images is not supported");
+        return false;
+    }
+    if (!IS_ALIGNED(size, 512)) {
+        error_setg(errp, "qcow2: image size must be a multiple of 512 "
+                   "bytes");
+        return false;
+    }
+    if (need > QCOW2_MAX_L1_BYTES / 8) {
+        error_setg(errp, "qcow2: image size too large for the cluster "
+                   "size");
+        return false;
+    }
+    ret = flush_locked(s);
+    if (ret < 0) {
+        goto io_error;
+    }
+    put_be64(hdr, size);
+    put_be32(hdr + 8, s->h.crypt_method);
+    if (need > s->l1_size) {
+        uint64_t bytes = ALIGN_UP(need * 8, s->h.cluster_size);
+        uint64_t new_off, old_off = s->l1_offset;
+        uint64_t old_bytes = ALIGN_UP((uint64_t)s->l1_size * 8,
+                                      s->h.cluster_size);
+        uint64_t *nl1, *disk;
+
+        ret = alloc_clusters(s, bytes / s->h.cluster_size, &new_off);
+        if (ret < 0) {
+            goto io_error;
+        }
+        nl1 = xzalloc(bytes);
+        disk = xzalloc(bytes);
+        memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+        for (uint64_t i = 0; i < need; i++) {
+            put_be64(&disk[i], nl1[i]);
+        }
+        ret = qcow2_cache_flush(s->rb_cache);
+        if (ret == 0) {
+            ret = blk_pwrite(bs->file, new_off, bytes, disk, 0);
+        }
+        if (ret == 0) {
+            ret = blk_flush(bs->file);
+        }
+        free(disk);
+        if (ret < 0) {
+            free(nl1);
+            goto io_error;
+        }
+        put_be32(hdr + 12, need);
+        put_be64(hdr + 16, new_off);
+        ret = blk_pwrite(bs->file, 24, 24, hdr, 0);
+        if (ret == 0) {
+            ret = blk_flush(bs->file);
+        }
+        if (ret < 0) {
+            free(nl1);
+            goto io_error;
+        }
+        free(s->l1);
+        s->l1 = nl1;
+        s->l1_size = need;
+        s->l1_offset = new_off;
+        s->h.l1_size = need;
+        s->h.l1_table_offset = new_off;
+        if (old_bytes > 0) {
+            ret = update_refcounts(s, old_off, old_bytes, -1);
+        }
+    } else {
+        ret = blk_pwrite(bs->file, 24, 8, hdr, 0);
+    }
+    if (ret == 0) {
+        ret = flush_locked(s);
+    }
+    if (ret < 0) {
+        goto io_error;
+    }
+    s->size = size;
+    s->h.size = size;
+    return true;
+
+io_error:
+    error_setg_errno(errp, -ret, "qcow2: could not resize '%s'",
+                     bs->filename);
+    return false;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static int qcow2_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+    (void)filename;
+    if (len >= 8 && get_be32(buf) == QCOW2_MAGIC &&
+        (get_be32(buf + 4) == 2 || get_be32(buf + 4) == 3)) {
+        return 100;
+    }
+    return 0;
+}
+
+static int read_table(BlockNode *bs, uint64_t off, uint32_t entries,
+                      uint64_t **out)
+{
+    uint64_t *t = xcalloc(entries ? entries : 1, 8);
+    int ret = 0;
+
+    if (entries > 0) {
+        ret = blk_pread(bs->file, off, (uint64_t)entries * 8, t, 0);
+    }
+    if (ret < 0) {
+        free(t);
+        return ret;
+    }
+    for (uint32_t i = 0; i < entries; i++) {
+        t[i] = be64toh(t[i]);
+    }
+    *out = t;
+    return 0;
+}
+
+static bool load_snapshots(BlockNode *bs, BDRVQcow2 *s, uint64_t file_size,
+                           Error **errp)
+{
+    uint64_t avail, len = 64 * 1024;
+    int ret;
+
+    if (s->h.nb_snapshots == 0) {
+        return true;
+    }
+    avail = MIN(file_size - s->h.snapshots_offset,
+                (uint64_t)QCOW2_MAX_SNAPSHOTS_BYTES);
+    for (;;) {
+        CLEANUP_FREE uint8_t *buf = NULL;
+        Error *local = NULL;
+
+        len = MIN(len, avail);
+        buf = xmalloc(len);
+        ret = blk_pread(bs->file, s->h.snapshots_offset, len, buf, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not read the "
+                             "snapshot table");
+            return false;
+        }
+        if (qcow2_snapshots_parse(&s->h, buf, len, file_size, &s->snapshots,
+                                  &s->snapshots_len, &local)) {
+            return true;
+        }
+        if (len >= avail) {
+            error_propagate(errp, local);
+            return false;
+        }
+        error_free(local);
+        len *= 4;
+    }
+}
+
+/* Open the backing file named in the header, unless the options said
+ * "backing": null or gave one.  Backing loops (A -> B -> A) are refused:
+ * the names of the images being opened are kept on a stack (open runs
+ * on the loop thread only). */
+static const char *open_stack[64];
+static unsigned open_depth;
+
+static bool open_backing(BlockNode *bs, BDRVQcow2 *s, Error **errp)
+{
+    CLEANUP_FREE char *path = NULL;
+    CLEANUP_FREE char *real = NULL;
+    const char *fmt = s->h.has_backing_format ? s->h.backing_format : NULL;
+    BlockGraph *saved = bs->graph;
+
+    path = blk_path_combine(bs->file->filename, s->h.backing_file);
+    real = realpath(path, NULL);
+    for (unsigned i = 0; i < open_depth; i++) {
+        if (real != NULL && strcmp(open_stack[i], real) == 0) {
+            error_setg(errp, "qcow2: backing file loop detected: '%s' is "
+                       "already part of the chain opened from '%s'",
+                       path, open_stack[0]);
+            return false;
+        }
+    }
+    if (open_depth == ARRAY_SIZE(open_stack)) {
+        error_setg(errp, "qcow2: backing chain too long");
+        return false;
+    }
+    if (fmt != NULL && strcmp(fmt, "raw") != 0 && strcmp(fmt, "qcow2") != 0 &&
+        strcmp(fmt, "file") != 0) {
+        error_setg(errp, "qcow2: unsupported backing format '%s'", fmt);
+        return false;
+    }
+    if (bs->graph == NULL) {
+        /* The node is not in the graph yet while it opens. */
+        bs->graph = bs->file->graph;
+    }
+    bs->backing = blk_open_backing_file(bs, s->h.backing_file, fmt, errp);
+    bs->graph = saved;
+    return bs->backing != NULL;
+}
+
+static void qcow2_close(BlockNode *bs);
+
+static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
+                             const BlockdevOptions *opts, Error **errp);
+
+static bool qcow2_open(BlockNode *bs, const BlockdevOptions *opts,
+                       Error **errp)
+{
+    BDRVQcow2 *s = bs->opaque;
+    CLEANUP_FREE char *real = realpath(bs->file->filename, NULL);
+    bool ok;
+
+    if (open_depth < ARRAY_SIZE(open_stack)) {
+        open_stack[open_depth] = real ? real : bs->file->filename;
+    }
+    open_depth++;
+    ok = qcow2_open_inner(bs, s, opts, errp);
+    open_depth--;
+    if (!ok) {
+        qcow2_close(bs);
+    }
+    return ok;
+}
+
+static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
+                             const BlockdevOptions *opts, Error **errp)
+{
+    const BlockdevOptionsQcow2 *o = &opts->u.qcow2;
+    CLEANUP_FREE uint8_t *hbuf = NULL;
+    int64_t flen = blk_getlength(bs->file);
+    uint64_t hlen, l2_bytes = QCOW2_DEFAULT_L2_CACHE;
+    uint64_t rb_bytes = QCOW2_DEFAULT_RB_CACHE;
+    bool writable = !bs->read_only;
+    int ret;
+
+    pthread_mutex_init(&s->lock, NULL);
+    s->bs = bs;
+    if (flen < 0) {
+        error_setg_errno(errp, (int)-flen, "qcow2: could not get the size "
+                         "of '%s'", bs->file->filename);
+        return false;
+    }
+    hlen = MIN((uint64_t)flen, 2u * 1024 * 1024);
+    hbuf = xzalloc(2u * 1024 * 1024);
+    ret = hlen ? blk_pread(bs->file, 0, hlen, hbuf, 0) : 0;
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not read the header");
+        return false;
+    }
+    if (!qcow2_header_parse(hbuf, hlen, &s->h, errp) ||
+        !qcow2_header_check_features(&s->h, writable, errp) ||
+        !qcow2_header_check_layout(&s->h, flen, errp)) {
+        return false;
+    }
+    if (o->has_data_file) {
+        error_setg(errp, "qcow2: external data files are not supported");
+        return false;
+    }
+    if (writable && s->h.extended_l2) {
+        error_setg(errp, "qcow2: images with extended L2 entries can only "
+                   "be opened read-only");
+        return false;
+    }
+    if (o->has_snapshot && o->snapshot != NULL && writable) {
+        error_setg(errp, "qcow2: an image opened at a snapshot must be "
+                   "read-only");
+        return false;
+    }
+    s->read_only = !writable;
+    s->size = s->h.size;
+    s->l1_size = s->h.l1_size;
+    s->l1_offset = s->h.l1_table_offset;
+    s->reftable_size = s->h.refcount_table_clusters << (s->h.cluster_bits - 3);
+    s->pass_discard = bs->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP;
+
+    ret = read_table(bs, s->l1_offset, s->l1_size, &s->l1);
+    if (ret == 0) {
+        ret = read_table(bs, s->h.refcount_table_offset, s->reftable_size,
+                         &s->reftable);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not read the L1 or "
+                         "refcount table");
+        return false;
+    }
+    if (!load_snapshots(bs, s, flen, errp)) {
+        return false;
+    }
+    if (o->has_snapshot && o->snapshot != NULL) {
+        const Qcow2Snapshot *sn = qcow2_snapshot_find(s->snapshots,
+                                                      s->h.nb_snapshots,
+                                                      o->snapshot);
+        if (sn == NULL) {
+            error_setg(errp, "qcow2: snapshot '%s' not found in '%s'",
+                       o->snapshot, bs->filename);
+            return false;
+        }
+        free(s->l1);
+        s->l1 = NULL;
+        s->l1_size = sn->l1_size;
+        s->l1_offset = sn->l1_table_offset;
+        s->size = sn->has_disk_size ? sn->disk_size : s->h.size;
+        if (qcow2_l1_entries_for_size(&s->h, s->size) > s->l1_size) {
+            error_setg(errp, "qcow2: snapshot '%s' L1 table too small",
+                       o->snapshot);
+            return false;
+        }
+        ret = read_table(bs, s->l1_offset, s->l1_size, &s->l1);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not read the "
+                             "snapshot L1 table");
+            return false;
+        }
+        s->snapshot_view = xstrdup(sn->id);
+    }
+
+    if ((o->has_cache_size && o->cache_size < 0) ||
+        (o->has_l2_cache_size && o->l2_cache_size < 0) ||
+        (o->has_refcount_cache_size && o->refcount_cache_size < 0)) {
+        error_setg(errp, "qcow2: cache sizes must not be negative");
+        return false;
+    }
+    if (o->has_cache_size) {
+        l2_bytes = MIN((uint64_t)o->cache_size, l2_bytes);
+        rb_bytes = MAX((uint64_t)o->cache_size / 4, s->h.cluster_size * 4);
+    }
+    if (o->has_l2_cache_size) {
+        l2_bytes = o->l2_cache_size;
+    }
+    if (o->has_refcount_cache_size) {
+        rb_bytes = o->refcount_cache_size;
+    }
+    {
+        /* No more L2 slots than L2 tables the image can have. */
+        uint64_t nl2 = MIN(l2_bytes / s->h.cluster_size,
+                           (uint64_t)MAX(s->l1_size, 1u) + 8);
+        uint64_t nrb = MIN(rb_bytes / s->h.cluster_size, 65536u);
+
+        s->l2_cache = qcow2_cache_new(s, MAX(nl2, 4u), true);
+        s->rb_cache = qcow2_cache_new(s, MAX(nrb, 4u), false);
+    }
+    /* cow_buf holds one cluster, then one cluster of zeroes. */
+    s->cow_buf = xzalloc(2 * s->h.cluster_size);
+    s->cbuf = xmalloc(2 * s->h.cluster_size);
+    s->dbuf = xmalloc(s->h.cluster_size);
+
+    if (writable && s->h.autoclear_features) {
+        /* We do not maintain what the autoclear bits promise (bitmaps):
+         * clear them before the first write, as qcow2.txt requires. */
+        uint8_t zero[8] = { 0 };
+
+        ret = blk_pwrite(bs->file, 88, 8, zero, 0);
+        if (ret == 0) {
+            ret = blk_flush(bs->file);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not update the "
+                             "header");
+            return false;
+        }
+        s->h.autoclear_features = 0;
+    }
+
+    if (bs->backing == NULL && s->h.has_backing_file &&
+        !(o->has_backing && o->backing != NULL &&
+          o->backing->type == QTYPE_QNULL) &&
+        !open_backing(bs, s, errp)) {
+        return false;
+    }
+    return true;
+}
+
+static void qcow2_close(BlockNode *bs)
+{
+    BDRVQcow2 *s = bs->opaque;
+
+    if (s == NULL || s->bs == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->l2_cache != NULL && s->rb_cache != NULL && !s->read_only) {
+        int ret = flush_locked(s);
+
+        if (ret < 0) {
+            log_error("qcow2 '%s': could not write metadata on close: %s",
+                      bs->filename, strerror(-ret));
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    qcow2_cache_free(s->l2_cache);
+    qcow2_cache_free(s->rb_cache);
+    free(s->l1);
+    free(s->reftable);
+    free(s->pending);
+    qcow2_snapshots_free(s->snapshots, s->h.nb_snapshots);
+    free(s->snapshot_view);
+    free(s->cow_buf);
+    free(s->cbuf);
+    free(s->dbuf);
+    if (s->zstream != NULL) {
+        inflateEnd(s->zstream);
+        free(s->zstream);
+    }
+#ifdef HAVE_ZSTD
+    ZSTD_freeDCtx(s->zstd_dctx);
+#endif
+    pthread_mutex_destroy(&s->lock);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---- query ------------------------------------------------------------ */
+
+static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
+{
+    (void)bs;
+    (void)info;
+}
+
+const BlockDriver blk_drv_qcow2 = {
+    .format_name = "qcow2",
+    .instance_size = sizeof(BDRVQcow2),
+    .is_format = true,
+    .supports_backing = true,
+    .probe = qcow2_probe,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .get_length = qcow2_get_length,
+    .pread = qcow2_pread,
+    .pwrite = qcow2_pwrite,
+    .pwrite_zeroes = qcow2_pwrite_zeroes,
+    .pdiscard = qcow2_pdiscard,
+    .flush = qcow2_flush,
+    .block_status = qcow2_block_status,
+    .truncate = qcow2_truncate,
+    .query_image = qcow2_query_image,
+};

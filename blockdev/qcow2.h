@@ -1,0 +1,91 @@
+/* qcow2.h - the qcow2 format driver (internal to blockdev/).
+ *
+ * State of one open image.  All metadata (L1 copy, reftable copy, the
+ * L2 and refcount block caches, the list of pending frees, the scratch
+ * buffers) is protected by lock; data I/O to clusters that are already
+ * allocated in place runs outside it.
+ *
+ * Crash safety (qcow2.txt, "Host cluster management"): the order of
+ * writes to the image file is
+ *
+ *     refcount blocks / reftable entries   (new clusters counted)
+ *         -- flush --
+ *     L2 tables                            (new references)
+ *         -- flush --
+ *     refcount decrements of freed clusters (pending_frees)
+ *
+ * and a new L2 table is written and flushed before the L1 entry that
+ * points to it.  A crash at any instant leaves at worst leaked clusters.
+ */
+#ifndef BLOCKD_BLOCKDEV_QCOW2_H
+#define BLOCKD_BLOCKDEV_QCOW2_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blockdev/block.h"
+#include "blockdev/qcow2-meta.h"
+
+
+
+/* Default cache sizes: enough L2 for 256 GiB of 64 KiB clusters. */
+#define QCOW2_DEFAULT_L2_CACHE (32u * 1024 * 1024)
+#define QCOW2_DEFAULT_RB_CACHE (4u * 1024 * 1024)
+
+typedef struct Qcow2Cache Qcow2Cache;
+typedef struct BDRVQcow2 BDRVQcow2;
+
+/* A write-back cache of cluster-sized tables (L2 or refcount blocks),
+ * keyed by host offset.  Callers hold s->lock.  Table pointers are valid
+ * until the next call on the same cache. */
+Qcow2Cache *qcow2_cache_new(BDRVQcow2 *s, unsigned nb_entries, bool is_l2);
+void qcow2_cache_free(Qcow2Cache *c);
+/* Get the table at offset, reading it if absent (read=true) or zeroing
+ * it (read=false, for a freshly allocated table).  0 or -errno. */
+int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, bool read,
+                    void **table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, const void *table);
+/* Write every dirty table (no flush of the file).  0 or -errno. */
+int qcow2_cache_flush(Qcow2Cache *c);
+/* Drop a table (its cluster was freed) without writing it. */
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+
+typedef struct Qcow2Free {
+    uint64_t offset;        /* host byte offset */
+    uint64_t bytes;         /* clusters covered: [offset, offset+bytes) */
+} Qcow2Free;
+
+struct BDRVQcow2 {
+    pthread_mutex_t lock;
+    BlockNode *bs;
+    Qcow2Header h;
+    uint64_t size;              /* virtual size, bytes */
+    uint64_t *l1;               /* host-endian copy of the L1 in use */
+    uint32_t l1_size;           /* entries */
+    uint64_t l1_offset;         /* host offset of that L1 */
+    uint64_t *reftable;         /* host-endian copy */
+    uint32_t reftable_size;     /* entries */
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *rb_cache;
+    uint64_t free_hint;         /* cluster index: lowest maybe-free */
+    bool refs_unsynced;         /* refcount writes not yet flushed */
+    bool read_only;
+    bool pass_discard;          /* discard=unmap: punch freed clusters */
+
+    Qcow2Free *pending;         /* frees waiting for the next L2 flush */
+    size_t nb_pending, cap_pending;
+
+    Qcow2Snapshot *snapshots;   /* h.nb_snapshots entries */
+    size_t snapshots_len;       /* bytes of the table */
+    char *snapshot_view;        /* opened at this snapshot (id), or NULL */
+
+    uint8_t *cow_buf;           /* one cluster, under lock */
+    uint8_t *cbuf;              /* compressed input, 2 clusters */
+    uint8_t *dbuf;              /* decompressed cluster */
+    uint64_t dbuf_host;         /* compressed offset held in dbuf; 0 none */
+    void *zstream;              /* z_stream, lazily created */
+    void *zstd_dctx;            /* ZSTD_DCtx, lazily created */
+};
+
+#endif
