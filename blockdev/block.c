@@ -121,6 +121,25 @@ BlockNode *blk_lookup_node(BlockGraph *g, const char *node_name,
     return bs;
 }
 
+BlockNode *blk_lookup_bs(BlockGraph *g, const char *device,
+                         const char *node_name, Error **errp)
+{
+    BlockNode *bs = NULL;
+
+    /* blockd has no devices (BlockBackends): a device name is looked up
+     * among the node names too. */
+    if (node_name != NULL) {
+        bs = blk_find_node(g, node_name);
+    } else if (device != NULL) {
+        bs = blk_find_node(g, device);
+    }
+    if (bs == NULL) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                   device ? device : "", node_name ? node_name : "");
+    }
+    return bs;
+}
+
 void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
                       void *opaque)
 {
@@ -375,7 +394,7 @@ static BlockNode *blk_open_child_inherit(BlockGraph *g, BlockNode *parent,
         return NULL;
     }
     if (ref->type == QTYPE_QSTRING) {
-        child = blk_lookup_node(g, ref->u.reference, errp);
+        child = blk_lookup_bs(g, NULL, ref->u.reference, errp);
         if (child == NULL) {
             return NULL;
         }

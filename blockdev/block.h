@@ -140,6 +140,7 @@ extern const BlockDriver blk_drv_host_device;
 extern const BlockDriver blk_drv_raw;
 extern const BlockDriver blk_drv_null_co;
 extern const BlockDriver blk_drv_null_aio;
+extern const BlockDriver blk_drv_qcow2;   /* blockdev/qcow2.c */
 
 #define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
 #define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */
@@ -170,6 +171,11 @@ BlockNode *blk_find_node(BlockGraph *g, const char *node_name);
  * node-name='%s'". */
 BlockNode *blk_lookup_node(BlockGraph *g, const char *node_name,
                            Error **errp);
+/* QEMU's bdrv_lookup_bs(): by node-name (or, blockd having no devices,
+ * by the device name as a node-name), failing with "Cannot find
+ * device='D' nor node-name='N'".  Either name may be NULL. */
+BlockNode *blk_lookup_bs(BlockGraph *g, const char *device,
+                         const char *node_name, Error **errp);
 /* Open a node graph from options (as blockdev-add). */
 BlockNode *blk_open(BlockGraph *g, const BlockdevOptions *opts,
                     Error **errp);

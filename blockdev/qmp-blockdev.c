@@ -1,0 +1,239 @@
+/* qmp-blockdev.c - the QMP commands of the block graph: blockdev-add,
+ * blockdev-del, query-named-block-nodes, block_resize, query-blockstats.
+ *
+ * Handlers run on the loop thread with arguments already checked
+ * against the schema (qmp/dispatch.c); they only add the block layer's
+ * own checks.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockdev/block.h"
+#include "qapi-commands.h"
+#include "qmp/qmp.h"
+#include "util/util.h"
+
+bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
+                      Error **errp)
+{
+    BlockNode *bs;
+
+    if (!args->has_node_name) {
+        error_setg(errp, "'node-name' must be specified for the root node");
+        return false;
+    }
+    bs = blk_open(ctx->daemon->graph, args, errp);
+    if (bs == NULL) {
+        return false;
+    }
+    bs->monitor_owned = true;   /* the reference blk_open returned */
+    return true;
+}
+
+bool qmp_blockdev_del(QmpCtx *ctx, const QmpBlockdevDelArgs *args,
+                      Error **errp)
+{
+    return blk_node_delete(ctx->daemon->graph, args->node_name, errp);
+}
+
+/* ---- query-named-block-nodes --------------------------------------- */
+
+static ImageInfo *blk_image_info(BlockNode *bs, bool flat)
+{
+    ImageInfo *info = XNEW(ImageInfo);
+    BlockNode *bottom = bs;
+
+    info->filename = xstrdup(bs->filename);
+    info->format = xstrdup(bs->drv->format_name);
+    info->virtual_size = blk_getlength(bs);
+    /* The space used on the host is the protocol node's. */
+    while (bottom->file != NULL) {
+        bottom = bottom->file;
+    }
+    if (bottom != bs && bottom->drv->query_image != NULL) {
+        bottom->drv->query_image(bottom, info);
+    }
+    if (bs->drv->query_image != NULL) {
+        bs->drv->query_image(bs, info);
+    }
+    if (bs->backing != NULL && !info->has_backing_filename) {
+        info->has_backing_filename = true;
+        info->backing_filename = xstrdup(bs->backing->filename);
+    }
+    if (bs->backing != NULL && !flat) {
+        info->has_backing_image = true;
+        info->backing_image = blk_image_info(bs->backing, false);
+    }
+    return info;
+}
+
+static void blk_add_child(BlockdevChildList *l, const char *role,
+                          BlockNode *child)
+{
+    BlockdevChild *c = XNEW(BlockdevChild);
+
+    c->child = xstrdup(role);
+    c->node_name = xstrdup(child->node_name);
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = c;
+}
+
+static BlockDeviceInfo *blk_device_info(BlockNode *bs, bool flat)
+{
+    BlockDeviceInfo *info = XNEW(BlockDeviceInfo);
+    int64_t depth = 0;
+
+    info->file = xstrdup(bs->filename);
+    info->node_name = xstrdup(bs->node_name);
+    info->ro = bs->read_only;
+    info->drv = xstrdup(bs->drv->format_name);
+    if (bs->backing != NULL) {
+        info->has_backing_file = true;
+        info->backing_file = xstrdup(bs->backing->filename);
+    }
+    for (BlockNode *b = bs->backing; b != NULL; b = b->backing) {
+        depth++;
+    }
+    info->backing_file_depth = depth;
+    info->children = XNEW(BlockdevChildList);
+    if (bs->file != NULL) {
+        blk_add_child(info->children, "file", bs->file);
+    }
+    if (bs->backing != NULL) {
+        blk_add_child(info->children, "backing", bs->backing);
+    }
+    info->active = true;
+    info->encrypted = false;
+    info->detect_zeroes = bs->detect_zeroes;
+    info->image = blk_image_info(bs, flat);
+    info->cache = XNEW(BlockdevCacheInfo);
+    info->cache->writeback = true;
+    info->cache->direct = bs->cache_direct;
+    info->cache->no_flush = bs->cache_no_flush;
+    info->write_threshold = 0;
+    return info;
+}
+
+typedef struct NodeInfoCtx {
+    BlockDeviceInfoList *list;
+    bool flat;
+} NodeInfoCtx;
+
+static void blk_collect_info(BlockNode *bs, void *opaque)
+{
+    NodeInfoCtx *c = opaque;
+    BlockDeviceInfoList *l = c->list;
+
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = blk_device_info(bs, c->flat);
+}
+
+bool qmp_query_named_block_nodes(QmpCtx *ctx,
+                                 const QmpQueryNamedBlockNodesArgs *args,
+                                 BlockDeviceInfoList **ret, Error **errp)
+{
+    NodeInfoCtx c = {
+        .list = XNEW(BlockDeviceInfoList),
+        .flat = args->has_flat && args->flat,
+    };
+
+    (void)errp;
+    blk_foreach_node(ctx->daemon->graph, blk_collect_info, &c);
+    *ret = c.list;
+    return true;
+}
+
+/* ---- block_resize --------------------------------------------------- */
+
+bool qmp_block_resize(QmpCtx *ctx, const QmpBlockResizeArgs *args,
+                      Error **errp)
+{
+    BlockNode *bs;
+
+    bs = blk_lookup_bs(ctx->daemon->graph,
+                       args->has_device ? args->device : NULL,
+                       args->has_node_name ? args->node_name : NULL, errp);
+    if (bs == NULL) {
+        return false;
+    }
+    if (args->size < 0) {
+        error_setg(errp, "Parameter 'size' expects a >0 size");
+        return false;
+    }
+    return blk_truncate(bs, (uint64_t)args->size, errp);
+}
+
+/* ---- query-blockstats ---------------------------------------------- */
+
+#define LOAD(f) ((int64_t)__atomic_load_n(&(f), __ATOMIC_RELAXED))
+
+static BlockStats *blk_stats(BlockNode *bs)
+{
+    BlockStats *st = XNEW(BlockStats);
+    BlockDeviceStats *d = XNEW(BlockDeviceStats);
+
+    st->has_node_name = true;
+    st->node_name = xstrdup(bs->node_name);
+    st->stats = d;
+    d->rd_bytes = LOAD(bs->rd_bytes);
+    d->wr_bytes = LOAD(bs->wr_bytes);
+    d->unmap_bytes = LOAD(bs->discard_bytes);
+    d->rd_operations = LOAD(bs->rd_ops);
+    d->wr_operations = LOAD(bs->wr_ops);
+    d->flush_operations = LOAD(bs->flush_ops);
+    d->unmap_operations = LOAD(bs->discard_ops);
+    d->rd_total_time_ns = LOAD(bs->rd_total_ns);
+    d->wr_total_time_ns = LOAD(bs->wr_total_ns);
+    d->flush_total_time_ns = LOAD(bs->flush_total_ns);
+    d->unmap_total_time_ns = LOAD(bs->discard_total_ns);
+    d->wr_highest_offset = LOAD(bs->wr_highest_offset);
+    d->failed_rd_operations = LOAD(bs->failed_rd_ops);
+    d->failed_wr_operations = LOAD(bs->failed_wr_ops);
+    d->failed_flush_operations = LOAD(bs->failed_flush_ops);
+    d->failed_unmap_operations = LOAD(bs->failed_discard_ops);
+    d->account_invalid = false;
+    d->account_failed = true;
+    if (bs->file != NULL) {
+        st->has_parent = true;
+        st->parent = blk_stats(bs->file);
+    }
+    if (bs->backing != NULL) {
+        st->has_backing = true;
+        st->backing = blk_stats(bs->backing);
+    }
+    return st;
+}
+
+typedef struct StatsCtx {
+    BlockStatsList *list;
+    bool all;
+} StatsCtx;
+
+static void blk_collect_stats(BlockNode *bs, void *opaque)
+{
+    StatsCtx *c = opaque;
+    BlockStatsList *l = c->list;
+
+    if (!c->all && !bs->monitor_owned) {
+        return;
+    }
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = blk_stats(bs);
+}
+
+/* Without query-nodes QEMU lists its devices; blockd has none, so it
+ * lists the nodes added with blockdev-add (with their children as
+ * "parent"/"backing").  With query-nodes, every node. */
+bool qmp_query_blockstats(QmpCtx *ctx, const QmpQueryBlockstatsArgs *args,
+                          BlockStatsList **ret, Error **errp)
+{
+    StatsCtx c = {
+        .list = XNEW(BlockStatsList),
+        .all = args->has_query_nodes && args->query_nodes,
+    };
+
+    (void)errp;
+    blk_foreach_node(ctx->daemon->graph, blk_collect_stats, &c);
+    *ret = c.list;
+    return true;
+}
