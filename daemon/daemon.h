@@ -19,6 +19,8 @@
 
 #include "daemon/loop.h"
 #include "daemon/worker.h"
+#include "qapi-types.h"
+#include "util/error.h"
 
 typedef struct BlockGraph BlockGraph;
 typedef struct NbdServer NbdServer;
@@ -33,17 +35,15 @@ typedef struct Daemon {
     ObjectTable *objects;
     MonitorSet *monitors;
     bool quitting;            /* quit requested: loop is stopping */
-    const char *quit_reason;  /* ShutdownCause name for SHUTDOWN */
+    ShutdownCause quit_reason;
 } Daemon;
 
 /* Create the loop, pool, graph, object table and monitor set.  NULL
  * with errp set on failure. */
-#include "util/error.h"
 Daemon *daemon_new(Error **errp);
 /* Tear everything down in order: monitors, NBD, graph, pool, loop. */
 void daemon_free(Daemon *d);
-/* Emit SHUTDOWN and stop the loop at the next turn.  reason is a
- * ShutdownCause value ("host-qmp-quit", "host-signal"). */
-void daemon_request_quit(Daemon *d, const char *reason);
+/* Emit SHUTDOWN and stop the loop at the next turn (once). */
+void daemon_request_quit(Daemon *d, ShutdownCause reason);
 
 #endif

@@ -21,6 +21,13 @@ typedef struct QmpCtx {
  * become {"error": ...} replies. */
 json_object *qmp_dispatch(QmpCtx *ctx, json_object *request);
 
+/* Run one command by name with arguments (NULL = none); flags are
+ * QAPI_PARSE_* (QAPI_PARSE_KEYVAL for command-line key=value input).
+ * Used by dispatch, the command line and QMP scripts.  On success *ret
+ * (if ret is not NULL) is the return value, a new reference. */
+bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
+                 unsigned flags, json_object **ret, Error **errp);
+
 /* Send an event to every monitor that finished negotiation.  Takes the
  * reference to data (may be NULL for no data). */
 void monitor_broadcast_event(Daemon *d, const char *name, json_object *data);

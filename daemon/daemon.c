@@ -1,0 +1,79 @@
+/* daemon.c - create and tear down the parts of one blockd process. */
+#include "daemon/daemon.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "blockdev/block.h"
+#include "qapi-events.h"
+#include "qmp/monitor.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#ifndef BLOCKD_NO_NBD
+#include "nbd/server.h"
+#endif
+
+Daemon *daemon_new(Error **errp)
+{
+    Daemon *d = XNEW(Daemon);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    d->loop = loop_new();
+    if (d->loop == NULL) {
+        error_setg(errp, "Could not create the event loop");
+        free(d);
+        return NULL;
+    }
+    /* Enough threads to keep a queue of requests busy on every core and
+     * to overlap disk waits; I/O threads mostly sleep in the kernel. */
+    d->pool = worker_pool_new(d->loop, ncpu > 0 ? MIN(ncpu * 4, 64) : 4);
+    if (d->pool == NULL) {
+        error_setg(errp, "Could not start worker threads");
+        loop_free(d->loop);
+        free(d);
+        return NULL;
+    }
+    d->graph = blk_graph_new(d);
+    d->monitors = monitor_set_new(d);
+    return d;
+}
+
+void daemon_free(Daemon *d)
+{
+    if (d == NULL) {
+        return;
+    }
+#ifndef BLOCKD_NO_NBD
+    nbd_server_free(d->nbd);
+    d->nbd = NULL;
+#endif
+    monitor_set_free(d->monitors);
+    d->monitors = NULL;
+    /* Requests still on the pool hold node references: drain first. */
+    worker_pool_free(d->pool);
+    d->pool = NULL;
+    blk_graph_free(d->graph);
+    loop_free(d->loop);
+    free(d);
+}
+
+static void daemon_quit_now(void *opaque)
+{
+    Daemon *d = opaque;
+
+    qapi_event_send_shutdown(d, false, d->quit_reason);
+    loop_stop(d->loop);
+}
+
+void daemon_request_quit(Daemon *d, ShutdownCause reason)
+{
+    if (d->quitting) {
+        return;
+    }
+    d->quitting = true;
+    d->quit_reason = reason;
+    /* After the current callback: quit's reply goes out before the
+     * SHUTDOWN event, as in QEMU. */
+    loop_post(d->loop, daemon_quit_now, d);
+}

@@ -1,0 +1,393 @@
+/* main.c - the blockd daemon: options, start-up, the loop, shut-down. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon/daemon.h"
+#include "daemon/options.h"
+#include "qmp/monitor.h"
+#include "qmp/qmp.h"
+#include "qapi-types.h"
+#include "util/cleanup.h"
+#include "util/keyval.h"
+#include "util/log.h"
+#include "util/util.h"
+
+typedef struct StartState {
+    ChardevSpec **chardevs;   /* --chardev specs by id, until used */
+    size_t nchardevs;
+    char *pidfile;            /* absolute path we created, or NULL */
+    int notify_fd;            /* --daemonize: pipe to the waiting parent */
+} StartState;
+
+static void on_signal(void *opaque)
+{
+    daemon_request_quit(opaque, SHUTDOWN_CAUSE_HOST_SIGNAL);
+}
+
+static ChardevSpec *find_chardev(StartState *st, const char *id)
+{
+    for (size_t i = 0; i < st->nchardevs; i++) {
+        if (st->chardevs[i] != NULL && strcmp(st->chardevs[i]->id, id) == 0) {
+            return st->chardevs[i];
+        }
+    }
+    return NULL;
+}
+
+static bool add_chardev(StartState *st, const char *value, Error **errp)
+{
+    ChardevSpec *spec = chardev_spec_parse(value, errp);
+
+    if (spec == NULL) {
+        return false;
+    }
+    if (find_chardev(st, spec->id) != NULL) {
+        error_setg(errp, "attempt to add duplicate chardev '%s'", spec->id);
+        chardev_spec_free(spec);
+        return false;
+    }
+    st->chardevs = xrealloc(st->chardevs,
+                            (st->nchardevs + 1) * sizeof(*st->chardevs));
+    st->chardevs[st->nchardevs++] = spec;
+    return true;
+}
+
+/* --monitor [chardev=]ID[,mode=control][,pretty=on|off] */
+static bool add_monitor(Daemon *d, StartState *st, const char *value,
+                        Error **errp)
+{
+    CLEANUP_FREE char *copy = xstrdup(value);
+    char *save = NULL, *item;
+    const char *id = NULL;
+    bool pretty = false, first = true;
+    ChardevSpec *spec;
+
+    for (item = strtok_r(copy, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save), first = false) {
+        char *eq = strchr(item, '=');
+        if (eq == NULL && first) {
+            id = item;
+            continue;
+        }
+        if (eq == NULL) {
+            error_setg(errp, "--monitor: option '%s' needs a value", item);
+            return false;
+        }
+        *eq = '\0';
+        if (strcmp(item, "chardev") == 0) {
+            id = eq + 1;
+        } else if (strcmp(item, "mode") == 0) {
+            if (strcmp(eq + 1, "control") != 0) {
+                error_setg(errp, "Only QMP (mode=control) monitors are "
+                           "supported");
+                return false;
+            }
+        } else if (strcmp(item, "pretty") == 0) {
+            if (!parse_bool(eq + 1, &pretty)) {
+                error_setg(errp, "Parameter 'pretty' expects 'on' or "
+                           "'off'");
+                return false;
+            }
+        } else {
+            error_setg(errp, "Parameter '%s' is unexpected", item);
+            return false;
+        }
+    }
+    if (id == NULL) {
+        error_setg(errp, "Parameter 'chardev' is missing");
+        return false;
+    }
+    spec = find_chardev(st, id);
+    if (spec == NULL) {
+        error_setg(errp, "chardev \"%s\" not found", id);
+        return false;
+    }
+    return monitor_add(d->monitors, spec, pretty, errp);
+}
+
+/* QSD's --nbd-server takes NbdServerOptions, whose addr is a flat
+ * SocketAddress; nbd-server-start wants SocketAddressLegacy, where the
+ * members sit under "data".  Move them. */
+static void nbd_server_legacy_addr(json_object *args)
+{
+    json_object *addr, *data;
+
+    if (!json_object_object_get_ex(args, "addr", &addr) ||
+        !json_object_is_type(addr, json_type_object) ||
+        json_object_object_get_ex(addr, "data", NULL)) {
+        return;
+    }
+    data = json_object_new_object();
+    json_object_object_foreach(addr, key, val) {
+        if (strcmp(key, "type") != 0) {
+            json_object_object_add(data, key, json_object_get(val));
+        }
+    }
+    /* Delete the moved keys, then attach data. */
+    json_object *type = NULL;
+    json_object_object_get_ex(addr, "type", &type);
+    json_object *fresh = json_object_new_object();
+    if (type != NULL) {
+        json_object_object_add(fresh, "type", json_object_get(type));
+    }
+    json_object_object_add(fresh, "data", data);
+    json_object_object_add(args, "addr", fresh);
+}
+
+static bool run_command_option(Daemon *d, const OptionAction *a,
+                               Error **errp)
+{
+    QmpCtx ctx = { .daemon = d, .mon = NULL };
+    CLEANUP_JSON json_object *args = NULL;
+    CLEANUP_JSON json_object *ret = NULL;
+    unsigned flags = 0;
+
+    if (a->value[0] == '{') {
+        enum json_tokener_error jerr;
+        args = json_tokener_parse_verbose(a->value, &jerr);
+        if (args == NULL || !json_object_is_type(args, json_type_object)) {
+            error_setg(errp, "%s: JSON parse error, %s", option_name(a->kind),
+                       args == NULL ? json_tokener_error_desc(jerr)
+                                    : "expected an object");
+            return false;
+        }
+    } else {
+        args = keyval_parse(a->value, NULL, errp);
+        if (args == NULL) {
+            error_prepend(errp, "%s: ", option_name(a->kind));
+            return false;
+        }
+        flags = QAPI_PARSE_KEYVAL;
+    }
+    if (a->kind == OPT_NBD_SERVER) {
+        nbd_server_legacy_addr(args);
+    }
+    return qmp_execute(&ctx, option_command(a->kind), args, flags, &ret,
+                       errp);
+}
+
+static bool run_action(Daemon *d, StartState *st, const OptionAction *a,
+                       Error **errp)
+{
+    switch (a->kind) {
+    case OPT_CHARDEV:
+        return add_chardev(st, a->value, errp);
+    case OPT_MONITOR:
+        return add_monitor(d, st, a->value, errp);
+    case OPT_QMP: {
+        ChardevSpec *spec = chardev_spec_parse_qmp(a->value, errp);
+        bool ok = spec != NULL && monitor_add(d->monitors, spec, false, errp);
+        chardev_spec_free(spec);
+        return ok;
+    }
+    default:
+        return run_command_option(d, a, errp);
+    }
+}
+
+/* Write our PID to path and keep a lock on it, as QEMU does, so a second
+ * instance with the same pidfile fails instead of overwriting it. */
+static bool write_pidfile(StartState *st, const char *path, Error **errp)
+{
+    char buf[32], abspath[PATH_MAX];
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Cannot open pid file");
+        return false;
+    }
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        error_setg(errp, "Cannot lock pid file '%s': another blockd may be "
+                   "using it", path);
+        close(fd);
+        return false;
+    }
+    snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || write_full(fd, buf, strlen(buf)) < 0) {
+        error_setg_errno(errp, errno, "Failed to write pid file");
+        close(fd);
+        return false;
+    }
+    /* fd stays open (and locked) for the life of the process. */
+    st->pidfile = xstrdup(realpath(path, abspath) ? abspath : path);
+    return true;
+}
+
+/* --daemonize: fork now; the parent waits until the child reports that
+ * every socket listens (status 0) or dies. */
+static int daemonize_start(void)
+{
+    int fds[2];
+    pid_t pid;
+    char status;
+
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        perror("blockd: pipe");
+        exit(1);
+    }
+    pid = fork();
+    if (pid < 0) {
+        perror("blockd: fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        close(fds[1]);
+        for (;;) {
+            ssize_t n = read(fds[0], &status, 1);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            /* EOF without a byte: the child failed (it printed why). */
+            _exit(n == 1 && status == 0 ? 0 : 1);
+        }
+    }
+    close(fds[0]);
+    setsid();
+    return fds[1];
+}
+
+static void daemonize_finish(int fd)
+{
+    char ok = 0;
+    int null = open("/dev/null", O_RDWR);
+
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        if (null > STDERR_FILENO) {
+            close(null);
+        }
+    }
+    if (chdir("/") < 0) {
+        /* not fatal */
+    }
+    if (write(fd, &ok, 1) != 1) {
+        /* the parent is gone; nothing to tell */
+    }
+    close(fd);
+}
+
+static const char *default_runtime_dir(char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+    if (xdg != NULL && xdg[0] == '/') {
+        snprintf(buf, len, "%s/blockd", xdg);
+    } else {
+        snprintf(buf, len, "/tmp/blockd-%u", (unsigned)getuid());
+    }
+    return buf;
+}
+
+/* No options at all: a QMP socket in the runtime directory and, once the
+ * NBD server exists, a scratch disk exported over it. */
+static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
+{
+    char dir[PATH_MAX - 32], qmp[PATH_MAX];
+    CLEANUP_FREE char *spec = NULL;
+    OptionAction a = { .kind = OPT_QMP };
+
+    default_runtime_dir(dir, sizeof(dir));
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        error_setg_errno(errp, errno, "Could not create '%s'", dir);
+        return false;
+    }
+    snprintf(qmp, sizeof(qmp), "%s/qmp.sock", dir);
+    spec = xasprintf("unix:%s", qmp);
+    a.value = spec;
+    if (!run_action(d, st, &a, errp)) {
+        return false;
+    }
+    printf("blockd %s is running with its built-in defaults.\n"
+           "  QMP socket: %s\n"
+           "Try:\n"
+           "  blockctl -s %s query-version\n",
+           BLOCKD_VERSION, qmp, qmp);
+    fflush(stdout);
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    Options o;
+    StartState st = { .notify_fd = -1 };
+    Error *err = NULL;
+    Daemon *d = NULL;
+    int status = 1;
+
+    if (!options_parse(&o, argc, argv, &err)) {
+        error_report_err("blockd", err);
+        fprintf(stderr, "Try 'blockd --help' for more information.\n");
+        return 1;
+    }
+    if (o.help) {
+        options_usage(argv[0]);
+        options_free(&o);
+        return 0;
+    }
+    if (o.version) {
+        printf("blockd %s\n", BLOCKD_VERSION);
+        options_free(&o);
+        return 0;
+    }
+    if (o.verbose) {
+        log_set_level(LOG_LEVEL_DEBUG);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (o.daemonize) {
+        st.notify_fd = daemonize_start();
+    }
+
+    d = daemon_new(&err);
+    if (d == NULL) {
+        goto out;
+    }
+    loop_signal(d->loop, SIGTERM, on_signal, d);
+    loop_signal(d->loop, SIGINT, on_signal, d);
+    loop_signal(d->loop, SIGHUP, on_signal, d);
+
+    if (o.defaults && !setup_defaults(d, &st, &err)) {
+        goto out;
+    }
+    for (size_t i = 0; i < o.nactions; i++) {
+        if (!run_action(d, &st, &o.actions[i], &err)) {
+            goto out;
+        }
+    }
+    if (o.pidfile != NULL && !write_pidfile(&st, o.pidfile, &err)) {
+        goto out;
+    }
+    if (st.notify_fd >= 0) {
+        daemonize_finish(st.notify_fd);
+        st.notify_fd = -1;
+    }
+
+    status = loop_run(d->loop) == 0 ? 0 : 1;
+
+out:
+    if (err != NULL) {
+        error_report_err("blockd", err);
+        status = 1;
+    }
+    daemon_free(d);
+    if (st.pidfile != NULL) {
+        unlink(st.pidfile);
+        free(st.pidfile);
+    }
+    for (size_t i = 0; i < st.nchardevs; i++) {
+        chardev_spec_free(st.chardevs[i]);
+    }
+    free(st.chardevs);
+    options_free(&o);
+    return status;
+}

@@ -1,0 +1,51 @@
+/* options.h - blockd's command line, qemu-storage-daemon compatible.
+ *
+ * Options that create things (--chardev, --monitor, --qmp, --blockdev,
+ * --object, --nbd-server, --export) are kept in command-line order and
+ * carried out in that order once the daemon exists; each of the last four
+ * is the QMP command of the same name, given as JSON ('{...}') or as
+ * QEMU's key=value,... syntax with dotted keys.
+ */
+#ifndef BLOCKD_DAEMON_OPTIONS_H
+#define BLOCKD_DAEMON_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/error.h"
+
+typedef enum OptionKind {
+    OPT_CHARDEV,
+    OPT_MONITOR,
+    OPT_QMP,
+    OPT_BLOCKDEV,
+    OPT_OBJECT,
+    OPT_NBD_SERVER,
+    OPT_EXPORT,
+} OptionKind;
+
+typedef struct OptionAction {
+    OptionKind kind;
+    char *value;              /* the option's argument, as given */
+} OptionAction;
+
+typedef struct Options {
+    OptionAction *actions;    /* in command-line order */
+    size_t nactions;
+    char *pidfile;            /* NULL: none */
+    bool daemonize;
+    bool help, version;
+    bool verbose;
+    bool defaults;            /* no options at all: the embedded default */
+} Options;
+
+/* Parse argv.  false with errp set on a bad option. */
+bool options_parse(Options *o, int argc, char **argv, Error **errp);
+void options_free(Options *o);
+/* The QMP command an action runs ("blockdev-add", ...); NULL for
+ * chardev/monitor/qmp. */
+const char *option_command(OptionKind kind);
+const char *option_name(OptionKind kind);
+void options_usage(const char *prog);
+
+#endif

@@ -1,0 +1,182 @@
+/* dispatch.c - check a QMP request and run it.
+ *
+ * The envelope is checked here ("execute", "arguments", "id"); the
+ * arguments are checked by the generated marshal function of the
+ * command before its handler runs, so a bad argument has no side
+ * effect.  Error wording follows QEMU's qmp-dispatch.c.
+ */
+#include <string.h>
+
+#include "qapi-commands.h"
+#include "qmp/monitor.h"
+#include "qmp/qmp.h"
+#include "util/cleanup.h"
+#include "util/util.h"
+
+/* json-c accepts "\u0000" inside strings; C code would silently cut
+ * such a string short, so refuse it anywhere in the arguments. */
+static bool json_has_nul(json_object *obj)
+{
+    switch (json_object_get_type(obj)) {
+    case json_type_string:
+        return strlen(json_object_get_string(obj)) !=
+               (size_t)json_object_get_string_len(obj);
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(obj); i++) {
+            if (json_has_nul(json_object_array_get_idx(obj, i))) {
+                return true;
+            }
+        }
+        return false;
+    case json_type_object: {
+        json_object_object_foreach(obj, key, val) {
+            (void)key;
+            if (json_has_nul(val)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    default:
+        return false;
+    }
+}
+
+bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
+                 unsigned flags, json_object **ret, Error **errp)
+{
+    const QmpCommand *cmd = qmp_find_command(name);
+    json_object *result = NULL;
+
+    if (cmd == NULL) {
+        error_set(errp, ERROR_CLASS_COMMAND_NOT_FOUND,
+                  "The command %s has not been found", name);
+        return false;
+    }
+    if (args != NULL && json_has_nul(args)) {
+        error_setg(errp, "Invalid parameter: strings must not contain "
+                   "NUL characters");
+        return false;
+    }
+    if (!cmd->marshal(ctx, args, flags, &result, errp)) {
+        return false;
+    }
+    if (ret != NULL) {
+        *ret = result;
+    } else {
+        json_object_put(result);
+    }
+    return true;
+}
+
+static json_object *error_reply(Error *err)
+{
+    json_object *reply = json_object_new_object();
+    json_object *e = json_object_new_object();
+
+    json_object_object_add(e, "class",
+                           json_object_new_string(error_class_name(err->cls)));
+    json_object_object_add(e, "desc", json_object_new_string(err->msg));
+    json_object_object_add(reply, "error", e);
+    return reply;
+}
+
+/* Check the request envelope; on success *name and *args point into
+ * req.  Mirrors QEMU's qmp_dispatch_check_obj(). */
+static bool check_envelope(json_object *req, bool oob_ok, const char **name,
+                           json_object **args, bool *is_oob, Error **errp)
+{
+    json_object *exec = NULL, *exec_oob = NULL;
+
+    *args = NULL;
+    json_object_object_foreach(req, key, val) {
+        if (strcmp(key, "execute") == 0 ||
+            (oob_ok && strcmp(key, "exec-oob") == 0)) {
+            if (!json_object_is_type(val, json_type_string)) {
+                error_setg(errp, "QMP input member '%s' must be a string",
+                           key);
+                return false;
+            }
+            if (key[4] == '-') {
+                exec_oob = val;
+            } else {
+                exec = val;
+            }
+        } else if (strcmp(key, "arguments") == 0) {
+            if (!json_object_is_type(val, json_type_object)) {
+                error_setg(errp, "QMP input member 'arguments' must be an "
+                           "object");
+                return false;
+            }
+            *args = val;
+        } else if (strcmp(key, "id") != 0) {
+            error_setg(errp, "QMP input member '%s' is unexpected", key);
+            return false;
+        }
+    }
+    if (exec != NULL && exec_oob != NULL) {
+        error_setg(errp, "QMP input member 'execute' clashes with "
+                   "'exec-oob'");
+        return false;
+    }
+    if (exec == NULL && exec_oob == NULL) {
+        error_setg(errp, "QMP input lacks member 'execute'");
+        return false;
+    }
+    *is_oob = exec_oob != NULL;
+    *name = json_object_get_string(exec ? exec : exec_oob);
+    return true;
+}
+
+json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
+{
+    CLEANUP_ERROR Error *err = NULL;
+    json_object *reply = NULL, *args = NULL, *id = NULL, *ret = NULL;
+    const char *name = NULL;
+    bool is_oob = false, has_id = false;
+    const QmpCommand *cmd;
+
+    if (!json_object_is_type(req, json_type_object)) {
+        error_setg(&err, "QMP input must be a JSON object");
+        return error_reply(err);
+    }
+    has_id = json_object_object_get_ex(req, "id", &id);
+    if (!check_envelope(req, monitor_oob_enabled(ctx->mon), &name, &args,
+                        &is_oob, &err)) {
+        goto done;
+    }
+    if (ctx->mon != NULL) {
+        bool negotiating = !monitor_in_command_mode(ctx->mon);
+        bool is_caps = strcmp(name, "qmp_capabilities") == 0;
+        if (negotiating && !is_caps) {
+            error_set(&err, ERROR_CLASS_COMMAND_NOT_FOUND,
+                      "Expecting capabilities negotiation with "
+                      "'qmp_capabilities'");
+            goto done;
+        }
+        if (!negotiating && is_caps) {
+            error_set(&err, ERROR_CLASS_COMMAND_NOT_FOUND,
+                      "Capabilities negotiation is already complete, "
+                      "command ignored");
+            goto done;
+        }
+    }
+    cmd = qmp_find_command(name);
+    if (cmd != NULL && is_oob && !cmd->allow_oob) {
+        error_setg(&err, "The command %s does not support OOB", name);
+        goto done;
+    }
+    qmp_execute(ctx, name, args, 0, &ret, &err);
+
+done:
+    if (err != NULL) {
+        reply = error_reply(err);
+    } else {
+        reply = json_object_new_object();
+        json_object_object_add(reply, "return", ret);
+    }
+    if (has_id) {
+        json_object_object_add(reply, "id", json_object_get(id));
+    }
+    return reply;
+}

@@ -1,0 +1,734 @@
+/* monitor.c - QMP control sockets; see monitor.h.
+ *
+ * Per connection:
+ *
+ *   accept ──> greeting ──> NEGOTIATION ──qmp_capabilities──> COMMAND
+ *                              │ any other command:                │
+ *                              │ CommandNotFound                   │ events
+ *                              v                                   v
+ *                           (EOF / error / output overflow) ──> closed
+ *
+ * Input goes through a json-c tokener that keeps its state between
+ * reads, so objects may be split over any number of reads and several
+ * may arrive in one.
+ */
+#include "qmp/monitor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "util/cleanup.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/util.h"
+
+/* Stop reading a client whose unread replies exceed this. */
+#define MONITOR_OUTPUT_PAUSE (1024 * 1024)
+
+typedef struct Listener {
+    MonitorSet *ms;
+    int fd;
+    LoopFd *watch;
+    char *unlink_path;        /* our unix socket, removed on close */
+    bool pretty;
+    struct Listener *next;
+} Listener;
+
+struct Monitor {
+    MonitorSet *ms;
+    int fd;
+    LoopFd *watch;
+    struct json_tokener *tok;
+    size_t msg_bytes;         /* bytes of the message being parsed */
+    bool skipping;            /* resynchronising: drop input up to '\n' */
+    bool command_mode;
+    bool oob;
+    bool pretty;
+    bool closing;
+    char *out;                /* pending output, out[out_pos..out_len) */
+    size_t out_len, out_pos, out_cap;
+    Monitor *prev, *next;
+};
+
+struct MonitorSet {
+    Daemon *d;
+    Listener *listeners;
+    Monitor *monitors;
+    unsigned count;
+};
+
+static void monitor_update_events(Monitor *mon);
+static void monitor_close(Monitor *mon);
+
+/* ---- chardev specs ------------------------------------------------- */
+
+void chardev_spec_free(ChardevSpec *spec)
+{
+    if (spec != NULL) {
+        free(spec->id);
+        free(spec->path);
+        free(spec->host);
+        free(spec->port);
+        free(spec);
+    }
+}
+
+ChardevSpec *chardev_spec_parse(const char *opts, Error **errp)
+{
+    ChardevSpec *spec = XNEW(ChardevSpec);
+    CLEANUP_FREE char *copy = xstrdup(opts);
+    char *save = NULL, *item;
+    bool first = true;
+
+    spec->server = false;
+    for (item = strtok_r(copy, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save), first = false) {
+        char *eq = strchr(item, '=');
+        const char *val = eq ? eq + 1 : NULL;
+        bool b;
+
+        if (eq != NULL) {
+            *eq = '\0';
+        }
+        if (first && eq == NULL) {
+            if (strcmp(item, "socket") != 0) {
+                error_setg(errp, "chardev backend '%s' is not supported "
+                           "(only 'socket')", item);
+                goto fail;
+            }
+            continue;
+        }
+        if (first) {
+            error_setg(errp, "chardev: the backend type must come first "
+                       "(socket,id=...)");
+            goto fail;
+        }
+        if (val == NULL) {
+            /* QEMU accepts bare "server" / "nowait" (deprecated). */
+            if (strcmp(item, "server") == 0) {
+                spec->server = true;
+            } else if (strcmp(item, "nowait") == 0) {
+                spec->wait = false;
+            } else {
+                error_setg(errp, "chardev: option '%s' needs a value",
+                           item);
+                goto fail;
+            }
+            continue;
+        }
+        if (strcmp(item, "id") == 0) {
+            free(spec->id);
+            spec->id = xstrdup(val);
+        } else if (strcmp(item, "path") == 0) {
+            free(spec->path);
+            spec->path = xstrdup(val);
+        } else if (strcmp(item, "host") == 0) {
+            free(spec->host);
+            spec->host = xstrdup(val);
+        } else if (strcmp(item, "port") == 0) {
+            free(spec->port);
+            spec->port = xstrdup(val);
+        } else if (strcmp(item, "server") == 0 ||
+                   strcmp(item, "wait") == 0) {
+            if (!parse_bool(val, &b)) {
+                error_setg(errp, "chardev: parameter '%s' expects 'on' or "
+                           "'off'", item);
+                goto fail;
+            }
+            if (item[0] == 's') {
+                spec->server = b;
+            } else {
+                spec->wait = b;
+            }
+        } else {
+            error_setg(errp, "Invalid parameter '%s'", item);
+            goto fail;
+        }
+    }
+    if (spec->id == NULL) {
+        error_setg(errp, "chardev: no id specified");
+        goto fail;
+    }
+    if ((spec->path != NULL) == (spec->host != NULL || spec->port != NULL)) {
+        error_setg(errp, "chardev: socket needs either 'path' or "
+                   "'host'+'port'");
+        goto fail;
+    }
+    if (spec->path == NULL && spec->port == NULL) {
+        error_setg(errp, "chardev: tcp socket needs a 'port'");
+        goto fail;
+    }
+    if (spec->path != NULL &&
+        strlen(spec->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        error_setg(errp, "UNIX socket path '%s' is too long", spec->path);
+        goto fail;
+    }
+    return spec;
+
+fail:
+    chardev_spec_free(spec);
+    return NULL;
+}
+
+ChardevSpec *chardev_spec_parse_qmp(const char *addr, Error **errp)
+{
+    ChardevSpec *spec = XNEW(ChardevSpec);
+    const char *colon;
+
+    spec->id = xstrdup("qmp");
+    spec->server = true;
+    if (strncmp(addr, "unix:", 5) == 0 && addr[5] != '\0') {
+        spec->path = xstrdup(addr + 5);
+        if (strlen(spec->path) >=
+            sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            error_setg(errp, "UNIX socket path '%s' is too long",
+                       spec->path);
+            chardev_spec_free(spec);
+            return NULL;
+        }
+        return spec;
+    }
+    if (strncmp(addr, "tcp:", 4) == 0 &&
+        (colon = strrchr(addr + 4, ':')) != NULL && colon[1] != '\0') {
+        const char *host = addr + 4;
+        size_t hl = colon - host;
+        if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+            host++;
+            hl -= 2;
+        }
+        spec->host = xstrndup(host, hl);
+        spec->port = xstrdup(colon + 1);
+        return spec;
+    }
+    error_setg(errp, "--qmp: expected unix:PATH or tcp:HOST:PORT, got '%s'",
+               addr);
+    chardev_spec_free(spec);
+    return NULL;
+}
+
+/* ---- sockets ------------------------------------------------------- */
+
+static int socket_unix(const char *path, bool listen_it, Error **errp)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    CLEANUP_CLOSE int fd = -1;
+
+    strncpy(sun.sun_path, path, sizeof(sun.sun_path) - 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Failed to create socket");
+        return -1;
+    }
+    if (listen_it) {
+        struct stat st;
+        /* A stale socket from an earlier run would make bind fail. */
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            unlink(path);
+        }
+        if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+            error_setg_errno(errp, errno, "Failed to bind socket to %s",
+                             path);
+            return -1;
+        }
+        if (listen(fd, 16) < 0) {
+            error_setg_errno(errp, errno, "Failed to listen on socket");
+            unlink(path);
+            return -1;
+        }
+    } else if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        error_setg_errno(errp, errno, "Failed to connect to '%s'", path);
+        return -1;
+    }
+    return TAKE_FD(fd);
+}
+
+static int socket_inet(const char *host, const char *port, bool listen_it,
+                       Error **errp)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = listen_it ? AI_PASSIVE : 0,
+    };
+    struct addrinfo *res = NULL, *ai;
+    int fd = -1, rc, saved = 0, one = 1;
+
+    rc = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        error_setg(errp, "address resolution failed for %s:%s: %s",
+                   host ? host : "", port, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        if (listen_it) {
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+                listen(fd, 16) == 0) {
+                break;
+            }
+        } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            break;
+        }
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        error_setg_errno(errp, saved ? saved : EADDRNOTAVAIL,
+                         "Failed to %s %s:%s",
+                         listen_it ? "listen on" : "connect to",
+                         host ? host : "", port);
+    }
+    return fd;
+}
+
+static void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl >= 0) {
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+}
+
+/* ---- output -------------------------------------------------------- */
+
+static void monitor_flush(Monitor *mon)
+{
+    while (mon->out_pos < mon->out_len) {
+        ssize_t n = send(mon->fd, mon->out + mon->out_pos,
+                         mon->out_len - mon->out_pos, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            log_debug("monitor: write failed: %s", strerror(errno));
+            monitor_close(mon);
+            return;
+        }
+        mon->out_pos += n;
+    }
+    if (mon->out_pos == mon->out_len) {
+        mon->out_pos = mon->out_len = 0;
+    }
+    monitor_update_events(mon);
+}
+
+/* Queue one JSON message (one line, \r\n-terminated, as QEMU sends). */
+static void monitor_send(Monitor *mon, json_object *obj)
+{
+    if (mon->closing) {
+        return;
+    }
+    if (mon->out_pos > 0 && mon->out_pos == mon->out_len) {
+        mon->out_pos = mon->out_len = 0;
+    }
+    qjson_append(&mon->out, &mon->out_len, &mon->out_cap, obj,
+                 mon->pretty);
+    if (mon->out_len + 3 > mon->out_cap) {
+        mon->out_cap = mon->out_len + 64;
+        mon->out = xrealloc(mon->out, mon->out_cap);
+    }
+    memcpy(mon->out + mon->out_len, "\r\n", 3);
+    mon->out_len += 2;
+    if (mon->out_len - mon->out_pos > MONITOR_MAX_OUTPUT) {
+        log_warn("monitor: client does not read its replies; closing");
+        monitor_close(mon);
+        return;
+    }
+    monitor_flush(mon);
+}
+
+static void monitor_send_error(Monitor *mon, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void monitor_send_error(Monitor *mon, const char *fmt, ...)
+{
+    CLEANUP_JSON json_object *reply = json_object_new_object();
+    json_object *err = json_object_new_object();
+    CLEANUP_FREE char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    json_object_object_add(err, "class",
+                           json_object_new_string("GenericError"));
+    json_object_object_add(err, "desc", json_object_new_string(msg));
+    json_object_object_add(reply, "error", err);
+    monitor_send(mon, reply);
+}
+
+static void monitor_send_greeting(Monitor *mon)
+{
+    CLEANUP_JSON json_object *g = json_object_new_object();
+    json_object *qmp = json_object_new_object();
+    json_object *version = json_object_new_object();
+    json_object *qemu = json_object_new_object();
+    json_object *caps = json_object_new_array();
+
+    /* The QEMU level whose QMP we speak; our own identity in package. */
+    json_object_object_add(qemu, "micro", json_object_new_int(0));
+    json_object_object_add(qemu, "minor", json_object_new_int(1));
+    json_object_object_add(qemu, "major", json_object_new_int(10));
+    json_object_object_add(version, "qemu", qemu);
+    json_object_object_add(version, "package",
+                           json_object_new_string("blockd-" BLOCKD_VERSION));
+    json_object_object_add(qmp, "version", version);
+    json_object_array_add(caps, json_object_new_string("oob"));
+    json_object_object_add(qmp, "capabilities", caps);
+    json_object_object_add(g, "QMP", qmp);
+    monitor_send(mon, g);
+}
+
+/* ---- input --------------------------------------------------------- */
+
+static void monitor_handle(Monitor *mon, json_object *req)
+{
+    QmpCtx ctx = { .daemon = mon->ms->d, .mon = mon };
+    CLEANUP_JSON json_object *reply = qmp_dispatch(&ctx, req);
+
+    if (reply != NULL) {
+        monitor_send(mon, reply);
+    }
+}
+
+/* Feed n bytes of input to the parser; dispatches complete messages. */
+static void monitor_feed(Monitor *mon, const char *buf, size_t n)
+{
+    size_t off = 0;
+
+    while (off < n && !mon->closing) {
+        json_object *obj;
+        enum json_tokener_error err;
+        size_t end;
+
+        if (mon->skipping) {
+            const char *nl = memchr(buf + off, '\n', n - off);
+            if (nl == NULL) {
+                return;
+            }
+            off = nl - buf + 1;
+            mon->skipping = false;
+            continue;
+        }
+        obj = json_tokener_parse_ex(mon->tok, buf + off, n - off);
+        err = json_tokener_get_error(mon->tok);
+        end = json_tokener_get_parse_end(mon->tok);
+        if (err == json_tokener_continue) {
+            mon->msg_bytes += n - off;
+            if (mon->msg_bytes > MONITOR_MAX_MESSAGE) {
+                monitor_send_error(mon, "JSON message too large (limit is "
+                                   "%d bytes)", MONITOR_MAX_MESSAGE);
+                json_tokener_reset(mon->tok);
+                mon->msg_bytes = 0;
+                mon->skipping = true;
+            }
+            return;
+        }
+        if (err != json_tokener_success) {
+            monitor_send_error(mon, "JSON parse error, %s",
+                               json_tokener_error_desc(err));
+            json_tokener_reset(mon->tok);
+            mon->msg_bytes = 0;
+            mon->skipping = true;
+            off += end;
+            continue;
+        }
+        /* Check the size of a message that completed in this read too. */
+        if (mon->msg_bytes + end > MONITOR_MAX_MESSAGE) {
+            monitor_send_error(mon, "JSON message too large (limit is %d "
+                               "bytes)", MONITOR_MAX_MESSAGE);
+            json_object_put(obj);
+        } else {
+            monitor_handle(mon, obj);
+            json_object_put(obj);
+        }
+        json_tokener_reset(mon->tok);
+        mon->msg_bytes = 0;
+        off += end;
+        /* Skip whitespace between messages so it does not count against
+         * the next message's size. */
+        while (off < n && (buf[off] == ' ' || buf[off] == '\n' ||
+                           buf[off] == '\r' || buf[off] == '\t')) {
+            off++;
+        }
+    }
+}
+
+static void monitor_update_events(Monitor *mon)
+{
+    int ev = 0;
+
+    if (mon->closing) {
+        return;
+    }
+    if (mon->out_len - mon->out_pos < MONITOR_OUTPUT_PAUSE) {
+        ev |= LOOP_READ;
+    }
+    if (mon->out_pos < mon->out_len) {
+        ev |= LOOP_WRITE;
+    }
+    loop_fd_set_events(mon->watch, ev);
+}
+
+static void monitor_io(int fd, int events, void *opaque)
+{
+    Monitor *mon = opaque;
+    char buf[65536];
+
+    if (events & LOOP_WRITE) {
+        monitor_flush(mon);
+        if (mon->closing) {
+            return;
+        }
+    }
+    if (events & LOOP_READ) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                return;
+            }
+            monitor_close(mon);
+            return;
+        }
+        if (n == 0) {
+            monitor_close(mon);
+            return;
+        }
+        monitor_feed(mon, buf, n);
+    }
+}
+
+static void monitor_free_deferred(void *opaque)
+{
+    Monitor *mon = opaque;
+
+    json_tokener_free(mon->tok);
+    free(mon->out);
+    free(mon);
+}
+
+static void monitor_close(Monitor *mon)
+{
+    MonitorSet *ms = mon->ms;
+
+    if (mon->closing) {
+        return;
+    }
+    mon->closing = true;
+    loop_fd_del(mon->watch);
+    mon->watch = NULL;
+    close(mon->fd);
+    mon->fd = -1;
+    if (mon->prev != NULL) {
+        mon->prev->next = mon->next;
+    } else {
+        ms->monitors = mon->next;
+    }
+    if (mon->next != NULL) {
+        mon->next->prev = mon->prev;
+    }
+    ms->count--;
+    /* The caller may still be inside monitor_feed() for this monitor. */
+    loop_post(ms->d->loop, monitor_free_deferred, mon);
+}
+
+static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
+{
+    Monitor *mon = XNEW(Monitor);
+
+    mon->ms = ms;
+    mon->fd = fd;
+    mon->pretty = pretty;
+    mon->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH * 32);
+    json_tokener_set_flags(mon->tok, JSON_TOKENER_STRICT |
+                           JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                           JSON_TOKENER_VALIDATE_UTF8);
+    set_nonblock(fd);
+    mon->watch = loop_fd_add(ms->d->loop, fd, LOOP_READ, monitor_io, mon);
+    mon->next = ms->monitors;
+    if (ms->monitors != NULL) {
+        ms->monitors->prev = mon;
+    }
+    ms->monitors = mon;
+    ms->count++;
+    monitor_send_greeting(mon);
+    return mon;
+}
+
+static void listener_accept(int fd, int events, void *opaque)
+{
+    Listener *l = opaque;
+    int cfd, one = 1;
+
+    (void)events;
+    cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (cfd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            log_warn("monitor: accept failed: %s", strerror(errno));
+        }
+        return;
+    }
+    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    monitor_new(l->ms, cfd, l->pretty);
+}
+
+bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
+                 Error **errp)
+{
+    int fd;
+
+    if (spec->path != NULL) {
+        fd = socket_unix(spec->path, spec->server, errp);
+    } else {
+        fd = socket_inet(spec->host, spec->port, spec->server, errp);
+    }
+    if (fd < 0) {
+        return false;
+    }
+    if (!spec->server) {
+        monitor_new(ms, fd, pretty);
+        return true;
+    }
+
+    Listener *l = XNEW(Listener);
+    l->ms = ms;
+    l->fd = fd;
+    l->pretty = pretty;
+    l->unlink_path = spec->path ? xstrdup(spec->path) : NULL;
+    l->next = ms->listeners;
+    ms->listeners = l;
+    if (spec->wait) {
+        /* server=on,wait=on: like QEMU, wait for the first client. */
+        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (cfd < 0) {
+            error_setg_errno(errp, errno, "Failed to accept a monitor "
+                             "client");
+            return false;
+        }
+        monitor_new(ms, cfd, pretty);
+    }
+    set_nonblock(fd);
+    l->watch = loop_fd_add(ms->d->loop, fd, LOOP_READ, listener_accept, l);
+    return true;
+}
+
+/* ---- the set ------------------------------------------------------- */
+
+MonitorSet *monitor_set_new(Daemon *d)
+{
+    MonitorSet *ms = XNEW(MonitorSet);
+
+    ms->d = d;
+    return ms;
+}
+
+void monitor_set_free(MonitorSet *ms)
+{
+    Listener *l;
+
+    if (ms == NULL) {
+        return;
+    }
+    while ((l = ms->listeners) != NULL) {
+        ms->listeners = l->next;
+        loop_fd_del(l->watch);
+        close(l->fd);
+        if (l->unlink_path != NULL) {
+            unlink(l->unlink_path);
+            free(l->unlink_path);
+        }
+        free(l);
+    }
+    while (ms->monitors != NULL) {
+        Monitor *mon = ms->monitors;
+        /* Last chance for queued replies (the SHUTDOWN event, quit's
+         * reply): one non-blocking attempt. */
+        if (mon->out_pos < mon->out_len) {
+            ssize_t n = send(mon->fd, mon->out + mon->out_pos,
+                             mon->out_len - mon->out_pos,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)n;
+        }
+        monitor_close(mon);
+    }
+    free(ms);
+}
+
+bool monitor_in_command_mode(const Monitor *mon)
+{
+    return mon == NULL || mon->command_mode;
+}
+
+void monitor_enter_command_mode(Monitor *mon, bool oob)
+{
+    if (mon != NULL) {
+        mon->command_mode = true;
+        mon->oob = oob;
+    }
+}
+
+bool monitor_oob_enabled(const Monitor *mon)
+{
+    return mon != NULL && mon->oob;
+}
+
+unsigned monitor_count(const MonitorSet *ms)
+{
+    return ms->count;
+}
+
+void monitor_broadcast_event(Daemon *d, const char *name, json_object *data)
+{
+    CLEANUP_JSON json_object *ev = json_object_new_object();
+    json_object *ts = json_object_new_object();
+    struct timeval tv;
+    Monitor *mon, *next;
+
+    if (gettimeofday(&tv, NULL) == 0) {
+        json_object_object_add(ts, "seconds",
+                               json_object_new_int64(tv.tv_sec));
+        json_object_object_add(ts, "microseconds",
+                               json_object_new_int64(tv.tv_usec));
+    } else {
+        json_object_object_add(ts, "seconds", json_object_new_int(-1));
+        json_object_object_add(ts, "microseconds", json_object_new_int(-1));
+    }
+    json_object_object_add(ev, "timestamp", ts);
+    json_object_object_add(ev, "event", json_object_new_string(name));
+    if (data != NULL) {
+        json_object_object_add(ev, "data", data);
+    }
+    if (d->monitors == NULL) {
+        return;
+    }
+    for (mon = d->monitors->monitors; mon != NULL; mon = next) {
+        next = mon->next;
+        if (mon->command_mode) {
+            monitor_send(mon, ev);
+        }
+    }
+}
