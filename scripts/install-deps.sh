@@ -1,0 +1,27 @@
+#!/bin/sh
+# install-deps.sh - install what blockd needs to build and to run its
+# tests on Debian 12, with apt.  Does nothing when everything is there.
+set -eu
+
+PACKAGES="
+  meson ninja-build pkg-config gcc clang
+  libjson-c-dev libevent-dev libgnutls28-dev libseccomp-dev libcunit1-dev
+  zlib1g-dev libzstd-dev libedit-dev
+  qemu-utils libnbd-bin nbdkit python3-libnbd python3-pytest
+  gnutls-bin fio socat util-linux procps tmux
+"
+
+missing=""
+for p in $PACKAGES; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "install-deps: installing:$missing" >&2
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
