@@ -51,58 +51,6 @@ bool qmp_block_dirty_bitmap_merge(QmpCtx *ctx UNUSED,
     return false;
 }
 
-/* ---- Block export: owned by nbd/ (NBD server helper) ---- */
-
-bool qmp_nbd_server_start(QmpCtx *ctx UNUSED,
-    const QmpNbdServerStartArgs *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'nbd-server-start' is not implemented yet");
-    return false;
-}
-
-bool qmp_nbd_server_stop(QmpCtx *ctx UNUSED,
-    const QmpNbdServerStopArgs *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'nbd-server-stop' is not implemented yet");
-    return false;
-}
-
-bool qmp_block_export_add(QmpCtx *ctx UNUSED,
-    const BlockExportOptions *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'block-export-add' is not implemented yet");
-    return false;
-}
-
-bool qmp_block_export_del(QmpCtx *ctx UNUSED,
-    const QmpBlockExportDelArgs *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'block-export-del' is not implemented yet");
-    return false;
-}
-
-bool qmp_query_block_exports(QmpCtx *ctx UNUSED,
-    const QmpQueryBlockExportsArgs *args UNUSED,
-    BlockExportInfoList **ret UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'query-block-exports' is not implemented yet");
-    return false;
-}
-
-bool qmp_nbd_server_add(QmpCtx *ctx UNUSED,
-    const NbdServerAddOptions *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'nbd-server-add' is not implemented yet");
-    return false;
-}
-
-bool qmp_nbd_server_remove(QmpCtx *ctx UNUSED,
-    const QmpNbdServerRemoveArgs *args UNUSED, Error **errp)
-{
-    error_setg(errp, "Command 'nbd-server-remove' is not implemented yet");
-    return false;
-}
-
 /* ---- Objects: owned by daemon/ objects (lead or objects helper) ---- */
 
 bool qmp_object_add(QmpCtx *ctx UNUSED, const ObjectOptions *args UNUSED,

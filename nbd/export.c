@@ -1,0 +1,203 @@
+/* export.c - the export registry: a BlockNode under an NBD export name.
+ *
+ * An export lives in its server's registry (one reference) and is
+ * referenced by every connection that did GO on it.  Deleting it marks it
+ * shutting-down (hidden from new clients), hard mode disconnects its
+ * clients, and drops the registry's reference; when the last reference
+ * goes the node is released and BLOCK_EXPORT_DELETED is sent.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockdev/block.h"
+#include "nbd/internal.h"
+#include "qapi-events.h"
+#include "util/util.h"
+
+void nbd_export_ref(NbdExport *exp)
+{
+    exp->refcnt++;
+}
+
+static void export_remove_from_registry(NbdExport *exp)
+{
+    NbdServer *srv = exp->srv;
+
+    if (!srv || !exp->in_registry) {
+        return;
+    }
+    for (size_t i = 0; i < srv->exports.len; i++) {
+        if (srv->exports.ptr[i] == exp) {
+            NbdExportVec_remove(&srv->exports, i);
+            break;
+        }
+    }
+    exp->in_registry = false;
+}
+
+void nbd_export_unref(NbdExport *exp)
+{
+    if (--exp->refcnt > 0) {
+        return;
+    }
+    export_remove_from_registry(exp);
+    blk_node_remove_user(exp->node, exp->user);
+    blk_unref(exp->node);
+    /* The export is really gone now: tell the monitors. */
+    qapi_event_send_block_export_deleted(exp->d, exp->id);
+    free(exp->id);
+    free(exp->name);
+    free(exp->description);
+    free(exp->user);
+    free(exp);
+}
+
+uint16_t nbd_export_tflags(const NbdExport *exp, bool structured)
+{
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+                 NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
+
+    if (exp->writable) {
+        f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+             NBD_FLAG_SEND_FAST_ZERO;
+    } else {
+        f |= NBD_FLAG_READ_ONLY;
+    }
+    if (structured) {
+        f |= NBD_FLAG_SEND_DF;
+    }
+    /* Every connection goes to the same node and FLUSH flushes the node,
+     * so multi-conn holds unless the server allows one client only. */
+    if (!exp->srv || exp->srv->max_connections != 1) {
+        f |= NBD_FLAG_CAN_MULTI_CONN;
+    }
+    return f;
+}
+
+NbdExport *nbd_export_find_id(NbdServer *srv, const char *id)
+{
+    for (size_t i = 0; i < srv->exports.len; i++) {
+        if (strcmp(srv->exports.ptr[i]->id, id) == 0) {
+            return srv->exports.ptr[i];
+        }
+    }
+    return NULL;
+}
+
+NbdExport *nbd_export_find_name(NbdServer *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->exports.len; i++) {
+        NbdExport *exp = srv->exports.ptr[i];
+
+        if (!exp->shutting_down && strcmp(exp->name, name) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
+                          Error **errp)
+{
+    const char *name = cfg->name ? cfg->name : cfg->node->node_name;
+    NbdExport *exp;
+    char *user;
+
+    if (nbd_export_find_id(srv, cfg->id)) {
+        error_setg(errp, "Block export id '%s' is already in use", cfg->id);
+        return NULL;
+    }
+    if (strlen(name) > NBD_MAX_STRING) {
+        error_setg(errp, "export name '%.80s...' too long", name);
+        return NULL;
+    }
+    if (cfg->description && strlen(cfg->description) > NBD_MAX_STRING) {
+        error_setg(errp, "description '%.80s...' too long",
+                   cfg->description);
+        return NULL;
+    }
+    if (nbd_export_find_name(srv, name)) {
+        error_setg(errp, "NBD server already has export named '%s'", name);
+        return NULL;
+    }
+    user = xasprintf("export '%s'", cfg->id);
+    if (!blk_node_add_user(cfg->node, user, cfg->writable, errp)) {
+        free(user);
+        return NULL;
+    }
+    blk_ref(cfg->node);
+
+    exp = XNEW(NbdExport);
+    exp->srv = srv;
+    exp->d = srv->d;
+    exp->id = xstrdup(cfg->id);
+    exp->name = xstrdup(name);
+    exp->description = cfg->description ? xstrdup(cfg->description) : NULL;
+    exp->user = user;
+    exp->node = cfg->node;
+    exp->writable = cfg->writable;
+    exp->writethrough = cfg->writethrough;
+    exp->allocation_depth = cfg->allocation_depth;
+    exp->refcnt = 1;
+    exp->in_registry = true;
+    NbdExportVec_append(&srv->exports, exp);
+    return exp;
+}
+
+/* Disconnect every client attached to exp. */
+static void export_close_clients(NbdExport *exp)
+{
+    NbdServer *srv = exp->srv;
+
+    if (!srv) {
+        return;
+    }
+    for (size_t i = 0; i < srv->conns.len; i++) {
+        NbdConn *c = srv->conns.ptr[i];
+
+        if (!nbd_conn_closed(c) && nbd_conn_export(c) == exp) {
+            nbd_conn_close(c);
+        }
+    }
+}
+
+bool nbd_export_del(NbdExport *exp, bool hard, Error **errp)
+{
+    if (exp->shutting_down) {
+        error_setg(errp, "Block export '%s' is already shutting down",
+                   exp->id);
+        return false;
+    }
+    if (!hard && exp->nconns > 0) {
+        error_setg(errp, "export '%s' still in use", exp->id);
+        return false;
+    }
+    exp->shutting_down = true;
+    if (hard) {
+        export_close_clients(exp);
+    }
+    nbd_export_unref(exp);
+    return true;
+}
+
+size_t nbd_export_count(const NbdServer *srv)
+{
+    return srv ? srv->exports.len : 0;
+}
+
+void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
+{
+    const NbdExport *exp = srv->exports.ptr[i];
+
+    info->id = exp->id;
+    info->name = exp->name;
+    info->node_name = exp->node->node_name;
+    info->shutting_down = exp->shutting_down;
+    info->writable = exp->writable;
+    info->clients = exp->nconns;
+    info->rd_bytes = exp->rd_bytes;
+    info->wr_bytes = exp->wr_bytes;
+    info->rd_ops = exp->rd_ops;
+    info->wr_ops = exp->wr_ops;
+    info->other_ops = exp->other_ops;
+}

@@ -1,0 +1,253 @@
+/* qmp-nbd.c - QMP handlers of the NBD server and block exports:
+ * nbd-server-start/stop, block-export-add/del, query-block-exports and
+ * the legacy nbd-server-add/remove. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockdev/block.h"
+#include "nbd/server.h"
+#include "qapi-commands.h"
+#include "qapi-events.h"
+#include "qmp/qmp.h"
+#include "util/util.h"
+
+static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
+                          Error **errp)
+{
+    switch (addr->type) {
+    case SOCKET_ADDRESS_TYPE_INET:
+        return nbd_server_listen_inet(srv, addr->u.inet.data->host,
+                                      addr->u.inet.data->port, errp);
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        if (addr->u.q_unix.data->abstract) {
+            error_setg(errp, "Abstract UNIX sockets are not supported");
+            return false;
+        }
+        return nbd_server_listen_unix(srv, addr->u.q_unix.data->path, errp);
+    case SOCKET_ADDRESS_TYPE_FD: {
+        uint64_t fd;
+
+        if (!parse_uint64(addr->u.fd.data->str, &fd) || fd > INT32_MAX) {
+            error_setg(errp, "File descriptor named '%s' has not been found",
+                       addr->u.fd.data->str);
+            return false;
+        }
+        return nbd_server_listen_fd(srv, (int)fd, errp);
+    }
+    default:
+        error_setg(errp, "Socket address type '%s' is not supported",
+                   SocketAddressType_str(addr->type));
+        return false;
+    }
+}
+
+bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
+                          Error **errp)
+{
+    Daemon *d = ctx->daemon;
+    NbdServerConfig cfg = {
+        .max_connections = args->max_connections,
+        .handshake_limit_us =
+            (uint64_t)args->handshake_max_seconds * 1000 * 1000,
+        .tls_creds = args->has_tls_creds ? args->tls_creds : NULL,
+        .tls_authz = args->has_tls_authz ? args->tls_authz : NULL,
+    };
+    NbdServer *srv;
+
+    if (d->nbd) {
+        error_setg(errp, "NBD server already running");
+        return false;
+    }
+    if (cfg.tls_creds || cfg.tls_authz) {
+        /* Never serve in clear what was asked to be encrypted. */
+        error_setg(errp, "TLS for the NBD server is not supported yet");
+        return false;
+    }
+    srv = nbd_server_new(d, &cfg);
+    if (!server_listen(srv, args->addr, errp)) {
+        nbd_server_free(srv);
+        return false;
+    }
+    d->nbd = srv;
+    return true;
+}
+
+bool qmp_nbd_server_stop(QmpCtx *ctx, const QmpNbdServerStopArgs *args,
+                         Error **errp)
+{
+    Daemon *d = ctx->daemon;
+
+    (void)args;
+    if (!d->nbd) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    nbd_server_free(d->nbd);
+    d->nbd = NULL;
+    return true;
+}
+
+static bool check_bitmaps(const BlockExportOptionsNbd *o, const char *node,
+                          Error **errp)
+{
+    if (!o->has_bitmaps || !o->bitmaps || o->bitmaps->n == 0) {
+        return true;
+    }
+    /* Exporting bitmaps is the dirty-bitmaps issue: until then every
+     * bitmap is unknown. */
+    {
+        const BlockDirtyBitmapOrStr *b = o->bitmaps->v[0];
+        const char *name = b->type == QTYPE_QSTRING ? b->u.local
+                                                    : b->u.external->name;
+        const char *bnode = b->type == QTYPE_QSTRING ? node
+                                                     : b->u.external->node;
+
+        error_setg(errp, "Bitmap '%s' is not found on node '%s' "
+                   "(exporting dirty bitmaps is not supported yet)",
+                   name, bnode);
+    }
+    return false;
+}
+
+static bool export_add(Daemon *d, const NbdExportConfig *cfg, Error **errp)
+{
+    if (!d->nbd) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    return nbd_export_add(d->nbd, cfg, errp) != NULL;
+}
+
+bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
+                          Error **errp)
+{
+    Daemon *d = ctx->daemon;
+    const BlockExportOptionsNbd *o = &args->u.nbd;
+    NbdExportConfig cfg = { 0 };
+    BlockNode *node;
+
+    if (args->type != BLOCK_EXPORT_TYPE_NBD) {
+        error_setg(errp, "Block export type '%s' is not supported",
+                   BlockExportType_str(args->type));
+        return false;
+    }
+    if (!d->nbd) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    if (d->nbd && nbd_export_find_id(d->nbd, args->id)) {
+        error_setg(errp, "Block export id '%s' is already in use", args->id);
+        return false;
+    }
+    node = blk_lookup_node(d->graph, args->node_name, errp);
+    if (!node) {
+        return false;
+    }
+    if (!check_bitmaps(o, args->node_name, errp)) {
+        return false;
+    }
+    cfg.id = args->id;
+    cfg.name = o->has_name ? o->name : NULL;
+    cfg.description = o->has_description ? o->description : NULL;
+    cfg.node = node;
+    cfg.writable = args->writable;
+    cfg.writethrough = args->writethrough;
+    cfg.allocation_depth = o->allocation_depth;
+    return export_add(d, &cfg, errp);
+}
+
+static bool export_del(Daemon *d, const char *id, bool has_mode,
+                       BlockExportRemoveMode mode, Error **errp)
+{
+    NbdExport *exp = d->nbd ? nbd_export_find_id(d->nbd, id) : NULL;
+
+    if (!exp) {
+        error_setg(errp, "Export '%s' is not found", id);
+        return false;
+    }
+    return nbd_export_del(exp,
+                          has_mode && mode == BLOCK_EXPORT_REMOVE_MODE_HARD,
+                          errp);
+}
+
+bool qmp_block_export_del(QmpCtx *ctx, const QmpBlockExportDelArgs *args,
+                          Error **errp)
+{
+    return export_del(ctx->daemon, args->id, args->has_mode, args->mode,
+                      errp);
+}
+
+bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
+                             BlockExportInfoList **ret, Error **errp)
+{
+    NbdServer *srv = ctx->daemon->nbd;
+    size_t n = nbd_export_count(srv);
+    BlockExportInfoList *list = XNEW(BlockExportInfoList);
+
+    (void)args;
+    (void)errp;
+    list->n = n;
+    list->v = xcalloc(n ? n : 1, sizeof(*list->v));
+    for (size_t i = 0; i < n; i++) {
+        BlockExportInfo *info = XNEW(BlockExportInfo);
+        NbdExportInfo ei;
+
+        nbd_export_info(srv, i, &ei);
+        info->id = xstrdup(ei.id);
+        info->type = BLOCK_EXPORT_TYPE_NBD;
+        info->node_name = xstrdup(ei.node_name);
+        info->shutting_down = ei.shutting_down;
+        info->has_name = true;
+        info->name = xstrdup(ei.name);
+        info->has_writable = true;
+        info->writable = ei.writable;
+        info->has_clients = true;
+        info->clients = ei.clients;
+        list->v[i] = info;
+    }
+    *ret = list;
+    return true;
+}
+
+bool qmp_nbd_server_add(QmpCtx *ctx, const NbdServerAddOptions *args,
+                        Error **errp)
+{
+    Daemon *d = ctx->daemon;
+    const char *name = args->has_name ? args->name : args->device;
+    NbdExportConfig cfg = { 0 };
+    BlockNode *node;
+
+    if (!d->nbd) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    node = blk_lookup_node(d->graph, args->device, errp);
+    if (!node) {
+        return false;
+    }
+    if (args->has_bitmap) {
+        error_setg(errp, "Bitmap '%s' is not found on node '%s' "
+                   "(exporting dirty bitmaps is not supported yet)",
+                   args->bitmap, args->device);
+        return false;
+    }
+    /* Legacy exports use their name as the export id (QEMU does). */
+    cfg.id = name;
+    cfg.name = name;
+    cfg.description = args->has_description ? args->description : NULL;
+    cfg.node = node;
+    cfg.writable = args->writable;
+    return export_add(d, &cfg, errp);
+}
+
+bool qmp_nbd_server_remove(QmpCtx *ctx, const QmpNbdServerRemoveArgs *args,
+                           Error **errp)
+{
+    Daemon *d = ctx->daemon;
+
+    if (!d->nbd) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    return export_del(d, args->name, args->has_mode, args->mode, errp);
+}

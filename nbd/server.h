@@ -1,0 +1,97 @@
+/* server.h - the NBD server: listeners, exports, connections.
+ *
+ *   NbdServer (one per daemon, Daemon.nbd; NULL until nbd-server-start)
+ *    ├── listeners      unix / inet / fd sockets (LoopFd watches)
+ *    ├── exports[]      NbdExport: a BlockNode under an export name
+ *    └── conns          NbdConn: handshake, then transmission (conn.c)
+ *
+ * Everything here runs on the loop thread.
+ */
+#ifndef BLOCKD_NBD_SERVER_H
+#define BLOCKD_NBD_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon/daemon.h"
+#include "util/error.h"
+
+typedef struct NbdServer NbdServer;
+typedef struct NbdExport NbdExport;
+typedef struct BlockNode BlockNode;
+
+/* Server-wide settings, fixed at nbd-server-start. */
+typedef struct NbdServerConfig {
+    uint32_t max_connections;     /* 0 = unlimited; QEMU's default 100 */
+    uint64_t handshake_limit_us;  /* 0 = none; default 10 s */
+    const char *tls_creds;        /* object id or NULL (TLS issue) */
+    const char *tls_authz;        /* object id or NULL */
+} NbdServerConfig;
+
+#define NBD_DEFAULT_MAX_CONNECTIONS 100
+#define NBD_DEFAULT_HANDSHAKE_LIMIT_US (10ULL * 1000 * 1000)
+
+/* Create a server with no listener yet.  Strings in cfg are copied. */
+NbdServer *nbd_server_new(Daemon *d, const NbdServerConfig *cfg);
+/* Listen on a unix socket path (an existing socket file is replaced). */
+bool nbd_server_listen_unix(NbdServer *srv, const char *path, Error **errp);
+/* Listen on every address host:port resolves to; TCP_NODELAY is set on
+ * accepted sockets. */
+bool nbd_server_listen_inet(NbdServer *srv, const char *host,
+                            const char *port, Error **errp);
+/* Listen on an already listening socket (the fd becomes the server's). */
+bool nbd_server_listen_fd(NbdServer *srv, int fd, Error **errp);
+/* Stop: close listeners, disconnect every client (negotiating ones too),
+ * delete every export (BLOCK_EXPORT_DELETED is sent once each is really
+ * gone) and free the server.  NULL-safe.  Call at nbd-server-stop and at
+ * daemon shutdown. */
+void nbd_server_free(NbdServer *srv);
+
+/* One-shot hooks for the qemu-nbd wrapper: fn(opaque) is called on the
+ * loop thread when the last client disconnects (after at least one
+ * connected).  The wrapper typically calls daemon_request_quit(). */
+void nbd_server_set_idle_hook(NbdServer *srv, void (*fn)(void *opaque),
+                              void *opaque);
+/* Change the connection limit (the wrapper's --shared=N).  At the limit
+ * the server stops accepting, so extra clients wait in the listen backlog
+ * as with qemu-nbd; 1 also withdraws NBD_FLAG_CAN_MULTI_CONN. */
+void nbd_server_set_max_connections(NbdServer *srv, uint32_t max);
+/* Number of connected clients (negotiating or transmitting). */
+unsigned nbd_server_client_count(const NbdServer *srv);
+
+/* ---- exports -------------------------------------------------------- */
+
+typedef struct NbdExportConfig {
+    const char *id;               /* block-export id, unique */
+    const char *name;             /* NBD export name; NULL = node name */
+    const char *description;      /* NULL = none */
+    BlockNode *node;
+    bool writable;
+    bool writethrough;            /* every write is FUA */
+    bool allocation_depth;        /* offer qemu:allocation-depth */
+    /* bitmaps: the bitmaps issue adds them here. */
+} NbdExportConfig;
+
+/* Add an export; errors: duplicate id/name, node not writable... */
+NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
+                          Error **errp);
+NbdExport *nbd_export_find_id(NbdServer *srv, const char *id);
+NbdExport *nbd_export_find_name(NbdServer *srv, const char *name);
+/* Delete: hard disconnects clients, safe fails while any are connected
+ * ("export 'x' is in use"? QEMU: "export '%s' still in use").  The export
+ * stays visible as shutting-down until its last request completes. */
+bool nbd_export_del(NbdExport *exp, bool hard, Error **errp);
+
+/* For query-block-exports. */
+typedef struct NbdExportInfo {
+    const char *id, *name, *node_name;
+    bool shutting_down;
+    bool writable;
+    unsigned clients;
+    uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
+} NbdExportInfo;
+/* Number of exports, and the i-th one (0 <= i < count). */
+size_t nbd_export_count(const NbdServer *srv);
+void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info);
+
+#endif
