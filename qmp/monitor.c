@@ -8,9 +8,7 @@
  *                              v                                   v
  *                           (EOF / error / output overflow) ──> closed
  *
- * Input goes through a json-c tokener that keeps its state between
- * reads, so objects may be split over any number of reads and several
- * may arrive in one.
+ * Input is cut into messages by qmp/framing.c.
  */
 #include "qmp/monitor.h"
 
@@ -29,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "qmp/framing.h"
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -50,9 +49,7 @@ struct Monitor {
     MonitorSet *ms;
     int fd;
     LoopFd *watch;
-    struct json_tokener *tok;
-    size_t msg_bytes;         /* bytes of the message being parsed */
-    bool skipping;            /* resynchronising: drop input up to '\n' */
+    QmpFramer *framer;
     bool command_mode;
     bool oob;
     bool pretty;
@@ -415,67 +412,17 @@ static void monitor_handle(Monitor *mon, json_object *req)
     }
 }
 
-/* Feed n bytes of input to the parser; dispatches complete messages. */
-static void monitor_feed(Monitor *mon, const char *buf, size_t n)
+/* A message or an error from the framer (see framing.h). */
+static bool monitor_on_frame(void *opaque, json_object *msg, const char *err)
 {
-    size_t off = 0;
+    Monitor *mon = opaque;
 
-    while (off < n && !mon->closing) {
-        json_object *obj;
-        enum json_tokener_error err;
-        size_t end;
-
-        if (mon->skipping) {
-            const char *nl = memchr(buf + off, '\n', n - off);
-            if (nl == NULL) {
-                return;
-            }
-            off = nl - buf + 1;
-            mon->skipping = false;
-            continue;
-        }
-        obj = json_tokener_parse_ex(mon->tok, buf + off, n - off);
-        err = json_tokener_get_error(mon->tok);
-        end = json_tokener_get_parse_end(mon->tok);
-        if (err == json_tokener_continue) {
-            mon->msg_bytes += n - off;
-            if (mon->msg_bytes > MONITOR_MAX_MESSAGE) {
-                monitor_send_error(mon, "JSON message too large (limit is "
-                                   "%d bytes)", MONITOR_MAX_MESSAGE);
-                json_tokener_reset(mon->tok);
-                mon->msg_bytes = 0;
-                mon->skipping = true;
-            }
-            return;
-        }
-        if (err != json_tokener_success) {
-            monitor_send_error(mon, "JSON parse error, %s",
-                               json_tokener_error_desc(err));
-            json_tokener_reset(mon->tok);
-            mon->msg_bytes = 0;
-            mon->skipping = true;
-            off += end;
-            continue;
-        }
-        /* Check the size of a message that completed in this read too. */
-        if (mon->msg_bytes + end > MONITOR_MAX_MESSAGE) {
-            monitor_send_error(mon, "JSON message too large (limit is %d "
-                               "bytes)", MONITOR_MAX_MESSAGE);
-            json_object_put(obj);
-        } else {
-            monitor_handle(mon, obj);
-            json_object_put(obj);
-        }
-        json_tokener_reset(mon->tok);
-        mon->msg_bytes = 0;
-        off += end;
-        /* Skip whitespace between messages so it does not count against
-         * the next message's size. */
-        while (off < n && (buf[off] == ' ' || buf[off] == '\n' ||
-                           buf[off] == '\r' || buf[off] == '\t')) {
-            off++;
-        }
+    if (msg != NULL) {
+        monitor_handle(mon, msg);
+    } else {
+        monitor_send_error(mon, "%s", err);
     }
+    return !mon->closing;
 }
 
 static void monitor_update_events(Monitor *mon)
@@ -518,7 +465,7 @@ static void monitor_io(int fd, int events, void *opaque)
             monitor_close(mon);
             return;
         }
-        monitor_feed(mon, buf, n);
+        qmp_framer_feed(mon->framer, buf, n, monitor_on_frame, mon);
     }
 }
 
@@ -526,7 +473,7 @@ static void monitor_free_deferred(void *opaque)
 {
     Monitor *mon = opaque;
 
-    json_tokener_free(mon->tok);
+    qmp_framer_free(mon->framer);
     free(mon->out);
     free(mon);
 }
@@ -563,10 +510,7 @@ static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
     mon->ms = ms;
     mon->fd = fd;
     mon->pretty = pretty;
-    mon->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH * 32);
-    json_tokener_set_flags(mon->tok, JSON_TOKENER_STRICT |
-                           JSON_TOKENER_ALLOW_TRAILING_CHARS |
-                           JSON_TOKENER_VALIDATE_UTF8);
+    mon->framer = qmp_framer_new(MONITOR_MAX_MESSAGE);
     set_nonblock(fd);
     mon->watch = loop_fd_add(ms->d->loop, fd, LOOP_READ, monitor_io, mon);
     mon->next = ms->monitors;
