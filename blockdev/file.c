@@ -154,22 +154,36 @@ lock_fail:
 
 /* ---- alignment ---------------------------------------------------- */
 
-/* Find the O_DIRECT request and memory alignment the way QEMU does:
- * the sector size of a block device, else the smallest read that works. */
+/* Find the O_DIRECT request and memory alignment: statx(STATX_DIOALIGN)
+ * where the kernel knows it, else the sector size of a block device,
+ * else (as QEMU does) the smallest power of two from 512 that a read
+ * accepts. */
 static void file_probe_alignment(BlockNode *bs, FileState *s)
 {
-    static const uint32_t sizes[] = { 1, 512, 1024, 2048, 4096 };
+    static const uint32_t sizes[] = { 512, 1024, 2048, 4096 };
+    struct statx stx;
     void *buf = NULL;
     uint32_t req = 0, mem = 0;
 
-    if (s->is_blockdev) {
+#ifdef STATX_DIOALIGN
+    if (statx(s->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align > 0) {
+        req = stx.stx_dio_offset_align;
+        mem = stx.stx_dio_mem_align;
+    }
+#else
+    (void)stx;
+#endif
+    if (req == 0 && s->is_blockdev) {
         int sector = 0;
         if (ioctl(s->fd, BLKSSZGET, &sector) == 0 && sector > 0) {
             req = (uint32_t)sector;
         }
     }
-    if (posix_memalign(&buf, 4096, 2 * 4096) != 0) {
-        buf = NULL;
+    if (req == 0 || mem == 0) {
+        if (posix_memalign(&buf, 4096, 2 * 4096) != 0) {
+            buf = NULL;
+        }
     }
     if (buf != NULL && req == 0) {
         for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
@@ -179,7 +193,7 @@ static void file_probe_alignment(BlockNode *bs, FileState *s)
             }
         }
     }
-    if (buf != NULL) {
+    if (buf != NULL && mem == 0) {
         uint32_t len = req ? req : 4096;
         for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
             if (pread(s->fd, (uint8_t *)buf + sizes[i], len, 0) >= 0) {
@@ -189,11 +203,8 @@ static void file_probe_alignment(BlockNode *bs, FileState *s)
         }
     }
     free(buf);
-    bs->request_alignment = req ? req : 4096;
-    s->mem_align = mem ? MAX(mem, bs->request_alignment) : 4096;
-    if (s->mem_align < 512) {
-        s->mem_align = 512;
-    }
+    bs->request_alignment = req && IS_POWER_OF_2(req) ? req : 4096;
+    s->mem_align = mem && IS_POWER_OF_2(mem) ? mem : 4096;
 }
 
 /* ---- bounce buffers ------------------------------------------------ */
