@@ -1,0 +1,1150 @@
+/* test-qcow2.c - the qcow2 metadata parser (pure, from buffers) and the
+ * driver through the block layer, against images made by qemu-img and
+ * qemu-io (the oracles). */
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "blockdev/block.h"
+#include "blockdev/qcow2-meta.h"
+#include "cunit-main.h"
+#include "util/util.h"
+
+/* ---- building headers by hand ------------------------------------------ */
+
+#define HBUF 65536
+#define FSIZE (1ULL << 30)
+
+/* A valid v3 image header: 64 KiB clusters, 1 GiB virtual, L1 at
+ * cluster 3, reftable at cluster 1, refcount_order 4. */
+static void make_v3(uint8_t *b)
+{
+    memset(b, 0, HBUF);
+    put_be32(b, QCOW2_MAGIC);
+    put_be32(b + 4, 3);
+    put_be32(b + 20, 16);
+    put_be64(b + 24, 1ULL << 30);
+    put_be32(b + 36, 2);              /* 1 GiB / 512 MiB per L2 */
+    put_be64(b + 40, 3 * 65536);
+    put_be64(b + 48, 65536);
+    put_be32(b + 56, 1);
+    put_be32(b + 96, 4);
+    put_be32(b + 100, 112);
+    /* extensions at 112: end marker (zeroes) */
+}
+
+static bool parse_ok(const uint8_t *b, size_t len, Qcow2Header *h)
+{
+    Error *err = NULL;
+    bool ok = qcow2_header_parse(b, len, h, &err) &&
+              qcow2_header_check_features(h, true, &err) &&
+              qcow2_header_check_layout(h, FSIZE, &err);
+
+    if (!ok) {
+        CU_ASSERT_PTR_NOT_NULL(err);
+        error_free(err);
+    }
+    return ok;
+}
+
+/* Expect failure with a message that contains needle. */
+static void expect_fail(const uint8_t *b, size_t len, bool writable,
+                        const char *needle)
+{
+    Qcow2Header h;
+    Error *err = NULL;
+    bool ok = qcow2_header_parse(b, len, &h, &err) &&
+              qcow2_header_check_features(&h, writable, &err) &&
+              qcow2_header_check_layout(&h, FSIZE, &err);
+
+    CU_ASSERT_FALSE(ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    if (strstr(error_get_pretty(err), needle) == NULL) {
+        fprintf(stderr, "\nerror '%s' lacks '%s'\n", error_get_pretty(err),
+                needle);
+        CU_FAIL("unexpected message");
+    }
+    error_free(err);
+}
+
+static void test_header_valid(void)
+{
+    static uint8_t b[HBUF];
+    Qcow2Header h;
+
+    make_v3(b);
+    CU_ASSERT_TRUE_FATAL(parse_ok(b, HBUF, &h));
+    CU_ASSERT_EQUAL(h.version, 3);
+    CU_ASSERT_EQUAL(h.cluster_size, 65536);
+    CU_ASSERT_EQUAL(h.l2_bits, 13);
+    CU_ASSERT_EQUAL(h.refcount_bits, 16);
+    CU_ASSERT_EQUAL(h.rb_bits, 15);
+    CU_ASSERT_FALSE(h.has_backing_file);
+
+    /* v2: 72-byte header, refcount order implied. */
+    make_v3(b);
+    put_be32(b + 4, 2);
+    memset(b + 72, 0, 40);
+    CU_ASSERT_TRUE(parse_ok(b, HBUF, &h));
+    CU_ASSERT_EQUAL(h.header_length, 72);
+    CU_ASSERT_EQUAL(h.refcount_order, 4);
+
+    /* Backing file name and format extension. */
+    make_v3(b);
+    put_be32(b + 112, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 116, 5);
+    memcpy(b + 120, "qcow2", 5);
+    put_be64(b + 8, 512);
+    put_be32(b + 16, 8);
+    memcpy(b + 512, "base.img", 8);
+    CU_ASSERT_TRUE_FATAL(parse_ok(b, HBUF, &h));
+    CU_ASSERT_STRING_EQUAL(h.backing_file, "base.img");
+    CU_ASSERT_STRING_EQUAL(h.backing_format, "qcow2");
+}
+
+static void test_header_truncated(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    expect_fail(b, 0, true, "too short");
+    expect_fail(b, 10, true, "too short");
+    expect_fail(b, 71, true, "too short");
+    expect_fail(b, 100, true, "too short");
+    /* header_length beyond the buffer */
+    put_be32(b + 100, 4096);
+    expect_fail(b, 1024, true, "truncated");
+    /* extensions running off the end of the buffer */
+    make_v3(b);
+    put_be32(b + 112, 0x12345678);
+    put_be32(b + 116, 8);
+    expect_fail(b, 124, true, "header extension");
+}
+
+static void test_header_bad_fields(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    put_be32(b, 0x514649fa);
+    expect_fail(b, HBUF, true, "bad magic");
+    make_v3(b);
+    put_be32(b + 4, 4);
+    expect_fail(b, HBUF, true, "version");
+    for (uint32_t cb = 0; cb < 64; cb++) {
+        Qcow2Header h;
+
+        make_v3(b);
+        put_be32(b + 20, cb);
+        put_be32(b + 36, 1u << 20);   /* enough L1 for small clusters */
+        if (cb < 9 || cb > 21) {
+            expect_fail(b, HBUF, true, "cluster size");
+        } else {
+            Error *err = NULL;
+
+            CU_ASSERT_TRUE(qcow2_header_parse(b, HBUF, &h, &err));
+            error_free(err);
+        }
+    }
+    make_v3(b);
+    put_be32(b + 20, 0xffffffff);
+    expect_fail(b, HBUF, true, "cluster size");
+    make_v3(b);
+    put_be32(b + 96, 7);
+    expect_fail(b, HBUF, true, "refcount width");
+    make_v3(b);
+    put_be32(b + 96, 0xffffffff);
+    expect_fail(b, HBUF, true, "refcount width");
+    make_v3(b);
+    put_be32(b + 100, 100);
+    expect_fail(b, HBUF, true, "header length");
+    make_v3(b);
+    put_be32(b + 100, 108);
+    expect_fail(b, HBUF, true, "header length");
+    make_v3(b);
+    put_be32(b + 100, 0x80000000);
+    expect_fail(b, HBUF, true, "header length");
+    make_v3(b);
+    put_be64(b + 24, 1ULL << 63);
+    expect_fail(b, HBUF, true, "too large");
+    /* extended L2 with small clusters */
+    make_v3(b);
+    put_be32(b + 20, 12);
+    put_be64(b + 72, QCOW2_INCOMPAT_EXTL2);
+    expect_fail(b, HBUF, true, "extended L2");
+}
+
+static void test_header_l1(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    put_be32(b + 36, 0xffffffff);
+    expect_fail(b, HBUF, true, "L1 table too large");
+    make_v3(b);
+    put_be32(b + 36, 1);              /* 1 GiB needs 2 entries */
+    expect_fail(b, HBUF, true, "too small");
+    make_v3(b);
+    put_be64(b + 24, 1ULL << 62);     /* virtual size beyond any L1 */
+    put_be32(b + 36, 4u << 20);
+    expect_fail(b, HBUF, true, "L1 table");
+    make_v3(b);
+    put_be64(b + 40, 0);              /* L1 in the header */
+    expect_fail(b, HBUF, true, "overlaps the image header");
+    make_v3(b);
+    put_be64(b + 40, 3 * 65536 + 512);
+    expect_fail(b, HBUF, true, "not cluster aligned");
+    make_v3(b);
+    put_be64(b + 40, FSIZE);          /* past EOF */
+    expect_fail(b, HBUF, true, "past the end");
+    make_v3(b);
+    put_be64(b + 40, 0xfffffffffff00000ULL);
+    expect_fail(b, HBUF, true, "past the end");
+}
+
+static void test_header_reftable(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    put_be64(b + 48, 0);
+    expect_fail(b, HBUF, true, "overlaps the image header");
+    make_v3(b);
+    put_be32(b + 56, 0);
+    expect_fail(b, HBUF, true, "no refcount table");
+    make_v3(b);
+    put_be32(b + 56, 0xffffffff);
+    expect_fail(b, HBUF, true, "refcount table too large");
+    make_v3(b);
+    put_be64(b + 48, FSIZE - 65536);
+    put_be32(b + 56, 2);
+    expect_fail(b, HBUF, true, "past the end");
+    make_v3(b);
+    put_be64(b + 48, 3 * 65536);      /* same cluster as the L1 */
+    expect_fail(b, HBUF, true, "overlaps the refcount table");
+    make_v3(b);
+    put_be64(b + 48, 65536 + 8);
+    expect_fail(b, HBUF, true, "not cluster aligned");
+}
+
+static void test_header_snapshots(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    put_be32(b + 60, 100000);
+    put_be64(b + 64, 5 * 65536);
+    expect_fail(b, HBUF, true, "too many snapshots");
+    make_v3(b);
+    put_be32(b + 60, 0xffffffff);
+    put_be64(b + 64, 5 * 65536);
+    expect_fail(b, HBUF, true, "too many snapshots");
+    make_v3(b);
+    put_be32(b + 60, 2);
+    put_be64(b + 64, 0);
+    expect_fail(b, HBUF, true, "overlaps the image header");
+    make_v3(b);
+    put_be32(b + 60, 2);
+    put_be64(b + 64, 65536);          /* on the reftable */
+    expect_fail(b, HBUF, true, "overlaps other metadata");
+    make_v3(b);
+    put_be32(b + 60, 2);
+    put_be64(b + 64, FSIZE);
+    expect_fail(b, HBUF, true, "past the end");
+}
+
+static void test_header_features(void)
+{
+    static uint8_t b[HBUF];
+    Qcow2Header h;
+
+    make_v3(b);
+    put_be64(b + 72, 1ULL << 40);
+    expect_fail(b, HBUF, false, "Unknown incompatible feature: 40");
+    /* named through the feature table */
+    make_v3(b);
+    put_be64(b + 72, 1ULL << 9);
+    put_be32(b + 112, QCOW2_EXT_FEATURE_TABLE);
+    put_be32(b + 116, 48);
+    b[120] = 0;
+    b[121] = 9;
+    memcpy(b + 122, "teleportation", 13);
+    expect_fail(b, HBUF, false, "teleportation");
+
+    make_v3(b);
+    put_be64(b + 72, QCOW2_INCOMPAT_DIRTY);
+    expect_fail(b, HBUF, true, "dirty");
+    {
+        Error *err = NULL;
+
+        CU_ASSERT_TRUE(qcow2_header_parse(b, HBUF, &h, &err) &&
+                       qcow2_header_check_features(&h, false, &err));
+        error_free(err);
+    }
+    make_v3(b);
+    put_be64(b + 72, QCOW2_INCOMPAT_CORRUPT);
+    expect_fail(b, HBUF, true, "corrupt");
+    make_v3(b);
+    put_be64(b + 72, QCOW2_INCOMPAT_DATA_FILE);
+    expect_fail(b, HBUF, false, "external data file");
+    make_v3(b);
+    put_be32(b + 32, 1);
+    expect_fail(b, HBUF, false, "encrypted");
+    make_v3(b);
+    b[104] = 2;
+    put_be64(b + 72, QCOW2_INCOMPAT_COMPRESSION);
+    expect_fail(b, HBUF, false, "compression type");
+    make_v3(b);
+    b[104] = 1;                       /* zstd without the feature bit */
+    expect_fail(b, HBUF, false, "compression");
+}
+
+static void test_header_extensions(void)
+{
+    static uint8_t b[HBUF];
+
+    make_v3(b);
+    put_be32(b + 112, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 116, 0x7fffffff);
+    expect_fail(b, HBUF, true, "too large");
+    make_v3(b);
+    put_be32(b + 112, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 116, 2000);
+    expect_fail(b, HBUF, true, "too long");
+    make_v3(b);
+    put_be32(b + 112, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 116, 3);
+    memcpy(b + 120, "raw", 3);
+    put_be32(b + 128, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 132, 3);
+    memcpy(b + 136, "raw", 3);
+    expect_fail(b, HBUF, true, "duplicate");
+    make_v3(b);
+    put_be32(b + 112, QCOW2_EXT_BITMAPS);
+    put_be32(b + 116, 16);
+    expect_fail(b, HBUF, true, "bitmaps extension");
+    /* backing name: too long, in the header, outside cluster 0, NUL */
+    make_v3(b);
+    put_be64(b + 8, 512);
+    put_be32(b + 16, 5000);
+    expect_fail(b, HBUF, true, "backing file name length");
+    make_v3(b);
+    put_be64(b + 8, 16);
+    put_be32(b + 16, 8);
+    expect_fail(b, HBUF, true, "outside the header cluster");
+    make_v3(b);
+    put_be64(b + 8, 65530);
+    put_be32(b + 16, 100);
+    expect_fail(b, HBUF, true, "outside the header cluster");
+    make_v3(b);
+    put_be64(b + 8, 512);
+    put_be32(b + 16, 4);
+    memcpy(b + 512, "a\0b", 4);
+    expect_fail(b, HBUF, true, "NUL");
+    /* the backing name cuts off the extension area */
+    make_v3(b);
+    put_be64(b + 8, 128);
+    put_be32(b + 16, 4);
+    memcpy(b + 128, "base", 4);
+    put_be32(b + 112, QCOW2_EXT_BACKING_FORMAT);
+    put_be32(b + 116, 16);
+    expect_fail(b, HBUF, true, "header extension");
+}
+
+/* Random byte flips of a valid header never crash the parser. */
+static void test_header_mutations(void)
+{
+    static uint8_t b[HBUF];
+    unsigned seed = 12345;
+    unsigned ok = 0;
+
+    for (int iter = 0; iter < 20000; iter++) {
+        Qcow2Header h;
+        Error *err = NULL;
+        size_t len = HBUF;
+
+        make_v3(b);
+        for (int k = 0; k < 1 + iter % 6; k++) {
+            size_t pos = rand_r(&seed) % 160;
+            b[pos] ^= 1u << (rand_r(&seed) % 8);
+        }
+        if (iter % 7 == 0) {
+            len = rand_r(&seed) % 200;
+        }
+        if (qcow2_header_parse(b, len, &h, &err) &&
+            qcow2_header_check_features(&h, iter & 1, &err) &&
+            qcow2_header_check_layout(&h, FSIZE, &err)) {
+            ok++;
+            CU_ASSERT_TRUE(h.cluster_bits >= 9 && h.cluster_bits <= 21);
+            CU_ASSERT_TRUE(h.refcount_order <= 6);
+            CU_ASSERT_TRUE((uint64_t)h.l1_size * 8 <= QCOW2_MAX_L1_BYTES);
+        } else {
+            CU_ASSERT_PTR_NOT_NULL(err);
+        }
+        error_free(err);
+    }
+    CU_ASSERT_TRUE(ok > 0);
+}
+
+static void test_l2_decode(void)
+{
+    static uint8_t b[HBUF];
+    Qcow2Header h, h2;
+    Qcow2Mapping m;
+    Error *err = NULL;
+    uint64_t l2;
+
+    make_v3(b);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 0, &m), 0);
+    CU_ASSERT_EQUAL(m.type, QCOW2_CLUSTER_UNALLOCATED);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, QCOW2_OFLAG_COPIED | 0x50000, &m), 0);
+    CU_ASSERT_EQUAL(m.type, QCOW2_CLUSTER_NORMAL);
+    CU_ASSERT_EQUAL(m.host_offset, 0x50000);
+    CU_ASSERT_TRUE(m.copied);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 1, &m), 0);
+    CU_ASSERT_EQUAL(m.type, QCOW2_CLUSTER_ZERO_PLAIN);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 0x70000 | 1, &m), 0);
+    CU_ASSERT_EQUAL(m.type, QCOW2_CLUSTER_ZERO_ALLOC);
+    CU_ASSERT_EQUAL(m.host_offset, 0x70000);
+    /* misaligned host offset */
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 0x50200, &m), -EIO);
+    /* COPIED on an unallocated entry */
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, QCOW2_OFLAG_COPIED, &m), -EIO);
+    /* compressed: 64 KiB clusters: x = 62 - 8 = 54 */
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, QCOW2_OFLAG_COMPRESSED |
+                                        (3ULL << 54) | 0x12345, &m), 0);
+    CU_ASSERT_EQUAL(m.type, QCOW2_CLUSTER_COMPRESSED);
+    CU_ASSERT_EQUAL(m.host_offset, 0x12345);
+    CU_ASSERT_EQUAL(m.compressed_size, 4 * 512 - 0x145);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, QCOW2_OFLAG_COMPRESSED, &m), -EIO);
+    /* L1 */
+    CU_ASSERT_EQUAL(qcow2_l1_decode(&h, QCOW2_OFLAG_COPIED | 0x40000, &l2), 0);
+    CU_ASSERT_EQUAL(l2, 0x40000);
+    CU_ASSERT_EQUAL(qcow2_l1_decode(&h, 0x40200, &l2), -EIO);
+
+    /* v2 has no zero flag */
+    make_v3(b);
+    put_be32(b + 4, 2);
+    memset(b + 72, 0, 40);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h2, &err));
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h2, 1, &m), -EIO);
+
+    /* 2 MiB clusters: x = 62 - 13 = 49 */
+    make_v3(b);
+    put_be32(b + 20, 21);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h2, &err));
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h2, QCOW2_OFLAG_COMPRESSED |
+                                         (9ULL << 49) | 0x200200, &m), 0);
+    CU_ASSERT_EQUAL(m.host_offset, 0x200200);
+    CU_ASSERT_EQUAL(m.compressed_size, 10 * 512);
+    error_free(err);
+}
+
+static void test_subclusters(void)
+{
+    static uint8_t b[HBUF];
+    Qcow2Header h;
+    Qcow2Mapping m;
+    Error *err = NULL;
+
+    make_v3(b);
+    put_be64(b + 72, QCOW2_INCOMPAT_EXTL2);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_EQUAL(h.l2_entry_size, 16);
+    CU_ASSERT_EQUAL(h.l2_bits, 12);
+    CU_ASSERT_EQUAL(h.subcluster_bits, 11);
+    /* zero flag is not a zero cluster with extended L2 */
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 0x50000, &m), 0);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 1, 0), QCOW2_CLUSTER_NORMAL);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 1, 1),
+                    QCOW2_CLUSTER_UNALLOCATED_ALLOC);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 1ULL << 33, 1),
+                    QCOW2_CLUSTER_ZERO_ALLOC);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, (1ULL << 33) | 2, 1), -EIO);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, 0, &m), 0);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 1ULL << 63, 31),
+                    QCOW2_CLUSTER_ZERO_PLAIN);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 0, 31),
+                    QCOW2_CLUSTER_UNALLOCATED);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 1u << 31, 31), -EIO);
+    CU_ASSERT_EQUAL(qcow2_l2_decode(&h, QCOW2_OFLAG_COMPRESSED | 0x12345,
+                                    &m), 0);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 0, 5),
+                    QCOW2_CLUSTER_COMPRESSED);
+    CU_ASSERT_EQUAL(qcow2_subcluster_type(&m, 4, 5), -EIO);
+    error_free(err);
+}
+
+static void test_refcounts(void)
+{
+    uint8_t blk[512];
+
+    for (uint32_t order = 0; order <= 6; order++) {
+        uint64_t n = 512 * 8 >> order;
+        uint64_t max = qcow2_refcount_max(order);
+
+        memset(blk, 0, sizeof(blk));
+        for (uint64_t i = 0; i < n; i++) {
+            qcow2_refcount_set(blk, order, i, (i * 7 + 3) & max);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            CU_ASSERT_EQUAL(qcow2_refcount_get(blk, order, i),
+                            (i * 7 + 3) & max);
+        }
+        /* set one entry to max and back; neighbours untouched */
+        qcow2_refcount_set(blk, order, 5, max);
+        CU_ASSERT_EQUAL(qcow2_refcount_get(blk, order, 5), max);
+        CU_ASSERT_EQUAL(qcow2_refcount_get(blk, order, 4), (4 * 7 + 3) & max);
+        CU_ASSERT_EQUAL(qcow2_refcount_get(blk, order, 6), (6 * 7 + 3) & max);
+    }
+    CU_ASSERT_EQUAL(qcow2_refcount_max(0), 1);
+    CU_ASSERT_EQUAL(qcow2_refcount_max(4), 65535);
+    CU_ASSERT_EQUAL(qcow2_refcount_max(6), UINT64_MAX);
+    /* 1-bit refcounts: bit 0 is the LSB of byte 0 */
+    memset(blk, 0, sizeof(blk));
+    qcow2_refcount_set(blk, 0, 0, 1);
+    qcow2_refcount_set(blk, 0, 9, 1);
+    CU_ASSERT_EQUAL(blk[0], 1);
+    CU_ASSERT_EQUAL(blk[1], 2);
+    qcow2_refcount_set(blk, 4, 1, 0x1234);
+    CU_ASSERT_EQUAL(blk[2], 0x12);
+    CU_ASSERT_EQUAL(blk[3], 0x34);
+}
+
+static size_t put_snapshot(uint8_t *p, uint64_t l1off, uint32_t l1n,
+                           const char *id, const char *name,
+                           uint32_t extra, uint64_t disk)
+{
+    size_t off;
+
+    memset(p, 0, 40);
+    put_be64(p, l1off);
+    put_be32(p + 8, l1n);
+    put_be16(p + 12, strlen(id));
+    put_be16(p + 14, strlen(name));
+    put_be32(p + 36, extra);
+    memset(p + 40, 0, extra);
+    if (extra >= 16) {
+        put_be64(p + 48, disk);
+    }
+    off = 40 + extra;
+    memcpy(p + off, id, strlen(id));
+    off += strlen(id);
+    memcpy(p + off, name, strlen(name));
+    off += strlen(name);
+    return ALIGN_UP(off, (size_t)8);
+}
+
+static void test_snapshot_table(void)
+{
+    static uint8_t b[HBUF];
+    static uint8_t t[4096];
+    Qcow2Header h;
+    Qcow2Snapshot *sn = NULL;
+    Error *err = NULL;
+    size_t len = 0, tl;
+
+    make_v3(b);
+    put_be32(b + 60, 2);
+    put_be64(b + 64, 5 * 65536);
+    CU_ASSERT_TRUE_FATAL(parse_ok(b, HBUF, &h));
+    len += put_snapshot(t, 6 * 65536, 2, "1", "first", 16, 1ULL << 30);
+    len += put_snapshot(t + len, 7 * 65536, 2, "2", "second", 16,
+                        1ULL << 29);
+    CU_ASSERT_TRUE_FATAL(qcow2_snapshots_parse(&h, t, len, FSIZE, &sn, &tl,
+                                               &err));
+    CU_ASSERT_EQUAL(tl, len);
+    CU_ASSERT_STRING_EQUAL(sn[1].name, "second");
+    CU_ASSERT_EQUAL(sn[1].disk_size, 1ULL << 29);
+    CU_ASSERT_PTR_EQUAL(qcow2_snapshot_find(sn, 2, "first"), &sn[0]);
+    CU_ASSERT_PTR_EQUAL(qcow2_snapshot_find(sn, 2, "2"), &sn[1]);
+    CU_ASSERT_PTR_NULL(qcow2_snapshot_find(sn, 2, "third"));
+    qcow2_snapshots_free(sn, 2);
+
+    /* every truncation fails cleanly */
+    for (size_t cut = 0; cut < len - 8; cut++) {
+        sn = NULL;
+        CU_ASSERT_FALSE(qcow2_snapshots_parse(&h, t, cut, FSIZE, &sn, &tl,
+                                              &err));
+        CU_ASSERT_PTR_NOT_NULL(err);
+        error_free(err);
+        err = NULL;
+    }
+    /* hostile L1 of a snapshot */
+    len = put_snapshot(t, 0, 2, "1", "a", 16, 1ULL << 30);
+    len += put_snapshot(t + len, 7 * 65536, 2, "2", "b", 16, 1ULL << 30);
+    CU_ASSERT_FALSE(qcow2_snapshots_parse(&h, t, len, FSIZE, &sn, &tl,
+                                          &err));
+    error_free(err);
+    err = NULL;
+    len = put_snapshot(t, 6 * 65536, 0xffffffff, "1", "a", 16, 1ULL << 30);
+    len += put_snapshot(t + len, 7 * 65536, 2, "2", "b", 16, 1ULL << 30);
+    CU_ASSERT_FALSE(qcow2_snapshots_parse(&h, t, len, FSIZE, &sn, &tl,
+                                          &err));
+    error_free(err);
+    err = NULL;
+    len = put_snapshot(t, 6 * 65536, 1, "1", "a", 16, 1ULL << 40);
+    len += put_snapshot(t + len, 7 * 65536, 2, "2", "b", 16, 1ULL << 30);
+    CU_ASSERT_FALSE(qcow2_snapshots_parse(&h, t, len, FSIZE, &sn, &tl,
+                                          &err));
+    error_free(err);
+    err = NULL;
+    /* extra data size absurd */
+    len = put_snapshot(t, 6 * 65536, 2, "1", "a", 16, 1ULL << 30);
+    put_be32(t + 36, 0xfffffff0);
+    CU_ASSERT_FALSE(qcow2_snapshots_parse(&h, t, 4096, FSIZE, &sn, &tl,
+                                          &err));
+    error_free(err);
+}
+
+/* ---- the driver through the block layer, against qemu-img ---------------- */
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    if (st != 0) {
+        fprintf(stderr, "\ncommand failed (%d): %s\n", st, cmd);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char *tpath(const char *name)
+{
+    return xasprintf("%s/%s", unit_tmpdir(), name);
+}
+
+static BlockGraph *graph;
+
+static BlockNode *open_json(const char *json, Error **errp)
+{
+    json_object *obj = json_tokener_parse(json);
+    BlockdevOptions *o = NULL;
+    BlockNode *bs = NULL;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
+    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
+        bs = blk_open(graph, o, errp);
+        qapi_free_BlockdevOptions(o);
+    }
+    json_object_put(obj);
+    return bs;
+}
+
+/* Open a qcow2 image; extra is appended to the options ("" or
+ * ", \"backing\": null", ...). */
+static BlockNode *open_qcow2(const char *path, bool ro, const char *extra,
+                             Error **errp)
+{
+    char *json = xasprintf("{\"driver\": \"qcow2\", \"read-only\": %s, "
+                           "\"file\": {\"driver\": \"file\", \"filename\": "
+                           "\"%s\"}%s}", ro ? "true" : "false", path,
+                           extra);
+    BlockNode *bs = open_json(json, errp);
+
+    free(json);
+    return bs;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf;
+    long n;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = xmalloc(n ? n : 1);
+    CU_ASSERT_EQUAL(fread(buf, 1, n, f), (size_t)n);
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+/* Compare what the node reads with a raw file, in chunks of odd sizes. */
+static bool node_equals_raw(BlockNode *bs, const char *raw)
+{
+    size_t len;
+    uint8_t *ref = slurp(raw, &len);
+    uint8_t *buf = xmalloc(1 << 20);
+    uint64_t off = 0;
+    size_t step = 12345;
+    bool same = true;
+
+    CU_ASSERT_EQUAL(blk_getlength(bs), (int64_t)len);
+    while (off < len && same) {
+        uint64_t n = MIN((uint64_t)step, len - off);
+        int ret = blk_pread(bs, off, n, buf, 0);
+
+        CU_ASSERT_EQUAL(ret, 0);
+        if (ret != 0 || memcmp(buf, ref + off, n) != 0) {
+            fprintf(stderr, "\nmismatch in [%llu, +%llu)\n",
+                    (unsigned long long)off, (unsigned long long)n);
+            same = false;
+        }
+        off += n;
+        step = step * 3 % (1 << 20) + 1;
+    }
+    free(ref);
+    free(buf);
+    return same;
+}
+
+/* Writes done with qemu-io on every image kind (a mix of data, zeroes,
+ * discards, unaligned ranges). */
+static const char *qemu_io_script =
+    "-c 'write -P 0x5a 0 64k' -c 'write -P 0xa5 100k 3k' "
+    "-c 'write -P 0x11 1m 2m' -c 'write -z 1536k 64k' "
+    "-c 'write -P 0x22 5m 7' -c 'discard 2m 1m' "
+    "-c 'write -P 0x33 15m 1m' -c 'write -z 15872k 4k'";
+
+static void check_read_image(const char *opts)
+{
+    char *img = tpath("r.qcow2"), *raw = tpath("r.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o %s %s 16M",
+                              opts, img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 %s %s >/dev/null",
+                              qemu_io_script, img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    bs = open_qcow2(img, true, "", &err);
+    if (bs == NULL) {
+        fprintf(stderr, "\n%s: %s\n", opts, error_get_pretty(err));
+        error_free(err);
+        CU_FAIL_FATAL("open failed");
+    }
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    free(img);
+    free(raw);
+}
+
+static void test_read_cluster_sizes(void)
+{
+    check_read_image("cluster_size=4096");
+    check_read_image("cluster_size=65536");
+    check_read_image("cluster_size=2M");
+    check_read_image("cluster_size=512");
+}
+
+static void test_read_refcount_compat(void)
+{
+    check_read_image("refcount_bits=1");
+    check_read_image("refcount_bits=16");
+    check_read_image("refcount_bits=64,cluster_size=4k");
+    check_read_image("compat=0.10");
+    check_read_image("compat=1.1,lazy_refcounts=on");
+    check_read_image("extended_l2=on,cluster_size=64k");
+    check_read_image("preallocation=metadata");
+}
+
+static void test_read_compressed(void)
+{
+    char *raw = tpath("c.raw"), *img = tpath("c.qcow2");
+    char *src = tpath("c-src.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+
+    /* compressible patterns and incompressible random data */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f raw %s 16M", src), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f raw %s %s >/dev/null",
+                              qemu_io_script, src), 0);
+    CU_ASSERT_EQUAL_FATAL(run("dd if=/dev/urandom of=%s bs=64k seek=160 "
+                              "count=20 conv=notrunc status=none", src), 0);
+    for (int cs = 0; cs < 2; cs++) {
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -c -f raw -O qcow2 -o "
+                                  "cluster_size=%s %s %s",
+                                  cs ? "4k" : "64k", src, img), 0);
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw),
+                              0);
+        bs = open_qcow2(img, true, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+        blk_unref(bs);
+    }
+    free(raw);
+    free(img);
+    free(src);
+}
+
+static void test_read_backing_and_status(void)
+{
+    char *base = tpath("base.qcow2"), *top = tpath("top.qcow2");
+    char *raw = tpath("top.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint64_t pnum;
+    int depth;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 8M", base), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x61 0 4m' "
+                              "%s >/dev/null", base), 0);
+    /* relative backing name, with its format */
+    CU_ASSERT_EQUAL_FATAL(run("cd %s && qemu-img create -q -f qcow2 -b "
+                              "base.qcow2 -F qcow2 top.qcow2 16M",
+                              unit_tmpdir()), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x62 64k 64k' "
+                              "-c 'write -z 1m 64k' -c 'write -P 0x63 9m 1k' "
+                              "%s >/dev/null", top), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", top, raw), 0);
+    bs = open_qcow2(top, true, "", &err);
+    if (bs == NULL) {
+        fprintf(stderr, "\n%s\n", error_get_pretty(err));
+        CU_FAIL_FATAL("open");
+    }
+    CU_ASSERT_PTR_NOT_NULL(bs->backing);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+
+    /* allocation depth: base only, top, none */
+    depth = blk_allocation_depth(bs, 0, 64 * 1024, &pnum);
+    CU_ASSERT_EQUAL(depth, 2);
+    CU_ASSERT_EQUAL(pnum, 64 * 1024);
+    depth = blk_allocation_depth(bs, 64 * 1024, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(depth, 1);
+    CU_ASSERT_EQUAL(pnum, 64 * 1024);
+    depth = blk_allocation_depth(bs, 1 << 20, 64 * 1024, &pnum);
+    CU_ASSERT_EQUAL(depth, 1);
+    depth = blk_allocation_depth(bs, 12 << 20, 4 << 20, &pnum);
+    CU_ASSERT_EQUAL(depth, 0);
+    CU_ASSERT_EQUAL(pnum, 4 << 20);
+    /* block status: zero cluster in top reads as zero */
+    {
+        int st = blk_block_status(bs, 1 << 20, 64 * 1024, &pnum);
+
+        CU_ASSERT_TRUE(st >= 0 && (st & BLK_STATUS_ZERO));
+        st = blk_block_status(bs, 64 * 1024, 64 * 1024, &pnum);
+        CU_ASSERT_TRUE(st >= 0 && (st & BLK_STATUS_DATA));
+    }
+    blk_unref(bs);
+
+    /* backing: null: the top alone, unallocated reads as zeroes */
+    bs = open_qcow2(top, true, ", \"backing\": null", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_PTR_NULL(bs->backing);
+    {
+        uint8_t buf[512];
+
+        CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
+        CU_ASSERT_EQUAL(buf[0], 0);
+        CU_ASSERT_EQUAL(buf[511], 0);
+    }
+    blk_unref(bs);
+    free(base);
+    free(top);
+    free(raw);
+}
+
+static void test_backing_loop(void)
+{
+    char *a = tpath("loop-a.qcow2"), *b = tpath("loop-b.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 1M", a), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -b %s -F qcow2 "
+                              "%s 1M", a, b), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img rebase -u -b %s -F qcow2 %s", b, a),
+                          0);
+    bs = open_qcow2(a, true, "", &err);
+    CU_ASSERT_PTR_NULL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "loop"));
+    error_free(err);
+    free(a);
+    free(b);
+}
+
+static void test_snapshots(void)
+{
+    char *img = tpath("snap.qcow2"), *raw = tpath("snap.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 4M", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 1 0 1m' %s "
+                              ">/dev/null", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img snapshot -c first %s", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 2 512k 1m' %s "
+                              ">/dev/null", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img snapshot -c second %s", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 3 0 64k' %s "
+                              ">/dev/null", img), 0);
+
+    /* active layer */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    /* by name and by id */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -l snapshot.name=first "
+                              "-O raw %s %s", img, raw), 0);
+    bs = open_qcow2(img, true, ", \"snapshot\": \"first\"", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -l snapshot.id=2 "
+                              "-O raw %s %s", img, raw), 0);
+    bs = open_qcow2(img, true, ", \"snapshot\": \"2\"", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    /* unknown snapshot, writable snapshot view */
+    bs = open_qcow2(img, true, ", \"snapshot\": \"nope\"", &err);
+    CU_ASSERT_PTR_NULL(bs);
+    CU_ASSERT_PTR_NOT_NULL(err);
+    error_free(err);
+    err = NULL;
+    bs = open_qcow2(img, false, ", \"snapshot\": \"first\"", &err);
+    CU_ASSERT_PTR_NULL(bs);
+    error_free(err);
+    free(img);
+    free(raw);
+}
+
+/* ---- writes: qemu-img check and compare ------------------------------- */
+
+static void pattern(uint8_t *buf, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = (uint8_t)(seed * 31 + i * 7 + (i >> 9));
+    }
+}
+
+/* -U: the image may still be open (consistent after a flush). */
+static void check_image(const char *img, const char *raw)
+{
+    CU_ASSERT_EQUAL(run("qemu-img check -U -q %s", img), 0);
+    CU_ASSERT_EQUAL(run("qemu-img compare -U -q -f qcow2 -F raw %s %s", img,
+                        raw), 0);
+}
+
+/* Apply the same writes to our qcow2 node and to a raw reference. */
+static void write_both(BlockNode *bs, FILE *ref, uint64_t off, size_t n,
+                       unsigned seed)
+{
+    uint8_t *buf = xmalloc(n);
+
+    pattern(buf, n, seed);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, off, n, buf, 0), 0);
+    fseek(ref, off, SEEK_SET);
+    CU_ASSERT_EQUAL(fwrite(buf, 1, n, ref), n);
+    free(buf);
+}
+
+static void zero_both(BlockNode *bs, FILE *ref, uint64_t off, size_t n,
+                      uint32_t flags)
+{
+    uint8_t *buf = xzalloc(n);
+
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, off, n, flags), 0);
+    fseek(ref, off, SEEK_SET);
+    CU_ASSERT_EQUAL(fwrite(buf, 1, n, ref), n);
+    free(buf);
+}
+
+static void check_write_image(const char *opts)
+{
+    char *img = tpath("w.qcow2"), *raw = tpath("w.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+    FILE *ref;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o %s %s 64M",
+                              opts, img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x5a 0 256k' "
+                              "%s >/dev/null", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    ref = fopen(raw, "r+b");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ref);
+    bs = open_qcow2(img, false, ", \"discard\": \"unmap\"", &err);
+    if (bs == NULL) {
+        fprintf(stderr, "\n%s: %s\n", opts, error_get_pretty(err));
+        CU_FAIL_FATAL("open");
+    }
+    write_both(bs, ref, 0, 512, 1);                 /* in place */
+    write_both(bs, ref, 300 * 1024, 5000, 2);       /* new, partial */
+    write_both(bs, ref, 1 << 20, 3 << 20, 3);       /* many clusters */
+    write_both(bs, ref, (40 << 20) - 100, 300, 4);  /* across clusters */
+    write_both(bs, ref, (64 << 20) - 4096, 4096, 5);/* the last bytes */
+    zero_both(bs, ref, 1 << 20, 1 << 20, BLK_REQ_MAY_UNMAP);
+    zero_both(bs, ref, (2 << 20) + 1000, 70000, 0);
+    zero_both(bs, ref, 10 << 20, 2 << 20, 0);
+    CU_ASSERT_EQUAL(blk_pdiscard(bs, 2 << 20, 2 << 20), 0);
+    {
+        /* discarded whole clusters: zeroes without a backing file */
+        uint8_t *z = xzalloc(2 << 20);
+
+        fseek(ref, 2 << 20, SEEK_SET);
+        CU_ASSERT_EQUAL(fwrite(z, 1, 2 << 20, ref), 2u << 20);
+        free(z);
+    }
+    CU_ASSERT_EQUAL(blk_flush(bs), 0);
+    fflush(ref);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    /* qemu-img reads the image while we hold it: it is consistent
+     * after a flush */
+    check_image(img, raw);
+    blk_unref(bs);
+    fclose(ref);
+    check_image(img, raw);
+    free(img);
+    free(raw);
+}
+
+static void test_write_images(void)
+{
+    check_write_image("cluster_size=65536");
+    check_write_image("cluster_size=4096,refcount_bits=1");
+    check_write_image("cluster_size=2M");
+    check_write_image("compat=0.10");
+    check_write_image("cluster_size=512,refcount_bits=16");
+    check_write_image("refcount_bits=64");
+}
+
+/* Grow the image far enough that the refcount table must grow too. */
+static void test_write_reftable_growth(void)
+{
+    char *img = tpath("g.qcow2"), *raw = tpath("g.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+    FILE *ref;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=512,refcount_bits=64 %s 8M", img),
+                          0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    ref = fopen(raw, "r+b");
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    for (unsigned i = 0; i < 64; i++) {
+        write_both(bs, ref, (uint64_t)i * 128 * 1024, 8192, i);
+    }
+    CU_ASSERT_TRUE(blk_truncate(bs, 32 << 20, &err));
+    {
+        uint8_t z = 0;
+
+        fseek(ref, (32 << 20) - 1, SEEK_SET);
+        fwrite(&z, 1, 1, ref);
+    }
+    write_both(bs, ref, (32 << 20) - 65536, 65536, 99);
+    fflush(ref);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    fclose(ref);
+    check_image(img, raw);
+    free(img);
+    free(raw);
+}
+
+/* Writes over compressed clusters, internal snapshots and a backing file:
+ * the copy-on-write paths. */
+static void test_write_cow(void)
+{
+    char *src = tpath("cw-src.qcow2"), *img = tpath("cw.qcow2");
+    char *raw = tpath("cw.raw");
+    BlockNode *bs;
+    Error *err = NULL;
+    FILE *ref;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 8M", src), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x41 0 4m' %s "
+                              ">/dev/null", src), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -c -O qcow2 %s %s", src, img),
+                          0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img snapshot -c s1 %s", img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    ref = fopen(raw, "r+b");
+    bs = open_qcow2(img, false, "", &err);
+    if (bs == NULL) {
+        fprintf(stderr, "\n%s\n", error_get_pretty(err));
+        CU_FAIL_FATAL("open");
+    }
+    write_both(bs, ref, 1000, 3000, 7);
+    write_both(bs, ref, 2 << 20, 128 * 1024, 8);
+    zero_both(bs, ref, 3 << 20, 64 * 1024, BLK_REQ_MAY_UNMAP);
+    fflush(ref);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    fclose(ref);
+    check_image(img, raw);
+    /* the snapshot still reads the old data */
+    CU_ASSERT_EQUAL(run("qemu-img convert -l s1 -O raw %s %s.s1 && "
+                        "qemu-img compare -q -F raw %s %s.s1", img, raw,
+                        src, raw), 0);
+    free(src);
+    free(img);
+    free(raw);
+}
+
+static CU_TestInfo qcow2_meta_tests[] = {
+    { "header_valid", test_header_valid },
+    { "header_truncated", test_header_truncated },
+    { "header_bad_fields", test_header_bad_fields },
+    { "header_l1", test_header_l1 },
+    { "header_reftable", test_header_reftable },
+    { "header_snapshots", test_header_snapshots },
+    { "header_features", test_header_features },
+    { "header_extensions", test_header_extensions },
+    { "header_mutations", test_header_mutations },
+    { "l2_decode", test_l2_decode },
+    { "subclusters", test_subclusters },
+    { "refcounts", test_refcounts },
+    { "snapshot_table", test_snapshot_table },
+    CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo qcow2_driver_tests[] = {
+    { "read_cluster_sizes", test_read_cluster_sizes },
+    { "read_refcount_compat", test_read_refcount_compat },
+    { "read_compressed", test_read_compressed },
+    { "read_backing_and_status", test_read_backing_and_status },
+    { "backing_loop", test_backing_loop },
+    { "snapshots", test_snapshots },
+    { "write_images", test_write_images },
+    { "write_reftable_growth", test_write_reftable_growth },
+    { "write_cow", test_write_cow },
+    CU_TEST_INFO_NULL,
+};
+
+static int driver_init(void)
+{
+    if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
+        system("qemu-io --version >/dev/null 2>&1") != 0) {
+        return 1;
+    }
+    graph = blk_graph_new(NULL);
+    return 0;
+}
+
+static int driver_cleanup(void)
+{
+    blk_graph_free(graph);
+    graph = NULL;
+    return 0;
+}
+
+const CU_SuiteInfo unit_suites[] = {
+    { .pName = "qcow2-meta", .pTests = qcow2_meta_tests },
+    { .pName = "qcow2-driver", .pTests = qcow2_driver_tests,
+      .pInitFunc = driver_init, .pCleanupFunc = driver_cleanup },
+    CU_SUITE_INFO_NULL,
+};
