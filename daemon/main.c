@@ -12,6 +12,7 @@
 #include "config.h"
 #include "daemon/daemon.h"
 #include "daemon/options.h"
+#include "nbd/server.h"
 #include "qmp/monitor.h"
 #include "qmp/qmp.h"
 #include "qapi-types.h"
@@ -25,6 +26,7 @@ typedef struct StartState {
     size_t nchardevs;
     char *pidfile;            /* absolute path we created, or NULL */
     int notify_fd;            /* --daemonize: pipe to the waiting parent */
+    char *scratch;            /* the defaults' scratch image, removed */
 } StartState;
 
 static void on_signal(void *opaque)
@@ -289,13 +291,49 @@ static const char *default_runtime_dir(char *buf, size_t len)
     return buf;
 }
 
-/* No options at all: a QMP socket in the runtime directory and, once the
- * NBD server exists, a scratch disk exported over it. */
+/* blockctl beside our own executable (a build tree or an install), else
+ * whatever is on PATH. */
+static const char *blockctl_path(char *buf, size_t len)
+{
+    char self[PATH_MAX - 16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char *slash;
+
+    if (n > 0) {
+        self[n] = '\0';
+        slash = strrchr(self, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            if ((size_t)snprintf(buf, len, "%s/blockctl", self) < len &&
+                access(buf, X_OK) == 0) {
+                return buf;
+            }
+        }
+    }
+    return "blockctl";
+}
+
+/* Run one QMP command given as JSON text (for the built-in defaults). */
+static bool run_json(Daemon *d, const char *name, const char *json,
+                     Error **errp)
+{
+    QmpCtx ctx = { .daemon = d, .mon = NULL };
+    CLEANUP_JSON json_object *args = json_tokener_parse(json);
+
+    return qmp_execute(&ctx, name, args, 0, NULL, errp);
+}
+
+/* No options at all: a QMP socket in the runtime directory, and a 1 GiB
+ * sparse scratch disk exported as "scratch" over NBD on a unix socket
+ * and on 127.0.0.1:10809.  The scratch file is removed at exit. */
 static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
 {
-    char dir[PATH_MAX - 32], qmp[PATH_MAX];
-    CLEANUP_FREE char *spec = NULL;
+    char dir[PATH_MAX - 32], qmp[PATH_MAX], nbd[PATH_MAX], img[PATH_MAX];
+    char ctl[PATH_MAX];
+    CLEANUP_FREE char *spec = NULL, *json = NULL;
+    CLEANUP_ERROR Error *tcp_err = NULL;
     OptionAction a = { .kind = OPT_QMP };
+    int fd;
 
     default_runtime_dir(dir, sizeof(dir));
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -303,16 +341,61 @@ static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
         return false;
     }
     snprintf(qmp, sizeof(qmp), "%s/qmp.sock", dir);
+    snprintf(nbd, sizeof(nbd), "%s/nbd.sock", dir);
+    snprintf(img, sizeof(img), "%s/scratch.img", dir);
     spec = xasprintf("unix:%s", qmp);
     a.value = spec;
     if (!run_action(d, st, &a, errp)) {
         return false;
     }
+
+    fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, 1ULL << 30) < 0) {
+        error_setg_errno(errp, errno, "Could not create '%s'", img);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    close(fd);
+    st->scratch = xstrdup(img);
+
+    json = xasprintf("{\"driver\": \"raw\", \"node-name\": \"scratch\", "
+                     "\"file\": {\"driver\": \"file\", \"filename\": "
+                     "\"%s\"}}", img);
+    if (!run_json(d, "blockdev-add", json, errp)) {
+        return false;
+    }
+    free(json);
+    json = xasprintf("{\"addr\": {\"type\": \"unix\", \"data\": "
+                     "{\"path\": \"%s\"}}}", nbd);
+    if (!run_json(d, "nbd-server-start", json, errp) ||
+        !run_json(d, "block-export-add",
+                  "{\"type\": \"nbd\", \"id\": \"scratch\", "
+                  "\"node-name\": \"scratch\", \"name\": \"scratch\", "
+                  "\"writable\": true, \"allocation-depth\": true}",
+                  errp)) {
+        return false;
+    }
+    /* QEMU's NBD server has one listener; the defaults add TCP beside
+     * the unix socket.  A busy port is not fatal. */
+    bool tcp = nbd_server_listen_inet(d->nbd, "127.0.0.1", "10809",
+                                      &tcp_err);
+
     printf("blockd %s is running with its built-in defaults.\n"
-           "  QMP socket: %s\n"
-           "Try:\n"
-           "  blockctl -s %s query-version\n",
-           BLOCKD_VERSION, qmp, qmp);
+           "  QMP:  %s\n"
+           "  NBD:  export 'scratch' (1 GiB scratch disk, writable) on\n"
+           "        nbd+unix:///scratch?socket=%s\n",
+           BLOCKD_VERSION, qmp, nbd);
+    if (tcp) {
+        printf("        nbd://127.0.0.1:10809/scratch\n");
+    } else {
+        printf("        (not on TCP: %s)\n", tcp_err->msg);
+    }
+    printf("Try:\n"
+           "  %s -s %s query-block-exports\n"
+           "  nbdinfo 'nbd+unix:///scratch?socket=%s'\n"
+           "Ctrl-C stops it.\n", blockctl_path(ctl, sizeof(ctl)), qmp, nbd);
     fflush(stdout);
     return true;
 }
@@ -383,6 +466,10 @@ out:
     if (st.pidfile != NULL) {
         unlink(st.pidfile);
         free(st.pidfile);
+    }
+    if (st.scratch != NULL) {
+        unlink(st.scratch);
+        free(st.scratch);
     }
     for (size_t i = 0; i < st.nchardevs; i++) {
         chardev_spec_free(st.chardevs[i]);

@@ -191,6 +191,23 @@ def test_defaults_with_no_options(tmp_path):
             time.sleep(0.02)
         with Qmp(str(sock)) as q:
             assert q.cmd("query-version")
+            exports = q.cmd("query-block-exports")
+            assert [e["id"] for e in exports] == ["scratch"]
+        uri = "nbd+unix:///scratch?socket=%s" % (tmp_path / "blockd" /
+                                                  "nbd.sock")
+        r = subprocess.run(["nbdinfo", "--size", uri], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert int(r.stdout) == 1 << 30
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c",
+                            "write -P 0x5a 0 64k", "-c",
+                            "read -P 0x5a 0 64k", uri],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and "verification failed" not in r.stdout
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
+    # the scratch disk and the sockets are gone
+    assert not (tmp_path / "blockd" / "scratch.img").exists()
+    assert not (tmp_path / "blockd" / "nbd.sock").exists()
+    assert not (tmp_path / "blockd" / "qmp.sock").exists()
