@@ -1,0 +1,237 @@
+"""QMP control of the NBD server: nbd-server-start/stop, block-export-add
+/del (safe and hard), BLOCK_EXPORT_DELETED, query-block-exports, the
+legacy nbd-server-add/remove, and max-connections."""
+import os
+import socket
+import time
+
+import nbd
+import pytest
+
+from conftest import QmpError
+
+
+@pytest.fixture
+def node(blockd, tmp_path):
+    img = str(tmp_path / "a.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    blockd.cmd("blockdev-add", driver="file", node_name="f0", filename=img)
+    return "f0"
+
+
+def start(blockd, **kw):
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    args = {"addr": {"type": "unix", "data": {"path": sock}}}
+    args.update(kw)
+    blockd.cmd("nbd-server-start", args)
+    return sock
+
+
+def export(blockd, id, node="f0", **kw):
+    args = {"type": "nbd", "id": id, "node-name": node}
+    args.update({k.replace("_", "-"): v for k, v in kw.items()})
+    blockd.cmd("block-export-add", args)
+
+
+def client(sock, name):
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///%s?socket=%s" % (name, sock))
+    return h
+
+
+def err(blockd, name, args):
+    with pytest.raises(QmpError) as e:
+        blockd.cmd(name, args)
+    assert e.value.cls == "GenericError"
+    return e.value.desc
+
+
+def test_server_start_stop_errors(blockd, node):
+    assert "not running" in err(blockd, "nbd-server-stop", {})
+    assert err(blockd, "block-export-add",
+               {"type": "nbd", "id": "x", "node-name": node}) == \
+        "NBD server not running"
+    sock = start(blockd)
+    assert err(blockd, "nbd-server-start",
+               {"addr": {"type": "unix", "data": {"path": sock + "2"}}}) \
+        == "NBD server already running"
+    blockd.cmd("nbd-server-stop")
+    assert not os.path.exists(sock)
+    d = err(blockd, "nbd-server-start",
+            {"addr": {"type": "unix", "data": {"path": "/nonexistent/x"}}})
+    assert d.startswith("Failed to bind socket")
+    d = err(blockd, "nbd-server-start",
+            {"addr": {"type": "unix", "data": {"path": sock}},
+             "tls-creds": "tls0"})
+    assert "TLS" in d
+    d = err(blockd, "nbd-server-start",
+            {"addr": {"type": "fd", "data": {"str": "nosuchfd"}}})
+    assert "nosuchfd" in d
+    # Nothing half-started remains.
+    start(blockd)
+
+
+def test_export_add_errors(blockd, node):
+    start(blockd)
+    export(blockd, "e0", name="disk")
+    assert "Cannot find device" in err(
+        blockd, "block-export-add",
+        {"type": "nbd", "id": "e1", "node-name": "nope"}) or \
+        "nope" in err(blockd, "block-export-add",
+                      {"type": "nbd", "id": "e1", "node-name": "nope"})
+    assert err(blockd, "block-export-add",
+               {"type": "nbd", "id": "e0", "node-name": node}) == \
+        "Block export id 'e0' is already in use"
+    assert err(blockd, "block-export-add",
+               {"type": "nbd", "id": "e1", "node-name": node,
+                "name": "disk"}) == \
+        "NBD server already has export named 'disk'"
+    d = err(blockd, "block-export-add",
+            {"type": "nbd", "id": "e1", "node-name": node,
+             "bitmaps": ["b0"]})
+    assert d.startswith("Bitmap 'b0' is not found")
+    d = err(blockd, "block-export-add",
+            {"type": "nbd", "id": "e1", "node-name": node,
+             "name": "n" * 4097})
+    assert "too long" in d
+    d = err(blockd, "block-export-add",
+            {"type": "fuse", "id": "e1", "node-name": node})
+    assert "not supported" in d
+    assert [e["id"] for e in blockd.cmd("query-block-exports")] == ["e0"]
+
+
+def test_query_and_default_name(blockd, node):
+    sock = start(blockd)
+    export(blockd, "e0", writable=True)
+    q = blockd.cmd("query-block-exports")
+    assert q == [{"id": "e0", "type": "nbd", "node-name": node,
+                  "shutting-down": False, "name": node, "writable": True,
+                  "clients": 0}]
+    h = client(sock, node)
+    h.pwrite(b"x" * 512, 0)
+    assert blockd.cmd("query-block-exports")[0]["clients"] == 1
+    h.shutdown()
+    for _ in range(100):
+        if blockd.cmd("query-block-exports")[0]["clients"] == 0:
+            break
+        time.sleep(0.01)
+    assert blockd.cmd("query-block-exports")[0]["clients"] == 0
+
+
+def test_export_del_safe_and_hard(blockd, node):
+    sock = start(blockd)
+    export(blockd, "e0", name="disk")
+    h = client(sock, "disk")
+    d = err(blockd, "block-export-del", {"id": "e0"})
+    assert d == "export 'e0' still in use"
+    assert h.pread(4, 0) == bytes(4)
+    blockd.cmd("block-export-del", id="e0", mode="hard")
+    ev = blockd.conn.get_event("BLOCK_EXPORT_DELETED")
+    assert ev["data"] == {"id": "e0"}
+    with pytest.raises(nbd.Error):
+        h.pread(4, 0)
+    assert blockd.cmd("query-block-exports") == []
+    assert err(blockd, "block-export-del", {"id": "e0"}) == \
+        "Export 'e0' is not found"
+    # The id and name can be reused at once.
+    export(blockd, "e0", name="disk")
+    blockd.cmd("block-export-del", id="e0")
+    assert blockd.conn.get_event("BLOCK_EXPORT_DELETED")["data"]["id"] == \
+        "e0"
+    with pytest.raises(nbd.Error):
+        client(sock, "disk")
+
+
+def test_node_in_use_by_export(blockd, node):
+    start(blockd)
+    export(blockd, "e0")
+    with pytest.raises(QmpError):
+        blockd.cmd("blockdev-del", node_name=node)
+    blockd.cmd("block-export-del", id="e0")
+    blockd.conn.get_event("BLOCK_EXPORT_DELETED")
+    blockd.cmd("blockdev-del", node_name=node)
+
+
+def test_legacy_nbd_server_add_remove(blockd, node):
+    sock = start(blockd)
+    blockd.cmd("nbd-server-add", device=node, writable=True)
+    q = blockd.cmd("query-block-exports")
+    assert q[0]["id"] == node and q[0]["name"] == node
+    h = client(sock, node)
+    h.pwrite(b"z" * 4, 0)
+    h.shutdown()
+    time.sleep(0.1)
+    blockd.cmd("nbd-server-remove", {"name": node})
+    assert blockd.conn.get_event("BLOCK_EXPORT_DELETED")["data"]["id"] == \
+        node
+    d = err(blockd, "nbd-server-remove", {"name": node})
+    assert node in d
+    blockd.cmd("nbd-server-add", {"device": node, "name": "other",
+                                  "description": "legacy"})
+    assert blockd.cmd("query-block-exports")[0]["id"] == "other"
+
+
+def test_server_stop_drops_clients_and_exports(blockd, node):
+    sock = start(blockd)
+    export(blockd, "e0", name="a")
+    export(blockd, "e1", name="b")
+    h = client(sock, "a")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sock)                    # parked in negotiation
+    s.recv(18)
+    blockd.cmd("nbd-server-stop")
+    ids = {blockd.conn.get_event("BLOCK_EXPORT_DELETED")["data"]["id"]
+           for _ in range(2)}
+    assert ids == {"e0", "e1"}
+    with pytest.raises(nbd.Error):
+        h.pread(4, 0)
+    s.settimeout(5)
+    assert s.recv(100) == b""
+    assert blockd.cmd("query-block-exports") == []
+    start(blockd)
+
+
+def test_max_connections(blockd, node):
+    sock = start(blockd, **{"max-connections": 1})
+    export(blockd, "e0", name="disk")
+    h = client(sock, "disk")
+    assert not h.can_multi_conn()
+    # A second client waits in the backlog (no greeting) until the
+    # first leaves, as with qemu-nbd --shared=1.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sock)
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(18)
+    h.shutdown()
+    s.settimeout(5)
+    assert len(s.recv(18)) > 0
+    s.close()
+
+
+def test_unix_socket_in_use_by_stale_file(blockd, node):
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    with open(sock, "w"):
+        pass
+    start(blockd)
+    export(blockd, "e0", name="disk")
+    client(sock, "disk").shutdown()
+
+
+def test_tcp_listener(blockd, node):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    blockd.cmd("nbd-server-start",
+               addr={"type": "inet",
+                     "data": {"host": "127.0.0.1", "port": str(port)}})
+    export(blockd, "e0", name="disk")
+    h = nbd.NBD()
+    t0 = time.monotonic()
+    h.connect_uri("nbd://127.0.0.1:%d/disk" % port)
+    # TCP_NODELAY and one write per reply: no 40 ms Nagle stall.
+    assert time.monotonic() - t0 < 0.03
+    assert h.get_size() == 1 << 20
+    h.shutdown()
