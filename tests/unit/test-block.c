@@ -1,0 +1,388 @@
+/* test-block.c - the node graph: node names, references to children,
+ * users, deletion rules, no half-open nodes after failures, lookups,
+ * path combination, and async requests on a file node. */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockdev/block.h"
+#include "cunit-main.h"
+#include "daemon/loop.h"
+#include "daemon/worker.h"
+#include "util/cleanup.h"
+#include "util/util.h"
+
+static BlockNode *open_json(BlockGraph *g, const char *json, Error **errp)
+{
+    json_object *obj = json_tokener_parse(json);
+    BlockdevOptions *o = NULL;
+    BlockNode *bs = NULL;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
+    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
+        bs = blk_open(g, o, errp);
+        qapi_free_BlockdevOptions(o);
+    }
+    json_object_put(obj);
+    return bs;
+}
+
+/* Open as blockdev-add does: the monitor owns the reference. */
+static BlockNode *add_json(BlockGraph *g, const char *json, Error **errp)
+{
+    BlockNode *bs = open_json(g, json, errp);
+
+    if (bs != NULL) {
+        bs->monitor_owned = true;
+    }
+    return bs;
+}
+
+static void count_cb(BlockNode *bs, void *opaque)
+{
+    (void)bs;
+    (*(int *)opaque)++;
+}
+
+static int node_count(BlockGraph *g)
+{
+    int n = 0;
+
+    blk_foreach_node(g, count_cb, &n);
+    return n;
+}
+
+static void expect_error(Error *err, const char *msg)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    if (strcmp(error_get_pretty(err), msg) != 0) {
+        printf("\n  got '%s'\n  expected '%s'\n", error_get_pretty(err), msg);
+        CU_FAIL("wrong error message");
+    }
+    error_free(err);
+}
+
+static void test_node_names(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    Error *err = NULL;
+    BlockNode *a, *b;
+    char json[256];
+
+    a = add_json(g, "{\"driver\":\"null-co\",\"node-name\":\"n0\"}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_EQUAL(blk_find_node(g, "n0"), a);
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"n0\"}", &err));
+    expect_error(err, "Duplicate nodes with node-name='n0'");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"0bad\"}", &err));
+    expect_error(err, "Invalid node-name: '0bad'");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"#block1\"}", &err));
+    expect_error(err, "Invalid node-name: '#block1'");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"a b\"}", &err));
+    expect_error(err, "Invalid node-name: 'a b'");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"\"}", &err));
+    expect_error(err, "Invalid node-name: ''");
+    err = NULL;
+    snprintf(json, sizeof(json), "{\"driver\":\"null-co\",\"node-name\":"
+             "\"a%040d\"}", 0);
+    CU_ASSERT_PTR_NULL(add_json(g, json, &err));
+    expect_error(err, "Node name too long");
+    err = NULL;
+    /* the longest allowed: 31 characters, with - . _ */
+    b = add_json(g, "{\"driver\":\"null-co\",\"node-name\":"
+                 "\"A-b.c_d012345678901234567890123\"}", &err);
+    CU_ASSERT_PTR_NOT_NULL(b);
+    /* auto names for nodes without one, all different */
+    {
+        BlockNode *x = open_json(g, "{\"driver\":\"null-co\"}", NULL);
+        BlockNode *y = open_json(g, "{\"driver\":\"null-co\"}", NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+        CU_ASSERT_EQUAL(x->node_name[0], '#');
+        CU_ASSERT_STRING_NOT_EQUAL(x->node_name, y->node_name);
+        blk_unref(x);
+        blk_unref(y);
+    }
+    CU_ASSERT_EQUAL(node_count(g), 2);
+    blk_graph_free(g);
+}
+
+static void test_children_and_delete(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    Error *err = NULL;
+    BlockNode *base, *top, *inl;
+
+    base = add_json(g, "{\"driver\":\"null-co\",\"node-name\":\"base\","
+                    "\"size\":1048576}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+    /* a child by reference is shared */
+    top = add_json(g, "{\"driver\":\"raw\",\"node-name\":\"top\","
+                   "\"file\":\"base\"}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(top);
+    CU_ASSERT_PTR_EQUAL(top->file, base);
+    CU_ASSERT_EQUAL(base->refcnt, 2);
+    CU_ASSERT_EQUAL(blk_getlength(top), 1048576);
+
+    /* the child cannot go while its parent uses it */
+    CU_ASSERT_FALSE(blk_node_delete(g, "base", &err));
+    expect_error(err, "Block device base is in use by node 'top' (as its "
+                 "file child)");
+    err = NULL;
+    /* unknown and not monitor-owned */
+    CU_ASSERT_FALSE(blk_node_delete(g, "nope", &err));
+    expect_error(err, "Failed to find node with node-name='nope'");
+    err = NULL;
+    inl = add_json(g, "{\"driver\":\"raw\",\"node-name\":\"inl\","
+                   "\"file\":{\"driver\":\"null-co\",\"node-name\":"
+                   "\"inl-file\"}}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(inl);
+    CU_ASSERT_FALSE(blk_node_delete(g, "inl-file", &err));
+    expect_error(err, "Node inl-file is not owned by the monitor");
+    err = NULL;
+    /* deleting the parent closes its inline child */
+    CU_ASSERT_TRUE(blk_node_delete(g, "inl", &err));
+    CU_ASSERT_PTR_NULL(blk_find_node(g, "inl-file"));
+
+    /* a user (an export) keeps a node busy */
+    CU_ASSERT_TRUE(blk_node_add_user(top, "export 'e0'", true, &err));
+    CU_ASSERT_FALSE(blk_node_delete(g, "top", &err));
+    expect_error(err, "Block device top is in use by export 'e0'");
+    err = NULL;
+    blk_node_remove_user(top, "export 'e0'");
+    CU_ASSERT_TRUE(blk_node_delete(g, "top", &err));
+    CU_ASSERT_EQUAL(base->refcnt, 1);
+    CU_ASSERT_TRUE(blk_node_delete(g, "base", &err));
+    CU_ASSERT_EQUAL(node_count(g), 0);
+    blk_graph_free(g);
+}
+
+static void test_failed_open_leaves_nothing(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    Error *err = NULL;
+
+    /* the inline child opens, then the parent's name clashes */
+    CU_ASSERT_PTR_NOT_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                    "\"node-name\":\"taken\"}", NULL));
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"raw\",\"node-name\":"
+                                "\"taken\",\"file\":{\"driver\":\"null-co\","
+                                "\"node-name\":\"child\"}}", &err));
+    expect_error(err, "Duplicate nodes with node-name='taken'");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_find_node(g, "child"));
+    /* a child and its parent with one name */
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"raw\",\"node-name\":"
+                                "\"same\",\"file\":{\"driver\":\"null-co\","
+                                "\"node-name\":\"same\"}}", &err));
+    expect_error(err, "Duplicate nodes with node-name='same'");
+    err = NULL;
+    /* a missing reference */
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"raw\",\"node-name\":"
+                                "\"r\",\"file\":\"ghost\"}", &err));
+    expect_error(err, "Cannot find device='' nor node-name='ghost'");
+    err = NULL;
+    /* the child opens, the raw window does not fit */
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"raw\",\"node-name\":"
+                                "\"r\",\"offset\":4096,\"file\":{\"driver\":"
+                                "\"null-co\",\"size\":512,\"node-name\":"
+                                "\"small\"}}", &err));
+    CU_ASSERT_PTR_NOT_NULL(err);
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_find_node(g, "small"));
+    /* a writable parent over a read-only child by reference */
+    CU_ASSERT_PTR_NOT_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                    "\"node-name\":\"ro\",\"read-only\":true}",
+                                    NULL));
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"raw\",\"node-name\":"
+                                "\"w\",\"file\":\"ro\"}", &err));
+    expect_error(err, "Block node is read-only");
+    err = NULL;
+    /* force-share needs read-only */
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\",\"node-name\":"
+                                "\"fs\",\"force-share\":true}", &err));
+    CU_ASSERT_PTR_NOT_NULL(err);
+    error_free(err);
+    CU_ASSERT_EQUAL(node_count(g), 2);
+    CU_ASSERT_EQUAL(blk_find_node(g, "taken")->refcnt, 1);
+    CU_ASSERT_EQUAL(blk_find_node(g, "ro")->refcnt, 1);
+    blk_graph_free(g);
+}
+
+static void test_inherit(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    BlockNode *bs;
+
+    bs = add_json(g, "{\"driver\":\"raw\",\"node-name\":\"t\",\"read-only\":"
+                  "true,\"discard\":\"unmap\",\"file\":{\"driver\":"
+                  "\"null-co\"}}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(bs->file->read_only);
+    CU_ASSERT_EQUAL(bs->file->discard, BLOCKDEV_DISCARD_OPTIONS_UNMAP);
+    CU_ASSERT_EQUAL(bs->file->node_name[0], '#');
+    blk_graph_free(g);
+}
+
+static void test_lookup_and_paths(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    Error *err = NULL;
+    char *p;
+
+    CU_ASSERT_PTR_NULL(blk_lookup_bs(g, "d", NULL, &err));
+    expect_error(err, "Cannot find device='d' nor node-name=''");
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_lookup_node(g, "x", &err));
+    expect_error(err, "Failed to find node with node-name='x'");
+    p = blk_path_combine("/a/b/top.qcow2", "base.qcow2");
+    CU_ASSERT_STRING_EQUAL(p, "/a/b/base.qcow2");
+    free(p);
+    p = blk_path_combine("/a/b/top.qcow2", "/abs/base.raw");
+    CU_ASSERT_STRING_EQUAL(p, "/abs/base.raw");
+    free(p);
+    p = blk_path_combine("top.qcow2", "base.qcow2");
+    CU_ASSERT_STRING_EQUAL(p, "base.qcow2");
+    free(p);
+    p = blk_path_combine("dir/top.qcow2", "../base.qcow2");
+    CU_ASSERT_STRING_EQUAL(p, "dir/../base.qcow2");
+    free(p);
+    CU_ASSERT_PTR_NOT_NULL(blk_find_driver("file"));
+    CU_ASSERT_PTR_NOT_NULL(blk_find_driver("null-aio"));
+    CU_ASSERT_PTR_NULL(blk_find_driver("vmdk"));
+    blk_graph_free(g);
+}
+
+static void test_zero_detection(void)
+{
+    uint8_t buf[8192];
+
+    memset(buf, 0, sizeof(buf));
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf, 0));
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf, 1));
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf, sizeof(buf)));
+    for (size_t i = 0; i < sizeof(buf); i += 997) {
+        buf[i] = 1;
+        CU_ASSERT_FALSE(blk_buffer_is_zero(buf, sizeof(buf)));
+        CU_ASSERT_TRUE(blk_buffer_is_zero(buf, i));
+        buf[i] = 0;
+    }
+    buf[sizeof(buf) - 1] = 0x80;
+    CU_ASSERT_FALSE(blk_buffer_is_zero(buf, sizeof(buf)));
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf, sizeof(buf) - 1));
+}
+
+/* ---- async on a file node ----------------------------------------- */
+
+#define NREQ 32
+
+typedef struct AioFile {
+    Loop *loop;
+    int done, failed;
+    BlockRequest req[NREQ];
+    uint8_t buf[NREQ][4096];
+} AioFile;
+
+static void aio_file_cb(BlockRequest *req)
+{
+    AioFile *t = req->opaque;
+
+    if (req->ret != 0) {
+        t->failed++;
+    }
+    if (++t->done == NREQ) {
+        loop_stop(t->loop);
+    }
+}
+
+static void run_batch(AioFile *t, WorkerPool *pool, BlockNode *bs,
+                      BlockRequestType type)
+{
+    t->done = 0;
+    for (int i = 0; i < NREQ; i++) {
+        BlockRequest *r = &t->req[i];
+        r->bs = bs;
+        r->type = type;
+        r->flags = 0;
+        r->offset = (uint64_t)i * 4096;
+        r->bytes = 4096;
+        r->buf = t->buf[i];
+        r->cb = aio_file_cb;
+        r->opaque = t;
+        blk_aio_submit(pool, r);
+    }
+    loop_run(t->loop);
+}
+
+static void test_aio_file(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    CLEANUP_FREE char *path = xasprintf("%s/aio.img", unit_tmpdir());
+    char json[4096];
+    AioFile *t = XNEW(AioFile);
+    WorkerPool *pool;
+    BlockNode *bs;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+    CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, NREQ * 4096) == 0);
+    close(fd);
+    snprintf(json, sizeof(json), "{\"driver\":\"raw\",\"file\":{\"driver\":"
+             "\"file\",\"filename\":\"%s\"}}", path);
+    bs = open_json(g, json, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    t->loop = loop_new();
+    pool = worker_pool_new(t->loop, 4);
+    for (int i = 0; i < NREQ; i++) {
+        memset(t->buf[i], i + 1, 4096);
+    }
+    run_batch(t, pool, bs, BLK_OP_WRITE);
+    CU_ASSERT_EQUAL(t->done, NREQ);
+    CU_ASSERT_EQUAL(t->failed, 0);
+    run_batch(t, pool, bs, BLK_OP_FLUSH);
+    CU_ASSERT_EQUAL(t->failed, 0);
+    memset(t->buf, 0, sizeof(t->buf));
+    run_batch(t, pool, bs, BLK_OP_READ);
+    CU_ASSERT_EQUAL(t->failed, 0);
+    for (int i = 0; i < NREQ; i++) {
+        CU_ASSERT_EQUAL(t->buf[i][0], i + 1);
+        CU_ASSERT_EQUAL(t->buf[i][4095], i + 1);
+    }
+    CU_ASSERT_EQUAL(bs->refcnt, 1);
+    CU_ASSERT_EQUAL(bs->wr_ops, NREQ);
+    CU_ASSERT_EQUAL(bs->file->wr_ops, NREQ);
+    worker_pool_free(pool);
+    loop_free(t->loop);
+    free(t);
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
+static CU_TestInfo block_tests[] = {
+    { "node_names", test_node_names },
+    { "children_and_delete", test_children_and_delete },
+    { "failed_open_leaves_nothing", test_failed_open_leaves_nothing },
+    { "inherit", test_inherit },
+    { "lookup_and_paths", test_lookup_and_paths },
+    { "zero_detection", test_zero_detection },
+    { "aio_file", test_aio_file },
+    CU_TEST_INFO_NULL,
+};
+
+const CU_SuiteInfo unit_suites[] = {
+    { .pName = "block", .pTests = block_tests },
+    CU_SUITE_INFO_NULL,
+};
