@@ -107,6 +107,10 @@ void loop_free(Loop *loop)
     if (loop == NULL) {
         return;
     }
+    /* Deferred frees posted during teardown still have to happen. */
+    while (loop->post_head != NULL) {
+        loop_post_cb(loop->post_fd, EV_READ, loop);
+    }
     for (i = 0; i < ARRAY_SIZE(loop->signals); i++) {
         if (loop->signals[i] != NULL) {
             event_free(loop->signals[i]);

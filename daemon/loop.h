@@ -26,7 +26,8 @@ typedef void LoopFdFn(int fd, int events, void *opaque);
 typedef void LoopFn(void *opaque);
 
 Loop *loop_new(void);
-/* Free the loop; every watch must be gone already. */
+/* Run what is still posted (deferred frees), then free the loop; every
+ * watch must be gone already. */
 void loop_free(Loop *loop);
 /* Run until loop_stop(); returns 0, or -1 if libevent failed. */
 int loop_run(Loop *loop);
