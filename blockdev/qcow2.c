@@ -566,7 +566,8 @@ static int get_mapping(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
                     }
                     if ((type == QCOW2_CLUSTER_NORMAL ||
                          type == QCOW2_CLUSTER_ZERO_ALLOC) &&
-                        host != first_host + run) {
+                        (host != first_host + run ||
+                         cm.copied != m->copied)) {
                         goto done;
                     }
                 }
@@ -918,10 +919,23 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
 
     pthread_mutex_lock(&s->lock);
     while (bytes > 0) {
-        uint64_t n = MIN(bytes, s->h.cluster_size -
-                                offset_in_cluster(s, offset));
+        uint64_t n = bytes;
+        Qcow2Mapping m;
 
-        ret = write_cluster(s, offset, n, buf);
+        /* Fast path: a run of clusters written in place. */
+        ret = get_mapping(s, offset, &n, &m);
+        if (ret < 0) {
+            break;
+        }
+        if (m.type == QCOW2_CLUSTER_NORMAL && m.copied &&
+            !overlaps_fixed_metadata(s, m.host_offset, n)) {
+            pthread_mutex_unlock(&s->lock);
+            ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
+            pthread_mutex_lock(&s->lock);
+        } else {
+            n = MIN(bytes, s->h.cluster_size - offset_in_cluster(s, offset));
+            ret = write_cluster(s, offset, n, buf);
+        }
         if (ret < 0) {
             break;
         }

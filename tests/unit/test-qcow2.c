@@ -2,6 +2,8 @@
  * driver through the block layer, against images made by qemu-img and
  * qemu-io (the oracles). */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1095,6 +1097,291 @@ static void test_write_cow(void)
     free(raw);
 }
 
+
+/* ---- randomized: overlay over a qcow2 backing file, against a model ---- */
+
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rnd(void)
+{
+    /* xorshift64* */
+    rnd_state ^= rnd_state >> 12;
+    rnd_state ^= rnd_state << 25;
+    rnd_state ^= rnd_state >> 27;
+    return rnd_state * 2685821657736338717ULL;
+}
+
+#define RSIZE (32u << 20)
+#define RCLUSTER 4096u
+
+static void test_random_overlay(void)
+{
+    char *base = tpath("rb.qcow2"), *top = tpath("rt.qcow2");
+    char *raw = tpath("rt.raw");
+    uint8_t *model, *buf;
+    size_t len;
+    BlockNode *bs;
+    Error *err = NULL;
+    FILE *f;
+    const char *opts = ", \"discard\": \"unmap\"";
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=64k %s 24M", base), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x77 0 8m' "
+                              "-c 'write -P 0x78 12m 5m' -c 'write -z 4m 1m' "
+                              "%s >/dev/null", base), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=4k -b %s -F qcow2 %s 32M",
+                              base, top), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", top, raw), 0);
+    model = slurp(raw, &len);
+    CU_ASSERT_EQUAL_FATAL(len, RSIZE);
+    buf = xmalloc(256 * 1024);
+
+    bs = open_qcow2(top, false, opts, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    for (int op = 0; op < 4000; op++) {
+        uint64_t r = rnd();
+        uint64_t off = rnd() % RSIZE;
+        uint64_t n = 1 + rnd() % (r % 8 == 0 ? 256 * 1024 : 9000);
+
+        n = MIN(n, RSIZE - off);
+        switch (r % 10) {
+        case 0: case 1: case 2: case 3: case 4: case 5:
+            for (uint64_t i = 0; i < n; i++) {
+                buf[i] = (uint8_t)(op + i / 512);
+            }
+            CU_ASSERT_EQUAL_FATAL(blk_pwrite(bs, off, n, buf, 0), 0);
+            memcpy(model + off, buf, n);
+            break;
+        case 6: case 7:
+            CU_ASSERT_EQUAL_FATAL(blk_pwrite_zeroes(bs, off, n,
+                                                    (r >> 8) & 1
+                                                    ? BLK_REQ_MAY_UNMAP
+                                                    : 0), 0);
+            memset(model + off, 0, n);
+            break;
+        default: {
+            /* whole clusters of the overlay become zeroes (v3 with a
+             * backing file); partial ones are left alone */
+            uint64_t s0 = ALIGN_UP(off, RCLUSTER);
+            uint64_t e0 = ALIGN_DOWN(off + n, RCLUSTER);
+
+            CU_ASSERT_EQUAL_FATAL(blk_pdiscard(bs, off, n), 0);
+            if (s0 < e0) {
+                memset(model + s0, 0, e0 - s0);
+            }
+            break;
+        }
+        }
+        if (op % 500 == 499) {
+            uint64_t roff = rnd() % (RSIZE - 256 * 1024);
+
+            CU_ASSERT_EQUAL(blk_flush(bs), 0);
+            CU_ASSERT_EQUAL(blk_pread(bs, roff, 256 * 1024, buf, 0), 0);
+            CU_ASSERT_EQUAL(memcmp(buf, model + roff, 256 * 1024), 0);
+        }
+        if (op == 2000) {
+            /* persistence across a reopen */
+            blk_unref(bs);
+            CU_ASSERT_EQUAL(run("qemu-img check -q %s", top), 0);
+            bs = open_qcow2(top, false, opts, &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        }
+    }
+    CU_ASSERT_EQUAL(blk_flush(bs), 0);
+    f = fopen(raw, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fwrite(model, 1, RSIZE, f), RSIZE);
+    fclose(f);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    blk_unref(bs);
+    check_image(top, raw);
+    /* the backing file was not touched */
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", base), 0);
+    free(model);
+    free(buf);
+    free(base);
+    free(top);
+    free(raw);
+}
+
+/* ---- concurrency: several threads on one node ------------------------- */
+
+typedef struct ThreadArg {
+    BlockNode *bs;
+    unsigned id;
+    int failures;
+} ThreadArg;
+
+#define TSLOT (1u << 20)
+
+static void *thread_main(void *opaque)
+{
+    ThreadArg *a = opaque;
+    uint8_t *buf = xmalloc(65536), *rb = xmalloc(65536);
+    uint64_t base = (uint64_t)a->id * 4 * TSLOT;
+
+    for (unsigned i = 0; i < 600; i++) {
+        uint64_t off = base + (i * 7919u % (4 * TSLOT / 4096)) * 4096;
+        size_t n = 4096 * (1 + i % 16);
+
+        n = MIN(n, base + 4 * TSLOT - off);
+        memset(buf, (int)(a->id * 16 + i % 13), n);
+        if (blk_pwrite(a->bs, off, n, buf, 0) != 0 ||
+            blk_pread(a->bs, off, n, rb, 0) != 0 ||
+            memcmp(buf, rb, n) != 0) {
+            a->failures++;
+        }
+        if (i % 100 == 0 && blk_flush(a->bs) != 0) {
+            a->failures++;
+        }
+    }
+    free(buf);
+    free(rb);
+    return NULL;
+}
+
+static void test_concurrent_writers(void)
+{
+    char *img = tpath("mt.qcow2");
+    pthread_t th[4];
+    ThreadArg args[4];
+    BlockNode *bs;
+    Error *err = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=64k %s 16M", img), 0);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    for (unsigned i = 0; i < 4; i++) {
+        args[i] = (ThreadArg){ .bs = bs, .id = i };
+        pthread_create(&th[i], NULL, thread_main, &args[i]);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(args[i].failures, 0);
+    }
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    free(img);
+}
+
+/* ---- crash safety: kill -9 during writes -------------------------------- */
+
+#define CSLOTS 2048u
+#define CSLOT 65536u
+
+static uint32_t slot_of(uint32_t i)
+{
+    return (i * 1103u + 17u) % CSLOTS;     /* a permutation (1103 odd) */
+}
+
+static void slot_data(uint32_t i, uint8_t *buf, size_t *off, size_t *n)
+{
+    *off = (i * 4099u) % (CSLOT / 2);
+    *n = 512 + (i * 7771u) % (CSLOT / 2 - 512);
+    for (size_t k = 0; k < *n; k++) {
+        buf[k] = (uint8_t)(i ^ (k >> 8) ^ 0x5a);
+    }
+}
+
+static void crash_child(const char *img, int fd)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    uint8_t *buf = xmalloc(CSLOT);
+    Error *err = NULL;
+    BlockNode *bs;
+
+    graph = g;
+    bs = open_qcow2(img, false, "", &err);
+    if (bs == NULL) {
+        _exit(2);
+    }
+    for (uint32_t i = 0; i < CSLOTS; i++) {
+        size_t off, n;
+
+        slot_data(i, buf, &off, &n);
+        if (blk_pwrite(bs, (uint64_t)slot_of(i) * CSLOT + off, n, buf,
+                       0) != 0) {
+            _exit(3);
+        }
+        if (i % 16 == 15) {
+            if (blk_flush(bs) != 0) {
+                _exit(4);
+            }
+            if (write(fd, &i, sizeof(i)) != sizeof(i)) {
+                _exit(5);
+            }
+        }
+    }
+    _exit(0);
+}
+
+static void test_crash_kill9(void)
+{
+    char *img = tpath("crash.qcow2");
+    char *raw = tpath("crash.raw");
+    int pfd[2];
+    pid_t pid;
+    uint32_t last = UINT32_MAX, v;
+    uint8_t *want = xmalloc(CSLOT), *got;
+    size_t len;
+    int st;
+
+    for (int round = 0; round < 3; round++) {
+        last = UINT32_MAX;
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                                  "cluster_size=%s %s 128M",
+                                  round == 1 ? "4k" : "64k", img), 0);
+        CU_ASSERT_EQUAL_FATAL(pipe(pfd), 0);
+        pid = fork();
+        CU_ASSERT_TRUE_FATAL(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            crash_child(img, pfd[1]);
+        }
+        close(pfd[1]);
+        /* Let it run a while, then kill it in the middle. */
+        for (int k = 0; k < 20 + round * 30; k++) {
+            if (read(pfd[0], &v, sizeof(v)) != sizeof(v)) {
+                break;
+            }
+            last = v;
+        }
+        kill(pid, SIGKILL);
+        while (read(pfd[0], &v, sizeof(v)) == sizeof(v)) {
+            last = v;
+        }
+        close(pfd[0]);
+        waitpid(pid, &st, 0);
+        /* No corruption (leaks allowed: exit status 3). */
+        st = run("qemu-img check -q %s >/dev/null 2>&1", img);
+        CU_ASSERT_TRUE(st == 0 || st == 3);
+        CU_ASSERT_EQUAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+        got = slurp(raw, &len);
+        CU_ASSERT_EQUAL_FATAL(len, (size_t)CSLOTS * CSLOT);
+        /* Every write acknowledged before a completed flush is there. */
+        for (uint32_t i = 0; last != UINT32_MAX && i <= last; i++) {
+            size_t off, n;
+
+            slot_data(i, want, &off, &n);
+            if (memcmp(got + (uint64_t)slot_of(i) * CSLOT + off, want,
+                       n) != 0) {
+                fprintf(stderr, "\nslot %u lost (last flushed %u)\n", i,
+                        last);
+                CU_FAIL("flushed write lost");
+                break;
+            }
+        }
+        CU_ASSERT_TRUE(last != UINT32_MAX);
+        free(got);
+    }
+    free(want);
+    free(img);
+    free(raw);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1122,6 +1409,9 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "write_images", test_write_images },
     { "write_reftable_growth", test_write_reftable_growth },
     { "write_cow", test_write_cow },
+    { "random_overlay", test_random_overlay },
+    { "concurrent_writers", test_concurrent_writers },
+    { "crash_kill9", test_crash_kill9 },
     CU_TEST_INFO_NULL,
 };
 
