@@ -1326,6 +1326,8 @@ class CGen:
                     entities.append({'name': n, 'meta-type': 'array',
                                      'element-type': en})
                 return n
+            if t.kind == 'struct' and t.implicit and not t.members:
+                t = empty           # QEMU shares one q_empty
             key = id(t)
             if key not in names:
                 names[key] = str(len(names))

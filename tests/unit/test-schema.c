@@ -791,6 +791,28 @@ static void test_introspection(void)
     /* events */
     e = intro_find(schema, "BLOCK_EXPORT_DELETED");
     CU_ASSERT_STRING_EQUAL(intro_str(e, "meta-type"), "event");
+    /* commands without arguments share one empty object type */
+    CU_ASSERT_STRING_EQUAL(intro_str(intro_find(schema, "quit"), "arg-type"),
+                           intro_str(intro_find(schema, "query-version"),
+                                     "arg-type"));
+    /* the answer has the shape of our own SchemaInfo type */
+    {
+        CLEANUP_ERROR Error *err = NULL;
+        SchemaInfoList *l = NULL;
+
+        if (!qapi_parse_SchemaInfoList(schema, NULL, 0, &l, &err)) {
+            fprintf(stderr, "\n%s\n", err->msg);
+        }
+        CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+        CU_ASSERT_EQUAL(l->n, json_object_array_length(schema));
+        for (size_t k = 0; k < l->n; k++) {
+            if (l->v[k]->meta_type == SCHEMA_META_TYPE_ENUM) {
+                CU_ASSERT_EQUAL(l->v[k]->u.q_enum.members->n,
+                                l->v[k]->u.q_enum.values->n);
+            }
+        }
+        qapi_free_SchemaInfoList(l);
+    }
     e = intro_find(schema, "query-qmp-schema");
     CU_ASSERT_PTR_NOT_NULL(intro_str(e, "ret-type"));
     CU_ASSERT_EQUAL(intro_str(e, "ret-type")[0], '[');
