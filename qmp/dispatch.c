@@ -13,35 +13,6 @@
 #include "util/cleanup.h"
 #include "util/util.h"
 
-/* json-c accepts "\u0000" inside strings; C code would silently cut
- * such a string short, so refuse it anywhere in the arguments. */
-static bool json_has_nul(json_object *obj)
-{
-    switch (json_object_get_type(obj)) {
-    case json_type_string:
-        return strlen(json_object_get_string(obj)) !=
-               (size_t)json_object_get_string_len(obj);
-    case json_type_array:
-        for (size_t i = 0; i < json_object_array_length(obj); i++) {
-            if (json_has_nul(json_object_array_get_idx(obj, i))) {
-                return true;
-            }
-        }
-        return false;
-    case json_type_object: {
-        json_object_object_foreach(obj, key, val) {
-            (void)key;
-            if (json_has_nul(val)) {
-                return true;
-            }
-        }
-        return false;
-    }
-    default:
-        return false;
-    }
-}
-
 bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                  unsigned flags, json_object **ret, Error **errp)
 {
@@ -51,11 +22,6 @@ bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
     if (cmd == NULL) {
         error_set(errp, ERROR_CLASS_COMMAND_NOT_FOUND,
                   "The command %s has not been found", name);
-        return false;
-    }
-    if (args != NULL && json_has_nul(args)) {
-        error_setg(errp, "Invalid parameter: strings must not contain "
-                   "NUL characters");
         return false;
     }
     if (!cmd->marshal(ctx, args, flags, &result, errp)) {
