@@ -285,3 +285,37 @@ def test_inline_options(blockd, tmp_path):
                  "cache.direct=on", "blockdev-add",
                  {"driver": "file", "node-name": "an", "filename": img,
                   "aio": "native", "read-only": True})
+
+
+def test_exported_node_in_use(blockd, tmp_path):
+    img = make_image(tmp_path / "e.img", 1 << 20)
+    blockd.cmd("blockdev-add", {
+        "driver": "raw", "node-name": "n0", "cache": {"direct": True},
+        "file": {"driver": "file", "filename": img}})
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start", {"addr": {"type": "unix",
+                                             "data": {"path": sock}}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "n0", "writable": True})
+    expect_error(blockd, "Block device n0 is in use by export 'e0'",
+                 "blockdev-del", {"node-name": "n0"}, exact=True)
+    if shutil.which("qemu-io"):
+        # data written over NBD into an O_DIRECT node, unaligned, is what
+        # qemu-io reads from the file afterwards
+        uri = "nbd+unix:///n0?socket=%s" % sock
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c",
+                            "write -P 0x5c 1000 70000", uri],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    blockd.cmd("block-export-del", id="e0")
+    blockd.conn.get_event("BLOCK_EXPORT_DELETED")
+    blockd.cmd("blockdev-del", node_name="n0")
+    if shutil.which("qemu-io"):
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c",
+                            "read -P 0x5c 1000 70000", "-c",
+                            "read -P 0 0 1000", "-c",
+                            "read -P 0 71000 4096", img],
+                           capture_output=True, text=True)
+        assert r.returncode == 0
+        assert "Pattern verification failed" not in r.stdout
+        assert r.stdout.count("read ") == 3
