@@ -1552,10 +1552,73 @@ static void qcow2_close(BlockNode *bs)
 
 /* ---- query ------------------------------------------------------------ */
 
+/* Fill the qcow2 parts of ImageInfo as QEMU's query-named-block-nodes
+ * does: cluster size, dirty flag, recorded backing file, snapshots and
+ * the format-specific block (loop thread). */
 static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
 {
-    (void)bs;
-    (void)info;
+    BDRVQcow2 *s = bs->opaque;
+    ImageInfoSpecificQCow2 *q;
+    LOCK_GUARD(&s->lock);
+
+    info->has_cluster_size = true;
+    info->cluster_size = (int64_t)s->h.cluster_size;
+    info->has_dirty_flag = true;
+    info->dirty_flag = s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY;
+    if (s->h.has_backing_file) {
+        info->has_backing_filename = true;
+        info->backing_filename = xstrdup(s->h.backing_file);
+        info->has_full_backing_filename = true;
+        info->full_backing_filename = blk_path_combine(bs->file->filename,
+                                                       s->h.backing_file);
+        if (s->h.has_backing_format) {
+            info->has_backing_filename_format = true;
+            info->backing_filename_format = xstrdup(s->h.backing_format);
+        }
+    }
+    if (s->h.nb_snapshots > 0 && s->snapshots != NULL) {
+        SnapshotInfoList *l = XNEW(SnapshotInfoList);
+
+        l->v = xcalloc(s->h.nb_snapshots, sizeof(*l->v));
+        for (uint32_t i = 0; i < s->h.nb_snapshots; i++) {
+            const Qcow2Snapshot *sn = &s->snapshots[i];
+            SnapshotInfo *si = XNEW(SnapshotInfo);
+
+            si->id = xstrdup(sn->id);
+            si->name = xstrdup(sn->name);
+            si->vm_state_size = (int64_t)sn->vm_state_size;
+            si->date_sec = sn->date_sec;
+            si->date_nsec = sn->date_nsec;
+            si->vm_clock_sec = (int64_t)(sn->vm_clock_nsec / 1000000000);
+            si->vm_clock_nsec = (int64_t)(sn->vm_clock_nsec % 1000000000);
+            l->v[l->n++] = si;
+        }
+        info->has_snapshots = true;
+        info->snapshots = l;
+    }
+
+    q = XNEW(ImageInfoSpecificQCow2);
+    q->compat = xstrdup(s->h.version >= 3 ? "1.1" : "0.10");
+    q->refcount_bits = s->h.refcount_bits;
+    q->compression_type = s->h.compression_type == 1
+                              ? QCOW2_COMPRESSION_TYPE_ZSTD
+                              : QCOW2_COMPRESSION_TYPE_ZLIB;
+    if (s->h.version >= 3) {
+        q->has_lazy_refcounts = true;
+        q->lazy_refcounts = s->h.compatible_features &
+                            QCOW2_COMPAT_LAZY_REFCOUNTS;
+        q->has_corrupt = true;
+        q->corrupt = s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT;
+        q->has_extended_l2 = true;
+        q->extended_l2 = s->h.extended_l2;
+    }
+    if (info->has_format_specific) {
+        qapi_free_ImageInfoSpecific(info->format_specific);
+    }
+    info->has_format_specific = true;
+    info->format_specific = XNEW(ImageInfoSpecific);
+    info->format_specific->type = IMAGE_INFO_SPECIFIC_KIND_QCOW2;
+    info->format_specific->u.qcow2.data = q;
 }
 
 const BlockDriver blk_drv_qcow2 = {

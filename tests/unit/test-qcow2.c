@@ -814,6 +814,16 @@ static void test_read_backing_and_status(void)
     }
     CU_ASSERT_PTR_NOT_NULL(bs->backing);
     CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    {
+        ImageInfo *info = XNEW(ImageInfo);
+
+        bs->drv->query_image(bs, info);
+        CU_ASSERT_STRING_EQUAL(info->backing_filename, "base.qcow2");
+        CU_ASSERT_STRING_EQUAL(info->full_backing_filename, base);
+        CU_ASSERT_STRING_EQUAL(info->backing_filename_format, "qcow2");
+        CU_ASSERT_FALSE(info->has_snapshots);
+        qapi_free_ImageInfo(info);
+    }
 
     /* allocation depth: base only, top, none */
     depth = blk_allocation_depth(bs, 0, 64 * 1024, &pnum);
@@ -895,6 +905,26 @@ static void test_snapshots(void)
     bs = open_qcow2(img, true, "", &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+    {
+        /* the snapshot list as query-named-block-nodes shows it */
+        ImageInfo *info = XNEW(ImageInfo);
+        ImageInfoSpecificQCow2 *q;
+
+        bs->drv->query_image(bs, info);
+        CU_ASSERT_TRUE_FATAL(info->has_snapshots);
+        CU_ASSERT_EQUAL_FATAL(info->snapshots->n, 2);
+        CU_ASSERT_STRING_EQUAL(info->snapshots->v[0]->name, "first");
+        CU_ASSERT_STRING_EQUAL(info->snapshots->v[1]->name, "second");
+        CU_ASSERT_STRING_EQUAL(info->snapshots->v[1]->id, "2");
+        CU_ASSERT_TRUE(info->snapshots->v[0]->date_sec > 1000000000);
+        CU_ASSERT_EQUAL(info->cluster_size, 65536);
+        CU_ASSERT_TRUE_FATAL(info->has_format_specific);
+        q = info->format_specific->u.qcow2.data;
+        CU_ASSERT_STRING_EQUAL(q->compat, "1.1");
+        CU_ASSERT_EQUAL(q->refcount_bits, 16);
+        CU_ASSERT_FALSE(q->corrupt);
+        qapi_free_ImageInfo(info);
+    }
     blk_unref(bs);
     /* by name and by id */
     CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -l snapshot.name=first "
