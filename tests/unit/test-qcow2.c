@@ -625,6 +625,21 @@ static int run(const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A formatted string valid until the next call (tests only). */
+static const char *xasprintf_tmp(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static const char *xasprintf_tmp(const char *fmt, ...)
+{
+    static char *last;
+    va_list ap;
+
+    free(last);
+    va_start(ap, fmt);
+    last = xvasprintf(fmt, ap);
+    va_end(ap);
+    return last;
+}
+
 static char *tpath(const char *name)
 {
     return xasprintf("%s/%s", unit_tmpdir(), name);
@@ -1412,6 +1427,232 @@ static void test_crash_kill9(void)
     free(raw);
 }
 
+
+/* ---- hostile images: clean errors, never a crash ---------------------- */
+
+static uint64_t file_get64(const char *path, uint64_t off)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t b[8] = { 0 };
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, off, SEEK_SET);
+    CU_ASSERT_EQUAL(fread(b, 1, 8, f), 8);
+    fclose(f);
+    return get_be64(b);
+}
+
+static void file_put(const char *path, uint64_t off, const void *data,
+                     size_t n)
+{
+    FILE *f = fopen(path, "r+b");
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, off, SEEK_SET);
+    CU_ASSERT_EQUAL(fwrite(data, 1, n, f), n);
+    fclose(f);
+}
+
+static void file_put64(const char *path, uint64_t off, uint64_t v)
+{
+    uint8_t b[8];
+
+    put_be64(b, v);
+    file_put(path, off, b, 8);
+}
+
+/* A 4 MiB image with data in the first two clusters; returns the host
+ * offset of its first L2 table. */
+static uint64_t make_victim(const char *img, const char *opts)
+{
+    uint64_t l1;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s %s 4M",
+                              opts, img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x5a 0 128k' "
+                              "%s >/dev/null", img), 0);
+    l1 = file_get64(img, 40);
+    return file_get64(img, l1) & QCOW2_L1E_OFFSET_MASK;
+}
+
+static void expect_open_error(const char *img, bool ro, const char *needle)
+{
+    Error *err = NULL;
+    BlockNode *bs = open_qcow2(img, ro, "", &err);
+
+    CU_ASSERT_PTR_NULL(bs);
+    if (bs != NULL) {
+        blk_unref(bs);
+        return;
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    if (strstr(error_get_pretty(err), needle) == NULL) {
+        fprintf(stderr, "\nerror '%s' lacks '%s'\n", error_get_pretty(err),
+                needle);
+        CU_FAIL("unexpected open error");
+    }
+    error_free(err);
+}
+
+static void test_hostile_tables(void)
+{
+    char *img = tpath("h.qcow2");
+    uint8_t buf[65536];
+    uint64_t l2, l1;
+    BlockNode *bs;
+    Error *err = NULL;
+
+    /* L2 entry pointing into the header: reads fail, writes do not
+     * touch the header */
+    l2 = make_victim(img, "");
+    file_put64(img, l2, QCOW2_OFLAG_COPIED | 0);
+    file_put64(img, l2 + 8, QCOW2_OFLAG_COPIED | 0x10200);  /* misaligned */
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 65536, 512, buf, 0), -EIO);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 65536, 512, buf, 0), -EIO);
+    blk_unref(bs);
+
+    /* L2 entry pointing at the L1 table: an in-place write is refused */
+    l2 = make_victim(img, "");
+    l1 = file_get64(img, 40);
+    file_put64(img, l2, QCOW2_OFLAG_COPIED | l1);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    memset(buf, 0xee, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 0, 4096, buf, 0), -EIO);
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(file_get64(img, l1) & QCOW2_L1E_OFFSET_MASK, l2);
+
+    /* L1 entry pointing into the header */
+    make_victim(img, "");
+    l1 = file_get64(img, 40);
+    file_put64(img, l1, QCOW2_OFLAG_COPIED);
+    file_put64(img, l1, QCOW2_OFLAG_COPIED | 0x200);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, 512, buf, 0), -EIO);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 0, 512, buf, 0), -EIO);
+    blk_unref(bs);
+
+    /* L2 entry far past the end of the file: reads zeroes (like QEMU's
+     * file driver), never a crash */
+    l2 = make_victim(img, "");
+    file_put64(img, l2, QCOW2_OFLAG_COPIED | (1ULL << 40));
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, 512, buf, 0), 0);
+    blk_unref(bs);
+
+    /* refcount table entry pointing into the header: allocation fails
+     * with EIO */
+    make_victim(img, "");
+    file_put64(img, file_get64(img, 48), 0x200);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 1 << 20, 512, buf, 0), -EIO);
+    blk_unref(bs);
+
+    /* tables past the end of the file: open fails */
+    make_victim(img, "");
+    file_put64(img, 40, 1ULL << 40);
+    expect_open_error(img, true, "past the end");
+    make_victim(img, "");
+    file_put64(img, 48, 0);
+    expect_open_error(img, true, "overlaps the image header");
+    /* truncated file */
+    make_victim(img, "");
+    CU_ASSERT_EQUAL(truncate(img, 50), 0);
+    expect_open_error(img, true, "too short");
+    CU_ASSERT_EQUAL(truncate(img, 0), 0);
+    expect_open_error(img, true, "too short");
+    free(img);
+}
+
+static void test_hostile_compressed(void)
+{
+    char *src = tpath("hc.raw"), *img = tpath("hc.qcow2");
+    uint8_t buf[65536];
+    uint64_t l2, e, host;
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t junk[512];
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f raw %s 1M && "
+                              "qemu-io -f raw -c 'write -P 0x33 0 1m' %s "
+                              ">/dev/null && qemu-img convert -c -f raw "
+                              "-O qcow2 %s %s", src, src, src, img), 0);
+    l2 = file_get64(img, file_get64(img, 40)) & QCOW2_L1E_OFFSET_MASK;
+    e = file_get64(img, l2);
+    CU_ASSERT_TRUE_FATAL((e & QCOW2_OFLAG_COMPRESSED) != 0);
+    host = e & ((1ULL << 54) - 1);
+    memset(junk, 0xff, sizeof(junk));
+    file_put(img, host, junk, 64);
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, 4096, buf, 0), -EIO);
+    blk_unref(bs);
+    /* compressed descriptor pointing past the end of the file */
+    file_put64(img, l2, QCOW2_OFLAG_COMPRESSED | (1ULL << 50));
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, 4096, buf, 0), -EIO);
+    blk_unref(bs);
+    free(src);
+    free(img);
+}
+
+static void test_feature_bits(void)
+{
+    char *img = tpath("fb.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t buf[512];
+
+    /* dirty: lazy refcounts left unflushed by an aborted qemu-io */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "lazy_refcounts=on %s 4M", img), 0);
+    /* (exits through abort(): no core file, and a non-zero status) */
+    CU_ASSERT_NOT_EQUAL(system(xasprintf_tmp("ulimit -c 0; qemu-io -f qcow2 "
+                                             "-c 'write -P 0x42 0 64k' -c "
+                                             "abort %s >/dev/null 2>&1",
+                                             img)), 0);
+    CU_ASSERT_TRUE_FATAL((file_get64(img, 72) & QCOW2_INCOMPAT_DIRTY) != 0);
+    expect_open_error(img, false, "dirty");
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x42);
+    blk_unref(bs);
+
+    /* corrupt: read-only only */
+    make_victim(img, "");
+    file_put64(img, 72, QCOW2_INCOMPAT_CORRUPT);
+    expect_open_error(img, false, "corrupt");
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    blk_unref(bs);
+    /* unknown incompatible bit */
+    make_victim(img, "");
+    file_put64(img, 72, 1ULL << 20);
+    expect_open_error(img, true, "unsupported qcow2 feature");
+    /* refcount_order 7 */
+    make_victim(img, "");
+    {
+        uint8_t b[4];
+
+        put_be32(b, 7);
+        file_put(img, 96, b, 4);
+    }
+    expect_open_error(img, true, "refcount width");
+    /* v2 images stay v2 and readable */
+    make_victim(img, "-o compat=0.10");
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    blk_unref(bs);
+    free(img);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1442,6 +1683,9 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "random_overlay", test_random_overlay },
     { "concurrent_writers", test_concurrent_writers },
     { "crash_kill9", test_crash_kill9 },
+    { "hostile_tables", test_hostile_tables },
+    { "hostile_compressed", test_hostile_compressed },
+    { "feature_bits", test_feature_bits },
     CU_TEST_INFO_NULL,
 };
 
