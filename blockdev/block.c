@@ -459,6 +459,7 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     bs = XNEW(BlockNode);
     bs->drv = drv;
     bs->refcnt = 1;
+    bs->graph = g;              /* listed in g->nodes only once open */
     bs->request_alignment = 1;
     pthread_mutex_init(&bs->rmw_lock, NULL);
     bs->read_only = o->has_read_only ? o->read_only
@@ -548,7 +549,6 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     } else {
         bs->node_name = xasprintf("#block%u", g->next_auto++);
     }
-    bs->graph = g;
     NodeVec_append(&g->nodes, bs);
     return bs;
 

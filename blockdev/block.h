@@ -116,7 +116,8 @@ struct BlockNode {
     void *dirty_bitmaps;         /* owned by blockdev/bitmap.c (later) */
 
     /* Added by the block layer (blockdev/block.c). */
-    BlockGraph *graph;           /* the graph the node lives in */
+    BlockGraph *graph;           /* the graph the node lives in (set
+                                  * before drv->open runs) */
     int64_t total_size;          /* bytes; cached, updated by truncate and
                                   * by writes that grow a protocol node
                                   * (atomic) */

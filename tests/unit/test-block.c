@@ -371,7 +371,98 @@ static void test_aio_file(void)
     blk_graph_free(g);
 }
 
+/* Status merged across a real qcow2 chain made by qemu-img (64k
+ * clusters):
+ *   base.raw  [0, 256k) 0x11, the rest a hole
+ *   mid.qcow2 [64k, 128k) 0x22
+ *   top.qcow2 [128k, 192k) 0x33, and a zero cluster at [0, 64k)
+ */
+static void test_chain_status(void)
+{
+    const char *dir = unit_tmpdir();
+    BlockGraph *g;
+    BlockNode *bs;
+    char cmd[4096];
+    uint64_t pnum = 0;
+    uint8_t buf[512];
+    int ret;
+
+    if (blk_find_driver("qcow2") == NULL ||
+        system("command -v qemu-img >/dev/null && "
+               "command -v qemu-io >/dev/null") != 0) {
+        printf("\n  (no qcow2 driver or no qemu-img: skipped)\n");
+        return;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && qemu-img create -q -f raw base.raw 1M && "
+             "qemu-io -f raw -c 'write -P 0x11 0 256k' base.raw >/dev/null "
+             "&& qemu-img create -q -f qcow2 -F raw -b base.raw mid.qcow2 && "
+             "qemu-io -f qcow2 -c 'write -P 0x22 64k 64k' mid.qcow2 "
+             ">/dev/null && "
+             "qemu-img create -q -f qcow2 -F qcow2 -b mid.qcow2 top.qcow2 && "
+             "qemu-io -f qcow2 -c 'write -P 0x33 128k 64k' "
+             "-c 'write -z 0 64k' top.qcow2 >/dev/null", dir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    g = blk_graph_new(NULL);
+    snprintf(cmd, sizeof(cmd), "%s/top.qcow2", dir);
+    bs = blk_open_image(g, cmd, "qcow2", "top", true, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs->backing);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs->backing->backing);
+
+    /* [0, 64k): a zero cluster in top */
+    ret = blk_allocation_depth(bs, 0, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(ret, 1);
+    CU_ASSERT_EQUAL(pnum, 65536);
+    ret = blk_block_status(bs, 0, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(ret, BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED);
+    CU_ASSERT_EQUAL(pnum, 65536);
+    /* [64k, 128k): mid, depth 2 */
+    ret = blk_allocation_depth(bs, 65536, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(ret, 2);
+    CU_ASSERT_EQUAL(pnum, 65536);
+    ret = blk_block_status(bs, 65536, 65536, &pnum);
+    CU_ASSERT_TRUE(ret >= 0 && (ret & BLK_STATUS_DATA) &&
+                   (ret & BLK_STATUS_ALLOCATED));
+    /* [128k, 192k): top */
+    ret = blk_allocation_depth(bs, 131072, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(ret, 1);
+    CU_ASSERT_EQUAL(pnum, 65536);
+    /* [192k, 1M): the raw base (a protocol layer allocates all) */
+    ret = blk_allocation_depth(bs, 196608, 1 << 20, &pnum);
+    CU_ASSERT_EQUAL(ret, 3);
+    CU_ASSERT_TRUE(pnum >= 65536);
+    ret = blk_block_status(bs, 196608, 65536, &pnum);
+    CU_ASSERT_TRUE(ret >= 0 && (ret & BLK_STATUS_DATA));
+    CU_ASSERT_EQUAL(pnum, 65536);
+    /* the data is what the chain says */
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, 512, buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0);
+    CU_ASSERT_EQUAL(blk_pread(bs, 65536, 512, buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x22);
+    CU_ASSERT_EQUAL(blk_pread(bs, 131072, 512, buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x33);
+    CU_ASSERT_EQUAL(blk_pread(bs, 196608, 512, buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x11);
+    /* the backing nodes cannot be deleted under top */
+    {
+        Error *err = NULL;
+        bs->backing->monitor_owned = true;
+        CU_ASSERT_FALSE(blk_node_delete(g, bs->backing->node_name, &err));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err),
+                                      "is busy: node is used as backing "
+                                      "hd of 'top'"));
+        error_free(err);
+        bs->backing->monitor_owned = false;
+    }
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(node_count(g), 0);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo block_tests[] = {
+    { "chain_status", test_chain_status },
     { "node_names", test_node_names },
     { "children_and_delete", test_children_and_delete },
     { "failed_open_leaves_nothing", test_failed_open_leaves_nothing },
