@@ -128,33 +128,29 @@ class Type:
 class Builtin(Type):
     kind = 'builtin'
 
-    # name: (C type, family, json-type, min, max, range word)
+    # name: (C type of a field, family, json-type in query-qmp-schema).
+    # The range checks live in the C runtime (RUNTIME_C below).
     TABLE = {
-        'str': ('char *', 'str', 'string', None, None, None),
-        'bool': ('bool', 'bool', 'boolean', None, None, None),
-        'int': ('int64_t', 'int', 'int', None, None, 'int64'),
-        'int8': ('int64_t', 'int', 'int', 'INT8_MIN', 'INT8_MAX', 'int8_t'),
-        'int16': ('int64_t', 'int', 'int', 'INT16_MIN', 'INT16_MAX',
-                  'int16_t'),
-        'int32': ('int64_t', 'int', 'int', 'INT32_MIN', 'INT32_MAX',
-                  'int32_t'),
-        'int64': ('int64_t', 'int', 'int', None, None, 'int64'),
-        'uint8': ('uint32_t', 'uint', 'int', None, 'UINT8_MAX', 'uint8_t'),
-        'uint16': ('uint32_t', 'uint', 'int', None, 'UINT16_MAX',
-                   'uint16_t'),
-        'uint32': ('uint32_t', 'uint', 'int', None, 'UINT32_MAX',
-                   'uint32_t'),
-        'uint64': ('uint64_t', 'uint', 'int', None, 'UINT64_MAX', 'uint64'),
-        'size': ('uint64_t', 'size', 'int', None, 'UINT64_MAX', 'size'),
-        'number': ('double', 'number', 'number', None, None, None),
-        'any': ('json_object *', 'any', 'value', None, None, None),
-        'null': ('bool', 'null', 'null', None, None, None),
+        'str': ('char *', 'str', 'string'),
+        'bool': ('bool', 'bool', 'boolean'),
+        'int': ('int64_t', 'int', 'int'),
+        'int8': ('int64_t', 'int', 'int'),
+        'int16': ('int64_t', 'int', 'int'),
+        'int32': ('int64_t', 'int', 'int'),
+        'int64': ('int64_t', 'int', 'int'),
+        'uint8': ('uint32_t', 'uint', 'int'),
+        'uint16': ('uint32_t', 'uint', 'int'),
+        'uint32': ('uint32_t', 'uint', 'int'),
+        'uint64': ('uint64_t', 'uint', 'int'),
+        'size': ('uint64_t', 'size', 'int'),
+        'number': ('double', 'number', 'number'),
+        'any': ('json_object *', 'any', 'value'),
+        'null': ('bool', 'null', 'null'),
     }
 
     def __init__(self, name):
         super().__init__(name)
-        (self.ctype, self.family, self.json_type, self.min, self.max,
-         self.range_word) = self.TABLE[name]
+        self.ctype, self.family, self.json_type = self.TABLE[name]
 
     def is_scalar(self):
         return True
@@ -1808,6 +1804,16 @@ def md_escape(s):
     return s.replace('|', '\\|').replace('\n', ' ')
 
 
+def feature_names(features):
+    return ', '.join('`%s`' % (f['name'] if isinstance(f, dict) else f)
+                     for f in features)
+
+
+def md_features(x, o):
+    if x.features:
+        o += ['Features: %s.' % feature_names(x.features), '']
+
+
 def md_members(ms, o):
     if not ms:
         o.append('No members.')
@@ -1819,8 +1825,11 @@ def md_members(ms, o):
         req = 'optional' if m.optional else 'mandatory'
         if m.has_default:
             req = 'default `%s`' % json.dumps(m.default)
+        doc = md_escape(m.doc)
+        if m.features:
+            doc += ' (features: %s)' % feature_names(m.features)
         o.append('| `%s` | `%s` | %s | %s |'
-                 % (m.name, m.type.doc_name(), req, md_escape(m.doc)))
+                 % (m.name, m.type.doc_name(), req, doc))
     o.append('')
 
 
@@ -1843,6 +1852,7 @@ def reference(schema):
             x = ent[1]
             if ent[0] == 'command':
                 o += ['### Command `%s`' % x.name, '', x.doc, '']
+                md_features(x, o)
                 if x.allow_oob:
                     o += ['Allowed out-of-band.', '']
                 t = x.args_type
@@ -1857,12 +1867,15 @@ def reference(schema):
                 else:
                     o += ['Returns: `{}`', '']
             elif ent[0] == 'event':
-                o += ['### Event `%s`' % x.name, '', x.doc, '', 'Data:', '']
+                o += ['### Event `%s`' % x.name, '', x.doc, '']
+                md_features(x, o)
+                o += ['Data:', '']
                 md_members(x.args_type.members, o)
             else:
                 t = x
                 o += ['### %s `%s`' % (t.kind.capitalize(), t.name), '',
                       t.doc, '']
+                md_features(t, o)
                 if t.kind == 'enum':
                     o.append('| value | description |')
                     o.append('|---|---|')
