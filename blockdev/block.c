@@ -651,6 +651,20 @@ BlockNode *blk_open_image(BlockGraph *g, const char *filename,
         }
         probed = true;
     }
+    if (strcmp(format, "file") == 0 || strcmp(format, "host_device") == 0) {
+        /* A protocol "format": the file node is the image. */
+        if (node_name != NULL) {
+            Error *local = NULL;
+            if (!blk_check_node_name(g, node_name, &local)) {
+                error_propagate(errp, local);
+                blk_unref(file);
+                return NULL;
+            }
+            free(file->node_name);
+            file->node_name = xstrdup(node_name);
+        }
+        return file;
+    }
 
     top = json_object_new_object();
     json_object_object_add(top, "driver", json_object_new_string(format));
@@ -726,6 +740,13 @@ bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
     }
     if (bs->drv->truncate == NULL) {
         error_setg(errp, "Image format driver does not support resize");
+        return false;
+    }
+    /* Users (exports) do not share resizing, as in QEMU: a client must
+     * not see the size change under it. */
+    if (bs->users != NULL && ((UserVec *)bs->users)->len > 0) {
+        error_setg(errp, "Node '%s' is busy: node is used by %s",
+                   bs->node_name, ((UserVec *)bs->users)->ptr[0].name);
         return false;
     }
     if (!bs->drv->truncate(bs, size, errp)) {

@@ -453,6 +453,36 @@ static bool file_unsupported(int ret)
            ret == -EINVAL;
 }
 
+/* Zeroes on a block device: BLKDISCARD when unmapping is allowed and
+ * the device guarantees zeroes after it is not something we can know,
+ * so BLKZEROOUT (which the kernel may do with WRITE ZEROES / UNMAP) on
+ * sector-aligned ranges; the generic layer writes zero buffers for the
+ * rest. */
+static int file_blockdev_zeroes(BlockNode *bs, FileState *s, uint64_t offset,
+                                uint64_t bytes, uint32_t flags)
+{
+    uint64_t range[2] = { offset, bytes };
+
+    (void)bs;
+    if (s->no_zero_range || !IS_ALIGNED(offset, 512) ||
+        !IS_ALIGNED(bytes, 512)) {
+        return -ENOTSUP;
+    }
+    if (ioctl(s->fd, BLKZEROOUT, range) != 0) {
+        int ret = -errno;
+        if (file_unsupported(ret) || ret == -ENOTTY) {
+            s->no_zero_range = true;
+            return -ENOTSUP;
+        }
+        return ret;
+    }
+    if ((flags & BLK_REQ_FUA) && !bs->cache_no_flush &&
+        fdatasync(s->fd) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
 static int file_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
                               uint32_t flags)
 {
@@ -461,7 +491,7 @@ static int file_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
     int ret = -ENOTSUP;
 
     if (s->is_blockdev) {
-        return -ENOTSUP;        /* the generic layer writes zeroes */
+        return file_blockdev_zeroes(bs, s, offset, bytes, flags);
     }
     ret = file_size_now(s, &size);
     if (ret < 0) {
@@ -509,8 +539,16 @@ static int file_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     uint64_t size;
     int ret;
 
-    if (s->no_punch || s->is_blockdev) {
+    if (s->no_punch) {
         return 0;               /* discard is a hint */
+    }
+    if (s->is_blockdev) {
+        uint64_t range[2] = { offset, bytes };
+        if (!IS_ALIGNED(offset, 512) || !IS_ALIGNED(bytes, 512) ||
+            ioctl(s->fd, BLKDISCARD, range) != 0) {
+            return 0;           /* unaligned or unsupported: ignored */
+        }
+        return 0;
     }
     ret = file_size_now(s, &size);
     if (ret < 0 || offset >= size) {

@@ -32,7 +32,7 @@ static bool null_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     if (n->has_size) {
         if (n->size < 0) {
             error_setg(errp, "Parameter 'size' expects a non-negative "
-                       "value");
+                       "number below 2^64");
             return false;
         }
         s->size = (uint64_t)n->size;

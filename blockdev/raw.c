@@ -42,11 +42,13 @@ static bool raw_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         return false;
     }
     if (r->has_offset && r->offset < 0) {
-        error_setg(errp, "Parameter 'offset' expects a non-negative value");
+        error_setg(errp, "Parameter 'offset' expects a non-negative number "
+                   "below 2^64");
         return false;
     }
     if (r->has_size && r->size < 0) {
-        error_setg(errp, "Parameter 'size' expects a non-negative value");
+        error_setg(errp, "Parameter 'size' expects a non-negative number "
+                   "below 2^64");
         return false;
     }
     s->offset = r->has_offset ? (uint64_t)r->offset : 0;
@@ -60,8 +62,9 @@ static bool raw_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         s->has_size = true;
         s->size = (uint64_t)r->size;
         if ((uint64_t)real_size - s->offset < s->size) {
+            /* QEMU's message, double space included. */
             error_setg(errp, "The sum of offset (%llu) and size (%llu) has "
-                       "to be smaller or equal to the actual size of the "
+                       "to be smaller or equal to the  actual size of the "
                        "containing file (%lld)",
                        (unsigned long long)s->offset,
                        (unsigned long long)s->size, (long long)real_size);

@@ -156,7 +156,7 @@ def test_bad_sizes_and_windows(blockd, tmp_path):
     expect_error(blockd, "Parameter 'size' expects", "blockdev-add",
                  {"driver": "null-co", "node-name": "x", "size": -1})
     expect_error(blockd, "The sum of offset (4096) and size (65536) has to "
-                 "be smaller or equal to the actual size of the containing "
+                 "be smaller or equal to the  actual size of the containing "
                  "file (65536)", "blockdev-add",
                  {"driver": "raw", "node-name": "x", "offset": 4096,
                   "size": 65536,
@@ -299,6 +299,10 @@ def test_exported_node_in_use(blockd, tmp_path):
                                     "node-name": "n0", "writable": True})
     expect_error(blockd, "Block device n0 is in use by export 'e0'",
                  "blockdev-del", {"node-name": "n0"}, exact=True)
+    # an export does not share resizing
+    expect_error(blockd, "Node 'n0' is busy: node is used by export 'e0'",
+                 "block_resize", {"node-name": "n0", "size": 2 << 20},
+                 exact=True)
     if shutil.which("qemu-io"):
         # data written over NBD into an O_DIRECT node, unaligned, is what
         # qemu-io reads from the file afterwards

@@ -130,7 +130,7 @@ static void test_raw_bad_window(void)
                       "containing file (65536)");
     expect_open_error(g, path, "\"offset\":512,\"size\":65536",
                       "The sum of offset (512) and size (65536) has to be "
-                      "smaller or equal to the actual size of the "
+                      "smaller or equal to the  actual size of the "
                       "containing file (65536)");
     expect_open_error(g, path, "\"size\":1000",
                       "Specified size is not multiple of 512");
@@ -193,6 +193,13 @@ static void test_raw_probe(void)
     } else {
         printf("\n  (no qcow2 driver: sector-0 guard not exercised)\n");
     }
+    blk_unref(bs);
+    /* "file" as the format: the protocol node itself */
+    bs = blk_open_image(g, path, "file", "pf", true, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_STRING_EQUAL(bs->drv->format_name, "file");
+    CU_ASSERT_STRING_EQUAL(bs->node_name, "pf");
+    CU_ASSERT_PTR_EQUAL(blk_find_node(g, "pf"), bs);
     blk_unref(bs);
     /* with the format given, no guard */
     bs = blk_open_image(g, path, "raw", NULL, false, NULL);
