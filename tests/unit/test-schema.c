@@ -649,6 +649,152 @@ static void test_partial_free(void)
     }
 }
 
+/* Replace every value in a valid input, one at a time, by values of
+ * every JSON kind, and parse: each try must either succeed or fail with
+ * a message, never crash or leak (run under ASan). */
+typedef bool ParseFn(json_object *root, Error **errp);
+
+static unsigned mutations_ok;
+static unsigned mutations_failed;
+
+static void mutate_try(json_object *root, ParseFn *fn)
+{
+    Error *err = NULL;
+
+    if (fn(root, &err)) {
+        CU_ASSERT_PTR_NULL(err);
+        mutations_ok++;
+    } else {
+        CU_ASSERT_PTR_NOT_NULL(err);
+        CU_ASSERT_TRUE(err && err->msg[0] != '\0');
+        mutations_failed++;
+        error_free(err);
+    }
+}
+
+static void mutate_walk(json_object *root, json_object *node, ParseFn *fn)
+{
+    static const char *const subst[] = {
+        "null", "0", "-1", "4294967296", "-9223372036854775808",
+        "18446744073709551615", "1.5", "\"\"", "\"x\"", "true", "[]",
+        "{}", "[1, \"a\"]", "{\"driver\": \"file\"}",
+    };
+
+    if (json_object_is_type(node, json_type_object)) {
+        /* Deleting a member frees its key: work on copies. */
+        size_t n = json_object_object_length(node);
+        char **keys = xcalloc(n ? n : 1, sizeof(*keys));
+        size_t i = 0;
+
+        json_object_object_foreach(node, key, val) {
+            (void)val;
+            keys[i++] = xstrdup(key);
+        }
+        for (i = 0; i < n; i++) {
+            json_object *cur = NULL;
+            json_object *saved;
+
+            CU_ASSERT_TRUE_FATAL(json_object_object_get_ex(node, keys[i],
+                                                           &cur));
+            saved = json_object_get(cur);
+            for (size_t k = 0; k < ARRAY_SIZE(subst); k++) {
+                json_object_object_add(node, keys[i], js(subst[k]));
+                mutate_try(root, fn);
+            }
+            json_object_object_del(node, keys[i]);
+            mutate_try(root, fn);
+            json_object_object_add(node, keys[i], saved);
+            mutate_walk(root, saved, fn);
+            free(keys[i]);
+        }
+        free(keys);
+        json_object_object_add(node, "extra", json_object_new_int(1));
+        mutate_try(root, fn);
+        json_object_object_del(node, "extra");
+    } else if (json_object_is_type(node, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(node); i++) {
+            json_object *saved =
+                json_object_get(json_object_array_get_idx(node, i));
+
+            for (size_t k = 0; k < ARRAY_SIZE(subst); k++) {
+                json_object_array_put_idx(node, i, js(subst[k]));
+                mutate_try(root, fn);
+            }
+            json_object_array_put_idx(node, i, saved);
+            mutate_walk(root, saved, fn);
+        }
+    }
+}
+
+static bool parse_blockdev(json_object *root, Error **errp)
+{
+    BlockdevOptions *v = NULL;
+    bool ok = qapi_parse_BlockdevOptions(root, NULL, 0, &v, errp);
+
+    if (ok) {
+        json_object_put(qapi_BlockdevOptions_to_json(v));
+    }
+    qapi_free_BlockdevOptions(v);
+    return ok;
+}
+
+static bool parse_export(json_object *root, Error **errp)
+{
+    BlockExportOptions *v = NULL;
+    bool ok = qapi_parse_BlockExportOptions(root, NULL, 0, &v, errp);
+
+    qapi_free_BlockExportOptions(v);
+    return ok;
+}
+
+static bool parse_object(json_object *root, Error **errp)
+{
+    ObjectOptions *v = NULL;
+    bool ok = qapi_parse_ObjectOptions(root, NULL, 0, &v, errp);
+
+    qapi_free_ObjectOptions(v);
+    return ok;
+}
+
+static void test_mutations(void)
+{
+    static const struct {
+        ParseFn *fn;
+        const char *text;
+    } inputs[] = {
+        { parse_blockdev,
+          "{\"driver\": \"qcow2\", \"node-name\": \"n\", \"file\":"
+          " {\"driver\": \"file\", \"filename\": \"/x\", \"cache\":"
+          " {\"direct\": true}}, \"backing\": {\"driver\": \"raw\","
+          " \"file\": \"b\", \"size\": 5}, \"overlap-check\":"
+          " {\"template\": \"all\"}, \"encrypt\": {\"a\": [1]}}" },
+        { parse_blockdev,
+          "{\"driver\": \"nbd\", \"server\": {\"type\": \"inet\","
+          " \"host\": \"h\", \"port\": \"1\", \"to\": 2},"
+          " \"reconnect-delay\": 3}" },
+        { parse_export,
+          "{\"type\": \"nbd\", \"id\": \"e\", \"node-name\": \"n\","
+          " \"bitmaps\": [\"a\", {\"node\": \"m\", \"name\": \"b\"}]}" },
+        { parse_object,
+          "{\"qom-type\": \"authz-list\", \"id\": \"a\", \"rules\":"
+          " [{\"match\": \"x\", \"policy\": \"allow\"}]}" },
+    };
+
+    for (size_t k = 0; k < ARRAY_SIZE(inputs); k++) {
+        CLEANUP_JSON json_object *root = js(inputs[k].text);
+
+        mutate_try(root, inputs[k].fn);
+        mutate_walk(root, root, inputs[k].fn);
+    }
+    /* Both outcomes happened many times. */
+    if (getenv("TEST_VERBOSE")) {
+        fprintf(stderr, "\nmutations: %u parsed, %u refused\n",
+                mutations_ok, mutations_failed);
+    }
+    CU_ASSERT_TRUE(mutations_ok > 20);
+    CU_ASSERT_TRUE(mutations_failed > 200);
+}
+
 static void test_commands(void)
 {
     const QmpCommand *c;
@@ -830,6 +976,7 @@ static CU_TestInfo schema_tests[] = {
     { "keyval", test_keyval },
     { "round_trip", test_round_trip },
     { "partial_free", test_partial_free },
+    { "mutations", test_mutations },
     { "commands", test_commands },
     { "introspection", test_introspection },
     CU_TEST_INFO_NULL,
