@@ -3,8 +3,10 @@
 
 Run by meson (suite "schema") or directly: python3 schema/tests/test_gen.py
 """
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,10 +16,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import gen  # noqa: E402
 
+TMP = tempfile.mkdtemp(prefix='test-gen-')
+atexit.register(shutil.rmtree, TMP, True)
+
 
 def load(defs):
     """Build a Schema from one module holding defs."""
-    d = tempfile.mkdtemp()
+    d = tempfile.mkdtemp(dir=TMP)
     with open(os.path.join(d, 'm.json'), 'w') as f:
         json.dump(defs, f)
     with open(os.path.join(d, 'schema.json'), 'w') as f:
@@ -146,7 +151,7 @@ class Checks(unittest.TestCase):
 
 class CommandLine(unittest.TestCase):
     def test_error_exit(self):
-        d = tempfile.mkdtemp()
+        d = tempfile.mkdtemp(dir=TMP)
         with open(os.path.join(d, 'm.json'), 'w') as f:
             f.write('[{"struct": "S", "doc": "x", "data": {"a": "Q"}}]')
         with open(os.path.join(d, 'schema.json'), 'w') as f:
