@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "blockdev/block-drivers.h"
 #include "util/cleanup.h"
@@ -629,7 +630,12 @@ BlockNode *blk_open_image(BlockGraph *g, const char *filename,
     BlockNode *file, *bs;
     bool probed = false;
 
-    json_object_object_add(fobj, "driver", json_object_new_string("file"));
+    struct stat st;
+
+    /* Block devices get QEMU's host_device protocol driver. */
+    json_object_object_add(fobj, "driver", json_object_new_string(
+        stat(filename, &st) == 0 && S_ISBLK(st.st_mode) ? "host_device"
+                                                        : "file"));
     json_object_object_add(fobj, "filename",
                            json_object_new_string(filename));
     json_object_object_add(fobj, "read-only",

@@ -696,6 +696,13 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         goto fail;
     }
     s->is_blockdev = S_ISBLK(st.st_mode);
+    if (o->driver == BLOCKDEV_DRIVER_HOST_DEVICE && !s->is_blockdev) {
+        /* (character devices are not supported, but QEMU's message
+         * names them) */
+        error_setg(errp, "'host_device' driver requires '%s' to be either "
+                   "a character or block device", f->filename);
+        goto fail;
+    }
     if (!S_ISREG(st.st_mode) && !s->is_blockdev) {
         error_setg(errp, "'file' driver requires '%s' to be a regular file",
                    f->filename);

@@ -92,6 +92,20 @@ static void test_file_open_errors(void)
     error_free(err);
     err = NULL;
 
+    {
+        CLEANUP_FREE char *p = make_file("hd.img", 4096);
+        CLEANUP_FREE char *m = xasprintf("'host_device' driver requires "
+                                         "'%s' to be either a character or "
+                                         "block device", p);
+        char json[4096];
+        snprintf(json, sizeof(json), "{\"driver\":\"host_device\","
+                 "\"filename\":\"%s\"}", p);
+        CU_ASSERT_PTR_NULL(open_json(g, json, &err));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+        CU_ASSERT_STRING_EQUAL(error_get_pretty(err), m);
+        error_free(err);
+        err = NULL;
+    }
     CU_ASSERT_PTR_NULL(open_file(g, "", NULL, &err));
     CU_ASSERT_PTR_NOT_NULL(err);
     error_free(err);
@@ -519,7 +533,79 @@ static void test_file_qemu_io_data(void)
     blk_graph_free(g);
 }
 
+/* host_device on a loop device, when this machine lets us make one. */
+static void test_host_device(void)
+{
+    BlockGraph *g;
+    CLEANUP_FREE char *path = make_file("loop.img", 4 << 20);
+    char cmd[4096], dev[256] = "";
+    BlockNode *bs;
+    FILE *f;
+    uint8_t *buf;
+    void *abuf = NULL;
+    Error *err = NULL;
+
+    snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>/dev/null", path);
+    f = popen(cmd, "r");
+    if (f == NULL || fgets(dev, sizeof(dev), f) == NULL ||
+        strncmp(dev, "/dev/", 5) != 0) {
+        if (f != NULL) {
+            pclose(f);
+        }
+        printf("\n  (cannot set up a loop device here: skipped)\n");
+        return;
+    }
+    pclose(f);
+    dev[strcspn(dev, "\n")] = '\0';
+    g = blk_graph_new(NULL);
+    bs = blk_open_image(g, dev, NULL, "dev0", false, &err);
+    if (bs == NULL) {
+        printf("\n  (%s: %s: skipped)\n", dev, error_get_pretty(err));
+        error_free(err);
+        goto out;
+    }
+    CU_ASSERT_STRING_EQUAL(bs->file->drv->format_name, "host_device");
+    CU_ASSERT_EQUAL(blk_getlength(bs), 4 << 20);
+    buf = xmalloc(65536);
+    memset(buf, 0x77, 65536);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 4096, 65536, buf, BLK_REQ_FUA), 0);
+    /* zeroes in the middle (BLKZEROOUT), unaligned ones by writes */
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, 8192, 8192, 0), 0);
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, 20000, 3, 0), 0);
+    CU_ASSERT_EQUAL(blk_pread(bs, 4096, 65536, buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x77);
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf + 4096, 8192));
+    CU_ASSERT_EQUAL(buf[4096 + 8192], 0x77);
+    CU_ASSERT_TRUE(blk_buffer_is_zero(buf + 20000 - 4096, 3));
+    CU_ASSERT_EQUAL(buf[20003 - 4096], 0x77);
+    /* a device does not grow */
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 4 << 20, 512, buf, 0), -ENOSPC);
+    CU_ASSERT_FALSE(blk_truncate(bs, 8 << 20, &err));
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_EQUAL(blk_flush(bs), 0);
+    free(buf);
+    blk_unref(bs);
+
+    /* O_DIRECT on the device: the sector size from the kernel */
+    snprintf(cmd, sizeof(cmd), "{\"driver\":\"host_device\",\"filename\":"
+             "\"%s\",\"cache\":{\"direct\":true}}", dev);
+    bs = open_json(g, cmd, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(bs->request_alignment >= 512);
+    CU_ASSERT_EQUAL(posix_memalign(&abuf, 4096, 8192), 0);
+    CU_ASSERT_EQUAL(blk_pread(bs, 4097, 100, abuf, 0), 0);
+    CU_ASSERT_EQUAL(((uint8_t *)abuf)[0], 0x77);
+    free(abuf);
+    blk_unref(bs);
+out:
+    blk_graph_free(g);
+    snprintf(cmd, sizeof(cmd), "losetup -d '%s'", dev);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 static CU_TestInfo file_tests[] = {
+    { "host_device", test_host_device },
     { "open_errors", test_file_open_errors },
     { "io_grow", test_file_io_grow },
     { "read_only", test_file_read_only },
