@@ -162,7 +162,11 @@ static bool run_command_option(Daemon *d, const OptionAction *a,
             return false;
         }
     } else {
-        args = keyval_parse(a->value, NULL, errp);
+        /* As qemu-storage-daemon: "--object secret,id=..." and "--export
+         * nbd,id=..." name the type first, without its key. */
+        const char *implied = a->kind == OPT_OBJECT ? "qom-type"
+                              : a->kind == OPT_EXPORT ? "type" : NULL;
+        args = keyval_parse(a->value, implied, errp);
         if (args == NULL) {
             error_prepend(errp, "%s: ", option_name(a->kind));
             return false;

@@ -211,3 +211,21 @@ def test_defaults_with_no_options(tmp_path):
     assert not (tmp_path / "blockd" / "scratch.img").exists()
     assert not (tmp_path / "blockd" / "nbd.sock").exists()
     assert not (tmp_path / "blockd" / "qmp.sock").exists()
+
+
+def test_implied_keys_of_export_and_object(blockd_factory, tmp_path):
+    sock = tempfile.mktemp(prefix="bd-", dir="/tmp")
+    d = blockd_factory(
+        "--blockdev", "driver=null-co,node-name=n0,read-zeroes=on",
+        "--nbd-server", "addr.type=unix,addr.path=" + sock,
+        "--export", "nbd,id=e0,node-name=n0,name=zero")
+    exports = d.cmd("query-block-exports")
+    assert [(e["id"], e["type"]) for e in exports] == [("e0", "nbd")]
+    r = subprocess.run(["nbdinfo", "--size",
+                        "nbd+unix:///zero?socket=" + sock],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and int(r.stdout) == 1 << 30
+    # --object's implied key is qom-type: the command is reached
+    r = run("--object", "secret,id=s0,data=x")
+    assert r.returncode == 1
+    assert "object-add" in r.stderr or "secret" in r.stderr
