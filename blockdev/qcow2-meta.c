@@ -365,7 +365,7 @@ static const char *feature_name(const Qcow2Header *h, unsigned bit)
 }
 
 bool qcow2_header_check_features(const Qcow2Header *h, bool writable,
-                                 Error **errp)
+                                 bool can_repair, Error **errp)
 {
     uint64_t unknown = h->incompatible_features & ~(uint64_t)QCOW2_INCOMPAT_KNOWN;
 
@@ -427,7 +427,8 @@ bool qcow2_header_check_features(const Qcow2Header *h, bool writable,
                    "read/write (run 'qemu-img check -r all')");
         return false;
     }
-    if (writable && (h->incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+    if (writable && !can_repair &&
+        (h->incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
         error_setg(errp, "qcow2: image is dirty (lazy refcounts were not "
                    "flushed); blockd does not repair refcounts: run "
                    "'qemu-img check -r all' or open it read-only");

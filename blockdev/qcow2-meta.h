@@ -134,10 +134,11 @@ bool qcow2_header_check_layout(const Qcow2Header *h, uint64_t file_size,
 
 /* Check the feature bits for opening (writable or not): unknown
  * incompatible bits (named from the feature table when possible), dirty
- * (refused writable: refcounts need a repair), corrupt (read-only only),
- * external data file, encryption, compression type. */
+ * (refused writable unless can_repair: the refcounts must be rebuilt
+ * first), corrupt (read-only only), external data file, encryption,
+ * compression type. */
 bool qcow2_header_check_features(const Qcow2Header *h, bool writable,
-                                 Error **errp);
+                                 bool can_repair, Error **errp);
 
 /* Bytes of the L1 table needed for a virtual size (entries). */
 uint64_t qcow2_l1_entries_for_size(const Qcow2Header *h, uint64_t size);

@@ -5,8 +5,11 @@
  * fuzzable), the table cache in qcow2-cache.c.
  *
  * Limits of this driver (refused with a clear error, never guessed):
- * writes to images with extended L2 entries, dirty (lazy refcount)
- * images opened writable, encryption, external data files.
+ * writes to images with extended L2 entries, encryption, external data
+ * files.  A dirty image (lazy refcounts after a crash) is repaired on a
+ * writable open, as QEMU does; read-only opens use it as it is.  We
+ * never set the dirty bit ourselves: refcounts are always written
+ * before the references (lazy-refcounts=on is accepted and ignored).
  */
 #include "blockdev/qcow2.h"
 
@@ -1298,6 +1301,217 @@ static bool load_snapshots(BlockNode *bs, BDRVQcow2 *s, uint64_t file_size,
     }
 }
 
+
+/* ---- repair of dirty images ------------------------------------------ */
+
+/* Count one reference to every cluster [off, off+bytes) touches. */
+static bool count_ref(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
+                      uint64_t off, uint64_t bytes, const char *what,
+                      Error **errp)
+{
+    uint64_t last;
+
+    if (bytes == 0) {
+        return true;
+    }
+    last = cluster_of(s, off + bytes - 1);
+    if (off + bytes < off || last >= n) {
+        error_setg(errp, "qcow2: cannot repair '%s': %s at 0x%llx is past "
+                   "the end of the file", s->bs->filename, what,
+                   (unsigned long long)off);
+        return false;
+    }
+    for (uint64_t ci = cluster_of(s, off); ci <= last; ci++) {
+        if (refs[ci] == UINT32_MAX) {
+            error_setg(errp, "qcow2: cannot repair '%s': refcount overflow",
+                       s->bs->filename);
+            return false;
+        }
+        refs[ci]++;
+    }
+    return true;
+}
+
+/* Count the references of one L1 table and everything under it. */
+static bool count_l1_tree(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
+                          uint64_t l1_off, uint32_t l1_size, Error **errp)
+{
+    uint64_t cs = s->h.cluster_size;
+    CLEANUP_FREE uint64_t *l1 = NULL;
+    uint64_t *l2 = (uint64_t *)s->cow_buf;
+    int ret;
+
+    if (!count_ref(s, refs, n, l1_off, (uint64_t)l1_size * 8, "L1 table",
+                   errp)) {
+        return false;
+    }
+    ret = read_table(s->bs, l1_off, l1_size, &l1);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: cannot read an L1 table");
+        return false;
+    }
+    for (uint32_t i = 0; i < l1_size; i++) {
+        uint64_t l2_off;
+
+        if (qcow2_l1_decode(&s->h, l1[i], &l2_off) < 0) {
+            error_setg(errp, "qcow2: cannot repair: invalid L1 entry");
+            return false;
+        }
+        if (l2_off == 0) {
+            continue;
+        }
+        if (!count_ref(s, refs, n, l2_off, cs, "L2 table", errp)) {
+            return false;
+        }
+        ret = blk_pread(s->bs->file, l2_off, cs, l2, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: cannot read an L2 table");
+            return false;
+        }
+        for (uint64_t j = 0; j < (1ULL << s->h.l2_bits); j++) {
+            uint64_t e = be64toh(l2[j * (s->h.l2_entry_size / 8)]);
+            Qcow2Mapping m;
+            bool ok = true;
+
+            if (qcow2_l2_decode(&s->h, e, &m) < 0) {
+                error_setg(errp, "qcow2: cannot repair: invalid L2 entry");
+                return false;
+            }
+            if (m.type == QCOW2_CLUSTER_COMPRESSED) {
+                uint64_t start = m.host_offset & ~511ULL;
+
+                ok = count_ref(s, refs, n, start, m.compressed_size +
+                               (m.host_offset - start), "compressed data",
+                               errp);
+            } else if (m.host_offset != 0) {
+                ok = count_ref(s, refs, n, m.host_offset, cs, "data cluster",
+                               errp);
+            }
+            if (!ok) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Rebuild the refcount structure of a dirty image (lazy refcounts left
+ * stale by a crash), as 'qemu-img check -r all' does: count every
+ * reference from the header, the active and snapshot L1 trees and the
+ * snapshot table; write new refcount blocks and a new refcount table
+ * after the end of the file; then switch the header in one sector
+ * write, which also clears the dirty bit (and the autoclear bits: we do
+ * not keep bitmaps consistent, so their clusters become free).  A crash
+ * before the switch leaves the old (dirty) image as it was. */
+static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t rbe = 1ULL << s->h.rb_bits;
+    uint64_t e = DIV_ROUND_UP(file_size, cs);
+    uint64_t r = 1, t = 1, entries = 0;
+    uint64_t max = qcow2_refcount_max(s->h.refcount_order);
+    CLEANUP_FREE uint32_t *refs = NULL;
+    CLEANUP_FREE uint64_t *table = NULL;
+    uint8_t hdr[48];
+    int ret;
+
+    log_warn("qcow2 '%s': image is dirty (lazy refcounts); rebuilding the "
+             "refcount structure", s->bs->filename);
+    for (;;) {
+        uint64_t total, r2, t2;
+
+        total = e + r + t;
+        entries = DIV_ROUND_UP(total, rbe);
+        r2 = entries;
+        t2 = DIV_ROUND_UP(entries * 8, cs);
+        if (r2 == r && t2 == t) {
+            break;
+        }
+        r = r2;
+        t = t2;
+    }
+    if (t * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        error_setg(errp, "qcow2: cannot repair '%s': image too large",
+                   s->bs->filename);
+        return false;
+    }
+    refs = xcalloc(e + r + t, sizeof(*refs));
+    if (!count_ref(s, refs, e, 0, cs, "header", errp) ||
+        !count_l1_tree(s, refs, e, s->h.l1_table_offset, s->h.l1_size,
+                       errp) ||
+        !count_ref(s, refs, e, s->h.snapshots_offset,
+                   s->h.nb_snapshots ? s->snapshots_len : 0,
+                   "snapshot table", errp)) {
+        return false;
+    }
+    for (uint32_t i = 0; i < s->h.nb_snapshots; i++) {
+        if (!count_l1_tree(s, refs, e, s->snapshots[i].l1_table_offset,
+                           s->snapshots[i].l1_size, errp)) {
+            return false;
+        }
+    }
+    for (uint64_t ci = e; ci < e + r + t; ci++) {
+        refs[ci] = 1;
+    }
+    table = xzalloc(t * cs);
+    for (uint64_t j = 0; j < r; j++) {
+        memset(s->cow_buf, 0, cs);
+        for (uint64_t k = 0; k < rbe && j * rbe + k < e + r + t; k++) {
+            if (refs[j * rbe + k] > max) {
+                error_setg(errp, "qcow2: cannot repair '%s': refcount "
+                           "overflow", s->bs->filename);
+                return false;
+            }
+            qcow2_refcount_set(s->cow_buf, s->h.refcount_order, k,
+                               refs[j * rbe + k]);
+        }
+        ret = blk_pwrite(s->bs->file, (e + j) * cs, cs, s->cow_buf, 0);
+        if (ret < 0) {
+            goto io_error;
+        }
+        put_be64(&table[j], (e + j) * cs);
+    }
+    ret = blk_pwrite(s->bs->file, (e + r) * cs, t * cs, table, 0);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        goto io_error;
+    }
+    /* Header bytes 48..95 in one write. */
+    put_be64(hdr, (e + r) * cs);
+    put_be32(hdr + 8, t);
+    put_be32(hdr + 12, s->h.nb_snapshots);
+    put_be64(hdr + 16, s->h.snapshots_offset);
+    put_be64(hdr + 24, s->h.incompatible_features & ~QCOW2_INCOMPAT_DIRTY);
+    put_be64(hdr + 32, s->h.compatible_features);
+    put_be64(hdr + 40, 0);
+    ret = blk_pwrite(s->bs->file, 48, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        goto io_error;
+    }
+    for (uint64_t j = 0; j < t * cs / 8; j++) {
+        table[j] = be64toh(table[j]);
+    }
+    free(s->reftable);
+    s->reftable = TAKE_PTR(table);
+    s->reftable_size = t * cs / 8;
+    s->h.refcount_table_offset = (e + r) * cs;
+    s->h.refcount_table_clusters = t;
+    s->h.incompatible_features &= ~(uint64_t)QCOW2_INCOMPAT_DIRTY;
+    s->h.autoclear_features = 0;
+    s->free_hint = 0;
+    return true;
+
+io_error:
+    error_setg_errno(errp, -ret, "qcow2: could not repair '%s'",
+                     s->bs->filename);
+    return false;
+}
+
 /* Open the backing file named in the header, unless the options said
  * "backing": null or gave one.  Backing loops (A -> B -> A) are refused:
  * the names of the images being opened are kept on a stack (open runs
@@ -1390,7 +1604,7 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
         return false;
     }
     if (!qcow2_header_parse(hbuf, hlen, &s->h, errp) ||
-        !qcow2_header_check_features(&s->h, writable, errp) ||
+        !qcow2_header_check_features(&s->h, writable, true, errp) ||
         !qcow2_header_check_layout(&s->h, flen, errp)) {
         return false;
     }
@@ -1486,6 +1700,10 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
     s->cbuf = xmalloc(2 * s->h.cluster_size);
     s->dbuf = xmalloc(s->h.cluster_size);
 
+    if (writable && (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        !repair_refcounts(s, flen, errp)) {
+        return false;
+    }
     if (writable && s->h.autoclear_features) {
         /* We do not maintain what the autoclear bits promise (bitmaps):
          * clear them before the first write, as qcow2.txt requires. */

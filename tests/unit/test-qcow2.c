@@ -45,7 +45,7 @@ static bool parse_ok(const uint8_t *b, size_t len, Qcow2Header *h)
 {
     Error *err = NULL;
     bool ok = qcow2_header_parse(b, len, h, &err) &&
-              qcow2_header_check_features(h, true, &err) &&
+              qcow2_header_check_features(h, true, false, &err) &&
               qcow2_header_check_layout(h, FSIZE, &err);
 
     if (!ok) {
@@ -62,7 +62,7 @@ static void expect_fail(const uint8_t *b, size_t len, bool writable,
     Qcow2Header h;
     Error *err = NULL;
     bool ok = qcow2_header_parse(b, len, &h, &err) &&
-              qcow2_header_check_features(&h, writable, &err) &&
+              qcow2_header_check_features(&h, writable, false, &err) &&
               qcow2_header_check_layout(&h, FSIZE, &err);
 
     CU_ASSERT_FALSE(ok);
@@ -286,7 +286,7 @@ static void test_header_features(void)
         Error *err = NULL;
 
         CU_ASSERT_TRUE(qcow2_header_parse(b, HBUF, &h, &err) &&
-                       qcow2_header_check_features(&h, false, &err));
+                       qcow2_header_check_features(&h, false, false, &err));
         error_free(err);
     }
     make_v3(b);
@@ -380,7 +380,7 @@ static void test_header_mutations(void)
             len = rand_r(&seed) % 200;
         }
         if (qcow2_header_parse(b, len, &h, &err) &&
-            qcow2_header_check_features(&h, iter & 1, &err) &&
+            qcow2_header_check_features(&h, iter & 1, false, &err) &&
             qcow2_header_check_layout(&h, FSIZE, &err)) {
             ok++;
             CU_ASSERT_TRUE(h.cluster_bits >= 9 && h.cluster_bits <= 21);
@@ -1618,12 +1618,53 @@ static void test_feature_bits(void)
                                              "abort %s >/dev/null 2>&1",
                                              img)), 0);
     CU_ASSERT_TRUE_FATAL((file_get64(img, 72) & QCOW2_INCOMPAT_DIRTY) != 0);
-    expect_open_error(img, false, "dirty");
+    /* qemu-img sees the stale refcounts */
+    CU_ASSERT_NOT_EQUAL(system(xasprintf_tmp("qemu-img check -q %s "
+                                             ">/dev/null 2>&1", img)), 0);
     bs = open_qcow2(img, true, "", &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
     CU_ASSERT_EQUAL(buf[0], 0x42);
     blk_unref(bs);
+    /* a writable open repairs the refcounts and clears the dirty bit */
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(file_get64(img, 72) & QCOW2_INCOMPAT_DIRTY, 0);
+    memset(buf, 0x43, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 1 << 20, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x42);
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    CU_ASSERT_EQUAL(run("qemu-io -f qcow2 -c 'read -P 0x42 0 64k' "
+                        "-c 'read -P 0x43 1m 512' %s >/dev/null", img), 0);
+
+    /* a dirty image with snapshots and compressed clusters */
+    {
+        char *src = tpath("fb-src.raw");
+
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f raw %s 4M && "
+                                  "qemu-io -f raw -c 'write -P 9 0 2m' %s "
+                                  ">/dev/null && qemu-img convert -c -f raw "
+                                  "-O qcow2 -o lazy_refcounts=on %s %s && "
+                                  "qemu-img snapshot -c s %s", src, src, src,
+                                  img, img), 0);
+        system(xasprintf_tmp("ulimit -c 0; qemu-io -f qcow2 -c 'write -P 3 "
+                             "1m 1m' -c 'write -P 4 3m 8k' -c abort %s "
+                             ">/dev/null 2>&1", img));
+        CU_ASSERT_TRUE((file_get64(img, 72) & QCOW2_INCOMPAT_DIRTY) != 0);
+        bs = open_qcow2(img, false, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        blk_unref(bs);
+        CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+        CU_ASSERT_EQUAL(run("qemu-io -f qcow2 -c 'read -P 9 0 1m' "
+                            "-c 'read -P 3 1m 1m' -c 'read -P 4 3m 8k' %s "
+                            ">/dev/null", img), 0);
+        CU_ASSERT_EQUAL(run("qemu-img convert -l s -O raw %s %s.s && "
+                            "qemu-img compare -q -f raw -F raw %s %s.s",
+                            img, src, src, src), 0);
+        free(src);
+    }
 
     /* corrupt: read-only only */
     make_victim(img, "");
