@@ -388,10 +388,14 @@ static int file_pwrite_bounce(BlockNode *bs, FileState *s, uint64_t offset,
             break;
         }
         /* The aligned write may have grown the file past the request:
-         * cut it back to what a plain write would have left. */
+         * cut it back to what a plain write would have left, unless
+         * someone else has grown it further meanwhile. */
         if (!s->is_blockdev && start + len > (uint64_t)st.st_size &&
             start + len > end) {
-            if (ftruncate(s->fd, (off_t)MAX((uint64_t)st.st_size, end))
+            uint64_t old_size = (uint64_t)st.st_size;
+            if (fstat(s->fd, &st) == 0 &&
+                (uint64_t)st.st_size == start + len &&
+                ftruncate(s->fd, (off_t)MAX(old_size, MIN(end, start + len)))
                 != 0) {
                 ret = -errno;
                 break;
