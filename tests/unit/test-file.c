@@ -50,9 +50,16 @@ static BlockNode *open_file(BlockGraph *g, const char *path,
 {
     char json[4096];
 
-    snprintf(json, sizeof(json), "{\"driver\":\"file\",\"filename\":\"%s\"%s%s}",
-             path, extra ? "," : "", extra ? extra : "");
+    snprintf(json, sizeof(json),
+             "{\"driver\":\"file\",\"filename\":\"%s\"%s%s}", path,
+             extra ? "," : "", extra ? extra : "");
     return open_json(g, json, errp);
+}
+
+static void count_node(BlockNode *bs, void *opaque)
+{
+    (void)bs;
+    (*(int *)opaque)++;
 }
 
 static bool have_prog(const char *name)
@@ -129,12 +136,7 @@ static void test_file_open_errors(void)
     /* nothing was left behind by the failures */
     {
         int n = 0;
-        void count(BlockNode *b, void *o)
-        {
-            (void)b;
-            (*(int *)o)++;
-        }
-        blk_foreach_node(g, count, &n);
+        blk_foreach_node(g, count_node, &n);
         CU_ASSERT_EQUAL(n, 0);
     }
     blk_graph_free(g);

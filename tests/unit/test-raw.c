@@ -114,16 +114,17 @@ static void expect_open_error(BlockGraph *g, const char *path,
     error_free(err);
 }
 
+static void count_node(BlockNode *bs, void *opaque)
+{
+    (void)bs;
+    (*(int *)opaque)++;
+}
+
 static void test_raw_bad_window(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
     CLEANUP_FREE char *path = make_pattern_file("bad.img", 65536);
     int n = 0;
-    void count(BlockNode *b, void *o)
-    {
-        (void)b;
-        (*(int *)o)++;
-    }
 
     expect_open_error(g, path, "\"offset\":65537",
                       "Offset (65537) cannot be greater than size of the "
@@ -139,7 +140,7 @@ static void test_raw_bad_window(void)
     expect_open_error(g, path, "\"offset\":9223372036854775807,"
                       "\"size\":512", "cannot be greater");
     /* every failed open closed its file child again */
-    blk_foreach_node(g, count, &n);
+    blk_foreach_node(g, count_node, &n);
     CU_ASSERT_EQUAL(n, 0);
     blk_graph_free(g);
 }
