@@ -368,7 +368,11 @@ static int flush_locked(BDRVQcow2 *s)
     if (ret < 0) {
         return ret;
     }
-    if (s->nb_pending > 0) {
+    /* Freed clusters become reusable only when no request is doing I/O
+     * outside the lock on a mapping it looked up before (it could be
+     * one of them); otherwise they wait for the next flush. */
+    if (s->nb_pending > 0 &&
+        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) == 0) {
         for (size_t i = 0; i < s->nb_pending; i++) {
             ret = update_refcounts(s, s->pending[i].offset,
                                    s->pending[i].bytes, -1);
@@ -752,6 +756,9 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
                 memcpy(buf, s->dbuf + offset_in_cluster(s, offset), n);
             }
         }
+        if (ret == 0 && m.type == QCOW2_CLUSTER_NORMAL) {
+            __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+        }
         pthread_mutex_unlock(&s->lock);
         if (ret < 0) {
             return ret;
@@ -759,6 +766,7 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         switch (m.type) {
         case QCOW2_CLUSTER_NORMAL:
             ret = blk_pread(bs->file, m.host_offset, n, buf, 0);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             break;
         case QCOW2_CLUSTER_UNALLOCATED:
         case QCOW2_CLUSTER_UNALLOCATED_ALLOC:
@@ -830,7 +838,8 @@ static void free_entry(BDRVQcow2 *s, const Qcow2Mapping *m)
 static int maybe_flush_pending(BDRVQcow2 *s)
 {
     /* Bound the pending list: frees wait for an L2 flush. */
-    if (s->nb_pending >= 4096) {
+    if (s->nb_pending >= 4096 &&
+        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) == 0) {
         return flush_locked(s);
     }
     return 0;
@@ -869,10 +878,12 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
                       s->bs->filename, (unsigned long long)m.host_offset);
             return -EIO;
         }
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         pthread_mutex_unlock(&s->lock);
         ret = blk_pwrite(s->bs->file, host, n, buf ? buf : s->cow_buf + cs,
                          0);
         pthread_mutex_lock(&s->lock);
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         return ret;
     }
 
@@ -932,9 +943,11 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         }
         if (m.type == QCOW2_CLUSTER_NORMAL && m.copied &&
             !overlaps_fixed_metadata(s, m.host_offset, n)) {
+            __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             pthread_mutex_unlock(&s->lock);
             ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
             pthread_mutex_lock(&s->lock);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         } else {
             n = MIN(bytes, s->h.cluster_size - offset_in_cluster(s, offset));
             ret = write_cluster(s, offset, n, buf);
@@ -1028,6 +1041,9 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
         }
         if (hole) {
             /* Already zero. */
+        } else if (!(whole && s->h.version >= 3) &&
+                   (flags & BLK_REQ_NO_FALLBACK)) {
+            ret = -ENOTSUP;     /* would write zeroes as data */
         } else if (whole && s->h.version >= 3) {
             ret = set_entry(s, offset, QCOW2_OFLAG_ZERO,
                             !(flags & BLK_REQ_MAY_UNMAP));

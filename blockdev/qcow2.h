@@ -70,6 +70,8 @@ struct BDRVQcow2 {
     Qcow2Cache *rb_cache;
     uint64_t free_hint;         /* cluster index: lowest maybe-free */
     bool refs_unsynced;         /* refcount writes not yet flushed */
+    unsigned inflight;          /* requests doing data I/O outside the
+                                 * lock (atomic) */
     bool read_only;
     bool pass_discard;          /* discard=unmap: punch freed clusters */
 

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "blockdev/block.h"
 #include "blockdev/qcow2-meta.h"
 #include "cunit-main.h"
@@ -1694,6 +1695,94 @@ static void test_feature_bits(void)
     free(img);
 }
 
+
+/* Format probing, and a backing file without a format extension. */
+static void test_probe(void)
+{
+    char *img = tpath("p.qcow2"), *top = tpath("p-top.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t buf[512];
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 1M && "
+                              "qemu-io -f qcow2 -c 'write -P 0x71 0 4k' %s "
+                              ">/dev/null", img, img), 0);
+    bs = blk_open_image(graph, img, NULL, NULL, true, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_STRING_EQUAL(bs->drv->format_name, "qcow2");
+    CU_ASSERT_EQUAL(blk_getlength(bs), 1 << 20);
+    blk_unref(bs);
+
+    /* backing format not recorded: probed */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -b %s -F qcow2 "
+                              "%s 1M", img, top), 0);
+    {
+        /* turn the backing format extension into an unknown one */
+        uint64_t hl = file_get64(top, 96) & 0xffffffff;
+        uint8_t magic[4];
+
+        CU_ASSERT_EQUAL_FATAL(file_get64(top, hl) >> 32,
+                              QCOW2_EXT_BACKING_FORMAT);
+        put_be32(magic, 0x12345678);
+        file_put(top, hl, magic, 4);
+    }
+    bs = open_qcow2(top, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs->backing);
+    CU_ASSERT_STRING_EQUAL(bs->backing->drv->format_name, "qcow2");
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(buf[0], 0x71);
+    blk_unref(bs);
+
+    /* the probe function itself */
+    memset(buf, 0, sizeof(buf));
+    memcpy(buf, "QFI\xfb\0\0\0\3", 8);
+    CU_ASSERT_EQUAL(blk_find_driver("qcow2")->probe(buf, 8, NULL), 100);
+    CU_ASSERT_EQUAL(blk_find_driver("qcow2")->probe(buf, 4, NULL), 0);
+    buf[7] = 9;
+    CU_ASSERT_EQUAL(blk_find_driver("qcow2")->probe(buf, 8, NULL), 0);
+    free(img);
+    free(top);
+}
+
+/* zstd-compressed clusters: read when built with libzstd, else a clear
+ * -ENOTSUP (with a log line). */
+static void test_zstd(void)
+{
+    char *raw = tpath("z.raw"), *img = tpath("z.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t buf[4096];
+    int ret;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f raw %s 1M && "
+                              "qemu-io -f raw -c 'write -P 0x29 0 1m' %s "
+                              ">/dev/null && qemu-img convert -c -f raw -O "
+                              "qcow2 -o compression_type=zstd %s %s",
+                              raw, raw, raw, img), 0);
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    ret = blk_pread(bs, 4096, sizeof(buf), buf, 0);
+#ifdef HAVE_ZSTD
+    CU_ASSERT_EQUAL(ret, 0);
+    CU_ASSERT_EQUAL(buf[0], 0x29);
+    CU_ASSERT_TRUE(node_equals_raw(bs, raw));
+#else
+    CU_ASSERT_EQUAL(ret, -ENOTSUP);
+#endif
+    {
+        ImageInfo *info = XNEW(ImageInfo);
+
+        bs->drv->query_image(bs, info);
+        CU_ASSERT_EQUAL(info->format_specific->u.qcow2.data->compression_type,
+                        QCOW2_COMPRESSION_TYPE_ZSTD);
+        qapi_free_ImageInfo(info);
+    }
+    blk_unref(bs);
+    free(raw);
+    free(img);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1727,6 +1816,8 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "hostile_tables", test_hostile_tables },
     { "hostile_compressed", test_hostile_compressed },
     { "feature_bits", test_feature_bits },
+    { "probe", test_probe },
+    { "zstd", test_zstd },
     CU_TEST_INFO_NULL,
 };
 
