@@ -636,7 +636,12 @@ static json_object *qmpc_parse_json_value(const char *text, const char *key,
 {
     json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH * 4);
     size_t len = strlen(text);
-    json_object *v = json_tokener_parse_ex(tok, text, (int)len);
+    json_object *v;
+
+    /* Strict: what the user typed goes to the server as JSON, so no
+     * trailing commas or single quotes that json-c would let by. */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    v = json_tokener_parse_ex(tok, text, (int)MIN(len, (size_t)INT32_MAX));
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
 
@@ -851,6 +856,10 @@ json_object *qmpc_parse_raw(const char *text, Error **errp)
         }
         name = xstrdup(json_object_get_string(s));
         json_object_put(s);
+        if (!qmpc_valid_command_name(name)) {
+            error_setg(errp, "Invalid command name '%s'", name);
+            return NULL;
+        }
     } else {
         len = strlen(p);
         while (len > 0 && isspace((unsigned char)p[len - 1])) {
