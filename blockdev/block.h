@@ -123,6 +123,9 @@ struct BlockNode {
                                   * (atomic) */
     bool write_perm;             /* opened writable */
     bool opened;                 /* drv->open succeeded: close runs */
+    bool aio_inline;             /* requests never block (null-co without
+                                  * latency): blk_aio_submit runs them on
+                                  * the loop thread, skipping the pool */
     char *driver_filename;       /* "json:" style or plain; may be NULL */
     uint64_t wr_highest_offset;  /* bytes, for query-blockstats */
     uint64_t rd_total_ns, wr_total_ns, flush_total_ns, discard_total_ns;

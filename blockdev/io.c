@@ -462,11 +462,26 @@ static void blk_aio_done(WorkerJob *job)
     blk_unref(bs);
 }
 
+static void blk_aio_done_posted(void *opaque)
+{
+    blk_aio_done(opaque);
+}
+
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
-    blk_ref(req->bs);
+    BlockNode *bs = req->bs;
+    Daemon *d = bs->graph != NULL ? blk_graph_daemon(bs->graph) : NULL;
+
+    blk_ref(bs);
     req->ret = 0;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
+    if (bs->aio_inline && d != NULL && d->loop != NULL) {
+        /* Nothing can block: do it now, complete on the next loop turn
+         * (the callback never runs inside submit). */
+        blk_aio_run(&req->job);
+        loop_post(d->loop, blk_aio_done_posted, &req->job);
+        return;
+    }
     worker_submit(pool, &req->job);
 }

@@ -38,6 +38,7 @@ static bool null_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         s->size = (uint64_t)n->size;
     }
     s->latency_ns = n->has_latency_ns ? n->latency_ns : 0;
+    bs->aio_inline = s->latency_ns == 0;
     s->read_zeroes = n->has_read_zeroes && n->read_zeroes;
     bs->filename = xstrdup(o->driver == BLOCKDEV_DRIVER_NULL_AIO
                            ? "null-aio://" : "null-co://");

@@ -240,7 +240,48 @@ static void test_null_aio(void)
     blk_graph_free(g);
 }
 
+/* null-co without latency completes on the loop thread, never inside
+ * submit, without the worker pool. */
+static void test_null_aio_inline(void)
+{
+    Daemon d = { 0 };
+    BlockGraph *g;
+    BlockNode *bs;
+    AioTest *t = XNEW(AioTest);
+
+    t->loop = loop_new();
+    d.loop = t->loop;
+    g = blk_graph_new(&d);
+    bs = open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
+                   "\"read-zeroes\":true}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(bs->aio_inline);
+    for (int i = 0; i < NREQ; i++) {
+        BlockRequest *r = &t->req[i];
+        memset(t->buf[i], 0xff, 4096);
+        r->bs = bs;
+        r->type = BLK_OP_READ;
+        r->offset = i == NREQ - 2 ? (1 << 20) : (uint64_t)i * 4096;
+        r->bytes = 4096;
+        r->buf = t->buf[i];
+        r->cb = aio_cb;
+        r->opaque = t;
+        blk_aio_submit(NULL, r);        /* no pool needed */
+    }
+    CU_ASSERT_EQUAL(t->done, 0);
+    loop_run(t->loop);
+    CU_ASSERT_EQUAL(t->done, NREQ);
+    CU_ASSERT_EQUAL(t->failed, 0);
+    CU_ASSERT_TRUE(blk_buffer_is_zero(t->buf[3], 4096));
+    CU_ASSERT_EQUAL(bs->refcnt, 1);
+    blk_unref(bs);
+    blk_graph_free(g);
+    loop_free(t->loop);
+    free(t);
+}
+
 static CU_TestInfo null_tests[] = {
+    { "aio_inline", test_null_aio_inline },
     { "defaults", test_null_defaults },
     { "read_zeroes", test_null_read_zeroes },
     { "bounds", test_null_bounds },
