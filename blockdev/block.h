@@ -262,8 +262,9 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes);
 int blk_flush(BlockNode *bs);
 /* Status over the whole backing chain: BLK_STATUS_DATA/ZERO for the
  * first *pnum bytes as a reader sees them (unallocated at the bottom of
- * the chain reads as ZERO, not DATA).  ALLOCATED says whether any layer
- * allocates it. */
+ * a chain of formats reads as ZERO, not DATA).  ALLOCATED says whether
+ * any layer allocates it.  0 (neither DATA nor ZERO) is possible: a hole
+ * of undefined content (null-co without read-zeroes), as in QEMU. */
 int blk_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
                      uint64_t *pnum);
 /* Allocation depth of the first *pnum bytes: 0 = no layer allocates

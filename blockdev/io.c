@@ -373,13 +373,18 @@ static int blk_chain_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
         }
         if ((ret & (BLK_STATUS_DATA | BLK_STATUS_ZERO)) ||
             cur->backing == NULL) {
-            /* Answered without allocation (e.g. an unallocated qcow2
-             * cluster with no backing file): reads as zero unless the
-             * driver says otherwise. */
+            /* Answered without allocation.  An unallocated range of a
+             * format with backing support and no backing file reads as
+             * zeroes (QEMU's rule); any other driver keeps its answer,
+             * even "neither data nor zero" (null-co without
+             * read-zeroes: a hole of undefined content). */
             *pnum = n;
             *depth = 0;
             ret &= BLK_STATUS_DATA | BLK_STATUS_ZERO;
-            return ret ? ret : BLK_STATUS_ZERO;
+            if (ret == 0 && cur->drv->supports_backing) {
+                ret = BLK_STATUS_ZERO;
+            }
+            return ret;
         }
         cur = cur->backing;
         d++;

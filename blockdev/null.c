@@ -115,8 +115,11 @@ static int null_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
     *pnum = bytes;
     *map = offset;
     *file = bs;
-    return BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID |
-           (s->read_zeroes ? BLK_STATUS_ZERO : BLK_STATUS_DATA);
+    /* As QEMU: with read-zeroes a zero range of this node (depth 1),
+     * without it unallocated and of no defined content (depth 0, not
+     * even zero). */
+    return BLK_STATUS_OFFSET_VALID |
+           (s->read_zeroes ? BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED : 0);
 }
 
 static bool null_truncate(BlockNode *bs, uint64_t size, Error **errp)

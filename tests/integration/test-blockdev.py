@@ -323,3 +323,62 @@ def test_exported_node_in_use(blockd, tmp_path):
         assert r.returncode == 0
         assert "Pattern verification failed" not in r.stdout
         assert r.stdout.count("read ") == 3
+
+
+def nbd_maps(uri):
+    out = []
+    for ctx in ("base:allocation", "qemu:allocation-depth"):
+        r = subprocess.run(["nbdinfo", "--map=" + ctx, uri],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        out.append(r.stdout)
+    return out
+
+
+@pytest.mark.parametrize("opts", [
+    {"driver": "null-co", "size": 1 << 20},
+    {"driver": "null-co", "size": 1 << 20, "read-zeroes": True},
+    "sparse-raw",
+])
+def test_status_matches_qemu_nbd(blockd, tmp_path, opts):
+    """Block status and allocation depth as NBD clients see them: the
+    same map as qemu-nbd serving the same node."""
+    requires("qemu-nbd", "nbdinfo", "qemu-io")
+    if opts == "sparse-raw":
+        img = make_image(tmp_path / "s.img", 1 << 20)
+        subprocess.run(["qemu-io", "-f", "raw", "-c", "write 64k 64k",
+                        "-c", "write 512k 4k", img], check=True,
+                       capture_output=True)
+        opts = {"driver": "raw", "file": {"driver": "file",
+                                          "filename": img}}
+    qsock = str(tmp_path / "q.sock")
+    imgopts = ",".join("%s=%s" % (k, str(v).lower() if isinstance(v, bool)
+                                  else v)
+                       for k, v in opts.items() if k != "file")
+    if "file" in opts:
+        imgopts += ",file.driver=file,file.filename=%s" % \
+            opts["file"]["filename"]
+    q = subprocess.Popen(["qemu-nbd", "-t", "-A", "-r", "-k", qsock,
+                          "--image-opts", imgopts],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(qsock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        expected = nbd_maps("nbd+unix:///?socket=" + qsock)
+    finally:
+        q.terminate()
+        q.wait(10)
+
+    args = dict(opts)
+    args["node-name"] = "n0"
+    args["read-only"] = True
+    blockd.cmd("blockdev-add", args)
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start", {"addr": {"type": "unix",
+                                             "data": {"path": sock}}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "n0", "name": "",
+                                    "allocation-depth": True})
+    got = nbd_maps("nbd+unix:///?socket=" + sock)
+    assert got == expected

@@ -44,6 +44,14 @@ static void test_null_defaults(void)
     CU_ASSERT_EQUAL(buf[4095], 0xa5);
     CU_ASSERT_EQUAL(blk_pwrite(bs, 4096, sizeof(buf), buf, 0), 0);
     CU_ASSERT_EQUAL(blk_flush(bs), 0);
+    /* without read-zeroes: neither data nor zero, and no layer
+     * allocates it (QEMU: "hole", allocation depth 0) */
+    {
+        uint64_t pnum = 0;
+        CU_ASSERT_EQUAL(blk_block_status(bs, 0, 65536, &pnum), 0);
+        CU_ASSERT_EQUAL(pnum, 65536);
+        CU_ASSERT_EQUAL(blk_allocation_depth(bs, 0, 65536, &pnum), 0);
+    }
     blk_unref(bs);
     blk_graph_free(g);
 }
