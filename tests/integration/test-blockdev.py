@@ -339,6 +339,7 @@ def nbd_maps(uri):
     {"driver": "null-co", "size": 1 << 20},
     {"driver": "null-co", "size": 1 << 20, "read-zeroes": True},
     "sparse-raw",
+    "qcow2-chain",
 ])
 def test_status_matches_qemu_nbd(blockd, tmp_path, opts):
     """Block status and allocation depth as NBD clients see them: the
@@ -351,6 +352,20 @@ def test_status_matches_qemu_nbd(blockd, tmp_path, opts):
                        capture_output=True)
         opts = {"driver": "raw", "file": {"driver": "file",
                                           "filename": img}}
+    if opts == "qcow2-chain":
+        requires("qemu-img")
+        d = str(tmp_path)
+        script = (
+            "cd '%s' && qemu-img create -q -f raw base.raw 1M && "
+            "qemu-io -f raw -c 'write -P 1 0 256k' base.raw && "
+            "qemu-img create -q -f qcow2 -F raw -b base.raw mid.qcow2 && "
+            "qemu-io -f qcow2 -c 'write -P 2 64k 64k' mid.qcow2 && "
+            "qemu-img create -q -f qcow2 -F qcow2 -b mid.qcow2 top.qcow2 && "
+            "qemu-io -f qcow2 -c 'write -P 3 128k 64k' -c 'write -z 0 64k' "
+            "-c 'write -z 512k 64k' top.qcow2" % d)
+        subprocess.run(script, shell=True, check=True, capture_output=True)
+        opts = {"driver": "qcow2", "file": {"driver": "file",
+                                            "filename": d + "/top.qcow2"}}
     qsock = str(tmp_path / "q.sock")
     imgopts = ",".join("%s=%s" % (k, str(v).lower() if isinstance(v, bool)
                                   else v)
