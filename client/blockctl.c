@@ -515,6 +515,8 @@ static int run_shell(QmpClient *c, const Options *o)
         if (history) {
             write_history(history);
         }
+        /* A person saw each error already; leaving is a success. */
+        status = 0;
     } else {
         CLEANUP_FREE char *line = NULL;
         size_t cap = 0;

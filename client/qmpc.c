@@ -320,11 +320,13 @@ int qmpc_read(QmpClient *c, int timeout_ms, json_object **msg,
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n < 0) {
+        if (n < 0 && errno != ECONNRESET) {
             error_setg_errno(errp, errno, "Could not read from the server");
             return -1;
         }
-        if (n == 0) {
+        if (n <= 0) {
+            /* A reset (the server closed with our request unread) is
+             * an end of stream too. */
             c->eof = true;
             if (c->msg_bytes > 0) {
                 error_setg(errp, "Connection closed by the server in the "
