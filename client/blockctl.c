@@ -74,7 +74,8 @@ static void usage(FILE *f)
 "and '#' comments are skipped), and each reply is printed whole on one\n"
 "line.  With no command at all, blockctl is an interactive shell with\n"
 "line editing, history (~/.blockctl_history) and completion of command\n"
-"names; events are printed as they arrive.  End it with Ctrl-D.\n"
+"and argument names; events are printed as they arrive.  End it with\n"
+"Ctrl-D.\n"
 "\n"
 "Options:\n"
 "  -s, --socket ADDR    the QMP socket: PATH, unix:PATH or tcp:HOST:PORT\n"
@@ -281,9 +282,21 @@ typedef struct Shell {
     bool closed;            /* the server closed the connection */
     Error *link_err;        /* a broken connection (not a clean close) */
     NameVec commands;       /* command names for completion, sorted */
+    NameVec cands;          /* candidates of the completion under way */
+    json_object *schema;    /* query-qmp-schema by entity name, or NULL */
+    bool schema_tried;
 } Shell;
 
 static Shell shell;
+
+/* Set by SIGINT in the shell: Ctrl-C drops the line being typed. */
+static volatile sig_atomic_t shell_interrupted;
+
+static void shell_on_sigint(int sig)
+{
+    (void)sig;
+    shell_interrupted = 1;
+}
 
 static void shell_print_events(void)
 {
@@ -336,10 +349,16 @@ static int shell_getc(FILE *in)
             return EOF;
         }
         if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR) {
-                continue;
+            if (errno != EINTR) {
+                return EOF;
             }
-            return EOF;
+            if (shell_interrupted) {
+                shell_interrupted = 0;
+                fputs("^C\r\n", stdout);
+                rl_replace_line("", 0);
+                rl_forced_update_display();
+            }
+            continue;
         }
         if (pfd[0].revents) {
             n = read(fileno(in), &ch, 1);
@@ -354,7 +373,253 @@ static int shell_getc(FILE *in)
     }
 }
 
-static char *shell_command_generator(const char *text, int state)
+/*
+ * Completion: command names from query-commands; argument names and
+ * enum/bool values from query-qmp-schema (fetched at the first use).
+ * The introspection data has QEMU's shape: entities with "name" and
+ * "meta-type"; objects list "members" and, for unions, "tag" and
+ * "variants"; alternates list their branch types in "members"; arrays
+ * have an "element-type".
+ */
+
+/* The entity named name in the schema, or NULL (borrowed). */
+static json_object *schema_entity(const char *name)
+{
+    json_object *e = NULL;
+
+    if (!shell.schema || !name) {
+        return NULL;
+    }
+    json_object_object_get_ex(shell.schema, name, &e);
+    return e;
+}
+
+static const char *entity_str(json_object *e, const char *key)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(e, key, &v) ||
+        !json_object_is_type(v, json_type_string)) {
+        return "";
+    }
+    return json_object_get_string(v);
+}
+
+static void shell_load_schema(void)
+{
+    CLEANUP_JSON json_object *reply = NULL;
+    json_object *ret;
+
+    if (shell.schema_tried) {
+        return;
+    }
+    shell.schema_tried = true;
+    if (!qmpc_execute(shell.client, "query-qmp-schema", NULL, &reply,
+                      NULL) ||
+        !json_object_object_get_ex(reply, "return", &ret) ||
+        !json_object_is_type(ret, json_type_array)) {
+        return;
+    }
+    shell.schema = json_object_new_object();
+    for (size_t i = 0; i < json_object_array_length(ret); i++) {
+        json_object *e = json_object_array_get_idx(ret, i);
+        const char *name = entity_str(e, "name");
+
+        if (*name) {
+            json_object_object_add(shell.schema, name, json_object_get(e));
+        }
+    }
+}
+
+/* Follow an alternate to its object branch, if it has one. */
+static json_object *schema_unalternate(json_object *e)
+{
+    json_object *members;
+
+    if (strcmp(entity_str(e, "meta-type"), "alternate") != 0) {
+        return e;
+    }
+    if (!json_object_object_get_ex(e, "members", &members)) {
+        return NULL;
+    }
+    for (size_t i = 0; i < json_object_array_length(members); i++) {
+        json_object *b = schema_entity(
+            entity_str(json_object_array_get_idx(members, i), "type"));
+        if (b && strcmp(entity_str(b, "meta-type"), "object") == 0) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* Call fn on every member of object e: its own, and those of the
+ * variants (only the one selected when the tag's value was given,
+ * found under prefix+tag in given). */
+typedef void MemberFn(json_object *member, void *opaque);
+
+static void schema_each_member(json_object *e, const char *prefix,
+                               json_object *given, MemberFn *fn,
+                               void *opaque)
+{
+    json_object *members, *variants, *tagval = NULL;
+    const char *tag = entity_str(e, "tag");
+
+    if (json_object_object_get_ex(e, "members", &members)) {
+        for (size_t i = 0; i < json_object_array_length(members); i++) {
+            fn(json_object_array_get_idx(members, i), opaque);
+        }
+    }
+    if (*tag) {
+        CLEANUP_FREE char *key = xasprintf("%s%s", prefix, tag);
+        json_object_object_get_ex(given, key, &tagval);
+    }
+    if (!json_object_object_get_ex(e, "variants", &variants)) {
+        return;
+    }
+    for (size_t i = 0; i < json_object_array_length(variants); i++) {
+        json_object *v = json_object_array_get_idx(variants, i);
+        json_object *ve;
+
+        if (tagval && strcmp(entity_str(v, "case"),
+                             json_object_get_string(tagval)) != 0) {
+            continue;
+        }
+        ve = schema_entity(entity_str(v, "type"));
+        if (ve) {
+            schema_each_member(ve, prefix, given, fn, opaque);
+        }
+    }
+}
+
+typedef struct FindMember {
+    const char *name;
+    json_object *found;
+} FindMember;
+
+static void find_member_fn(json_object *member, void *opaque)
+{
+    FindMember *f = opaque;
+
+    if (!f->found && strcmp(entity_str(member, "name"), f->name) == 0) {
+        f->found = member;
+    }
+}
+
+/* The type entity at dotted path (a "key" without its value) under the
+ * arguments type args_type, or NULL. */
+static json_object *schema_resolve(const char *args_type, const char *path,
+                                   json_object *given)
+{
+    json_object *e = schema_entity(args_type);
+    CLEANUP_FREE char *copy = xstrdup(path);
+    CLEANUP_FREE char *prefix = xstrdup("");
+    char *save = NULL;
+
+    for (char *comp = strtok_r(copy, ".", &save); comp && e;
+         comp = strtok_r(NULL, ".", &save)) {
+        char *np;
+
+        e = schema_unalternate(e);
+        if (!e) {
+            return NULL;
+        }
+        if (strcmp(entity_str(e, "meta-type"), "array") == 0) {
+            e = schema_entity(entity_str(e, "element-type"));
+        } else {
+            FindMember f = { .name = comp };
+            schema_each_member(e, prefix, given, find_member_fn, &f);
+            e = f.found ? schema_entity(entity_str(f.found, "type")) : NULL;
+        }
+        np = xasprintf("%s%s.", prefix, comp);
+        free(prefix);
+        prefix = np;
+    }
+    return e;
+}
+
+typedef struct AddKey {
+    const char *prefix;     /* "file." */
+} AddKey;
+
+static void add_key_fn(json_object *member, void *opaque)
+{
+    AddKey *a = opaque;
+    const char *name = entity_str(member, "name");
+    json_object *t = schema_entity(entity_str(member, "type"));
+    const char *meta = entity_str(t, "meta-type");
+
+    if (strcmp(meta, "object") != 0) {
+        NameVec_append(&shell.cands, xasprintf("%s%s=", a->prefix, name));
+    }
+    if (strcmp(meta, "object") == 0 || strcmp(meta, "array") == 0 ||
+        (strcmp(meta, "alternate") == 0 && schema_unalternate(t))) {
+        NameVec_append(&shell.cands, xasprintf("%s%s.", a->prefix, name));
+    }
+}
+
+/* Fill shell.cands for an argument word text ("key" or "key=val"),
+ * with the words before it already typed (words[0] is the command). */
+static void shell_complete_arg(const char *text, char **words, size_t n)
+{
+    CLEANUP_JSON json_object *given = json_object_new_object();
+    const char *eq = strchr(text, '=');
+    const char *dot = strrchr(text, '.');
+    json_object *cmd, *t;
+
+    shell_load_schema();
+    cmd = schema_entity(words[0]);
+    if (!cmd || strcmp(entity_str(cmd, "meta-type"), "command") != 0) {
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        char *weq = strchr(words[i], '=');
+        if (weq) {
+            CLEANUP_FREE char *k = xstrndup(words[i], weq - words[i]);
+            json_object_object_add(given, k,
+                                   json_object_new_string(weq + 1));
+        }
+    }
+    if (eq) {
+        /* A value: enum members or booleans. */
+        CLEANUP_FREE char *key = xstrndup(text, eq - text);
+        json_object *members;
+
+        t = schema_resolve(entity_str(cmd, "arg-type"), key, given);
+        if (!t) {
+            return;
+        }
+        if (strcmp(entity_str(t, "json-type"), "boolean") == 0) {
+            NameVec_append(&shell.cands, xasprintf("%s=on", key));
+            NameVec_append(&shell.cands, xasprintf("%s=off", key));
+        } else if (strcmp(entity_str(t, "meta-type"), "enum") == 0 &&
+                   json_object_object_get_ex(t, "members", &members)) {
+            for (size_t i = 0; i < json_object_array_length(members); i++) {
+                NameVec_append(&shell.cands, xasprintf("%s=%s", key,
+                    entity_str(json_object_array_get_idx(members, i),
+                               "name")));
+            }
+        }
+        return;
+    }
+    /* A key: the members of the object at its path. */
+    {
+        CLEANUP_FREE char *path = dot ? xstrndup(text, dot - text)
+                                      : xstrdup("");
+        CLEANUP_FREE char *prefix = dot ? xstrndup(text, dot - text + 1)
+                                        : xstrdup("");
+        AddKey a = { .prefix = prefix };
+
+        t = *path ? schema_resolve(entity_str(cmd, "arg-type"), path, given)
+                  : schema_entity(entity_str(cmd, "arg-type"));
+        t = schema_unalternate(t);
+        if (t && strcmp(entity_str(t, "meta-type"), "object") == 0) {
+            schema_each_member(t, prefix, given, add_key_fn, &a);
+        }
+        rl_completion_append_character = '\0';
+    }
+}
+
+static char *shell_generator(const char *text, int state)
 {
     static size_t next;
     size_t len = strlen(text);
@@ -362,8 +627,8 @@ static char *shell_command_generator(const char *text, int state)
     if (state == 0) {
         next = 0;
     }
-    while (next < shell.commands.len) {
-        const char *name = shell.commands.ptr[next++];
+    while (next < shell.cands.len) {
+        const char *name = shell.cands.ptr[next++];
         if (strncmp(name, text, len) == 0) {
             return strdup(name);
         }
@@ -371,14 +636,58 @@ static char *shell_command_generator(const char *text, int state)
     return NULL;
 }
 
+static void shell_clear_cands(void)
+{
+    for (size_t i = 0; i < shell.cands.len; i++) {
+        free(shell.cands.ptr[i]);
+    }
+    shell.cands.len = 0;
+}
+
+static int cmp_names(const void *a, const void *b);
+
+/* Sort the candidates and drop duplicates (variants share members). */
+static void shell_uniq_cands(void)
+{
+    size_t out = 0;
+
+    qsort(shell.cands.ptr, shell.cands.len, sizeof(char *), cmp_names);
+    for (size_t i = 0; i < shell.cands.len; i++) {
+        if (out > 0 && strcmp(shell.cands.ptr[out - 1],
+                              shell.cands.ptr[i]) == 0) {
+            free(shell.cands.ptr[i]);
+        } else {
+            shell.cands.ptr[out++] = shell.cands.ptr[i];
+        }
+    }
+    shell.cands.len = out;
+}
+
 static char **shell_complete(const char *text, int start, int end)
 {
+    CLEANUP_FREE char *before = xstrndup(rl_line_buffer, start);
+    CLEANUP_ERROR Error *err = NULL;
+    char **words;
+    size_t n = 0;
+
     (void)end;
     rl_attempted_completion_over = 1;
-    if (start != 0) {
+    rl_completion_append_character = ' ';
+    shell_clear_cands();
+    words = qmpc_split_words(before, &n, &err);
+    if (!words) {
         return NULL;
     }
-    return rl_completion_matches(text, shell_command_generator);
+    if (n == 0) {
+        for (size_t i = 0; i < shell.commands.len; i++) {
+            NameVec_append(&shell.cands, xstrdup(shell.commands.ptr[i]));
+        }
+    } else {
+        shell_complete_arg(text, words, n);
+        shell_uniq_cands();
+    }
+    qmpc_free_words(words);
+    return rl_completion_matches(text, shell_generator);
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -418,8 +727,9 @@ static void shell_help(void)
            "  {\"execute\": \"query-named-block-nodes\"}\n"
            "KEY=VALUE: dotted keys nest (file.filename=x), numeric keys\n"
            "make arrays (bitmaps.0=b0), values starting with { or [ are\n"
-           "JSON; quote with '...' or \"...\".  Tab completes command\n"
-           "names, Ctrl-D leaves.  Events are printed as they arrive.\n");
+           "JSON; quote with '...' or \"...\".  Tab completes command and\n"
+           "argument names, Ctrl-C drops the line, Ctrl-D leaves.  Events\n"
+           "are printed as they arrive.\n");
     fflush(stdout);
 }
 
@@ -486,9 +796,20 @@ static int run_shell(QmpClient *c, const Options *o)
 
         shell_load_commands();
         history = shell_history_path();
+        struct sigaction sa = { .sa_handler = shell_on_sigint };
+
+        /* No SA_RESTART: poll() in shell_getc must see EINTR.  libedit
+         * must not catch signals itself: it would put the terminal
+         * back in cooked mode and re-raise SIGINT. */
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        rl_catch_signals = 0;
         rl_readline_name = "blockctl";
         rl_getc_function = shell_getc;
         rl_attempted_completion_function = shell_complete;
+        /* Words are blank-separated: "file.driver=fi" is one word. */
+        rl_completer_word_break_characters = (char *)" \t\n";
+        rl_basic_word_break_characters = " \t\n";
         using_history();
         stifle_history(1000);
         if (history) {
@@ -533,6 +854,9 @@ static int run_shell(QmpClient *c, const Options *o)
         free(shell.commands.ptr[i]);
     }
     NameVec_reset(&shell.commands);
+    shell_clear_cands();
+    NameVec_reset(&shell.cands);
+    json_object_put(shell.schema);
     if (shell.link_err) {
         return fail_connection(TAKE_PTR(shell.link_err));
     }

@@ -486,6 +486,13 @@ def test_interactive_shell(blockd, tmp_path):
         assert node(blockd, "i0")["ro"] is True
         assert node(blockd, "i0")["image"]["virtual-size"] == 2048
 
+        # argument names and enum/bool values complete from the schema
+        # (libedit redraws only what changed, so judge by the effect)
+        sh.send("blockdev-add driv\tnull-c\tnode-name=i1 read-o\tof\t\r")
+        sh.read_until("(blockd) ")
+        assert node(blockd, "i1")["ro"] is False
+        assert node(blockd, "i1")["drv"] == "null-co"
+
         # raw JSON, and an error reply
         m = sh.mark()
         sh.send('{"execute": "blockdev-del", "arguments": '
