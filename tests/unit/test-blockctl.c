@@ -521,6 +521,20 @@ static void test_framing_bad(void)
                    3, "malformed");
 }
 
+/* A hostile server nesting arrays without end: the parser's depth
+ * limit stops it, nothing overflows. */
+static void test_framing_deep(void)
+{
+    CLEANUP_FREE char *deep = xmalloc(100001);
+    Step steps[3] = { { GREETING, 0 }, { NULL, 0 }, { NULL, 0 } };
+
+    strcpy(deep, "{\"return\": ");
+    memset(deep + strlen(deep), '[', 100000 - strlen(deep));
+    deep[100000] = '\0';
+    steps[2].data = deep;
+    expect_failure(steps, 3, "malformed");
+}
+
 static void test_connect_bad(void)
 {
     CLEANUP_ERROR Error *err = NULL;
@@ -560,6 +574,7 @@ static CU_TestInfo blockctl_tests[] = {
     { "parse_raw", test_parse_raw },
     { "framing_split_and_batched", test_framing_split_and_batched },
     { "framing_bad", test_framing_bad },
+    { "framing_deep", test_framing_deep },
     { "connect_bad", test_connect_bad },
     CU_TEST_INFO_NULL,
 };
