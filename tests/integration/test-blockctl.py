@@ -356,32 +356,36 @@ def test_events_after_command(blockd):
     assert set(ev["timestamp"]) == {"seconds", "microseconds"}
 
 
+def watcher(d, *args):
+    """blockctl --events in the background, returned once it is
+    negotiated: it runs query-version first and we wait for that
+    reply, so no event can slip by before it listens."""
+    proc = subprocess.Popen([BLOCKCTL, "-s", d.qmp_path, "--events"] +
+                            list(args) + ["query-version"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = proc.stdout.readline()
+    assert json.loads(first) == d.cmd("query-version"), first
+    return proc
+
+
 def test_events_from_another_client(blockd):
     blockd.cmd("blockdev-add", driver="null-co", node_name="n0")
     start_nbd(blockd)
-    proc = subprocess.Popen([BLOCKCTL, "-s", blockd.qmp_path, "--events",
-                             "--count", "1", "--timeout", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = watcher(blockd, "--count", "2", "--timeout", "20")
     try:
-        # blockctl may not be listening yet: trigger until it has one
-        i = 0
-        while proc.poll() is None and i < 100:
-            add_export(blockd, "x%d" % i)
-            blockd.cmd("block-export-del", id="x%d" % i)
-            i += 1
-            time.sleep(0.1)
+        for eid in ("x0", "x1"):
+            add_export(blockd, eid)
+            blockd.cmd("block-export-del", id=eid)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    lines = out.splitlines()
-    assert len(lines) == 1
-    ev = json.loads(lines[0])
-    assert ev["event"] == "BLOCK_EXPORT_DELETED"
-    assert ev["data"]["id"].startswith("x")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in events] == ["BLOCK_EXPORT_DELETED"] * 2
+    assert [e["data"]["id"] for e in events] == ["x0", "x1"]
 
 
 def test_events_timeout(blockd):
@@ -395,17 +399,15 @@ def test_events_timeout(blockd):
 
 def test_quit_and_shutdown_event(blockd_factory):
     d = blockd_factory()
-    watcher = subprocess.Popen([BLOCKCTL, "-s", d.qmp_path, "-e", "-t",
-                                "20"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    w = watcher(d, "-t", "20")
     assert ok(blockctl(d, "quit")) == "{}\n"
     d.proc.wait(10)
-    out, err = watcher.communicate(timeout=20)
+    out, err = w.communicate(timeout=20)
     # the watcher ends cleanly when the daemon goes away
-    assert watcher.returncode == 0, err
-    for line in out.splitlines():
-        assert "event" in json.loads(line)
+    assert w.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "SHUTDOWN"
+    assert events[-1]["data"] == {"guest": False, "reason": "host-qmp-quit"}
 
 
 # --- interactive shell ------------------------------------------------------
