@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -148,18 +149,20 @@ static void print_queued_events(QmpClient *c, bool pretty)
     }
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* --events: print events until --count, --timeout or end of stream. */
 static int run_events(QmpClient *c, const Options *o)
 {
-    int64_t deadline = -1;
+    int64_t deadline = o->timeout_ms >= 0 ? now_ms() + o->timeout_ms : -1;
     unsigned got = 0;
-    struct timespec ts;
 
-    if (o->timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
-                   o->timeout_ms;
-    }
     while (o->count == 0 || got < o->count) {
         CLEANUP_ERROR Error *err = NULL;
         json_object *ev;
@@ -167,9 +170,7 @@ static int run_events(QmpClient *c, const Options *o)
         int rc;
 
         if (deadline >= 0) {
-            int64_t now;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+            int64_t now = now_ms();
             left = now >= deadline ? 0 : (int)MIN(deadline - now, INT_MAX);
         }
         rc = qmpc_next_event(c, left, &ev, &err);

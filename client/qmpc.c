@@ -405,6 +405,11 @@ bool qmpc_call(QmpClient *c, json_object *request, json_object **reply,
             return false;
         }
         if (qmpc_is_event(msg)) {
+            if (c->events.len >= QMPC_MAX_QUEUED_EVENTS) {
+                /* Nobody reads them: keep the newest. */
+                json_object_put(c->events.ptr[0]);
+                QmpcMsgVec_remove(&c->events, 0);
+            }
             QmpcMsgVec_append(&c->events, msg);
             continue;
         }

@@ -33,6 +33,10 @@
  * query-qmp-schema is a few hundred KiB. */
 #define QMPC_MAX_MESSAGE (64 * 1024 * 1024)
 
+/* Events queued while waiting for replies, at most; past this the
+ * oldest are dropped (a client that never asks for events). */
+#define QMPC_MAX_QUEUED_EVENTS 10000
+
 typedef struct QmpClient QmpClient;
 
 /* Connect to addr: "unix:PATH", "tcp:HOST:PORT" ("tcp:[::1]:4444" for
