@@ -267,6 +267,111 @@ static int new_refblock(BDRVQcow2 *s, uint64_t idx, uint64_t ci)
     return 0;
 }
 
+/* Allocate n contiguous clusters after the end of the file, for runs
+ * too long to fit next to a self-describing refcount block (n > half a
+ * refcount block's range: a big L1 table with small clusters).  The
+ * refcount blocks missing for the new area are placed in front of it
+ * and written, durable, before the refcount table points to them. */
+static int alloc_append(BDRVQcow2 *s, uint64_t n, uint64_t *off)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t rbe = 1ULL << s->h.rb_bits;
+    uint64_t e, m, end;
+    int64_t flen;
+    int ret;
+
+    for (;;) {
+        flen = blk_getlength(s->bs->file);
+        if (flen < 0) {
+            return (int)flen;
+        }
+        e = MAX(DIV_ROUND_UP((uint64_t)flen, cs), 1);
+        /* m: refcount blocks missing for [e, e + m + n) */
+        m = 0;
+        for (;;) {
+            uint64_t missing = 0;
+
+            end = e + m + n;
+            for (uint64_t idx = e >> s->h.rb_bits;
+                 idx <= (end - 1) >> s->h.rb_bits; idx++) {
+                if (idx >= s->reftable_size ||
+                    (s->reftable[idx] & QCOW2_REFT_OFFSET_MASK) == 0) {
+                    missing++;
+                }
+            }
+            if (missing == m) {
+                break;
+            }
+            m = missing;
+        }
+        if (end >= (1ULL << (56 - s->h.cluster_bits))) {
+            return -ENOSPC;
+        }
+        if (((end - 1) >> s->h.rb_bits) < s->reftable_size) {
+            break;
+        }
+        ret = grow_reftable(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    /* New refcount blocks at e .. e+m-1, in range order. */
+    {
+        uint64_t pos = e;
+
+        for (uint64_t idx = e >> s->h.rb_bits;
+             idx <= (end - 1) >> s->h.rb_bits; idx++) {
+            if ((s->reftable[idx] & QCOW2_REFT_OFFSET_MASK) == 0) {
+                void *blk;
+
+                ret = qcow2_cache_get(s->rb_cache, pos * cs, false, &blk);
+                if (ret < 0) {
+                    return ret;
+                }
+                qcow2_cache_mark_dirty(s->rb_cache, blk);
+                s->reftable[idx] = pos * cs;   /* in memory only, yet */
+                pos++;
+            }
+        }
+    }
+    for (uint64_t ci = e; ci < end; ci++) {
+        void *blk;
+
+        ret = rb_lookup(s, ci, &blk);
+        if (ret < 0) {
+            return ret;
+        }
+        if (qcow2_refcount_get(blk, s->h.refcount_order, ci & (rbe - 1))) {
+            log_error("qcow2 '%s': cluster %llu past the end of the file "
+                      "is in use", s->bs->filename, (unsigned long long)ci);
+            return -EIO;
+        }
+        qcow2_refcount_set(blk, s->h.refcount_order, ci & (rbe - 1), 1);
+        qcow2_cache_mark_dirty(s->rb_cache, blk);
+    }
+    ret = qcow2_cache_flush(s->rb_cache);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t idx = e >> s->h.rb_bits; idx <= (end - 1) >> s->h.rb_bits;
+         idx++) {
+        uint64_t be = htobe64(s->reftable[idx]);
+
+        ret = blk_pwrite(s->bs->file, s->h.refcount_table_offset + idx * 8,
+                         8, &be, 0);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    s->refs_unsynced = true;
+    *off = (e + m) * cs;
+    return 0;
+}
+
 /* Allocate n contiguous free clusters (refcount set to 1, in the cache).
  * Returns 0 and the host offset in *off, or -errno. */
 static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
@@ -274,6 +379,10 @@ static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
     uint64_t start = s->free_hint, len = 0;
     uint64_t rbe = 1ULL << s->h.rb_bits;
     int ret;
+
+    if (n > rbe / 2) {
+        return alloc_append(s, n, off);
+    }
 
     while (len < n) {
         uint64_t ci = start + len;
@@ -924,6 +1033,52 @@ undo:
     return ret;
 }
 
+/* Write whole clusters at guest offset off (cluster aligned), which
+ * have no host cluster yet: allocate them contiguously (within one L2
+ * table) and write them in one request.  *done gets the bytes written.
+ * Lock held. */
+static int write_new_clusters(BDRVQcow2 *s, uint64_t off, uint64_t bytes,
+                              const uint8_t *buf, uint64_t *done)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t idx = l2_index(s, off);
+    uint64_t k = MIN(bytes / cs, (1ULL << s->h.l2_bits) - idx);
+    uint64_t l2_off, host;
+    uint64_t *t;
+    int ret;
+
+    /* Runs that fit next to a new refcount block (see alloc_clusters). */
+    k = MIN(k, MAX((1ULL << s->h.rb_bits) / 2, 1));
+    ret = l2_get_for_write(s, off, &l2_off);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = alloc_clusters(s, k, &host);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = blk_pwrite(s->bs->file, host, k * cs, buf, 0);
+    if (ret == 0) {
+        ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    }
+    if (ret < 0) {
+        update_refcounts(s, host, k * cs, -1);
+        return ret;
+    }
+    for (uint64_t i = 0; i < k; i++) {
+        Qcow2Mapping m;
+
+        /* Only entries without a host cluster come here; keep it so. */
+        if (qcow2_l2_decode(&s->h, be64toh(t[idx + i]), &m) == 0) {
+            free_entry(s, &m);
+        }
+        t[idx + i] = htobe64((host + i * cs) | QCOW2_OFLAG_COPIED);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    *done = k * cs;
+    return maybe_flush_pending(s);
+}
+
 static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
                         const void *vbuf, uint32_t flags)
 {
@@ -948,6 +1103,12 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
             pthread_mutex_lock(&s->lock);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+        } else if ((m.type == QCOW2_CLUSTER_UNALLOCATED ||
+                    m.type == QCOW2_CLUSTER_ZERO_PLAIN) &&
+                   offset_in_cluster(s, offset) == 0 &&
+                   MIN(n, bytes) >= 2 * s->h.cluster_size) {
+            /* Fast path: whole new clusters, allocated together. */
+            ret = write_new_clusters(s, offset, MIN(n, bytes), buf, &n);
         } else {
             n = MIN(bytes, s->h.cluster_size - offset_in_cluster(s, offset));
             ret = write_cluster(s, offset, n, buf);

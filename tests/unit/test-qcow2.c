@@ -1099,6 +1099,37 @@ static void test_write_reftable_growth(void)
     blk_unref(bs);
     fclose(ref);
     check_image(img, raw);
+
+    /* 512-byte clusters grown to 1 GiB: an L1 table of 512 clusters,
+     * longer than a refcount block's range, allocated at the end */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=512 %s 1M", img), 0);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(blk_truncate(bs, 1 << 30, &err));
+    {
+        uint8_t *b = xmalloc(3 << 20);
+
+        pattern(b, 3 << 20, 5);
+        CU_ASSERT_EQUAL(blk_pwrite(bs, 900 << 20, 3 << 20, b, 0), 0);
+        CU_ASSERT_EQUAL(blk_pwrite(bs, 0, 3 << 20, b, 0), 0);
+        free(b);
+    }
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    CU_ASSERT_EQUAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
+    {
+        /* the data landed where it should */
+        size_t len;
+        uint8_t *got = slurp(raw, &len), *b = xmalloc(3 << 20);
+
+        CU_ASSERT_EQUAL(len, 1u << 30);
+        pattern(b, 3 << 20, 5);
+        CU_ASSERT_EQUAL(memcmp(got + (900 << 20), b, 3 << 20), 0);
+        CU_ASSERT_EQUAL(memcmp(got, b, 3 << 20), 0);
+        free(got);
+        free(b);
+    }
     free(img);
     free(raw);
 }
