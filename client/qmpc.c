@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -65,8 +66,49 @@ static int qmpc_connect_unix(const char *path, Error **errp)
     return TAKE_FD(fd);
 }
 
+/* connect() that gives up after timeout_ms (-1: the kernel's own),
+ * so an address that drops packets does not hang us for minutes.
+ * Returns 0 or -errno. */
+static int qmpc_connect_timeout(int fd, const struct sockaddr *sa,
+                                socklen_t len, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    int flags = fcntl(fd, F_GETFL);
+    int err = 0;
+    socklen_t errlen = sizeof(err);
+    int rc;
+
+    if (timeout_ms < 0 || flags < 0) {
+        return connect(fd, sa, len) == 0 ? 0 : -errno;
+    }
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (connect(fd, sa, len) < 0) {
+        if (errno != EINPROGRESS) {
+            return -errno;
+        }
+        do {
+            rc = poll(&pfd, 1, timeout_ms);
+        } while (rc < 0 && errno == EINTR);
+        if (rc == 0) {
+            return -ETIMEDOUT;
+        }
+        if (rc < 0) {
+            return -errno;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0) {
+            return -errno;
+        }
+        if (err) {
+            return -err;
+        }
+    }
+    fcntl(fd, F_SETFL, flags);
+    return 0;
+}
+
 /* "HOST:PORT" or "[V6ADDR]:PORT". */
-static int qmpc_connect_tcp(const char *hostport, Error **errp)
+static int qmpc_connect_tcp(const char *hostport, int timeout_ms,
+                            Error **errp)
 {
     CLEANUP_FREE char *host = NULL;
     const char *port;
@@ -114,10 +156,12 @@ static int qmpc_connect_tcp(const char *hostport, Error **errp)
             saved_errno = errno;
             continue;
         }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        rc = qmpc_connect_timeout(fd, ai->ai_addr, ai->ai_addrlen,
+                                  timeout_ms);
+        if (rc == 0) {
             break;
         }
-        saved_errno = errno;
+        saved_errno = -rc;
         close(fd);
         fd = -1;
     }
@@ -152,7 +196,7 @@ QmpClient *qmpc_connect(const char *addr, int timeout_ms, Error **errp)
     if (strncmp(addr, "unix:", 5) == 0) {
         fd = qmpc_connect_unix(addr + 5, errp);
     } else if (strncmp(addr, "tcp:", 4) == 0) {
-        fd = qmpc_connect_tcp(addr + 4, errp);
+        fd = qmpc_connect_tcp(addr + 4, timeout_ms, errp);
     } else {
         fd = qmpc_connect_unix(addr, errp);
     }

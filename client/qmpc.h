@@ -40,8 +40,9 @@
 typedef struct QmpClient QmpClient;
 
 /* Connect to addr: "unix:PATH", "tcp:HOST:PORT" ("tcp:[::1]:4444" for
- * IPv6) or a bare PATH (a unix socket), then read the greeting (waiting
- * at most timeout_ms milliseconds, -1 = forever).  Returns NULL with
+ * IPv6) or a bare PATH (a unix socket), then read the greeting.  The
+ * TCP connection and the greeting each get at most timeout_ms
+ * milliseconds (-1 = no limit of ours).  Returns NULL with
  * errp set when the address is bad, the connection fails, or what the
  * server sent is not a QMP greeting. */
 QmpClient *qmpc_connect(const char *addr, int timeout_ms, Error **errp);
