@@ -1304,6 +1304,10 @@ static void conn_flush_output(NbdConn *c)
         if (n < 0) {
             goto fail;
         }
+        /* Account for every byte sent before releasing any slot:
+         * releasing can queue new replies. */
+        NbdSlot *done = NULL, **tail = &done;
+
         while (c->out_head) {
             NbdSlot *s = c->out_head;
 
@@ -1326,12 +1330,19 @@ static void conn_flush_output(NbdConn *c)
             if (!c->out_head) {
                 c->out_tail = NULL;
             }
-            c->in_flush = false;  /* slot_put may queue more output */
-            slot_put(s);
-            if (c->closed) {
-                return;
-            }
-            c->in_flush = true;
+            s->next = NULL;
+            *tail = s;
+            tail = &s->next;
+        }
+        while (done) {
+            NbdSlot *s = done;
+
+            done = s->next;
+            slot_put(s);       /* may queue output: sent by this loop */
+        }
+        if (c->closed) {
+            c->in_flush = false;
+            return;
         }
     }
 out:

@@ -200,15 +200,6 @@ bool nbd_server_listen_fd(NbdServer *srv, int fd, Error **errp)
     return true;
 }
 
-static void server_idle(void *opaque)
-{
-    NbdServer *srv = opaque;
-
-    if (srv->nclients == 0 && srv->idle_fn && !srv->stopping) {
-        srv->idle_fn(srv->idle_opaque);
-    }
-}
-
 void nbd_server_conn_closed(NbdServer *srv, NbdConn *c)
 {
     (void)c;
@@ -220,9 +211,9 @@ void nbd_server_conn_closed(NbdServer *srv, NbdConn *c)
         server_set_accepting(srv, true);
     }
     if (srv->nclients == 0 && srv->had_client && srv->idle_fn) {
-        /* Not from inside the connection's callbacks: the hook may
-         * stop the daemon. */
-        loop_post(srv->d->loop, server_idle, srv);
+        /* The hook must not free the server synchronously (it runs
+         * inside a connection callback); daemon_request_quit() is fine. */
+        srv->idle_fn(srv->idle_opaque);
     }
 }
 
