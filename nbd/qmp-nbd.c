@@ -203,6 +203,12 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
         info->writable = ei.writable;
         info->has_clients = true;
         info->clients = ei.clients;
+        info->has_rd_bytes = info->has_wr_bytes = true;
+        info->rd_bytes = ei.rd_bytes;
+        info->wr_bytes = ei.wr_bytes;
+        info->has_rd_operations = info->has_wr_operations = true;
+        info->rd_operations = ei.rd_ops;
+        info->wr_operations = ei.wr_ops;
         list->v[i] = info;
     }
     *ret = list;

@@ -107,10 +107,16 @@ def test_query_and_default_name(blockd, node):
     q = blockd.cmd("query-block-exports")
     assert q == [{"id": "e0", "type": "nbd", "node-name": node,
                   "shutting-down": False, "name": node, "writable": True,
-                  "clients": 0}]
+                  "clients": 0, "rd-bytes": 0, "wr-bytes": 0,
+                  "rd-operations": 0, "wr-operations": 0}]
     h = client(sock, node)
     h.pwrite(b"x" * 512, 0)
-    assert blockd.cmd("query-block-exports")[0]["clients"] == 1
+    h.pwrite(b"x" * 1024, 4096)
+    h.pread(100, 0)
+    q = blockd.cmd("query-block-exports")[0]
+    assert q["clients"] == 1
+    assert (q["wr-bytes"], q["wr-operations"]) == (1536, 2)
+    assert (q["rd-bytes"], q["rd-operations"]) == (100, 1)
     h.shutdown()
     for _ in range(100):
         if blockd.cmd("query-block-exports")[0]["clients"] == 0:
