@@ -1511,9 +1511,20 @@ bool nbd_conn_closed(const NbdConn *c)
     return c->closed;
 }
 
-/* The server is going away: forget it (the struct may outlive it while
- * requests finish). */
-void nbd_conn_detach_server(NbdConn *c)
+void nbd_conn_shutdown(NbdConn *c)
 {
     c->srv = NULL;
+    if (c->closed) {
+        return;                  /* its free is already posted or due */
+    }
+    /* Free an idle connection now rather than from a loop_post(): at
+     * daemon exit the loop no longer runs, and the export's node
+     * reference must be dropped so the node is closed cleanly. */
+    c->free_posted = true;
+    nbd_conn_close(c);
+    if (c->busy == 0) {
+        conn_free_cb(c);
+    } else {
+        c->free_posted = false;  /* freed when its requests end */
+    }
 }

@@ -139,8 +139,9 @@ void nbd_conn_close(NbdConn *c);
 /* The export the connection is attached to, or NULL while negotiating. */
 NbdExport *nbd_conn_export(const NbdConn *c);
 bool nbd_conn_closed(const NbdConn *c);
-/* The server is being freed: the connection (already closed) forgets it. */
-void nbd_conn_detach_server(NbdConn *c);
+/* The server is being freed: disconnect, forget the server, and free
+ * the connection at once unless requests are still in flight. */
+void nbd_conn_shutdown(NbdConn *c);
 
 /* Server callbacks from conn.c. */
 void nbd_server_conn_closed(NbdServer *srv, NbdConn *c);

@@ -267,10 +267,7 @@ void nbd_server_free(NbdServer *srv)
 
     /* Every client goes, negotiating ones included (CVE-2024-7409). */
     for (size_t i = 0; i < srv->conns.len; i++) {
-        nbd_conn_close(srv->conns.ptr[i]);
-    }
-    for (size_t i = 0; i < srv->conns.len; i++) {
-        nbd_conn_detach_server(srv->conns.ptr[i]);
+        nbd_conn_shutdown(srv->conns.ptr[i]);
     }
     NbdConnVec_reset(&srv->conns);
 

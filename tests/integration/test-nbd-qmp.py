@@ -241,3 +241,29 @@ def test_tcp_listener(blockd, node):
     assert time.monotonic() - t0 < 0.03
     assert h.get_size() == 1 << 20
     h.shutdown()
+
+
+def test_shutdown_with_client_connected_closes_qcow2(blockd_factory,
+                                                     tmp_path):
+    """SIGTERM while a client is connected: the export lets go of its
+    node, so qcow2 is closed cleanly and the data is there."""
+    import subprocess
+    img = str(tmp_path / "a.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "4M"],
+                   check=True)
+    d = blockd_factory()
+    d.cmd("blockdev-add", {"driver": "qcow2", "node-name": "q0",
+                           "file": {"driver": "file", "filename": img}})
+    sock = start(d)
+    export(d, "e0", node="q0", name="disk", writable=True)
+    h = client(sock, "disk")
+    h.pwrite(b"persist!" * 512, 65536)
+    h.flush()
+    assert d.stop() == 0
+    with open(d.log_path) as f:
+        assert "still referenced" not in f.read()
+    subprocess.run(["qemu-img", "check", "-q", img], check=True)
+    out = subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                          "read -P 0x70 65536 1", img],
+                         capture_output=True, text=True, check=True)
+    assert "verification failed" not in out.stdout
