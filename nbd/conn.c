@@ -1059,6 +1059,11 @@ static void on_opt_data(NbdConn *c)
         opt_list(c);
         break;
     case NBD_OPT_STARTTLS:
+        /* The TLS issue plugs in here.  Its rules (nbd-protocol.md §5):
+         * refuse if c->in_end != c->in_start (plaintext read ahead must
+         * never become TLS input: drop the connection), ACK, flush,
+         * swap c->xp.ops for the gnutls ops, and reset what plaintext
+         * negotiated (structured, extended, meta_sel, meta_export). */
         if (opt_no_data(c)) {
             opt_error(c, NBD_REP_ERR_POLICY,
                       "TLS is not enabled on this server");
