@@ -650,9 +650,13 @@ static int get_mapping(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
             } else {
                 e = be64toh(t[i]);
             }
+            /* A bad entry fails only the request that reaches it. */
             ret = qcow2_l2_decode(&s->h, e, &cm);
             if (ret < 0) {
-                goto bad;
+                if (first) {
+                    goto bad;
+                }
+                goto done;
             }
             for (unsigned sc = sc0; sc < nsc && run < in_unit + max; sc++) {
                 int st = cm.type;
@@ -661,7 +665,10 @@ static int get_mapping(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
                 if (s->h.extended_l2) {
                     st = qcow2_subcluster_type(&cm, bm, sc);
                     if (st < 0) {
-                        goto bad;
+                        if (first) {
+                            goto bad;
+                        }
+                        goto done;
                     }
                     if (st != QCOW2_CLUSTER_COMPRESSED) {
                         host += (uint64_t)sc << s->h.subcluster_bits;
@@ -1572,13 +1579,90 @@ static bool count_l1_tree(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
     return true;
 }
 
+/* Count the references of the bitmap directory, the bitmap tables and
+ * their data clusters (qcow2.txt "Bitmaps extension"). */
+static bool count_bitmaps(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
+                          Error **errp)
+{
+    uint64_t size = s->h.bitmap_directory_size;
+    CLEANUP_FREE uint8_t *dir = NULL;
+    size_t off = 0;
+    int ret;
+
+    if (!(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) ||
+        !s->h.has_bitmaps_ext || s->h.nb_bitmaps == 0) {
+        return true;
+    }
+    if (size > 64 * 1024 * 1024) {
+        error_setg(errp, "qcow2: invalid bitmap directory");
+        return false;
+    }
+    if (!count_ref(s, refs, n, s->h.bitmap_directory_offset, size,
+                   "bitmap directory", errp)) {
+        return false;
+    }
+    dir = xmalloc(size ? size : 1);
+    ret = blk_pread(s->bs->file, s->h.bitmap_directory_offset, size, dir, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not read the bitmap "
+                         "directory");
+        return false;
+    }
+    for (uint32_t i = 0; i < s->h.nb_bitmaps; i++) {
+        CLEANUP_FREE uint64_t *table = NULL;
+        uint64_t toff;
+        uint32_t tsize, extra;
+        uint16_t name_size;
+
+        if (size - off < 24) {
+            error_setg(errp, "qcow2: bitmap directory truncated");
+            return false;
+        }
+        toff = get_be64(dir + off);
+        tsize = get_be32(dir + off + 8);
+        name_size = get_be16(dir + off + 18);
+        extra = get_be32(dir + off + 20);
+        if ((uint64_t)tsize * 8 > QCOW2_MAX_L1_BYTES) {
+            error_setg(errp, "qcow2: invalid bitmap table");
+            return false;
+        }
+        if (!count_ref(s, refs, n, toff, (uint64_t)tsize * 8,
+                       "bitmap table", errp)) {
+            return false;
+        }
+        ret = read_table(s->bs, toff, tsize, &table);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not read a bitmap "
+                             "table");
+            return false;
+        }
+        for (uint32_t j = 0; j < tsize; j++) {
+            uint64_t doff = table[j] & 0x00fffffffffffe00ULL;
+
+            if (doff != 0 && !count_ref(s, refs, n, doff, s->h.cluster_size,
+                                        "bitmap data", errp)) {
+                return false;
+            }
+        }
+        if ((uint64_t)extra + name_size > size - off - 24) {
+            error_setg(errp, "qcow2: bitmap directory entry truncated");
+            return false;
+        }
+        off = ALIGN_UP(off + 24 + extra + name_size, (size_t)8);
+        if (off > size) {
+            off = size;
+        }
+    }
+    return true;
+}
+
 /* Rebuild the refcount structure of a dirty image (lazy refcounts left
  * stale by a crash), as 'qemu-img check -r all' does: count every
  * reference from the header, the active and snapshot L1 trees and the
- * snapshot table; write new refcount blocks and a new refcount table
- * after the end of the file; then switch the header in one sector
- * write, which also clears the dirty bit (and the autoclear bits: we do
- * not keep bitmaps consistent, so their clusters become free).  A crash
+ * snapshot table and the persistent bitmaps; write new refcount blocks
+ * and a new refcount table after the end of the file; then switch the
+ * header in one sector write, which also clears the dirty bit (and the
+ * autoclear bits other than "bitmaps").  A crash
  * before the switch leaves the old (dirty) image as it was. */
 static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
 {
@@ -1627,6 +1711,9 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
             return false;
         }
     }
+    if (!count_bitmaps(s, refs, e, errp)) {
+        return false;
+    }
     for (uint64_t ci = e; ci < e + r + t; ci++) {
         refs[ci] = 1;
     }
@@ -1662,7 +1749,7 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
     put_be64(hdr + 16, s->h.snapshots_offset);
     put_be64(hdr + 24, s->h.incompatible_features & ~QCOW2_INCOMPAT_DIRTY);
     put_be64(hdr + 32, s->h.compatible_features);
-    put_be64(hdr + 40, 0);
+    put_be64(hdr + 40, s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
     ret = blk_pwrite(s->bs->file, 48, sizeof(hdr), hdr, 0);
     if (ret == 0) {
         ret = blk_flush(s->bs->file);
@@ -1679,7 +1766,7 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
     s->h.refcount_table_offset = (e + r) * cs;
     s->h.refcount_table_clusters = t;
     s->h.incompatible_features &= ~(uint64_t)QCOW2_INCOMPAT_DIRTY;
-    s->h.autoclear_features = 0;
+    s->h.autoclear_features &= QCOW2_AUTOCLEAR_BITMAPS;
     s->free_hint = 0;
     return true;
 
@@ -1687,6 +1774,80 @@ io_error:
     error_setg_errno(errp, -ret, "qcow2: could not repair '%s'",
                      s->bs->filename);
     return false;
+}
+
+
+/* Persistent dirty bitmaps (qcow2.txt "Bitmaps extension"): this driver
+ * does not record writes in them, so before the first write every
+ * bitmap is flagged in_use (inconsistent), as QEMU flags the bitmaps it
+ * has loaded.  They stay listed and can be removed; their clusters stay
+ * referenced, so qemu-img check finds no leak.  (Clearing the autoclear
+ * bit instead would leak them.) */
+static bool mark_bitmaps_in_use(BDRVQcow2 *s, uint64_t file_size,
+                                Error **errp)
+{
+    uint64_t size = s->h.bitmap_directory_size;
+    CLEANUP_FREE uint8_t *dir = NULL;
+    bool changed = false;
+    size_t off = 0;
+    int ret;
+
+    if (!(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) ||
+        !s->h.has_bitmaps_ext || s->h.nb_bitmaps == 0) {
+        return true;
+    }
+    if (size > 64 * 1024 * 1024 ||
+        s->h.bitmap_directory_offset > file_size ||
+        size > file_size - s->h.bitmap_directory_offset) {
+        error_setg(errp, "qcow2: invalid bitmap directory");
+        return false;
+    }
+    dir = xmalloc(size ? size : 1);
+    ret = blk_pread(s->bs->file, s->h.bitmap_directory_offset, size, dir, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not read the bitmap "
+                         "directory");
+        return false;
+    }
+    for (uint32_t i = 0; i < s->h.nb_bitmaps; i++) {
+        uint32_t flags, extra;
+        uint16_t name_size;
+
+        if (size - off < 24) {
+            error_setg(errp, "qcow2: bitmap directory truncated");
+            return false;
+        }
+        flags = get_be32(dir + off + 12);
+        name_size = get_be16(dir + off + 18);
+        extra = get_be32(dir + off + 20);
+        if (!(flags & 1)) {
+            put_be32(dir + off + 12, flags | 1);
+            changed = true;
+        }
+        if ((uint64_t)extra + name_size > size - off - 24) {
+            error_setg(errp, "qcow2: bitmap directory entry truncated");
+            return false;
+        }
+        off = ALIGN_UP(off + 24 + extra + name_size, (size_t)8);
+        if (off > size) {
+            off = size;
+        }
+    }
+    if (!changed) {
+        return true;
+    }
+    ret = blk_pwrite(s->bs->file, s->h.bitmap_directory_offset, size, dir, 0);
+    if (ret == 0) {
+        ret = blk_flush(s->bs->file);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not update the bitmap "
+                         "directory");
+        return false;
+    }
+    log_warn("qcow2 '%s': persistent bitmaps are not maintained by blockd "
+             "yet: flagged in-use (inconsistent)", s->bs->filename);
+    return true;
 }
 
 /* Open the backing file named in the header, unless the options said
@@ -1881,12 +2042,17 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
         !repair_refcounts(s, flen, errp)) {
         return false;
     }
-    if (writable && s->h.autoclear_features) {
-        /* We do not maintain what the autoclear bits promise (bitmaps):
-         * clear them before the first write, as qcow2.txt requires. */
-        uint8_t zero[8] = { 0 };
+    if (writable && !mark_bitmaps_in_use(s, flen, errp)) {
+        return false;
+    }
+    if (writable && (s->h.autoclear_features & ~(uint64_t)
+                     QCOW2_AUTOCLEAR_BITMAPS)) {
+        /* We do not maintain what other autoclear bits promise: clear
+         * them before the first write, as qcow2.txt requires. */
+        uint8_t be[8];
 
-        ret = blk_pwrite(bs->file, 88, 8, zero, 0);
+        put_be64(be, s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+        ret = blk_pwrite(bs->file, 88, 8, be, 0);
         if (ret == 0) {
             ret = blk_flush(bs->file);
         }
@@ -1895,7 +2061,7 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
                              "header");
             return false;
         }
-        s->h.autoclear_features = 0;
+        s->h.autoclear_features &= QCOW2_AUTOCLEAR_BITMAPS;
     }
 
     if (bs->backing == NULL && s->h.has_backing_file &&

@@ -1856,6 +1856,48 @@ static void test_zstd(void)
     free(img);
 }
 
+
+/* Persistent bitmaps made by qemu-img: a writable open flags them in-use
+ * (we do not track writes in them yet) and keeps the image clean; a
+ * dirty image with bitmaps keeps their clusters through the repair. */
+static void test_bitmaps_kept_consistent(void)
+{
+    char *img = tpath("bm.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t buf[4096];
+
+    for (int dirty = 0; dirty < 2; dirty++) {
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s%s 16M && "
+                                  "qemu-io -f qcow2 -c 'write -P 1 0 1m' %s "
+                                  ">/dev/null && qemu-img bitmap --add %s b0 "
+                                  "&& qemu-img bitmap --add -g 512k %s b1",
+                                  dirty ? "-o lazy_refcounts=on " : "",
+                                  img, img, img, img), 0);
+        if (dirty) {
+            system(xasprintf_tmp("ulimit -c 0; qemu-io -f qcow2 -c 'write "
+                                 "-P 2 4m 1m' -c abort %s >/dev/null 2>&1",
+                                 img));
+            CU_ASSERT_TRUE((file_get64(img, 72) & QCOW2_INCOMPAT_DIRTY)
+                           != 0);
+        }
+        bs = open_qcow2(img, false, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        memset(buf, 3, sizeof(buf));
+        CU_ASSERT_EQUAL(blk_pwrite(bs, 8 << 20, sizeof(buf), buf, 0), 0);
+        blk_unref(bs);
+        CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+        CU_ASSERT_EQUAL(run("qemu-img info %s | grep -c in-use | "
+                            "grep -qx 2", img), 0);
+        CU_ASSERT_EQUAL(run("qemu-io -f qcow2 -c 'read -P 1 0 1m' -c "
+                            "'read -P 3 8m 4k' %s >/dev/null", img), 0);
+        /* and the inconsistent bitmaps can be removed by qemu-img */
+        CU_ASSERT_EQUAL(run("qemu-img bitmap --remove %s b0 && "
+                            "qemu-img check -q %s", img, img), 0);
+    }
+    free(img);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1891,6 +1933,7 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "hostile_compressed", test_hostile_compressed },
     { "feature_bits", test_feature_bits },
     { "probe", test_probe },
+    { "bitmaps_kept_consistent", test_bitmaps_kept_consistent },
     { "zstd", test_zstd },
     CU_TEST_INFO_NULL,
 };
