@@ -287,6 +287,7 @@ typedef struct Shell {
     NameVec cands;          /* candidates of the completion under way */
     json_object *schema;    /* query-qmp-schema by entity name, or NULL */
     bool schema_tried;
+    sigset_t wait_mask;     /* the signal mask while waiting for input */
 } Shell;
 
 static Shell shell;
@@ -336,6 +337,10 @@ static void shell_print_events(void)
 
 /* readline's input: one byte from the terminal, printing events while
  * waiting.  EOF when the connection is gone. */
+/* ^U: libedit's emacs "em-kill-line" (vi insert mode: kill to the
+ * line's start), how Ctrl-C empties the line being typed. */
+#define SHELL_KILL_LINE 0x15
+
 static int shell_getc(FILE *in)
 {
     for (;;) {
@@ -346,19 +351,22 @@ static int shell_getc(FILE *in)
         unsigned char ch;
         ssize_t n;
 
+        if (shell_interrupted) {
+            /* Redraw the line below "^C", then have libedit cut it. */
+            shell_interrupted = 0;
+            fputs("^C\r\n", stdout);
+            rl_forced_update_display();
+            return SHELL_KILL_LINE;
+        }
         shell_print_events();
         if (shell.closed || shell.link_err) {
             return EOF;
         }
-        if (poll(pfd, 2, -1) < 0) {
+        /* SIGINT is blocked except inside ppoll(), so a Ctrl-C cannot
+         * slip in between the check above and the wait. */
+        if (ppoll(pfd, 2, NULL, &shell.wait_mask) < 0) {
             if (errno != EINTR) {
                 return EOF;
-            }
-            if (shell_interrupted) {
-                shell_interrupted = 0;
-                fputs("^C\r\n", stdout);
-                rl_replace_line("", 0);
-                rl_forced_update_display();
             }
             continue;
         }
@@ -799,12 +807,18 @@ static int run_shell(QmpClient *c, const Options *o)
         shell_load_commands();
         history = shell_history_path();
         struct sigaction sa = { .sa_handler = shell_on_sigint };
+        sigset_t block;
 
-        /* No SA_RESTART: poll() in shell_getc must see EINTR.  libedit
-         * must not catch signals itself: it would put the terminal
-         * back in cooked mode and re-raise SIGINT. */
+        /* Ctrl-C only interrupts the wait for input (shell_getc), where
+         * it drops the line; a command waiting for its reply is not
+         * interrupted.  libedit must not catch signals itself: it would
+         * put the terminal back in cooked mode and re-raise SIGINT. */
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
+        sigemptyset(&block);
+        sigaddset(&block, SIGINT);
+        sigprocmask(SIG_BLOCK, &block, &shell.wait_mask);
+        sigdelset(&shell.wait_mask, SIGINT);
         rl_catch_signals = 0;
         rl_readline_name = "blockctl";
         rl_getc_function = shell_getc;

@@ -2,12 +2,14 @@
 conversion by the schema, --json, --pretty, error replies, connection
 failures, the stdin script mode, events and the interactive shell
 (driven through a pty)."""
+import fcntl
 import json
 import os
 import pty
 import select
 import socket
 import subprocess
+import termios
 import threading
 import time
 
@@ -418,12 +420,29 @@ class Pty:
     def __init__(self, d, home):
         self.master, slave = pty.openpty()
         env = dict(os.environ, HOME=str(home), TERM="xterm")
+        def controlling_tty():
+            # a session of its own with the pty as its terminal, so ^C
+            # becomes SIGINT as in a real terminal
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
         self.proc = subprocess.Popen([BLOCKCTL, "-s", d.qmp_path],
                                      stdin=slave, stdout=slave, stderr=slave,
                                      env=env, close_fds=True,
-                                     start_new_session=True)
-        os.close(slave)
+                                     preexec_fn=controlling_tty)
+        # kept open to watch the terminal mode (see wait_raw)
+        self.slave = slave
         self.out = b""
+
+    def wait_raw(self, timeout=10):
+        """Wait until libedit has put the terminal in raw mode.  It
+        prints the prompt just before: a ^D typed in between is taken
+        by the kernel's canonical mode and never reaches the shell."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.slave)[3] & termios.ICANON:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the terminal stays in canonical mode")
+            time.sleep(0.01)
 
     def read_until(self, what, timeout=10, start=None):
         """Read until what appears after offset start (default: what
@@ -462,6 +481,7 @@ class Pty:
             self.proc.kill()
         self.proc.wait()
         os.close(self.master)
+        os.close(self.slave)
 
 
 def test_interactive_shell(blockd, tmp_path):
@@ -520,7 +540,20 @@ def test_interactive_shell(blockd, tmp_path):
         out = sh.read_until("(blockd) ")
         assert '"node-name": "n0"' in out
 
+        # Ctrl-C drops the line being typed, the shell goes on
+        sh.send("blockdev-del node-name=n0")
+        sh.read_until("node-name=n0")
+        m = sh.mark()
+        sh.send("\x03")
+        sh.read_until("^C", start=m)
+        sh.read_until("(blockd) ", start=m)
+        sh.send("query-version\r")
+        sh.read_until("(blockd) ")
+        assert node(blockd, "n0") is not None
+        assert "major" in sh.since(m)
+
         # Ctrl-D leaves; the history was saved
+        sh.wait_raw()
         sh.send("\x04")
         assert sh.proc.wait(10) == 0
     finally:
