@@ -119,7 +119,7 @@ void qmpc_free_words(char **words);
  * Values are strings, unless they start with '{' or '[': then they are
  * parsed as JSON and inserted as they are.  When the command is in our
  * schema, the result is converted by the schema's types (the generated
- * normalize function with QAPI_PARSE_KEYVAL): "size=1G" becomes an
+ * normalize function with QAPI_PARSE_KEYVAL): "size=4096" becomes an
  * integer, "read-only=on" a boolean; a value that does not fit is an
  * error naming the parameter.  Unknown commands keep string values
  * (the server will answer CommandNotFound).  Returns a new object
