@@ -734,7 +734,7 @@ static void shell_help(void)
 {
     printf("Type a QMP command and its arguments, e.g.\n"
            "  query-version\n"
-           "  blockdev-add driver=null-co node-name=n0 size=1G\n"
+           "  blockdev-add driver=null-co node-name=n0 size=0x40000000\n"
            "  {\"execute\": \"query-named-block-nodes\"}\n"
            "KEY=VALUE: dotted keys nest (file.filename=x), numeric keys\n"
            "make arrays (bitmaps.0=b0), values starting with { or [ are\n"
