@@ -5,8 +5,7 @@
  * fuzzable), the table cache in qcow2-cache.c.
  *
  * Limits of this driver (refused with a clear error, never guessed):
- * writes to images with extended L2 entries, encryption, external data
- * files.  A dirty image (lazy refcounts after a crash) is repaired on a
+ * encryption, external data files.  A dirty image (lazy refcounts after a crash) is repaired on a
  * writable open, as QEMU does; read-only opens use it as it is.  We
  * never set the dirty bit ourselves: refcounts are always written
  * before the references (lazy-refcounts=on is accepted and ignored).
@@ -1040,6 +1039,213 @@ undo:
     return ret;
 }
 
+/* ---- extended L2 entries (subclusters) ---------------------------------
+ *
+ * Each L2 entry is two words: the standard one (bit 0 reserved) and a
+ * bitmap with an "allocated" bit (0..31) and a "reads as zero" bit
+ * (32..63) per subcluster (qcow2.txt "Extended L2 Entries").  Writes
+ * allocate whole subclusters: the untouched head and tail of a partly
+ * written subcluster are filled from what it read before. */
+
+#define QCOW2_EXTL2_ALL_ALLOC 0x00000000ffffffffULL
+#define QCOW2_EXTL2_ALL_ZERO 0xffffffff00000000ULL
+
+/* Fill s->cow_buf[a, b) (byte offsets in the cluster, subcluster
+ * aligned) with what the guest cluster at coff reads there now. */
+static int fill_subclusters(BDRVQcow2 *s, uint64_t coff,
+                            const Qcow2Mapping *cm, uint64_t bm,
+                            uint64_t a, uint64_t b)
+{
+    uint64_t scs = 1ULL << s->h.subcluster_bits;
+    int ret = 0;
+
+    if (cm->type == QCOW2_CLUSTER_COMPRESSED) {
+        ret = read_compressed(s, cm);
+        if (ret == 0) {
+            memcpy(s->cow_buf + a, s->dbuf + a, b - a);
+        }
+        return ret;
+    }
+    for (uint64_t x = a; x < b && ret == 0; x += scs) {
+        int st = qcow2_subcluster_type(cm, bm, x / scs);
+        uint64_t g = coff + x;
+        uint64_t n = MIN(scs, s->size > g ? s->size - g : 0);
+
+        switch (st) {
+        case QCOW2_CLUSTER_NORMAL:
+            ret = blk_pread(s->bs->file, cm->host_offset + x, scs,
+                            s->cow_buf + x, 0);
+            break;
+        case QCOW2_CLUSTER_UNALLOCATED:
+        case QCOW2_CLUSTER_UNALLOCATED_ALLOC:
+            ret = read_backing(s, g, n, s->cow_buf + x);
+            memset(s->cow_buf + x + n, 0, scs - n);
+            break;
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+            memset(s->cow_buf + x, 0, scs);
+            break;
+        default:
+            ret = -EIO;
+            break;
+        }
+    }
+    return ret;
+}
+
+/* Bits of subclusters [sa, sb) in the "allocated" half of a bitmap. */
+static uint64_t sc_mask(uint64_t sa, uint64_t sb)
+{
+    return ((sb - sa == 32) ? 0xffffffffULL : ((1ULL << (sb - sa)) - 1))
+           << sa;
+}
+
+/* Write n bytes (within one cluster) at guest offset off of an image
+ * with extended L2 entries; buf NULL writes zeroes.  Lock held. */
+static int write_cluster_ext(BDRVQcow2 *s, uint64_t off, uint64_t n,
+                             const uint8_t *buf)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t scs = 1ULL << s->h.subcluster_bits;
+    uint64_t coff = off - offset_in_cluster(s, off);
+    uint64_t a = ALIGN_DOWN(off - coff, scs);
+    uint64_t b = ALIGN_UP(off - coff + n, scs);
+    uint64_t mask = sc_mask(a / scs, b / scs);
+    uint64_t idx = l2_index(s, off);
+    uint64_t l2_off, host, e, bm, new_bm;
+    bool in_place, full;
+    uint64_t *t;
+    Qcow2Mapping cm;
+    int ret = 0;
+
+    ret = l2_get_for_write(s, off, &l2_off);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    if (ret < 0) {
+        return ret;
+    }
+    e = be64toh(t[2 * idx]);
+    bm = be64toh(t[2 * idx + 1]);
+    if (qcow2_l2_decode(&s->h, e, &cm) < 0) {
+        return -EIO;
+    }
+    for (unsigned sc = 0; sc < 32; sc++) {
+        if (qcow2_subcluster_type(&cm, bm, sc) < 0) {
+            return -EIO;
+        }
+    }
+    in_place = cm.type != QCOW2_CLUSTER_COMPRESSED && cm.host_offset != 0 &&
+               cm.copied;
+    /* A shared or compressed cluster is copied whole. */
+    full = !in_place && cm.host_offset != 0;
+    if (full) {
+        a = 0;
+        b = cs;
+    }
+    if (full) {
+        ret = fill_subclusters(s, coff, &cm, bm, 0, cs);
+    } else {
+        /* Only the partly written first and last subclusters. */
+        if (off - coff > a) {
+            ret = fill_subclusters(s, coff, &cm, bm, a, a + scs);
+        }
+        if (ret == 0 && off - coff + n < b) {
+            ret = fill_subclusters(s, coff, &cm, bm, b - scs, b);
+        }
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (buf != NULL) {
+        memcpy(s->cow_buf + (off - coff), buf, n);
+    } else {
+        memset(s->cow_buf + (off - coff), 0, n);
+    }
+    if (in_place) {
+        host = cm.host_offset;
+        if (overlaps_fixed_metadata(s, host + a, b - a)) {
+            return -EIO;
+        }
+    } else {
+        ret = alloc_clusters(s, 1, &host);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = blk_pwrite(s->bs->file, host + a, b - a, s->cow_buf + a, 0);
+    if (ret == 0) {
+        ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    }
+    if (ret < 0) {
+        if (!in_place) {
+            update_refcounts(s, host, cs, -1);
+        }
+        return ret;
+    }
+    if (full) {
+        new_bm = QCOW2_EXTL2_ALL_ALLOC;
+    } else {
+        new_bm = (bm | mask) & ~(mask << 32);
+    }
+    t[2 * idx] = htobe64(host | QCOW2_OFLAG_COPIED);
+    t[2 * idx + 1] = htobe64(new_bm);
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    if (!in_place) {
+        free_entry(s, &cm);
+    }
+    return maybe_flush_pending(s);
+}
+
+/* Set a whole cluster of an extended-L2 image to bitmap new_bm with no
+ * allocated subcluster (zeroes or unallocated); keep_host keeps its
+ * host cluster (when it is not shared). */
+static int set_entry_ext(BDRVQcow2 *s, uint64_t off, uint64_t new_bm,
+                         bool keep_host)
+{
+    uint64_t idx = l2_index(s, off);
+    uint64_t l2_off, e, new_e = 0;
+    uint64_t *t;
+    Qcow2Mapping cm;
+    int ret;
+
+    ret = l2_get_for_write(s, off, &l2_off);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    if (ret < 0) {
+        return ret;
+    }
+    e = be64toh(t[2 * idx]);
+    if (qcow2_l2_decode(&s->h, e, &cm) < 0) {
+        return -EIO;
+    }
+    if (keep_host && cm.type != QCOW2_CLUSTER_COMPRESSED &&
+        cm.host_offset != 0 && cm.copied) {
+        new_e = cm.host_offset | QCOW2_OFLAG_COPIED;
+    } else if (cm.type == QCOW2_CLUSTER_COMPRESSED || cm.host_offset != 0) {
+        cm.type = cm.type == QCOW2_CLUSTER_COMPRESSED
+                      ? QCOW2_CLUSTER_COMPRESSED : QCOW2_CLUSTER_NORMAL;
+        free_entry(s, &cm);
+    }
+    t[2 * idx] = htobe64(new_e);
+    t[2 * idx + 1] = htobe64(new_bm);
+    qcow2_cache_mark_dirty(s->l2_cache, t);
+    return maybe_flush_pending(s);
+}
+
+/* Write within one cluster, whatever the L2 entry format. */
+static int write_any(BDRVQcow2 *s, uint64_t off, uint64_t n,
+                     const uint8_t *buf)
+{
+    if (s->h.extended_l2) {
+        return write_cluster_ext(s, off, n, buf);
+    }
+    return write_cluster(s, off, n, buf);
+}
+
 /* Write whole clusters at guest offset off (cluster aligned), which
  * have no host cluster yet: allocate them contiguously (within one L2
  * table) and write them in one request.  *done gets the bytes written.
@@ -1110,7 +1316,8 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
             pthread_mutex_lock(&s->lock);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-        } else if ((m.type == QCOW2_CLUSTER_UNALLOCATED ||
+        } else if (!s->h.extended_l2 &&
+                   (m.type == QCOW2_CLUSTER_UNALLOCATED ||
                     m.type == QCOW2_CLUSTER_ZERO_PLAIN) &&
                    offset_in_cluster(s, offset) == 0 &&
                    MIN(n, bytes) >= 2 * s->h.cluster_size) {
@@ -1118,7 +1325,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             ret = write_new_clusters(s, offset, MIN(n, bytes), buf, &n);
         } else {
             n = MIN(bytes, s->h.cluster_size - offset_in_cluster(s, offset));
-            ret = write_cluster(s, offset, n, buf);
+            ret = write_any(s, offset, n, buf);
         }
         if (ret < 0) {
             break;
@@ -1172,17 +1379,19 @@ static int set_entry(BDRVQcow2 *s, uint64_t off, uint64_t new_entry,
 
 /* Does the cluster at guest offset off already read as zeroes without
  * a host cluster (so that zeroing or discarding it changes nothing)? */
-static int cluster_is_plain_hole(BDRVQcow2 *s, uint64_t off, bool *hole)
+static int cluster_is_plain_hole(BDRVQcow2 *s, uint64_t off, uint64_t len,
+                                 bool *hole)
 {
-    uint64_t n = s->h.cluster_size;
+    uint64_t n = len;
     Qcow2Mapping m;
     int ret = get_mapping(s, off, &n, &m);
 
     if (ret < 0) {
         return ret;
     }
-    *hole = m.type == QCOW2_CLUSTER_ZERO_PLAIN ||
-            (m.type == QCOW2_CLUSTER_UNALLOCATED && s->bs->backing == NULL);
+    *hole = n >= len && (m.type == QCOW2_CLUSTER_ZERO_PLAIN ||
+                         (m.type == QCOW2_CLUSTER_UNALLOCATED &&
+                          m.host_offset == 0 && s->bs->backing == NULL));
     return 0;
 }
 
@@ -1203,7 +1412,7 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
                                  offset + n >= s->size);
         bool hole = false;
 
-        ret = cluster_is_plain_hole(s, offset, &hole);
+        ret = cluster_is_plain_hole(s, offset, n, &hole);
         if (ret < 0) {
             break;
         }
@@ -1212,11 +1421,14 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
         } else if (!(whole && s->h.version >= 3) &&
                    (flags & BLK_REQ_NO_FALLBACK)) {
             ret = -ENOTSUP;     /* would write zeroes as data */
+        } else if (whole && s->h.extended_l2) {
+            ret = set_entry_ext(s, offset, QCOW2_EXTL2_ALL_ZERO,
+                                !(flags & BLK_REQ_MAY_UNMAP));
         } else if (whole && s->h.version >= 3) {
             ret = set_entry(s, offset, QCOW2_OFLAG_ZERO,
                             !(flags & BLK_REQ_MAY_UNMAP));
         } else {
-            ret = write_cluster(s, offset, n, NULL);
+            ret = write_any(s, offset, n, NULL);
         }
         if (ret < 0) {
             break;
@@ -1245,7 +1457,7 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     for (uint64_t off = start; off < end; off += cs) {
         bool hole = false;
 
-        ret = cluster_is_plain_hole(s, off, &hole);
+        ret = cluster_is_plain_hole(s, off, MIN(cs, s->size - off), &hole);
         if (ret < 0) {
             break;
         }
@@ -1254,10 +1466,15 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
         }
         /* With a backing file a v3 image records zeroes, so that the
          * backing data does not show through again. */
-        ret = set_entry(s, off,
-                        (s->bs->backing && s->h.version >= 3)
-                            ? QCOW2_OFLAG_ZERO : 0,
-                        false);
+        if (s->h.extended_l2) {
+            ret = set_entry_ext(s, off, s->bs->backing ? QCOW2_EXTL2_ALL_ZERO
+                                                       : 0, false);
+        } else {
+            ret = set_entry(s, off,
+                            (s->bs->backing && s->h.version >= 3)
+                                ? QCOW2_OFLAG_ZERO : 0,
+                            false);
+        }
         if (ret < 0) {
             break;
         }
@@ -1948,11 +2165,6 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
     }
     if (o->has_data_file) {
         error_setg(errp, "qcow2: external data files are not supported");
-        return false;
-    }
-    if (writable && s->h.extended_l2) {
-        error_setg(errp, "qcow2: images with extended L2 entries can only "
-                   "be opened read-only");
         return false;
     }
     if (o->has_snapshot && o->snapshot != NULL && writable) {

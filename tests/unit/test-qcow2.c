@@ -1108,6 +1108,8 @@ static void test_write_images(void)
     check_write_image("compat=0.10");
     check_write_image("cluster_size=512,refcount_bits=16");
     check_write_image("refcount_bits=64");
+    check_write_image("extended_l2=on,cluster_size=64k");
+    check_write_image("extended_l2=on,cluster_size=2M");
 }
 
 /* Grow the image far enough that the refcount table must grow too. */
@@ -1178,7 +1180,7 @@ static void test_write_reftable_growth(void)
 
 /* Writes over compressed clusters, internal snapshots and a backing file:
  * the copy-on-write paths. */
-static void test_write_cow(void)
+static void write_cow(const char *opts)
 {
     char *src = tpath("cw-src.qcow2"), *img = tpath("cw.qcow2");
     char *raw = tpath("cw.raw");
@@ -1189,8 +1191,8 @@ static void test_write_cow(void)
     CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 8M", src), 0);
     CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x41 0 4m' %s "
                               ">/dev/null", src), 0);
-    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -c -O qcow2 %s %s", src, img),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -c -O qcow2 -o %s %s %s", opts,
+                              src, img), 0);
     CU_ASSERT_EQUAL_FATAL(run("qemu-img snapshot -c s1 %s", img), 0);
     CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", img, raw), 0);
     ref = fopen(raw, "r+b");
@@ -1231,9 +1233,10 @@ static uint64_t rnd(void)
 }
 
 #define RSIZE (32u << 20)
-#define RCLUSTER 4096u
 
-static void test_random_overlay(void)
+/* opts: the overlay's qemu-img -o options; rcluster its cluster size
+ * (discards act on whole clusters). */
+static void random_overlay(const char *opts, uint64_t rcluster)
 {
     char *base = tpath("rb.qcow2"), *top = tpath("rt.qcow2");
     char *raw = tpath("rt.raw");
@@ -1242,22 +1245,21 @@ static void test_random_overlay(void)
     BlockNode *bs;
     Error *err = NULL;
     FILE *f;
-    const char *opts = ", \"discard\": \"unmap\"";
+    const char *nopts = ", \"discard\": \"unmap\"";
 
     CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
                               "cluster_size=64k %s 24M", base), 0);
     CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 0x77 0 8m' "
                               "-c 'write -P 0x78 12m 5m' -c 'write -z 4m 1m' "
                               "%s >/dev/null", base), 0);
-    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
-                              "cluster_size=4k -b %s -F qcow2 %s 32M",
-                              base, top), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o %s "
+                              "-b %s -F qcow2 %s 32M", opts, base, top), 0);
     CU_ASSERT_EQUAL_FATAL(run("qemu-img convert -O raw %s %s", top, raw), 0);
     model = slurp(raw, &len);
     CU_ASSERT_EQUAL_FATAL(len, RSIZE);
     buf = xmalloc(256 * 1024);
 
-    bs = open_qcow2(top, false, opts, &err);
+    bs = open_qcow2(top, false, nopts, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     for (int op = 0; op < 4000; op++) {
         uint64_t r = rnd();
@@ -1283,9 +1285,12 @@ static void test_random_overlay(void)
         default: {
             /* whole clusters of the overlay become zeroes (v3 with a
              * backing file); partial ones are left alone */
-            uint64_t s0 = ALIGN_UP(off, RCLUSTER);
-            uint64_t e0 = ALIGN_DOWN(off + n, RCLUSTER);
+            uint64_t s0 = rcluster ? ALIGN_UP(off, rcluster) : 0;
+            uint64_t e0 = rcluster ? ALIGN_DOWN(off + n, rcluster) : 0;
 
+            if (rcluster == 0) {
+                break;          /* v2: no discards in this model */
+            }
             CU_ASSERT_EQUAL_FATAL(blk_pdiscard(bs, off, n), 0);
             if (s0 < e0) {
                 memset(model + s0, 0, e0 - s0);
@@ -1304,7 +1309,7 @@ static void test_random_overlay(void)
             /* persistence across a reopen */
             blk_unref(bs);
             CU_ASSERT_EQUAL(run("qemu-img check -q %s", top), 0);
-            bs = open_qcow2(top, false, opts, &err);
+            bs = open_qcow2(top, false, nopts, &err);
             CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
         }
     }
@@ -1323,6 +1328,22 @@ static void test_random_overlay(void)
     free(base);
     free(top);
     free(raw);
+}
+
+static void test_random_overlay(void)
+{
+    random_overlay("cluster_size=4k", 4096);
+}
+
+static void test_random_overlay_extl2(void)
+{
+    random_overlay("cluster_size=64k,extended_l2=on", 65536);
+}
+
+static void test_random_overlay_v2(void)
+{
+    /* v2: no zero clusters; a discard lets the backing show through */
+    random_overlay("cluster_size=4k,compat=0.10", 0);
 }
 
 /* ---- concurrency: several threads on one node ------------------------- */
@@ -1898,6 +1919,12 @@ static void test_bitmaps_kept_consistent(void)
     free(img);
 }
 
+static void test_write_cow(void)
+{
+    write_cow("cluster_size=64k");
+    write_cow("cluster_size=64k,extended_l2=on");
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1927,6 +1954,8 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "write_reftable_growth", test_write_reftable_growth },
     { "write_cow", test_write_cow },
     { "random_overlay", test_random_overlay },
+    { "random_overlay_extl2", test_random_overlay_extl2 },
+    { "random_overlay_v2", test_random_overlay_v2 },
     { "concurrent_writers", test_concurrent_writers },
     { "crash_kill9", test_crash_kill9 },
     { "hostile_tables", test_hostile_tables },
