@@ -294,7 +294,8 @@ static int qmpc_parse_buffered(QmpClient *c, json_object **msg,
         used = json_tokener_get_parse_end(c->tok);
         c->buf_pos += used;
         c->msg_bytes += used;
-        if (obj) {
+        if (obj || jerr == json_tokener_success) {
+            /* (A JSON null is a success without an object.) */
             c->msg_bytes = 0;
             if (!json_object_is_type(obj, json_type_object)) {
                 json_object_put(obj);

@@ -507,6 +507,9 @@ static void test_framing_bad(void)
     expect_failure((const Step[]){ { "hello\r\n", 0 } }, 1, "malformed");
     expect_failure((const Step[]){ { "[1, 2]\r\n", 0 } }, 1,
                    "not an object");
+    expect_failure((const Step[]){ { "null\r\n", 0 } }, 1,
+                   "not an object");
+    expect_failure((const Step[]){ { "42\r\n", 0 } }, 1, "not an object");
     expect_failure((const Step[]){ { "{\"hello\": 1}\r\n", 0 } }, 1,
                    "Not a QMP greeting");
     expect_failure((const Step[]){ { "", 0 } }, 1, "closed");
