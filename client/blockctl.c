@@ -289,6 +289,7 @@ typedef struct Shell {
     json_object *schema;    /* query-qmp-schema by entity name, or NULL */
     bool schema_tried;
     sigset_t wait_mask;     /* the signal mask while waiting for input */
+    sigset_t sigint_set;    /* just SIGINT */
 } Shell;
 
 static Shell shell;
@@ -750,7 +751,7 @@ static bool shell_run_line(const char *line, int *status)
     CLEANUP_JSON json_object *req = NULL;
     CLEANUP_JSON json_object *reply = NULL;
     Error *err = NULL;
-    bool empty;
+    bool empty, ok;
 
     if (strcmp(line, "help") == 0 || strcmp(line, "?") == 0) {
         shell_help();
@@ -765,7 +766,21 @@ static bool shell_run_line(const char *line, int *status)
         }
         return true;
     }
-    if (!qmpc_call(shell.client, req, &reply, &err)) {
+    if (shell.interactive) {
+        /* A server that never answers: Ctrl-C ends blockctl (readline
+         * has already given the terminal back its normal mode). */
+        signal(SIGINT, SIG_DFL);
+        sigprocmask(SIG_UNBLOCK, &shell.sigint_set, NULL);
+    }
+    ok = qmpc_call(shell.client, req, &reply, &err);
+    if (shell.interactive) {
+        struct sigaction sa = { .sa_handler = shell_on_sigint };
+
+        sigprocmask(SIG_BLOCK, &shell.sigint_set, NULL);
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+    }
+    if (!ok) {
         if (qmpc_eof(shell.client)) {
             shell.closed = true;
             error_free(err);
@@ -803,22 +818,21 @@ static int run_shell(QmpClient *c, const Options *o)
     shell.interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 
     if (shell.interactive) {
+        struct sigaction sa = { .sa_handler = shell_on_sigint };
         char *line;
 
         shell_load_commands();
         history = shell_history_path();
-        struct sigaction sa = { .sa_handler = shell_on_sigint };
-        sigset_t block;
-
-        /* Ctrl-C only interrupts the wait for input (shell_getc), where
-         * it drops the line; a command waiting for its reply is not
-         * interrupted.  libedit must not catch signals itself: it would
-         * put the terminal back in cooked mode and re-raise SIGINT. */
+        /* At the prompt, Ctrl-C drops the line (shell_getc); SIGINT is
+         * blocked except while waiting for input (see shell_run_line
+         * for the wait for a reply).  libedit must not catch signals
+         * itself: it would put the terminal back in cooked mode and
+         * re-raise SIGINT. */
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
-        sigemptyset(&block);
-        sigaddset(&block, SIGINT);
-        sigprocmask(SIG_BLOCK, &block, &shell.wait_mask);
+        sigemptyset(&shell.sigint_set);
+        sigaddset(&shell.sigint_set, SIGINT);
+        sigprocmask(SIG_BLOCK, &shell.sigint_set, &shell.wait_mask);
         sigdelset(&shell.wait_mask, SIGINT);
         rl_catch_signals = 0;
         rl_readline_name = "blockctl";

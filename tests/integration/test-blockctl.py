@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import termios
@@ -415,9 +416,11 @@ def test_quit_and_shutdown_event(blockd_factory):
 # --- interactive shell ------------------------------------------------------
 
 class Pty:
-    """blockctl's shell on a pseudo-terminal."""
+    """blockctl's shell on a pseudo-terminal (d: a Blockd or a socket
+    path)."""
 
     def __init__(self, d, home):
+        addr = d if isinstance(d, str) else d.qmp_path
         self.master, slave = pty.openpty()
         env = dict(os.environ, HOME=str(home), TERM="xterm")
         def controlling_tty():
@@ -426,7 +429,7 @@ class Pty:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen([BLOCKCTL, "-s", d.qmp_path],
+        self.proc = subprocess.Popen([BLOCKCTL, "-s", addr],
                                      stdin=slave, stdout=slave, stderr=slave,
                                      env=env, close_fds=True,
                                      preexec_fn=controlling_tty)
@@ -583,3 +586,44 @@ def test_shell_from_a_pipe(blockd):
     assert p.returncode == 1
     assert json.loads(p.stdout) == blockd.cmd("query-version")
     assert p.stderr.startswith("GenericError: ")
+
+
+def test_interactive_ctrl_c_while_server_hangs(tmp_path):
+    """A server that never answers: Ctrl-C ends blockctl."""
+    greeting = (b'{"QMP": {"version": {"qemu": {"major": 10, "minor": 1, '
+                b'"micro": 0}, "package": ""}, "capabilities": []}}\r\n')
+    path = str(tmp_path / "hang.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    conns = []
+
+    def serve():
+        c, _ = srv.accept()
+        conns.append(c)
+        c.sendall(greeting)
+        buf = b""
+        while True:                         # answer all but query-version
+            data = c.recv(4096)
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if b"query-version" not in line:
+                    c.sendall(b'{"return": []}\r\n')
+    threading.Thread(target=serve, daemon=True).start()
+    sh = Pty(path, tmp_path)
+    try:
+        sh.read_until("(blockd) ")
+        sh.send("query-version\r")
+        sh.read_until("query-version")
+        time.sleep(0.3)
+        assert sh.proc.poll() is None       # still waiting for a reply
+        sh.send("\x03")
+        assert sh.proc.wait(10) == -signal.SIGINT
+    finally:
+        sh.close()
+        srv.close()
+        for c in conns:
+            c.close()
