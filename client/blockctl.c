@@ -663,6 +663,9 @@ static void shell_uniq_cands(void)
 {
     size_t out = 0;
 
+    if (shell.cands.len == 0) {
+        return;
+    }
     qsort(shell.cands.ptr, shell.cands.len, sizeof(char *), cmp_names);
     for (size_t i = 0; i < shell.cands.len; i++) {
         if (out > 0 && strcmp(shell.cands.ptr[out - 1],
@@ -727,8 +730,10 @@ static void shell_load_commands(void)
                            xstrdup(json_object_get_string(name)));
         }
     }
-    qsort(shell.commands.ptr, shell.commands.len, sizeof(char *),
-          cmp_names);
+    if (shell.commands.len > 0) {
+        qsort(shell.commands.ptr, shell.commands.len, sizeof(char *),
+              cmp_names);
+    }
 }
 
 static void shell_help(void)
