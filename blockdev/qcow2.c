@@ -1299,45 +1299,48 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     const uint8_t *buf = vbuf;
     int ret = 0;
 
-    pthread_mutex_lock(&s->lock);
-    while (bytes > 0) {
+    while (bytes > 0 && ret == 0) {
         uint64_t n = bytes;
         Qcow2Mapping m;
 
-        /* Fast path: a run of clusters written in place. */
+        pthread_mutex_lock(&s->lock);
         ret = get_mapping(s, offset, &n, &m);
         if (ret < 0) {
+            pthread_mutex_unlock(&s->lock);
             break;
         }
         if (m.type == QCOW2_CLUSTER_NORMAL && m.copied &&
             !overlaps_fixed_metadata(s, m.host_offset, n)) {
+            /* Fast path: a run of clusters written in place, outside
+             * the lock. */
             __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             pthread_mutex_unlock(&s->lock);
             ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
-            pthread_mutex_lock(&s->lock);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-        } else if (!s->h.extended_l2 &&
-                   (m.type == QCOW2_CLUSTER_UNALLOCATED ||
-                    m.type == QCOW2_CLUSTER_ZERO_PLAIN) &&
-                   offset_in_cluster(s, offset) == 0 &&
-                   MIN(n, bytes) >= 2 * s->h.cluster_size) {
-            /* Fast path: whole new clusters, allocated together. */
-            ret = write_new_clusters(s, offset, MIN(n, bytes), buf, &n);
         } else {
-            n = MIN(bytes, s->h.cluster_size - offset_in_cluster(s, offset));
-            ret = write_any(s, offset, n, buf);
-        }
-        if (ret < 0) {
-            break;
+            if (!s->h.extended_l2 &&
+                (m.type == QCOW2_CLUSTER_UNALLOCATED ||
+                 m.type == QCOW2_CLUSTER_ZERO_PLAIN) &&
+                offset_in_cluster(s, offset) == 0 &&
+                MIN(n, bytes) >= 2 * s->h.cluster_size) {
+                /* Whole new clusters, allocated together. */
+                ret = write_new_clusters(s, offset, MIN(n, bytes), buf, &n);
+            } else {
+                n = MIN(bytes,
+                        s->h.cluster_size - offset_in_cluster(s, offset));
+                ret = write_any(s, offset, n, buf);
+            }
+            pthread_mutex_unlock(&s->lock);
         }
         offset += n;
         buf += n;
         bytes -= n;
     }
     if (ret == 0 && (flags & BLK_REQ_FUA)) {
+        pthread_mutex_lock(&s->lock);
         ret = flush_locked(s);
+        pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&s->lock);
     return ret;
 }
 
