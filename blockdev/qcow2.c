@@ -1538,13 +1538,13 @@ static int64_t qcow2_get_length(BlockNode *bs)
 
 /* ---- resize ------------------------------------------------------------- */
 
-static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
+static bool qcow2_truncate_locked(BlockNode *bs, uint64_t size,
+                                  Error **errp)
 {
     BDRVQcow2 *s = bs->opaque;
     uint64_t need = qcow2_l1_entries_for_size(&s->h, size);
     uint8_t hdr[24];
     int ret;
-    LOCK_GUARD(&s->lock);
 
     if (s->read_only || s->snapshot_view) {
         error_setg(errp, "qcow2: image is read-only");
@@ -1635,6 +1635,42 @@ io_error:
     error_setg_errno(errp, -ret, "qcow2: could not resize '%s'",
                      bs->filename);
     return false;
+}
+
+static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
+                               uint64_t bytes, uint32_t flags);
+
+/* Grow the image (loop thread).  The new area reads as zeroes even when
+ * the backing file is longer than the old size (as QEMU does it). */
+static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t old = s->size;
+    int64_t blen;
+    int ret;
+
+    pthread_mutex_lock(&s->lock);
+    if (!qcow2_truncate_locked(bs, size, errp)) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (bs->backing != NULL && size > old) {
+        blen = blk_getlength(bs->backing);
+        if (blen > (int64_t)old) {
+            ret = qcow2_pwrite_zeroes(bs, old, MIN((uint64_t)blen, size) - old,
+                                      BLK_REQ_MAY_UNMAP);
+            if (ret == 0) {
+                ret = qcow2_flush(bs);
+            }
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "qcow2: could not zero the new "
+                                 "area of '%s'", bs->filename);
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
 /* ---- open / close ----------------------------------------------------- */

@@ -1925,6 +1925,44 @@ static void test_write_cow(void)
     write_cow("cluster_size=64k,extended_l2=on");
 }
 
+
+/* Growing an overlay shorter than its backing file: the new area reads
+ * as zeroes, not as the backing file's data (v3 and v2). */
+static void test_grow_over_backing(void)
+{
+    char *base = tpath("gb-base.qcow2"), *top = tpath("gb-top.qcow2");
+    char *raw = tpath("gb.raw");
+    uint8_t *buf = xmalloc(1 << 20);
+
+    for (int v2 = 0; v2 < 2; v2++) {
+        BlockNode *bs;
+        Error *err = NULL;
+
+        CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 8M && "
+                                  "qemu-io -f qcow2 -c 'write -P 0x55 0 8m' "
+                                  "%s >/dev/null && qemu-img create -q -f "
+                                  "qcow2 -o compat=%s -b %s -F qcow2 %s 3M",
+                                  base, base, v2 ? "0.10" : "1.1", base, top),
+                              0);
+        bs = open_qcow2(top, false, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        CU_ASSERT_TRUE(blk_truncate(bs, 12 << 20, &err));
+        CU_ASSERT_EQUAL(blk_pread(bs, 3 << 20, 1 << 20, buf, 0), 0);
+        CU_ASSERT_EQUAL(buf[0], 0);
+        CU_ASSERT_EQUAL(buf[(1 << 20) - 1], 0);
+        CU_ASSERT_EQUAL(blk_pread(bs, (3 << 20) - 4096, 4096, buf, 0), 0);
+        CU_ASSERT_EQUAL(buf[0], 0x55);
+        blk_unref(bs);
+        CU_ASSERT_EQUAL(run("qemu-img check -q %s", top), 0);
+        CU_ASSERT_EQUAL(run("qemu-io -f qcow2 -c 'read -P 0x55 0 3m' "
+                            "-c 'read -P 0 3m 9m' %s >/dev/null", top), 0);
+    }
+    free(buf);
+    free(base);
+    free(top);
+    free(raw);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
     { "header_truncated", test_header_truncated },
@@ -1952,6 +1990,7 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "write_images", test_write_images },
     { "write_direct", test_write_direct },
     { "write_reftable_growth", test_write_reftable_growth },
+    { "grow_over_backing", test_grow_over_backing },
     { "write_cow", test_write_cow },
     { "random_overlay", test_random_overlay },
     { "random_overlay_extl2", test_random_overlay_extl2 },
