@@ -19,7 +19,7 @@
         size_t len;                                                       \
         size_t cap;                                                       \
     } name;                                                               \
-    static inline void name##_reserve(name *v, size_t n)                  \
+    static inline UNUSED void name##_reserve(name *v, size_t n)                  \
     {                                                                     \
         if (v->len + n > v->cap) {                                        \
             size_t cap = v->cap ? v->cap * 2 : 8;                         \
@@ -30,18 +30,18 @@
             v->cap = cap;                                                 \
         }                                                                 \
     }                                                                     \
-    static inline void name##_append(name *v, type elem)                  \
+    static inline UNUSED void name##_append(name *v, type elem)                  \
     {                                                                     \
         name##_reserve(v, 1);                                             \
         v->ptr[v->len++] = elem;                                          \
     }                                                                     \
-    static inline void name##_remove(name *v, size_t i)                   \
+    static inline UNUSED void name##_remove(name *v, size_t i)                   \
     {                                                                     \
         memmove(&v->ptr[i], &v->ptr[i + 1],                               \
                 (v->len - i - 1) * sizeof(type));                         \
         v->len--;                                                         \
     }                                                                     \
-    static inline void name##_reset(name *v)                              \
+    static inline UNUSED void name##_reset(name *v)                              \
     {                                                                     \
         free(v->ptr);                                                     \
         v->ptr = NULL;                                                    \
