@@ -13,40 +13,40 @@
 
 #include "util/util.h"
 
-#define DEFINE_VECTOR_TYPE(name, type)                                    \
-    typedef struct name {                                                 \
-        type *ptr;                                                        \
-        size_t len;                                                       \
-        size_t cap;                                                       \
-    } name;                                                               \
-    static inline UNUSED void name##_reserve(name *v, size_t n)                  \
-    {                                                                     \
-        if (v->len + n > v->cap) {                                        \
-            size_t cap = v->cap ? v->cap * 2 : 8;                         \
-            while (cap < v->len + n) {                                    \
-                cap *= 2;                                                 \
-            }                                                             \
-            v->ptr = xrealloc(v->ptr, cap * sizeof(type));                \
-            v->cap = cap;                                                 \
-        }                                                                 \
-    }                                                                     \
-    static inline UNUSED void name##_append(name *v, type elem)                  \
-    {                                                                     \
-        name##_reserve(v, 1);                                             \
-        v->ptr[v->len++] = elem;                                          \
-    }                                                                     \
-    static inline UNUSED void name##_remove(name *v, size_t i)                   \
-    {                                                                     \
-        memmove(&v->ptr[i], &v->ptr[i + 1],                               \
-                (v->len - i - 1) * sizeof(type));                         \
-        v->len--;                                                         \
-    }                                                                     \
-    static inline UNUSED void name##_reset(name *v)                              \
-    {                                                                     \
-        free(v->ptr);                                                     \
-        v->ptr = NULL;                                                    \
-        v->len = v->cap = 0;                                              \
-    }                                                                     \
+#define DEFINE_VECTOR_TYPE(name, type)                                        \
+    typedef struct name {                                                     \
+        type *ptr;                                                            \
+        size_t len;                                                           \
+        size_t cap;                                                           \
+    } name;                                                                   \
+    static inline UNUSED void name##_reserve(name *v, size_t n)               \
+    {                                                                         \
+        if (v->len + n > v->cap) {                                            \
+            size_t cap = v->cap ? v->cap * 2 : 8;                             \
+            while (cap < v->len + n) {                                        \
+                cap *= 2;                                                     \
+            }                                                                 \
+            v->ptr = xrealloc(v->ptr, cap * sizeof(type));                    \
+            v->cap = cap;                                                     \
+        }                                                                     \
+    }                                                                         \
+    static inline UNUSED void name##_append(name *v, type elem)               \
+    {                                                                         \
+        name##_reserve(v, 1);                                                 \
+        v->ptr[v->len++] = elem;                                              \
+    }                                                                         \
+    static inline UNUSED void name##_remove(name *v, size_t i)                \
+    {                                                                         \
+        memmove(&v->ptr[i], &v->ptr[i + 1],                                   \
+                (v->len - i - 1) * sizeof(type));                             \
+        v->len--;                                                             \
+    }                                                                         \
+    static inline UNUSED void name##_reset(name *v)                           \
+    {                                                                         \
+        free(v->ptr);                                                         \
+        v->ptr = NULL;                                                        \
+        v->len = v->cap = 0;                                                  \
+    }                                                                         \
     struct name##_dummy_for_semicolon_
 
 #endif
