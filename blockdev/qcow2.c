@@ -377,10 +377,24 @@ static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
 {
     uint64_t start = s->free_hint, len = 0;
     uint64_t rbe = 1ULL << s->h.rb_bits;
+    int64_t flen = blk_getlength(s->bs->file);
+    uint64_t used_end;
     int ret;
 
+    if (flen < 0) {
+        return (int)flen;
+    }
+    /* Past the end of the file and of what we allocated, every cluster
+     * is free in a consistent image: a hostile refcount table that says
+     * otherwise must not make the scan below run for ever. */
+    used_end = MAX(DIV_ROUND_UP((uint64_t)flen, s->h.cluster_size),
+                   s->alloc_end);
     if (n > rbe / 2) {
-        return alloc_append(s, n, off);
+        ret = alloc_append(s, n, off);
+        if (ret == 0) {
+            s->alloc_end = MAX(s->alloc_end, cluster_of(s, *off) + n);
+        }
+        return ret;
     }
 
     while (len < n) {
@@ -420,12 +434,19 @@ static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
         }
         rc = qcow2_refcount_get(blk, s->h.refcount_order, ci & (rbe - 1));
         if (rc != 0) {
+            if (ci >= used_end + (1ULL << s->h.rb_bits)) {
+                log_error("qcow2 '%s': refcounts claim clusters past the end "
+                          "of the image file (cluster %llu)",
+                          s->bs->filename, (unsigned long long)ci);
+                return -EIO;
+            }
             start = ci + 1;
             len = 0;
             continue;
         }
         len++;
     }
+    s->alloc_end = MAX(s->alloc_end, start + n);
     if (start == s->free_hint || n == 1) {
         s->free_hint = start + n;
     }

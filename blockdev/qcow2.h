@@ -69,6 +69,8 @@ struct BDRVQcow2 {
     Qcow2Cache *l2_cache;
     Qcow2Cache *rb_cache;
     uint64_t free_hint;         /* cluster index: lowest maybe-free */
+    uint64_t alloc_end;         /* cluster index past the highest one we
+                                 * allocated (maybe not written yet) */
     bool refs_unsynced;         /* refcount writes not yet flushed */
     unsigned inflight;          /* requests doing data I/O outside the
                                  * lock (atomic) */
