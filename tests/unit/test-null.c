@@ -233,7 +233,7 @@ static void test_null_aio(void)
         blk_aio_submit(pool, &t->req[i]);
     }
     /* the loop thread is free while the workers sleep */
-    CU_ASSERT_EQUAL(bs->refcnt, 1 + NREQ - t->done);
+    CU_ASSERT_EQUAL(bs->refcnt, (unsigned)(1 + NREQ - t->done));
     loop_run(t->loop);
     CU_ASSERT_EQUAL(t->done, NREQ);
     CU_ASSERT_EQUAL(t->failed, 0);
