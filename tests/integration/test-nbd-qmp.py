@@ -267,3 +267,21 @@ def test_shutdown_with_client_connected_closes_qcow2(blockd_factory,
                           "read -P 0x70 65536 1", img],
                          capture_output=True, text=True, check=True)
     assert "verification failed" not in out.stdout
+
+
+def test_writable_export_of_read_only_node(blockd, tmp_path):
+    img = str(tmp_path / "ro.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    blockd.cmd("blockdev-add", {"driver": "file", "node-name": "r0",
+                                "filename": img, "read-only": True})
+    sock = start(blockd)
+    d = err(blockd, "block-export-add",
+            {"type": "nbd", "id": "e0", "node-name": "r0",
+             "writable": True})
+    assert d
+    assert blockd.cmd("query-block-exports") == []
+    export(blockd, "e0", node="r0", name="ro")
+    h = client(sock, "ro")
+    assert h.is_read_only()
+    h.shutdown()
