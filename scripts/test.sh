@@ -1,11 +1,12 @@
 #!/bin/bash
-# test.sh - build blockd twice (warnings as errors; then ASan+UBSan) and
-# run every test suite in both builds.  The last line is the total:
+# test.sh - build blockd twice (gcc; then clang with ASan+UBSan and the
+# fuzz targets; warnings are errors in both) and run every test suite in
+# both builds.  The last line is the total:
 #   tests: N passed, N failed, N skipped
 # Exit status 0 only when nothing failed.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    only the normal build
+#   scripts/test.sh --quick    only the normal build (gcc)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh || exit 1
@@ -46,11 +47,14 @@ PY
 
 run_build build -Dwerror=true || rc=1
 if [ $QUICK = 0 ]; then
-  # Sanitizers: every unit and integration test again under ASan+UBSan.
+  # Sanitizers: every unit and integration test again under ASan+UBSan,
+  # built with clang (a second compiler's warnings, and libFuzzer: the
+  # fuzz targets are built and run briefly too).
+  CC=clang \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_build build-asan -Dwerror=true -Db_sanitize=address,undefined \
-      -Db_lundef=false -Dbuildtype=debug || rc=1
+      -Db_lundef=false -Dbuildtype=debug -Dfuzzing=true || rc=1
 fi
 echo "tests: $pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ] && [ $rc -eq 0 ]
