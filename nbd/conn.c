@@ -1194,6 +1194,12 @@ static void conn_input_loop(NbdConn *c)
     while (conn_reading(c)) {
         uint64_t need;
 
+        if (c->state == NBD_CS_OPT_HDR && c->hs_off < c->hs_len) {
+            /* The client is not reading our replies: read no more
+             * options until it does (bounds the reply buffer). */
+            c->input_paused = true;
+            return;
+        }
         if (c->state == NBD_CS_REQ_HDR && !c->cur) {
             c->cur = slot_get(c);
             if (!c->cur) {
@@ -1269,6 +1275,8 @@ static void conn_input(NbdConn *c)
 
 static void conn_flush_output(NbdConn *c)
 {
+    bool resume = false;
+
     if (c->in_flush || c->closed) {
         return;
     }
@@ -1288,6 +1296,9 @@ static void conn_flush_output(NbdConn *c)
         c->hs_off += n;
     }
     c->hs_off = c->hs_len = 0;
+    if (c->input_paused && c->state == NBD_CS_OPT_HDR) {
+        resume = true;
+    }
 
     while (c->out_head) {
         struct iovec iov[NBD_SEND_IOV];
@@ -1352,6 +1363,10 @@ static void conn_flush_output(NbdConn *c)
     }
 out:
     c->in_flush = false;
+    if (resume) {
+        c->input_paused = false;
+        conn_input(c);
+    }
     conn_maybe_finish(c);
     conn_update_events(c);
     return;

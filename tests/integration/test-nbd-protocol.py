@@ -473,3 +473,25 @@ def test_many_bad_connections_then_good(server):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(server)
         s.close()
+
+
+def test_pipelined_options_with_slow_reader(server):
+    """A client that floods options without reading replies is throttled
+    (the server stops reading), and every reply still arrives in order."""
+    import threading
+    r = Raw(server)
+    n = 8000
+    blob = struct.pack(">QII", IHAVEOPT, OPT_LIST, 0) * n
+    t = threading.Thread(target=r.s.sendall, args=(blob,))
+    t.start()
+    time.sleep(0.5)                  # let the server hit back-pressure
+    acks = 0
+    while acks < n:
+        o, typ, d = r.reply()
+        assert o == OPT_LIST
+        if typ == REP_ACK:
+            acks += 1
+        else:
+            assert typ == REP_SERVER
+    t.join()
+    r.go()
