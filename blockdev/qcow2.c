@@ -954,6 +954,15 @@ static int read_cluster_for_cow(BDRVQcow2 *s, uint64_t coff,
     }
 }
 
+/* Does the guest cluster described by m read as zeroes (so a copy on
+ * write has nothing to copy)? */
+static bool cow_source_is_zero(const BDRVQcow2 *s, const Qcow2Mapping *m)
+{
+    return m->type == QCOW2_CLUSTER_ZERO_PLAIN ||
+           m->type == QCOW2_CLUSTER_ZERO_ALLOC ||
+           (m->type == QCOW2_CLUSTER_UNALLOCATED && s->bs->backing == NULL);
+}
+
 /* Release the host cluster an L2 entry referenced (after the new entry is
  * durable). */
 static void free_entry(BDRVQcow2 *s, const Qcow2Mapping *m)
@@ -1027,7 +1036,22 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
     if (ret < 0) {
         return ret;
     }
-    if (n < cs) {
+    if (n < cs && cow_source_is_zero(s, &m) && s->bs->file->drv->is_protocol &&
+        host >= (uint64_t)blk_getlength(s->bs->file)) {
+        /* A new cluster past the end of the file reads as zeroes
+         * already: write the new bytes and the cluster's last block (so
+         * that the file covers the whole cluster), not the zero head and
+         * tail. */
+        uint64_t in = offset_in_cluster(s, off);
+        uint64_t tail = MAX(in + n, cs - MIN(cs, 4096));
+
+        ret = blk_pwrite(s->bs->file, host + in, n,
+                         buf ? buf : s->cow_buf + cs, 0);
+        if (ret == 0 && tail < cs) {
+            ret = blk_pwrite(s->bs->file, host + tail, cs - tail,
+                             s->cow_buf + cs, 0);
+        }
+    } else if (n < cs) {
         ret = read_cluster_for_cow(s, coff, &m);
         if (ret < 0) {
             goto undo;
