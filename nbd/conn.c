@@ -143,7 +143,7 @@ static void conn_flush_output(NbdConn *c);
 static void conn_update_events(NbdConn *c);
 static void conn_maybe_finish(NbdConn *c);
 
-/* ---- small helpers --------------------------------------------------- */
+/* ---- small helpers ------------------------------------------------------- */
 
 static bool conn_reading(const NbdConn *c)
 {
@@ -200,7 +200,7 @@ static void opt_error(NbdConn *c, uint32_t type, const char *fmt, ...)
     opt_reply(c, type, msg, (uint32_t)MIN((size_t)n, sizeof(msg) - 1));
 }
 
-/* ---- slots ------------------------------------------------------------ */
+/* ---- slots --------------------------------------------------------------- */
 
 static NbdSlot *slot_get(NbdConn *c)
 {
@@ -285,7 +285,7 @@ static void conn_queue(NbdConn *c, NbdSlot *s)
     conn_flush_output(c);
 }
 
-/* ---- replies ---------------------------------------------------------- */
+/* ---- replies ------------------------------------------------------------- */
 
 static void slot_chunk(NbdSlot *s, uint16_t flags, uint16_t type,
                        uint64_t len, const void *extra, size_t extra_len)
@@ -453,7 +453,7 @@ static void slot_reply_block_status(NbdSlot *s)
     }
 }
 
-/* ---- block status on the worker pool ---------------------------------- */
+/* ---- block status on the worker pool ------------------------------------- */
 
 static void ext_reset(NbdExtBuf *e, size_t prefix)
 {
@@ -569,7 +569,7 @@ static void bs_job_done(WorkerJob *job)
     conn_queue(c, s);
 }
 
-/* ---- I/O through the block layer ---------------------------------------- */
+/* ---- I/O through the block layer ----------------------------------------- */
 
 static void slot_io_done(BlockRequest *r)
 {
@@ -693,7 +693,7 @@ static void slot_execute(NbdSlot *s)
     }
 }
 
-/* ---- transmission state handlers ---------------------------------------- */
+/* ---- transmission state handlers ----------------------------------------- */
 
 static void conn_next_request(NbdConn *c)
 {
@@ -787,7 +787,7 @@ static void on_req_drain(NbdConn *c)
     conn_queue(c, s);
 }
 
-/* ---- option handlers ------------------------------------------------------ */
+/* ---- option handlers ----------------------------------------------------- */
 
 static void conn_enter_transmission(NbdConn *c, NbdExport *exp)
 {
@@ -1187,7 +1187,7 @@ static void conn_dispatch(NbdConn *c)
     }
 }
 
-/* ---- the byte engine ---------------------------------------------------- */
+/* ---- the byte engine ----------------------------------------------------- */
 
 static void conn_input_loop(NbdConn *c)
 {
@@ -1425,7 +1425,7 @@ static void conn_hs_timeout(void *opaque)
     nbd_conn_close(c);
 }
 
-/* ---- lifetime ------------------------------------------------------------- */
+/* ---- lifetime ------------------------------------------------------------ */
 
 NbdConn *nbd_conn_new(NbdServer *srv, int fd)
 {
