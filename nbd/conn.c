@@ -1454,6 +1454,17 @@ NbdConn *nbd_conn_new(NbdServer *srv, int fd)
     return c;
 }
 
+/* Drop the export (and so the node) reference; idempotent. */
+static void conn_release_export(NbdConn *c)
+{
+    NbdExport *exp = c->exp;
+
+    if (exp) {
+        c->exp = NULL;
+        nbd_export_unref(exp);
+    }
+}
+
 static void conn_free_cb(void *opaque)
 {
     NbdConn *c = opaque;
@@ -1461,9 +1472,7 @@ static void conn_free_cb(void *opaque)
     if (c->srv) {
         nbd_server_conn_freed(c->srv, c);
     }
-    if (c->exp) {
-        nbd_export_unref(c->exp);
-    }
+    conn_release_export(c);
     for (int i = 0; i < NBD_SLOTS; i++) {
         free(c->slots[i].buf);
         for (int j = 0; j < NBD_META_COUNT; j++) {
@@ -1535,7 +1544,13 @@ void nbd_conn_shutdown(NbdConn *c)
 {
     c->srv = NULL;
     if (c->closed) {
-        return;                  /* its free is already posted or due */
+        /* Its free is posted (or due when requests end).  The post may
+         * never run if the daemon is exiting, so let go of the export
+         * now when no request can still touch it. */
+        if (c->busy == 0) {
+            conn_release_export(c);
+        }
+        return;
     }
     /* Free an idle connection now rather than from a loop_post(): at
      * daemon exit the loop no longer runs, and the export's node
