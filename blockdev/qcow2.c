@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -23,6 +24,8 @@
 #include <zstd.h>
 #endif
 
+#include "daemon/daemon.h"
+#include "qapi-events.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -69,6 +72,74 @@ static bool overlaps_fixed_metadata(const BDRVQcow2 *s, uint64_t off,
                            s->snapshots_len));
 }
 
+/* ---- corruption ---------------------------------------------------------
+ *
+ * Metadata that contradicts itself (an L2 entry pointing into the header,
+ * a refcount going below zero, ...) is reported as QEMU does: logged, a
+ * BLOCK_IMAGE_CORRUPTED event, and a writable image is marked corrupt
+ * (incompatible bit 1, v3) so that nothing writes to it again until
+ * 'qemu-img check -r all' repairs it; the request fails with EIO. */
+
+typedef struct CorruptEvent {
+    Daemon *d;
+    char *node;             /* NULL while the node opens */
+    char *msg;
+    bool fatal;
+} CorruptEvent;
+
+static void corrupt_event_cb(void *opaque)
+{
+    CorruptEvent *ev = opaque;
+
+    qapi_event_send_block_image_corrupted(ev->d, "", ev->node != NULL,
+                                          ev->node, ev->msg, false, 0, false,
+                                          0, ev->fatal);
+    free(ev->node);
+    free(ev->msg);
+    free(ev);
+}
+
+/* Lock held (or the node is opening). */
+static void qcow2_corrupt(BDRVQcow2 *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void qcow2_corrupt(BDRVQcow2 *s, const char *fmt, ...)
+{
+    BlockNode *bs = s->bs;
+    bool fatal = !s->read_only && !s->corrupt;
+    Daemon *d = bs->graph != NULL ? blk_graph_daemon(bs->graph) : NULL;
+    char *msg;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    log_error("qcow2 '%s': %s%s", bs->filename, msg,
+              fatal ? "; image marked corrupt" : "");
+    if (fatal) {
+        s->corrupt = true;
+        if (s->h.version >= 3) {
+            uint64_t be = htobe64(s->h.incompatible_features |
+                                  QCOW2_INCOMPAT_CORRUPT);
+
+            if (blk_pwrite(bs->file, 72, 8, &be, 0) == 0) {
+                blk_flush(bs->file);
+            }
+            s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+        }
+    }
+    if (d != NULL) {
+        CorruptEvent *ev = XNEW(CorruptEvent);
+
+        ev->d = d;
+        ev->node = bs->node_name ? xstrdup(bs->node_name) : NULL;
+        ev->msg = msg;
+        ev->fatal = fatal;
+        loop_post(d->loop, corrupt_event_cb, ev);
+    } else {
+        free(msg);
+    }
+}
+
 /* ---- refcounts --------------------------------------------------------- */
 
 /* The refcount block covering cluster ci, or *blk = NULL when the
@@ -88,8 +159,8 @@ static int rb_lookup(BDRVQcow2 *s, uint64_t ci, void **blk)
     }
     if (!IS_ALIGNED(off, s->h.cluster_size) ||
         overlaps_fixed_metadata(s, off, s->h.cluster_size)) {
-        log_error("qcow2 '%s': refcount block at 0x%llx is invalid",
-                  s->bs->filename, (unsigned long long)off);
+        qcow2_corrupt(s, "refcount block at 0x%llx is invalid",
+                      (unsigned long long)off);
         return -EIO;
     }
     return qcow2_cache_get(s->rb_cache, off, true, blk);
@@ -114,14 +185,14 @@ static int update_refcounts(BDRVQcow2 *s, uint64_t off, uint64_t bytes,
             return ret;
         }
         if (blk == NULL) {
-            log_error("qcow2 '%s': cluster %llu has no refcount block",
-                      s->bs->filename, (unsigned long long)ci);
+            qcow2_corrupt(s, "cluster %llu has no refcount block",
+                          (unsigned long long)ci);
             return -EIO;
         }
         rc = qcow2_refcount_get(blk, s->h.refcount_order, idx);
         if ((delta < 0 && rc == 0) || (delta > 0 && rc == max)) {
-            log_error("qcow2 '%s': refcount of cluster %llu out of range",
-                      s->bs->filename, (unsigned long long)ci);
+            qcow2_corrupt(s, "refcount of cluster %llu out of range",
+                          (unsigned long long)ci);
             return -EIO;
         }
         rc += delta;
@@ -342,8 +413,8 @@ static int alloc_append(BDRVQcow2 *s, uint64_t n, uint64_t *off)
             return ret;
         }
         if (qcow2_refcount_get(blk, s->h.refcount_order, ci & (rbe - 1))) {
-            log_error("qcow2 '%s': cluster %llu past the end of the file "
-                      "is in use", s->bs->filename, (unsigned long long)ci);
+            qcow2_corrupt(s, "cluster %llu past the end of the file is in "
+                          "use", (unsigned long long)ci);
             return -EIO;
         }
         qcow2_refcount_set(blk, s->h.refcount_order, ci & (rbe - 1), 1);
@@ -435,9 +506,9 @@ static int alloc_clusters(BDRVQcow2 *s, uint64_t n, uint64_t *off)
         rc = qcow2_refcount_get(blk, s->h.refcount_order, ci & (rbe - 1));
         if (rc != 0) {
             if (ci >= used_end + (1ULL << s->h.rb_bits)) {
-                log_error("qcow2 '%s': refcounts claim clusters past the end "
-                          "of the image file (cluster %llu)",
-                          s->bs->filename, (unsigned long long)ci);
+                qcow2_corrupt(s, "refcounts claim clusters past the end of "
+                              "the image file (cluster %llu)",
+                              (unsigned long long)ci);
                 return -EIO;
             }
             start = ci + 1;
@@ -536,12 +607,17 @@ static int l2_get(BDRVQcow2 *s, uint64_t off, uint64_t **table)
         return 0;
     }
     ret = qcow2_l1_decode(&s->h, s->l1[idx], &l2_off);
-    if (ret < 0 || l2_off == 0) {
+    if (ret < 0) {
+        qcow2_corrupt(s, "L1 entry %llu is misaligned",
+                      (unsigned long long)idx);
         return ret;
     }
+    if (l2_off == 0) {
+        return 0;
+    }
     if (overlaps_fixed_metadata(s, l2_off, s->h.cluster_size)) {
-        log_error("qcow2 '%s': L2 table at 0x%llx overlaps metadata",
-                  s->bs->filename, (unsigned long long)l2_off);
+        qcow2_corrupt(s, "L2 table at 0x%llx overlaps metadata",
+                      (unsigned long long)l2_off);
         return -EIO;
     }
     return qcow2_cache_get(s->l2_cache, l2_off, true, (void **)table);
@@ -561,10 +637,14 @@ static int l2_get_for_write(BDRVQcow2 *s, uint64_t off, uint64_t *l2_out)
     }
     ret = qcow2_l1_decode(&s->h, s->l1[idx], &old);
     if (ret < 0) {
+        qcow2_corrupt(s, "L1 entry %llu is misaligned",
+                      (unsigned long long)idx);
         return ret;
     }
     if (old != 0 && (s->l1[idx] & QCOW2_OFLAG_COPIED)) {
         if (overlaps_fixed_metadata(s, old, s->h.cluster_size)) {
+            qcow2_corrupt(s, "L2 table at 0x%llx overlaps metadata",
+                          (unsigned long long)old);
             return -EIO;
         }
         *l2_out = old;
@@ -735,8 +815,8 @@ static int get_mapping(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
     }
 
 bad:
-    log_error("qcow2 '%s': invalid L2 entry for guest offset 0x%llx",
-              s->bs->filename, (unsigned long long)off);
+    qcow2_corrupt(s, "invalid L2 entry for guest offset 0x%llx",
+                  (unsigned long long)off);
     return -EIO;
 }
 
@@ -1019,8 +1099,8 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
     if (m.type == QCOW2_CLUSTER_NORMAL && m.copied) {
         host = m.host_offset + offset_in_cluster(s, off);
         if (overlaps_fixed_metadata(s, host, n)) {
-            log_error("qcow2 '%s': data cluster 0x%llx overlaps metadata",
-                      s->bs->filename, (unsigned long long)m.host_offset);
+            qcow2_corrupt(s, "data cluster 0x%llx overlaps metadata",
+                          (unsigned long long)m.host_offset);
             return -EIO;
         }
         __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
@@ -1211,6 +1291,8 @@ static int write_cluster_ext(BDRVQcow2 *s, uint64_t off, uint64_t n,
     if (in_place) {
         host = cm.host_offset;
         if (overlaps_fixed_metadata(s, host + a, b - a)) {
+            qcow2_corrupt(s, "data cluster 0x%llx overlaps metadata",
+                          (unsigned long long)host);
             return -EIO;
         }
     } else {
@@ -1344,6 +1426,9 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     const uint8_t *buf = vbuf;
     int ret = 0;
 
+    if (__atomic_load_n(&s->corrupt, __ATOMIC_RELAXED)) {
+        return -EIO;
+    }
     while (bytes > 0 && ret == 0) {
         uint64_t n = bytes;
         Qcow2Mapping m;
@@ -1453,6 +1538,9 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
     if (s->h.version < 3 && (flags & BLK_REQ_NO_FALLBACK)) {
         return -ENOTSUP;
     }
+    if (__atomic_load_n(&s->corrupt, __ATOMIC_RELAXED)) {
+        return -EIO;
+    }
     pthread_mutex_lock(&s->lock);
     while (bytes > 0) {
         uint64_t n = MIN(bytes, cs - offset_in_cluster(s, offset));
@@ -1499,6 +1587,9 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     uint64_t start = ALIGN_UP(offset, cs);
     int ret = 0;
 
+    if (__atomic_load_n(&s->corrupt, __ATOMIC_RELAXED)) {
+        return -EIO;
+    }
     /* Only whole clusters (the tail cluster may end at the disk's end). */
     end = end >= s->size ? ALIGN_UP(end, cs) : ALIGN_DOWN(end, cs);
     pthread_mutex_lock(&s->lock);
@@ -1593,6 +1684,10 @@ static bool qcow2_truncate_locked(BlockNode *bs, uint64_t size,
 
     if (s->read_only || s->snapshot_view) {
         error_setg(errp, "qcow2: image is read-only");
+        return false;
+    }
+    if (s->corrupt) {
+        error_setg(errp, "qcow2: image is marked corrupt");
         return false;
     }
     if (size < s->size) {

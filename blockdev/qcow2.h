@@ -75,6 +75,7 @@ struct BDRVQcow2 {
     unsigned inflight;          /* requests doing data I/O outside the
                                  * lock (atomic) */
     bool read_only;
+    bool corrupt;               /* marked corrupt: no more writes */
     bool pass_discard;          /* discard=unmap: punch freed clusters */
 
     Qcow2Free *pending;         /* frees waiting for the next L2 flush */

@@ -315,3 +315,35 @@ def test_kill9_during_writes(blockd_factory, tmp_path):
         if slot in pending:
             continue
         assert got[off:off + len(data)] == data, slot
+
+
+def test_corruption_event(blockd, tmp_path):
+    """An L2 entry pointing into the header: reads fail with EIO, the
+    image is marked corrupt and BLOCK_IMAGE_CORRUPTED is emitted."""
+    requires("qemu-img", "qemu-io")
+    img = str(tmp_path / "c.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, "4M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 128k", img)
+    with open(img, "r+b") as f:
+        f.seek(40)
+        l1 = int.from_bytes(f.read(8), "big")
+        f.seek(l1)
+        l2 = int.from_bytes(f.read(8), "big") & 0x00fffffffffffe00
+        f.seek(l2)
+        f.write((0x8000000000000200).to_bytes(8, "big"))
+    add_qcow2(blockd, "c", img)
+    h = connect(export(blockd, "c", "c", writable=True))
+    with pytest.raises(nbd.Error):
+        h.pread(512, 0)
+    ev = blockd.conn.get_event("BLOCK_IMAGE_CORRUPTED")
+    assert ev["data"]["node-name"] == "c"
+    assert ev["data"]["fatal"] is True
+    assert "invalid L2 entry" in ev["data"]["msg"]
+    # no more writes, even to good clusters
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"x" * 512, 2 * MIB)
+    assert h.pread(512, 64 * K) == bytes([1]) * 512
+    h.shutdown()
+    with open(img, "rb") as f:
+        f.seek(72)
+        assert int.from_bytes(f.read(8), "big") & 2

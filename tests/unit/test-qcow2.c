@@ -1606,7 +1606,11 @@ static void test_hostile_tables(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     CU_ASSERT_EQUAL(blk_pread(bs, 65536, 512, buf, 0), -EIO);
     CU_ASSERT_EQUAL(blk_pwrite(bs, 65536, 512, buf, 0), -EIO);
+    /* marked corrupt: even good clusters refuse writes now */
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 2 << 20, 512, buf, 0), -EIO);
     blk_unref(bs);
+    CU_ASSERT_TRUE((file_get64(img, 72) & QCOW2_INCOMPAT_CORRUPT) != 0);
+    expect_open_error(img, false, "corrupt");
 
     /* L2 entry pointing at the L1 table: an in-place write is refused */
     l2 = make_victim(img, "");
