@@ -495,3 +495,27 @@ def test_pipelined_options_with_slow_reader(server):
             assert typ == REP_SERVER
     t.join()
     r.go()
+
+
+def test_stalled_client_does_not_block_others(blockd, server):
+    """A client that pipelines big reads and never reads the replies
+    stalls only itself: other clients and QMP are served meanwhile."""
+    stalled = connected(server)
+    for i in range(64):
+        stalled.request(CMD_READ, 0, 1 << 20, cookie=i)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///disk?socket=" + server)
+    for i in range(50):
+        assert h.pread(4, 65536) == b"DDDD"
+    q = blockd.cmd("query-block-exports")
+    assert time.monotonic() - t0 < 2
+    assert [e["clients"] for e in q if e["id"] == "e0"] == [2]
+    h.shutdown()
+    # Cut it off; its buffered replies are dropped with it.
+    blockd.cmd("block-export-del", id="e0", mode="hard")
+    assert stalled.closed()
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "f0", "name": "disk",
+                                    "writable": True})
