@@ -234,13 +234,17 @@ def test_tcp_listener(blockd, node):
                addr={"type": "inet",
                      "data": {"host": "127.0.0.1", "port": str(port)}})
     export(blockd, "e0", name="disk")
-    h = nbd.NBD()
-    t0 = time.monotonic()
-    h.connect_uri("nbd://127.0.0.1:%d/disk" % port)
-    # TCP_NODELAY and one write per reply: no 40 ms Nagle stall.
-    assert time.monotonic() - t0 < 0.03
-    assert h.get_size() == 1 << 20
-    h.shutdown()
+    # TCP_NODELAY and one write per reply: no 40 ms Nagle stall (the
+    # best of a few connects, so machine load does not matter).
+    best = 1.0
+    for _ in range(5):
+        h = nbd.NBD()
+        t0 = time.monotonic()
+        h.connect_uri("nbd://127.0.0.1:%d/disk" % port)
+        best = min(best, time.monotonic() - t0)
+        assert h.get_size() == 1 << 20
+        h.shutdown()
+    assert best < 0.03
 
 
 def test_shutdown_with_client_connected_closes_qcow2(blockd_factory,
