@@ -1912,9 +1912,13 @@ static bool count_ref(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
     return true;
 }
 
-/* Count the references of one L1 table and everything under it. */
+/* Count the references of one L1 table and everything under it.
+ * *budget bounds the L2 tables read over the whole repair, so that a
+ * hostile image (every L1 entry of every snapshot naming the same L2
+ * table) cannot keep the open busy for hours. */
 static bool count_l1_tree(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
-                          uint64_t l1_off, uint32_t l1_size, Error **errp)
+                          uint64_t l1_off, uint32_t l1_size,
+                          uint64_t *budget, Error **errp)
 {
     uint64_t cs = s->h.cluster_size;
     CLEANUP_FREE uint64_t *l1 = NULL;
@@ -1943,6 +1947,12 @@ static bool count_l1_tree(BDRVQcow2 *s, uint32_t *refs, uint64_t n,
         if (!count_ref(s, refs, n, l2_off, cs, "L2 table", errp)) {
             return false;
         }
+        if (*budget == 0) {
+            error_setg(errp, "qcow2: cannot repair '%s': too many L2 table "
+                       "references", s->bs->filename);
+            return false;
+        }
+        (*budget)--;
         ret = blk_pread(s->bs->file, l2_off, cs, l2, 0);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "qcow2: cannot read an L2 table");
@@ -2069,6 +2079,7 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
     uint64_t max = qcow2_refcount_max(s->h.refcount_order);
     CLEANUP_FREE uint32_t *refs = NULL;
     CLEANUP_FREE uint64_t *table = NULL;
+    uint64_t budget = 4 * e + 1024;
     uint8_t hdr[48];
     int ret;
 
@@ -2095,7 +2106,7 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
     refs = xcalloc(e + r + t, sizeof(*refs));
     if (!count_ref(s, refs, e, 0, cs, "header", errp) ||
         !count_l1_tree(s, refs, e, s->h.l1_table_offset, s->h.l1_size,
-                       errp) ||
+                       &budget, errp) ||
         !count_ref(s, refs, e, s->h.snapshots_offset,
                    s->h.nb_snapshots ? s->snapshots_len : 0,
                    "snapshot table", errp)) {
@@ -2103,7 +2114,7 @@ static bool repair_refcounts(BDRVQcow2 *s, uint64_t file_size, Error **errp)
     }
     for (uint32_t i = 0; i < s->h.nb_snapshots; i++) {
         if (!count_l1_tree(s, refs, e, s->snapshots[i].l1_table_offset,
-                           s->snapshots[i].l1_size, errp)) {
+                           s->snapshots[i].l1_size, &budget, errp)) {
             return false;
         }
     }

@@ -1818,6 +1818,28 @@ static void test_feature_bits(void)
         free(src);
     }
 
+    /* dirty and hostile: every L1 entry names the same L2 table; the
+     * repair gives up with an error instead of reading it for ever */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "lazy_refcounts=on,cluster_size=512 %s 1G",
+                              img), 0);
+    CU_ASSERT_EQUAL_FATAL(run("qemu-io -f qcow2 -c 'write -P 1 0 512' %s "
+                              ">/dev/null", img), 0);
+    {
+        uint64_t l1 = file_get64(img, 40);
+        uint32_t l1n = file_get64(img, 32) & 0xffffffff;
+        uint64_t e0 = file_get64(img, l1);
+        uint8_t *t = xmalloc((size_t)l1n * 8);
+
+        for (uint32_t i = 0; i < l1n; i++) {
+            put_be64(t + i * 8, e0);
+        }
+        file_put(img, l1, t, (size_t)l1n * 8);
+        file_put64(img, 72, QCOW2_INCOMPAT_DIRTY);
+        free(t);
+    }
+    expect_open_error(img, false, "cannot repair");
+
     /* corrupt: read-only only */
     make_victim(img, "");
     file_put64(img, 72, QCOW2_INCOMPAT_CORRUPT);
