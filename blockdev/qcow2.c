@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "config.h"
@@ -2289,6 +2290,18 @@ static bool open_backing(BlockNode *bs, BDRVQcow2 *s, Error **errp)
         strcmp(fmt, "file") != 0) {
         error_setg(errp, "qcow2: unsupported backing format '%s'", fmt);
         return false;
+    }
+    {
+        /* A hostile name must not make us open a FIFO (which blocks the
+         * loop) or a character device. */
+        struct stat st;
+
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) &&
+            !S_ISBLK(st.st_mode)) {
+            error_setg(errp, "qcow2: backing file '%s' is not a regular "
+                       "file or block device", path);
+            return false;
+        }
     }
     if (bs->graph == NULL) {
         /* The node is not in the graph yet while it opens. */

@@ -896,6 +896,18 @@ static void test_backing_loop(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(err);
     CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "loop"));
     error_free(err);
+    err = NULL;
+
+    /* a backing "file" that is a FIFO: refused, not opened (which would
+     * block) */
+    CU_ASSERT_EQUAL_FATAL(run("rm -f %s.fifo && mkfifo %s.fifo && "
+                              "qemu-img rebase -u -b %s.fifo -F raw %s",
+                              a, a, a, b), 0);
+    bs = open_qcow2(b, true, "", &err);
+    CU_ASSERT_PTR_NULL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "not a regular"));
+    error_free(err);
     free(a);
     free(b);
 }
