@@ -347,3 +347,37 @@ def test_corruption_event(blockd, tmp_path):
     with open(img, "rb") as f:
         f.seek(72)
         assert int.from_bytes(f.read(8), "big") & 2
+
+
+def test_backing_by_reference_and_inline(blockd, tmp_path):
+    """backing given as a node-name or inline replaces the header's."""
+    requires("qemu-img", "qemu-io")
+    base = str(tmp_path / "base.qcow2")
+    other = str(tmp_path / "other.qcow2")
+    top = str(tmp_path / "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, "2M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x31 0 2m", base)
+    qemu_img("create", "-q", "-f", "qcow2", other, "2M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x32 0 2m", other)
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 64k", top)
+
+    add_qcow2(blockd, "other", other, **{"read-only": True})
+    add_qcow2(blockd, "t1", top, **{"read-only": True, "backing": "other"})
+    add_qcow2(blockd, "t2", top, **{
+        "read-only": True,
+        "backing": {"driver": "qcow2", "node-name": "b2",
+                    "file": {"driver": "file", "filename": base}}})
+    nodes = {n["node-name"]: n for n in
+             blockd.cmd("query-named-block-nodes")}
+    assert {"child": "backing", "node-name": "other"} in \
+        nodes["t1"]["children"]
+    assert nodes["b2"]["ro"] is True
+    h1 = connect(export(blockd, "t1", "t1"))
+    h2 = connect(export(blockd, "t2", "t2"))
+    assert h1.pread(4, 0) == b"\x33" * 4
+    assert h1.pread(4, MIB) == b"\x32" * 4
+    assert h2.pread(4, MIB) == b"\x31" * 4
+    # the shared backing node is in use
+    with pytest.raises(QmpError):
+        blockd.cmd("blockdev-del", node_name="other")
