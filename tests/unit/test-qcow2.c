@@ -976,6 +976,17 @@ static void test_snapshots(void)
     bs = open_qcow2(img, false, ", \"snapshot\": \"first\"", &err);
     CU_ASSERT_PTR_NULL(bs);
     error_free(err);
+    err = NULL;
+    /* a snapshot keeps its own size after the image grows */
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img resize -q %s 16M", img), 0);
+    bs = open_qcow2(img, true, ", \"snapshot\": \"first\"", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_getlength(bs), 4 << 20);
+    blk_unref(bs);
+    bs = open_qcow2(img, true, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(blk_getlength(bs), 16 << 20);
+    blk_unref(bs);
     free(img);
     free(raw);
 }
