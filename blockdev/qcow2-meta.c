@@ -367,7 +367,8 @@ static const char *feature_name(const Qcow2Header *h, unsigned bit)
 bool qcow2_header_check_features(const Qcow2Header *h, bool writable,
                                  bool can_repair, Error **errp)
 {
-    uint64_t unknown = h->incompatible_features & ~(uint64_t)QCOW2_INCOMPAT_KNOWN;
+    uint64_t unknown = h->incompatible_features &
+                       ~(uint64_t)QCOW2_INCOMPAT_KNOWN;
 
     if (unknown) {
         char list[512] = "";

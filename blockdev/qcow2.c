@@ -5,10 +5,11 @@
  * fuzzable), the table cache in qcow2-cache.c.
  *
  * Limits of this driver (refused with a clear error, never guessed):
- * encryption, external data files.  A dirty image (lazy refcounts after a crash) is repaired on a
- * writable open, as QEMU does; read-only opens use it as it is.  We
- * never set the dirty bit ourselves: refcounts are always written
- * before the references (lazy-refcounts=on is accepted and ignored).
+ * encryption, external data files.  A dirty image (lazy refcounts after
+ * a crash) is repaired on a writable open, as QEMU does; read-only opens
+ * use it as it is.  We never set the dirty bit ourselves: refcounts are
+ * always written before the references (lazy-refcounts=on is accepted
+ * and ignored).
  */
 #include "blockdev/qcow2.h"
 
