@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -210,24 +211,52 @@ static void file_probe_alignment(BlockNode *bs, FileState *s)
 /* ---- bounce buffers ------------------------------------------------ */
 
 /* One aligned bounce buffer per worker thread, grown on demand and kept
- * for the thread's life: no allocation per request once warm. */
+ * for the thread's life: no allocation per request once warm.  A
+ * pthread key frees it when the thread exits. */
 #define FILE_BOUNCE_MAX (4u * 1024 * 1024)
-static __thread void *file_bounce;
-static __thread size_t file_bounce_size;
+
+typedef struct FileBounce {
+    void *buf;
+    size_t size;
+} FileBounce;
+
+static pthread_key_t file_bounce_key;
+static pthread_once_t file_bounce_once = PTHREAD_ONCE_INIT;
+
+static void file_bounce_free(void *opaque)
+{
+    FileBounce *b = opaque;
+
+    free(b->buf);
+    free(b);
+}
+
+static void file_bounce_init(void)
+{
+    pthread_key_create(&file_bounce_key, file_bounce_free);
+}
 
 static void *file_get_bounce(size_t len)
 {
-    if (len > file_bounce_size) {
+    FileBounce *b;
+
+    pthread_once(&file_bounce_once, file_bounce_init);
+    b = pthread_getspecific(file_bounce_key);
+    if (b == NULL) {
+        b = XNEW(FileBounce);
+        pthread_setspecific(file_bounce_key, b);
+    }
+    if (len > b->size) {
         void *p = NULL;
         size_t size = MAX(len, (size_t)64 * 1024);
         if (posix_memalign(&p, 4096, size) != 0) {
             return NULL;
         }
-        free(file_bounce);
-        file_bounce = p;
-        file_bounce_size = size;
+        free(b->buf);
+        b->buf = p;
+        b->size = size;
     }
-    return file_bounce;
+    return b->buf;
 }
 
 /* ---- raw I/O ---------------------------------------------------------- */
