@@ -686,7 +686,9 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     const BlockdevOptionsFile *f = o->driver == BLOCKDEV_DRIVER_HOST_DEVICE
                                    ? &o->u.host_device : &o->u.file;
     FileState *s = bs->opaque;
-    int flags = O_CLOEXEC;
+    /* O_NONBLOCK: opening a FIFO must not hang the loop; it is refused
+     * below and cleared for what we keep. */
+    int flags = O_CLOEXEC | O_NONBLOCK;
     OnOffAuto locking = f->has_locking ? f->locking : ON_OFF_AUTO_AUTO;
     struct stat st;
     int ret;
@@ -739,6 +741,10 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     if (!S_ISREG(st.st_mode) && !s->is_blockdev) {
         error_setg(errp, "'file' driver requires '%s' to be a regular file",
                    f->filename);
+        goto fail;
+    }
+    if (fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", f->filename);
         goto fail;
     }
 

@@ -129,6 +129,23 @@ def test_file_errors(blockd, tmp_path):
     assert nodes(blockd) == {}
 
 
+def test_fifo_and_devices_refused_without_hanging(blockd, tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    # Opening a FIFO with nobody at the other end would block: the
+    # daemon must answer at once (the fixture's QMP timeout is 10 s).
+    for ro in (False, True):
+        expect_error(blockd, "'file' driver requires '%s' to be a regular "
+                     "file" % fifo, "blockdev-add",
+                     {"driver": "file", "node-name": "x", "filename": fifo,
+                      "read-only": ro}, exact=True)
+    expect_error(blockd, "'file' driver requires '/dev/null' to be a "
+                 "regular file", "blockdev-add",
+                 {"driver": "file", "node-name": "x",
+                  "filename": "/dev/null"}, exact=True)
+    assert nodes(blockd) == {}
+
+
 def test_permission_denied(blockd, tmp_path):
     # Tests run as root, so mode bits do not stop an open: an immutable
     # file does (EPERM), where the file system supports it.
