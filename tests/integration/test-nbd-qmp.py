@@ -40,6 +40,17 @@ def client(sock, name):
     return h
 
 
+def wait_no_clients(blockd, timeout=10):
+    """Wait until the server has seen every client leave."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(e["clients"] == 0
+               for e in blockd.cmd("query-block-exports")):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("clients still connected")
+
+
 def err(blockd, name, args):
     with pytest.raises(QmpError) as e:
         blockd.cmd(name, args)
@@ -118,11 +129,7 @@ def test_query_and_default_name(blockd, node):
     assert (q["wr-bytes"], q["wr-operations"]) == (1536, 2)
     assert (q["rd-bytes"], q["rd-operations"]) == (100, 1)
     h.shutdown()
-    for _ in range(100):
-        if blockd.cmd("query-block-exports")[0]["clients"] == 0:
-            break
-        time.sleep(0.01)
-    assert blockd.cmd("query-block-exports")[0]["clients"] == 0
+    wait_no_clients(blockd)
 
 
 def test_export_del_safe_and_hard(blockd, node):
@@ -167,7 +174,7 @@ def test_legacy_nbd_server_add_remove(blockd, node):
     h = client(sock, node)
     h.pwrite(b"z" * 4, 0)
     h.shutdown()
-    time.sleep(0.1)
+    wait_no_clients(blockd)
     blockd.cmd("nbd-server-remove", {"name": node})
     assert blockd.conn.get_event("BLOCK_EXPORT_DELETED")["data"]["id"] == \
         node
