@@ -296,3 +296,41 @@ def test_writable_export_of_read_only_node(blockd, tmp_path):
     h = client(sock, "ro")
     assert h.is_read_only()
     h.shutdown()
+
+
+def test_fd_listener(tmp_path):
+    """--nbd-server addr.type=fd: serve on an inherited listening socket
+    (how a supervisor hands blockd its socket)."""
+    import subprocess
+    from conftest import BLOCKD
+    img = str(tmp_path / "a.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+        f.write(b"fd-listener")
+    path = str(tmp_path / "l.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(8)
+    fd = lsock.fileno()
+    proc = subprocess.Popen(
+        [BLOCKD, "--blockdev",
+         "driver=file,node-name=f0,filename=%s" % img,
+         "--nbd-server", "addr.type=fd,addr.str=%d" % fd,
+         "--export", "type=nbd,id=e0,node-name=f0,name=disk"],
+        pass_fds=[fd], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    lsock.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                h = client(path, "disk")
+                break
+            except nbd.Error:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert h.pread(11, 0) == b"fd-listener"
+        h.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)
