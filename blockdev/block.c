@@ -95,6 +95,10 @@ void blk_graph_free(BlockGraph *g)
     }
     if (g->nodes.len > 0) {
         log_warn("%zu block nodes still referenced at exit", g->nodes.len);
+        /* Whoever drops them later must not touch the freed graph. */
+        for (i = 0; i < g->nodes.len; i++) {
+            g->nodes.ptr[i]->graph = NULL;
+        }
     }
     NodeVec_reset(&g->nodes);
     free(g);

@@ -50,9 +50,12 @@ void daemon_free(Daemon *d)
 #endif
     monitor_set_free(d->monitors);
     d->monitors = NULL;
-    /* Requests still on the pool hold node references: drain first. */
+    /* Requests still on the pool hold node references: drain first, then
+     * run their completions and the deferred frees of exports, which
+     * drop node references, before the graph goes. */
     worker_pool_free(d->pool);
     d->pool = NULL;
+    loop_run_posted(d->loop);
     blk_graph_free(d->graph);
     loop_free(d->loop);
     free(d);

@@ -108,9 +108,7 @@ void loop_free(Loop *loop)
         return;
     }
     /* Deferred frees posted during teardown still have to happen. */
-    while (loop->post_head != NULL) {
-        loop_post_cb(loop->post_fd, EV_READ, loop);
-    }
+    loop_run_posted(loop);
     for (i = 0; i < ARRAY_SIZE(loop->signals); i++) {
         if (loop->signals[i] != NULL) {
             event_free(loop->signals[i]);
@@ -129,6 +127,13 @@ void loop_free(Loop *loop)
     pthread_mutex_destroy(&loop->post_lock);
     event_base_free(loop->base);
     free(loop);
+}
+
+void loop_run_posted(Loop *loop)
+{
+    while (loop->post_head != NULL) {
+        loop_post_cb(loop->post_fd, EV_READ, loop);
+    }
 }
 
 int loop_run(Loop *loop)

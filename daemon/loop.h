@@ -54,6 +54,10 @@ void loop_timer_free(LoopTimer *t);
  * returns: for deferred frees and "finish this later".  Any thread. */
 void loop_post(Loop *loop, LoopFn *fn, void *opaque);
 
+/* Run everything posted so far (and what those calls post), now: for
+ * teardown, when loop_run() is over but deferred work must finish. */
+void loop_run_posted(Loop *loop);
+
 /* Call fn(opaque) on the loop thread when signal signum arrives. */
 bool loop_signal(Loop *loop, int signum, LoopFn *fn, void *opaque);
 

@@ -295,7 +295,9 @@ static void slot_chunk(NbdSlot *s, uint16_t flags, uint16_t type,
     size_t n = nbd_encode_chunk_hdr(h, c->extended, flags, type,
                                     s->req.cookie, s->req.offset, len);
 
-    memcpy(h + n, extra, extra_len);
+    if (extra_len > 0) {
+        memcpy(h + n, extra, extra_len);
+    }
     s->hdr_len -= NBD_MAX_CHUNK_HDR_SIZE - n;
     slot_iov(s, h, n + extra_len);
 }

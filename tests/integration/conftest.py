@@ -202,7 +202,8 @@ class Blockd:
         raise TimeoutError("socket %s did not appear" % path)
 
     def logtext(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -253,8 +254,17 @@ def blockd_factory(tmp_path):
         return d
 
     yield start
+    failures = []
     for d in started:
-        d.stop()
+        was_alive = d.alive()
+        rc = d.stop()
+        # A daemon still running at the end must shut down cleanly on
+        # SIGTERM: status 0, so sanitizer reports (leaks, use after free
+        # at teardown) fail the test that caused them.
+        if was_alive and rc != 0:
+            failures.append("blockd exited with %d on SIGTERM:\n%s"
+                            % (rc, d.logtext()))
+    assert not failures, "\n".join(failures)
 
 
 @pytest.fixture
