@@ -123,9 +123,11 @@ struct BlockNode {
                                   * (atomic) */
     bool write_perm;             /* opened writable */
     bool opened;                 /* drv->open succeeded: close runs */
-    bool aio_inline;             /* requests never block (null-co without
-                                  * latency): blk_aio_submit runs them on
-                                  * the loop thread, skipping the pool */
+    bool aio_inline;             /* requests never wait for a device
+                                  * (null-co without latency, a file in
+                                  * memory, raw over those): blk_aio_submit
+                                  * runs small ones on the loop thread,
+                                  * skipping the pool */
     char *driver_filename;       /* "json:" style or plain; may be NULL */
     uint64_t wr_highest_offset;  /* bytes, for query-blockstats */
     uint64_t rd_total_ns, wr_total_ns, flush_total_ns, discard_total_ns;
@@ -298,6 +300,11 @@ struct BlockRequest {
     void (*cb)(BlockRequest *req);   /* loop thread */
     void *opaque;
 };
+
+/* Requests up to this size on an aio_inline node run on the loop thread;
+ * larger ones still go to the pool, so big copies for several clients
+ * run in parallel and the loop stays responsive. */
+#define BLK_INLINE_MAX (128 * 1024)
 
 /* Run req on the worker pool; req->cb runs on the loop thread when done.
  * The node is referenced for the duration.  No allocation: req (and buf)

@@ -27,12 +27,14 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -681,6 +683,17 @@ static void file_close(BlockNode *bs)
     }
 }
 
+/* A regular file on tmpfs or ramfs never waits for a device: its I/O is
+ * a memory copy, cheaper on the loop thread than the two thread switches
+ * of the pool (blk_aio_submit, BLK_INLINE_MAX). */
+static bool file_in_memory(int fd)
+{
+    struct statfs sfs;
+
+    return fstatfs(fd, &sfs) == 0 &&
+           (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+}
+
 static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
 {
     const BlockdevOptionsFile *f = o->driver == BLOCKDEV_DRIVER_HOST_DEVICE
@@ -779,6 +792,7 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     } else {
         s->mem_align = 1;
     }
+    bs->aio_inline = file_in_memory(s->fd);
     if (f->has_aio && f->aio != BLOCKDEV_AIO_OPTIONS_THREADS) {
         log_debug("%s: aio=%s runs on the thread pool", f->filename,
                   BlockdevAioOptions_str(f->aio));

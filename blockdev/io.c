@@ -481,7 +481,9 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
     req->ret = 0;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
-    if (bs->aio_inline && d != NULL && d->loop != NULL) {
+    if (bs->aio_inline && d != NULL && d->loop != NULL &&
+        ((req->type != BLK_OP_READ && req->type != BLK_OP_WRITE) ||
+         req->bytes <= BLK_INLINE_MAX)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */
         blk_aio_run(&req->job);

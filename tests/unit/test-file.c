@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "blockdev/block.h"
@@ -680,7 +682,51 @@ static void test_direct_concurrent_rmw(void)
     blk_graph_free(g);
 }
 
+/* A file in memory (tmpfs) runs small requests on the loop thread, and a
+ * raw node over it does too; a file on a disk filesystem never does. */
+static void test_file_in_memory_inline(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    CLEANUP_FREE char *disk = make_file("disk.img", 65536);
+    char shm[] = "/dev/shm/blockd-unit-XXXXXX";
+    char json[512];
+    struct statfs sfs;
+    BlockNode *bs, *raw;
+    int fd;
+
+    bs = open_file(g, disk, NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    if (statfs(unit_tmpdir(), &sfs) == 0 && sfs.f_type != TMPFS_MAGIC) {
+        CU_ASSERT_FALSE(bs->aio_inline);
+    }
+    blk_unref(bs);
+
+    fd = mkstemp(shm);
+    if (fd < 0 || statfs("/dev/shm", &sfs) != 0 ||
+        sfs.f_type != TMPFS_MAGIC) {
+        printf("(skipped: no tmpfs at /dev/shm) ");
+        if (fd >= 0) {
+            close(fd);
+            unlink(shm);
+        }
+        blk_graph_free(g);
+        return;
+    }
+    CU_ASSERT_EQUAL(ftruncate(fd, 65536), 0);
+    close(fd);
+    snprintf(json, sizeof(json), "{\"driver\":\"raw\",\"file\":"
+             "{\"driver\":\"file\",\"filename\":\"%s\"}}", shm);
+    raw = open_json(g, json, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(raw);
+    CU_ASSERT_TRUE(raw->file->aio_inline);
+    CU_ASSERT_TRUE(raw->aio_inline);
+    blk_unref(raw);
+    unlink(shm);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo file_tests[] = {
+    { "in_memory_inline", test_file_in_memory_inline },
     { "direct_concurrent_rmw", test_direct_concurrent_rmw },
     { "host_device", test_host_device },
     { "open_errors", test_file_open_errors },
