@@ -533,6 +533,13 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
         goto fail;
     }
     bs->opened = true;
+    if (drv->is_format) {
+        /* A format driver waits only for its children (qcow2's mutex is
+         * held for metadata work on those same children), so it never
+         * waits for a device when none of them does. */
+        bs->aio_inline = bs->file != NULL && bs->file->aio_inline &&
+                         (bs->backing == NULL || bs->backing->aio_inline);
+    }
     if (bs->filename == NULL) {
         bs->filename = xstrdup("");
     }

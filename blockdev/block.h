@@ -125,7 +125,7 @@ struct BlockNode {
     bool opened;                 /* drv->open succeeded: close runs */
     bool aio_inline;             /* requests never wait for a device
                                   * (null-co without latency, a file in
-                                  * memory, raw over those): blk_aio_submit
+                                  * memory, formats over those): blk_aio_submit
                                   * runs small ones on the loop thread,
                                   * skipping the pool */
     char *driver_filename;       /* "json:" style or plain; may be NULL */

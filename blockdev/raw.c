@@ -80,8 +80,6 @@ static bool raw_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     }
     bs->request_alignment = bs->file->request_alignment;
     bs->max_transfer = bs->file->max_transfer;
-    /* raw adds only arithmetic: it waits exactly when its file does. */
-    bs->aio_inline = bs->file->aio_inline;
     return true;
 }
 

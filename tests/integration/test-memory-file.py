@@ -1,9 +1,11 @@
 """Images on tmpfs: their small requests run on the loop thread
 (blockdev/file.c file_in_memory, BLK_INLINE_MAX), large ones on the
-pool.  Both paths, through raw and file, must give exactly the bytes a
-model of the disk says, with qemu-io reading the file afterwards."""
+pool.  Both paths, through raw, qcow2 and a qcow2 overlay over a qcow2
+backing file, must give exactly the bytes a model of the disk says;
+afterwards qemu-img checks the image and compares it with the model."""
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 
@@ -15,31 +17,62 @@ SIZE = 16 << 20
 
 
 @pytest.fixture
-def shm_image():
+def shm_dir():
     if not os.path.isdir("/dev/shm"):
         pytest.skip("no /dev/shm on this machine")
-    fd, path = tempfile.mkstemp(prefix="blockd-test-", suffix=".img",
-                                dir="/dev/shm")
-    os.ftruncate(fd, SIZE)
-    os.close(fd)
-    yield path
-    os.unlink(path)
+    d = tempfile.mkdtemp(prefix="blockd-test-", dir="/dev/shm")
+    yield d
+    shutil.rmtree(d)
 
 
-def test_inline_and_pool_requests_agree(blockd, shm_image):
-    requires("qemu-io")
+def qemu_img(*args):
+    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def make_image(shm_dir, fmt, model):
+    """Create the image; returns (blockdev-add options, path)."""
+    path = os.path.join(shm_dir, "disk." + fmt)
+    if fmt == "raw":
+        with open(path, "wb") as f:
+            f.truncate(SIZE)
+        return {"driver": "raw", "node-name": "d0",
+                "file": {"driver": "file", "filename": path}}, path
+    if fmt == "qcow2":
+        qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=4k",
+                 path, str(SIZE))
+        return {"driver": "qcow2", "node-name": "d0",
+                "file": {"driver": "file", "filename": path}}, path
+    # an overlay over a backing file with data in its first half
+    base = os.path.join(shm_dir, "base.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", base, str(SIZE))
+    r = subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        "write -P 0x5a 0 %d" % (SIZE // 2), base],
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    model[0:SIZE // 2] = b"\x5a" * (SIZE // 2)
+    path = os.path.join(shm_dir, "overlay.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2",
+             path)
+    return {"driver": "qcow2", "node-name": "d0",
+            "file": {"driver": "file", "filename": path}}, path
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2", "qcow2-backing"])
+def test_inline_and_pool_requests_agree(blockd, shm_dir, fmt):
+    requires("qemu-io", "qemu-img")
     import nbd
+    model = bytearray(SIZE)
+    opts, path = make_image(shm_dir, fmt, model)
     sock = os.path.join(blockd.sockdir, "nbd.sock")
-    blockd.cmd("blockdev-add", {"driver": "raw", "node-name": "d0",
-                                "file": {"driver": "file",
-                                         "filename": shm_image}})
+    blockd.cmd("blockdev-add", opts)
     blockd.cmd("nbd-server-start",
                addr={"type": "unix", "data": {"path": sock}})
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
                                     "node-name": "d0", "writable": True})
     h = nbd.NBD()
     h.connect_uri("nbd+unix:///d0?socket=" + sock)
-    model = bytearray(SIZE)
     rng = random.Random(7)
     # sizes on both sides of the 128 KiB inline limit
     sizes = [512, 4096, 65536, 128 << 10, (128 << 10) + 512, 1 << 20]
@@ -72,10 +105,14 @@ def test_inline_and_pool_requests_agree(blockd, shm_image):
     h.flush()
     assert h.pread(SIZE, 0) == bytes(model)
     h.shutdown()
-    # the file holds what the model holds
-    with open(shm_image, "rb") as f:
-        assert f.read() == bytes(model)
-    r = subprocess.run(["qemu-io", "-r", "-f", "raw", "-U", "-c",
-                        "read -P 1 0 512", shm_image],
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout
+    blockd.cmd("block-export-del", id="e0")
+    blockd.conn.get_event("BLOCK_EXPORT_DELETED")
+    blockd.cmd("blockdev-del", node_name="d0")
+    # the image holds what the model holds, as QEMU reads it
+    ref = os.path.join(shm_dir, "model.raw")
+    with open(ref, "wb") as f:
+        f.write(model)
+    if fmt != "raw":
+        qemu_img("check", path)
+    qemu_img("compare", "-q", "-f", "raw" if fmt == "raw" else "qcow2",
+             "-F", "raw", path, ref)

@@ -516,6 +516,9 @@ def test_stalled_client_does_not_block_others(blockd, server):
     # Cut it off; its buffered replies are dropped with it.
     blockd.cmd("block-export-del", id="e0", mode="hard")
     assert stalled.closed()
+    # The id is free again once the export is really gone (QEMU's rule).
+    ev = blockd.conn.get_event("BLOCK_EXPORT_DELETED")
+    assert ev["data"] == {"id": "e0"}
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
                                     "node-name": "f0", "name": "disk",
                                     "writable": True})
