@@ -51,9 +51,13 @@ UNIX_T="$BLOCKD $NODES --nbd-server addr.type=unix,addr.path={sock} $EXPORT"
 TCP_T="$BLOCKD $NODES --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port={port} $EXPORT"
 
 # The qcow2 copy is made at each server start (the harness hands every
-# start the raw {img}); {pidfile} lets the template run two commands.
-Q_CONVERT="qemu-img convert -q -f raw -O qcow2 -o preallocation=falloc,cluster_size=65536 {img} {dir}/img.qcow2"
-Q_NODES="--blockdev driver=file,node-name=f0,filename={dir}/img.qcow2 --blockdev driver=qcow2,node-name=d0,file=f0"
+# start the raw {img}); {pidfile} lets the template run two commands.  It
+# goes to one path per harness run, overwritten each time: a copy per
+# start in {dir} would pile up gigabytes in tmpfs until the run ends, and
+# the memory pressure slows every later write.
+Q_IMG="{dir}/../blockd-qcow2.qcow2"
+Q_CONVERT="qemu-img convert -q -f raw -O qcow2 -o preallocation=falloc,cluster_size=65536 {img} $Q_IMG"
+Q_NODES="--blockdev driver=file,node-name=f0,filename=$Q_IMG --blockdev driver=qcow2,node-name=d0,file=f0"
 Q_UNIX="$Q_CONVERT && $BLOCKD --pidfile {pidfile} $Q_NODES --nbd-server addr.type=unix,addr.path={sock} $EXPORT"
 Q_TCP="$Q_CONVERT && $BLOCKD --pidfile {pidfile} $Q_NODES --nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port={port} $EXPORT"
 
