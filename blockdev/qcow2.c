@@ -1072,6 +1072,21 @@ static int maybe_flush_pending(BDRVQcow2 *s)
     return 0;
 }
 
+/* The cached L2 table that maps guest offset off, made writable first
+ * (allocated, or copied if shared with a snapshot); *l2_off is where it
+ * lives in the file, to get it again after the lock was dropped.  Lock
+ * held. */
+static int l2_table_for_write(BDRVQcow2 *s, uint64_t off, uint64_t *l2_off,
+                              uint64_t **t)
+{
+    int ret = l2_get_for_write(s, off, l2_off);
+
+    if (ret < 0) {
+        return ret;
+    }
+    return qcow2_cache_get(s->l2_cache, *l2_off, true, (void **)t);
+}
+
 /* Write n bytes (within one cluster) at guest offset off; when buf is
  * NULL, write zeroes.  Lock held on entry; released and retaken around
  * an in-place data write. */
@@ -1085,11 +1100,7 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
     Qcow2Mapping m;
     int ret;
 
-    ret = l2_get_for_write(s, off, &l2_off);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    ret = l2_table_for_write(s, off, &l2_off, &t);
     if (ret < 0) {
         return ret;
     }
@@ -1245,11 +1256,7 @@ static int write_cluster_ext(BDRVQcow2 *s, uint64_t off, uint64_t n,
     Qcow2Mapping cm;
     int ret = 0;
 
-    ret = l2_get_for_write(s, off, &l2_off);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    ret = l2_table_for_write(s, off, &l2_off, &t);
     if (ret < 0) {
         return ret;
     }
@@ -1339,11 +1346,7 @@ static int set_entry_ext(BDRVQcow2 *s, uint64_t off, uint64_t new_bm,
     Qcow2Mapping cm;
     int ret;
 
-    ret = l2_get_for_write(s, off, &l2_off);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    ret = l2_table_for_write(s, off, &l2_off, &t);
     if (ret < 0) {
         return ret;
     }
@@ -1486,11 +1489,7 @@ static int set_entry(BDRVQcow2 *s, uint64_t off, uint64_t new_entry,
     Qcow2Mapping m;
     int ret;
 
-    ret = l2_get_for_write(s, off, &l2_off);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(s->l2_cache, l2_off, true, (void **)&t);
+    ret = l2_table_for_write(s, off, &l2_off, &t);
     if (ret < 0) {
         return ret;
     }

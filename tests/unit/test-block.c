@@ -11,30 +11,16 @@
 
 #include "blockdev/block.h"
 #include "cunit-main.h"
+#include "unit-block.h"
 #include "daemon/loop.h"
 #include "daemon/worker.h"
 #include "util/cleanup.h"
 #include "util/util.h"
 
-static BlockNode *open_json(BlockGraph *g, const char *json, Error **errp)
-{
-    json_object *obj = json_tokener_parse(json);
-    BlockdevOptions *o = NULL;
-    BlockNode *bs = NULL;
-
-    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
-    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
-        bs = blk_open(g, o, errp);
-        qapi_free_BlockdevOptions(o);
-    }
-    json_object_put(obj);
-    return bs;
-}
-
 /* Open as blockdev-add does: the monitor owns the reference. */
 static BlockNode *add_json(BlockGraph *g, const char *json, Error **errp)
 {
-    BlockNode *bs = open_json(g, json, errp);
+    BlockNode *bs = unit_open_json(g, json, errp);
 
     if (bs != NULL) {
         bs->monitor_owned = true;
@@ -107,8 +93,8 @@ static void test_node_names(void)
     CU_ASSERT_PTR_NOT_NULL(b);
     /* auto names for nodes without one, all different */
     {
-        BlockNode *x = open_json(g, "{\"driver\":\"null-co\"}", NULL);
-        BlockNode *y = open_json(g, "{\"driver\":\"null-co\"}", NULL);
+        BlockNode *x = unit_open_json(g, "{\"driver\":\"null-co\"}", NULL);
+        BlockNode *y = unit_open_json(g, "{\"driver\":\"null-co\"}", NULL);
         CU_ASSERT_PTR_NOT_NULL_FATAL(x);
         CU_ASSERT_PTR_NOT_NULL_FATAL(y);
         CU_ASSERT_EQUAL(x->node_name[0], '#');
@@ -342,7 +328,7 @@ static void test_aio_file(void)
     close(fd);
     snprintf(json, sizeof(json), "{\"driver\":\"raw\",\"file\":{\"driver\":"
              "\"file\",\"filename\":\"%s\"}}", path);
-    bs = open_json(g, json, NULL);
+    bs = unit_open_json(g, json, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     t->loop = loop_new();
     pool = worker_pool_new(t->loop, 4);

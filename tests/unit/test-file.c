@@ -15,25 +15,11 @@
 
 #include "blockdev/block.h"
 #include "cunit-main.h"
+#include "unit-block.h"
 #include "util/cleanup.h"
 #include "daemon/loop.h"
 #include "daemon/worker.h"
 #include "util/util.h"
-
-static BlockNode *open_json(BlockGraph *g, const char *json, Error **errp)
-{
-    json_object *obj = json_tokener_parse(json);
-    BlockdevOptions *o = NULL;
-    BlockNode *bs = NULL;
-
-    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
-    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
-        bs = blk_open(g, o, errp);
-        qapi_free_BlockdevOptions(o);
-    }
-    json_object_put(obj);
-    return bs;
-}
 
 /* A fresh sparse file of size bytes in the test directory. */
 static char *make_file(const char *name, uint64_t size)
@@ -55,7 +41,7 @@ static BlockNode *open_file(BlockGraph *g, const char *path,
     snprintf(json, sizeof(json),
              "{\"driver\":\"file\",\"filename\":\"%s\"%s%s}", path,
              extra ? "," : "", extra ? extra : "");
-    return open_json(g, json, errp);
+    return unit_open_json(g, json, errp);
 }
 
 static void count_node(BlockNode *bs, void *opaque)
@@ -111,7 +97,7 @@ static void test_file_open_errors(void)
         char json[4096];
         snprintf(json, sizeof(json), "{\"driver\":\"host_device\","
                  "\"filename\":\"%s\"}", p);
-        CU_ASSERT_PTR_NULL(open_json(g, json, &err));
+        CU_ASSERT_PTR_NULL(unit_open_json(g, json, &err));
         CU_ASSERT_PTR_NOT_NULL_FATAL(err);
         CU_ASSERT_STRING_EQUAL(error_get_pretty(err), m);
         error_free(err);
@@ -596,7 +582,7 @@ static void test_host_device(void)
     /* O_DIRECT on the device: the sector size from the kernel */
     snprintf(cmd, sizeof(cmd), "{\"driver\":\"host_device\",\"filename\":"
              "\"%s\",\"cache\":{\"direct\":true}}", dev);
-    bs = open_json(g, cmd, &err);
+    bs = unit_open_json(g, cmd, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     CU_ASSERT_TRUE(bs->request_alignment >= 512);
     CU_ASSERT_EQUAL(posix_memalign(&abuf, 4096, 8192), 0);
@@ -717,7 +703,7 @@ static void test_file_in_memory_inline(void)
     close(fd);
     snprintf(json, sizeof(json), "{\"driver\":\"raw\",\"file\":"
              "{\"driver\":\"file\",\"filename\":\"%s\"}}", shm);
-    raw = open_json(g, json, NULL);
+    raw = unit_open_json(g, json, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(raw);
     CU_ASSERT_TRUE(raw->file->aio_inline);
     CU_ASSERT_TRUE(raw->aio_inline);
@@ -737,7 +723,7 @@ static void test_file_in_memory_inline(void)
     if (system(cmd) == 0) {
         snprintf(json, sizeof(json), "{\"driver\":\"qcow2\",\"file\":"
                  "{\"driver\":\"file\",\"filename\":\"%s\"}}", shm);
-        raw = open_json(g, json, NULL);
+        raw = unit_open_json(g, json, NULL);
         CU_ASSERT_PTR_NOT_NULL_FATAL(raw);
         CU_ASSERT_PTR_NOT_NULL(raw->backing);
         CU_ASSERT_TRUE(raw->aio_inline);
@@ -745,7 +731,7 @@ static void test_file_in_memory_inline(void)
         snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -b %s "
                  "-F raw %s", disk, shm);
         CU_ASSERT_EQUAL(system(cmd), 0);
-        raw = open_json(g, json, NULL);
+        raw = unit_open_json(g, json, NULL);
         CU_ASSERT_PTR_NOT_NULL_FATAL(raw);
         CU_ASSERT_EQUAL(raw->aio_inline, disk_in_memory);
         blk_unref(raw);

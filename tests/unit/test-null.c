@@ -8,29 +8,15 @@
 
 #include "blockdev/block.h"
 #include "cunit-main.h"
+#include "unit-block.h"
 #include "daemon/loop.h"
 #include "daemon/worker.h"
 #include "util/util.h"
 
-static BlockNode *open_json(BlockGraph *g, const char *json, Error **errp)
-{
-    json_object *obj = json_tokener_parse(json);
-    BlockdevOptions *o = NULL;
-    BlockNode *bs = NULL;
-
-    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
-    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
-        bs = blk_open(g, o, errp);
-        qapi_free_BlockdevOptions(o);
-    }
-    json_object_put(obj);
-    return bs;
-}
-
 static void test_null_defaults(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\"}", NULL);
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\"}", NULL);
     uint8_t buf[4096];
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
@@ -59,7 +45,7 @@ static void test_null_defaults(void)
 static void test_null_read_zeroes(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-aio\",\"size\":65536,"
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-aio\",\"size\":65536,"
                               "\"read-zeroes\":true}", NULL);
     uint8_t buf[512];
     uint64_t pnum = 0;
@@ -80,7 +66,7 @@ static void test_null_read_zeroes(void)
 static void test_null_bounds(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\",\"size\":1048576}",
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":1048576}",
                               NULL);
     uint8_t buf[1024];
     uint64_t pnum = 0;
@@ -110,7 +96,7 @@ static void test_null_bounds(void)
 static void test_null_read_only(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\",\"read-only\":true}",
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"read-only\":true}",
                               NULL);
     uint8_t buf[512] = { 0 };
 
@@ -127,14 +113,14 @@ static void test_null_bad_size(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
     Error *err = NULL;
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\",\"size\":-1}", &err);
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":-1}", &err);
 
     CU_ASSERT_PTR_NULL(bs);
     CU_ASSERT_PTR_NOT_NULL_FATAL(err);
     CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "size"));
     error_free(err);
     err = NULL;
-    bs = open_json(g, "{\"driver\":\"null-co\",\"latency-ns\":-5}", &err);
+    bs = unit_open_json(g, "{\"driver\":\"null-co\",\"latency-ns\":-5}", &err);
     CU_ASSERT_PTR_NULL(bs);
     CU_ASSERT_PTR_NOT_NULL(err);
     error_free(err);
@@ -144,7 +130,7 @@ static void test_null_bad_size(void)
 static void test_null_latency(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\","
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\","
                               "\"latency-ns\":20000000}", NULL);
     uint8_t buf[512];
     uint64_t t0;
@@ -160,7 +146,7 @@ static void test_null_latency(void)
 static void test_null_resize(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\",\"size\":4096}",
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":4096}",
                               NULL);
     uint8_t buf[512];
     Error *err = NULL;
@@ -201,7 +187,7 @@ static void aio_cb(BlockRequest *req)
 static void test_null_aio(void)
 {
     BlockGraph *g = blk_graph_new(NULL);
-    BlockNode *bs = open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
                               "\"read-zeroes\":true,\"latency-ns\":1000000}",
                               NULL);
     AioTest *t = XNEW(AioTest);
@@ -260,7 +246,7 @@ static void test_null_aio_inline(void)
     t->loop = loop_new();
     d.loop = t->loop;
     g = blk_graph_new(&d);
-    bs = open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
+    bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
                    "\"read-zeroes\":true}", NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
     CU_ASSERT_TRUE(bs->aio_inline);

@@ -10,23 +10,9 @@
 
 #include "blockdev/block.h"
 #include "cunit-main.h"
+#include "unit-block.h"
 #include "util/cleanup.h"
 #include "util/util.h"
-
-static BlockNode *open_json(BlockGraph *g, const char *json, Error **errp)
-{
-    json_object *obj = json_tokener_parse(json);
-    BlockdevOptions *o = NULL;
-    BlockNode *bs = NULL;
-
-    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
-    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
-        bs = blk_open(g, o, errp);
-        qapi_free_BlockdevOptions(o);
-    }
-    json_object_put(obj);
-    return bs;
-}
 
 /* A file of size bytes where byte i holds (i / 512) & 0xff. */
 static char *make_pattern_file(const char *name, uint64_t size)
@@ -52,7 +38,7 @@ static BlockNode *open_raw(BlockGraph *g, const char *path,
     snprintf(json, sizeof(json), "{\"driver\":\"raw\",\"file\":{\"driver\":"
              "\"file\",\"filename\":\"%s\"}%s%s}", path, extra ? "," : "",
              extra ? extra : "");
-    return open_json(g, json, errp);
+    return unit_open_json(g, json, errp);
 }
 
 static void test_raw_window(void)

@@ -1,0 +1,12 @@
+/* unit-block.h - helpers for the block-layer unit tests (linked into every
+ * unit test program). */
+#ifndef BLOCKD_TESTS_UNIT_BLOCK_H
+#define BLOCKD_TESTS_UNIT_BLOCK_H
+
+#include "blockdev/block.h"
+
+/* Open a node graph from blockdev-add options given as JSON text, as
+ * QMP would (schema parsing, then blk_open).  NULL with errp set. */
+BlockNode *unit_open_json(BlockGraph *g, const char *json, Error **errp);
+
+#endif
