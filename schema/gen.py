@@ -227,14 +227,9 @@ class Enum(Type):
         return 'json_object_new_string(%s_str(%s))' % (self.name, expr)
 
 
-class Struct(Type):
-    kind = 'struct'
-
-    def __init__(self, name, base, members):
-        super().__init__(name)
-        self.base_name = base
-        self.own_members = members
-        self.members = None             # flattened, base first
+class Boxed(Type):
+    """A type held by pointer to its generated C struct, freed by its
+    generated qapi_free_T: structs, unions, alternates and arrays."""
 
     def c_type(self):
         return self.name + ' *'
@@ -246,7 +241,17 @@ class Struct(Type):
         return 'qapi_free_%s(%s);' % (self.name, expr)
 
 
-class Union(Type):
+class Struct(Boxed):
+    kind = 'struct'
+
+    def __init__(self, name, base, members):
+        super().__init__(name)
+        self.base_name = base
+        self.own_members = members
+        self.members = None             # flattened, base first
+
+
+class Union(Boxed):
     kind = 'union'
 
     def __init__(self, name, base, discriminator, branches):
@@ -258,17 +263,8 @@ class Union(Type):
         self.branches = None            # [(case, Struct or None)]
         self.tag = None
 
-    def c_type(self):
-        return self.name + ' *'
 
-    def c_param_type(self):
-        return 'const %s *' % self.name
-
-    def free_stmt(self, expr):
-        return 'qapi_free_%s(%s);' % (self.name, expr)
-
-
-class Alternate(Type):
+class Alternate(Boxed):
     kind = 'alternate'
 
     QTYPES = {'object': 'QTYPE_QDICT', 'string': 'QTYPE_QSTRING',
@@ -280,31 +276,13 @@ class Alternate(Type):
         self.branch_refs = branches     # [(bname, typeref)]
         self.branches = None            # [(bname, c, Type, jsonkind)]
 
-    def c_type(self):
-        return self.name + ' *'
 
-    def c_param_type(self):
-        return 'const %s *' % self.name
-
-    def free_stmt(self, expr):
-        return 'qapi_free_%s(%s);' % (self.name, expr)
-
-
-class Array(Type):
+class Array(Boxed):
     kind = 'array'
 
     def __init__(self, elem):
         super().__init__(elem.list_name())
         self.elem = elem
-
-    def c_type(self):
-        return self.name + ' *'
-
-    def c_param_type(self):
-        return 'const %s *' % self.name
-
-    def free_stmt(self, expr):
-        return 'qapi_free_%s(%s);' % (self.name, expr)
 
     def intro_name(self):
         return '[' + self.elem.intro_name() + ']'
