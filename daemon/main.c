@@ -120,28 +120,21 @@ static bool add_monitor(Daemon *d, StartState *st, const char *value,
  * members sit under "data".  Move them. */
 static void nbd_server_legacy_addr(json_object *args)
 {
-    json_object *addr, *data;
+    json_object *addr, *legacy, *data;
 
     if (!json_object_object_get_ex(args, "addr", &addr) ||
         !json_object_is_type(addr, json_type_object) ||
         json_object_object_get_ex(addr, "data", NULL)) {
         return;
     }
+    legacy = json_object_new_object();
     data = json_object_new_object();
     json_object_object_foreach(addr, key, val) {
-        if (strcmp(key, "type") != 0) {
-            json_object_object_add(data, key, json_object_get(val));
-        }
+        json_object_object_add(strcmp(key, "type") == 0 ? legacy : data,
+                               key, json_object_get(val));
     }
-    /* Delete the moved keys, then attach data. */
-    json_object *type = NULL;
-    json_object_object_get_ex(addr, "type", &type);
-    json_object *fresh = json_object_new_object();
-    if (type != NULL) {
-        json_object_object_add(fresh, "type", json_object_get(type));
-    }
-    json_object_object_add(fresh, "data", data);
-    json_object_object_add(args, "addr", fresh);
+    json_object_object_add(legacy, "data", data);
+    json_object_object_add(args, "addr", legacy);    /* drops the old one */
 }
 
 static bool run_command_option(Daemon *d, const OptionAction *a,

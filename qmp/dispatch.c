@@ -100,7 +100,6 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
     json_object *reply = NULL, *args = NULL, *id = NULL, *ret = NULL;
     const char *name = NULL;
     bool is_oob = false, has_id = false;
-    const QmpCommand *cmd;
 
     if (!json_object_is_type(req, json_type_object)) {
         error_setg(&err, "QMP input must be a JSON object");
@@ -127,10 +126,12 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
             goto done;
         }
     }
-    cmd = qmp_find_command(name);
-    if (cmd != NULL && is_oob && !cmd->allow_oob) {
-        error_setg(&err, "The command %s does not support OOB", name);
-        goto done;
+    if (is_oob) {
+        const QmpCommand *cmd = qmp_find_command(name);
+        if (cmd != NULL && !cmd->allow_oob) {
+            error_setg(&err, "The command %s does not support OOB", name);
+            goto done;
+        }
     }
     qmp_execute(ctx, name, args, 0, &ret, &err);
 

@@ -340,9 +340,7 @@ static void monitor_send(Monitor *mon, json_object *obj)
     if (mon->closing) {
         return;
     }
-    if (mon->out_pos > 0 && mon->out_pos == mon->out_len) {
-        mon->out_pos = mon->out_len = 0;
-    }
+    /* (monitor_flush rewinds the buffer whenever it empties it.) */
     qjson_append(&mon->out, &mon->out_len, &mon->out_cap, obj,
                  mon->pretty);
     if (mon->out_len + 3 > mon->out_cap) {
