@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "blockdev/block-drivers.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -23,8 +22,11 @@
 
 DEFINE_VECTOR_TYPE(NodeVec, BlockNode *);
 
+DEFINE_VECTOR_TYPE(DriverVec, const BlockDriver *);
+
 struct BlockGraph {
-    Daemon *daemon;
+    BlockHost host;
+    DriverVec drivers;           /* registered from above */
     NodeVec nodes;               /* every open node, creation order */
     unsigned next_auto;          /* for "#blockN" */
 };
@@ -42,12 +44,7 @@ static const BlockDriver *const blk_drivers[] = {
     &blk_drv_raw,
     &blk_drv_null_co,
     &blk_drv_null_aio,
-#ifdef BLK_HAVE_QCOW2
-    &BLK_QCOW2_DRIVER,
-#endif
-#ifdef BLK_HAVE_NBD_CLIENT
-    &BLK_NBD_DRIVER,
-#endif
+    &blk_drv_qcow2,
 };
 
 const BlockDriver *blk_find_driver(const char *name)
@@ -60,17 +57,38 @@ const BlockDriver *blk_find_driver(const char *name)
     return NULL;
 }
 
-BlockGraph *blk_graph_new(Daemon *d)
+const BlockDriver *blk_graph_find_driver(const BlockGraph *g,
+                                         const char *name)
+{
+    const BlockDriver *drv = blk_find_driver(name);
+
+    for (size_t i = 0; drv == NULL && g != NULL && i < g->drivers.len; i++) {
+        if (strcmp(g->drivers.ptr[i]->format_name, name) == 0) {
+            drv = g->drivers.ptr[i];
+        }
+    }
+    return drv;
+}
+
+void blk_graph_register_driver(BlockGraph *g, const BlockDriver *drv)
+{
+    assert(blk_graph_find_driver(g, drv->format_name) == NULL);
+    DriverVec_append(&g->drivers, drv);
+}
+
+BlockGraph *blk_graph_new(const BlockHost *host)
 {
     BlockGraph *g = XNEW(BlockGraph);
 
-    g->daemon = d;
+    if (host != NULL) {
+        g->host = *host;
+    }
     return g;
 }
 
-Daemon *blk_graph_daemon(BlockGraph *g)
+const BlockHost *blk_graph_host(const BlockGraph *g)
 {
-    return g->daemon;
+    return &g->host;
 }
 
 void blk_graph_free(BlockGraph *g)
@@ -101,6 +119,7 @@ void blk_graph_free(BlockGraph *g)
         }
     }
     NodeVec_reset(&g->nodes);
+    DriverVec_reset(&g->drivers);
     free(g);
 }
 
@@ -449,7 +468,7 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
                                    const BlockInherit *inh, Error **errp)
 {
     const char *drvname = BlockdevDriver_str(o->driver);
-    const BlockDriver *drv = blk_find_driver(drvname);
+    const BlockDriver *drv = blk_graph_find_driver(g, drvname);
     BlockNode *bs;
     BlockInherit child_inh;
 

@@ -25,10 +25,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon/daemon.h"
-#include "daemon/worker.h"
 #include "qapi-types.h"
+#include "qmp/qmp.h"
 #include "util/error.h"
+#include "util/loop.h"
+#include "util/worker.h"
 
 typedef struct BlockNode BlockNode;
 typedef struct BlockDriver BlockDriver;
@@ -113,7 +114,6 @@ struct BlockNode {
     /* Statistics, updated atomically from workers. */
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, flush_ops, discard_ops,
         zero_ops, failed_ops;
-    void *dirty_bitmaps;         /* owned by blockdev/bitmap.c (later) */
 
     /* Added by the block layer (blockdev/block.c). */
     BlockGraph *graph;           /* the graph the node lives in (set
@@ -138,9 +138,9 @@ struct BlockNode {
                                   * of unaligned requests (O_DIRECT) */
 };
 
-/* The drivers (one static table in block.c).  A driver file defines
- * its const BlockDriver under this name; blockdev/meson.build lists
- * the optional ones (qcow2: blk_drv_qcow2, nbd client: blk_drv_nbd). */
+/* The built-in drivers (one static table in block.c).  A driver file
+ * defines its const BlockDriver under this name; drivers that live
+ * above this layer register with blk_graph_register_driver(). */
 extern const BlockDriver blk_drv_file;
 extern const BlockDriver blk_drv_host_device;
 extern const BlockDriver blk_drv_raw;
@@ -168,7 +168,24 @@ bool blk_probe_is_raw(const uint8_t *buf, size_t len);
  * a child or a user (an export) is registered.
  */
 
-BlockGraph *blk_graph_new(Daemon *d);
+/* What the layer above hands the block layer: the loop completions and
+ * events are posted to, the pool for blocking work, where events go.
+ * Any field may be NULL (unit tests): requests then never run inline on
+ * a loop, and events are dropped. */
+typedef struct BlockHost {
+    Loop *loop;
+    WorkerPool *pool;
+    MonitorSet *events;          /* BLOCK_IMAGE_CORRUPTED */
+} BlockHost;
+
+/* A new, empty graph; host (copied) may be NULL. */
+BlockGraph *blk_graph_new(const BlockHost *host);
+/* The graph's host; never NULL (fields may be). */
+const BlockHost *blk_graph_host(const BlockGraph *g);
+/* Add a driver that lives above this layer (the NBD client registers
+ * the "nbd" driver): blockdev-add and probing find it in this graph.
+ * drv must outlive the graph. */
+void blk_graph_register_driver(BlockGraph *g, const BlockDriver *drv);
 /* Close every node (exports must be gone). */
 void blk_graph_free(BlockGraph *g);
 BlockNode *blk_find_node(BlockGraph *g, const char *node_name);
@@ -221,9 +238,12 @@ char *blk_path_combine(const char *base_filename, const char *filename);
 /* Guess the format of bs's content: the name of the driver whose probe
  * scores highest ("raw" when nothing else matches). */
 const char *blk_probe_format(BlockNode *bs, Error **errp);
-/* The driver for a format name, or NULL. */
+/* The built-in driver for a format name, or NULL. */
 const BlockDriver *blk_find_driver(const char *name);
-Daemon *blk_graph_daemon(BlockGraph *g);
+/* The driver for a format name in g: built-in or registered; NULL if
+ * none. */
+const BlockDriver *blk_graph_find_driver(const BlockGraph *g,
+                                         const char *name);
 /* Call fn for every node, in creation order.  fn must not add or remove
  * nodes. */
 void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),

@@ -475,19 +475,19 @@ static void blk_aio_done_posted(void *opaque)
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
     BlockNode *bs = req->bs;
-    Daemon *d = bs->graph != NULL ? blk_graph_daemon(bs->graph) : NULL;
+    Loop *loop = bs->graph != NULL ? blk_graph_host(bs->graph)->loop : NULL;
 
     blk_ref(bs);
     req->ret = 0;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
-    if (bs->aio_inline && d != NULL && d->loop != NULL &&
+    if (bs->aio_inline && loop != NULL &&
         ((req->type != BLK_OP_READ && req->type != BLK_OP_WRITE) ||
          req->bytes <= BLK_INLINE_MAX)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */
         blk_aio_run(&req->job);
-        loop_post(d->loop, blk_aio_done_posted, &req->job);
+        loop_post(loop, blk_aio_done_posted, &req->job);
         return;
     }
     worker_submit(pool, &req->job);

@@ -26,7 +26,6 @@
 #include <zstd.h>
 #endif
 
-#include "daemon/daemon.h"
 #include "qapi-events.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -83,7 +82,7 @@ static bool overlaps_fixed_metadata(const BDRVQcow2 *s, uint64_t off,
  * 'qemu-img check -r all' repairs it; the request fails with EIO. */
 
 typedef struct CorruptEvent {
-    Daemon *d;
+    MonitorSet *events;
     char *node;             /* NULL while the node opens */
     char *msg;
     bool fatal;
@@ -93,7 +92,7 @@ static void corrupt_event_cb(void *opaque)
 {
     CorruptEvent *ev = opaque;
 
-    qapi_event_send_block_image_corrupted(ev->d, "", ev->node != NULL,
+    qapi_event_send_block_image_corrupted(ev->events, "", ev->node != NULL,
                                           ev->node, ev->msg, false, 0, false,
                                           0, ev->fatal);
     free(ev->node);
@@ -108,7 +107,8 @@ static void qcow2_corrupt(BDRVQcow2 *s, const char *fmt, ...)
 {
     BlockNode *bs = s->bs;
     bool fatal = !s->read_only && !s->corrupt;
-    Daemon *d = bs->graph != NULL ? blk_graph_daemon(bs->graph) : NULL;
+    const BlockHost *host = bs->graph != NULL ? blk_graph_host(bs->graph)
+                                              : NULL;
     char *msg;
     va_list ap;
 
@@ -129,14 +129,14 @@ static void qcow2_corrupt(BDRVQcow2 *s, const char *fmt, ...)
             s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
         }
     }
-    if (d != NULL) {
+    if (host != NULL && host->loop != NULL) {
         CorruptEvent *ev = XNEW(CorruptEvent);
 
-        ev->d = d;
+        ev->events = host->events;
         ev->node = bs->node_name ? xstrdup(bs->node_name) : NULL;
         ev->msg = msg;
         ev->fatal = fatal;
-        loop_post(d->loop, corrupt_event_cb, ev);
+        loop_post(host->loop, corrupt_event_cb, ev);
     } else {
         free(msg);
     }

@@ -22,7 +22,7 @@ bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
         error_setg(errp, "'node-name' must be specified for the root node");
         return false;
     }
-    bs = blk_open(ctx->daemon->graph, args, errp);
+    bs = blk_open(ctx->graph, args, errp);
     if (bs == NULL) {
         return false;
     }
@@ -33,7 +33,7 @@ bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
 bool qmp_blockdev_del(QmpCtx *ctx, const QmpBlockdevDelArgs *args,
                       Error **errp)
 {
-    return blk_node_delete(ctx->daemon->graph, args->node_name, errp);
+    return blk_node_delete(ctx->graph, args->node_name, errp);
 }
 
 /* ---- query-named-block-nodes --------------------------------------- */
@@ -138,7 +138,7 @@ bool qmp_query_named_block_nodes(QmpCtx *ctx,
     };
 
     (void)errp;
-    blk_foreach_node(ctx->daemon->graph, blk_collect_info, &c);
+    blk_foreach_node(ctx->graph, blk_collect_info, &c);
     *ret = c.list;
     return true;
 }
@@ -150,7 +150,7 @@ bool qmp_block_resize(QmpCtx *ctx, const QmpBlockResizeArgs *args,
 {
     BlockNode *bs;
 
-    bs = blk_lookup_bs(ctx->daemon->graph,
+    bs = blk_lookup_bs(ctx->graph,
                        args->has_device ? args->device : NULL,
                        args->has_node_name ? args->node_name : NULL, errp);
     if (bs == NULL) {
@@ -233,7 +233,7 @@ bool qmp_query_blockstats(QmpCtx *ctx, const QmpQueryBlockstatsArgs *args,
     };
 
     (void)errp;
-    blk_foreach_node(ctx->daemon->graph, blk_collect_stats, &c);
+    blk_foreach_node(ctx->graph, blk_collect_stats, &c);
     *ret = c.list;
     return true;
 }

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "qapi-commands.h"
+#include "qapi-cmdtable.h"
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/keyval.h"

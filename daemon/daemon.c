@@ -7,12 +7,12 @@
 #include "blockdev/block.h"
 #include "qapi-events.h"
 #include "qmp/monitor.h"
-#include "util/log.h"
 #include "util/util.h"
 
-#ifndef BLOCKD_NO_NBD
-#include "nbd/server.h"
-#endif
+static void daemon_quit_cb(void *host, ShutdownCause reason)
+{
+    daemon_request_quit(host, reason);
+}
 
 Daemon *daemon_new(Error **errp)
 {
@@ -34,8 +34,18 @@ Daemon *daemon_new(Error **errp)
         free(d);
         return NULL;
     }
-    d->graph = blk_graph_new(d);
-    d->monitors = monitor_set_new(d);
+    d->monitors = monitor_set_new(d->loop, &d->qmp);
+    d->graph = blk_graph_new(&(BlockHost) {
+        .loop = d->loop, .pool = d->pool, .events = d->monitors,
+    });
+    d->nbd = (NbdContext) {
+        .loop = d->loop, .pool = d->pool, .graph = d->graph,
+        .events = d->monitors,
+    };
+    d->qmp = (QmpCtx) {
+        .monitors = d->monitors, .graph = d->graph, .nbd = &d->nbd,
+        .request_quit = daemon_quit_cb, .host = d,
+    };
     return d;
 }
 
@@ -44,12 +54,11 @@ void daemon_free(Daemon *d)
     if (d == NULL) {
         return;
     }
-#ifndef BLOCKD_NO_NBD
-    nbd_server_free(d->nbd);
-    d->nbd = NULL;
-#endif
-    monitor_set_free(d->monitors);
-    d->monitors = NULL;
+    nbd_server_free(d->nbd.server);
+    d->nbd.server = NULL;
+    /* Closed now, freed last: completions and deferred frees below may
+     * still emit events (to nobody). */
+    monitor_set_close(d->monitors);
     /* Requests still on the pool hold node references: drain first, then
      * run their completions and the deferred frees of exports, which
      * drop node references, before the graph goes. */
@@ -57,6 +66,7 @@ void daemon_free(Daemon *d)
     d->pool = NULL;
     loop_run_posted(d->loop);
     blk_graph_free(d->graph);
+    monitor_set_free(d->monitors);
     loop_free(d->loop);
     free(d);
 }
@@ -65,7 +75,7 @@ static void daemon_quit_now(void *opaque)
 {
     Daemon *d = opaque;
 
-    qapi_event_send_shutdown(d, false, d->quit_reason);
+    qapi_event_send_shutdown(d->monitors, false, d->quit_reason);
     loop_stop(d->loop);
 }
 

@@ -1,47 +1,45 @@
-/* daemon.h - the state of one blockd process.
+/* daemon.h - the state of one blockd process: the top layer that wires
+ * the layers below together.
  *
- * There is no global "current daemon": everything that needs the node
- * graph, the NBD server or the monitors is handed a Daemon * (QMP
- * handlers get it through QmpCtx).
+ * There is no global "current daemon".  The layers below never see a
+ * Daemon: each is handed what it needs — the block graph a BlockHost
+ * (loop, pool, event sink), the NBD layer an NbdContext, QMP handlers a
+ * QmpCtx (the template kept here).
  *
  *   Daemon
- *    ├── Loop          libevent loop (daemon/loop.h)
- *    ├── WorkerPool    blocking I/O threads (daemon/worker.h)
+ *    ├── Loop          libevent loop (util/loop.h)
+ *    ├── WorkerPool    blocking I/O threads (util/worker.h)
+ *    ├── MonitorSet    QMP control sockets, the event sink (qmp/monitor.h)
  *    ├── BlockGraph    nodes by node-name (blockdev/block.h)
- *    ├── NbdServer     listener + exports + connections (nbd/server.h)
- *    ├── ObjectTable   secret, tls-creds-*, authz-* (daemon/object.h)
- *    └── MonitorSet    QMP control sockets (qmp/monitor.h)
+ *    └── NbdContext    the NBD server, once started (nbd/server.h)
  */
 #ifndef BLOCKD_DAEMON_DAEMON_H
 #define BLOCKD_DAEMON_DAEMON_H
 
 #include <stdbool.h>
 
-#include "daemon/loop.h"
-#include "daemon/worker.h"
+#include "nbd/server.h"
 #include "qapi-types.h"
+#include "qmp/qmp.h"
 #include "util/error.h"
-
-typedef struct BlockGraph BlockGraph;
-typedef struct NbdServer NbdServer;
-typedef struct ObjectTable ObjectTable;
-typedef struct MonitorSet MonitorSet;
+#include "util/loop.h"
+#include "util/worker.h"
 
 typedef struct Daemon {
     Loop *loop;
     WorkerPool *pool;
-    BlockGraph *graph;
-    NbdServer *nbd;           /* NULL until nbd-server-start */
-    ObjectTable *objects;
     MonitorSet *monitors;
+    BlockGraph *graph;
+    NbdContext nbd;
+    QmpCtx qmp;               /* every command's context (mon = NULL) */
     bool quitting;            /* quit requested: loop is stopping */
     ShutdownCause quit_reason;
 } Daemon;
 
-/* Create the loop, pool, graph, object table and monitor set.  NULL
- * with errp set on failure. */
+/* Create the loop, pool, monitor set and graph.  NULL with errp set on
+ * failure. */
 Daemon *daemon_new(Error **errp);
-/* Tear everything down in order: monitors, NBD, graph, pool, loop. */
+/* Tear everything down in order: NBD, monitors, pool, graph, loop. */
 void daemon_free(Daemon *d);
 /* Emit SHUTDOWN and stop the loop at the next turn (once). */
 void daemon_request_quit(Daemon *d, ShutdownCause reason);

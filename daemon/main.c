@@ -140,7 +140,7 @@ static void nbd_server_legacy_addr(json_object *args)
 static bool run_command_option(Daemon *d, const OptionAction *a,
                                Error **errp)
 {
-    QmpCtx ctx = { .daemon = d, .mon = NULL };
+    QmpCtx ctx = d->qmp;
     CLEANUP_JSON json_object *args = NULL;
     CLEANUP_JSON json_object *ret = NULL;
     unsigned flags = 0;
@@ -314,7 +314,7 @@ static const char *blockctl_path(char *buf, size_t len)
 static bool run_json(Daemon *d, const char *name, const char *json,
                      Error **errp)
 {
-    QmpCtx ctx = { .daemon = d, .mon = NULL };
+    QmpCtx ctx = d->qmp;
     CLEANUP_JSON json_object *args = json_tokener_parse(json);
 
     return qmp_execute(&ctx, name, args, 0, NULL, errp);
@@ -376,7 +376,7 @@ static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
     }
     /* QEMU's NBD server has one listener; the defaults add TCP beside
      * the unix socket.  A busy port is not fatal. */
-    bool tcp = nbd_server_listen_inet(d->nbd, "127.0.0.1", "10809",
+    bool tcp = nbd_server_listen_inet(d->nbd.server, "127.0.0.1", "10809",
                                       &tcp_err);
 
     printf("blockd %s is running with its built-in defaults.\n"

@@ -95,7 +95,7 @@ typedef struct NbdSlot {
 
 struct NbdConn {
     NbdServer *srv;              /* NULL once the server is gone */
-    Daemon *d;
+    NbdContext *ctx;          /* what the layer above handed us */
     Xport xp;
     LoopFd *watch;
     LoopTimer *hs_timer;         /* handshake limit; NULL after GO */
@@ -587,7 +587,7 @@ static void slot_io_done(BlockRequest *r)
         s->flush_after = false;
         r->type = BLK_OP_FLUSH;
         r->flags = 0;
-        blk_aio_submit(c->d->pool, r);
+        blk_aio_submit(c->ctx->pool, r);
         return;
     }
     switch (s->req.type) {
@@ -636,7 +636,7 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
     r->buf = (type == BLK_OP_READ || type == BLK_OP_WRITE) ? s->buf : NULL;
     r->cb = slot_io_done;
     r->opaque = s;
-    blk_aio_submit(c->d->pool, r);
+    blk_aio_submit(c->ctx->pool, r);
 }
 
 /* Run a validated request (payload, if any, is in s->buf). */
@@ -688,7 +688,7 @@ static void slot_execute(NbdSlot *s)
         s->job.run = bs_job_run;
         s->job.done = bs_job_done;
         s->job.next = NULL;
-        worker_submit(c->d->pool, &s->job);
+        worker_submit(c->ctx->pool, &s->job);
         break;
     default:
         abort();                 /* nbd_check_request() let it through */
@@ -1435,7 +1435,7 @@ NbdConn *nbd_conn_new(NbdServer *srv, int fd)
     uint8_t greeting[NBD_GREETING_SIZE];
 
     c->srv = srv;
-    c->d = srv->d;
+    c->ctx = srv->ctx;
     xport_init_plain(&c->xp, fd);
     c->inbuf = xmalloc(NBD_INBUF_SIZE);
     for (int i = NBD_SLOTS - 1; i >= 0; i--) {
@@ -1443,9 +1443,9 @@ NbdConn *nbd_conn_new(NbdServer *srv, int fd)
         c->slots[i].next = c->free_slots;
         c->free_slots = &c->slots[i];
     }
-    c->watch = loop_fd_add(srv->d->loop, fd, 0, conn_fd_cb, c);
+    c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
     if (srv->handshake_limit_us) {
-        c->hs_timer = loop_timer_new(srv->d->loop, conn_hs_timeout, c);
+        c->hs_timer = loop_timer_new(srv->ctx->loop, conn_hs_timeout, c);
         loop_timer_arm(c->hs_timer, srv->handshake_limit_us);
     }
     nbd_encode_greeting(greeting);
@@ -1492,7 +1492,7 @@ static void conn_maybe_free(NbdConn *c)
 {
     if (c->closed && c->busy == 0 && !c->free_posted) {
         c->free_posted = true;
-        loop_post(c->d->loop, conn_free_cb, c);
+        loop_post(c->ctx->loop, conn_free_cb, c);
     }
 }
 

@@ -44,7 +44,7 @@ void nbd_export_unref(NbdExport *exp)
     blk_node_remove_user(exp->node, exp->user);
     blk_unref(exp->node);
     /* The export is really gone now: tell the monitors. */
-    qapi_event_send_block_export_deleted(exp->d, exp->id);
+    qapi_event_send_block_export_deleted(exp->ctx->events, exp->id);
     free(exp->id);
     free(exp->name);
     free(exp->description);
@@ -129,7 +129,7 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
 
     exp = XNEW(NbdExport);
     exp->srv = srv;
-    exp->d = srv->d;
+    exp->ctx = srv->ctx;
     exp->id = xstrdup(cfg->id);
     exp->name = xstrdup(name);
     exp->description = cfg->description ? xstrdup(cfg->description) : NULL;

@@ -20,8 +20,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "daemon/daemon.h"
-#include "daemon/loop.h"
+#include "util/loop.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
 #include "util/vector.h"
@@ -35,9 +34,6 @@ typedef struct XportOps {
     ssize_t (*recv)(Xport *xp, void *buf, size_t len);
     /* >= 0 bytes sent (may be short), -errno (-EAGAIN). */
     ssize_t (*sendv)(Xport *xp, const struct iovec *iov, int iovcnt);
-    /* True if recv() can return data without the fd being readable
-     * (TLS record layer); false for plain sockets. */
-    bool (*pending)(Xport *xp);
     /* Close the transport (the fd too). */
     void (*close)(Xport *xp);
 } XportOps;
@@ -58,10 +54,6 @@ static inline ssize_t xport_sendv(Xport *xp, const struct iovec *iov,
 {
     return xp->ops->sendv(xp, iov, iovcnt);
 }
-static inline bool xport_pending(Xport *xp)
-{
-    return xp->ops->pending ? xp->ops->pending(xp) : false;
-}
 static inline void xport_close(Xport *xp)
 {
     if (xp->ops) {
@@ -81,7 +73,7 @@ enum {
 
 struct NbdExport {
     NbdServer *srv;              /* NULL once the server is gone */
-    Daemon *d;
+    NbdContext *ctx;          /* what the layer above handed us */
     char *id;
     char *name;
     char *description;           /* NULL allowed */
@@ -117,7 +109,7 @@ typedef struct NbdListener {
 DEFINE_VECTOR_TYPE(NbdListenerVec, NbdListener);
 
 struct NbdServer {
-    Daemon *d;
+    NbdContext *ctx;          /* what the layer above handed us */
     NbdListenerVec listeners;
     NbdExportVec exports;        /* the registry, in creation order */
     NbdConnVec conns;            /* every live struct, closed ones too */
@@ -126,10 +118,7 @@ struct NbdServer {
     uint64_t handshake_limit_us;
     char *tls_creds, *tls_authz;
     bool accepting;              /* listeners watched for READ */
-    bool had_client;
     bool stopping;
-    void (*idle_fn)(void *opaque);
-    void *idle_opaque;
 };
 
 /* Create a connection for an accepted socket (takes the fd). */

@@ -44,7 +44,7 @@ static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
 bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
                           Error **errp)
 {
-    Daemon *d = ctx->daemon;
+    NbdContext *nc = ctx->nbd;
     NbdServerConfig cfg = {
         .max_connections = args->max_connections,
         .handshake_limit_us =
@@ -54,7 +54,7 @@ bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
     };
     NbdServer *srv;
 
-    if (d->nbd) {
+    if (nc->server) {
         error_setg(errp, "NBD server already running");
         return false;
     }
@@ -63,27 +63,27 @@ bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
         error_setg(errp, "TLS for the NBD server is not supported yet");
         return false;
     }
-    srv = nbd_server_new(d, &cfg);
+    srv = nbd_server_new(nc, &cfg);
     if (!server_listen(srv, args->addr, errp)) {
         nbd_server_free(srv);
         return false;
     }
-    d->nbd = srv;
+    nc->server = srv;
     return true;
 }
 
 bool qmp_nbd_server_stop(QmpCtx *ctx, const QmpNbdServerStopArgs *args,
                          Error **errp)
 {
-    Daemon *d = ctx->daemon;
+    NbdContext *nc = ctx->nbd;
 
     (void)args;
-    if (!d->nbd) {
+    if (!nc->server) {
         error_setg(errp, "NBD server not running");
         return false;
     }
-    nbd_server_free(d->nbd);
-    d->nbd = NULL;
+    nbd_server_free(nc->server);
+    nc->server = NULL;
     return true;
 }
 
@@ -109,19 +109,19 @@ static bool check_bitmaps(const BlockExportOptionsNbd *o, const char *node,
     return false;
 }
 
-static bool export_add(Daemon *d, const NbdExportConfig *cfg, Error **errp)
+static bool export_add(NbdContext *nc, const NbdExportConfig *cfg, Error **errp)
 {
-    if (!d->nbd) {
+    if (!nc->server) {
         error_setg(errp, "NBD server not running");
         return false;
     }
-    return nbd_export_add(d->nbd, cfg, errp) != NULL;
+    return nbd_export_add(nc->server, cfg, errp) != NULL;
 }
 
 bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
                           Error **errp)
 {
-    Daemon *d = ctx->daemon;
+    NbdContext *nc = ctx->nbd;
     const BlockExportOptionsNbd *o = &args->u.nbd;
     NbdExportConfig cfg = { 0 };
     BlockNode *node;
@@ -131,15 +131,15 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
                    BlockExportType_str(args->type));
         return false;
     }
-    if (!d->nbd) {
+    if (!nc->server) {
         error_setg(errp, "NBD server not running");
         return false;
     }
-    if (d->nbd && nbd_export_find_id(d->nbd, args->id)) {
+    if (nc->server && nbd_export_find_id(nc->server, args->id)) {
         error_setg(errp, "Block export id '%s' is already in use", args->id);
         return false;
     }
-    node = blk_lookup_node(d->graph, args->node_name, errp);
+    node = blk_lookup_node(nc->graph, args->node_name, errp);
     if (!node) {
         return false;
     }
@@ -153,13 +153,13 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
     cfg.writable = args->writable;
     cfg.writethrough = args->writethrough;
     cfg.allocation_depth = o->allocation_depth;
-    return export_add(d, &cfg, errp);
+    return export_add(nc, &cfg, errp);
 }
 
-static bool export_del(Daemon *d, const char *id, bool has_mode,
+static bool export_del(NbdContext *nc, const char *id, bool has_mode,
                        BlockExportRemoveMode mode, Error **errp)
 {
-    NbdExport *exp = d->nbd ? nbd_export_find_id(d->nbd, id) : NULL;
+    NbdExport *exp = nc->server ? nbd_export_find_id(nc->server, id) : NULL;
 
     if (!exp) {
         error_setg(errp, "Export '%s' is not found", id);
@@ -173,14 +173,14 @@ static bool export_del(Daemon *d, const char *id, bool has_mode,
 bool qmp_block_export_del(QmpCtx *ctx, const QmpBlockExportDelArgs *args,
                           Error **errp)
 {
-    return export_del(ctx->daemon, args->id, args->has_mode, args->mode,
+    return export_del(ctx->nbd, args->id, args->has_mode, args->mode,
                       errp);
 }
 
 bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
                              BlockExportInfoList **ret, Error **errp)
 {
-    NbdServer *srv = ctx->daemon->nbd;
+    NbdServer *srv = ctx->nbd->server;
     size_t n = nbd_export_count(srv);
     BlockExportInfoList *list = XNEW(BlockExportInfoList);
 
@@ -218,16 +218,16 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
 bool qmp_nbd_server_add(QmpCtx *ctx, const NbdServerAddOptions *args,
                         Error **errp)
 {
-    Daemon *d = ctx->daemon;
+    NbdContext *nc = ctx->nbd;
     const char *name = args->has_name ? args->name : args->device;
     NbdExportConfig cfg = { 0 };
     BlockNode *node;
 
-    if (!d->nbd) {
+    if (!nc->server) {
         error_setg(errp, "NBD server not running");
         return false;
     }
-    node = blk_lookup_node(d->graph, args->device, errp);
+    node = blk_lookup_node(nc->graph, args->device, errp);
     if (!node) {
         return false;
     }
@@ -243,17 +243,17 @@ bool qmp_nbd_server_add(QmpCtx *ctx, const NbdServerAddOptions *args,
     cfg.description = args->has_description ? args->description : NULL;
     cfg.node = node;
     cfg.writable = args->writable;
-    return export_add(d, &cfg, errp);
+    return export_add(nc, &cfg, errp);
 }
 
 bool qmp_nbd_server_remove(QmpCtx *ctx, const QmpNbdServerRemoveArgs *args,
                            Error **errp)
 {
-    Daemon *d = ctx->daemon;
+    NbdContext *nc = ctx->nbd;
 
-    if (!d->nbd) {
+    if (!nc->server) {
         error_setg(errp, "NBD server not running");
         return false;
     }
-    return export_del(d, args->name, args->has_mode, args->mode, errp);
+    return export_del(nc, args->name, args->has_mode, args->mode, errp);
 }

@@ -15,11 +15,11 @@
 #include "util/log.h"
 #include "util/util.h"
 
-NbdServer *nbd_server_new(Daemon *d, const NbdServerConfig *cfg)
+NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg)
 {
     NbdServer *srv = XNEW(NbdServer);
 
-    srv->d = d;
+    srv->ctx = ctx;
     srv->max_connections = cfg->max_connections;
     srv->handshake_limit_us = cfg->handshake_limit_us;
     srv->tls_creds = cfg->tls_creds ? xstrdup(cfg->tls_creds) : NULL;
@@ -81,7 +81,6 @@ static void server_accept_cb(int fd, int events, void *opaque)
             setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
         srv->nclients++;
-        srv->had_client = true;
         NbdConnVec_append(&srv->conns, nbd_conn_new(srv, cfd));
     }
 }
@@ -95,7 +94,7 @@ static void server_add_listener(NbdServer *srv, int fd, bool is_inet,
         .unix_path = unix_path ? xstrdup(unix_path) : NULL,
     };
 
-    l.watch = loop_fd_add(srv->d->loop, fd,
+    l.watch = loop_fd_add(srv->ctx->loop, fd,
                           srv->accepting ? LOOP_READ : 0,
                           server_accept_cb, srv);
     NbdListenerVec_append(&srv->listeners, l);
@@ -210,11 +209,6 @@ void nbd_server_conn_closed(NbdServer *srv, NbdConn *c)
     if (!server_full(srv)) {
         server_set_accepting(srv, true);
     }
-    if (srv->nclients == 0 && srv->had_client && srv->idle_fn) {
-        /* The hook must not free the server synchronously (it runs
-         * inside a connection callback); daemon_request_quit() is fine. */
-        srv->idle_fn(srv->idle_opaque);
-    }
 }
 
 void nbd_server_conn_freed(NbdServer *srv, NbdConn *c)
@@ -225,19 +219,6 @@ void nbd_server_conn_freed(NbdServer *srv, NbdConn *c)
             return;
         }
     }
-}
-
-void nbd_server_set_idle_hook(NbdServer *srv, void (*fn)(void *opaque),
-                              void *opaque)
-{
-    srv->idle_fn = fn;
-    srv->idle_opaque = opaque;
-}
-
-void nbd_server_set_max_connections(NbdServer *srv, uint32_t max)
-{
-    srv->max_connections = max;
-    server_set_accepting(srv, !server_full(srv));
 }
 
 unsigned nbd_server_client_count(const NbdServer *srv)

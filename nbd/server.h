@@ -1,6 +1,7 @@
 /* server.h - the NBD server: listeners, exports, connections.
  *
- *   NbdServer (one per daemon, Daemon.nbd; NULL until nbd-server-start)
+ *   NbdContext (one per daemon: what daemon/ hands the NBD layer)
+ *    └── NbdServer      NULL until nbd-server-start
  *    ├── listeners      unix / inet / fd sockets (LoopFd watches)
  *    ├── exports[]      NbdExport: a BlockNode under an export name
  *    └── conns          NbdConn: handshake, then transmission (conn.c)
@@ -13,12 +14,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon/daemon.h"
+#include "qmp/qmp.h"
 #include "util/error.h"
+#include "util/loop.h"
+#include "util/worker.h"
 
 typedef struct NbdServer NbdServer;
 typedef struct NbdExport NbdExport;
 typedef struct BlockNode BlockNode;
+
+/* What the layer above (daemon/) hands the NBD layer: QMP handlers reach
+ * it as QmpCtx.nbd.  The NBD code never sees the Daemon. */
+struct NbdContext {
+    Loop *loop;
+    WorkerPool *pool;             /* for requests that may block */
+    BlockGraph *graph;            /* exports name nodes of this graph */
+    MonitorSet *events;           /* BLOCK_EXPORT_DELETED; may be NULL */
+    NbdServer *server;            /* NULL until nbd-server-start */
+};
 
 /* Server-wide settings, fixed at nbd-server-start. */
 typedef struct NbdServerConfig {
@@ -32,7 +45,7 @@ typedef struct NbdServerConfig {
 #define NBD_DEFAULT_HANDSHAKE_LIMIT_US (10ULL * 1000 * 1000)
 
 /* Create a server with no listener yet.  Strings in cfg are copied. */
-NbdServer *nbd_server_new(Daemon *d, const NbdServerConfig *cfg);
+NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg);
 /* Listen on a unix socket path (an existing socket file is replaced). */
 bool nbd_server_listen_unix(NbdServer *srv, const char *path, Error **errp);
 /* Listen on every address host:port resolves to; TCP_NODELAY is set on
@@ -47,15 +60,6 @@ bool nbd_server_listen_fd(NbdServer *srv, int fd, Error **errp);
  * daemon shutdown. */
 void nbd_server_free(NbdServer *srv);
 
-/* One-shot hooks for the qemu-nbd wrapper: fn(opaque) is called on the
- * loop thread when the last client disconnects (after at least one
- * connected).  The wrapper typically calls daemon_request_quit(). */
-void nbd_server_set_idle_hook(NbdServer *srv, void (*fn)(void *opaque),
-                              void *opaque);
-/* Change the connection limit (the wrapper's --shared=N).  At the limit
- * the server stops accepting, so extra clients wait in the listen backlog
- * as with qemu-nbd; 1 also withdraws NBD_FLAG_CAN_MULTI_CONN. */
-void nbd_server_set_max_connections(NbdServer *srv, uint32_t max);
 /* Number of connected clients (negotiating or transmitting). */
 unsigned nbd_server_client_count(const NbdServer *srv);
 

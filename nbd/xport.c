@@ -66,7 +66,6 @@ static const XportOps plain_ops = {
     .name = "plain",
     .recv = plain_recv,
     .sendv = plain_sendv,
-    .pending = NULL,
     .close = plain_close,
 };
 

@@ -79,6 +79,8 @@ bool qmp_quit(QmpCtx *ctx, const QmpQuitArgs *args, Error **errp)
 {
     (void)args;
     (void)errp;
-    daemon_request_quit(ctx->daemon, SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+    if (ctx->request_quit != NULL) {
+        ctx->request_quit(ctx->host, SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+    }
     return true;
 }

@@ -24,7 +24,7 @@ bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                   "The command %s has not been found", name);
         return false;
     }
-    if (!cmd->marshal(ctx, args, flags, &result, errp)) {
+    if (!qmp_command_marshal(cmd)(ctx, args, flags, &result, errp)) {
         return false;
     }
     if (ret != NULL) {

@@ -60,10 +60,10 @@ struct Monitor {
 };
 
 struct MonitorSet {
-    Daemon *d;
+    Loop *loop;
+    const QmpCtx *base;           /* the template of every command's ctx */
     Listener *listeners;
     Monitor *monitors;
-    unsigned count;
 };
 
 static void monitor_update_events(Monitor *mon);
@@ -402,9 +402,11 @@ static void monitor_send_greeting(Monitor *mon)
 
 static void monitor_handle(Monitor *mon, json_object *req)
 {
-    QmpCtx ctx = { .daemon = mon->ms->d, .mon = mon };
-    CLEANUP_JSON json_object *reply = qmp_dispatch(&ctx, req);
+    QmpCtx ctx = *mon->ms->base;
+    CLEANUP_JSON json_object *reply = NULL;
 
+    ctx.mon = mon;
+    reply = qmp_dispatch(&ctx, req);
     if (reply != NULL) {
         monitor_send(mon, reply);
     }
@@ -496,9 +498,8 @@ static void monitor_close(Monitor *mon)
     if (mon->next != NULL) {
         mon->next->prev = mon->prev;
     }
-    ms->count--;
     /* The caller may still be inside monitor_feed() for this monitor. */
-    loop_post(ms->d->loop, monitor_free_deferred, mon);
+    loop_post(ms->loop, monitor_free_deferred, mon);
 }
 
 static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
@@ -510,13 +511,12 @@ static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
     mon->pretty = pretty;
     mon->framer = qmp_framer_new(MONITOR_MAX_MESSAGE);
     set_nonblock(fd);
-    mon->watch = loop_fd_add(ms->d->loop, fd, LOOP_READ, monitor_io, mon);
+    mon->watch = loop_fd_add(ms->loop, fd, LOOP_READ, monitor_io, mon);
     mon->next = ms->monitors;
     if (ms->monitors != NULL) {
         ms->monitors->prev = mon;
     }
     ms->monitors = mon;
-    ms->count++;
     monitor_send_greeting(mon);
     return mon;
 }
@@ -574,21 +574,22 @@ bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
         monitor_new(ms, cfd, pretty);
     }
     set_nonblock(fd);
-    l->watch = loop_fd_add(ms->d->loop, fd, LOOP_READ, listener_accept, l);
+    l->watch = loop_fd_add(ms->loop, fd, LOOP_READ, listener_accept, l);
     return true;
 }
 
 /* ---- the set ------------------------------------------------------- */
 
-MonitorSet *monitor_set_new(Daemon *d)
+MonitorSet *monitor_set_new(Loop *loop, const QmpCtx *base)
 {
     MonitorSet *ms = XNEW(MonitorSet);
 
-    ms->d = d;
+    ms->loop = loop;
+    ms->base = base;
     return ms;
 }
 
-void monitor_set_free(MonitorSet *ms)
+void monitor_set_close(MonitorSet *ms)
 {
     Listener *l;
 
@@ -617,6 +618,11 @@ void monitor_set_free(MonitorSet *ms)
         }
         monitor_close(mon);
     }
+}
+
+void monitor_set_free(MonitorSet *ms)
+{
+    monitor_set_close(ms);
     free(ms);
 }
 
@@ -638,12 +644,8 @@ bool monitor_oob_enabled(const Monitor *mon)
     return mon != NULL && mon->oob;
 }
 
-unsigned monitor_count(const MonitorSet *ms)
-{
-    return ms->count;
-}
-
-void monitor_broadcast_event(Daemon *d, const char *name, json_object *data)
+void monitor_broadcast_event(MonitorSet *ms, const char *name,
+                             json_object *data)
 {
     CLEANUP_JSON json_object *ev = json_object_new_object();
     json_object *ts = json_object_new_object();
@@ -664,10 +666,10 @@ void monitor_broadcast_event(Daemon *d, const char *name, json_object *data)
     if (data != NULL) {
         json_object_object_add(ev, "data", data);
     }
-    if (d->monitors == NULL) {
+    if (ms == NULL) {
         return;
     }
-    for (mon = d->monitors->monitors; mon != NULL; mon = next) {
+    for (mon = ms->monitors; mon != NULL; mon = next) {
         next = mon->next;
         if (mon->command_mode) {
             monitor_send(mon, ev);

@@ -15,16 +15,22 @@
 
 #include <stdbool.h>
 
-#include "daemon/daemon.h"
 #include "qmp/qmp.h"
 #include "util/error.h"
+#include "util/loop.h"
 
 #define MONITOR_MAX_MESSAGE (1024 * 1024)
 /* A client that does not read its replies is dropped past this. */
 #define MONITOR_MAX_OUTPUT (16 * 1024 * 1024)
 
-MonitorSet *monitor_set_new(Daemon *d);
-/* Close every monitor and listener (after emitting what is queued). */
+/* A set of monitors on loop.  Commands run with a copy of *base (which
+ * must outlive the set) whose mon is the monitor they came from. */
+MonitorSet *monitor_set_new(Loop *loop, const QmpCtx *base);
+/* Close every monitor and listener (after one last try at sending what
+ * is queued).  Events broadcast afterwards reach nobody; the set stays
+ * valid until monitor_set_free(). */
+void monitor_set_close(MonitorSet *ms);
+/* Close (if not yet) and free the set.  NULL-safe. */
 void monitor_set_free(MonitorSet *ms);
 
 /* A chardev: where a monitor's socket is.  From --chardev socket,...
@@ -54,8 +60,5 @@ bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
 bool monitor_in_command_mode(const Monitor *mon);
 void monitor_enter_command_mode(Monitor *mon, bool oob);
 bool monitor_oob_enabled(const Monitor *mon);
-
-/* Number of connected monitors (for tests and quit logic). */
-unsigned monitor_count(const MonitorSet *ms);
 
 #endif

@@ -1,19 +1,36 @@
-/* qmp.h - what a QMP command handler sees. */
+/* qmp.h - what a QMP command handler sees.
+ *
+ * qmp/ knows no feature: the state a handler works on belongs to the
+ * layers above (the block graph to blockdev/, the NBD server to nbd/)
+ * and reaches the handler through QmpCtx, which the top (daemon/) fills
+ * in.  Here those states are only names of incomplete types; qmp/ never
+ * looks inside them.
+ */
 #ifndef BLOCKD_QMP_QMP_H
 #define BLOCKD_QMP_QMP_H
 
 #include <json-c/json.h>
 
-#include "daemon/daemon.h"
+#include "qapi-types.h"
 #include "util/error.h"
 
 typedef struct Monitor Monitor;
+typedef struct MonitorSet MonitorSet;
+typedef struct BlockGraph BlockGraph;     /* blockdev/block.h */
+typedef struct NbdContext NbdContext;     /* nbd/server.h */
 
-/* The context of one command: the daemon, and the monitor it came from
- * (NULL for commands from the command line or a script). */
+/* The context of one command.  Everything but mon is the same for every
+ * command of a process: daemon/ keeps one QmpCtx as the template and
+ * each monitor copies it, setting mon. */
 typedef struct QmpCtx {
-    Daemon *daemon;
-    Monitor *mon;
+    MonitorSet *monitors;     /* where events go; NULL = nowhere */
+    BlockGraph *graph;        /* the node graph (blockdev/ commands) */
+    NbdContext *nbd;          /* the NBD layer (nbd/ commands) */
+    /* quit: ask the process to stop after this reply (once). */
+    void (*request_quit)(void *host, ShutdownCause cause);
+    void *host;               /* request_quit's argument */
+    Monitor *mon;             /* the monitor the command came from, NULL
+                               * for the command line and scripts */
 } QmpCtx;
 
 /* Check and run one request object; returns the reply object (owned by
@@ -28,8 +45,10 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *request);
 bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                  unsigned flags, json_object **ret, Error **errp);
 
-/* Send an event to every monitor that finished negotiation.  Takes the
- * reference to data (may be NULL for no data). */
-void monitor_broadcast_event(Daemon *d, const char *name, json_object *data);
+/* Send an event to every monitor of ms that finished negotiation.  Takes
+ * the reference to data (may be NULL for no data).  ms may be NULL: the
+ * event goes nowhere.  Loop thread. */
+void monitor_broadcast_event(MonitorSet *ms, const char *name,
+                             json_object *data);
 
 #endif

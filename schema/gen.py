@@ -1107,13 +1107,40 @@ class CGen:
         p += ', Error **errp)'
         return p
 
+    def cmdtable_h(self):
+        o = [HDR, '#ifndef BLOCKD_QAPI_CMDTABLE_H',
+             '#define BLOCKD_QAPI_CMDTABLE_H', '',
+             '#include <json-c/json.h>', '#include <stdbool.h>',
+             '#include <stddef.h>', '',
+             '#include "qapi-types.h"', '#include "util/error.h"', '',
+             '/* The command table without the handlers: what a client',
+             ' * (blockctl) needs to check and convert arguments.  The',
+             ' * server\'s side is qapi-commands.h. */', '',
+             'typedef bool QmpNormalizeFn(json_object *args, unsigned '
+             'flags,',
+             '                            json_object **out, Error **errp);',
+             '',
+             'typedef struct QmpCommand {',
+             '    const char *name;            /* "blockdev-add" */',
+             '    QmpNormalizeFn *normalize;   /* parse args and print them'
+             ' back */',
+             '    bool allow_oob;',
+             '} QmpCommand;', '',
+             '/* Every command, sorted by name. */',
+             'extern const QmpCommand qmp_commands[];',
+             'extern const size_t qmp_commands_count;',
+             '/* The command called name, or NULL. */',
+             'const QmpCommand *qmp_find_command(const char *name);', '',
+             '#endif', '']
+        return '\n'.join(o)
+
     def commands_h(self):
         o = [HDR, '#ifndef BLOCKD_QAPI_COMMANDS_H',
              '#define BLOCKD_QAPI_COMMANDS_H', '',
              '#include <json-c/json.h>', '#include <stdbool.h>',
              '#include <stddef.h>', '#include <stdint.h>', '',
-             '#include "qapi-types.h"', '#include "qmp/qmp.h"',
-             '#include "util/error.h"', '',
+             '#include "qapi-cmdtable.h"', '#include "qapi-types.h"',
+             '#include "qmp/qmp.h"', '#include "util/error.h"', '',
              '/* Handlers: each module implements its commands (docs/'
              'schema.md). */']
         for c in self.s.commands:
@@ -1123,23 +1150,10 @@ class CGen:
               'typedef bool QmpMarshalFn(QmpCtx *ctx, json_object *args, '
               'unsigned flags,',
               '                          json_object **ret, Error **errp);',
-              'typedef bool QmpNormalizeFn(json_object *args, unsigned '
-              'flags,',
-              '                            json_object **out, Error **errp);',
               '',
-              'typedef struct QmpCommand {',
-              '    const char *name;            /* "blockdev-add" */',
-              '    QmpMarshalFn *marshal;       /* parse args, call handler,'
-              ' ret -> JSON */',
-              '    QmpNormalizeFn *normalize;   /* parse args and print them'
-              ' back */',
-              '    bool allow_oob;',
-              '} QmpCommand;', '',
-              '/* Every command, sorted by name. */',
-              'extern const QmpCommand qmp_commands[];',
-              'extern const size_t qmp_commands_count;',
-              '/* The command called name, or NULL. */',
-              'const QmpCommand *qmp_find_command(const char *name);',
+              '/* cmd\'s marshal function (server side): parse args, call',
+              ' * the handler, turn its result into JSON. */',
+              'QmpMarshalFn *qmp_command_marshal(const QmpCommand *cmd);',
               '/* The value query-qmp-schema returns, as JSON text. */',
               'extern const char qapi_introspect_json[];', '',
               '#endif', '']
@@ -1187,8 +1201,22 @@ class CGen:
                 st = c.ret_type.free_stmt('r')
                 if st:
                     o.append('    ' + st)
-            o += ['    return true;', '}', '',
-                  'static bool qmp_normalize_%s(json_object *args, '
+            o += ['    return true;', '}', '']
+        o.append('static QmpMarshalFn *const qmp_marshals[] = {')
+        for c in sorted(self.s.commands, key=lambda c: c.name):
+            o.append('    qmp_marshal_%s,' % c.c)
+        o += ['};', '',
+              '/* qmp_marshals[] is in qmp_commands[]\'s order (by name). */',
+              'QmpMarshalFn *qmp_command_marshal(const QmpCommand *cmd)', '{',
+              '    return qmp_marshals[cmd - qmp_commands];', '}', '']
+        return '\n'.join(o)
+
+    def cmdtable_c(self):
+        o = [HDR, '#include <stdlib.h>', '#include <string.h>', '',
+             '#include "qapi-cmdtable.h"', '#include "util/cleanup.h"', '']
+        for c in self.s.commands:
+            a = c.args_type.name
+            o += ['static bool qmp_normalize_%s(json_object *args, '
                   'unsigned flags,' % c.c,
                   '    json_object **out, Error **errp)', '{',
                   '    CLEANUP_JSON json_object *empty = NULL;',
@@ -1203,8 +1231,8 @@ class CGen:
                   '    return true;', '}', '']
         o.append('const QmpCommand qmp_commands[] = {')
         for c in sorted(self.s.commands, key=lambda c: c.name):
-            o.append('    { %s, qmp_marshal_%s, qmp_normalize_%s, %s },'
-                     % (c_string(c.name), c.c, c.c,
+            o.append('    { %s, qmp_normalize_%s, %s },'
+                     % (c_string(c.name), c.c,
                         'true' if c.allow_oob else 'false'))
         o += ['};',
               'const size_t qmp_commands_count = '
@@ -1230,7 +1258,7 @@ class CGen:
         return ps
 
     def _event_proto(self, e):
-        ps = ['Daemon *d'] + self._event_params(e)
+        ps = ['MonitorSet *ms'] + self._event_params(e)
         return 'void qapi_event_send_%s(%s)' % (c_name(e.name, False).lower(),
                                               ', '.join(ps))
 
@@ -1255,7 +1283,7 @@ class CGen:
             o += [wrap_proto(self._event_proto(e)), '{']
             ms = e.args_type.members
             if not ms:
-                o += ['    monitor_broadcast_event(d, %s, NULL);'
+                o += ['    monitor_broadcast_event(ms, %s, NULL);'
                       % c_string(e.name), '}', '']
                 continue
             o += ['    json_object *o = json_object_new_object();', '']
@@ -1268,7 +1296,7 @@ class CGen:
                          % (ind, c_string(m.name), m.type.to_json(m.c)))
                 if m.optional:
                     o.append('    }')
-            o += ['    monitor_broadcast_event(d, %s, o);' % c_string(e.name),
+            o += ['    monitor_broadcast_event(ms, %s, o);' % c_string(e.name),
                   '}', '']
         return '\n'.join(o)
 
@@ -1907,6 +1935,8 @@ def main():
     out = {
         'qapi-types.h': g.types_h(),
         'qapi-types.c': g.types_c(),
+        'qapi-cmdtable.h': g.cmdtable_h(),
+        'qapi-cmdtable.c': g.cmdtable_c(),
         'qapi-commands.h': g.commands_h(),
         'qapi-commands.c': g.commands_c(),
         'qapi-events.h': g.events_h(),

@@ -48,11 +48,6 @@ bool parse_bool(const char *s, bool *out);
 /* Write all of buf to fd, retrying on EINTR/short writes (blocking fds).
  * Returns 0 or -errno. */
 int write_full(int fd, const void *buf, size_t len);
-/* Read exactly len bytes; -errno, or -EPIPE on early EOF. */
-int read_full(int fd, void *buf, size_t len);
-/* pread/pwrite loops for files. 0 or -errno; pread past EOF fills zero. */
-int pread_full(int fd, void *buf, size_t len, uint64_t off);
-int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
 /* Big-endian accessors for wire formats and on-disk metadata. */
 static inline uint16_t get_be16(const void *p)

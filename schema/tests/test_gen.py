@@ -140,7 +140,7 @@ class Checks(unittest.TestCase):
         self.assertIn('bool qmp_do_it(QmpCtx *ctx, const QmpDoItArgs *args,'
                       ' SList **ret, Error **errp)', g._handler_proto(c))
         self.assertEqual(g._event_proto(s.events[0]),
-                         'void qapi_event_send_done(Daemon *d, bool has_id,'
+                         'void qapi_event_send_done(MonitorSet *ms, bool has_id,'
                          ' const char *id)')
         text, ents = g.introspect()
         names = [e['name'] for e in ents]

@@ -12,8 +12,8 @@
 #include "blockdev/block.h"
 #include "cunit-main.h"
 #include "unit-block.h"
-#include "daemon/loop.h"
-#include "daemon/worker.h"
+#include "util/loop.h"
+#include "util/worker.h"
 #include "util/cleanup.h"
 #include "util/util.h"
 

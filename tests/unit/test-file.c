@@ -17,8 +17,8 @@
 #include "cunit-main.h"
 #include "unit-block.h"
 #include "util/cleanup.h"
-#include "daemon/loop.h"
-#include "daemon/worker.h"
+#include "util/loop.h"
+#include "util/worker.h"
 #include "util/util.h"
 
 /* A fresh sparse file of size bytes in the test directory. */

@@ -9,8 +9,8 @@
 #include "blockdev/block.h"
 #include "cunit-main.h"
 #include "unit-block.h"
-#include "daemon/loop.h"
-#include "daemon/worker.h"
+#include "util/loop.h"
+#include "util/worker.h"
 #include "util/util.h"
 
 static void test_null_defaults(void)
@@ -238,14 +238,14 @@ static void test_null_aio(void)
  * submit, without the worker pool. */
 static void test_null_aio_inline(void)
 {
-    Daemon d = { 0 };
+    BlockHost host = { 0 };
     BlockGraph *g;
     BlockNode *bs;
     AioTest *t = XNEW(AioTest);
 
     t->loop = loop_new();
-    d.loop = t->loop;
-    g = blk_graph_new(&d);
+    host.loop = t->loop;
+    g = blk_graph_new(&host);
     bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":1048576,"
                    "\"read-zeroes\":true}", NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(bs);

@@ -5,12 +5,12 @@
  * loop thread.  Workers never touch the event loop themselves: they only
  * call loop_post().
  */
-#ifndef BLOCKD_DAEMON_WORKER_H
-#define BLOCKD_DAEMON_WORKER_H
+#ifndef BLOCKD_UTIL_WORKER_H
+#define BLOCKD_UTIL_WORKER_H
 
 #include <stddef.h>
 
-#include "daemon/loop.h"
+#include "util/loop.h"
 
 typedef struct WorkerPool WorkerPool;
 typedef struct WorkerJob WorkerJob;

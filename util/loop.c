@@ -4,7 +4,7 @@
  * protected queue and writes to an eventfd the loop watches.  Posted
  * calls run in FIFO order on the loop thread.
  */
-#include "daemon/loop.h"
+#include "util/loop.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -153,11 +153,6 @@ void loop_stop(Loop *loop)
     event_base_loopbreak(loop->base);
 }
 
-bool loop_stopping(Loop *loop)
-{
-    return loop->stopping;
-}
-
 static void loop_fd_cb(evutil_socket_t fd, short what, void *opaque)
 {
     LoopFd *w = opaque;
@@ -257,11 +252,6 @@ void loop_timer_arm(LoopTimer *t, uint64_t usec)
     };
 
     evtimer_add(t->ev, &tv);
-}
-
-void loop_timer_cancel(LoopTimer *t)
-{
-    evtimer_del(t->ev);
 }
 
 void loop_timer_free(LoopTimer *t)

@@ -5,8 +5,8 @@
  * for completions from worker threads.  Everything here except
  * loop_post() must be called on the loop thread.
  */
-#ifndef BLOCKD_DAEMON_LOOP_H
-#define BLOCKD_DAEMON_LOOP_H
+#ifndef BLOCKD_UTIL_LOOP_H
+#define BLOCKD_UTIL_LOOP_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,7 +33,6 @@ void loop_free(Loop *loop);
 int loop_run(Loop *loop);
 /* Ask loop_run() to return after the current callbacks. */
 void loop_stop(Loop *loop);
-bool loop_stopping(Loop *loop);
 
 /* Watch fd for events (a level-triggered, persistent watch).  events may
  * be 0 (watch registered but idle).  The fd stays owned by the caller. */
@@ -47,7 +46,6 @@ void loop_fd_del(LoopFd *w);
 /* One-shot timers; re-arm from the callback for periodic work. */
 LoopTimer *loop_timer_new(Loop *loop, LoopFn *fn, void *opaque);
 void loop_timer_arm(LoopTimer *t, uint64_t usec);
-void loop_timer_cancel(LoopTimer *t);
 void loop_timer_free(LoopTimer *t);
 
 /* Call fn(opaque) on the loop thread soon, after the current callback

@@ -3,7 +3,7 @@
  * One FIFO queue, one mutex, one condition variable.  Threads sleep on
  * the condition when the queue is empty; a submit wakes one of them.
  */
-#include "daemon/worker.h"
+#include "util/worker.h"
 
 #include <pthread.h>
 #include <stdbool.h>
