@@ -160,7 +160,9 @@ static bool opt_fail(NbdOptError *err, uint32_t rep, const char *msg)
 }
 
 /* Copy a wire string into a NUL-terminated buffer of NBD_MAX_STRING + 1
- * bytes, refusing over-long strings and embedded NULs. */
+ * bytes, refusing over-long strings and embedded NULs.  An empty string
+ * may come with s == NULL (an option without data has no buffer), and
+ * memchr/memcpy must not see a NULL pointer even for zero bytes. */
 static bool copy_name(const uint8_t *s, size_t len, char *out,
                       NbdOptError *err)
 {
@@ -168,11 +170,13 @@ static bool copy_name(const uint8_t *s, size_t len, char *out,
         return opt_fail(err, NBD_REP_ERR_INVALID,
                         "export name is longer than 4096 bytes");
     }
-    if (memchr(s, 0, len)) {
+    if (len && memchr(s, 0, len)) {
         return opt_fail(err, NBD_REP_ERR_INVALID,
                         "export name contains a NUL byte");
     }
-    memcpy(out, s, len);
+    if (len) {
+        memcpy(out, s, len);
+    }
     out[len] = '\0';
     return true;
 }

@@ -223,6 +223,25 @@ static void test_export_name(void)
     CU_ASSERT_FALSE(nbd_parse_opt_export_name(big, sizeof(big), name, &err));
 }
 
+/* Issue 9 item 8: an option without data has no buffer at all (conn.c
+ * never allocates one), and the empty name is the default export.  The
+ * parser must not hand that NULL to memchr/memcpy (UBSan:
+ * nonnull-attribute). */
+static void test_export_name_empty_null(void)
+{
+    char name[NBD_MAX_STRING + 1];
+    NbdOptError err = { 0 };
+    NbdOptInfo info;
+    NbdOptMeta m;
+
+    memset(name, 'x', sizeof(name));
+    CU_ASSERT_TRUE(nbd_parse_opt_export_name(NULL, 0, name, &err));
+    CU_ASSERT_STRING_EQUAL(name, "");
+    /* The other parsers refuse a missing payload without touching it. */
+    CU_ASSERT_FALSE(nbd_parse_opt_info(NULL, 0, &info, &err));
+    CU_ASSERT_FALSE(nbd_parse_opt_meta(NULL, 0, &m, &err));
+}
+
 static void test_meta_ok(void)
 {
     uint8_t buf[256];
@@ -459,6 +478,7 @@ static CU_TestInfo proto_tests[] = {
     { "info_bad", test_info_bad },
     { "info_long_name", test_info_long_name },
     { "export_name", test_export_name },
+    { "export_name_empty_null", test_export_name_empty_null },
     { "meta_ok", test_meta_ok },
     { "meta_bad", test_meta_bad },
     { "check_request", test_check_request },
