@@ -1,5 +1,6 @@
 /* proto.c - NBD wire encoding, decoding and option parsers (pure). */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "nbd/proto.h"
@@ -78,78 +79,112 @@ const char *nbd_cmd_name(uint16_t type)
     return "unknown command";
 }
 
-bool nbd_decode_request(const uint8_t *buf, bool extended, NbdRequest *req)
-{
-    uint32_t magic = get_be32(buf);
+/* ---- strings ------------------------------------------------------------ */
 
-    if (magic != (extended ? NBD_EXTENDED_REQUEST_MAGIC
-                           : NBD_REQUEST_MAGIC)) {
-        return false;
-    }
-    req->flags = get_be16(buf + 4);
-    req->type = get_be16(buf + 6);
-    req->cookie = get_be64(buf + 8);
-    req->offset = get_be64(buf + 16);
-    req->length = extended ? get_be64(buf + 24) : get_be32(buf + 24);
-    return true;
+NbdStr nbd_str(const char *s)
+{
+    size_t n = strlen(s);
+
+    return (NbdStr){ .ptr = s, .len = n > UINT32_MAX ? UINT32_MAX
+                                                     : (uint32_t)n };
 }
 
-size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req)
+bool nbd_str_eq(const char *s, size_t len, const char *lit)
 {
-    put_be32(buf, extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
-    put_be16(buf + 4, req->flags);
-    put_be16(buf + 6, req->type);
-    put_be64(buf + 8, req->cookie);
-    put_be64(buf + 16, req->offset);
-    if (extended) {
-        put_be64(buf + 24, req->length);
-        return NBD_EXT_REQ_SIZE;
+    return strlen(lit) == len && (len == 0 || memcmp(s, lit, len) == 0);
+}
+
+/* True if len bytes at p are a valid protocol string: at most
+ * NBD_MAX_STRING bytes and no NUL.  p may be NULL when len is 0 (memchr
+ * must not see a NULL pointer even then). */
+static bool wire_str_ok(const void *p, size_t len)
+{
+    return len <= NBD_MAX_STRING && (len == 0 || !memchr(p, 0, len));
+}
+
+static NbdStr wire_str(const uint8_t *p, size_t len)
+{
+    return (NbdStr){ .ptr = len ? (const char *)p : NULL,
+                     .len = (uint32_t)len };
+}
+
+/* memcpy that accepts a NULL source for zero bytes. */
+static void put_bytes(uint8_t *dst, const void *src, size_t len)
+{
+    if (len) {
+        memcpy(dst, src, len);
     }
-    put_be32(buf + 24, (uint32_t)req->length);
-    return NBD_REQ_SIZE;
+}
+
+/* Whether a variable-size encoder may write its size bytes: only into a
+ * buffer that holds the whole message (snprintf-like sizing). */
+static bool enc_fits(const uint8_t *buf, size_t cap, size_t size)
+{
+    return buf && size <= cap;
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+size_t nbd_encode_server_greeting(uint8_t *buf, uint16_t hflags)
+{
+    put_be64(buf, NBD_INIT_MAGIC);
+    put_be64(buf + 8, NBD_OPTS_MAGIC);
+    put_be16(buf + 16, hflags);
+    return NBD_GREETING_SIZE;
+}
+
+bool nbd_decode_server_greeting(const uint8_t *buf, size_t len,
+                                uint16_t *hflags)
+{
+    if (len < NBD_GREETING_SIZE || get_be64(buf) != NBD_INIT_MAGIC ||
+        get_be64(buf + 8) != NBD_OPTS_MAGIC) {
+        return false;
+    }
+    *hflags = get_be16(buf + 16);
+    return true;
 }
 
 void nbd_encode_greeting(uint8_t buf[NBD_GREETING_SIZE])
 {
-    put_be64(buf, NBD_INIT_MAGIC);
-    put_be64(buf + 8, NBD_OPTS_MAGIC);
-    put_be16(buf + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    nbd_encode_server_greeting(buf, NBD_FLAG_FIXED_NEWSTYLE |
+                                    NBD_FLAG_NO_ZEROES);
 }
 
-size_t nbd_encode_opt_reply_hdr(uint8_t *buf, uint32_t opt, uint32_t type,
-                                uint32_t len)
+size_t nbd_encode_client_flags(uint8_t *buf, uint32_t flags)
 {
-    put_be64(buf, NBD_REP_MAGIC);
-    put_be32(buf + 8, opt);
-    put_be32(buf + 12, type);
-    put_be32(buf + 16, len);
-    return NBD_OPT_REPLY_HDR_SIZE;
+    put_be32(buf, flags);
+    return NBD_CLIENT_FLAGS_SIZE;
 }
 
-size_t nbd_encode_simple_reply(uint8_t *buf, uint32_t error, uint64_t cookie)
+bool nbd_decode_client_flags(const uint8_t *buf, size_t len,
+                             uint32_t *flags)
 {
-    put_be32(buf, NBD_SIMPLE_REPLY_MAGIC);
-    put_be32(buf + 4, error);
-    put_be64(buf + 8, cookie);
-    return NBD_SIMPLE_REPLY_SIZE;
-}
-
-size_t nbd_encode_chunk_hdr(uint8_t *buf, bool extended, uint16_t flags,
-                            uint16_t type, uint64_t cookie, uint64_t offset,
-                            uint64_t len)
-{
-    put_be32(buf, extended ? NBD_EXTENDED_REPLY_MAGIC
-                           : NBD_STRUCTURED_REPLY_MAGIC);
-    put_be16(buf + 4, flags);
-    put_be16(buf + 6, type);
-    put_be64(buf + 8, cookie);
-    if (extended) {
-        put_be64(buf + 16, offset);
-        put_be64(buf + 24, len);
-        return NBD_EXT_CHUNK_HDR_SIZE;
+    if (len < NBD_CLIENT_FLAGS_SIZE) {
+        return false;
     }
-    put_be32(buf + 16, (uint32_t)len);
-    return NBD_CHUNK_HDR_SIZE;
+    *flags = get_be32(buf);
+    return !(*flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE |
+                                  NBD_FLAG_C_NO_ZEROES));
+}
+
+/* ---- option requests ---------------------------------------------------- */
+
+size_t nbd_encode_opt_hdr(uint8_t *buf, uint32_t opt, uint32_t len)
+{
+    put_be64(buf, NBD_OPTS_MAGIC);
+    put_be32(buf + 8, opt);
+    put_be32(buf + 12, len);
+    return NBD_OPT_HDR_SIZE;
+}
+
+bool nbd_decode_opt_hdr(const uint8_t *buf, size_t len, NbdOptHdr *out)
+{
+    if (len < NBD_OPT_HDR_SIZE || get_be64(buf) != NBD_OPTS_MAGIC) {
+        return false;
+    }
+    out->opt = get_be32(buf + 8);
+    out->len = get_be32(buf + 12);
+    return out->len <= NBD_MAX_OPTION_LEN;
 }
 
 static bool opt_fail(NbdOptError *err, uint32_t rep, const char *msg)
@@ -161,8 +196,7 @@ static bool opt_fail(NbdOptError *err, uint32_t rep, const char *msg)
 
 /* Copy a wire string into a NUL-terminated buffer of NBD_MAX_STRING + 1
  * bytes, refusing over-long strings and embedded NULs.  An empty string
- * may come with s == NULL (an option without data has no buffer), and
- * memchr/memcpy must not see a NULL pointer even for zero bytes. */
+ * may come with s == NULL (an option without data has no buffer). */
 static bool copy_name(const uint8_t *s, size_t len, char *out,
                       NbdOptError *err)
 {
@@ -170,15 +204,27 @@ static bool copy_name(const uint8_t *s, size_t len, char *out,
         return opt_fail(err, NBD_REP_ERR_INVALID,
                         "export name is longer than 4096 bytes");
     }
-    if (len && memchr(s, 0, len)) {
+    if (!wire_str_ok(s, len)) {
         return opt_fail(err, NBD_REP_ERR_INVALID,
                         "export name contains a NUL byte");
     }
-    if (len) {
-        memcpy(out, s, len);
-    }
+    put_bytes((uint8_t *)out, s, len);
     out[len] = '\0';
     return true;
+}
+
+ssize_t nbd_encode_opt_export_name(uint8_t *buf, size_t cap,
+                                   const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, n)) {
+        put_bytes(buf, name, n);
+    }
+    return (ssize_t)n;
 }
 
 bool nbd_parse_opt_export_name(const uint8_t *buf, size_t len,
@@ -186,6 +232,37 @@ bool nbd_parse_opt_export_name(const uint8_t *buf, size_t len,
                                NbdOptError *err)
 {
     return copy_name(buf, len, name, err);
+}
+
+ssize_t nbd_encode_opt_info(uint8_t *buf, size_t cap, const NbdOptInfo *in)
+{
+    uint16_t items[3];
+    uint16_t n = 0;
+    size_t namelen = strnlen(in->name, sizeof(in->name));
+    size_t size;
+
+    if (namelen > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (in->want_name) {
+        items[n++] = NBD_INFO_NAME;
+    }
+    if (in->want_description) {
+        items[n++] = NBD_INFO_DESCRIPTION;
+    }
+    if (in->want_block_size) {
+        items[n++] = NBD_INFO_BLOCK_SIZE;
+    }
+    size = 4 + namelen + 2 + 2 * (size_t)n;
+    if (enc_fits(buf, cap, size)) {
+        put_be32(buf, (uint32_t)namelen);
+        put_bytes(buf + 4, in->name, namelen);
+        put_be16(buf + 4 + namelen, n);
+        for (uint16_t i = 0; i < n; i++) {
+            put_be16(buf + 4 + namelen + 2 + 2 * i, items[i]);
+        }
+    }
+    return (ssize_t)size;
 }
 
 bool nbd_parse_opt_info(const uint8_t *buf, size_t len, NbdOptInfo *out,
@@ -236,6 +313,42 @@ bool nbd_parse_opt_info(const uint8_t *buf, size_t len, NbdOptInfo *out,
     return true;
 }
 
+ssize_t nbd_encode_opt_meta(uint8_t *buf, size_t cap, const char *name,
+                            const char *const *queries, uint32_t nqueries)
+{
+    size_t namelen = strlen(name);
+    size_t size = 4 + namelen + 4;
+    size_t pos;
+
+    if (namelen > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < nqueries; i++) {
+        size_t ql = strlen(queries[i]);
+
+        if (ql > NBD_MAX_STRING) {
+            return -EINVAL;
+        }
+        size += 4 + ql;
+    }
+    if (!enc_fits(buf, cap, size)) {
+        return (ssize_t)size;
+    }
+    put_be32(buf, (uint32_t)namelen);
+    put_bytes(buf + 4, name, namelen);
+    pos = 4 + namelen;
+    put_be32(buf + pos, nqueries);
+    pos += 4;
+    for (uint32_t i = 0; i < nqueries; i++) {
+        size_t ql = strlen(queries[i]);
+
+        put_be32(buf + pos, (uint32_t)ql);
+        put_bytes(buf + pos + 4, queries[i], ql);
+        pos += 4 + ql;
+    }
+    return (ssize_t)size;
+}
+
 bool nbd_parse_opt_meta(const uint8_t *buf, size_t len, NbdOptMeta *out,
                         NbdOptError *err)
 {
@@ -279,7 +392,7 @@ bool nbd_parse_opt_meta(const uint8_t *buf, size_t len, NbdOptMeta *out,
             return opt_fail(err, NBD_REP_ERR_INVALID,
                             "query length exceeds the option length");
         }
-        if (memchr(buf + pos, 0, qlen)) {
+        if (qlen && memchr(buf + pos, 0, qlen)) {
             return opt_fail(err, NBD_REP_ERR_INVALID,
                             "query contains a NUL byte");
         }
@@ -300,10 +413,573 @@ void nbd_meta_next_query(const uint8_t *buf, size_t *pos, const char **q,
     *pos += 4 + (size_t)*qlen;
 }
 
-bool nbd_str_eq(const char *s, size_t len, const char *lit)
+bool nbd_parse_opt_empty(uint32_t opt, size_t len, NbdOptError *err)
 {
-    return strlen(lit) == len && memcmp(s, lit, len) == 0;
+    if (len && opt != NBD_OPT_ABORT) {
+        return opt_fail(err, NBD_REP_ERR_INVALID,
+                        "option must not carry data");
+    }
+    return true;
 }
+
+/* ---- option replies ----------------------------------------------------- */
+
+size_t nbd_encode_opt_reply_hdr(uint8_t *buf, uint32_t opt, uint32_t type,
+                                uint32_t len)
+{
+    put_be64(buf, NBD_REP_MAGIC);
+    put_be32(buf + 8, opt);
+    put_be32(buf + 12, type);
+    put_be32(buf + 16, len);
+    return NBD_OPT_REPLY_HDR_SIZE;
+}
+
+bool nbd_decode_opt_reply_hdr(const uint8_t *buf, size_t len,
+                              NbdOptReplyHdr *out)
+{
+    if (len < NBD_OPT_REPLY_HDR_SIZE || get_be64(buf) != NBD_REP_MAGIC) {
+        return false;
+    }
+    out->opt = get_be32(buf + 8);
+    out->type = get_be32(buf + 12);
+    out->len = get_be32(buf + 16);
+    if (out->len > NBD_MAX_OPTION_LEN) {
+        return false;
+    }
+    return out->type != NBD_REP_ACK || out->len == 0;
+}
+
+ssize_t nbd_encode_rep_server(uint8_t *buf, size_t cap,
+                              const NbdRepServer *in)
+{
+    size_t size = 4 + (size_t)in->name.len + in->desc.len;
+
+    if (in->name.len > NBD_MAX_STRING || in->desc.len > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, size)) {
+        put_be32(buf, in->name.len);
+        put_bytes(buf + 4, in->name.ptr, in->name.len);
+        put_bytes(buf + 4 + in->name.len, in->desc.ptr, in->desc.len);
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_rep_server(const uint8_t *buf, size_t len,
+                           NbdRepServer *out)
+{
+    uint32_t namelen;
+    size_t desclen;
+
+    if (len < 4) {
+        return false;
+    }
+    namelen = get_be32(buf);
+    if (namelen > len - 4) {
+        return false;
+    }
+    desclen = len - 4 - namelen;
+    if (!wire_str_ok(buf + 4, namelen) ||
+        !wire_str_ok(buf + 4 + namelen, desclen)) {
+        return false;
+    }
+    out->name = wire_str(buf + 4, namelen);
+    out->desc = wire_str(buf + 4 + namelen, desclen);
+    return true;
+}
+
+ssize_t nbd_encode_rep_info(uint8_t *buf, size_t cap, const NbdRepInfo *in)
+{
+    size_t size;
+
+    switch (in->type) {
+    case NBD_INFO_EXPORT:
+        size = 12;
+        break;
+    case NBD_INFO_BLOCK_SIZE:
+        size = 14;
+        break;
+    case NBD_INFO_NAME:
+    case NBD_INFO_DESCRIPTION:
+        if (in->str.len > NBD_MAX_STRING) {
+            return -EINVAL;
+        }
+        /* fall through */
+    default:
+        if (in->str.len > NBD_MAX_OPTION_LEN - 2) {
+            return -EINVAL;
+        }
+        size = 2 + (size_t)in->str.len;
+        break;
+    }
+    if (!enc_fits(buf, cap, size)) {
+        return (ssize_t)size;
+    }
+    put_be16(buf, in->type);
+    switch (in->type) {
+    case NBD_INFO_EXPORT:
+        put_be64(buf + 2, in->size);
+        put_be16(buf + 10, in->tflags);
+        break;
+    case NBD_INFO_BLOCK_SIZE:
+        put_be32(buf + 2, in->min_block);
+        put_be32(buf + 6, in->pref_block);
+        put_be32(buf + 10, in->max_payload);
+        break;
+    default:
+        put_bytes(buf + 2, in->str.ptr, in->str.len);
+        break;
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_rep_info(const uint8_t *buf, size_t len, NbdRepInfo *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (len < 2) {
+        return false;
+    }
+    out->type = get_be16(buf);
+    switch (out->type) {
+    case NBD_INFO_EXPORT:
+        if (len != 12) {
+            return false;
+        }
+        out->size = get_be64(buf + 2);
+        out->tflags = get_be16(buf + 10);
+        return true;
+    case NBD_INFO_BLOCK_SIZE:
+        if (len != 14) {
+            return false;
+        }
+        out->min_block = get_be32(buf + 2);
+        out->pref_block = get_be32(buf + 6);
+        out->max_payload = get_be32(buf + 10);
+        return true;
+    case NBD_INFO_NAME:
+    case NBD_INFO_DESCRIPTION:
+        if (!wire_str_ok(buf + 2, len - 2)) {
+            return false;
+        }
+        break;
+    default:
+        break;
+    }
+    out->str = wire_str(buf + 2, len - 2);
+    return true;
+}
+
+ssize_t nbd_encode_rep_meta(uint8_t *buf, size_t cap, const NbdRepMeta *in)
+{
+    size_t size = 4 + (size_t)in->name.len;
+
+    if (in->name.len == 0 || in->name.len > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, size)) {
+        put_be32(buf, in->id);
+        put_bytes(buf + 4, in->name.ptr, in->name.len);
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_rep_meta(const uint8_t *buf, size_t len, NbdRepMeta *out)
+{
+    if (len < 5 || !wire_str_ok(buf + 4, len - 4)) {
+        return false;
+    }
+    out->id = get_be32(buf);
+    out->name = wire_str(buf + 4, len - 4);
+    return true;
+}
+
+ssize_t nbd_encode_rep_error(uint8_t *buf, size_t cap, NbdStr msg)
+{
+    if (msg.len > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, msg.len)) {
+        put_bytes(buf, msg.ptr, msg.len);
+    }
+    return (ssize_t)msg.len;
+}
+
+bool nbd_decode_rep_error(const uint8_t *buf, size_t len, NbdStr *msg)
+{
+    if (!wire_str_ok(buf, len)) {
+        return false;
+    }
+    *msg = wire_str(buf, len);
+    return true;
+}
+
+size_t nbd_encode_export_name_reply(uint8_t *buf, bool no_zeroes,
+                                    const NbdExportNameReply *in)
+{
+    put_be64(buf, in->size);
+    put_be16(buf + 8, in->tflags);
+    if (no_zeroes) {
+        return NBD_EXPORT_NAME_REPLY_SHORT;
+    }
+    memset(buf + NBD_EXPORT_NAME_REPLY_SHORT, 0,
+           NBD_EXPORT_NAME_REPLY_SIZE - NBD_EXPORT_NAME_REPLY_SHORT);
+    return NBD_EXPORT_NAME_REPLY_SIZE;
+}
+
+bool nbd_decode_export_name_reply(const uint8_t *buf, size_t len,
+                                  bool no_zeroes, NbdExportNameReply *out)
+{
+    size_t need = no_zeroes ? NBD_EXPORT_NAME_REPLY_SHORT
+                            : NBD_EXPORT_NAME_REPLY_SIZE;
+
+    if (len < need) {
+        return false;
+    }
+    for (size_t i = NBD_EXPORT_NAME_REPLY_SHORT; i < need; i++) {
+        if (buf[i]) {
+            return false;
+        }
+    }
+    out->size = get_be64(buf);
+    out->tflags = get_be16(buf + 8);
+    return true;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+bool nbd_decode_request(const uint8_t *buf, bool extended, NbdRequest *req)
+{
+    uint32_t magic = get_be32(buf);
+
+    if (magic != (extended ? NBD_EXTENDED_REQUEST_MAGIC
+                           : NBD_REQUEST_MAGIC)) {
+        return false;
+    }
+    req->flags = get_be16(buf + 4);
+    req->type = get_be16(buf + 6);
+    req->cookie = get_be64(buf + 8);
+    req->offset = get_be64(buf + 16);
+    req->length = extended ? get_be64(buf + 24) : get_be32(buf + 24);
+    return true;
+}
+
+size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req)
+{
+    put_be32(buf, extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);
+    put_be16(buf + 4, req->flags);
+    put_be16(buf + 6, req->type);
+    put_be64(buf + 8, req->cookie);
+    put_be64(buf + 16, req->offset);
+    if (extended) {
+        put_be64(buf + 24, req->length);
+        return NBD_EXT_REQ_SIZE;
+    }
+    put_be32(buf + 24, (uint32_t)req->length);
+    return NBD_REQ_SIZE;
+}
+
+/* ---- transmission replies ----------------------------------------------- */
+
+size_t nbd_reply_hdr_size(const uint8_t *buf, size_t len)
+{
+    if (len < 4) {
+        return 0;
+    }
+    switch (get_be32(buf)) {
+    case NBD_SIMPLE_REPLY_MAGIC:
+        return NBD_SIMPLE_REPLY_SIZE;
+    case NBD_STRUCTURED_REPLY_MAGIC:
+        return NBD_CHUNK_HDR_SIZE;
+    case NBD_EXTENDED_REPLY_MAGIC:
+        return NBD_EXT_CHUNK_HDR_SIZE;
+    default:
+        return 0;
+    }
+}
+
+size_t nbd_encode_simple_reply(uint8_t *buf, uint32_t error, uint64_t cookie)
+{
+    put_be32(buf, NBD_SIMPLE_REPLY_MAGIC);
+    put_be32(buf + 4, error);
+    put_be64(buf + 8, cookie);
+    return NBD_SIMPLE_REPLY_SIZE;
+}
+
+size_t nbd_encode_chunk_hdr(uint8_t *buf, bool extended, uint16_t flags,
+                            uint16_t type, uint64_t cookie, uint64_t offset,
+                            uint64_t len)
+{
+    put_be32(buf, extended ? NBD_EXTENDED_REPLY_MAGIC
+                           : NBD_STRUCTURED_REPLY_MAGIC);
+    put_be16(buf + 4, flags);
+    put_be16(buf + 6, type);
+    put_be64(buf + 8, cookie);
+    if (extended) {
+        put_be64(buf + 16, offset);
+        put_be64(buf + 24, len);
+        return NBD_EXT_CHUNK_HDR_SIZE;
+    }
+    put_be32(buf + 16, (uint32_t)len);
+    return NBD_CHUNK_HDR_SIZE;
+}
+
+size_t nbd_encode_reply_hdr(uint8_t *buf, const NbdReplyHdr *in)
+{
+    switch (in->magic) {
+    case NBD_SIMPLE_REPLY_MAGIC:
+        return nbd_encode_simple_reply(buf, in->error, in->cookie);
+    case NBD_STRUCTURED_REPLY_MAGIC:
+    case NBD_EXTENDED_REPLY_MAGIC:
+        return nbd_encode_chunk_hdr(buf,
+                                    in->magic == NBD_EXTENDED_REPLY_MAGIC,
+                                    in->flags, in->type, in->cookie,
+                                    in->offset, in->length);
+    default:
+        return 0;
+    }
+}
+
+bool nbd_decode_reply_hdr(const uint8_t *buf, size_t len, bool structured,
+                          bool extended, NbdReplyHdr *out)
+{
+    size_t size = nbd_reply_hdr_size(buf, len);
+
+    memset(out, 0, sizeof(*out));
+    if (size == 0 || len < size) {
+        return false;
+    }
+    out->magic = get_be32(buf);
+    out->cookie = get_be64(buf + 8);
+    switch (out->magic) {
+    case NBD_SIMPLE_REPLY_MAGIC:
+        /* Extended headers forbid simple replies entirely. */
+        out->error = get_be32(buf + 4);
+        return !extended;
+    case NBD_STRUCTURED_REPLY_MAGIC:
+        if (extended || !structured) {
+            return false;
+        }
+        out->length = get_be32(buf + 16);
+        break;
+    default:
+        if (!extended) {
+            return false;
+        }
+        out->offset = get_be64(buf + 16);
+        out->length = get_be64(buf + 24);
+        break;
+    }
+    out->flags = get_be16(buf + 4);
+    out->type = get_be16(buf + 6);
+    if (out->type == NBD_REPLY_TYPE_NONE &&
+        (out->length != 0 || !(out->flags & NBD_REPLY_FLAG_DONE))) {
+        return false;
+    }
+    return true;
+}
+
+/* ---- chunk payloads ----------------------------------------------------- */
+
+size_t nbd_encode_offset_data_hdr(uint8_t *buf, uint64_t offset)
+{
+    put_be64(buf, offset);
+    return NBD_OFFSET_DATA_HDR_SIZE;
+}
+
+bool nbd_decode_offset_data_hdr(const uint8_t *buf, size_t len,
+                                uint64_t chunk_len, uint64_t *offset,
+                                uint64_t *data_len)
+{
+    if (len < NBD_OFFSET_DATA_HDR_SIZE ||
+        chunk_len <= NBD_OFFSET_DATA_HDR_SIZE) {
+        return false;
+    }
+    *offset = get_be64(buf);
+    *data_len = chunk_len - NBD_OFFSET_DATA_HDR_SIZE;
+    return true;
+}
+
+size_t nbd_encode_offset_hole(uint8_t *buf, const NbdChunkHole *in)
+{
+    put_be64(buf, in->offset);
+    put_be32(buf + 8, in->length);
+    return NBD_OFFSET_HOLE_SIZE;
+}
+
+bool nbd_decode_offset_hole(const uint8_t *buf, size_t len,
+                            NbdChunkHole *out)
+{
+    if (len != NBD_OFFSET_HOLE_SIZE) {
+        return false;
+    }
+    out->offset = get_be64(buf);
+    out->length = get_be32(buf + 8);
+    return out->length != 0;
+}
+
+/* Block status layout: a prefix (context id, plus the count in the
+ * extended form) and fixed-size descriptors. */
+static size_t bs_prefix(bool extended)
+{
+    return extended ? 8 : 4;
+}
+
+static size_t bs_desc(bool extended)
+{
+    return extended ? 16 : 8;
+}
+
+size_t nbd_block_status_size(bool extended, uint32_t count)
+{
+    return bs_prefix(extended) + (size_t)count * bs_desc(extended);
+}
+
+size_t nbd_encode_block_status_hdr(uint8_t *buf, bool extended,
+                                   uint32_t context_id, uint32_t count)
+{
+    put_be32(buf, context_id);
+    if (extended) {
+        put_be32(buf + 4, count);
+    }
+    return bs_prefix(extended);
+}
+
+size_t nbd_encode_extent(uint8_t *buf, bool extended, const NbdExtent *e)
+{
+    if (extended) {
+        put_be64(buf, e->length);
+        put_be64(buf + 8, e->flags);
+    } else {
+        put_be32(buf, (uint32_t)e->length);
+        put_be32(buf + 4, (uint32_t)e->flags);
+    }
+    return bs_desc(extended);
+}
+
+ssize_t nbd_encode_block_status(uint8_t *buf, size_t cap, bool extended,
+                                uint32_t context_id, const NbdExtent *ext,
+                                uint32_t n)
+{
+    size_t size = nbd_block_status_size(extended, n);
+    size_t pos;
+
+    if (n == 0 || size > SSIZE_MAX) {
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (ext[i].length == 0 ||
+            (!extended && (ext[i].length > UINT32_MAX ||
+                           ext[i].flags > UINT32_MAX))) {
+            return -EINVAL;
+        }
+    }
+    if (!enc_fits(buf, cap, size)) {
+        return (ssize_t)size;
+    }
+    pos = nbd_encode_block_status_hdr(buf, extended, context_id, n);
+    for (uint32_t i = 0; i < n; i++) {
+        pos += nbd_encode_extent(buf + pos, extended, &ext[i]);
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_block_status(const uint8_t *buf, size_t len, bool extended,
+                             NbdBlockStatus *out)
+{
+    size_t prefix = bs_prefix(extended);
+    size_t desc = bs_desc(extended);
+    size_t n;
+
+    if (len < prefix + desc || (len - prefix) % desc != 0) {
+        return false;
+    }
+    n = (len - prefix) / desc;
+    if (n > UINT32_MAX) {
+        return false;
+    }
+    out->context_id = get_be32(buf);
+    out->count = (uint32_t)n;
+    if (extended && get_be32(buf + 4) != n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *d = buf + prefix + i * desc;
+
+        if ((extended ? get_be64(d) : get_be32(d)) == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void nbd_block_status_extent(const uint8_t *buf, bool extended, uint32_t i,
+                             NbdExtent *e)
+{
+    const uint8_t *d = buf + bs_prefix(extended) + (size_t)i *
+                       bs_desc(extended);
+
+    if (extended) {
+        e->length = get_be64(d);
+        e->flags = get_be64(d + 8);
+    } else {
+        e->length = get_be32(d);
+        e->flags = get_be32(d + 4);
+    }
+}
+
+ssize_t nbd_encode_chunk_error(uint8_t *buf, size_t cap, uint16_t type,
+                               const NbdChunkError *in)
+{
+    bool with_offset = type == NBD_REPLY_TYPE_ERROR_OFFSET;
+    size_t size = 6 + (size_t)in->msg.len + (with_offset ? 8 : 0);
+
+    if (!NBD_REPLY_TYPE_IS_ERR(type) || in->error == 0 ||
+        in->msg.len > NBD_MAX_STRING) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, size)) {
+        put_be32(buf, in->error);
+        put_be16(buf + 4, (uint16_t)in->msg.len);
+        put_bytes(buf + 6, in->msg.ptr, in->msg.len);
+        if (with_offset) {
+            put_be64(buf + 6 + in->msg.len, in->offset);
+        }
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_chunk_error(const uint8_t *buf, size_t len, uint16_t type,
+                            NbdChunkError *out)
+{
+    uint16_t msglen;
+    size_t need;
+
+    memset(out, 0, sizeof(*out));
+    if (!NBD_REPLY_TYPE_IS_ERR(type) || len < 6) {
+        return false;
+    }
+    out->error = get_be32(buf);
+    msglen = get_be16(buf + 4);
+    need = 6 + (size_t)msglen;
+    if (type == NBD_REPLY_TYPE_ERROR_OFFSET) {
+        need += 8;
+    }
+    /* ERROR and ERROR_OFFSET have an exact layout; other error types
+     * may carry more after the message. */
+    if (out->error == 0 || len < need ||
+        (len != need && (type == NBD_REPLY_TYPE_ERROR ||
+                         type == NBD_REPLY_TYPE_ERROR_OFFSET)) ||
+        !wire_str_ok(buf + 6, msglen)) {
+        return false;
+    }
+    out->msg = wire_str(buf + 6, msglen);
+    if (type == NBD_REPLY_TYPE_ERROR_OFFSET) {
+        out->offset = get_be64(buf + 6 + msglen);
+    }
+    return true;
+}
+
+/* ---- request validation ------------------------------------------------- */
 
 uint32_t nbd_check_request(const NbdRequest *req, const NbdReqLimits *lim,
                            uint64_t *payload, const char **why)

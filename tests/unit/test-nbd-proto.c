@@ -470,6 +470,1044 @@ static void test_parsers_random(void)
     }
 }
 
+/* ---- codec: both directions ------------------------------------------ */
+
+/* Copy len bytes to an exact-size heap block, so that a decoder reading
+ * past len is caught by ASan/valgrind. */
+static uint8_t *exact(const uint8_t *buf, size_t len)
+{
+    uint8_t *p = malloc(len ? len : 1);
+
+    memcpy(p, buf, len);
+    return p;
+}
+
+static bool str_same(NbdStr a, NbdStr b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* A decoded string must point inside the decoded buffer. */
+static bool str_inside(NbdStr s, const uint8_t *buf, size_t len)
+{
+    const uint8_t *p = (const uint8_t *)s.ptr;
+
+    return s.len == 0 || (p >= buf && p + s.len <= buf + len);
+}
+
+static void test_greeting(void)
+{
+    static const uint8_t want[NBD_GREETING_SIZE] = {
+        'N', 'B', 'D', 'M', 'A', 'G', 'I', 'C',
+        'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T', 0x00, 0x03,
+    };
+    uint8_t buf[NBD_GREETING_SIZE];
+    uint16_t hflags;
+
+    nbd_encode_greeting(buf);
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_EQUAL(nbd_encode_server_greeting(buf, 0x8001),
+                    NBD_GREETING_SIZE);
+    CU_ASSERT_TRUE(nbd_decode_server_greeting(buf, sizeof(buf), &hflags));
+    CU_ASSERT_EQUAL(hflags, 0x8001);           /* unknown bits are kept */
+    CU_ASSERT_TRUE(nbd_decode_server_greeting(want, sizeof(want), &hflags));
+    CU_ASSERT_EQUAL(hflags, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+    for (size_t l = 0; l < sizeof(want); l++) {
+        uint8_t *p = exact(want, l);
+
+        CU_ASSERT_FALSE(nbd_decode_server_greeting(p, l, &hflags));
+        free(p);
+    }
+    /* Any flipped magic byte, and the oldstyle cliserv magic. */
+    for (size_t i = 0; i < 16; i++) {
+        memcpy(buf, want, sizeof(want));
+        buf[i] ^= 0x20;
+        CU_ASSERT_FALSE(nbd_decode_server_greeting(buf, sizeof(buf),
+                                                   &hflags));
+    }
+    memcpy(buf, want, sizeof(want));
+    put_be64(buf + 8, 0x00420281861253ULL);
+    CU_ASSERT_FALSE(nbd_decode_server_greeting(buf, sizeof(buf), &hflags));
+}
+
+static void test_client_flags(void)
+{
+    static const uint8_t want[] = { 0, 0, 0, 3 };
+    uint8_t buf[NBD_CLIENT_FLAGS_SIZE];
+    uint32_t flags;
+
+    CU_ASSERT_EQUAL(nbd_encode_client_flags(buf, 3), NBD_CLIENT_FLAGS_SIZE);
+    CU_ASSERT_EQUAL(memcmp(buf, want, 4), 0);
+    for (uint32_t f = 0; f < 4; f++) {
+        nbd_encode_client_flags(buf, f);
+        CU_ASSERT_TRUE(nbd_decode_client_flags(buf, sizeof(buf), &flags));
+        CU_ASSERT_EQUAL(flags, f);
+    }
+    for (size_t l = 0; l < sizeof(buf); l++) {
+        CU_ASSERT_FALSE(nbd_decode_client_flags(want, l, &flags));
+    }
+    nbd_encode_client_flags(buf, 0x80000003);
+    CU_ASSERT_FALSE(nbd_decode_client_flags(buf, sizeof(buf), &flags));
+    nbd_encode_client_flags(buf, 4);
+    CU_ASSERT_FALSE(nbd_decode_client_flags(buf, sizeof(buf), &flags));
+}
+
+static void test_opt_hdr(void)
+{
+    /* IHAVEOPT, NBD_OPT_GO, length 6 */
+    static const uint8_t want[NBD_OPT_HDR_SIZE] = {
+        'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T',
+        0, 0, 0, 7, 0, 0, 0, 6,
+    };
+    uint8_t buf[NBD_OPT_HDR_SIZE];
+    NbdOptHdr h;
+
+    CU_ASSERT_EQUAL(nbd_encode_opt_hdr(buf, NBD_OPT_GO, 6),
+                    NBD_OPT_HDR_SIZE);
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_TRUE(nbd_decode_opt_hdr(buf, sizeof(buf), &h));
+    CU_ASSERT_EQUAL(h.opt, NBD_OPT_GO);
+    CU_ASSERT_EQUAL(h.len, 6);
+    nbd_encode_opt_hdr(buf, 0xdeadbeef, NBD_MAX_OPTION_LEN);
+    CU_ASSERT_TRUE(nbd_decode_opt_hdr(buf, sizeof(buf), &h));
+    CU_ASSERT_EQUAL(h.opt, 0xdeadbeef);
+    CU_ASSERT_EQUAL(h.len, NBD_MAX_OPTION_LEN);
+    for (size_t l = 0; l < sizeof(want); l++) {
+        uint8_t *p = exact(want, l);
+
+        CU_ASSERT_FALSE(nbd_decode_opt_hdr(p, l, &h));
+        free(p);
+    }
+    /* Oversized: the DoS cap, and the full 32 bits. */
+    nbd_encode_opt_hdr(buf, NBD_OPT_GO, NBD_MAX_OPTION_LEN + 1);
+    CU_ASSERT_FALSE(nbd_decode_opt_hdr(buf, sizeof(buf), &h));
+    nbd_encode_opt_hdr(buf, NBD_OPT_GO, UINT32_MAX);
+    CU_ASSERT_FALSE(nbd_decode_opt_hdr(buf, sizeof(buf), &h));
+    /* Wrong magic: the reply magic is not an option magic. */
+    memcpy(buf, want, sizeof(want));
+    put_be64(buf, NBD_REP_MAGIC);
+    CU_ASSERT_FALSE(nbd_decode_opt_hdr(buf, sizeof(buf), &h));
+}
+
+static void test_opt_export_name_codec(void)
+{
+    static char longname[NBD_MAX_STRING + 2];
+    static uint8_t big[NBD_MAX_STRING + 1];
+    char name[NBD_MAX_STRING + 1];
+    NbdOptError err = { 0 };
+    uint8_t buf[16];
+
+    memset(buf, 0xaa, sizeof(buf));
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(buf, sizeof(buf), ""), 0);
+    CU_ASSERT_EQUAL(buf[0], 0xaa);
+    CU_ASSERT_TRUE(nbd_parse_opt_export_name(buf, 0, name, &err));
+    CU_ASSERT_STRING_EQUAL(name, "");
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(buf, sizeof(buf), "disk"), 4);
+    CU_ASSERT_EQUAL(memcmp(buf, "disk", 4), 0);
+    CU_ASSERT_TRUE(nbd_parse_opt_export_name(buf, 4, name, &err));
+    CU_ASSERT_STRING_EQUAL(name, "disk");
+    /* Sizing, and a buffer that is too small stays untouched. */
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(NULL, 0, "abc"), 3);
+    memset(buf, 0xaa, sizeof(buf));
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(buf, 2, "abc"), 3);
+    CU_ASSERT_EQUAL(buf[0], 0xaa);
+    /* The longest name round-trips; one more byte is refused both ways. */
+    memset(longname, 'n', NBD_MAX_STRING);
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(big, sizeof(big), longname),
+                    NBD_MAX_STRING);
+    CU_ASSERT_TRUE(nbd_parse_opt_export_name(big, NBD_MAX_STRING, name,
+                                             &err));
+    CU_ASSERT_EQUAL(strcmp(name, longname), 0);
+    longname[NBD_MAX_STRING] = 'n';
+    CU_ASSERT_EQUAL(nbd_encode_opt_export_name(big, sizeof(big), longname),
+                    -EINVAL);
+}
+
+static void test_opt_info_codec(void)
+{
+    static const char *const names[] = { "", "disk", "a/b c" };
+    uint8_t buf[64];
+    NbdOptError err = { 0 };
+
+    /* Every combination of requests, for a few names. */
+    for (size_t n = 0; n < ARRAY_SIZE(names); n++) {
+        for (unsigned mask = 0; mask < 8; mask++) {
+            NbdOptInfo in = { 0 }, out;
+            ssize_t len;
+            uint8_t *p;
+
+            strcpy(in.name, names[n]);
+            in.want_name = mask & 1;
+            in.want_description = mask & 2;
+            in.want_block_size = mask & 4;
+            len = nbd_encode_opt_info(buf, sizeof(buf), &in);
+            CU_ASSERT_EQUAL(len, (ssize_t)(4 + strlen(names[n]) + 2 +
+                                           2 * __builtin_popcount(mask)));
+            CU_ASSERT_EQUAL(nbd_encode_opt_info(NULL, 0, &in), len);
+            p = exact(buf, (size_t)len);
+            CU_ASSERT_TRUE(nbd_parse_opt_info(p, (size_t)len, &out, &err));
+            CU_ASSERT_STRING_EQUAL(out.name, in.name);
+            CU_ASSERT_EQUAL(out.want_name, in.want_name);
+            CU_ASSERT_EQUAL(out.want_description, in.want_description);
+            CU_ASSERT_EQUAL(out.want_block_size, in.want_block_size);
+            CU_ASSERT_EQUAL(out.ninfos, __builtin_popcount(mask));
+            for (size_t l = 0; l < (size_t)len; l++) {
+                CU_ASSERT_FALSE(nbd_parse_opt_info(p, l, &out, &err));
+            }
+            free(p);
+        }
+    }
+    /* Byte-exact: "sda", NAME and BLOCK_SIZE. */
+    {
+        static const uint8_t want[] = {
+            0, 0, 0, 3, 's', 'd', 'a', 0, 2, 0, 1, 0, 3,
+        };
+        NbdOptInfo in = { .name = "sda", .want_name = true,
+                          .want_block_size = true };
+
+        CU_ASSERT_EQUAL(nbd_encode_opt_info(buf, sizeof(buf), &in),
+                        sizeof(want));
+        CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    }
+}
+
+static void test_opt_meta_codec(void)
+{
+    static const char *const q[] = { "base:allocation", "",
+                                     "qemu:dirty-bitmap:b0" };
+    static char longq[NBD_MAX_STRING + 2];
+    const char *lq[] = { longq };
+    uint8_t buf[256];
+    NbdOptMeta m;
+    NbdOptError err = { 0 };
+
+    for (uint32_t nq = 0; nq <= ARRAY_SIZE(q); nq++) {
+        ssize_t len = nbd_encode_opt_meta(buf, sizeof(buf), "exp", q, nq);
+        size_t pos;
+        uint8_t *p;
+
+        CU_ASSERT_TRUE(len > 0);
+        CU_ASSERT_EQUAL(nbd_encode_opt_meta(NULL, 0, "exp", q, nq), len);
+        p = exact(buf, (size_t)len);
+        CU_ASSERT_TRUE(nbd_parse_opt_meta(p, (size_t)len, &m, &err));
+        CU_ASSERT_STRING_EQUAL(m.name, "exp");
+        CU_ASSERT_EQUAL(m.nqueries, nq);
+        pos = m.queries_off;
+        for (uint32_t i = 0; i < nq; i++) {
+            const char *s;
+            uint32_t sl;
+
+            nbd_meta_next_query(p, &pos, &s, &sl);
+            CU_ASSERT_TRUE(nbd_str_eq(s, sl, q[i]));
+        }
+        CU_ASSERT_EQUAL(pos, (size_t)len);
+        for (size_t l = 0; l < (size_t)len; l++) {
+            CU_ASSERT_FALSE(nbd_parse_opt_meta(p, l, &m, &err));
+        }
+        free(p);
+    }
+    /* Byte-exact: export "", one query "base:". */
+    {
+        static const uint8_t want[] = {
+            0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 'b', 'a', 's', 'e', ':',
+        };
+        const char *one[] = { "base:" };
+
+        CU_ASSERT_EQUAL(nbd_encode_opt_meta(buf, sizeof(buf), "", one, 1),
+                        sizeof(want));
+        CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    }
+    memset(longq, 'q', NBD_MAX_STRING + 1);
+    CU_ASSERT_EQUAL(nbd_encode_opt_meta(NULL, 0, "e", lq, 1), -EINVAL);
+    CU_ASSERT_EQUAL(nbd_encode_opt_meta(NULL, 0, longq, NULL, 0), -EINVAL);
+}
+
+static void test_opt_empty(void)
+{
+    static const uint32_t opts[] = {
+        NBD_OPT_LIST, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
+        NBD_OPT_EXTENDED_HEADERS,
+    };
+    NbdOptError err = { 0 };
+
+    for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
+        CU_ASSERT_TRUE(nbd_parse_opt_empty(opts[i], 0, &err));
+        err.rep = 0;
+        CU_ASSERT_FALSE(nbd_parse_opt_empty(opts[i], 1, &err));
+        CU_ASSERT_EQUAL(err.rep, NBD_REP_ERR_INVALID);
+        CU_ASSERT_PTR_NOT_NULL(err.msg);
+    }
+    /* ABORT's data is ignored. */
+    CU_ASSERT_TRUE(nbd_parse_opt_empty(NBD_OPT_ABORT, 0, &err));
+    CU_ASSERT_TRUE(nbd_parse_opt_empty(NBD_OPT_ABORT, 100, &err));
+}
+
+static void test_opt_reply_hdr(void)
+{
+    /* NBD_REP_MAGIC, NBD_OPT_LIST, NBD_REP_SERVER, length 9 */
+    static const uint8_t want[NBD_OPT_REPLY_HDR_SIZE] = {
+        0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9,
+        0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 9,
+    };
+    uint8_t buf[NBD_OPT_REPLY_HDR_SIZE];
+    NbdOptReplyHdr h;
+
+    CU_ASSERT_EQUAL(nbd_encode_opt_reply_hdr(buf, NBD_OPT_LIST,
+                                             NBD_REP_SERVER, 9),
+                    sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_TRUE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    CU_ASSERT_EQUAL(h.opt, NBD_OPT_LIST);
+    CU_ASSERT_EQUAL(h.type, NBD_REP_SERVER);
+    CU_ASSERT_EQUAL(h.len, 9);
+    nbd_encode_opt_reply_hdr(buf, NBD_OPT_GO, NBD_REP_ERR_TOO_BIG, 100);
+    CU_ASSERT_TRUE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    CU_ASSERT_EQUAL(h.type, 0x80000009U);
+    CU_ASSERT_EQUAL(h.len, 100);
+    nbd_encode_opt_reply_hdr(buf, NBD_OPT_GO, NBD_REP_ACK, 0);
+    CU_ASSERT_TRUE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    CU_ASSERT_EQUAL(h.type, NBD_REP_ACK);
+    for (size_t l = 0; l < sizeof(want); l++) {
+        uint8_t *p = exact(want, l);
+
+        CU_ASSERT_FALSE(nbd_decode_opt_reply_hdr(p, l, &h));
+        free(p);
+    }
+    /* An ACK with data, a huge length, a wrong magic. */
+    nbd_encode_opt_reply_hdr(buf, NBD_OPT_GO, NBD_REP_ACK, 1);
+    CU_ASSERT_FALSE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    nbd_encode_opt_reply_hdr(buf, NBD_OPT_GO, NBD_REP_INFO, UINT32_MAX);
+    CU_ASSERT_FALSE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    nbd_encode_opt_reply_hdr(buf, NBD_OPT_GO, NBD_REP_INFO,
+                             NBD_MAX_OPTION_LEN + 1);
+    CU_ASSERT_FALSE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+    memcpy(buf, want, sizeof(want));
+    put_be64(buf, NBD_OPTS_MAGIC);
+    CU_ASSERT_FALSE(nbd_decode_opt_reply_hdr(buf, sizeof(buf), &h));
+}
+
+static void test_rep_server(void)
+{
+    static const uint8_t want[] = {
+        0, 0, 0, 2, 'e', '0', 'd', 'i', 's', 'k',
+    };
+    static const NbdRepServer cases[] = {
+        { .name = { "e0", 2 }, .desc = { "disk", 4 } },
+        { .name = { "e0", 2 } },
+        { .name = { NULL, 0 } },
+        { .name = { NULL, 0 }, .desc = { "only a description", 18 } },
+    };
+    static char big[NBD_MAX_STRING + 1];
+    uint8_t buf[64];
+    NbdRepServer out;
+
+    CU_ASSERT_EQUAL(nbd_encode_rep_server(buf, sizeof(buf), &cases[0]),
+                    sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+        ssize_t len = nbd_encode_rep_server(buf, sizeof(buf), &cases[c]);
+        uint8_t *p = exact(buf, (size_t)len);
+
+        CU_ASSERT_EQUAL(nbd_encode_rep_server(NULL, 0, &cases[c]), len);
+        CU_ASSERT_TRUE(nbd_decode_rep_server(p, (size_t)len, &out));
+        CU_ASSERT_TRUE(str_same(out.name, cases[c].name));
+        CU_ASSERT_TRUE(str_same(out.desc, cases[c].desc));
+        CU_ASSERT_TRUE(str_inside(out.name, p, (size_t)len));
+        CU_ASSERT_TRUE(str_inside(out.desc, p, (size_t)len));
+        /* Cutting into the name fails; cutting the description (the
+         * rest of the payload) only shortens it. */
+        for (size_t l = 0; l < (size_t)len; l++) {
+            bool ok = nbd_decode_rep_server(p, l, &out);
+
+            CU_ASSERT_EQUAL(ok, l >= 4 + cases[c].name.len);
+            if (ok) {
+                CU_ASSERT_EQUAL(out.desc.len, l - 4 - cases[c].name.len);
+            }
+        }
+        free(p);
+    }
+    /* Name length past the end (also 0xffffffff), NULs, too long. */
+    memcpy(buf, want, sizeof(want));
+    put_be32(buf, sizeof(want) - 3);
+    CU_ASSERT_FALSE(nbd_decode_rep_server(buf, sizeof(want), &out));
+    put_be32(buf, UINT32_MAX);
+    CU_ASSERT_FALSE(nbd_decode_rep_server(buf, sizeof(want), &out));
+    memcpy(buf, want, sizeof(want));
+    buf[5] = 0;
+    CU_ASSERT_FALSE(nbd_decode_rep_server(buf, sizeof(want), &out));
+    memcpy(buf, want, sizeof(want));
+    buf[8] = 0;
+    CU_ASSERT_FALSE(nbd_decode_rep_server(buf, sizeof(want), &out));
+    {
+        NbdRepServer in = { .name = { big, NBD_MAX_STRING + 1 } };
+        static uint8_t large[4 + NBD_MAX_STRING + 1];
+
+        memset(big, 'x', sizeof(big));
+        CU_ASSERT_EQUAL(nbd_encode_rep_server(NULL, 0, &in), -EINVAL);
+        put_be32(large, NBD_MAX_STRING + 1);
+        memset(large + 4, 'x', NBD_MAX_STRING + 1);
+        CU_ASSERT_FALSE(nbd_decode_rep_server(large, sizeof(large), &out));
+    }
+}
+
+static void test_rep_info(void)
+{
+    /* INFO_EXPORT: 1 GiB, HAS_FLAGS | SEND_FLUSH */
+    static const uint8_t want_export[] = {
+        0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 5,
+    };
+    /* INFO_BLOCK_SIZE: 512, 4096, 32 MiB */
+    static const uint8_t want_bs[] = {
+        0, 3, 0, 0, 2, 0, 0, 0, 0x10, 0, 0x02, 0, 0, 0,
+    };
+    static const NbdRepInfo cases[] = {
+        { .type = NBD_INFO_EXPORT, .size = 1ULL << 30,
+          .tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH },
+        { .type = NBD_INFO_EXPORT, .size = UINT64_MAX, .tflags = 0xffff },
+        { .type = NBD_INFO_NAME, .str = { "disk", 4 } },
+        { .type = NBD_INFO_NAME },
+        { .type = NBD_INFO_DESCRIPTION, .str = { "a test disk", 11 } },
+        { .type = NBD_INFO_BLOCK_SIZE, .min_block = 512,
+          .pref_block = 4096, .max_payload = 32 << 20 },
+        { .type = 77, .str = { "\0raw\0", 5 } },
+    };
+    uint8_t buf[64];
+    NbdRepInfo out;
+
+    CU_ASSERT_EQUAL(nbd_encode_rep_info(buf, sizeof(buf), &cases[0]), 12);
+    CU_ASSERT_EQUAL(memcmp(buf, want_export, 12), 0);
+    CU_ASSERT_EQUAL(nbd_encode_rep_info(buf, sizeof(buf), &cases[5]), 14);
+    CU_ASSERT_EQUAL(memcmp(buf, want_bs, 14), 0);
+    for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+        const NbdRepInfo *in = &cases[c];
+        ssize_t len = nbd_encode_rep_info(buf, sizeof(buf), in);
+        uint8_t *p = exact(buf, (size_t)len);
+
+        CU_ASSERT_EQUAL(nbd_encode_rep_info(NULL, 0, in), len);
+        CU_ASSERT_TRUE(nbd_decode_rep_info(p, (size_t)len, &out));
+        CU_ASSERT_EQUAL(out.type, in->type);
+        CU_ASSERT_EQUAL(out.size, in->size);
+        CU_ASSERT_EQUAL(out.tflags, in->tflags);
+        CU_ASSERT_EQUAL(out.min_block, in->min_block);
+        CU_ASSERT_EQUAL(out.pref_block, in->pref_block);
+        CU_ASSERT_EQUAL(out.max_payload, in->max_payload);
+        CU_ASSERT_TRUE(str_same(out.str, in->str));
+        CU_ASSERT_TRUE(str_inside(out.str, p, (size_t)len));
+        /* Fixed-size items refuse any other length; strings (and unknown
+         * items) are the rest of the payload. */
+        for (size_t l = 0; l < (size_t)len; l++) {
+            bool ok = nbd_decode_rep_info(p, l, &out);
+            bool fixed = in->type == NBD_INFO_EXPORT ||
+                         in->type == NBD_INFO_BLOCK_SIZE;
+
+            CU_ASSERT_EQUAL(ok, !fixed && l >= 2);
+        }
+        free(p);
+    }
+    /* Oversized fixed items, NUL in a name, a name too long. */
+    memcpy(buf, want_export, 12);
+    buf[12] = 0;
+    CU_ASSERT_FALSE(nbd_decode_rep_info(buf, 13, &out));
+    memcpy(buf, want_bs, 14);
+    buf[14] = 0;
+    CU_ASSERT_FALSE(nbd_decode_rep_info(buf, 15, &out));
+    memcpy(buf, "\0\1di\0k", 6);
+    CU_ASSERT_FALSE(nbd_decode_rep_info(buf, 6, &out));
+    buf[1] = NBD_INFO_DESCRIPTION;
+    CU_ASSERT_FALSE(nbd_decode_rep_info(buf, 6, &out));
+    {
+        static uint8_t large[2 + NBD_MAX_STRING + 1];
+        NbdRepInfo in = { .type = NBD_INFO_NAME,
+                          .str = { (const char *)large + 2,
+                                   NBD_MAX_STRING + 1 } };
+
+        memset(large, 'x', sizeof(large));
+        put_be16(large, NBD_INFO_NAME);
+        CU_ASSERT_FALSE(nbd_decode_rep_info(large, sizeof(large), &out));
+        CU_ASSERT_TRUE(nbd_decode_rep_info(large, sizeof(large) - 1, &out));
+        CU_ASSERT_EQUAL(nbd_encode_rep_info(NULL, 0, &in), -EINVAL);
+    }
+}
+
+static void test_rep_meta(void)
+{
+    static const uint8_t want[] = {
+        0, 0, 0, 1, 'b', 'a', 's', 'e', ':', 'a', 'l', 'l', 'o', 'c',
+        'a', 't', 'i', 'o', 'n',
+    };
+    NbdRepMeta in = { .id = 1, .name = { "base:allocation", 15 } };
+    NbdRepMeta out;
+    uint8_t buf[64];
+    uint8_t *p;
+
+    CU_ASSERT_EQUAL(nbd_encode_rep_meta(buf, sizeof(buf), &in),
+                    sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    p = exact(buf, sizeof(want));
+    CU_ASSERT_TRUE(nbd_decode_rep_meta(p, sizeof(want), &out));
+    CU_ASSERT_EQUAL(out.id, 1);
+    CU_ASSERT_TRUE(str_same(out.name, in.name));
+    CU_ASSERT_TRUE(str_inside(out.name, p, sizeof(want)));
+    for (size_t l = 0; l < 5; l++) {
+        CU_ASSERT_FALSE(nbd_decode_rep_meta(p, l, &out));
+    }
+    free(p);
+    in.id = UINT32_MAX;
+    CU_ASSERT_EQUAL(nbd_encode_rep_meta(buf, sizeof(buf), &in),
+                    sizeof(want));
+    CU_ASSERT_TRUE(nbd_decode_rep_meta(buf, sizeof(want), &out));
+    CU_ASSERT_EQUAL(out.id, UINT32_MAX);
+    buf[8] = 0;
+    CU_ASSERT_FALSE(nbd_decode_rep_meta(buf, sizeof(want), &out));
+    in.name = (NbdStr){ NULL, 0 };
+    CU_ASSERT_EQUAL(nbd_encode_rep_meta(buf, sizeof(buf), &in), -EINVAL);
+}
+
+static void test_rep_error(void)
+{
+    static char big[NBD_MAX_STRING + 1];
+    NbdStr msg = nbd_str("export 'x' not present");
+    NbdStr out;
+    uint8_t buf[64];
+    ssize_t len;
+    uint8_t *p;
+
+    len = nbd_encode_rep_error(buf, sizeof(buf), msg);
+    CU_ASSERT_EQUAL(len, (ssize_t)msg.len);
+    CU_ASSERT_EQUAL(memcmp(buf, msg.ptr, msg.len), 0);
+    p = exact(buf, (size_t)len);
+    CU_ASSERT_TRUE(nbd_decode_rep_error(p, (size_t)len, &out));
+    CU_ASSERT_TRUE(str_same(out, msg));
+    CU_ASSERT_TRUE(str_inside(out, p, (size_t)len));
+    free(p);
+    CU_ASSERT_EQUAL(nbd_encode_rep_error(buf, sizeof(buf), nbd_str("")), 0);
+    CU_ASSERT_TRUE(nbd_decode_rep_error(NULL, 0, &out));
+    CU_ASSERT_EQUAL(out.len, 0);
+    CU_ASSERT_FALSE(nbd_decode_rep_error((const uint8_t *)"a\0b", 3, &out));
+    memset(big, 'm', sizeof(big));
+    CU_ASSERT_FALSE(nbd_decode_rep_error((const uint8_t *)big, sizeof(big),
+                                         &out));
+    CU_ASSERT_EQUAL(nbd_encode_rep_error(NULL, 0,
+                                         (NbdStr){ big, sizeof(big) }),
+                    -EINVAL);
+}
+
+static void test_export_name_reply(void)
+{
+    static const uint8_t want[NBD_EXPORT_NAME_REPLY_SHORT] = {
+        0, 0, 0, 0, 0, 0x10, 0, 0, 0x01, 0x03,
+    };
+    NbdExportNameReply in = { .size = 1 << 20,
+                              .tflags = NBD_FLAG_HAS_FLAGS |
+                                        NBD_FLAG_READ_ONLY |
+                                        NBD_FLAG_CAN_MULTI_CONN };
+    NbdExportNameReply out;
+    uint8_t buf[NBD_EXPORT_NAME_REPLY_SIZE];
+
+    for (int nz = 0; nz < 2; nz++) {
+        size_t len;
+        uint8_t *p;
+
+        memset(buf, 0xaa, sizeof(buf));
+        len = nbd_encode_export_name_reply(buf, nz, &in);
+        CU_ASSERT_EQUAL(len, nz ? NBD_EXPORT_NAME_REPLY_SHORT
+                                : NBD_EXPORT_NAME_REPLY_SIZE);
+        CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+        for (size_t i = sizeof(want); i < len; i++) {
+            CU_ASSERT_EQUAL(buf[i], 0);
+        }
+        p = exact(buf, len);
+        CU_ASSERT_TRUE(nbd_decode_export_name_reply(p, len, nz, &out));
+        CU_ASSERT_EQUAL(out.size, in.size);
+        CU_ASSERT_EQUAL(out.tflags, in.tflags);
+        for (size_t l = 0; l < len; l++) {
+            CU_ASSERT_FALSE(nbd_decode_export_name_reply(p, l, nz, &out));
+        }
+        free(p);
+    }
+    /* The reserved padding must be zero. */
+    nbd_encode_export_name_reply(buf, false, &in);
+    buf[NBD_EXPORT_NAME_REPLY_SIZE - 1] = 1;
+    CU_ASSERT_FALSE(nbd_decode_export_name_reply(buf, sizeof(buf), false,
+                                                 &out));
+    CU_ASSERT_TRUE(nbd_decode_export_name_reply(buf, sizeof(buf), true,
+                                                &out));
+}
+
+static void test_request_bytes(void)
+{
+    /* WRITE | FUA, cookie 0x0102030405060708, offset 4096, length 512 */
+    static const uint8_t want[NBD_REQ_SIZE] = {
+        0x25, 0x60, 0x95, 0x13, 0, 1, 0, 1,
+        1, 2, 3, 4, 5, 6, 7, 8,
+        0, 0, 0, 0, 0, 0, 0x10, 0,
+        0, 0, 2, 0,
+    };
+    /* the same, extended, length 8 GiB */
+    static const uint8_t want_ext[NBD_EXT_REQ_SIZE] = {
+        0x21, 0xe4, 0x1c, 0x71, 0, 1, 0, 1,
+        1, 2, 3, 4, 5, 6, 7, 8,
+        0, 0, 0, 0, 0, 0, 0x10, 0,
+        0, 0, 0, 2, 0, 0, 0, 0,
+    };
+    NbdRequest in = { .flags = NBD_CMD_FLAG_FUA, .type = NBD_CMD_WRITE,
+                      .cookie = 0x0102030405060708ULL, .offset = 4096,
+                      .length = 512 };
+    NbdRequest out;
+    uint8_t buf[NBD_EXT_REQ_SIZE];
+
+    CU_ASSERT_EQUAL(nbd_encode_request(buf, false, &in), NBD_REQ_SIZE);
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_TRUE(nbd_decode_request(want, false, &out));
+    CU_ASSERT_EQUAL(out.length, 512);
+    in.length = 8ULL << 30;
+    CU_ASSERT_EQUAL(nbd_encode_request(buf, true, &in), NBD_EXT_REQ_SIZE);
+    CU_ASSERT_EQUAL(memcmp(buf, want_ext, sizeof(want_ext)), 0);
+    CU_ASSERT_TRUE(nbd_decode_request(want_ext, true, &out));
+    CU_ASSERT_EQUAL(out.flags, in.flags);
+    CU_ASSERT_EQUAL(out.type, in.type);
+    CU_ASSERT_EQUAL(out.cookie, in.cookie);
+    CU_ASSERT_EQUAL(out.offset, in.offset);
+    CU_ASSERT_EQUAL(out.length, 8ULL << 30);
+}
+
+static void check_reply_roundtrip(const NbdReplyHdr *in, bool structured,
+                                  bool extended)
+{
+    uint8_t buf[NBD_MAX_CHUNK_HDR_SIZE];
+    NbdReplyHdr out;
+    size_t len = nbd_encode_reply_hdr(buf, in);
+    uint8_t *p = exact(buf, len);
+
+    CU_ASSERT_EQUAL(nbd_reply_hdr_size(p, len), len);
+    CU_ASSERT_TRUE(nbd_decode_reply_hdr(p, len, structured, extended, &out));
+    CU_ASSERT_EQUAL(out.magic, in->magic);
+    CU_ASSERT_EQUAL(out.error, in->error);
+    CU_ASSERT_EQUAL(out.flags, in->flags);
+    CU_ASSERT_EQUAL(out.type, in->type);
+    CU_ASSERT_EQUAL(out.cookie, in->cookie);
+    CU_ASSERT_EQUAL(out.offset, in->offset);
+    CU_ASSERT_EQUAL(out.length, in->length);
+    for (size_t l = 0; l < len; l++) {
+        CU_ASSERT_FALSE(nbd_decode_reply_hdr(p, l, structured, extended,
+                                             &out));
+    }
+    free(p);
+}
+
+static void test_reply_hdr(void)
+{
+    /* A structured OFFSET_DATA chunk, DONE, cookie 9, length 4104. */
+    static const uint8_t want[NBD_CHUNK_HDR_SIZE] = {
+        0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 1,
+        0, 0, 0, 0, 0, 0, 0, 9,
+        0, 0, 0x10, 0x08,
+    };
+    /* A simple reply, EIO, cookie 9. */
+    static const uint8_t want_simple[NBD_SIMPLE_REPLY_SIZE] = {
+        0x67, 0x44, 0x66, 0x98, 0, 0, 0, 5,
+        0, 0, 0, 0, 0, 0, 0, 9,
+    };
+    NbdReplyHdr simple = { .magic = NBD_SIMPLE_REPLY_MAGIC,
+                           .error = NBD_EIO, .cookie = 9 };
+    NbdReplyHdr chunk = { .magic = NBD_STRUCTURED_REPLY_MAGIC,
+                          .flags = NBD_REPLY_FLAG_DONE,
+                          .type = NBD_REPLY_TYPE_OFFSET_DATA,
+                          .cookie = 9, .length = 4104 };
+    NbdReplyHdr ext = { .magic = NBD_EXTENDED_REPLY_MAGIC,
+                        .flags = 0, .type = NBD_REPLY_TYPE_BLOCK_STATUS_EXT,
+                        .cookie = UINT64_MAX, .offset = 1ULL << 50,
+                        .length = 5ULL << 32 };
+    NbdReplyHdr none = { .magic = NBD_EXTENDED_REPLY_MAGIC,
+                         .flags = NBD_REPLY_FLAG_DONE,
+                         .type = NBD_REPLY_TYPE_NONE, .cookie = 1,
+                         .offset = 512 };
+    uint8_t buf[NBD_MAX_CHUNK_HDR_SIZE];
+    NbdReplyHdr out;
+
+    CU_ASSERT_EQUAL(nbd_encode_reply_hdr(buf, &chunk), sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_EQUAL(nbd_encode_reply_hdr(buf, &simple), sizeof(want_simple));
+    CU_ASSERT_EQUAL(memcmp(buf, want_simple, sizeof(want_simple)), 0);
+    CU_ASSERT_TRUE(nbd_decode_reply_hdr(want, sizeof(want), true, false,
+                                        &out));
+    CU_ASSERT_EQUAL(out.length, 4104);
+
+    check_reply_roundtrip(&simple, false, false);
+    check_reply_roundtrip(&simple, true, false);
+    check_reply_roundtrip(&chunk, true, false);
+    check_reply_roundtrip(&ext, true, true);
+    check_reply_roundtrip(&none, true, true);
+    simple.error = 0;
+    check_reply_roundtrip(&simple, false, false);
+
+    /* What each negotiated mode allows. */
+    nbd_encode_reply_hdr(buf, &simple);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 16, true, true, &out));
+    nbd_encode_reply_hdr(buf, &chunk);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 20, false, false, &out));
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 20, true, true, &out));
+    nbd_encode_reply_hdr(buf, &ext);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, true, false, &out));
+    /* Wrong magics: the request magics and a flipped bit. */
+    put_be32(buf, NBD_REQUEST_MAGIC);
+    CU_ASSERT_EQUAL(nbd_reply_hdr_size(buf, 32), 0);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, true, false, &out));
+    put_be32(buf, NBD_EXTENDED_REQUEST_MAGIC);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, true, true, &out));
+    put_be32(buf, NBD_SIMPLE_REPLY_MAGIC ^ 1);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, false, false, &out));
+    CU_ASSERT_EQUAL(nbd_reply_hdr_size(buf, 3), 0);
+    none.magic = 0;
+    CU_ASSERT_EQUAL(nbd_encode_reply_hdr(buf, &none), 0);
+    /* NONE must be empty and final. */
+    none.magic = NBD_EXTENDED_REPLY_MAGIC;
+    none.length = 1;
+    nbd_encode_reply_hdr(buf, &none);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, true, true, &out));
+    none.length = 0;
+    none.flags = 0;
+    nbd_encode_reply_hdr(buf, &none);
+    CU_ASSERT_FALSE(nbd_decode_reply_hdr(buf, 32, true, true, &out));
+}
+
+static void test_offset_chunks(void)
+{
+    static const uint8_t want_hole[NBD_OFFSET_HOLE_SIZE] = {
+        0, 0, 0, 1, 0, 0, 0, 0, 0, 0x01, 0, 0,
+    };
+    NbdChunkHole hole = { .offset = 1ULL << 32, .length = 65536 }, hout;
+    uint8_t buf[NBD_OFFSET_HOLE_SIZE];
+    uint64_t off, dlen;
+    uint8_t *p;
+
+    CU_ASSERT_EQUAL(nbd_encode_offset_hole(buf, &hole), sizeof(want_hole));
+    CU_ASSERT_EQUAL(memcmp(buf, want_hole, sizeof(want_hole)), 0);
+    p = exact(buf, sizeof(buf));
+    CU_ASSERT_TRUE(nbd_decode_offset_hole(p, sizeof(buf), &hout));
+    CU_ASSERT_EQUAL(hout.offset, hole.offset);
+    CU_ASSERT_EQUAL(hout.length, hole.length);
+    for (size_t l = 0; l < sizeof(buf); l++) {
+        CU_ASSERT_FALSE(nbd_decode_offset_hole(p, l, &hout));
+    }
+    free(p);
+    hole.length = 0;
+    nbd_encode_offset_hole(buf, &hole);
+    CU_ASSERT_FALSE(nbd_decode_offset_hole(buf, sizeof(buf), &hout));
+
+    CU_ASSERT_EQUAL(nbd_encode_offset_data_hdr(buf, 0x123456789aULL),
+                    NBD_OFFSET_DATA_HDR_SIZE);
+    CU_ASSERT_EQUAL(get_be64(buf), 0x123456789aULL);
+    p = exact(buf, NBD_OFFSET_DATA_HDR_SIZE);
+    CU_ASSERT_TRUE(nbd_decode_offset_data_hdr(p, 8, 8 + 4096, &off, &dlen));
+    CU_ASSERT_EQUAL(off, 0x123456789aULL);
+    CU_ASSERT_EQUAL(dlen, 4096);
+    CU_ASSERT_TRUE(nbd_decode_offset_data_hdr(p, 8, UINT64_MAX, &off,
+                                              &dlen));
+    CU_ASSERT_EQUAL(dlen, UINT64_MAX - 8);
+    for (size_t l = 0; l < 8; l++) {
+        CU_ASSERT_FALSE(nbd_decode_offset_data_hdr(p, l, 9, &off, &dlen));
+    }
+    /* A data chunk needs at least one byte of data. */
+    CU_ASSERT_FALSE(nbd_decode_offset_data_hdr(p, 8, 8, &off, &dlen));
+    CU_ASSERT_FALSE(nbd_decode_offset_data_hdr(p, 8, 0, &off, &dlen));
+    free(p);
+}
+
+static void check_bs_roundtrip(bool extended, uint32_t id,
+                               const NbdExtent *ext, uint32_t n)
+{
+    uint8_t buf[256], piece[256];
+    NbdBlockStatus bs;
+    ssize_t len = nbd_encode_block_status(buf, sizeof(buf), extended, id,
+                                          ext, n);
+    size_t pos;
+    uint8_t *p;
+
+    CU_ASSERT_EQUAL(len, (ssize_t)nbd_block_status_size(extended, n));
+    CU_ASSERT_EQUAL(nbd_encode_block_status(NULL, 0, extended, id, ext, n),
+                    len);
+    /* The incremental pieces give the same bytes. */
+    pos = nbd_encode_block_status_hdr(piece, extended, id, n);
+    for (uint32_t i = 0; i < n; i++) {
+        pos += nbd_encode_extent(piece + pos, extended, &ext[i]);
+    }
+    CU_ASSERT_EQUAL(pos, (size_t)len);
+    CU_ASSERT_EQUAL(memcmp(piece, buf, pos), 0);
+
+    p = exact(buf, (size_t)len);
+    CU_ASSERT_TRUE(nbd_decode_block_status(p, (size_t)len, extended, &bs));
+    CU_ASSERT_EQUAL(bs.context_id, id);
+    CU_ASSERT_EQUAL(bs.count, n);
+    for (uint32_t i = 0; i < n; i++) {
+        NbdExtent e;
+
+        nbd_block_status_extent(p, extended, i, &e);
+        CU_ASSERT_EQUAL(e.length, ext[i].length);
+        CU_ASSERT_EQUAL(e.flags, ext[i].flags);
+    }
+    /* Compact: a cut at a descriptor boundary is a shorter valid list;
+     * extended: the count no longer matches. */
+    for (size_t l = 0; l < (size_t)len; l++) {
+        bool ok = nbd_decode_block_status(p, l, extended, &bs);
+
+        CU_ASSERT_EQUAL(ok, !extended && l >= 12 && (l - 4) % 8 == 0);
+        if (ok) {
+            CU_ASSERT_EQUAL(bs.count, (l - 4) / 8);
+        }
+    }
+    free(p);
+}
+
+static void test_block_status(void)
+{
+    /* context 1, extents (4096, HOLE|ZERO), (512, 0) */
+    static const uint8_t want[] = {
+        0, 0, 0, 1,
+        0, 0, 0x10, 0, 0, 0, 0, 3,
+        0, 0, 0x02, 0, 0, 0, 0, 0,
+    };
+    static const uint8_t want_ext[] = {
+        0, 0, 0, 1, 0, 0, 0, 2,
+        0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 3,
+        0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    };
+    static const NbdExtent two[] = {
+        { 4096, NBD_STATE_HOLE | NBD_STATE_ZERO }, { 512, 0 },
+    };
+    static const NbdExtent big[] = {
+        { 1ULL << 40, 1 }, { 1, UINT64_MAX }, { UINT64_MAX, 0 },
+    };
+    static const NbdExtent wide32[] = {
+        { UINT32_MAX, UINT32_MAX }, { 1, 0 }, { 7, 2 },
+    };
+    uint8_t buf[64];
+    NbdBlockStatus bs;
+    NbdExtent e;
+
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), false, 1,
+                                            two, 2), sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), true, 1,
+                                            two, 2), sizeof(want_ext));
+    CU_ASSERT_EQUAL(memcmp(buf, want_ext, sizeof(want_ext)), 0);
+
+    check_bs_roundtrip(false, 1, two, 2);
+    check_bs_roundtrip(true, 1, two, 2);
+    check_bs_roundtrip(false, UINT32_MAX, wide32, 3);
+    check_bs_roundtrip(true, 0, wide32, 3);
+    check_bs_roundtrip(true, 7, big, 3);
+    check_bs_roundtrip(false, 0, two, 1);
+
+    /* The encoder refuses what would not be a valid chunk. */
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), false, 0,
+                                            two, 0), -EINVAL);
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), false, 0,
+                                            big, 1), -EINVAL);
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), false, 0,
+                                            big + 1, 1), -EINVAL);
+    e = (NbdExtent){ 0, 0 };
+    CU_ASSERT_EQUAL(nbd_encode_block_status(buf, sizeof(buf), true, 0,
+                                            &e, 1), -EINVAL);
+
+    /* The decoder: zero-length extent, count mismatch, count 0, a
+     * length that is not prefix + n descriptors. */
+    memcpy(buf, want, sizeof(want));
+    put_be32(buf + 12, 0);
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, sizeof(want), false, &bs));
+    memcpy(buf, want_ext, sizeof(want_ext));
+    put_be64(buf + 24, 0);
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, sizeof(want_ext), true,
+                                            &bs));
+    memcpy(buf, want_ext, sizeof(want_ext));
+    put_be32(buf + 4, 3);
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, sizeof(want_ext), true,
+                                            &bs));
+    put_be32(buf + 4, UINT32_MAX);
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, sizeof(want_ext), true,
+                                            &bs));
+    put_be32(buf + 4, 0);
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, 8, true, &bs));
+    CU_ASSERT_FALSE(nbd_decode_block_status(want, 4, false, &bs));
+    memcpy(buf, want, sizeof(want));
+    buf[sizeof(want)] = 0;
+    CU_ASSERT_FALSE(nbd_decode_block_status(buf, sizeof(want) + 1, false,
+                                            &bs));
+    /* A compact payload read as extended (and the reverse) fails. */
+    CU_ASSERT_FALSE(nbd_decode_block_status(want, sizeof(want), true, &bs));
+    CU_ASSERT_FALSE(nbd_decode_block_status(want_ext, sizeof(want_ext),
+                                            false, &bs));
+}
+
+static void test_chunk_error(void)
+{
+    /* ERROR_OFFSET: EIO, "bad", offset 512 */
+    static const uint8_t want[] = {
+        0, 0, 0, 5, 0, 3, 'b', 'a', 'd', 0, 0, 0, 0, 0, 0, 2, 0,
+    };
+    static const struct {
+        uint16_t type;
+        NbdChunkError e;
+    } cases[] = {
+        { NBD_REPLY_TYPE_ERROR, { NBD_EINVAL, { "bad flag", 8 }, 0 } },
+        { NBD_REPLY_TYPE_ERROR, { NBD_ENOSPC, { NULL, 0 }, 0 } },
+        { NBD_REPLY_TYPE_ERROR_OFFSET, { NBD_EIO, { "bad", 3 }, 512 } },
+        { NBD_REPLY_TYPE_ERROR_OFFSET, { UINT32_MAX, { NULL, 0 },
+                                         UINT64_MAX } },
+        { 0x8123, { NBD_EPERM, { "future", 6 }, 0 } },
+    };
+    static char big[NBD_MAX_STRING + 1];
+    uint8_t buf[64];
+    NbdChunkError out;
+
+    CU_ASSERT_EQUAL(nbd_encode_chunk_error(buf, sizeof(buf),
+                                           NBD_REPLY_TYPE_ERROR_OFFSET,
+                                           &cases[2].e), sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+        uint16_t type = cases[c].type;
+        const NbdChunkError *in = &cases[c].e;
+        ssize_t len = nbd_encode_chunk_error(buf, sizeof(buf), type, in);
+        uint8_t *p = exact(buf, (size_t)len);
+
+        CU_ASSERT_EQUAL(nbd_encode_chunk_error(NULL, 0, type, in), len);
+        CU_ASSERT_TRUE(nbd_decode_chunk_error(p, (size_t)len, type, &out));
+        CU_ASSERT_EQUAL(out.error, in->error);
+        CU_ASSERT_TRUE(str_same(out.msg, in->msg));
+        CU_ASSERT_TRUE(str_inside(out.msg, p, (size_t)len));
+        CU_ASSERT_EQUAL(out.offset, in->offset);
+        for (size_t l = 0; l < (size_t)len; l++) {
+            CU_ASSERT_FALSE(nbd_decode_chunk_error(p, l, type, &out));
+        }
+        free(p);
+    }
+    /* Trailing bytes: refused for the two known types, ignored for an
+     * unknown error type. */
+    nbd_encode_chunk_error(buf, sizeof(buf), NBD_REPLY_TYPE_ERROR,
+                           &cases[0].e);
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(buf, 15, NBD_REPLY_TYPE_ERROR,
+                                           &out));
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(buf, 15,
+                                           NBD_REPLY_TYPE_ERROR_OFFSET,
+                                           &out));
+    CU_ASSERT_TRUE(nbd_decode_chunk_error(buf, 15, 0x8123, &out));
+    CU_ASSERT_EQUAL(out.msg.len, 8);
+    /* Message length past the end, error 0, NUL, not an error type. */
+    memcpy(buf, want, sizeof(want));
+    put_be16(buf + 4, 0xffff);
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(buf, sizeof(want),
+                                           NBD_REPLY_TYPE_ERROR_OFFSET,
+                                           &out));
+    memcpy(buf, want, sizeof(want));
+    put_be32(buf, 0);
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(buf, sizeof(want),
+                                           NBD_REPLY_TYPE_ERROR_OFFSET,
+                                           &out));
+    memcpy(buf, want, sizeof(want));
+    buf[7] = 0;
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(buf, sizeof(want),
+                                           NBD_REPLY_TYPE_ERROR_OFFSET,
+                                           &out));
+    CU_ASSERT_FALSE(nbd_decode_chunk_error(want, sizeof(want),
+                                           NBD_REPLY_TYPE_OFFSET_HOLE,
+                                           &out));
+    /* Encoder refusals. */
+    CU_ASSERT_EQUAL(nbd_encode_chunk_error(buf, sizeof(buf),
+                                           NBD_REPLY_TYPE_NONE, &cases[0].e),
+                    -EINVAL);
+    out = (NbdChunkError){ .error = 0 };
+    CU_ASSERT_EQUAL(nbd_encode_chunk_error(buf, sizeof(buf),
+                                           NBD_REPLY_TYPE_ERROR, &out),
+                    -EINVAL);
+    out = (NbdChunkError){ .error = NBD_EIO,
+                           .msg = { big, NBD_MAX_STRING + 1 } };
+    CU_ASSERT_EQUAL(nbd_encode_chunk_error(NULL, 0, NBD_REPLY_TYPE_ERROR,
+                                           &out), -EINVAL);
+}
+
+/* Random bytes at random lengths into every decoder, each from an
+ * exact-size heap copy: nothing may read past len (ASan), and what is
+ * accepted must be consistent with len. */
+static void test_decoders_random(void)
+{
+    unsigned seed = 4242;
+
+    for (int iter = 0; iter < 20000; iter++) {
+        uint8_t raw[96];
+        size_t len;
+        uint8_t *p;
+        uint16_t h16;
+        uint32_t h32;
+        uint64_t a, b;
+        NbdOptHdr oh;
+        NbdOptReplyHdr orh;
+        NbdRepServer rs;
+        NbdRepInfo ri;
+        NbdRepMeta rm;
+        NbdStr s;
+        NbdExportNameReply er;
+        NbdReplyHdr rh;
+        NbdChunkHole ch;
+        NbdBlockStatus bs;
+        NbdChunkError ce;
+
+        for (size_t i = 0; i < sizeof(raw); i++) {
+            seed = seed * 1103515245 + 12345;
+            /* mostly small values so that lengths often fit */
+            raw[i] = (seed >> 16) % 4 ? (uint8_t)((seed >> 8) % 8)
+                                      : (uint8_t)(seed >> 8);
+        }
+        seed = seed * 1103515245 + 12345;
+        len = (seed >> 8) % (sizeof(raw) + 1);
+        p = exact(raw, len);
+
+        (void)nbd_decode_server_greeting(p, len, &h16);
+        (void)nbd_decode_client_flags(p, len, &h32);
+        (void)nbd_decode_opt_hdr(p, len, &oh);
+        (void)nbd_decode_opt_reply_hdr(p, len, &orh);
+        if (nbd_decode_rep_server(p, len, &rs)) {
+            CU_ASSERT_EQUAL(4 + (size_t)rs.name.len + rs.desc.len, len);
+            CU_ASSERT_TRUE(str_inside(rs.name, p, len));
+            CU_ASSERT_TRUE(str_inside(rs.desc, p, len));
+        }
+        if (nbd_decode_rep_info(p, len, &ri)) {
+            CU_ASSERT_TRUE(str_inside(ri.str, p, len));
+        }
+        if (nbd_decode_rep_meta(p, len, &rm)) {
+            CU_ASSERT_EQUAL(4 + (size_t)rm.name.len, len);
+        }
+        if (nbd_decode_rep_error(p, len, &s)) {
+            CU_ASSERT_EQUAL(s.len, len);
+        }
+        (void)nbd_decode_export_name_reply(p, len, true, &er);
+        (void)nbd_decode_export_name_reply(p, len, false, &er);
+        for (int mode = 0; mode < 3; mode++) {
+            if (nbd_decode_reply_hdr(p, len, mode > 0, mode > 1, &rh)) {
+                CU_ASSERT(nbd_reply_hdr_size(p, len) <= len);
+            }
+        }
+        (void)nbd_decode_offset_data_hdr(p, len, len, &a, &b);
+        (void)nbd_decode_offset_hole(p, len, &ch);
+        for (int ext = 0; ext < 2; ext++) {
+            if (nbd_decode_block_status(p, len, ext, &bs)) {
+                NbdExtent e;
+
+                CU_ASSERT_EQUAL(nbd_block_status_size(ext, bs.count), len);
+                for (uint32_t i = 0; i < bs.count; i++) {
+                    nbd_block_status_extent(p, ext, i, &e);
+                    CU_ASSERT(e.length != 0);
+                }
+            }
+        }
+        if (nbd_decode_chunk_error(p, len, NBD_REPLY_TYPE_ERROR, &ce)) {
+            CU_ASSERT_EQUAL(6 + (size_t)ce.msg.len, len);
+        }
+        (void)nbd_decode_chunk_error(p, len, NBD_REPLY_TYPE_ERROR_OFFSET,
+                                     &ce);
+        free(p);
+    }
+}
+
 static CU_TestInfo proto_tests[] = {
     { "errno", test_errno },
     { "request_roundtrip", test_request_roundtrip },
@@ -483,6 +1521,25 @@ static CU_TestInfo proto_tests[] = {
     { "meta_bad", test_meta_bad },
     { "check_request", test_check_request },
     { "parsers_random", test_parsers_random },
+    { "greeting", test_greeting },
+    { "client_flags", test_client_flags },
+    { "opt_hdr", test_opt_hdr },
+    { "opt_export_name_codec", test_opt_export_name_codec },
+    { "opt_info_codec", test_opt_info_codec },
+    { "opt_meta_codec", test_opt_meta_codec },
+    { "opt_empty", test_opt_empty },
+    { "opt_reply_hdr", test_opt_reply_hdr },
+    { "rep_server", test_rep_server },
+    { "rep_info", test_rep_info },
+    { "rep_meta", test_rep_meta },
+    { "rep_error", test_rep_error },
+    { "export_name_reply", test_export_name_reply },
+    { "request_bytes", test_request_bytes },
+    { "reply_hdr", test_reply_hdr },
+    { "offset_chunks", test_offset_chunks },
+    { "block_status", test_block_status },
+    { "chunk_error", test_chunk_error },
+    { "decoders_random", test_decoders_random },
     CU_TEST_INFO_NULL,
 };
 
