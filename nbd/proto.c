@@ -678,6 +678,39 @@ size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req)
     return NBD_REQ_SIZE;
 }
 
+ssize_t nbd_encode_bs_payload(uint8_t *buf, size_t cap, uint64_t effect_len,
+                              const uint32_t *ids, uint32_t n)
+{
+    size_t size = 8 + 4 * (size_t)n;
+
+    if (n == 0) {
+        return -EINVAL;
+    }
+    if (enc_fits(buf, cap, size)) {
+        put_be64(buf, effect_len);
+        for (uint32_t i = 0; i < n; i++) {
+            put_be32(buf + 8 + 4 * (size_t)i, ids[i]);
+        }
+    }
+    return (ssize_t)size;
+}
+
+bool nbd_decode_bs_payload(const uint8_t *buf, size_t len,
+                           uint64_t *effect_len, uint32_t *n)
+{
+    if (len < 12 || (len - 8) % 4 != 0 || (len - 8) / 4 > UINT32_MAX) {
+        return false;
+    }
+    *effect_len = get_be64(buf);
+    *n = (uint32_t)((len - 8) / 4);
+    return true;
+}
+
+uint32_t nbd_bs_payload_id(const uint8_t *buf, uint32_t i)
+{
+    return get_be32(buf + 8 + 4 * (size_t)i);
+}
+
 /* ---- transmission replies ----------------------------------------------- */
 
 size_t nbd_reply_hdr_size(const uint8_t *buf, size_t len)

@@ -395,6 +395,18 @@ size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req);
  * connection. */
 bool nbd_decode_request(const uint8_t *buf, bool extended, NbdRequest *req);
 
+/* NBD_CMD_BLOCK_STATUS payload (extended headers, with
+ * NBD_CMD_FLAG_PAYLOAD_LEN, once the server advertised
+ * NBD_FLAG_BLOCK_STAT_PAYLOAD): u64 effect length, then n >= 1 u32
+ * context ids to report.  Encode: -EINVAL if n is 0.  Decode checks the
+ * layout only (duplicate or unknown ids are the server's EINVAL); read
+ * id i < *n with nbd_bs_payload_id() from the same buffer. */
+ssize_t nbd_encode_bs_payload(uint8_t *buf, size_t cap, uint64_t effect_len,
+                              const uint32_t *ids, uint32_t n);
+bool nbd_decode_bs_payload(const uint8_t *buf, size_t len,
+                           uint64_t *effect_len, uint32_t *n);
+uint32_t nbd_bs_payload_id(const uint8_t *buf, uint32_t i);
+
 /* ---- transmission replies (server -> client) ------------------------ */
 
 /* Any reply header: simple (NBD_SIMPLE_REPLY_SIZE), structured chunk

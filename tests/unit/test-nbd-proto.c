@@ -1071,6 +1071,47 @@ static void test_request_bytes(void)
     CU_ASSERT_EQUAL(out.length, 8ULL << 30);
 }
 
+static void test_bs_payload(void)
+{
+    /* effect length 1 MiB, ids 0 and 2 */
+    static const uint8_t want[] = {
+        0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+    };
+    static const uint32_t ids[] = { 0, 2, UINT32_MAX };
+    uint8_t buf[32];
+    uint64_t effect;
+    uint32_t n;
+
+    CU_ASSERT_EQUAL(nbd_encode_bs_payload(buf, sizeof(buf), 1 << 20, ids, 2),
+                    sizeof(want));
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof(want)), 0);
+    for (uint32_t k = 1; k <= ARRAY_SIZE(ids); k++) {
+        ssize_t len = nbd_encode_bs_payload(buf, sizeof(buf), UINT64_MAX - k,
+                                            ids, k);
+        uint8_t *p = exact(buf, (size_t)len);
+
+        CU_ASSERT_EQUAL(len, (ssize_t)(8 + 4 * k));
+        CU_ASSERT_EQUAL(nbd_encode_bs_payload(NULL, 0, 0, ids, k), len);
+        CU_ASSERT_TRUE(nbd_decode_bs_payload(p, (size_t)len, &effect, &n));
+        CU_ASSERT_EQUAL(effect, UINT64_MAX - k);
+        CU_ASSERT_EQUAL(n, k);
+        for (uint32_t i = 0; i < n; i++) {
+            CU_ASSERT_EQUAL(nbd_bs_payload_id(p, i), ids[i]);
+        }
+        /* Only cuts at an id boundary that keep one id are valid. */
+        for (size_t l = 0; l < (size_t)len; l++) {
+            bool ok = nbd_decode_bs_payload(p, l, &effect, &n);
+
+            CU_ASSERT_EQUAL(ok, l >= 12 && (l - 8) % 4 == 0);
+        }
+        free(p);
+    }
+    CU_ASSERT_EQUAL(nbd_encode_bs_payload(buf, sizeof(buf), 1, ids, 0),
+                    -EINVAL);
+    CU_ASSERT_FALSE(nbd_decode_bs_payload(want, 8, &effect, &n));
+    CU_ASSERT_FALSE(nbd_decode_bs_payload(want, 13, &effect, &n));
+}
+
 static void check_reply_roundtrip(const NbdReplyHdr *in, bool structured,
                                   bool extended)
 {
@@ -1486,6 +1527,11 @@ static void test_decoders_random(void)
                 CU_ASSERT(nbd_reply_hdr_size(p, len) <= len);
             }
         }
+        if (nbd_decode_bs_payload(p, len, &a, &h32)) {
+            CU_ASSERT_EQUAL(8 + 4 * (size_t)h32, len);
+            CU_ASSERT_EQUAL(nbd_bs_payload_id(p, h32 - 1),
+                            get_be32(p + len - 4));
+        }
         (void)nbd_decode_offset_data_hdr(p, len, len, &a, &b);
         (void)nbd_decode_offset_hole(p, len, &ch);
         for (int ext = 0; ext < 2; ext++) {
@@ -1535,6 +1581,7 @@ static CU_TestInfo proto_tests[] = {
     { "rep_error", test_rep_error },
     { "export_name_reply", test_export_name_reply },
     { "request_bytes", test_request_bytes },
+    { "bs_payload", test_bs_payload },
     { "reply_hdr", test_reply_hdr },
     { "offset_chunks", test_offset_chunks },
     { "block_status", test_block_status },
