@@ -663,6 +663,13 @@ bool nbd_decode_request(const uint8_t *buf, bool extended, NbdRequest *req)
     return true;
 }
 
+bool nbd_decode_request_len(const uint8_t *buf, size_t len, bool extended,
+                            NbdRequest *req)
+{
+    return len >= (extended ? NBD_EXT_REQ_SIZE : NBD_REQ_SIZE) &&
+           nbd_decode_request(buf, extended, req);
+}
+
 size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req)
 {
     put_be32(buf, extended ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC);

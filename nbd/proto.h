@@ -394,6 +394,10 @@ size_t nbd_encode_request(uint8_t *buf, bool extended, const NbdRequest *req);
  * that).  False if the magic is wrong, which is fatal for the
  * connection. */
 bool nbd_decode_request(const uint8_t *buf, bool extended, NbdRequest *req);
+/* The same with the (buf, len) contract: also false if len is shorter
+ * than the header. */
+bool nbd_decode_request_len(const uint8_t *buf, size_t len, bool extended,
+                            NbdRequest *req);
 
 /* NBD_CMD_BLOCK_STATUS payload (extended headers, with
  * NBD_CMD_FLAG_PAYLOAD_LEN, once the server advertised

@@ -1069,6 +1069,25 @@ static void test_request_bytes(void)
     CU_ASSERT_EQUAL(out.cookie, in.cookie);
     CU_ASSERT_EQUAL(out.offset, in.offset);
     CU_ASSERT_EQUAL(out.length, 8ULL << 30);
+
+    /* The (buf, len) form: round trip both widths, every truncation. */
+    for (int x = 0; x < 2; x++) {
+        size_t len = nbd_encode_request(buf, x, &in);
+        uint8_t *p = exact(buf, len);
+
+        memset(&out, 0, sizeof(out));
+        CU_ASSERT_TRUE(nbd_decode_request_len(p, len, x, &out));
+        CU_ASSERT_EQUAL(out.flags, in.flags);
+        CU_ASSERT_EQUAL(out.type, in.type);
+        CU_ASSERT_EQUAL(out.cookie, in.cookie);
+        CU_ASSERT_EQUAL(out.offset, in.offset);
+        CU_ASSERT_EQUAL(out.length, x ? in.length : (uint32_t)in.length);
+        for (size_t l = 0; l < len; l++) {
+            CU_ASSERT_FALSE(nbd_decode_request_len(p, l, x, &out));
+        }
+        CU_ASSERT_FALSE(nbd_decode_request_len(p, len, !x, &out));
+        free(p);
+    }
 }
 
 static void test_bs_payload(void)
@@ -1515,6 +1534,13 @@ static int check_reencode(const uint8_t *p, size_t len)
                         (ssize_t)len);
         SAME(len);
     }
+    for (int x = 0; x < 2; x++) {
+        NbdRequest rq;
+
+        if (nbd_decode_request_len(p, len, x, &rq)) {
+            SAME(nbd_encode_request(out, x, &rq));
+        }
+    }
     if (nbd_decode_opt_reply_hdr(p, len, &orh)) {
         SAME(nbd_encode_opt_reply_hdr(out, orh.opt, orh.type, orh.len));
     }
@@ -1605,8 +1631,8 @@ static void test_decoders_random(void)
 {
     static const NbdExtent ext[] = { { 512, 1 }, { 4096, 3 } };
     static const uint32_t ids[] = { 0, 1 };
-    uint8_t samples[16][64];
-    size_t sample_len[16];
+    uint8_t samples[20][64];
+    size_t sample_len[20];
     size_t nsamples = 0;
     unsigned seed = 4242;
     long accepted = 0;
@@ -1628,6 +1654,8 @@ static void test_decoders_random(void)
         NbdChunkHole ch = { .offset = 4096, .length = 512 };
         NbdChunkError ce = { .error = NBD_EIO, .msg = { "x", 1 },
                              .offset = 7 };
+        NbdRequest rq = { .type = NBD_CMD_READ, .cookie = 1,
+                          .offset = 512, .length = 4096 };
         uint8_t *sp;
 
         sp = samples[nsamples];
@@ -1662,6 +1690,8 @@ static void test_decoders_random(void)
                                       &ce));
         sp = samples[nsamples];
         SAMPLE(nbd_encode_bs_payload(sp, 64, 1 << 20, ids, 2));
+        sp = samples[nsamples];
+        SAMPLE(nbd_encode_request(sp, true, &rq));
     }
 #undef SAMPLE
 
