@@ -13,7 +13,9 @@
  *   like snprintf: they return the size the message needs and write only
  *   if it fits (buf may be NULL with cap 0 to size a buffer); they
  *   return -EINVAL for input that would not be a valid message (a string
- *   over NBD_MAX_STRING bytes, a zero error, ...).
+ *   over NBD_MAX_STRING bytes, a zero error, ...).  They do not look
+ *   for NUL bytes inside NbdStr strings: keeping them out is the
+ *   caller's job (the decoders refuse them).
  *
  *   Decoders take (buf, len), the bytes available.  They never read past
  *   len, never write anything but *out, and return false on truncated or
@@ -315,7 +317,8 @@ bool nbd_decode_opt_reply_hdr(const uint8_t *buf, size_t len,
                               NbdOptReplyHdr *out);
 
 /* NBD_REP_SERVER data (one NBD_OPT_LIST entry): u32 namelen, name, then
- * an optional description filling the rest. */
+ * an optional description filling the rest.  Encode: -EINVAL if either
+ * string is over NBD_MAX_STRING bytes. */
 typedef struct NbdRepServer {
     NbdStr name;
     NbdStr desc;        /* len 0: none */
@@ -333,7 +336,8 @@ bool nbd_decode_rep_server(const uint8_t *buf, size_t len,
  *   BLOCK_SIZE:  u32 minimum, u32 preferred, u32 maximum payload (14)
  * Other types are kept as raw bytes in str: a client must ignore them.
  * Only the fields of the type are used; the decoder zeroes the others.
- * Block sizes are not checked against each other (that is policy). */
+ * Block sizes are not checked against each other (that is policy).
+ * Encode: -EINVAL for a NAME or DESCRIPTION over NBD_MAX_STRING bytes. */
 typedef struct NbdRepInfo {
     uint16_t type;          /* NBD_INFO_* */
     uint64_t size;          /* EXPORT: bytes */
@@ -358,7 +362,8 @@ typedef struct NbdRepMeta {
 ssize_t nbd_encode_rep_meta(uint8_t *buf, size_t cap, const NbdRepMeta *in);
 bool nbd_decode_rep_meta(const uint8_t *buf, size_t len, NbdRepMeta *out);
 
-/* NBD_REP_ERR_* data: an optional message (the whole payload). */
+/* NBD_REP_ERR_* data: an optional message (the whole payload), at most
+ * NBD_MAX_STRING bytes. */
 ssize_t nbd_encode_rep_error(uint8_t *buf, size_t cap, NbdStr msg);
 bool nbd_decode_rep_error(const uint8_t *buf, size_t len, NbdStr *msg);
 
