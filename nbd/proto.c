@@ -563,6 +563,10 @@ bool nbd_decode_rep_info(const uint8_t *buf, size_t len, NbdRepInfo *out)
         }
         break;
     default:
+        /* Kept raw, as long as the encoder would write it back. */
+        if (len > NBD_MAX_OPTION_LEN) {
+            return false;
+        }
         break;
     }
     out->str = wire_str(buf + 2, len - 2);

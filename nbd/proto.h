@@ -334,7 +334,8 @@ bool nbd_decode_rep_server(const uint8_t *buf, size_t len,
  *   NAME:        the canonical export name
  *   DESCRIPTION: human-readable text
  *   BLOCK_SIZE:  u32 minimum, u32 preferred, u32 maximum payload (14)
- * Other types are kept as raw bytes in str: a client must ignore them.
+ * Other types are kept as raw bytes in str (a client must ignore them),
+ * up to NBD_MAX_OPTION_LEN bytes in all.
  * Only the fields of the type are used; the decoder zeroes the others.
  * Block sizes are not checked against each other (that is policy).
  * Encode: -EINVAL for a NAME or DESCRIPTION over NBD_MAX_STRING bytes. */

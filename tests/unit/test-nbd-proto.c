@@ -927,6 +927,22 @@ static void test_rep_info(void)
         CU_ASSERT_TRUE(nbd_decode_rep_info(large, sizeof(large) - 1, &out));
         CU_ASSERT_EQUAL(nbd_encode_rep_info(NULL, 0, &in), -EINVAL);
     }
+    /* An unknown item is kept raw up to the option reply cap. */
+    {
+        static uint8_t large[NBD_MAX_OPTION_LEN + 1];
+        NbdRepInfo in = { .type = 99,
+                          .str = { (const char *)large + 2,
+                                   NBD_MAX_OPTION_LEN - 2 } };
+
+        put_be16(large, 99);
+        CU_ASSERT_TRUE(nbd_decode_rep_info(large, NBD_MAX_OPTION_LEN, &out));
+        CU_ASSERT_EQUAL(out.str.len, NBD_MAX_OPTION_LEN - 2);
+        CU_ASSERT_FALSE(nbd_decode_rep_info(large, sizeof(large), &out));
+        CU_ASSERT_EQUAL(nbd_encode_rep_info(NULL, 0, &in),
+                        NBD_MAX_OPTION_LEN);
+        in.str.len++;
+        CU_ASSERT_EQUAL(nbd_encode_rep_info(NULL, 0, &in), -EINVAL);
+    }
 }
 
 static void test_rep_meta(void)
