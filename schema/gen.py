@@ -90,6 +90,7 @@ class Type:
     module = None
     doc = ''
     features = ()
+    built = True        # False: the C code leaves it out (see Schema)
 
     def __init__(self, name):
         self.name = name
@@ -194,7 +195,7 @@ class Builtin(Type):
 
 class Member:
     def __init__(self, name, typeref, optional, doc='', default=None,
-                 has_default=False, features=()):
+                 has_default=False, features=(), cond=None, built=True):
         self.name = name
         self.typeref = typeref
         self.type = None
@@ -203,15 +204,21 @@ class Member:
         self.default = default
         self.has_default = has_default
         self.features = features
+        self.cond = cond                # 'if': a condition name or None
+        self.built = built              # cond is None or enabled
         self.c = c_name(name)
 
 
 class Enum(Type):
     kind = 'enum'
 
-    def __init__(self, name, values, prefix=None):
+    def __init__(self, name, values, prefix=None, enabled=None):
         super().__init__(name)
-        self.values = values            # [(name, doc, features)]
+        # [(name, doc, features, cond)]: every value (the reference), and
+        # the values built (everything else)
+        self.all_values = values
+        self.values = [v for v in values
+                       if v[3] is None or enabled is None or v[3] in enabled]
         self.prefix = prefix or camel_to_upper(name)
 
     def is_scalar(self):
@@ -248,7 +255,8 @@ class Struct(Boxed):
         super().__init__(name)
         self.base_name = base
         self.own_members = members
-        self.members = None             # flattened, base first
+        self.all_members = None         # flattened, base first
+        self.members = None             # the built ones of all_members
 
 
 class Union(Boxed):
@@ -259,8 +267,10 @@ class Union(Boxed):
         self.base_spec = base
         self.discriminator = discriminator
         self.branch_refs = branches     # case -> struct name
+        self.all_members = None
         self.members = None
-        self.branches = None            # [(case, Struct or None)]
+        self.all_branches = None        # [(case, Struct, cond)]
+        self.branches = None            # built ones: [(case, Struct)]
         self.tag = None
 
 
@@ -274,7 +284,8 @@ class Alternate(Boxed):
     def __init__(self, name, branches):
         super().__init__(name)
         self.branch_refs = branches     # [(bname, typeref)]
-        self.branches = None            # [(bname, c, Type, jsonkind)]
+        self.all_branches = None        # [(bname, c, Type, jsonkind, cond)]
+        self.branches = None            # built: [(bname, c, Type, jsonkind)]
 
 
 class Array(Boxed):
@@ -302,6 +313,8 @@ class Command:
         self.returns_json = d.get('returns-json', False)
         self.allow_oob = d.get('allow-oob', False)
         self.features = d.get('features', [])
+        self.cond = None
+        self.built = True
         self.c = c_name(self.name, False)
         self.args_type = None
         self.ret_type = None
@@ -314,6 +327,8 @@ class Event:
         self.doc = d.get('doc', '')
         self.data = d.get('data')
         self.features = d.get('features', [])
+        self.cond = None
+        self.built = True
         self.args_type = None
 
 
@@ -321,28 +336,61 @@ class Event:
 # Loading and checking
 
 class Schema:
-    def __init__(self, path):
+    """The schema.  enabled names the conditions built in: an entry with
+    "if": NAME is in every check and in the reference, but the C code,
+    the dispatch table and query-qmp-schema see it only when NAME is
+    enabled (self.commands, self.events, Enum.values, .members and
+    .branches hold the built entries; all_* hold every one)."""
+
+    def __init__(self, path, enabled=()):
         self.types = {}
         self.order = []             # named types in definition order
         self.arrays = {}
-        self.commands = []
+        self.all_commands = []
+        self.commands = []          # the built ones
+        self.all_events = []
         self.events = []
         self.modules = []           # (file, title, doc, [entries])
+        self.conditions = {}        # condition name -> doc
+        self.enabled = set(enabled)
         for n in Builtin.TABLE:
             self.types[n] = Builtin(n)
         self._load(path)
         self._resolve()
+        self.commands = [c for c in self.all_commands if c.built]
+        self.events = [e for e in self.all_events if e.built]
 
     def _load(self, path):
         with open(path) as f:
             top = json.load(f)
         if isinstance(top, dict):
             files = top.get('include', [])
+            self.conditions = top.get('conditions', {})
         else:
             files = top
+        for n in self.conditions:
+            if not re.match(r'^[A-Z][A-Z0-9_]*$', n):
+                raise SchemaError('condition %r: must be UPPER_CASE' % n)
+        for n in self.enabled:
+            if n not in self.conditions:
+                raise SchemaError('enabled condition %r is not declared in '
+                                  '"conditions"' % n)
         base = os.path.dirname(path)
         for fn in files:
             self._load_module(os.path.join(base, fn), fn)
+
+    def _cond(self, d, where):
+        """The condition of definition d (its "if"), or None."""
+        if not isinstance(d, dict) or 'if' not in d:
+            return None
+        c = d['if']
+        if c not in self.conditions:
+            raise SchemaError('%s: "if" names %r, which is not declared in '
+                              '"conditions"' % (where, c))
+        return c
+
+    def is_built(self, cond):
+        return cond is None or cond in self.enabled
 
     def _add_type(self, t):
         if t.name in self.types:
@@ -373,15 +421,20 @@ class Schema:
                 entries.append(('section', d['section'], d['doc']))
                 continue
             t = None
+            if 'if' in d and 'command' not in d and 'event' not in d:
+                raise SchemaError('%s: "if" on a type is not supported (put '
+                                  'it on what uses the type): %r' % (fn, d))
             if 'enum' in d:
                 vals = []
                 for v in d['data']:
                     if isinstance(v, dict):
                         vals.append((v['name'], v.get('doc', ''),
-                                     v.get('features', [])))
+                                     v.get('features', []),
+                                     self._cond(v, '%s.%s'
+                                                % (d['enum'], v['name']))))
                     else:
-                        vals.append((v, '', []))
-                t = Enum(d['enum'], vals, d.get('prefix'))
+                        vals.append((v, '', [], None))
+                t = Enum(d['enum'], vals, d.get('prefix'), self.enabled)
             elif 'struct' in d:
                 t = Struct(d['struct'], d.get('base'),
                            self._members(d.get('data', {}), d['struct']))
@@ -392,12 +445,16 @@ class Schema:
                 t = Alternate(d['alternate'], list(d['data'].items()))
             elif 'command' in d:
                 c = Command(d, title)
-                self.commands.append(c)
+                c.cond = self._cond(d, c.name)
+                c.built = self.is_built(c.cond)
+                self.all_commands.append(c)
                 entries.append(('command', c))
                 continue
             elif 'event' in d:
                 e = Event(d, title)
-                self.events.append(e)
+                e.cond = self._cond(d, e.name)
+                e.built = self.is_built(e.cond)
+                self.all_events.append(e)
                 entries.append(('event', e))
                 continue
             else:
@@ -420,6 +477,7 @@ class Schema:
             default = None
             has_default = False
             feats = []
+            cond = self._cond(val, '%s.%s' % (owner, name))
             if isinstance(val, dict):
                 doc = val.get('doc', '')
                 feats = val.get('features', [])
@@ -431,7 +489,7 @@ class Schema:
                                           'member' % (owner, name))
                 val = val['type']
             out.append(Member(name, val, opt, doc, default, has_default,
-                              feats))
+                              feats, cond, self.is_built(cond)))
         return out
 
     def lookup(self, ref, where):
@@ -467,7 +525,10 @@ class Schema:
         v = m.default
         ok = False
         if t.kind == 'enum':
-            ok = v in [x[0] for x in t.values]
+            ok = v in [x[0] for x in t.all_values]
+            if ok and m.built and v not in [x[0] for x in t.values]:
+                raise SchemaError('%s.%s: default %r is not built'
+                                  % (where, m.name, v))
         elif t.kind == 'builtin':
             f = t.family
             if f == 'str':
@@ -484,8 +545,10 @@ class Schema:
             raise SchemaError('%s.%s: bad default %r' % (where, m.name, v))
 
     def _flatten(self, t, seen=()):
-        if t.members is not None:
-            return t.members
+        """Every member of struct t, base first (t.all_members); the built
+        ones go to t.members."""
+        if t.all_members is not None:
+            return t.all_members
         if t.name in seen:
             raise SchemaError('%s: base loop' % t.name)
         members = []
@@ -499,7 +562,8 @@ class Schema:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise SchemaError('%s: duplicate member' % t.name)
-        t.members = members
+        t.all_members = members
+        t.members = [m for m in members if m.built]
         return members
 
     def _implicit_struct(self, name, data, where):
@@ -520,12 +584,14 @@ class Schema:
                 self._resolve_union(t)
             elif t.kind == 'alternate':
                 self._resolve_alternate(t)
-        for c in self.commands:
+        for c in self.all_commands:
             c.args_type = self._args_type(c.data, 'Qmp%sArgs'
                                           % camel_from_cmd(c.name), c.name)
+            if c.args_type.implicit:
+                c.args_type.built = c.built
             if c.returns is not None:
                 c.ret_type = self.lookup(c.returns, c.name)
-        for e in self.events:
+        for e in self.all_events:
             if isinstance(e.data, str):
                 t = self.lookup(e.data, e.name)
                 if t.kind != 'struct':
@@ -537,7 +603,8 @@ class Schema:
                 s.implicit = True
                 self._flatten(s)
                 e.args_type = s
-        names = [c.name for c in self.commands] + [e.name for e in self.events]
+        names = ([c.name for c in self.all_commands] +
+                 [e.name for e in self.all_events])
         if len(set(names)) != len(names):
             raise SchemaError('duplicate command or event name')
 
@@ -557,22 +624,31 @@ class Schema:
             b = self.lookup(u.base_spec, u.name)
             if b.kind != 'struct':
                 raise SchemaError('%s: base must be a struct' % u.name)
-            u.members = self._flatten(b)
+            u.all_members = self._flatten(b)
         else:
             ms = self._members(u.base_spec, u.name)
             self._resolve_members(ms, u.name)
-            u.members = ms
-        tag = [m for m in u.members if m.name == u.discriminator]
-        if not tag or tag[0].optional or tag[0].type.kind != 'enum':
+            u.all_members = ms
+        u.members = [m for m in u.all_members if m.built]
+        tag = [m for m in u.all_members if m.name == u.discriminator]
+        if not tag or tag[0].optional or tag[0].type.kind != 'enum' or \
+                tag[0].cond is not None:
             raise SchemaError('%s: discriminator must be a mandatory enum '
-                              'member of the base' % u.name)
+                              'member of the base, without "if"' % u.name)
         u.tag = tag[0]
-        values = [v[0] for v in u.tag.type.values]
+        values = {v[0]: v[3] for v in u.tag.type.all_values}
+        u.all_branches = []
         u.branches = []
         for case, ref in u.branch_refs.items():
             if case not in values:
                 raise SchemaError('%s: %s is not a value of %s'
                                   % (u.name, case, u.tag.type.name))
+            cond = self._cond(ref, '%s.%s' % (u.name, case))
+            if values[case] is not None and cond != values[case]:
+                raise SchemaError('%s: branch %s needs "if": %r like the '
+                                  'value %s of %s' % (u.name, case,
+                                                      values[case], case,
+                                                      u.tag.type.name))
             if isinstance(ref, dict):
                 ref = ref['type']
             s = self.lookup(ref, u.name)
@@ -580,17 +656,21 @@ class Schema:
                 raise SchemaError('%s: branch %s must be a struct'
                                   % (u.name, case))
             self._flatten(s)
-            clash = set(m.name for m in s.members) & \
-                set(m.name for m in u.members)
+            clash = set(m.name for m in s.all_members) & \
+                set(m.name for m in u.all_members)
             if clash:
                 raise SchemaError('%s: branch %s clashes on %s'
                                   % (u.name, case, clash))
-            u.branches.append((case, s))
+            u.all_branches.append((case, s, cond))
+            if self.is_built(cond):
+                u.branches.append((case, s))
 
     def _resolve_alternate(self, a):
+        a.all_branches = []
         a.branches = []
         kinds = set()
         for bname, ref in a.branch_refs:
+            cond = self._cond(ref, '%s.%s' % (a.name, bname))
             if isinstance(ref, dict):
                 ref = ref['type']
             t = self.lookup(ref, a.name)
@@ -612,10 +692,19 @@ class Schema:
             if k in kinds:
                 raise SchemaError('%s: ambiguous branches' % a.name)
             kinds.add(k)
-            a.branches.append((bname, c_name(bname), t, k))
+            a.all_branches.append((bname, c_name(bname), t, k, cond))
+            if self.is_built(cond):
+                a.branches.append((bname, c_name(bname), t, k))
+        if not a.branches:
+            raise SchemaError('%s: no branch is built' % a.name)
 
     def all_arrays(self):
         return sorted(self.arrays.values(), key=lambda a: a.name)
+
+    def c_types(self):
+        """The named types the C code has: all but the arguments of
+        commands that are not built."""
+        return [t for t in self.order if t.built]
 
 
 # --------------------------------------------------------------------
@@ -690,7 +779,7 @@ class CGen:
             o.append('    %s, Error **errp);' % decl(b[0], '*out'))
         o.append('')
         # enums
-        for t in s.order:
+        for t in s.c_types():
             if t.kind != 'enum':
                 continue
             o.append('/* %s */' % t.name)
@@ -711,7 +800,7 @@ class CGen:
             o.append('json_object *qapi_%s_to_json(%s v);' % (t.name, t.name))
             o.append('')
         # forward declarations
-        for t in s.order:
+        for t in s.c_types():
             if t.kind in ('struct', 'union', 'alternate'):
                 o.append('typedef struct %s %s;' % (t.name, t.name))
         for a in s.all_arrays():
@@ -719,7 +808,7 @@ class CGen:
         o.append('')
         # structs, then unions (they embed structs by value)
         for kind in ('struct', 'union', 'alternate'):
-            for t in s.order:
+            for t in s.c_types():
                 if t.kind == kind:
                     o += self._type_decl(t)
         for a in s.all_arrays():
@@ -773,11 +862,11 @@ class CGen:
              '#include <string.h>', '', '#include "qapi-types.h"',
              '#include "util/cleanup.h"', '#include "util/util.h"', '',
              RUNTIME_C]
-        for t in s.order:
+        for t in s.c_types():
             if t.kind == 'enum':
                 o += self._enum_c(t)
         # static helpers need prototypes: unions call branch fillers
-        for t in s.order:
+        for t in s.c_types():
             if t.kind in ('struct', 'union'):
                 o.append('static bool qapi_fill_%s(json_object *obj, const '
                          'char *name, unsigned flags,' % t.name)
@@ -787,7 +876,7 @@ class CGen:
                 o.append('static void qapi_clear_%s(%s *v);'
                          % (t.name, t.name))
         o.append('')
-        for t in s.order:
+        for t in s.c_types():
             if t.kind == 'struct':
                 o += self._struct_c(t)
             elif t.kind == 'union':
@@ -1820,6 +1909,26 @@ def md_features(x, o):
         o += ['Features: %s.' % feature_names(x.features), '']
 
 
+def md_cond(cond, built):
+    """How the reference marks an entry with "if": cond."""
+    if cond is None:
+        return ''
+    if built:
+        return '(if `%s`)' % cond
+    return '(if `%s`: not built)' % cond
+
+
+def md_cond_para(x, o):
+    """The condition line of a command or event."""
+    if x.cond is None:
+        return
+    note = ''
+    if not x.built:
+        note = ' (not built: blockd does not know this %s)' % (
+            'command' if isinstance(x, Command) else 'event')
+    o += ['Condition: `%s`%s.' % (x.cond, note), '']
+
+
 def md_members(ms, o):
     if not ms:
         o.append('No members.')
@@ -1834,6 +1943,8 @@ def md_members(ms, o):
         doc = md_escape(m.doc)
         if m.features:
             doc += ' (features: %s)' % feature_names(m.features)
+        if m.cond is not None:
+            doc += ' ' + md_cond(m.cond, m.built)
         o.append('| `%s` | `%s` | %s | %s |'
                  % (m.name, m.type.doc_name(), req, doc))
     o.append('')
@@ -1847,6 +1958,17 @@ def reference(schema):
          'Conventions: member names with *optional* may be omitted; '
          '`[T]` is an array of `T`; `int` is 64-bit signed, `size` and '
          '`uint64` 64-bit unsigned.', '']
+    if schema.conditions:
+        o += ['Conditions: an entry marked "if `NAME`" exists only when '
+              'blockd is built with `NAME` (`qapi_conditions` in '
+              '`meson.build`); otherwise QMP knows nothing of it, as QEMU '
+              'knows nothing of what it was built without.', '',
+              '| condition | built | what |', '|---|---|---|']
+        for n, d in schema.conditions.items():
+            o.append('| `%s` | %s | %s |'
+                     % (n, 'yes' if n in schema.enabled else 'no',
+                        md_escape(d)))
+        o.append('')
     for fn, title, mdoc, entries in schema.modules:
         o += ['## %s' % title, '']
         if mdoc:
@@ -1858,6 +1980,7 @@ def reference(schema):
             x = ent[1]
             if ent[0] == 'command':
                 o += ['### Command `%s`' % x.name, '', x.doc, '']
+                md_cond_para(x, o)
                 md_features(x, o)
                 if x.allow_oob:
                     o += ['Allowed out-of-band.', '']
@@ -1865,7 +1988,7 @@ def reference(schema):
                 if t.implicit:
                     o.append('Arguments:')
                     o.append('')
-                    md_members(t.members, o)
+                    md_members(t.all_members, o)
                 else:
                     o += ['Arguments: the members of `%s`.' % t.name, '']
                 if x.ret_type is not None:
@@ -1874,9 +1997,10 @@ def reference(schema):
                     o += ['Returns: `{}`', '']
             elif ent[0] == 'event':
                 o += ['### Event `%s`' % x.name, '', x.doc, '']
+                md_cond_para(x, o)
                 md_features(x, o)
                 o += ['Data:', '']
-                md_members(x.args_type.members, o)
+                md_members(x.args_type.all_members, o)
             else:
                 t = x
                 o += ['### %s `%s`' % (t.kind.capitalize(), t.name), '',
@@ -1885,28 +2009,38 @@ def reference(schema):
                 if t.kind == 'enum':
                     o.append('| value | description |')
                     o.append('|---|---|')
-                    for v in t.values:
-                        o.append('| `%s` | %s |' % (v[0], md_escape(v[1])))
+                    for v in t.all_values:
+                        doc = md_escape(v[1])
+                        if v[3] is not None:
+                            doc += ' ' + md_cond(v[3],
+                                                 schema.is_built(v[3]))
+                        o.append('| `%s` | %s |' % (v[0], doc.strip()))
                     o.append('')
                 elif t.kind == 'struct':
-                    md_members(t.members, o)
+                    md_members(t.all_members, o)
                 elif t.kind == 'union':
                     o += ['Discriminator: `%s`.' % t.discriminator, '']
-                    md_members(t.members, o)
-                    br = dict(t.branches)
+                    md_members(t.all_members, o)
+                    br = {b[0]: b for b in t.all_branches}
                     o.append('| `%s` | extra members |' % t.discriminator)
                     o.append('|---|---|')
-                    for v in t.tag.type.values:
+                    for v in t.tag.type.all_values:
                         b = br.get(v[0])
-                        o.append('| `%s` | %s |'
-                                 % (v[0], '`%s`' % b.name if b else 'none'))
+                        cell = '`%s`' % b[1].name if b else 'none'
+                        if b and b[2] is not None:
+                            cell += ' ' + md_cond(b[2],
+                                                  schema.is_built(b[2]))
+                        o.append('| `%s` | %s |' % (v[0], cell))
                     o.append('')
                 elif t.kind == 'alternate':
                     o.append('| branch | type | JSON |')
                     o.append('|---|---|---|')
-                    for (b, c, ty, k) in t.branches:
-                        o.append('| `%s` | `%s` | %s |'
-                                 % (b, ty.doc_name(), k))
+                    for (b, c, ty, k, cond) in t.all_branches:
+                        extra = ''
+                        if cond is not None:
+                            extra = ' ' + md_cond(cond, schema.is_built(cond))
+                        o.append('| `%s` | `%s` | %s%s |'
+                                 % (b, ty.doc_name(), k, extra))
                     o.append('')
     return '\n'.join(o).rstrip('\n') + '\n'
 
@@ -1924,9 +2058,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--schema', required=True)
     ap.add_argument('--output-dir', required=True)
+    ap.add_argument('--enable', default='',
+                    help='comma-separated conditions to build ("if")')
     args = ap.parse_args()
     try:
-        schema = Schema(args.schema)
+        schema = Schema(args.schema,
+                        [n for n in args.enable.split(',') if n])
     except (SchemaError, KeyError, OSError) as e:
         sys.stderr.write('gen.py: %s\n' % e)
         return 1

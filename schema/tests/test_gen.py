@@ -20,14 +20,18 @@ TMP = tempfile.mkdtemp(prefix='test-gen-')
 atexit.register(shutil.rmtree, TMP, True)
 
 
-def load(defs):
-    """Build a Schema from one module holding defs."""
+def load(defs, conditions=None, enabled=()):
+    """Build a Schema from one module holding defs; conditions declares
+    condition names, enabled says which are built."""
     d = tempfile.mkdtemp(dir=TMP)
     with open(os.path.join(d, 'm.json'), 'w') as f:
         json.dump(defs, f)
+    top = {'include': ['m.json']}
+    if conditions:
+        top['conditions'] = {n: 'doc of ' + n for n in conditions}
     with open(os.path.join(d, 'schema.json'), 'w') as f:
-        json.dump({'include': ['m.json']}, f)
-    return gen.Schema(os.path.join(d, 'schema.json'))
+        json.dump(top, f)
+    return gen.Schema(os.path.join(d, 'schema.json'), enabled)
 
 
 def enum(name, values):
@@ -149,6 +153,143 @@ class Checks(unittest.TestCase):
         self.assertIn('[str]', names)
 
 
+class Conditions(unittest.TestCase):
+    """"if": NAME leaves an entry out unless NAME is enabled."""
+
+    DEFS = [
+        {'enum': 'E', 'doc': 'x',
+         'data': ['a', {'name': 'b', 'if': 'FEAT_B', 'doc': 'bee'}]},
+        {'struct': 'SA', 'doc': 'x', 'data': {'n': 'int'}},
+        {'struct': 'SB', 'doc': 'x', 'data': {'secret-b': 'str'}},
+        {'struct': 'Only', 'doc': 'x', 'data': {'only-member': 'int'}},
+        {'union': 'U', 'base': {'t': 'E'}, 'discriminator': 't',
+         'data': {'a': 'SA', 'b': {'type': 'SB', 'if': 'FEAT_B'}},
+         'doc': 'x'},
+        {'struct': 'S', 'doc': 'x',
+         'data': {'keep': 'int',
+                  '*extra': {'type': 'str', 'if': 'FEAT_C', 'doc': 'x'}}},
+        {'command': 'run-u', 'data': {'u': 'U', 's': 'S'}, 'doc': 'x'},
+        {'command': 'run-c', 'if': 'FEAT_C', 'data': {'o': 'Only'},
+         'doc': 'x'},
+        {'event': 'EV_C', 'if': 'FEAT_C', 'data': {'o': 'Only'},
+         'doc': 'x'},
+    ]
+
+    def gen_all(self, enabled):
+        s = load(self.DEFS, ['FEAT_B', 'FEAT_C'], enabled)
+        g = gen.CGen(s)
+        c = (g.types_h() + g.types_c() + g.cmdtable_h() + g.cmdtable_c() +
+             g.commands_h() + g.commands_c() + g.events_h() + g.events_c())
+        _, ents = g.introspect()
+        return s, c, json.dumps(ents), ents, gen.reference(s)
+
+    def test_disabled(self):
+        s, c, text, ents, ref = self.gen_all([])
+        self.assertEqual([x.name for x in s.commands], ['run-u'])
+        self.assertEqual([x.name for x in s.all_commands],
+                         ['run-u', 'run-c'])
+        self.assertEqual(s.events, [])
+        # C: no handler, no table entry, no constant, no branch, no field
+        self.assertNotIn('qmp_run_c', c)
+        self.assertNotIn('"run-c"', c)
+        self.assertNotIn('QmpRunCArgs', c)
+        self.assertNotIn('qapi_event_send_ev_c', c)
+        self.assertNotIn('E_B', c)
+        self.assertNotIn('u.b', c)
+        self.assertNotIn('extra', c)
+        self.assertIn('E_A,', c)
+        # introspection: the command, the event, the value, the branch,
+        # the member and the types only they use are gone
+        names = [e['name'] for e in ents]
+        self.assertIn('run-u', names)
+        for gone in ('run-c', 'EV_C', '"b"', 'secret-b', 'only-member',
+                     'extra'):
+            self.assertNotIn(gone, text)
+        enums = [e for e in ents if e['meta-type'] == 'enum']
+        self.assertEqual([e['values'] for e in enums], [['a']])
+        # the reference lists everything, marked
+        self.assertIn('### Command `run-c`', ref)
+        self.assertIn('Condition: `FEAT_C` (not built: blockd does not '
+                      'know this command).', ref)
+        self.assertIn('| `b` | bee (if `FEAT_B`: not built) |', ref)
+        self.assertIn('| `b` | `SB` (if `FEAT_B`: not built) |', ref)
+        self.assertIn('(if `FEAT_C`: not built)', ref)
+        self.assertIn('| `FEAT_B` | no | doc of FEAT_B |', ref)
+
+    def test_enabled(self):
+        s, c, text, ents, ref = self.gen_all(['FEAT_B', 'FEAT_C'])
+        self.assertEqual([x.name for x in s.commands], ['run-u', 'run-c'])
+        self.assertEqual([x.name for x in s.events], ['EV_C'])
+        for there in ('qmp_run_c', '"run-c"', 'E_B', 'u.b', 'extra',
+                      'qapi_event_send_ev_c'):
+            self.assertIn(there, c)
+        for there in ('run-c', 'EV_C', 'secret-b', 'only-member', 'extra'):
+            self.assertIn(there, text)
+        self.assertIn('Condition: `FEAT_C`.', ref)
+        self.assertIn('| `b` | bee (if `FEAT_B`) |', ref)
+        self.assertIn('| `FEAT_B` | yes | doc of FEAT_B |', ref)
+
+    def test_one_of_two(self):
+        s, c, text, ents, ref = self.gen_all(['FEAT_B'])
+        self.assertIn('E_B', c)
+        self.assertNotIn('qmp_run_c', c)
+
+    def bad(self, defs, words, conditions=('F',), enabled=()):
+        with self.assertRaises(gen.SchemaError) as cm:
+            load(defs, list(conditions), list(enabled))
+        self.assertIn(words, str(cm.exception))
+
+    def test_checks(self):
+        cmd = {'command': 'c', 'doc': 'x', 'if': 'NOPE'}
+        self.bad([cmd], "'NOPE', which is not declared")
+        self.bad([], "'G' is not declared", enabled=['G'])
+        self.bad([], 'UPPER_CASE', conditions=['lower'])
+        self.bad([dict(enum('E', ['a']), **{'if': 'F'})],
+                 'on a type is not supported')
+        # a branch of a conditional value needs the same condition
+        self.bad([{'enum': 'E', 'doc': 'x',
+                   'data': ['a', {'name': 'b', 'if': 'F'}]},
+                  {'struct': 'S', 'doc': 'x', 'data': {}},
+                  {'union': 'U', 'base': {'t': 'E'}, 'discriminator': 't',
+                   'data': {'b': 'S'}, 'doc': 'x'}], 'needs "if"')
+        # the discriminator itself cannot be conditional
+        self.bad([enum('E', ['a']),
+                  {'union': 'U', 'discriminator': 't', 'doc': 'x',
+                   'base': {'t': {'type': 'E', 'if': 'F'}}, 'data': {}}],
+                 'without "if"')
+        # a built member's default must be a built value
+        self.bad([{'enum': 'E', 'doc': 'x',
+                   'data': ['a', {'name': 'b', 'if': 'F'}]},
+                  {'struct': 'S', 'doc': 'x',
+                   'data': {'*m': {'type': 'E', 'default': 'b'}}}],
+                 'not built')
+        # an entry that is not built is still checked
+        self.bad([{'command': 'c', 'doc': 'x', 'if': 'F',
+                   'data': {'a': 'Nope'}}], "unknown type 'Nope'")
+        self.bad([{'alternate': 'A', 'doc': 'x',
+                   'data': {'s': {'type': 'str', 'if': 'F'}}}],
+                 'no branch is built')
+
+    def test_command_line_enable(self):
+        d = tempfile.mkdtemp(dir=TMP)
+        with open(os.path.join(d, 'm.json'), 'w') as f:
+            json.dump(self.DEFS, f)
+        with open(os.path.join(d, 'schema.json'), 'w') as f:
+            json.dump({'include': ['m.json'],
+                       'conditions': {'FEAT_B': 'b', 'FEAT_C': 'c'}}, f)
+        for enable, want in (('', False), ('FEAT_C', True),
+                             ('FEAT_B,FEAT_C', True)):
+            p = subprocess.run([sys.executable,
+                                os.path.join(os.path.dirname(HERE),
+                                             'gen.py'),
+                                '--schema', os.path.join(d, 'schema.json'),
+                                '--output-dir', d, '--enable', enable],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(d, 'qapi-cmdtable.c')) as f:
+                self.assertEqual('"run-c"' in f.read(), want)
+
+
 class CommandLine(unittest.TestCase):
     def test_error_exit(self):
         d = tempfile.mkdtemp(dir=TMP)
@@ -174,11 +315,29 @@ class CommandLine(unittest.TestCase):
             self.assertTrue(t.doc, t.name)
             for m in getattr(t, 'own_members', []):
                 self.assertTrue(m.doc, '%s.%s' % (t.name, m.name))
-        for c in s.commands:
+        for c in s.all_commands:
             self.assertTrue(c.doc, c.name)
             if c.args_type.implicit:
-                for m in c.args_type.members:
+                for m in c.args_type.all_members:
                     self.assertTrue(m.doc, '%s.%s' % (c.name, m.name))
+
+    def test_real_schema_every_condition(self):
+        """Each condition can be turned on alone, or all of them: the
+        schema stays valid and gen.py writes its files."""
+        root = os.path.dirname(HERE)
+        path = os.path.join(root, 'schema.json')
+        conds = list(gen.Schema(path).conditions)
+        self.assertTrue(conds)
+        for enabled in [[c] for c in conds] + [conds]:
+            s = gen.Schema(path, enabled)
+            g = gen.CGen(s)
+            g.types_h()
+            g.types_c()
+            g.cmdtable_c()
+            g.commands_c()
+            g.introspect()
+            gen.reference(s)
+        self.assertEqual(len(s.commands), len(s.all_commands))
 
 
 if __name__ == '__main__':

@@ -143,19 +143,21 @@ def test_keyval_arrays_match_json(blockd):
     """bitmaps.N=... and bitmaps=[...] reach the server as the JSON
     array does: the same outcome, whatever the command does."""
     blockd.cmd("blockdev-add", driver="null-co", node_name="n0")
-    for b in ("b0", "b1", "t"):
-        outcome(lambda: blockd.cmd("block-dirty-bitmap-add",
-                                   {"node": "n0", "name": b}))
+    blockd.cmd("nbd-server-start", {"addr": {
+        "type": "unix",
+        "data": {"path": os.path.join(blockd.sockdir, "nbd.sock")}}})
     want = outcome(lambda: blockd.cmd(
-        "block-dirty-bitmap-merge", node="n0", target="t",
-        bitmaps=["b0", {"node": "n0", "name": "b1"}]))
-    for args in (["bitmaps.0=b0", "bitmaps.1.node=n0",
-                  "bitmaps.1.name=b1"],
-                 ['bitmaps=["b0", {"node": "n0", "name": "b1"}]']):
-        p = blockctl(blockd, "block-dirty-bitmap-merge", "node=n0",
-                     "target=t", *args)
+        "block-export-add", type="nbd", id="e0", node_name="n0",
+        bitmaps=[{"node": "n0", "name": "b1"}, "b0"]))
+    assert want[0] != "CommandNotFound"
+    for args in (["bitmaps.0.node=n0", "bitmaps.0.name=b1",
+                  "bitmaps.1=b0"],
+                 ['bitmaps=[{"node": "n0", "name": "b1"}, "b0"]']):
+        p = blockctl(blockd, "block-export-add", "type=nbd", "id=e0",
+                     "node-name=n0", *args)
         if want[0] == "ok":
             assert json.loads(ok(p)) == want[1]
+            blockd.cmd("block-export-del", id="e0")
         else:
             assert p.returncode == 1
             assert p.stderr == "%s: %s\n" % want
