@@ -47,10 +47,35 @@ static json_object *error_reply(Error *err)
     return reply;
 }
 
+/* The command name s as sent, when it holds a NUL (\u0000) that C
+ * would cut it at: each NUL written as the six characters \u0000.  No
+ * command has a backslash in its name, so it matches none (QEMU keeps
+ * the NUL and finds no command either). */
+static char *name_with_nul(json_object *s)
+{
+    const char *p = json_object_get_string(s);
+    size_t len = json_object_get_string_len(s);
+    char *out = xmalloc(len * 6 + 1);
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\0') {
+            memcpy(out + n, "\\u0000", 6);
+            n += 6;
+        } else {
+            out[n++] = p[i];
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
 /* Check the request envelope; on success *name and *args point into
- * req.  Mirrors QEMU's qmp_dispatch_check_obj(). */
+ * req, or *name into *name_buf (owned by the caller).  Mirrors QEMU's
+ * qmp_dispatch_check_obj(). */
 static bool check_envelope(json_object *req, bool oob_ok, const char **name,
-                           json_object **args, bool *is_oob, Error **errp)
+                           char **name_buf, json_object **args,
+                           bool *is_oob, Error **errp)
 {
     json_object *exec = NULL, *exec_oob = NULL;
 
@@ -90,13 +115,18 @@ static bool check_envelope(json_object *req, bool oob_ok, const char **name,
         return false;
     }
     *is_oob = exec_oob != NULL;
-    *name = json_object_get_string(exec ? exec : exec_oob);
+    exec = exec ? exec : exec_oob;
+    *name = json_object_get_string(exec);
+    if (strlen(*name) != (size_t)json_object_get_string_len(exec)) {
+        *name = *name_buf = name_with_nul(exec);
+    }
     return true;
 }
 
 json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
 {
     CLEANUP_ERROR Error *err = NULL;
+    CLEANUP_FREE char *name_buf = NULL;
     json_object *reply = NULL, *args = NULL, *id = NULL, *ret = NULL;
     const char *name = NULL;
     bool is_oob = false, has_id = false;
@@ -106,8 +136,8 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
         return error_reply(err);
     }
     has_id = json_object_object_get_ex(req, "id", &id);
-    if (!check_envelope(req, monitor_oob_enabled(ctx->mon), &name, &args,
-                        &is_oob, &err)) {
+    if (!check_envelope(req, monitor_oob_enabled(ctx->mon), &name,
+                        &name_buf, &args, &is_oob, &err)) {
         goto done;
     }
     if (ctx->mon != NULL) {

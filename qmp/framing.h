@@ -28,4 +28,18 @@ void qmp_framer_free(QmpFramer *f);
 void qmp_framer_feed(QmpFramer *f, const char *buf, size_t n,
                      QmpFrameFn *fn, void *opaque);
 
+/* What json-c accepts but QMP must not, checked on the text of one
+ * value that json-c parsed into msg (the framer calls it on every
+ * message; text[0..len) is exactly msg's text):
+ *  - an object with the same key twice (json-c keeps the last value;
+ *    QEMU refuses it, at any depth): "JSON parse error, duplicate key";
+ *  - an object key holding \u0000 (json-c cuts the key there, so
+ *    "node-name\u0000x" would become "node-name"): refused;
+ *  - an integer outside both int64 and uint64 (json-c saturates it
+ *    silently): replaced in msg by a double, as QEMU's parser reads it,
+ *    so that the schema's integer members refuse it.  Not at the top
+ *    level (a scalar message is refused anyway).
+ * Returns NULL, or the error text (static). */
+const char *qmp_json_check(const char *text, size_t len, json_object *msg);
+
 #endif

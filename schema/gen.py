@@ -1629,10 +1629,15 @@ static int qapi_parse_enum(json_object *obj, const char *name,
     return v;
 }
 
+/* A string to convert by the member's type (QAPI_PARSE_KEYVAL).  One
+ * holding a NUL (\u0000) is not: C would cut it there, so "1\u0000x"
+ * would pass as 1.  It fails as a wrong type instead. */
 static bool qapi_is_keyval_string(json_object *obj, unsigned flags)
 {
     return (flags & QAPI_PARSE_KEYVAL) && obj &&
-        json_object_is_type(obj, json_type_string);
+        json_object_is_type(obj, json_type_string) &&
+        strlen(json_object_get_string(obj)) ==
+            (size_t)json_object_get_string_len(obj);
 }
 
 static bool __attribute__((unused)) qapi_keyval_is_bool(json_object *obj)

@@ -4,6 +4,8 @@
 
 #include "cunit-main.h"
 #include "qmp/framing.h"
+#include "qmp/qmp.h"
+#include "util/cleanup.h"
 #include "util/json.h"
 #include "util/util.h"
 
@@ -214,6 +216,188 @@ static void test_qjson_format(void)
                  "[18446744073709551615, -9223372036854775808]", false);
 }
 
+/* The framer's verdict on one message given in one read, then again
+ * byte by byte (its text then spans reads): the message as text, or
+ * "!" and the error. */
+static char *frame_one(const char *text)
+{
+    QmpFramer *f = qmp_framer_new(4096);
+    Seen s = { 0 }, s2 = { 0 };
+    char *out;
+
+    feed(f, &s, text);
+    feed(f, &s, "\n");
+    for (size_t i = 0; text[i]; i++) {
+        qmp_framer_feed(f, &text[i], 1, collect, &s2);
+    }
+    feed(f, &s2, "\n");
+    CU_ASSERT_EQUAL_FATAL(s.n, 1);
+    CU_ASSERT_EQUAL_FATAL(s2.n, 1);
+    CU_ASSERT_STRING_EQUAL(s.items[0], s2.items[0]);
+    out = xstrdup(s.items[0]);
+    seen_free(&s);
+    seen_free(&s2);
+    qmp_framer_free(f);
+    return out;
+}
+
+static void expect_frame(const char *text, const char *want)
+{
+    CLEANUP_FREE char *got = frame_one(text);
+
+    if (strcmp(got, want) != 0) {
+        fprintf(stderr, "\n%s: got %s, want %s\n", text, got, want);
+    }
+    CU_ASSERT_STRING_EQUAL(got, want);
+}
+
+#define DUP "!JSON parse error, duplicate key"
+
+/* json-c keeps the last of two equal keys; QEMU refuses them. */
+static void test_duplicate_keys(void)
+{
+    expect_frame("{\"execute\":\"quit\",\"execute\":\"query-version\"}",
+                 DUP);
+    expect_frame("{\"execute\":\"blockdev-add\",\"arguments\":"
+                 "{\"driver\":\"null-co\",\"node-name\":\"a\","
+                 "\"node-name\":\"b\"}}", DUP);
+    expect_frame("{\"a\":{\"b\":{\"c\":1,\"d\":2,\"c\":3}}}", DUP);
+    expect_frame("{\"l\":[{\"a\":1},{\"a\":1,\"a\":1}]}", DUP);
+    expect_frame("[{\"a\":1,\"a\":2}]", DUP);
+    /* equal once decoded */
+    expect_frame("{\"a\":1,\"\\u0061\":2}", DUP);
+    /* the first pair shifted: the walk goes on and still says why */
+    expect_frame("{\"a\":[1],\"b\":{},\"a\":2,\"c\":[3]}", DUP);
+    /* the same key in different objects is fine */
+    expect_frame("{\"a\":{\"a\":1},\"b\":[{\"a\":2},{\"a\":3}]}",
+                 "{\"a\":{\"a\":1},\"b\":[{\"a\":2},{\"a\":3}]}");
+    expect_frame("{\"a\\\"\":1,\"a\":2}", "{\"a\\\"\":1,\"a\":2}");
+    /* after the error the next message is read */
+    {
+        QmpFramer *f = qmp_framer_new(1024);
+        Seen s = { 0 };
+
+        feed(f, &s, "{\"a\":1,\"a\":1}{\"b\":1}");
+        CU_ASSERT_EQUAL(s.n, 2);
+        CU_ASSERT_STRING_EQUAL(s.items[0], DUP);
+        CU_ASSERT_STRING_EQUAL(s.items[1], "{\"b\":1}");
+        seen_free(&s);
+        qmp_framer_free(f);
+    }
+}
+
+/* json-c cuts a key at \u0000: "node-name\u0000x" would be node-name. */
+static void test_nul_in_key(void)
+{
+    expect_frame("{\"node-name\\u0000x\":1}",
+                 "!JSON parse error, object key contains \\u0000");
+    expect_frame("{\"a\":{\"\\u0000\":1}}",
+                 "!JSON parse error, object key contains \\u0000");
+    /* an escaped backslash before u0000 is no NUL */
+    expect_frame("{\"a\\\\u0000\":1}", "{\"a\\\\u0000\":1}");
+    /* in a value it is the schema parsers' business */
+    expect_frame("{\"a\":\"x\\u0000y\"}", "{\"a\":\"x\\u0000y\"}");
+}
+
+/* json-c saturates integers beyond 64 bits; QEMU reads them as
+ * floating-point numbers, and so do we. */
+static void test_big_integers(void)
+{
+    static const struct {
+        const char *text;
+        bool is_int;
+    } nums[] = {
+        { "9223372036854775807", true },
+        { "-9223372036854775808", true },
+        { "18446744073709551615", true },
+        { "999999999999999999", true },
+        { "-999999999999999999", true },
+        { "0", true },
+        { "18446744073709551616", false },
+        { "-9223372036854775809", false },
+        { "100000000000000000000000", false },
+        { "-100000000000000000000000", false },
+        { "1e26", false },
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(nums); i++) {
+        CLEANUP_FREE char *text = xasprintf("{\"a\":[{\"size\":%s}]}",
+                                            nums[i].text);
+        CLEANUP_JSON json_object *o = json_tokener_parse(text);
+        json_object *v;
+
+        CU_ASSERT_PTR_NULL(qmp_json_check(text, strlen(text), o));
+        v = json_object_object_get(json_object_array_get_idx(
+                json_object_object_get(o, "a"), 0), "size");
+        CU_ASSERT_EQUAL(json_object_is_type(v, json_type_int),
+                        nums[i].is_int);
+        if (!nums[i].is_int) {
+            CU_ASSERT_TRUE(json_object_is_type(v, json_type_double));
+            CU_ASSERT_DOUBLE_EQUAL(json_object_get_double(v),
+                                   strtod(nums[i].text, NULL), 1e-3);
+        }
+    }
+    expect_frame("[18446744073709551616,1,-100000000000000000000]",
+                 "[1.8446744073709552e+19,1,-1e+20]");
+    /* top level: left alone (a scalar message is refused anyway) */
+    expect_frame("100000000000000000000000", "18446744073709551615");
+}
+
+static void test_check_is_defensive(void)
+{
+    /* Text that does not match the object, or is cut short: an error,
+     * never a read past the end. */
+    static const char *const bad[] = {
+        "", "{", "{\"a\"", "{\"a\":", "{\"a\":1", "[1,", "\"abc",
+        "{\"a\\", "{1:2}", "[1 2]", "@",
+    };
+    CLEANUP_JSON json_object *o = json_tokener_parse("{\"a\":[1,2]}");
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        CLEANUP_FREE char *copy = xstrdup(bad[i]);
+
+        CU_ASSERT_PTR_NOT_NULL(qmp_json_check(copy, strlen(copy), o));
+    }
+    CU_ASSERT_PTR_NULL(qmp_json_check("{\"a\":[1,2]}", 11, o));
+    CU_ASSERT_PTR_NULL(qmp_json_check(" [ ] ", 5, NULL));
+}
+
+static json_object *dispatch_text(const char *text)
+{
+    CLEANUP_JSON json_object *req = json_tokener_parse(text);
+    QmpCtx ctx = { 0 };
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    return qmp_dispatch(&ctx, req);
+}
+
+/* "query-version\u0000junk" is not query-version: CommandNotFound, with
+ * the NUL shown as the six characters \u0000 (names[] holds them as
+ * text, and the JSON request decodes them to a NUL). */
+static void test_dispatch_nul_in_name(void)
+{
+    static const char *const names[] = {
+        "query-version\\u0000junk", "query-version\\u0000",
+        "qmp_capabilities\\u0000", "\\u0000",
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        CLEANUP_FREE char *req = xasprintf("{\"execute\": \"%s\", "
+                                           "\"id\": 7}", names[i]);
+        CLEANUP_FREE char *desc = xasprintf("The command %s has not been "
+                                            "found", names[i]);
+        CLEANUP_JSON json_object *reply = dispatch_text(req);
+        json_object *e = json_object_object_get(reply, "error");
+
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(
+            json_object_object_get(e, "class")), "CommandNotFound");
+        CU_ASSERT_STRING_EQUAL(json_object_get_string(
+            json_object_object_get(e, "desc")), desc);
+        CU_ASSERT_EQUAL(json_object_get_int(
+            json_object_object_get(reply, "id")), 7);
+    }
+}
+
 static CU_TestInfo framing_tests[] = {
     { "several_in_one_read", test_several_in_one_read },
     { "split_byte_by_byte", test_split_byte_by_byte },
@@ -223,6 +407,11 @@ static CU_TestInfo framing_tests[] = {
     { "deep_nesting", test_deep_nesting },
     { "stop_callback", test_stop_callback },
     { "scalars_are_messages", test_scalars_are_messages },
+    { "duplicate_keys", test_duplicate_keys },
+    { "nul_in_key", test_nul_in_key },
+    { "big_integers", test_big_integers },
+    { "check_is_defensive", test_check_is_defensive },
+    { "dispatch_nul_in_name", test_dispatch_nul_in_name },
     CU_TEST_INFO_NULL,
 };
 

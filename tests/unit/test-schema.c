@@ -521,6 +521,18 @@ static void test_keyval(void)
                "Parameter 'x' expects size");
     expect_msg(BUILTIN(qapi_parse_size, "\"4G\"", 0, &u64),
                "Invalid parameter type for 'x', expected: integer");
+    /* A NUL would cut the string: refused, not read as 4096 or on. */
+    expect_msg(BUILTIN(qapi_parse_size, "\"4096\\u0000x\"",
+                       QAPI_PARSE_KEYVAL, &u64),
+               "Invalid parameter type for 'x', expected: integer");
+    expect_msg(BUILTIN(qapi_parse_int, "\"1\\u0000\"", QAPI_PARSE_KEYVAL,
+                       &i),
+               "Invalid parameter type for 'x', expected: integer");
+    expect_msg(BUILTIN(qapi_parse_bool, "\"on\\u0000x\"",
+                       QAPI_PARSE_KEYVAL, &b),
+               "Invalid parameter type for 'x', expected: boolean");
+    expect_msg(BUILTIN(qapi_parse_str, "\"n0\\u0000x\"", 0, &msg),
+               "Parameter 'x' must not contain a NUL character");
     expect_msg(BUILTIN(qapi_parse_int, "\"-0x10\"", QAPI_PARSE_KEYVAL, &i),
                NULL);
     CU_ASSERT_EQUAL(i, -16);
