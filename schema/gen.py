@@ -1747,6 +1747,12 @@ static bool qapi_parse_unsigned(json_object *obj, const char *name,
             return false;
         }
         v = sv == INT64_MAX ? json_object_get_uint64(obj) : (uint64_t)sv;
+    } else if (obj && json_object_is_type(obj, json_type_double)) {
+        /* QEMU's wording: its uint64 visitor refuses any number that is
+         * not a 64-bit integer (an integer beyond 64 bits is a double to
+         * its parser, and to qmp_json_check()), for every unsigned type */
+        qapi_error_value(errp, name, "uint64");
+        return false;
     } else {
         qapi_error_type(errp, name, "integer");
         return false;

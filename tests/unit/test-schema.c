@@ -521,6 +521,22 @@ static void test_keyval(void)
                "Parameter 'x' expects size");
     expect_msg(BUILTIN(qapi_parse_size, "\"4G\"", 0, &u64),
                "Invalid parameter type for 'x', expected: integer");
+    /* A number that is no 64-bit integer, for an unsigned type: QEMU's
+     * uint64 visitor answers for all of them. */
+    expect_msg(BUILTIN(qapi_parse_size, "1e26", 0, &u64),
+               "Parameter 'x' expects uint64");
+    expect_msg(BUILTIN(qapi_parse_uint64, "1.5", 0, &u64),
+               "Parameter 'x' expects uint64");
+    {
+        uint32_t u32 = 0;
+
+        expect_msg(BUILTIN(qapi_parse_uint8, "-1.0", 0, &u32),
+                   "Parameter 'x' expects uint64");
+        expect_msg(BUILTIN(qapi_parse_uint8, "256", 0, &u32),
+                   "Parameter 'x' expects uint8_t");
+    }
+    expect_msg(BUILTIN(qapi_parse_int, "1e26", 0, &i),
+               "Invalid parameter type for 'x', expected: integer");
     /* A NUL would cut the string: refused, not read as 4096 or on. */
     expect_msg(BUILTIN(qapi_parse_size, "\"4096\\u0000x\"",
                        QAPI_PARSE_KEYVAL, &u64),
