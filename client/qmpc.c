@@ -3,14 +3,10 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +14,7 @@
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/keyval.h"
+#include "util/sock.h"
 #include "util/util.h"
 #include "util/vector.h"
 
@@ -40,84 +37,13 @@ struct QmpClient {
  * Connecting.
  */
 
-static int qmpc_connect_unix(const char *path, Error **errp)
-{
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    CLEANUP_CLOSE int fd = -1;
-
-    if (*path == '\0') {
-        error_setg(errp, "Empty unix socket path");
-        return -1;
-    }
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        error_setg(errp, "Unix socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sun.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "socket");
-        return -1;
-    }
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        error_setg_errno(errp, errno, "Could not connect to '%s'", path);
-        return -1;
-    }
-    return TAKE_FD(fd);
-}
-
-/* connect() that gives up after timeout_ms (-1: the kernel's own),
- * so an address that drops packets does not hang us for minutes.
- * Returns 0 or -errno. */
-static int qmpc_connect_timeout(int fd, const struct sockaddr *sa,
-                                socklen_t len, int timeout_ms)
-{
-    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-    int flags = fcntl(fd, F_GETFL);
-    int err = 0;
-    socklen_t errlen = sizeof(err);
-    int rc;
-
-    if (timeout_ms < 0 || flags < 0) {
-        return connect(fd, sa, len) == 0 ? 0 : -errno;
-    }
-    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    if (connect(fd, sa, len) < 0) {
-        if (errno != EINPROGRESS) {
-            return -errno;
-        }
-        do {
-            rc = poll(&pfd, 1, timeout_ms);
-        } while (rc < 0 && errno == EINTR);
-        if (rc == 0) {
-            return -ETIMEDOUT;
-        }
-        if (rc < 0) {
-            return -errno;
-        }
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0) {
-            return -errno;
-        }
-        if (err) {
-            return -err;
-        }
-    }
-    fcntl(fd, F_SETFL, flags);
-    return 0;
-}
-
 /* "HOST:PORT" or "[V6ADDR]:PORT". */
 static int qmpc_connect_tcp(const char *hostport, int timeout_ms,
                             Error **errp)
 {
     CLEANUP_FREE char *host = NULL;
     const char *port;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM };
-    struct addrinfo *res = NULL;
-    int saved_errno = 0;
-    int fd = -1;
-    int rc;
+    SockAddr sa = { .type = SOCK_ADDR_INET };
 
     if (hostport[0] == '[') {
         const char *end = strchr(hostport, ']');
@@ -143,34 +69,9 @@ static int qmpc_connect_tcp(const char *hostport, int timeout_ms,
                    hostport);
         return -1;
     }
-    rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        error_setg(errp, "Could not resolve '%s' port '%s': %s", host,
-                   port, gai_strerror(rc));
-        return -1;
-    }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            saved_errno = errno;
-            continue;
-        }
-        rc = qmpc_connect_timeout(fd, ai->ai_addr, ai->ai_addrlen,
-                                  timeout_ms);
-        if (rc == 0) {
-            break;
-        }
-        saved_errno = -rc;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        error_setg_errno(errp, saved_errno, "Could not connect to %s:%s",
-                         host, port);
-    }
-    return fd;
+    sa.host = host;
+    sa.port = port;
+    return sock_connect(&sa, timeout_ms, errp);
 }
 
 static bool qmpc_check_greeting(json_object *msg, Error **errp)
@@ -193,12 +94,15 @@ QmpClient *qmpc_connect(const char *addr, int timeout_ms, Error **errp)
     int fd;
     int rc;
 
-    if (strncmp(addr, "unix:", 5) == 0) {
-        fd = qmpc_connect_unix(addr + 5, errp);
-    } else if (strncmp(addr, "tcp:", 4) == 0) {
+    if (strncmp(addr, "tcp:", 4) == 0) {
         fd = qmpc_connect_tcp(addr + 4, timeout_ms, errp);
     } else {
-        fd = qmpc_connect_unix(addr, errp);
+        SockAddr sa = { .type = SOCK_ADDR_UNIX, .path = addr };
+
+        if (strncmp(addr, "unix:", 5) == 0) {
+            sa.path = addr + 5;
+        }
+        fd = sock_connect(&sa, timeout_ms, errp);
     }
     if (fd < 0) {
         return NULL;

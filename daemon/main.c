@@ -19,6 +19,7 @@
 #include "util/cleanup.h"
 #include "util/keyval.h"
 #include "util/log.h"
+#include "util/sock.h"
 #include "util/util.h"
 
 typedef struct StartState {
@@ -376,8 +377,9 @@ static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
     }
     /* QEMU's NBD server has one listener; the defaults add TCP beside
      * the unix socket.  A busy port is not fatal. */
-    bool tcp = nbd_server_listen_inet(d->nbd.server, "127.0.0.1", "10809",
-                                      &tcp_err);
+    SockAddr tcp_addr = { .type = SOCK_ADDR_INET, .host = "127.0.0.1",
+                          .port = "10809" };
+    bool tcp = nbd_server_listen(d->nbd.server, &tcp_addr, &tcp_err);
 
     printf("blockd %s is running with its built-in defaults.\n"
            "  QMP:  %s\n"

@@ -23,6 +23,7 @@
 #include "util/loop.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
+#include "util/acceptor.h"
 #include "util/vector.h"
 
 /* ---- xport: the byte stream under a connection ----------------------- */
@@ -100,24 +101,15 @@ typedef struct NbdConn NbdConn;
 DEFINE_VECTOR_TYPE(NbdExportVec, NbdExport *);
 DEFINE_VECTOR_TYPE(NbdConnVec, NbdConn *);
 
-typedef struct NbdListener {
-    int fd;
-    LoopFd *watch;
-    bool is_inet;
-    char *unix_path;             /* unlinked at stop; NULL otherwise */
-} NbdListener;
-DEFINE_VECTOR_TYPE(NbdListenerVec, NbdListener);
-
 struct NbdServer {
     NbdContext *ctx;          /* what the layer above handed us */
-    NbdListenerVec listeners;
+    Acceptor *acceptor;          /* the listeners (util/acceptor.h) */
     NbdExportVec exports;        /* the registry, in creation order */
     NbdConnVec conns;            /* every live struct, closed ones too */
     unsigned nclients;           /* connections not yet closed */
     uint32_t max_connections;
     uint64_t handshake_limit_us;
     char *tls_creds, *tls_authz;
-    bool accepting;              /* listeners watched for READ */
     bool stopping;
 };
 

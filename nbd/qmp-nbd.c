@@ -9,31 +9,44 @@
 #include "qapi-commands.h"
 #include "qapi-events.h"
 #include "qmp/qmp.h"
+#include "util/sock.h"
 #include "util/util.h"
+
+static bool server_listen_fd(NbdServer *srv, const char *str, Error **errp)
+{
+    SockAddr sa = { .type = SOCK_ADDR_FD };
+    uint64_t fd;
+
+    if (!parse_uint64(str, &fd) || fd > INT32_MAX) {
+        error_setg(errp, "File descriptor named '%s' has not been found",
+                   str);
+        return false;
+    }
+    sa.fd = (int)fd;
+    return nbd_server_listen(srv, &sa, errp);
+}
 
 static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
                           Error **errp)
 {
+    SockAddr sa = { 0 };
+
     switch (addr->type) {
     case SOCKET_ADDRESS_TYPE_INET:
-        return nbd_server_listen_inet(srv, addr->u.inet.data->host,
-                                      addr->u.inet.data->port, errp);
+        sa.type = SOCK_ADDR_INET;
+        sa.host = addr->u.inet.data->host;
+        sa.port = addr->u.inet.data->port;
+        return nbd_server_listen(srv, &sa, errp);
     case SOCKET_ADDRESS_TYPE_UNIX:
         if (addr->u.q_unix.data->abstract) {
             error_setg(errp, "Abstract UNIX sockets are not supported");
             return false;
         }
-        return nbd_server_listen_unix(srv, addr->u.q_unix.data->path, errp);
-    case SOCKET_ADDRESS_TYPE_FD: {
-        uint64_t fd;
-
-        if (!parse_uint64(addr->u.fd.data->str, &fd) || fd > INT32_MAX) {
-            error_setg(errp, "File descriptor named '%s' has not been found",
-                       addr->u.fd.data->str);
-            return false;
-        }
-        return nbd_server_listen_fd(srv, (int)fd, errp);
-    }
+        sa.type = SOCK_ADDR_UNIX;
+        sa.path = addr->u.q_unix.data->path;
+        return nbd_server_listen(srv, &sa, errp);
+    case SOCKET_ADDRESS_TYPE_FD:
+        return server_listen_fd(srv, addr->u.fd.data->str, errp);
     default:
         error_setg(errp, "Socket address type '%s' is not supported",
                    SocketAddressType_str(addr->type));

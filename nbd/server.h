@@ -17,6 +17,7 @@
 #include "qmp/qmp.h"
 #include "util/error.h"
 #include "util/loop.h"
+#include "util/sock.h"
 #include "util/worker.h"
 
 typedef struct NbdServer NbdServer;
@@ -46,14 +47,13 @@ typedef struct NbdServerConfig {
 
 /* Create a server with no listener yet.  Strings in cfg are copied. */
 NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg);
-/* Listen on a unix socket path (an existing socket file is replaced). */
-bool nbd_server_listen_unix(NbdServer *srv, const char *path, Error **errp);
-/* Listen on every address host:port resolves to; TCP_NODELAY is set on
- * accepted sockets. */
-bool nbd_server_listen_inet(NbdServer *srv, const char *host,
-                            const char *port, Error **errp);
-/* Listen on an already listening socket (the fd becomes the server's). */
-bool nbd_server_listen_fd(NbdServer *srv, int fd, Error **errp);
+/* Listen on addr too (util/sock.h: a unix path replaces only a stale
+ * socket; inet listens on every address host:port resolves to; an fd
+ * must be a listening stream socket whose ownership the caller checked,
+ * and becomes the server's).  Out of descriptors, accepting backs off
+ * (util/acceptor.h).  At stop, a socket file is removed only if it is
+ * still the one the server bound. */
+bool nbd_server_listen(NbdServer *srv, const SockAddr *addr, Error **errp);
 /* Stop: close listeners, disconnect every client (negotiating ones too),
  * delete every export (BLOCK_EXPORT_DELETED is sent once each is really
  * gone) and free the server.  NULL-safe.  Call at nbd-server-stop and at

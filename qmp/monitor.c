@@ -14,33 +14,31 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "qmp/framing.h"
+#include "util/acceptor.h"
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/sock.h"
 #include "util/util.h"
 
 /* Stop reading a client whose unread replies exceed this. */
 #define MONITOR_OUTPUT_PAUSE (1024 * 1024)
 
+/* One server=on chardev: its listening socket(s). */
 typedef struct Listener {
     MonitorSet *ms;
-    int fd;
-    LoopFd *watch;
-    char *unlink_path;        /* our unix socket, removed on close */
+    Acceptor *acceptor;       /* removes our socket file when freed */
     bool pretty;
     struct Listener *next;
 } Listener;
@@ -217,86 +215,14 @@ ChardevSpec *chardev_spec_parse_qmp(const char *addr, Error **errp)
 
 /* ---- sockets ------------------------------------------------------- */
 
-static int socket_unix(const char *path, bool listen_it, Error **errp)
+static void spec_to_addr(const ChardevSpec *spec, SockAddr *sa)
 {
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    CLEANUP_CLOSE int fd = -1;
-
-    strncpy(sun.sun_path, path, sizeof(sun.sun_path) - 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return -1;
+    if (spec->path != NULL) {
+        *sa = (SockAddr){ .type = SOCK_ADDR_UNIX, .path = spec->path };
+    } else {
+        *sa = (SockAddr){ .type = SOCK_ADDR_INET, .host = spec->host,
+                          .port = spec->port };
     }
-    if (listen_it) {
-        struct stat st;
-        /* A stale socket from an earlier run would make bind fail. */
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            unlink(path);
-        }
-        if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-            error_setg_errno(errp, errno, "Failed to bind socket to %s",
-                             path);
-            return -1;
-        }
-        if (listen(fd, 16) < 0) {
-            error_setg_errno(errp, errno, "Failed to listen on socket");
-            unlink(path);
-            return -1;
-        }
-    } else if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        error_setg_errno(errp, errno, "Failed to connect to '%s'", path);
-        return -1;
-    }
-    return TAKE_FD(fd);
-}
-
-static int socket_inet(const char *host, const char *port, bool listen_it,
-                       Error **errp)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = listen_it ? AI_PASSIVE : 0,
-    };
-    struct addrinfo *res = NULL, *ai;
-    int fd = -1, rc, saved = 0, one = 1;
-
-    rc = getaddrinfo(host && *host ? host : NULL, port, &hints, &res);
-    if (rc != 0) {
-        error_setg(errp, "address resolution failed for %s:%s: %s",
-                   host ? host : "", port, gai_strerror(rc));
-        return -1;
-    }
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        if (listen_it) {
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-                listen(fd, 16) == 0) {
-                break;
-            }
-        } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            break;
-        }
-        saved = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        error_setg_errno(errp, saved ? saved : EADDRNOTAVAIL,
-                         "Failed to %s %s:%s",
-                         listen_it ? "listen on" : "connect to",
-                         host ? host : "", port);
-    }
-    return fd;
 }
 
 static void set_nonblock(int fd)
@@ -498,6 +424,9 @@ static void monitor_close(Monitor *mon)
     if (mon->next != NULL) {
         mon->next->prev = mon->prev;
     }
+    for (Listener *l = ms->listeners; l != NULL; l = l->next) {
+        acceptor_fd_freed(l->acceptor);
+    }
     /* The caller may still be inside monitor_feed() for this monitor. */
     loop_post(ms->loop, monitor_free_deferred, mon);
 }
@@ -521,60 +450,86 @@ static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
     return mon;
 }
 
-static void listener_accept(int fd, int events, void *opaque)
+static void listener_accept(void *opaque, int fd)
 {
     Listener *l = opaque;
-    int cfd, one = 1;
 
-    (void)events;
-    cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (cfd < 0) {
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-            log_warn("monitor: accept failed: %s", strerror(errno));
-        }
-        return;
+    monitor_new(l->ms, fd, l->pretty);
+}
+
+/* server=on,wait=on: like QEMU, block until the first client. */
+static int listener_wait_first(const SockListenerVec *ls, Error **errp)
+{
+    struct pollfd pfd[ls->len];
+
+    for (size_t i = 0; i < ls->len; i++) {
+        pfd[i] = (struct pollfd){ .fd = ls->ptr[i].fd, .events = POLLIN };
     }
-    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    monitor_new(l->ms, cfd, l->pretty);
+    for (;;) {
+        if (poll(pfd, ls->len, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            error_setg_errno(errp, errno, "Failed to wait for a monitor "
+                             "client");
+            return -1;
+        }
+        for (size_t i = 0; i < ls->len; i++) {
+            int cfd;
+
+            if (!(pfd[i].revents & POLLIN)) {
+                continue;
+            }
+            cfd = sock_accept(&ls->ptr[i]);
+            if (cfd >= 0) {
+                return cfd;
+            }
+            if (cfd != -EAGAIN && cfd != -ECONNABORTED && cfd != -EINTR) {
+                error_setg_errno(errp, -cfd, "Failed to accept a monitor "
+                                 "client");
+                return -1;
+            }
+        }
+    }
 }
 
 bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
                  Error **errp)
 {
-    int fd;
+    SockListenerVec ls = { 0 };
+    SockAddr sa;
+    Listener *l;
+    int fd = -1;
 
-    if (spec->path != NULL) {
-        fd = socket_unix(spec->path, spec->server, errp);
-    } else {
-        fd = socket_inet(spec->host, spec->port, spec->server, errp);
-    }
-    if (fd < 0) {
-        return false;
-    }
+    spec_to_addr(spec, &sa);
     if (!spec->server) {
+        fd = sock_connect(&sa, -1, errp);
+        if (fd < 0) {
+            return false;
+        }
         monitor_new(ms, fd, pretty);
         return true;
     }
-
-    Listener *l = XNEW(Listener);
-    l->ms = ms;
-    l->fd = fd;
-    l->pretty = pretty;
-    l->unlink_path = spec->path ? xstrdup(spec->path) : NULL;
-    l->next = ms->listeners;
-    ms->listeners = l;
+    if (!sock_listen(&sa, &ls, errp)) {
+        return false;
+    }
     if (spec->wait) {
-        /* server=on,wait=on: like QEMU, wait for the first client. */
-        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-        if (cfd < 0) {
-            error_setg_errno(errp, errno, "Failed to accept a monitor "
-                             "client");
+        fd = listener_wait_first(&ls, errp);
+        if (fd < 0) {
+            sock_listeners_close(&ls);
             return false;
         }
-        monitor_new(ms, cfd, pretty);
     }
-    set_nonblock(fd);
-    l->watch = loop_fd_add(ms->loop, fd, LOOP_READ, listener_accept, l);
+    l = XNEW(Listener);
+    l->ms = ms;
+    l->pretty = pretty;
+    l->acceptor = acceptor_new(ms->loop, "monitor", listener_accept, l);
+    acceptor_add(l->acceptor, &ls);
+    l->next = ms->listeners;
+    ms->listeners = l;
+    if (fd >= 0) {
+        monitor_new(ms, fd, pretty);
+    }
     return true;
 }
 
@@ -598,12 +553,7 @@ void monitor_set_close(MonitorSet *ms)
     }
     while ((l = ms->listeners) != NULL) {
         ms->listeners = l->next;
-        loop_fd_del(l->watch);
-        close(l->fd);
-        if (l->unlink_path != NULL) {
-            unlink(l->unlink_path);
-            free(l->unlink_path);
-        }
+        acceptor_free(l->acceptor);
         free(l);
     }
     while (ms->monitors != NULL) {

@@ -202,13 +202,13 @@ def test_error_reply(blockd):
 def test_bad_socket(tmp_path):
     p = blockctl(str(tmp_path / "nope.sock"), "query-version")
     assert p.returncode == 2
-    assert "Could not connect" in p.stderr and p.stdout == ""
+    assert "Failed to connect" in p.stderr and p.stdout == ""
     regular = tmp_path / "file"
     regular.write_text("x")
     p = blockctl(str(regular), "query-version")
-    assert p.returncode == 2 and "Could not connect" in p.stderr
+    assert p.returncode == 2 and "Failed to connect" in p.stderr
     p = blockctl("tcp:127.0.0.1:%d" % free_port(), "query-version")
-    assert p.returncode == 2 and "Could not connect" in p.stderr
+    assert p.returncode == 2 and "Failed to connect" in p.stderr
     p = blockctl("tcp:missing-port", "query-version")
     assert p.returncode == 2
 

@@ -223,15 +223,6 @@ def test_max_connections(blockd, node):
     s.close()
 
 
-def test_unix_socket_in_use_by_stale_file(blockd, node):
-    sock = os.path.join(blockd.sockdir, "nbd.sock")
-    with open(sock, "w"):
-        pass
-    start(blockd)
-    export(blockd, "e0", name="disk")
-    client(sock, "disk").shutdown()
-
-
 def test_tcp_listener(blockd, node):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -545,7 +545,7 @@ static void test_connect_bad(void)
 
     CU_ASSERT_PTR_NULL(qmpc_connect("/nonexistent/qmp.sock", 100, &err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(err);
-    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "Could not connect"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "Failed to connect"));
     error_free(TAKE_PTR(err));
     CU_ASSERT_PTR_NULL(qmpc_connect("unix:", 100, &err));
     CU_ASSERT_PTR_NOT_NULL(err);
