@@ -407,6 +407,9 @@ int main(int argc, char **argv)
     Daemon *d = NULL;
     int status = 1;
 
+    /* Before we open anything: what is open now was handed to us
+     * (addr.type=fd may use it, once). */
+    sock_inherited_scan();
     if (!options_parse(&o, argc, argv, &err)) {
         error_report_err("blockd", err);
         fprintf(stderr, "Try 'blockd --help' for more information.\n");

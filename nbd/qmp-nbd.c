@@ -3,6 +3,7 @@
  * the legacy nbd-server-add/remove. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blockdev/block.h"
 #include "nbd/server.h"
@@ -12,6 +13,8 @@
 #include "util/sock.h"
 #include "util/util.h"
 
+/* addr.type=fd: only a descriptor handed to us for this (inherited at
+ * start-up), never one of our own sockets; see util/sock.h. */
 static bool server_listen_fd(NbdServer *srv, const char *str, Error **errp)
 {
     SockAddr sa = { .type = SOCK_ADDR_FD };
@@ -22,8 +25,16 @@ static bool server_listen_fd(NbdServer *srv, const char *str, Error **errp)
                    str);
         return false;
     }
+    if (!sock_inherited_take((int)fd, errp)) {
+        return false;
+    }
     sa.fd = (int)fd;
-    return nbd_server_listen(srv, &sa, errp);
+    if (!nbd_server_listen(srv, &sa, errp)) {
+        /* Taken: it is ours now, and nobody else may have it. */
+        close((int)fd);
+        return false;
+    }
+    return true;
 }
 
 static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
