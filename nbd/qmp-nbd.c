@@ -13,32 +13,42 @@
 #include "util/sock.h"
 #include "util/util.h"
 
-/* addr.type=fd: only a descriptor handed to us for this (inherited at
- * start-up), never one of our own sockets; see util/sock.h. */
-static bool server_listen_fd(NbdServer *srv, const char *str, Error **errp)
+/* addr.type=fd: only a descriptor handed to us for this -- passed with
+ * getfd on this monitor (by name), or inherited at start-up (by number)
+ * -- never one of our own sockets; see util/sock.h.  Either is used
+ * once: the server owns it from now on. */
+static bool server_listen_fd(NbdServer *srv, Monitor *mon, const char *str,
+                             Error **errp)
 {
     SockAddr sa = { .type = SOCK_ADDR_FD };
     uint64_t fd;
 
-    if (!parse_uint64(str, &fd) || fd > INT32_MAX) {
+    sa.fd = monitor_fd_find(mon, str);
+    if (sa.fd >= 0) {
+        if (!sock_check_listening(sa.fd, errp)) {
+            error_prepend(errp, "'%s': ", str);
+            return false;
+        }
+        sa.fd = monitor_fd_take(mon, str);
+    } else if (!parse_uint64(str, &fd) || fd > INT32_MAX) {
         error_setg(errp, "File descriptor named '%s' has not been found",
                    str);
         return false;
-    }
-    if (!sock_inherited_take((int)fd, errp)) {
+    } else if (!sock_inherited_take((int)fd, errp)) {
         return false;
+    } else {
+        sa.fd = (int)fd;
     }
-    sa.fd = (int)fd;
     if (!nbd_server_listen(srv, &sa, errp)) {
         /* Taken: it is ours now, and nobody else may have it. */
-        close((int)fd);
+        close(sa.fd);
         return false;
     }
     return true;
 }
 
-static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
-                          Error **errp)
+static bool server_listen(NbdServer *srv, Monitor *mon,
+                          const SocketAddressLegacy *addr, Error **errp)
 {
     SockAddr sa = { 0 };
 
@@ -57,7 +67,7 @@ static bool server_listen(NbdServer *srv, const SocketAddressLegacy *addr,
         sa.path = addr->u.q_unix.data->path;
         return nbd_server_listen(srv, &sa, errp);
     case SOCKET_ADDRESS_TYPE_FD:
-        return server_listen_fd(srv, addr->u.fd.data->str, errp);
+        return server_listen_fd(srv, mon, addr->u.fd.data->str, errp);
     default:
         error_setg(errp, "Socket address type '%s' is not supported",
                    SocketAddressType_str(addr->type));
@@ -88,7 +98,7 @@ bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
         return false;
     }
     srv = nbd_server_new(nc, &cfg);
-    if (!server_listen(srv, args->addr, errp)) {
+    if (!server_listen(srv, ctx->mon, args->addr, errp)) {
         nbd_server_free(srv);
         return false;
     }

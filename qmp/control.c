@@ -84,3 +84,13 @@ bool qmp_quit(QmpCtx *ctx, const QmpQuitArgs *args, Error **errp)
     }
     return true;
 }
+
+bool qmp_getfd(QmpCtx *ctx, const QmpGetfdArgs *args, Error **errp)
+{
+    return monitor_getfd(ctx->mon, args->fdname, errp);
+}
+
+bool qmp_closefd(QmpCtx *ctx, const QmpClosefdArgs *args, Error **errp)
+{
+    return monitor_closefd(ctx->mon, args->fdname, errp);
+}

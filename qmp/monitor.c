@@ -31,9 +31,22 @@
 #include "util/log.h"
 #include "util/sock.h"
 #include "util/util.h"
+#include "util/vector.h"
 
 /* Stop reading a client whose unread replies exceed this. */
 #define MONITOR_OUTPUT_PAUSE (1024 * 1024)
+/* Descriptors a client passed (SCM_RIGHTS) in one message, at most,
+ * for getfd to claim; more are closed at once. */
+#define MONITOR_MAX_RECV_FDS 8
+/* Descriptors kept by getfd, per monitor. */
+#define MONITOR_MAX_NAMED_FDS 64
+
+typedef struct MonitorFd {
+    char *name;
+    int fd;
+} MonitorFd;
+DEFINE_VECTOR_TYPE(MonitorFdVec, MonitorFd);
+DEFINE_VECTOR_TYPE(MonitorIntVec, int);
 
 /* One server=on chardev: its listening socket(s). */
 typedef struct Listener {
@@ -54,6 +67,8 @@ struct Monitor {
     bool closing;
     char *out;                /* pending output, out[out_pos..out_len) */
     size_t out_len, out_pos, out_cap;
+    MonitorIntVec recv_fds;   /* passed with SCM_RIGHTS, oldest first */
+    MonitorFdVec fds;         /* kept by getfd */
     Monitor *prev, *next;
 };
 
@@ -367,11 +382,63 @@ static void monitor_update_events(Monitor *mon)
     loop_fd_set_events(mon->watch, ev);
 }
 
+/* Read like recv(), keeping the descriptors passed along (SCM_RIGHTS,
+ * unix sockets) for getfd.  The kernel ends a read at a message that
+ * carries descriptors, so they come with the request sent with them. */
+static ssize_t monitor_recv(Monitor *mon, char *buf, size_t len)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * MONITOR_MAX_RECV_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = ctl.buf,
+        .msg_controllen = sizeof(ctl.buf),
+    };
+    ssize_t n = recvmsg(mon->fd, &msg, MSG_CMSG_CLOEXEC);
+
+    if (n < 0) {
+        return n;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+         c = CMSG_NXTHDR(&msg, c)) {
+        size_t nfds;
+        int *fds;
+
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        fds = (int *)CMSG_DATA(c);
+        /* As QEMU: what a read brings replaces what earlier reads
+         * brought and no getfd claimed. */
+        for (size_t i = 0; i < mon->recv_fds.len; i++) {
+            close(mon->recv_fds.ptr[i]);
+        }
+        mon->recv_fds.len = 0;
+        for (size_t i = 0; i < nfds; i++) {
+            int fd;
+
+            memcpy(&fd, &fds[i], sizeof(fd));
+            if (mon->recv_fds.len >= MONITOR_MAX_RECV_FDS) {
+                close(fd);
+            } else {
+                MonitorIntVec_append(&mon->recv_fds, fd);
+            }
+        }
+    }
+    return n;
+}
+
 static void monitor_io(int fd, int events, void *opaque)
 {
     Monitor *mon = opaque;
     char buf[65536];
 
+    (void)fd;
     if (events & LOOP_WRITE) {
         monitor_flush(mon);
         if (mon->closing) {
@@ -379,7 +446,7 @@ static void monitor_io(int fd, int events, void *opaque)
         }
     }
     if (events & LOOP_READ) {
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ssize_t n = monitor_recv(mon, buf, sizeof(buf));
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 return;
@@ -393,6 +460,102 @@ static void monitor_io(int fd, int events, void *opaque)
         }
         qmp_framer_feed(mon->framer, buf, n, monitor_on_frame, mon);
     }
+}
+
+/* ---- passed descriptors (getfd) ----------------------------------- */
+
+static void monitor_close_fds(Monitor *mon)
+{
+    for (size_t i = 0; i < mon->recv_fds.len; i++) {
+        close(mon->recv_fds.ptr[i]);
+    }
+    MonitorIntVec_reset(&mon->recv_fds);
+    for (size_t i = 0; i < mon->fds.len; i++) {
+        close(mon->fds.ptr[i].fd);
+        free(mon->fds.ptr[i].name);
+    }
+    MonitorFdVec_reset(&mon->fds);
+}
+
+static ssize_t monitor_fd_index(const Monitor *mon, const char *name)
+{
+    for (size_t i = 0; i < mon->fds.len; i++) {
+        if (strcmp(mon->fds.ptr[i].name, name) == 0) {
+            return (ssize_t)i;
+        }
+    }
+    return -1;
+}
+
+bool monitor_getfd(Monitor *mon, const char *name, Error **errp)
+{
+    ssize_t i;
+    int fd;
+
+    if (mon == NULL) {
+        error_setg(errp, "getfd needs a QMP monitor connection");
+        return false;
+    }
+    if (name[0] >= '0' && name[0] <= '9') {
+        error_setg(errp, "Parameter 'fdname' expects a name not starting "
+                   "with a digit");
+        return false;
+    }
+    if (mon->recv_fds.len == 0) {
+        error_setg(errp, "No file descriptor supplied via SCM_RIGHTS");
+        return false;
+    }
+    i = monitor_fd_index(mon, name);
+    if (i < 0 && mon->fds.len >= MONITOR_MAX_NAMED_FDS) {
+        error_setg(errp, "Too many file descriptors kept (%d): close some "
+                   "with closefd", MONITOR_MAX_NAMED_FDS);
+        return false;
+    }
+    fd = mon->recv_fds.ptr[0];
+    MonitorIntVec_remove(&mon->recv_fds, 0);
+    if (i >= 0) {
+        close(mon->fds.ptr[i].fd);
+        mon->fds.ptr[i].fd = fd;
+    } else {
+        MonitorFdVec_append(&mon->fds,
+                            (MonitorFd){ .name = xstrdup(name), .fd = fd });
+    }
+    return true;
+}
+
+bool monitor_closefd(Monitor *mon, const char *name, Error **errp)
+{
+    ssize_t i = mon ? monitor_fd_index(mon, name) : -1;
+
+    if (i < 0) {
+        error_setg(errp, "File descriptor named '%s' not found", name);
+        return false;
+    }
+    close(mon->fds.ptr[i].fd);
+    free(mon->fds.ptr[i].name);
+    MonitorFdVec_remove(&mon->fds, i);
+    return true;
+}
+
+int monitor_fd_find(const Monitor *mon, const char *name)
+{
+    ssize_t i = mon ? monitor_fd_index(mon, name) : -1;
+
+    return i < 0 ? -1 : mon->fds.ptr[i].fd;
+}
+
+int monitor_fd_take(Monitor *mon, const char *name)
+{
+    ssize_t i = mon ? monitor_fd_index(mon, name) : -1;
+    int fd;
+
+    if (i < 0) {
+        return -1;
+    }
+    fd = mon->fds.ptr[i].fd;
+    free(mon->fds.ptr[i].name);
+    MonitorFdVec_remove(&mon->fds, i);
+    return fd;
 }
 
 static void monitor_free_deferred(void *opaque)
@@ -416,6 +579,7 @@ static void monitor_close(Monitor *mon)
     mon->watch = NULL;
     close(mon->fd);
     mon->fd = -1;
+    monitor_close_fds(mon);
     if (mon->prev != NULL) {
         mon->prev->next = mon->next;
     } else {

@@ -45,6 +45,21 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *request);
 bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                  unsigned flags, json_object **ret, Error **errp);
 
+/* Descriptors passed by a client (getfd/closefd, QEMU's named fds).
+ * monitor_getfd keeps the oldest descriptor received with SCM_RIGHTS
+ * and not kept yet under name (replacing one kept under it); one that
+ * no getfd claims is closed when the next ones arrive or the monitor
+ * closes.  monitor_closefd closes one.  False with errp set when mon
+ * is NULL, name starts with a digit (numbers are inherited
+ * descriptors), nothing was passed, or (closefd) nothing is kept under
+ * name.  Loop thread. */
+bool monitor_getfd(Monitor *mon, const char *name, Error **errp);
+bool monitor_closefd(Monitor *mon, const char *name, Error **errp);
+/* The descriptor kept under name on mon (NULL-safe), or -1: borrowed
+ * (find) or handed over to the caller, who then owns it (take). */
+int monitor_fd_find(const Monitor *mon, const char *name);
+int monitor_fd_take(Monitor *mon, const char *name);
+
 /* Send an event to every monitor of ms that finished negotiation.  Takes
  * the reference to data (may be NULL for no data).  ms may be NULL: the
  * event goes nowhere.  Loop thread. */
