@@ -14,10 +14,12 @@
  * noticed without a hook).  One warning when an episode starts, one
  * line when it ends; existing connections are served all along.
  *
- *              accept ok                   EMFILE...
- *   WATCHING ───────────> callback   WATCHING ────────> BACKING OFF
- *       ^                                ^   (unwatched, timer armed)
- *       └─ accept ok: "accepting again" ─┴── timer / acceptor_fd_freed
+ *   accepting ──accept fails (EMFILE...)──> waiting: unwatched,
+ *       ^       warning, once per episode      timer armed
+ *       │                                        │ timer fires, or
+ *       │                                        v acceptor_fd_freed
+ *       └──accept succeeds──────────────────  retrying: watched again;
+ *          "accepting again"                  fails: waiting, delay x2
  *
  * Loop thread only.
  */
