@@ -7,9 +7,9 @@
  *  - one backlog, SOCK_BACKLOG: clients over a connection limit wait in
  *    it (the kernel caps it at net.core.somaxconn);
  *  - inet listens on every address the host resolves to ("localhost":
- *    127.0.0.1 and ::1), each IPv6 socket IPV6_V6ONLY; with port 0 the
- *    kernel picks a port for the first address and the others get the
- *    same one;
+ *    127.0.0.1 and ::1), each IPv6 socket IPV6_V6ONLY, and fails only
+ *    if none can be bound; with port 0 the kernel picks a port for the
+ *    first address and the others get the same one;
  *  - a unix path: a stale socket (one nobody listens on any more) is
  *    replaced; a socket someone still listens on is refused with
  *    EADDRINUSE, as a second QEMU on the same path fails to bind; a
@@ -25,9 +25,10 @@
  * is used once.  A number that is one of blockd's own sockets (say the
  * QMP listener) is refused, so nothing is served twice or closed twice.
  *
- * Everything here is blocking-free except sock_connect(), and runs on
- * whichever thread calls it; the inherited set belongs to the loop
- * thread (main() before the loop, then QMP handlers).
+ * sock_connect() blocks (up to its timeout), and resolving a host name
+ * may wait for DNS; nothing else blocks.  Any thread, except the
+ * inherited set, which belongs to the loop thread (main() before the
+ * loop, then QMP handlers).
  */
 #ifndef BLOCKD_UTIL_SOCK_H
 #define BLOCKD_UTIL_SOCK_H
