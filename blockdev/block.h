@@ -321,9 +321,10 @@ struct BlockRequest {
     void *opaque;
 };
 
-/* Requests up to this size on an aio_inline node run on the loop thread;
- * larger ones still go to the pool, so big copies for several clients
- * run in parallel and the loop stays responsive. */
+/* Requests up to this size on an aio_inline node run on the loop thread
+ * (reads, writes, zeroes and discards alike; flushes always); larger
+ * ones go to the pool, so big copies for several clients run in
+ * parallel and the loop stays responsive. */
 #define BLK_INLINE_MAX (128 * 1024)
 
 /* Run req on the worker pool; req->cb runs on the loop thread when done.

@@ -472,6 +472,28 @@ static void blk_aio_done_posted(void *opaque)
     blk_aio_done(opaque);
 }
 
+/* May req run on the loop thread of an aio_inline node?  Only when its
+ * cost is bounded: every request kind with a range is capped by
+ * BLK_INLINE_MAX, zeroes and discards too (a NO_HOLE zero on tmpfs
+ * writes zero buffers, a discard frees pages: both grow with the
+ * length, which extended headers let reach the whole export).  A flush
+ * writes out at most a driver's bounded caches; a cache hint does no
+ * I/O. */
+static bool blk_aio_may_inline(const BlockRequest *req)
+{
+    switch (req->type) {
+    case BLK_OP_FLUSH:
+    case BLK_OP_CACHE:
+        return true;
+    case BLK_OP_READ:
+    case BLK_OP_WRITE:
+    case BLK_OP_WRITE_ZEROES:
+    case BLK_OP_DISCARD:
+        return req->bytes <= BLK_INLINE_MAX;
+    }
+    return false;
+}
+
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
     BlockNode *bs = req->bs;
@@ -481,9 +503,7 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
     req->ret = 0;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
-    if (bs->aio_inline && loop != NULL &&
-        ((req->type != BLK_OP_READ && req->type != BLK_OP_WRITE) ||
-         req->bytes <= BLK_INLINE_MAX)) {
+    if (bs->aio_inline && loop != NULL && blk_aio_may_inline(req)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */
         blk_aio_run(&req->job);
