@@ -15,10 +15,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "config.h"
@@ -32,6 +34,80 @@
 #include "util/util.h"
 
 /* ---- small helpers ---------------------------------------------------- */
+
+/* s->lock, with a hand-over for long metadata loops.  glibc's mutex is
+ * not fair: a thread that unlocks and locks again at once usually wins
+ * over the waiter it woke.  A loop over a large range (zeroing or
+ * discarding up to the whole image) calls qcow2_hold_step() once per
+ * cluster; when it has held the lock for QCOW2_HOLD_NS and someone
+ * waits, it lets go until a waiter got the lock.  Other requests (and
+ * the loop thread's inline ones, blk_aio_submit) then wait about one
+ * chunk, not the whole range, and two long loops take turns. */
+#define QCOW2_HOLD_NS 1000000u   /* 1 ms */
+#define QCOW2_HOLD_CHECK 64      /* steps between clock reads */
+#define QCOW2_YIELD_NS 2000000u  /* 2 ms: the most a yield waits */
+
+typedef struct Qcow2Hold {
+    unsigned steps;
+    uint64_t since_ns;           /* CLOCK_MONOTONIC */
+} Qcow2Hold;
+
+static uint64_t qcow2_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void qcow2_lock(BDRVQcow2 *s)
+{
+    if (pthread_mutex_trylock(&s->lock) != 0) {
+        __atomic_add_fetch(&s->lock_waiters, 1, __ATOMIC_ACQ_REL);
+        pthread_mutex_lock(&s->lock);
+        __atomic_sub_fetch(&s->lock_waiters, 1, __ATOMIC_ACQ_REL);
+    }
+    __atomic_add_fetch(&s->lock_gen, 1, __ATOMIC_RELEASE);
+}
+
+/* Lock held: let the threads waiting now take the lock (each taking
+ * bumps lock_gen), then lock again.  Waits at most QCOW2_YIELD_NS. */
+static void qcow2_lock_yield(BDRVQcow2 *s)
+{
+    unsigned waiters = __atomic_load_n(&s->lock_waiters, __ATOMIC_ACQUIRE);
+    unsigned gen;
+    uint64_t t0;
+
+    if (waiters == 0) {
+        return;
+    }
+    gen = __atomic_load_n(&s->lock_gen, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&s->lock);
+    t0 = qcow2_now_ns();
+    while (__atomic_load_n(&s->lock_gen, __ATOMIC_ACQUIRE) - gen < waiters &&
+           qcow2_now_ns() - t0 < QCOW2_YIELD_NS) {
+        sched_yield();
+    }
+    qcow2_lock(s);
+}
+
+/* Start a long loop under the lock (held). */
+static void qcow2_hold_start(Qcow2Hold *h)
+{
+    h->steps = 0;
+    h->since_ns = qcow2_now_ns();
+}
+
+/* One step of a long loop (lock held, no table pointer kept across). */
+static void qcow2_hold_step(BDRVQcow2 *s, Qcow2Hold *h)
+{
+    if (++h->steps % QCOW2_HOLD_CHECK != 0 ||
+        qcow2_now_ns() - h->since_ns < QCOW2_HOLD_NS) {
+        return;
+    }
+    qcow2_lock_yield(s);
+    h->since_ns = qcow2_now_ns();
+}
 
 static inline uint64_t cluster_of(const BDRVQcow2 *s, uint64_t off)
 {
@@ -126,7 +202,9 @@ static void qcow2_corrupt(BDRVQcow2 *s, const char *fmt, ...)
             if (blk_pwrite(bs->file, 72, 8, &be, 0) == 0) {
                 blk_flush(bs->file);
             }
-            s->h.incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+            /* qcow2_query_image reads it without the lock */
+            __atomic_or_fetch(&s->h.incompatible_features,
+                              QCOW2_INCOMPAT_CORRUPT, __ATOMIC_RELAXED);
         }
     }
     if (host != NULL && host->loop != NULL) {
@@ -966,7 +1044,7 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         uint64_t n = bytes;
         Qcow2Mapping m;
 
-        pthread_mutex_lock(&s->lock);
+        qcow2_lock(s);
         ret = get_mapping(s, offset, &n, &m);
         if (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED) {
             ret = read_compressed(s, &m);
@@ -1120,7 +1198,7 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
         pthread_mutex_unlock(&s->lock);
         ret = blk_pwrite(s->bs->file, host, n, buf ? buf : s->cow_buf + cs,
                          0);
-        pthread_mutex_lock(&s->lock);
+        qcow2_lock(s);
         __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         return ret;
     }
@@ -1438,7 +1516,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         uint64_t n = bytes;
         Qcow2Mapping m;
 
-        pthread_mutex_lock(&s->lock);
+        qcow2_lock(s);
         ret = get_mapping(s, offset, &n, &m);
         if (ret < 0) {
             pthread_mutex_unlock(&s->lock);
@@ -1472,7 +1550,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         bytes -= n;
     }
     if (ret == 0 && (flags & BLK_REQ_FUA)) {
-        pthread_mutex_lock(&s->lock);
+        qcow2_lock(s);
         ret = flush_locked(s);
         pthread_mutex_unlock(&s->lock);
     }
@@ -1511,29 +1589,75 @@ static int set_entry(BDRVQcow2 *s, uint64_t off, uint64_t new_entry,
     return maybe_flush_pending(s);
 }
 
-/* Does the cluster at guest offset off already read as zeroes without
- * a host cluster (so that zeroing or discarding it changes nothing)? */
-static int cluster_is_plain_hole(BDRVQcow2 *s, uint64_t off, uint64_t len,
-                                 bool *hole)
+static bool mapping_is_plain_hole(BDRVQcow2 *s, const Qcow2Mapping *m)
 {
-    uint64_t n = len;
-    Qcow2Mapping m;
-    int ret = get_mapping(s, off, &n, &m);
+    return m->type == QCOW2_CLUSTER_ZERO_PLAIN ||
+           (m->type == QCOW2_CLUSTER_UNALLOCATED && m->host_offset == 0 &&
+            s->bs->backing == NULL);
+}
 
+/* How many bytes from guest offset off (at most max) already read as
+ * zeroes without a host cluster, so that zeroing or discarding them
+ * changes nothing; *run < n when [off, off+n), the piece to handle
+ * next, is not all such a hole.  The piece is looked up alone (a run
+ * of mapped clusters can span a whole L2 table: asking for it at every
+ * cluster would be quadratic); a hole is then followed as far as it
+ * goes (up to every empty L1 entry in a row), so a huge range of a
+ * fresh image is skipped in a few steps. */
+static int plain_hole_run(BDRVQcow2 *s, uint64_t off, uint64_t n,
+                          uint64_t max, uint64_t *run)
+{
+    uint64_t len = n;
+    Qcow2Mapping m;
+    int ret = get_mapping(s, off, &len, &m);
+
+    *run = 0;
     if (ret < 0) {
         return ret;
     }
-    *hole = n >= len && (m.type == QCOW2_CLUSTER_ZERO_PLAIN ||
-                         (m.type == QCOW2_CLUSTER_UNALLOCATED &&
-                          m.host_offset == 0 && s->bs->backing == NULL));
+    if (len < n || !mapping_is_plain_hole(s, &m)) {
+        return 0;
+    }
+    len = max;
+    if (max > n) {
+        ret = get_mapping(s, off, &len, &m);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!mapping_is_plain_hole(s, &m)) {
+            len = n;            /* cannot change under the lock */
+        }
+    }
+    *run = MAX(len, n);
     return 0;
 }
 
+/* The bytes from off to skip when [off, off+run) is a plain hole and
+ * the piece to handle next is [off, off+n): 0 unless the hole covers
+ * that piece; else up to the last cluster boundary inside the hole, or
+ * all of the remaining bytes. */
+static uint64_t hole_skip(BDRVQcow2 *s, uint64_t off, uint64_t n,
+                          uint64_t run, uint64_t bytes)
+{
+    if (run < n) {
+        return 0;
+    }
+    if (run >= bytes || off + run >= s->size) {
+        return bytes;
+    }
+    return ALIGN_DOWN(off + run, s->h.cluster_size) - off;
+}
+
+/* Zero [offset, offset+bytes): whole clusters become zero entries (v3),
+ * partial ones are written.  The lock is handed over between clusters
+ * (qcow2_hold_step): a request may cover the whole image, and must
+ * not hold everyone else up for its duration. */
 static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
                                uint64_t bytes, uint32_t flags)
 {
     BDRVQcow2 *s = bs->opaque;
     uint64_t cs = s->h.cluster_size;
+    Qcow2Hold hold;
     int ret = 0;
 
     if (s->h.version < 3 && (flags & BLK_REQ_NO_FALLBACK)) {
@@ -1542,19 +1666,23 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
     if (__atomic_load_n(&s->corrupt, __ATOMIC_RELAXED)) {
         return -EIO;
     }
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
+    qcow2_hold_start(&hold);
     while (bytes > 0) {
         uint64_t n = MIN(bytes, cs - offset_in_cluster(s, offset));
         bool whole = n == cs || (offset_in_cluster(s, offset) == 0 &&
                                  offset + n >= s->size);
-        bool hole = false;
+        uint64_t run = 0, skip;
 
-        ret = cluster_is_plain_hole(s, offset, n, &hole);
+        qcow2_hold_step(s, &hold);
+        ret = plain_hole_run(s, offset, n, bytes, &run);
         if (ret < 0) {
             break;
         }
-        if (hole) {
+        skip = hole_skip(s, offset, n, run, bytes);
+        if (skip > 0) {
             /* Already zero. */
+            n = skip;
         } else if (!(whole && s->h.version >= 3) &&
                    (flags & BLK_REQ_NO_FALLBACK)) {
             ret = -ENOTSUP;     /* would write zeroes as data */
@@ -1586,6 +1714,7 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     uint64_t cs = s->h.cluster_size;
     uint64_t end = offset + bytes;
     uint64_t start = ALIGN_UP(offset, cs);
+    Qcow2Hold hold;
     int ret = 0;
 
     if (__atomic_load_n(&s->corrupt, __ATOMIC_RELAXED)) {
@@ -1593,15 +1722,20 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     }
     /* Only whole clusters (the tail cluster may end at the disk's end). */
     end = end >= s->size ? ALIGN_UP(end, cs) : ALIGN_DOWN(end, cs);
-    pthread_mutex_lock(&s->lock);
-    for (uint64_t off = start; off < end; off += cs) {
-        bool hole = false;
+    qcow2_lock(s);
+    qcow2_hold_start(&hold);
+    for (uint64_t off = start; off < end;) {
+        uint64_t n = MIN(cs, s->size - off);
+        uint64_t run = 0, skip;
 
-        ret = cluster_is_plain_hole(s, off, MIN(cs, s->size - off), &hole);
+        qcow2_hold_step(s, &hold);
+        ret = plain_hole_run(s, off, n, MIN(end, s->size) - off, &run);
         if (ret < 0) {
             break;
         }
-        if (hole) {
+        skip = hole_skip(s, off, n, run, end - off);
+        if (skip > 0) {
+            off += skip;
             continue;
         }
         /* With a backing file a v3 image records zeroes, so that the
@@ -1618,6 +1752,7 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
         if (ret < 0) {
             break;
         }
+        off += cs;
     }
     pthread_mutex_unlock(&s->lock);
     return ret;
@@ -1628,7 +1763,7 @@ static int qcow2_flush(BlockNode *bs)
     BDRVQcow2 *s = bs->opaque;
     int ret;
 
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     ret = flush_locked(s);
     pthread_mutex_unlock(&s->lock);
     return ret;
@@ -1643,7 +1778,7 @@ static int qcow2_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
     Qcow2Mapping m;
     int ret;
 
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     ret = get_mapping(s, offset, &n, &m);
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
@@ -1790,7 +1925,7 @@ static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
     int64_t blen;
     int ret;
 
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     if (!qcow2_truncate_locked(bs, size, errp)) {
         pthread_mutex_unlock(&s->lock);
         return false;
@@ -2530,17 +2665,23 @@ static void qcow2_close(BlockNode *bs)
 
 /* Fill the qcow2 parts of ImageInfo as QEMU's query-named-block-nodes
  * does: cluster size, dirty flag, recorded backing file, snapshots and
- * the format-specific block (loop thread). */
+ * the format-specific block (loop thread).
+ *
+ * Without s->lock: the loop thread must not wait behind a request that
+ * holds it (issue 9).  Everything read here is set at open and changed
+ * only on the loop thread, except the incompatible features, which
+ * qcow2_corrupt() sets from a worker: read them once, atomically. */
 static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
 {
     BDRVQcow2 *s = bs->opaque;
     ImageInfoSpecificQCow2 *q;
-    LOCK_GUARD(&s->lock);
+    uint64_t incompat = __atomic_load_n(&s->h.incompatible_features,
+                                        __ATOMIC_RELAXED);
 
     info->has_cluster_size = true;
     info->cluster_size = (int64_t)s->h.cluster_size;
     info->has_dirty_flag = true;
-    info->dirty_flag = s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY;
+    info->dirty_flag = incompat & QCOW2_INCOMPAT_DIRTY;
     if (s->h.has_backing_file) {
         info->has_backing_filename = true;
         info->backing_filename = xstrdup(s->h.backing_file);
@@ -2584,7 +2725,7 @@ static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
         q->lazy_refcounts = s->h.compatible_features &
                             QCOW2_COMPAT_LAZY_REFCOUNTS;
         q->has_corrupt = true;
-        q->corrupt = s->h.incompatible_features & QCOW2_INCOMPAT_CORRUPT;
+        q->corrupt = incompat & QCOW2_INCOMPAT_CORRUPT;
         q->has_extended_l2 = true;
         q->extended_l2 = s->h.extended_l2;
     }

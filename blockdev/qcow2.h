@@ -57,7 +57,9 @@ typedef struct Qcow2Free {
 } Qcow2Free;
 
 struct BDRVQcow2 {
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;       /* taken with qcow2_lock() (qcow2.c) */
+    unsigned lock_waiters;      /* threads blocked on lock (atomic) */
+    unsigned lock_gen;          /* bumped by every qcow2_lock() (atomic) */
     BlockNode *bs;
     Qcow2Header h;
     uint64_t size;              /* virtual size, bytes */
