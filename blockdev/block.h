@@ -294,6 +294,17 @@ int blk_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
 int blk_allocation_depth(BlockNode *bs, uint64_t offset, uint64_t bytes,
                          uint64_t *pnum);
 
+/* The shape of a status question over [offset, offset+bytes): flags
+ * (>= 0, the asker's own) for the first *pnum bytes, or -errno.  Any
+ * thread.  opaque is the asker's. */
+typedef int BlockStatusFn(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                          uint64_t *pnum, void *opaque);
+
+/* Smallest request alignment the node needs, bytes (1 = any). */
+uint32_t blk_get_request_alignment(BlockNode *bs);
+/* The node's node-name; valid while the node lives. */
+const char *blk_node_name(const BlockNode *bs);
+
 /* True when len bytes at buf are all zero (fast; any thread). */
 bool blk_buffer_is_zero(const void *buf, size_t len);
 
@@ -306,6 +317,7 @@ typedef enum BlockRequestType {
     BLK_OP_DISCARD,
     BLK_OP_FLUSH,
     BLK_OP_CACHE,                /* prefetch hint: a read into nowhere */
+    BLK_OP_BLOCK_STATUS,         /* a status walk over the range */
 } BlockRequestType;
 
 typedef struct BlockRequest BlockRequest;
@@ -319,6 +331,17 @@ struct BlockRequest {
     int ret;                     /* 0 or -errno, valid in cb */
     void (*cb)(BlockRequest *req);   /* loop thread */
     void *opaque;
+    /* BLK_OP_BLOCK_STATUS: on a worker, walk [offset, offset+bytes):
+     * each step asks status_fn(bs, pos, end - pos, &pnum,
+     * status_opaque) and hands the answer to extent_cb(req, pnum,
+     * flags) (1 <= pnum <= end - pos).  The walk ends at the end of the
+     * range, when extent_cb returns false, or when status_fn fails
+     * (ret = its -errno).  A range starting at or past the end of the
+     * node fails with -EINVAL.  Both run on a worker thread, never
+     * inline on the loop. */
+    BlockStatusFn *status_fn;
+    void *status_opaque;
+    bool (*extent_cb)(BlockRequest *req, uint64_t len, uint32_t flags);
 };
 
 /* Requests up to this size on an aio_inline node run on the loop thread

@@ -418,7 +418,47 @@ int blk_allocation_depth(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return ret < 0 ? ret : depth;
 }
 
+uint32_t blk_get_request_alignment(BlockNode *bs)
+{
+    return bs->request_alignment ? bs->request_alignment : 1;
+}
+
+const char *blk_node_name(const BlockNode *bs)
+{
+    return bs->node_name;
+}
+
 /* ---- asynchronous requests ---------------------------------------- */
+
+static int blk_status_walk(BlockRequest *req)
+{
+    BlockNode *bs = req->bs;
+    uint64_t pos = req->offset;
+    uint64_t end;
+
+    if (req->bytes > INT64_MAX || pos > INT64_MAX - req->bytes ||
+        (!bs->drv->is_protocol && pos >= (uint64_t)blk_getlength(bs))) {
+        return -EINVAL;
+    }
+    end = pos + req->bytes;
+    while (pos < end) {
+        uint64_t pnum = 0;
+        int ret = req->status_fn(bs, pos, end - pos, &pnum,
+                                 req->status_opaque);
+
+        if (ret < 0) {
+            return ret;
+        }
+        if (pnum == 0 || pnum > end - pos) {
+            pnum = end - pos;  /* a status bug must not loop forever */
+        }
+        pos += pnum;
+        if (!req->extent_cb(req, pnum, (uint32_t)ret)) {
+            break;
+        }
+    }
+    return 0;
+}
 
 static int blk_cache_hint(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
@@ -451,6 +491,9 @@ static void blk_aio_run(WorkerJob *job)
         break;
     case BLK_OP_CACHE:
         req->ret = blk_cache_hint(bs, req->offset, req->bytes);
+        break;
+    case BLK_OP_BLOCK_STATUS:
+        req->ret = blk_status_walk(req);
         break;
     default:
         req->ret = -EINVAL;
@@ -490,6 +533,8 @@ static bool blk_aio_may_inline(const BlockRequest *req)
     case BLK_OP_WRITE_ZEROES:
     case BLK_OP_DISCARD:
         return req->bytes <= BLK_INLINE_MAX;
+    case BLK_OP_BLOCK_STATUS:
+        return false;          /* a walk may take many lseeks */
     }
     return false;
 }

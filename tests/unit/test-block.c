@@ -447,6 +447,92 @@ static void test_chain_status(void)
     blk_graph_free(g);
 }
 
+/* BLK_OP_BLOCK_STATUS: the walk asks the caller's status function
+ * step by step on a worker and stops where extent_cb says. */
+typedef struct StatusWalk {
+    Loop *loop;
+    unsigned steps;
+    uint64_t covered;
+    unsigned stop_after;         /* 0 = never */
+    bool done;
+} StatusWalk;
+
+static int walk_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                       uint64_t *pnum, void *opaque)
+{
+    (void)bs;
+    (void)opaque;
+    *pnum = MIN(bytes, (uint64_t)4096);
+    return (int)((offset / 4096) & 1);
+}
+
+static bool walk_extent(BlockRequest *req, uint64_t len, uint32_t flags)
+{
+    StatusWalk *w = req->opaque;
+
+    CU_ASSERT_EQUAL(flags, w->steps & 1);
+    w->steps++;
+    w->covered += len;
+    return w->stop_after == 0 || w->steps < w->stop_after;
+}
+
+static void walk_done(BlockRequest *req)
+{
+    StatusWalk *w = req->opaque;
+
+    w->done = true;
+    loop_stop(w->loop);
+}
+
+static int run_walk(StatusWalk *w, WorkerPool *pool, BlockNode *bs,
+                    uint64_t offset, uint64_t bytes)
+{
+    BlockRequest r = {
+        .bs = bs,
+        .type = BLK_OP_BLOCK_STATUS,
+        .offset = offset,
+        .bytes = bytes,
+        .status_fn = walk_status,
+        .extent_cb = walk_extent,
+        .cb = walk_done,
+        .opaque = w,
+    };
+
+    w->steps = 0;
+    w->covered = 0;
+    w->done = false;
+    blk_aio_submit(pool, &r);
+    loop_run(w->loop);
+    CU_ASSERT(w->done);
+    return r.ret;
+}
+
+static void test_aio_status_walk(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    StatusWalk w = { .loop = loop_new() };
+    WorkerPool *pool = worker_pool_new(w.loop, 2);
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\","
+                                   "\"size\":65536}", NULL);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_EQUAL(run_walk(&w, pool, bs, 0, 65536), 0);
+    CU_ASSERT_EQUAL(w.steps, 16);
+    CU_ASSERT_EQUAL(w.covered, 65536);
+    w.stop_after = 3;
+    CU_ASSERT_EQUAL(run_walk(&w, pool, bs, 0, 65536), 0);
+    CU_ASSERT_EQUAL(w.steps, 3);
+    CU_ASSERT_EQUAL(w.covered, 3 * 4096);
+    CU_ASSERT_EQUAL(run_walk(&w, pool, bs, 65536, 4096), -EINVAL);
+    CU_ASSERT_EQUAL(w.steps, 0);
+    CU_ASSERT_EQUAL(bs->refcnt, 1);
+    CU_ASSERT_EQUAL(blk_get_request_alignment(bs), 1);
+    worker_pool_free(pool);
+    loop_free(w.loop);
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo block_tests[] = {
     { "chain_status", test_chain_status },
     { "node_names", test_node_names },
@@ -456,6 +542,7 @@ static CU_TestInfo block_tests[] = {
     { "lookup_and_paths", test_lookup_and_paths },
     { "zero_detection", test_zero_detection },
     { "aio_file", test_aio_file },
+    { "aio_status_walk", test_aio_status_walk },
     CU_TEST_INFO_NULL,
 };
 
