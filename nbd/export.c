@@ -1,4 +1,5 @@
-/* export.c - the export registry: a BlockNode under an NBD export name.
+/* export.c - the export registry: a BlockNode under an NBD export name,
+ * with the table of meta contexts it offers.
  *
  * An export lives in its server's registry (one reference) and is
  * referenced by every connection that did GO on it.  Deleting it marks it
@@ -13,6 +14,62 @@
 #include "nbd/internal.h"
 #include "qapi-events.h"
 #include "util/util.h"
+
+/* ---- meta contexts -------------------------------------------------------
+ *
+ * Each export carries a table of {name, extent function}; the
+ * connection code only walks it.  A new kind of context (the dirty
+ * bitmaps' "qemu:dirty-bitmap:NAME") is one more entry added at
+ * nbd_export_add().  The extent functions run on worker threads.
+ */
+
+/* base:allocation (doc/proto.md "base:allocation metadata context"). */
+static int meta_base_allocation(BlockNode *bs, uint64_t offset,
+                                uint64_t bytes, uint64_t *pnum, void *opaque)
+{
+    int r = blk_block_status(bs, offset, bytes, pnum);
+
+    (void)opaque;
+    if (r < 0) {
+        return r;
+    }
+    return ((r & BLK_STATUS_DATA) ? 0 : NBD_STATE_HOLE) |
+           ((r & BLK_STATUS_ZERO) ? NBD_STATE_ZERO : 0);
+}
+
+/* qemu:allocation-depth (QEMU docs/interop/nbd.txt): the depth in the
+ * backing chain that allocates the range, 0 for none. */
+static int meta_allocation_depth(BlockNode *bs, uint64_t offset,
+                                 uint64_t bytes, uint64_t *pnum,
+                                 void *opaque)
+{
+    (void)opaque;
+    return blk_allocation_depth(bs, offset, bytes, pnum);
+}
+
+static void export_meta_add(NbdExport *exp, const char *name,
+                            BlockStatusFn *extent, void *opaque)
+{
+    NbdMetaContext m = {
+        .name = xstrdup(name),
+        .extent = extent,
+        .opaque = opaque,
+    };
+
+    NbdMetaContextVec_append(&exp->meta, m);
+}
+
+int nbd_export_meta_find(const NbdExport *exp, const char *name, size_t len)
+{
+    for (size_t i = 0; i < exp->meta.len; i++) {
+        if (nbd_str_eq(name, len, exp->meta.ptr[i].name)) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* ---- the registry -------------------------------------------------------- */
 
 void nbd_export_ref(NbdExport *exp)
 {
@@ -49,6 +106,10 @@ void nbd_export_unref(NbdExport *exp)
     free(exp->name);
     free(exp->description);
     free(exp->user);
+    for (size_t i = 0; i < exp->meta.len; i++) {
+        free(exp->meta.ptr[i].name);
+    }
+    NbdMetaContextVec_reset(&exp->meta);
     free(exp);
 }
 
@@ -99,7 +160,7 @@ NbdExport *nbd_export_find_name(NbdServer *srv, const char *name)
 NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
                           Error **errp)
 {
-    const char *name = cfg->name ? cfg->name : cfg->node->node_name;
+    const char *name = cfg->name ? cfg->name : blk_node_name(cfg->node);
     NbdExport *exp;
     char *user;
 
@@ -137,15 +198,21 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
     exp->node = cfg->node;
     exp->writable = cfg->writable;
     exp->writethrough = cfg->writethrough;
-    exp->allocation_depth = cfg->allocation_depth;
+    export_meta_add(exp, "base:allocation", meta_base_allocation, NULL);
+    if (cfg->allocation_depth) {
+        export_meta_add(exp, "qemu:allocation-depth", meta_allocation_depth,
+                        NULL);
+    }
     exp->refcnt = 1;
     exp->in_registry = true;
     NbdExportVec_append(&srv->exports, exp);
     return exp;
 }
 
-/* Disconnect every client attached to exp. */
-static void export_close_clients(NbdExport *exp)
+/* exp is deleted: disconnect the clients attached to it (hard), and
+ * make clients still negotiating forget the meta contexts they selected
+ * on it, so a new export under the same name starts from nothing. */
+static void export_detach_clients(NbdExport *exp, bool hard)
 {
     NbdServer *srv = exp->srv;
 
@@ -155,7 +222,8 @@ static void export_close_clients(NbdExport *exp)
     for (size_t i = 0; i < srv->conns.len; i++) {
         NbdConn *c = srv->conns.ptr[i];
 
-        if (!nbd_conn_closed(c) && nbd_conn_export(c) == exp) {
+        nbd_conn_forget_export(c, exp);
+        if (hard && !nbd_conn_closed(c) && nbd_conn_export(c) == exp) {
             nbd_conn_close(c);
         }
     }
@@ -173,9 +241,7 @@ bool nbd_export_del(NbdExport *exp, bool hard, Error **errp)
         return false;
     }
     exp->shutting_down = true;
-    if (hard) {
-        export_close_clients(exp);
-    }
+    export_detach_clients(exp, hard);
     nbd_export_unref(exp);
     return true;
 }
@@ -191,7 +257,7 @@ void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
 
     info->id = exp->id;
     info->name = exp->name;
-    info->node_name = exp->node->node_name;
+    info->node_name = blk_node_name(exp->node);
     info->shutting_down = exp->shutting_down;
     info->writable = exp->writable;
     info->clients = exp->nconns;

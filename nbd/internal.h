@@ -1,9 +1,19 @@
 /* internal.h - what the nbd/ files share: the transport ops, the export
- * and server structs, and the connection entry points.
+ * and server structs, the connection struct and the entry points the
+ * connection files call in each other.
  *
  *   listener --accept--> NbdConn --GO--> NbdExport --> BlockNode
  *                         │  xport (plain fd; TLS swaps the ops)
  *                         └─ 16 NbdSlot (request + buffers + reply iov)
+ *
+ * The connection is split by phase:
+ *
+ *   conn.c          the byte engine (input, output, events), request
+ *                   slots and their buffers, lifetime
+ *   handshake.c     greeting and option phase (STARTTLS goes here)
+ *   transmission.c  requests, replies, block status
+ *   export.c        the export registry and each export's meta
+ *                   context table
  *
  * Lifetimes: the server lists every connection and export.  A connection
  * holds a reference on its export; an export holds its node.  Closing a
@@ -20,6 +30,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "blockdev/block.h"
 #include "util/loop.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -63,14 +74,21 @@ static inline void xport_close(Xport *xp)
     xp->ops = NULL;
 }
 
-/* ---- exports ---------------------------------------------------------- */
+/* ---- exports and their meta contexts ---------------------------------- */
 
-/* Meta context ids of a connection (opaque to clients). */
-enum {
-    NBD_META_BASE_ALLOCATION = 0,
-    NBD_META_ALLOCATION_DEPTH = 1,
-    NBD_META_COUNT = 2,
-};
+/* One meta context an export offers: its name and the function that
+ * answers a block status request for it.  extent() runs on a worker
+ * thread (through the block layer's BLK_OP_BLOCK_STATUS walk): it
+ * returns the context's flags (>= 0, e.g. NBD_STATE_HOLE for
+ * base:allocation) for the first *pnum bytes of [offset, offset+bytes),
+ * or -errno.  opaque belongs to the entry (a bitmap, say) and lives as
+ * long as the export. */
+typedef struct NbdMetaContext {
+    char *name;                  /* "base:allocation", owned */
+    BlockStatusFn *extent;
+    void *opaque;
+} NbdMetaContext;
+DEFINE_VECTOR_TYPE(NbdMetaContextVec, NbdMetaContext);
 
 struct NbdExport {
     NbdServer *srv;              /* NULL once the server is gone */
@@ -80,7 +98,11 @@ struct NbdExport {
     char *description;           /* NULL allowed */
     char *user;                  /* "export 'id'": the node user tag */
     BlockNode *node;             /* referenced */
-    bool writable, writethrough, allocation_depth;
+    bool writable, writethrough;
+    /* The contexts a client may select, fixed at creation; a context id
+     * is an index in this table (ids are per connection in the spec;
+     * a connection's selection names the export object it is for). */
+    NbdMetaContextVec meta;
     bool shutting_down;          /* deleted: no new clients */
     bool in_registry;
     unsigned refcnt;             /* registry + connections */
@@ -93,6 +115,9 @@ void nbd_export_unref(NbdExport *exp);
 /* Transmission flags for a connection that negotiated structured/
  * extended replies (DF depends on it). */
 uint16_t nbd_export_tflags(const NbdExport *exp, bool structured);
+/* Index of the context called name (len bytes) in exp->meta, or -1. */
+int nbd_export_meta_find(const NbdExport *exp, const char *name,
+                         size_t len);
 
 /* ---- connections ------------------------------------------------------ */
 
@@ -113,19 +138,193 @@ struct NbdServer {
     bool stopping;
 };
 
-/* Create a connection for an accepted socket (takes the fd). */
+/* Create a connection for an accepted socket (takes the fd): the
+ * greeting is sent and the handshake starts. */
 NbdConn *nbd_conn_new(NbdServer *srv, int fd);
 /* Disconnect now (in-flight requests finish in the background). */
 void nbd_conn_close(NbdConn *c);
 /* The export the connection is attached to, or NULL while negotiating. */
 NbdExport *nbd_conn_export(const NbdConn *c);
 bool nbd_conn_closed(const NbdConn *c);
+/* exp is being deleted: a selection of meta contexts made for it (by a
+ * client still negotiating) no longer holds. */
+void nbd_conn_forget_export(NbdConn *c, const NbdExport *exp);
 /* The server is being freed: disconnect, forget the server, and free
  * the connection at once unless requests are still in flight. */
 void nbd_conn_shutdown(NbdConn *c);
 
-/* Server callbacks from conn.c. */
+/* Server callbacks from the connection code. */
 void nbd_server_conn_closed(NbdServer *srv, NbdConn *c);
 void nbd_server_conn_freed(NbdServer *srv, NbdConn *c);
+
+/* ---- the connection struct (conn.c, handshake.c, transmission.c) ---- */
+
+#define NBD_SLOTS 16                 /* requests in flight per connection */
+#define NBD_INBUF_SIZE (64 * 1024)
+#define NBD_MAX_SEGS 16              /* chunks per sparse read reply */
+#define NBD_ERRMSG_MAX 200
+#define NBD_SLOT_IOV (2 * NBD_MAX_SEGS + 4)
+/* Keep request buffers up to this size between requests; bigger ones
+ * go back at once. */
+#define NBD_BUF_KEEP (4 * 1024 * 1024)
+
+/* The states; the handler of each reading state runs when its bytes
+ * are in (handshake.c for the option phase, transmission.c for
+ * requests):
+ *
+ *  accept ─> greeting sent
+ *             │
+ *   CLIENT_FLAGS (4 B) ──bad flags──> DEAD
+ *             │
+ *   OPT_HDR (16 B) ──bad magic / length > cap──> DEAD
+ *      ^      │
+ *      │   OPT_DATA (length B) ─ option handler, one write of replies
+ *      └──────┤
+ *             ├─ ABORT ──> CLOSING ──(output drained)──> DEAD
+ *             └─ GO / EXPORT_NAME
+ *                   │
+ *   REQ_HDR (28/32 B) <──────────────┐   (paused while 16 slots busy)
+ *      │ ├─ WRITE ─> REQ_PAYLOAD ────┤
+ *      │ ├─ bad request w/ payload ─> REQ_DRAIN ─┤
+ *      │ └─ others: submit / reply ──┘
+ *      └─ DISC ──> CLOSING ──(in-flight done, output drained)──> DEAD
+ */
+typedef enum NbdConnState {
+    NBD_CS_CLIENT_FLAGS,
+    NBD_CS_OPT_HDR,
+    NBD_CS_OPT_DATA,
+    NBD_CS_REQ_HDR,
+    NBD_CS_REQ_PAYLOAD,
+    NBD_CS_REQ_DRAIN,
+    NBD_CS_CLOSING,
+    NBD_CS_DEAD,
+} NbdConnState;
+
+typedef struct NbdSeg {
+    uint64_t off;                /* from the request offset, bytes */
+    uint64_t len;
+    bool hole;
+} NbdSeg;
+
+/* A block status chunk payload being built: wire bytes, with room for
+ * the context id (and count when extended) at the start.  p is pages
+ * from nbd_mem_*() (zeroed when mapped), cap bytes. */
+typedef struct NbdExtBuf {
+    uint8_t *p;
+    size_t len, cap;
+    uint32_t count;
+    uint64_t last_len;           /* length of the last extent */
+    uint32_t last_flags;
+    bool extended;               /* 16-byte descriptors */
+    bool one;                    /* NBD_CMD_FLAG_REQ_ONE */
+} NbdExtBuf;
+
+typedef struct NbdSlot {
+    NbdConn *conn;
+    struct NbdSlot *next;        /* free list or output queue */
+    NbdRequest req;
+    BlockRequest breq;
+    uint8_t *buf;                /* payload buffer (nbd_mem), buf_cap B */
+    size_t buf_cap;
+    uint32_t err;                /* NBD_E* of the pending error reply */
+    char errmsg[NBD_ERRMSG_MAX];
+    bool flush_after;            /* TRIM with FUA: flush when done */
+    NbdSeg segs[NBD_MAX_SEGS];
+    unsigned nsegs;
+    /* Block status: one buffer per selected context (ext_n of them,
+     * allocated on first use), and the one being walked. */
+    NbdExtBuf *ext;
+    unsigned ext_n, ext_cur;
+    uint8_t hdr[NBD_MAX_SEGS * 48 + 128 + NBD_ERRMSG_MAX];
+    size_t hdr_len;
+    struct iovec iov[NBD_SLOT_IOV];
+    int niov, iov_idx;
+} NbdSlot;
+
+DEFINE_VECTOR_TYPE(NbdMetaSel, uint32_t);
+
+struct NbdConn {
+    NbdServer *srv;              /* NULL once the server is gone */
+    NbdContext *ctx;             /* what the layer above handed us */
+    Xport xp;
+    LoopFd *watch;
+    LoopTimer *hs_timer;         /* handshake limit; NULL after GO */
+    NbdConnState state;
+    bool closed;
+    bool free_posted;
+    bool in_input, input_again, input_paused;
+    bool in_flush;
+    bool want_write;
+
+    /* negotiation */
+    bool fixed, no_zeroes, structured, extended;
+    /* Selected meta contexts: indexes in meta_exp->meta, ascending.
+     * meta_exp is the export object they were selected on (not
+     * referenced: export deletion clears it, nbd_conn_forget_export). */
+    NbdMetaSel meta_sel;
+    const NbdExport *meta_exp;
+    uint32_t opt, optlen;
+    uint8_t *optbuf;
+    size_t optbuf_cap;
+
+    /* transmission */
+    NbdExport *exp;              /* referenced after GO */
+    uint64_t size;
+    uint16_t tflags;
+
+    /* input */
+    uint8_t *inbuf;              /* NBD_INBUF_SIZE (nbd_mem) or NULL */
+    size_t in_start, in_end;
+    uint8_t *rd_dst;             /* NULL: discard */
+    uint64_t rd_len, rd_got;
+    uint8_t hdrbuf[NBD_EXT_REQ_SIZE];
+
+    /* handshake output (one write per option's replies) */
+    uint8_t *hs;
+    size_t hs_off, hs_len, hs_cap;
+
+    /* request slots */
+    NbdSlot slots[NBD_SLOTS];
+    NbdSlot *free_slots;
+    unsigned busy;               /* slots not on the free list */
+    NbdSlot *cur;                /* slot for the request being read */
+    NbdSlot *out_head, *out_tail;
+};
+
+/* conn.c: the engine. */
+NbdConn *nbd_conn_alloc(NbdServer *srv, int fd);
+void nbd_conn_want(NbdConn *c, NbdConnState st, uint8_t *dst,
+                   uint64_t len);
+void nbd_conn_flush_output(NbdConn *c);
+void nbd_conn_update_events(NbdConn *c);
+void nbd_conn_maybe_finish(NbdConn *c);
+/* Stop reading; close once in-flight requests are answered. */
+void nbd_conn_start_closing(NbdConn *c);
+/* Queue a slot's reply and try to send it. */
+void nbd_conn_queue(NbdConn *c, NbdSlot *s);
+void nbd_slot_put(NbdSlot *s);
+/* Make s->buf at least len bytes (zeroed when newly mapped). */
+void nbd_slot_ensure_buf(NbdSlot *s, uint64_t len);
+/* Page-backed buffers that go back to the system when freed: new pages
+ * read as zeroes.  Any thread.  Sizes are rounded up to pages. */
+void *nbd_mem_alloc(size_t len);
+void *nbd_mem_grow(void *p, size_t old_len, size_t new_len);
+void nbd_mem_free(void *p, size_t len);
+
+/* handshake.c: the option phase. */
+void nbd_hs_start(NbdConn *c);
+void nbd_hs_on_client_flags(NbdConn *c);
+void nbd_hs_on_opt_hdr(NbdConn *c);
+void nbd_hs_on_opt_data(NbdConn *c);
+/* Drop the selection of meta contexts. */
+void nbd_conn_meta_clear(NbdConn *c);
+
+/* transmission.c: requests. */
+/* Attach to exp (takes a reference) and wait for the first request. */
+void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp);
+void nbd_tx_next_request(NbdConn *c);
+void nbd_tx_on_req_hdr(NbdConn *c);
+void nbd_tx_on_req_payload(NbdConn *c);
+void nbd_tx_on_req_drain(NbdConn *c);
 
 #endif

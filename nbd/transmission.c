@@ -1,0 +1,534 @@
+/* transmission.c - the transmission phase of a connection
+ * (doc/proto.md "Transmission"): request headers and payloads, their
+ * validation (nbd_check_request() in proto.c), the block-layer requests
+ * that run them, and the replies: simple, or structured/extended chunks
+ * with sparse reads and block status.
+ *
+ * A connection gets here after GO/EXPORT_NAME (handshake.c).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd/internal.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define NBD_ZERO_BLOCK 4096          /* granularity of hole detection */
+
+/* ---- replies ------------------------------------------------------------- */
+
+static uint8_t *slot_hdr(NbdSlot *s, size_t len)
+{
+    uint8_t *p = s->hdr + s->hdr_len;
+
+    if (s->hdr_len + len > sizeof(s->hdr)) {
+        abort();                 /* sized for NBD_MAX_SEGS chunks */
+    }
+    s->hdr_len += len;
+    return p;
+}
+
+static void slot_iov(NbdSlot *s, const void *p, size_t len)
+{
+    if (len == 0) {
+        return;
+    }
+    s->iov[s->niov].iov_base = (void *)p;
+    s->iov[s->niov].iov_len = len;
+    s->niov++;
+}
+
+static void slot_chunk(NbdSlot *s, uint16_t flags, uint16_t type,
+                       uint64_t len, const void *extra, size_t extra_len)
+{
+    NbdConn *c = s->conn;
+    uint8_t *h = slot_hdr(s, NBD_MAX_CHUNK_HDR_SIZE + extra_len);
+    size_t n = nbd_encode_chunk_hdr(h, c->extended, flags, type,
+                                    s->req.cookie, s->req.offset, len);
+
+    if (extra_len > 0) {
+        memcpy(h + n, extra, extra_len);
+    }
+    s->hdr_len -= NBD_MAX_CHUNK_HDR_SIZE - n;
+    slot_iov(s, h, n + extra_len);
+}
+
+/* Success without payload. */
+static void slot_reply_ok(NbdSlot *s)
+{
+    if (s->conn->extended ||
+        (s->conn->structured && s->req.type == NBD_CMD_READ)) {
+        slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0, NULL, 0);
+    } else {
+        uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
+
+        nbd_encode_simple_reply(h, 0, s->req.cookie);
+        slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
+    }
+}
+
+static void slot_reply_error(NbdSlot *s, uint32_t err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void slot_reply_error(NbdSlot *s, uint32_t err, const char *fmt, ...)
+{
+    s->niov = s->iov_idx = 0;
+    s->hdr_len = 0;
+    if (s->conn->structured) {
+        uint8_t extra[6 + NBD_ERRMSG_MAX];
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf((char *)extra + 6, NBD_ERRMSG_MAX, fmt, ap);
+        va_end(ap);
+        n = n < 0 ? 0 : MIN(n, NBD_ERRMSG_MAX - 1);
+        put_be32(extra, err);
+        put_be16(extra + 4, (uint16_t)n);
+        slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, 6 + n,
+                   extra, 6 + n);
+    } else {
+        uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
+
+        nbd_encode_simple_reply(h, err, s->req.cookie);
+        slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
+    }
+}
+
+static bool is_zero(const uint8_t *p, size_t len)
+{
+    if (len <= 16) {
+        for (size_t i = 0; i < len; i++) {
+            if (p[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+    for (size_t i = 0; i < 16; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return memcmp(p, p + 16, len - 16) == 0;
+}
+
+/* Split a read buffer into data and hole segments: zero blocks become
+ * NBD_REPLY_TYPE_OFFSET_HOLE chunks (doc/proto.md "Structured reply
+ * types": holes read as zeroes).  Detecting zeroes in the buffer we
+ * already read costs no extra syscall per read. */
+static void slot_find_holes(NbdSlot *s)
+{
+    uint64_t len = s->req.length;
+
+    s->nsegs = 0;
+    for (uint64_t pos = 0; pos < len; pos += NBD_ZERO_BLOCK) {
+        uint64_t n = MIN((uint64_t)NBD_ZERO_BLOCK, len - pos);
+        bool hole = is_zero(s->buf + pos, n);
+        NbdSeg *last = s->nsegs ? &s->segs[s->nsegs - 1] : NULL;
+
+        if (last && (last->hole == hole || s->nsegs == NBD_MAX_SEGS)) {
+            /* Same kind, or out of segments: a zero block may always be
+             * sent as data. */
+            last->hole = last->hole && hole;
+            last->len += n;
+        } else {
+            s->segs[s->nsegs++] = (NbdSeg){ .off = pos, .len = n,
+                                            .hole = hole };
+        }
+    }
+}
+
+static void slot_reply_read(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+    uint64_t len = s->req.length;
+
+    if (!c->structured) {
+        uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
+
+        nbd_encode_simple_reply(h, 0, s->req.cookie);
+        slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
+        slot_iov(s, s->buf, len);
+        return;
+    }
+    if (len == 0) {
+        slot_reply_ok(s);
+        return;
+    }
+    if (s->req.flags & NBD_CMD_FLAG_DF) {
+        s->nsegs = 1;
+        s->segs[0] = (NbdSeg){ .off = 0, .len = len, .hole = false };
+    } else {
+        slot_find_holes(s);
+    }
+    for (unsigned i = 0; i < s->nsegs; i++) {
+        NbdSeg *g = &s->segs[i];
+        uint16_t flags = i + 1 == s->nsegs ? NBD_REPLY_FLAG_DONE : 0;
+        uint8_t extra[12];
+
+        put_be64(extra, s->req.offset + g->off);
+        if (g->hole) {
+            put_be32(extra + 8, (uint32_t)g->len);
+            slot_chunk(s, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12, extra, 12);
+        } else {
+            slot_chunk(s, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + g->len,
+                       extra, 8);
+            slot_iov(s, s->buf + g->off, g->len);
+        }
+    }
+}
+
+static void slot_reply_block_status(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+
+    for (unsigned i = 0; i < c->meta_sel.len; i++) {
+        NbdExtBuf *e = &s->ext[i];
+
+        put_be32(e->p, c->meta_sel.ptr[i]);
+        if (c->extended) {
+            put_be32(e->p + 4, e->count);
+        }
+        slot_chunk(s, i + 1 == c->meta_sel.len ? NBD_REPLY_FLAG_DONE : 0,
+                   c->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT
+                               : NBD_REPLY_TYPE_BLOCK_STATUS,
+                   e->len, NULL, 0);
+        slot_iov(s, e->p, e->len);
+    }
+}
+
+/* ---- block status -------------------------------------------------------- *
+ *
+ * One BLK_OP_BLOCK_STATUS walk per selected context, one after the
+ * other, each filling its own chunk payload on a worker thread; the
+ * reply goes out when the last one is done.
+ */
+
+static void ext_reset(NbdExtBuf *e, bool extended, bool one)
+{
+    size_t prefix = extended ? 8 : 4;
+
+    if (e->cap < prefix + 256) {
+        e->p = nbd_mem_grow(e->p, e->cap, 4096);
+        e->cap = 4096;
+    }
+    e->len = prefix;
+    e->count = 0;
+    e->extended = extended;
+    e->one = one;
+}
+
+/* Worker thread: append one extent (merged with the last one when the
+ * flags match).  False once no more extents are wanted. */
+static bool ext_add(BlockRequest *r, uint64_t len, uint32_t flags)
+{
+    NbdSlot *s = r->opaque;
+    NbdExtBuf *e = &s->ext[s->ext_cur];
+    size_t dsz = e->extended ? 16 : 8;
+
+    if (e->count && e->last_flags == flags &&
+        (e->extended || e->last_len + len <= UINT32_MAX)) {
+        e->last_len += len;
+        if (e->extended) {
+            put_be64(e->p + e->len - 16, e->last_len);
+        } else {
+            put_be32(e->p + e->len - 8, (uint32_t)e->last_len);
+        }
+        return !e->one;
+    }
+    if (e->len + dsz > e->cap) {
+        e->p = nbd_mem_grow(e->p, e->cap, e->cap * 2);
+        e->cap *= 2;
+    }
+    if (e->extended) {
+        put_be64(e->p + e->len, len);
+        put_be64(e->p + e->len + 8, flags);
+    } else {
+        put_be32(e->p + e->len, (uint32_t)len);
+        put_be32(e->p + e->len + 4, flags);
+    }
+    e->len += dsz;
+    e->count++;
+    e->last_len = len;
+    e->last_flags = flags;
+    return !e->one && e->count < NBD_MAX_EXTENTS;
+}
+
+static void slot_bs_done(BlockRequest *r);
+
+/* Walk the context s->ext_cur selects. */
+static void slot_bs_submit(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+    const NbdMetaContext *ctx = &c->exp->meta.ptr[c->meta_sel.ptr[s->ext_cur]];
+    BlockRequest *r = &s->breq;
+
+    ext_reset(&s->ext[s->ext_cur], c->extended,
+              s->req.flags & NBD_CMD_FLAG_REQ_ONE);
+    memset(r, 0, sizeof(*r));
+    r->bs = c->exp->node;
+    r->type = BLK_OP_BLOCK_STATUS;
+    r->offset = s->req.offset;
+    r->bytes = s->req.length;
+    r->status_fn = ctx->extent;
+    r->status_opaque = ctx->opaque;
+    r->extent_cb = ext_add;
+    r->cb = slot_bs_done;
+    r->opaque = s;
+    blk_aio_submit(c->ctx->pool, r);
+}
+
+static void slot_bs_done(BlockRequest *r)
+{
+    NbdSlot *s = r->opaque;
+    NbdConn *c = s->conn;
+
+    if (c->closed) {
+        nbd_slot_put(s);
+        return;
+    }
+    if (r->ret == 0 && ++s->ext_cur < c->meta_sel.len) {
+        slot_bs_submit(s);
+        return;
+    }
+    c->exp->other_ops++;
+    if (r->ret < 0) {
+        slot_reply_error(s, nbd_errno(r->ret), "block status failed: %s",
+                         strerror(-r->ret));
+    } else {
+        slot_reply_block_status(s);
+    }
+    nbd_conn_queue(c, s);
+}
+
+static void slot_block_status(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+    unsigned n = (unsigned)c->meta_sel.len;
+
+    if (s->ext_n < n) {
+        s->ext = xrealloc(s->ext, n * sizeof(*s->ext));
+        memset(s->ext + s->ext_n, 0, (n - s->ext_n) * sizeof(*s->ext));
+        s->ext_n = n;
+    }
+    s->ext_cur = 0;
+    slot_bs_submit(s);
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+
+static void slot_io_done(BlockRequest *r)
+{
+    NbdSlot *s = r->opaque;
+    NbdConn *c = s->conn;
+    NbdExport *exp = c->exp;
+
+    if (c->closed) {
+        nbd_slot_put(s);
+        return;
+    }
+    if (r->ret == 0 && s->flush_after) {
+        s->flush_after = false;
+        r->type = BLK_OP_FLUSH;
+        r->flags = 0;
+        blk_aio_submit(c->ctx->pool, r);
+        return;
+    }
+    switch (s->req.type) {
+    case NBD_CMD_READ:
+        exp->rd_ops++;
+        exp->rd_bytes += s->req.length;
+        break;
+    case NBD_CMD_WRITE:
+        exp->wr_ops++;
+        exp->wr_bytes += s->req.length;
+        break;
+    default:
+        exp->other_ops++;
+        break;
+    }
+    if (r->ret < 0) {
+        uint32_t err = nbd_errno(r->ret);
+
+        /* ENOTSUP is only legal as the answer to FAST_ZERO. */
+        if (err == NBD_ENOTSUP &&
+            !(s->req.type == NBD_CMD_WRITE_ZEROES &&
+              (s->req.flags & NBD_CMD_FLAG_FAST_ZERO))) {
+            err = NBD_EIO;
+        }
+        slot_reply_error(s, err, "%s failed: %s", nbd_cmd_name(s->req.type),
+                         strerror(-r->ret));
+    } else if (s->req.type == NBD_CMD_READ) {
+        slot_reply_read(s);
+    } else {
+        slot_reply_ok(s);
+    }
+    nbd_conn_queue(c, s);
+}
+
+static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
+{
+    NbdConn *c = s->conn;
+    BlockRequest *r = &s->breq;
+
+    memset(r, 0, sizeof(*r));
+    r->bs = c->exp->node;
+    r->type = type;
+    r->flags = flags;
+    r->offset = s->req.offset;
+    r->bytes = s->req.length;
+    r->buf = (type == BLK_OP_READ || type == BLK_OP_WRITE) ? s->buf : NULL;
+    r->cb = slot_io_done;
+    r->opaque = s;
+    blk_aio_submit(c->ctx->pool, r);
+}
+
+/* Run a validated request (payload, if any, is in s->buf). */
+static void slot_execute(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+    NbdRequest *q = &s->req;
+    uint32_t fua = ((q->flags & NBD_CMD_FLAG_FUA) || c->exp->writethrough)
+                   ? BLK_REQ_FUA : 0;
+
+    if (q->length == 0 && q->type != NBD_CMD_FLUSH) {
+        /* Nothing to do: the spec leaves zero-length requests
+         * unspecified; answer success. */
+        if (q->type == NBD_CMD_READ) {
+            slot_reply_read(s);
+        } else {
+            slot_reply_ok(s);
+        }
+        nbd_conn_queue(c, s);
+        return;
+    }
+    switch (q->type) {
+    case NBD_CMD_READ:
+        nbd_slot_ensure_buf(s, q->length);
+        slot_submit(s, BLK_OP_READ, 0);
+        break;
+    case NBD_CMD_WRITE:
+        slot_submit(s, BLK_OP_WRITE, fua);
+        break;
+    case NBD_CMD_FLUSH:
+        slot_submit(s, BLK_OP_FLUSH, 0);
+        break;
+    case NBD_CMD_TRIM:
+        s->flush_after = fua != 0;
+        slot_submit(s, BLK_OP_DISCARD, 0);
+        break;
+    case NBD_CMD_CACHE:
+        slot_submit(s, BLK_OP_CACHE, 0);
+        break;
+    case NBD_CMD_WRITE_ZEROES:
+        slot_submit(s, BLK_OP_WRITE_ZEROES,
+                    fua |
+                    ((q->flags & NBD_CMD_FLAG_NO_HOLE) ? 0
+                                                       : BLK_REQ_MAY_UNMAP) |
+                    ((q->flags & NBD_CMD_FLAG_FAST_ZERO)
+                     ? BLK_REQ_NO_FALLBACK : 0));
+        break;
+    case NBD_CMD_BLOCK_STATUS:
+        slot_block_status(s);
+        break;
+    default:
+        abort();                 /* nbd_check_request() let it through */
+    }
+}
+
+/* ---- transmission state handlers ----------------------------------------- */
+
+void nbd_tx_next_request(NbdConn *c)
+{
+    nbd_conn_want(c, NBD_CS_REQ_HDR, c->hdrbuf,
+              c->extended ? NBD_EXT_REQ_SIZE : NBD_REQ_SIZE);
+}
+
+void nbd_tx_on_req_hdr(NbdConn *c)
+{
+    NbdSlot *s = c->cur;
+    NbdReqLimits lim = {
+        .structured = c->structured,
+        .extended = c->extended,
+        .read_only = !c->exp->writable,
+        .have_contexts = c->meta_sel.len != 0,
+        .size = c->size,
+        .max_payload = NBD_MAX_PAYLOAD,
+    };
+    uint64_t payload = 0;
+    const char *why = "";
+    uint32_t err;
+
+    if (!nbd_decode_request(c->hdrbuf, c->extended, &s->req)) {
+        log_debug("nbd: bad request magic, disconnecting");
+        nbd_conn_close(c);
+        return;
+    }
+    if (s->req.type == NBD_CMD_DISC) {
+        /* Whatever its flags: a disconnect request (doc/proto.md). */
+        nbd_conn_start_closing(c);
+        return;
+    }
+    err = nbd_check_request(&s->req, &lim, &payload, &why);
+    if (err) {
+        slot_reply_error(s, err, "%s: %s", nbd_cmd_name(s->req.type), why);
+        s->err = err;
+    }
+    if (payload) {
+        if (!err) {
+            nbd_slot_ensure_buf(s, payload);
+            nbd_conn_want(c, NBD_CS_REQ_PAYLOAD, s->buf, payload);
+            return;
+        }
+        if (payload <= UINT32_MAX) {
+            /* Skip it so the stream stays in sync, then answer. */
+            nbd_conn_want(c, NBD_CS_REQ_DRAIN, NULL, payload);
+            return;
+        }
+        /* A payload we will not read: answer, then hang up. */
+        c->cur = NULL;
+        nbd_conn_queue(c, s);
+        nbd_conn_start_closing(c);
+        return;
+    }
+    c->cur = NULL;
+    nbd_tx_next_request(c);
+    if (err) {
+        nbd_conn_queue(c, s);
+    } else {
+        slot_execute(s);
+    }
+}
+
+void nbd_tx_on_req_payload(NbdConn *c)
+{
+    NbdSlot *s = c->cur;
+
+    c->cur = NULL;
+    nbd_tx_next_request(c);
+    slot_execute(s);
+}
+
+void nbd_tx_on_req_drain(NbdConn *c)
+{
+    NbdSlot *s = c->cur;
+
+    c->cur = NULL;
+    nbd_tx_next_request(c);
+    nbd_conn_queue(c, s);
+}
+
+
+/* ---- entering transmission ----------------------------------------------- */
+
+void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
+{
+    nbd_export_ref(exp);
+    exp->nconns++;
+    c->exp = exp;
+    nbd_tx_next_request(c);
+}
