@@ -187,6 +187,9 @@ static void conn_dispatch(NbdConn *c)
     case NBD_CS_OPT_DATA:
         nbd_hs_on_opt_data(c);
         break;
+    case NBD_CS_OPT_DISCARD:
+        nbd_hs_on_opt_discard(c);
+        break;
     case NBD_CS_REQ_HDR:
         nbd_tx_on_req_hdr(c);
         break;

@@ -4,7 +4,10 @@
  * soft disconnect (ABORT) or in a hard one.  STARTTLS plugs in here.
  *
  * Every option's replies are built in c->hs and sent with one write;
- * option payloads are parsed by the pure parsers in proto.c.
+ * option payloads are parsed by the pure parsers in proto.c.  Payloads
+ * up to NBD_OPT_BUF_MAX are buffered; longer ones are skipped through
+ * the input buffer in bounded chunks and answered NBD_REP_ERR_TOO_BIG,
+ * so the stream stays in sync and nothing big is allocated.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +18,11 @@
 #include "util/log.h"
 #include "util/util.h"
 
+/* The largest option we buffer: the largest legal NBD_OPT_INFO/GO (a
+ * name of NBD_MAX_STRING bytes and 65535 info requests).  Every other
+ * option within the spec's string limits fits too, except a meta
+ * context query list so long that the spec allows ERR_TOO_BIG. */
+#define NBD_OPT_BUF_MAX (4 + NBD_MAX_STRING + 2 + 2 * UINT16_MAX)
 /* Keep an option buffer up to this size for the next option. */
 #define NBD_OPT_BUF_KEEP (16 * 1024)
 
@@ -327,7 +335,7 @@ static void opt_done(NbdConn *c)
     if (c->closed) {
         return;
     }
-    if (c->state == NBD_CS_OPT_DATA) {
+    if (c->state == NBD_CS_OPT_DATA || c->state == NBD_CS_OPT_DISCARD) {
         if (c->optbuf_cap > NBD_OPT_BUF_KEEP) {
             free(c->optbuf);
             c->optbuf = NULL;
@@ -406,6 +414,15 @@ void nbd_hs_on_opt_data(NbdConn *c)
     opt_done(c);
 }
 
+/* An option too long to buffer has been skipped: say so. */
+void nbd_hs_on_opt_discard(NbdConn *c)
+{
+    opt_error(c, NBD_REP_ERR_TOO_BIG,
+              "%s: option length %u is over this server's limit of %u",
+              nbd_opt_name(c->opt), c->optlen, (unsigned)NBD_OPT_BUF_MAX);
+    opt_done(c);
+}
+
 void nbd_hs_on_opt_hdr(NbdConn *c)
 {
     if (get_be64(c->hdrbuf) != NBD_OPTS_MAGIC) {
@@ -415,15 +432,24 @@ void nbd_hs_on_opt_hdr(NbdConn *c)
     }
     c->opt = get_be32(c->hdrbuf + 8);
     c->optlen = get_be32(c->hdrbuf + 12);
-    if (c->optlen > NBD_MAX_OPTION_LEN) {
-        /* Dropped before allocating anything: a DoS guard. */
-        log_debug("nbd: option length %u over the cap, disconnecting",
-                  c->optlen);
+    if (!c->fixed && c->opt != NBD_OPT_EXPORT_NAME) {
         nbd_conn_close(c);
         return;
     }
-    if (!c->fixed && c->opt != NBD_OPT_EXPORT_NAME) {
-        nbd_conn_close(c);
+    if (c->optlen > NBD_OPT_BUF_MAX) {
+        if (c->opt == NBD_OPT_EXPORT_NAME) {
+            /* No error reply exists for it (and no legal name is this
+             * long): hang up before reading any of it. */
+            log_debug("nbd: NBD_OPT_EXPORT_NAME of %u bytes, "
+                      "disconnecting", c->optlen);
+            nbd_conn_close(c);
+            return;
+        }
+        /* doc/proto.md: the server must be able to skip any option by
+         * its length.  Skip it in input-buffer chunks, then answer
+         * NBD_REP_ERR_TOO_BIG ("the request is too large to process").
+         * The handshake limit bounds how long this may take. */
+        nbd_conn_want(c, NBD_CS_OPT_DISCARD, NULL, c->optlen);
         return;
     }
     if (c->optbuf_cap < c->optlen) {

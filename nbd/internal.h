@@ -176,10 +176,10 @@ void nbd_server_conn_freed(NbdServer *srv, NbdConn *c);
  *             │
  *   CLIENT_FLAGS (4 B) ──bad flags──> DEAD
  *             │
- *   OPT_HDR (16 B) ──bad magic / length > cap──> DEAD
- *      ^      │
+ *   OPT_HDR (16 B) ──bad magic──> DEAD
+ *      ^      ├─ length > buffer cap ─> OPT_DISCARD ─ ERR_TOO_BIG ─┐
  *      │   OPT_DATA (length B) ─ option handler, one write of replies
- *      └──────┤
+ *      └──────┤ <───────────────────────────────────────────────────┘
  *             ├─ ABORT ──> CLOSING ──(output drained)──> DEAD
  *             └─ GO / EXPORT_NAME
  *                   │
@@ -193,6 +193,7 @@ typedef enum NbdConnState {
     NBD_CS_CLIENT_FLAGS,
     NBD_CS_OPT_HDR,
     NBD_CS_OPT_DATA,
+    NBD_CS_OPT_DISCARD,
     NBD_CS_REQ_HDR,
     NBD_CS_REQ_PAYLOAD,
     NBD_CS_REQ_DRAIN,
@@ -316,6 +317,7 @@ void nbd_hs_start(NbdConn *c);
 void nbd_hs_on_client_flags(NbdConn *c);
 void nbd_hs_on_opt_hdr(NbdConn *c);
 void nbd_hs_on_opt_data(NbdConn *c);
+void nbd_hs_on_opt_discard(NbdConn *c);
 /* Drop the selection of meta contexts. */
 void nbd_conn_meta_clear(NbdConn *c);
 
