@@ -4,7 +4,7 @@
 # print blockd's ratio against each peer per workload and transport.
 #
 #   bench/run.sh [--rounds N] [--workloads LIST] [--peers a,b] [--results DIR]
-#                [--qcow2]
+#                [--qcow2] [--idle-rss N] [--idle-only]
 #
 # Environment: BLOCKD (default build/blockd), BENCH_HARNESS (default
 # ../shared/bench next to the repository).  Every server gets the same
@@ -19,6 +19,10 @@
 # blockd / blockd-qcow2 is the cost of the qcow2 driver over raw (the
 # qcow2 issue's target: within 15%, a ratio <= 1.15).  Use it with
 # --peers blockd-qcow2 to compare only those two.
+#
+# Then bench/idle-rss.py reports blockd's VmRSS with N idle connections
+# (default 1000; 0 skips it) after each did a burst of large reads;
+# --idle-only runs just that.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -28,6 +32,8 @@ ROUNDS=3
 WORKLOADS=""
 PEERS=qemu-nbd,nbdkit-file
 QCOW2=0
+IDLE_CONNS=1000
+IDLE_ONLY=0
 RESULTS=/tmp/blockd-bench/$(date +%F-%H%M%S)
 
 while [ $# -gt 0 ]; do
@@ -37,12 +43,18 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     --qcow2) QCOW2=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --idle-rss) IDLE_CONNS=$2; shift 2 ;;
+    --idle-only) IDLE_ONLY=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
 [ -x "$BLOCKD" ] || { echo "no blockd at $BLOCKD (set BLOCKD=)" >&2; exit 1; }
+if [ "$IDLE_ONLY" = 1 ]; then
+  BLOCKD=$BLOCKD /usr/bin/python3 "$HERE/idle-rss.py" --conns "$IDLE_CONNS"
+  exit 0
+fi
 [ -x "$HARNESS/run-peers.sh" ] || { echo "no harness at $HARNESS" >&2; exit 1; }
 
 NODES="--blockdev driver=file,node-name=f0,filename={img} --blockdev driver=raw,node-name=d0,file=f0"
@@ -71,3 +83,7 @@ fi
 mkdir -p "$RESULTS"
 "$HARNESS/run-peers.sh" "${args[@]}" "${extra[@]}"
 /usr/bin/python3 "$HERE/ratios.py" "$RESULTS/raw.txt" | tee "$RESULTS/ratios.txt"
+if [ "$IDLE_CONNS" -gt 0 ]; then
+  BLOCKD=$BLOCKD /usr/bin/python3 "$HERE/idle-rss.py" --conns "$IDLE_CONNS" \
+    | tee "$RESULTS/idle-rss.txt"
+fi

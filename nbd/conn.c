@@ -9,8 +9,10 @@
  *
  * Memory: request buffers, block status buffers and the input buffer
  * are anonymous pages (nbd_mem_*), zero when first mapped, so no byte a
- * client reads can come from another connection.  They are kept up to
- * NBD_BUF_KEEP each.
+ * client reads can come from another connection.  They are kept while
+ * requests flow (up to NBD_BUF_KEEP each) and unmapped once the
+ * connection has had nothing in flight for NBD_IDLE_RELEASE_US: an idle
+ * connection costs its struct, not its peak.
  */
 #include <errno.h>
 #include <limits.h>
@@ -115,6 +117,60 @@ static void slot_free_ext(NbdSlot *s)
     s->ext_n = 0;
 }
 
+/* Give back the buffers of every slot with nothing in flight and the
+ * input buffer when it holds nothing. */
+static void conn_release_buffers(NbdConn *c)
+{
+    for (NbdSlot *s = c->free_slots; s; s = s->next) {
+        slot_free_buf(s);
+        slot_free_ext(s);
+    }
+    if (c->cur && c->state == NBD_CS_REQ_HDR) {
+        /* Waiting for a header: nothing of it is in its buffers. */
+        slot_free_buf(c->cur);
+        slot_free_ext(c->cur);
+    }
+    if (c->inbuf && c->in_start == c->in_end && !c->in_input) {
+        nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
+        c->inbuf = NULL;
+        c->in_start = c->in_end = 0;
+    }
+}
+
+/* Loop thread: the idle timer.  It runs at most once per
+ * NBD_IDLE_RELEASE_US while requests flow (re-arming itself for the
+ * rest of the period) and releases buffers once a whole period passed
+ * without a completion. */
+static void conn_idle_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+    uint64_t now = loop_now_us();
+    unsigned in_flight = c->busy - (c->cur ? 1 : 0);
+
+    c->idle_armed = false;
+    if (c->closed) {
+        return;
+    }
+    if (in_flight == 0 && now - c->last_active_us >= NBD_IDLE_RELEASE_US) {
+        conn_release_buffers(c);
+        return;
+    }
+    c->idle_armed = true;
+    loop_timer_arm(c->idle_timer,
+                   in_flight ? NBD_IDLE_RELEASE_US
+                             : NBD_IDLE_RELEASE_US -
+                               (now - c->last_active_us));
+}
+
+static void conn_note_activity(NbdConn *c)
+{
+    c->last_active_us = loop_now_us();
+    if (!c->idle_armed && c->idle_timer) {
+        c->idle_armed = true;
+        loop_timer_arm(c->idle_timer, NBD_IDLE_RELEASE_US);
+    }
+}
+
 void nbd_slot_put(NbdSlot *s)
 {
     NbdConn *c = s->conn;
@@ -129,6 +185,7 @@ void nbd_slot_put(NbdSlot *s)
         conn_maybe_free(c);
         return;
     }
+    conn_note_activity(c);
     if (c->input_paused) {
         c->input_paused = false;
         conn_input(c);
@@ -461,6 +518,7 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
         c->free_slots = &c->slots[i];
     }
     c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
+    c->idle_timer = loop_timer_new(srv->ctx->loop, conn_idle_cb, c);
     return c;
 }
 
@@ -522,6 +580,11 @@ void nbd_conn_close(NbdConn *c)
     if (c->hs_timer) {
         loop_timer_free(c->hs_timer);
         c->hs_timer = NULL;
+    }
+    if (c->idle_timer) {
+        loop_timer_free(c->idle_timer);
+        c->idle_timer = NULL;
+        c->idle_armed = false;
     }
     loop_fd_del(c->watch);
     c->watch = NULL;

@@ -167,6 +167,10 @@ void nbd_server_conn_freed(NbdServer *srv, NbdConn *c);
 /* Keep request buffers up to this size between requests; bigger ones
  * go back at once. */
 #define NBD_BUF_KEEP (4 * 1024 * 1024)
+/* A connection with no request in flight for this long gives its
+ * buffers back to the system (NBD_BUF_KEEP is a burst cache, not a
+ * reservation). */
+#define NBD_IDLE_RELEASE_US (1000 * 1000)
 
 /* The states; the handler of each reading state runs when its bytes
  * are in (handshake.c for the option phase, transmission.c for
@@ -250,6 +254,9 @@ struct NbdConn {
     Xport xp;
     LoopFd *watch;
     LoopTimer *hs_timer;         /* handshake limit; NULL after GO */
+    LoopTimer *idle_timer;       /* buffer release, see conn_idle_cb */
+    bool idle_armed;
+    uint64_t last_active_us;     /* last request completion */
     NbdConnState state;
     bool closed;
     bool free_posted;
