@@ -11,7 +11,8 @@
  *   conn.c          the byte engine (input, output, events), request
  *                   slots and their buffers, lifetime
  *   handshake.c     greeting and option phase (STARTTLS goes here)
- *   transmission.c  requests, replies, block status
+ *   transmission.c  requests, replies, block status, and the public
+ *                   entry that starts a connection in transmission
  *   export.c        the export registry and each export's meta
  *                   context table
  *
@@ -156,6 +157,8 @@ void nbd_conn_shutdown(NbdConn *c);
 /* Server callbacks from the connection code. */
 void nbd_server_conn_closed(NbdServer *srv, NbdConn *c);
 void nbd_server_conn_freed(NbdServer *srv, NbdConn *c);
+/* Count and list a connection that did not come from a listener. */
+void nbd_server_conn_added(NbdServer *srv, NbdConn *c);
 
 /* ---- the connection struct (conn.c, handshake.c, transmission.c) ---- */
 
@@ -176,17 +179,17 @@ void nbd_server_conn_freed(NbdServer *srv, NbdConn *c);
  * are in (handshake.c for the option phase, transmission.c for
  * requests):
  *
- *  accept ─> greeting sent
- *             │
- *   CLIENT_FLAGS (4 B) ──bad flags──> DEAD
- *             │
- *   OPT_HDR (16 B) ──bad magic──> DEAD
+ *  accept ─> greeting sent         nbd_conn_start_transmission()
+ *             │                                │
+ *   CLIENT_FLAGS (4 B) ──bad flags──> DEAD     │
+ *             │                                │
+ *   OPT_HDR (16 B) ──bad magic──> DEAD         │
  *      ^      ├─ length > buffer cap ─> OPT_DISCARD ─ ERR_TOO_BIG ─┐
  *      │   OPT_DATA (length B) ─ option handler, one write of replies
  *      └──────┤ <───────────────────────────────────────────────────┘
  *             ├─ ABORT ──> CLOSING ──(output drained)──> DEAD
- *             └─ GO / EXPORT_NAME
- *                   │
+ *             └─ GO / EXPORT_NAME              │
+ *                   │ <────────────────────────┘
  *   REQ_HDR (28/32 B) <──────────────┐   (paused while 16 slots busy)
  *      │ ├─ WRITE ─> REQ_PAYLOAD ────┤
  *      │ ├─ bad request w/ payload ─> REQ_DRAIN ─┤
@@ -279,6 +282,7 @@ struct NbdConn {
     NbdExport *exp;              /* referenced after GO */
     uint64_t size;
     uint16_t tflags;
+    bool read_only;              /* refuse writes even if exp allows */
 
     /* input */
     uint8_t *inbuf;              /* NBD_INBUF_SIZE (nbd_mem) or NULL */

@@ -60,6 +60,16 @@ void nbd_server_conn_closed(NbdServer *srv, NbdConn *c)
     acceptor_fd_freed(srv->acceptor);
 }
 
+void nbd_server_conn_added(NbdServer *srv, NbdConn *c)
+{
+    srv->nclients++;
+    NbdConnVec_append(&srv->conns, c);
+    if (server_full(srv)) {
+        /* Full: the listeners wait, as for their own clients. */
+        acceptor_set_paused(srv->acceptor, true);
+    }
+}
+
 void nbd_server_conn_freed(NbdServer *srv, NbdConn *c)
 {
     for (size_t i = 0; i < srv->conns.len; i++) {

@@ -12,6 +12,7 @@
 #define BLOCKD_NBD_SERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "qmp/qmp.h"
@@ -85,6 +86,36 @@ NbdExport *nbd_export_find_name(NbdServer *srv, const char *name);
  * ("export 'x' is in use"? QEMU: "export '%s' still in use").  The export
  * stays visible as shutting-down until its last request completes. */
 bool nbd_export_del(NbdExport *exp, bool hard, Error **errp);
+
+/* ---- connections that skip the handshake --------------------------- */
+
+typedef struct NbdConn NbdConn;
+
+/* What a handshake elsewhere negotiated, for
+ * nbd_conn_start_transmission(). */
+typedef struct NbdConnOptions {
+    bool structured;              /* structured replies */
+    bool extended;                /* extended headers (implies structured) */
+    bool read_only;               /* refuse writes even on a writable
+                                   * export */
+    /* Meta context names to select (each must be in the export's table,
+     * e.g. "base:allocation"); needs structured replies.  Copied. */
+    const char *const *contexts;
+    size_t ncontexts;
+} NbdConnOptions;
+
+/* Start serving fd (a connected stream socket, non-blocking; taken on
+ * success) in the transmission phase on exp, as if the client had
+ * negotiated opts and done NBD_OPT_GO: no greeting, no options, no
+ * handshake limit.  The Linux kernel's /dev/nbdX speaks no handshake:
+ * the daemon negotiates with itself and hands the kernel the other end
+ * of a socketpair.  The connection counts as a client of srv and of exp
+ * and is closed like any other.  NULL with errp set when exp is going
+ * away or a context is unknown (fd is then the caller's).  Loop
+ * thread. */
+NbdConn *nbd_conn_start_transmission(NbdServer *srv, int fd, NbdExport *exp,
+                                     const NbdConnOptions *opts,
+                                     Error **errp);
 
 /* For query-block-exports. */
 typedef struct NbdExportInfo {

@@ -4,7 +4,9 @@
  * that run them, and the replies: simple, or structured/extended chunks
  * with sparse reads and block status.
  *
- * A connection gets here after GO/EXPORT_NAME (handshake.c).
+ * A connection gets here after GO/EXPORT_NAME (handshake.c) or directly
+ * through nbd_conn_start_transmission(), for a client that negotiated
+ * elsewhere (the kernel's /dev/nbdX after the daemon's own handshake).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -454,7 +456,7 @@ void nbd_tx_on_req_hdr(NbdConn *c)
     NbdReqLimits lim = {
         .structured = c->structured,
         .extended = c->extended,
-        .read_only = !c->exp->writable,
+        .read_only = !c->exp->writable || c->read_only,
         .have_contexts = c->meta_sel.len != 0,
         .size = c->size,
         .max_payload = NBD_MAX_PAYLOAD,
@@ -531,4 +533,57 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
     exp->nconns++;
     c->exp = exp;
     nbd_tx_next_request(c);
+}
+
+NbdConn *nbd_conn_start_transmission(NbdServer *srv, int fd, NbdExport *exp,
+                                     const NbdConnOptions *opts,
+                                     Error **errp)
+{
+    NbdMetaSel sel = { 0 };
+    NbdConn *c;
+
+    if (exp->shutting_down) {
+        error_setg(errp, "export '%s' is shutting down", exp->id);
+        return NULL;
+    }
+    if (opts->ncontexts && !(opts->structured || opts->extended)) {
+        error_setg(errp, "meta contexts need structured replies");
+        return NULL;
+    }
+    for (size_t i = 0; i < opts->ncontexts; i++) {
+        const char *name = opts->contexts[i];
+        int id = nbd_export_meta_find(exp, name, strlen(name));
+
+        if (id < 0) {
+            error_setg(errp, "export '%s' has no meta context '%s'",
+                       exp->id, name);
+            NbdMetaSel_reset(&sel);
+            return NULL;
+        }
+        /* Ascending and once each, as SET_META_CONTEXT leaves it. */
+        size_t pos = 0;
+
+        while (pos < sel.len && sel.ptr[pos] < (uint32_t)id) {
+            pos++;
+        }
+        if (pos == sel.len || sel.ptr[pos] != (uint32_t)id) {
+            NbdMetaSel_append(&sel, (uint32_t)id);
+            memmove(sel.ptr + pos + 1, sel.ptr + pos,
+                    (sel.len - 1 - pos) * sizeof(*sel.ptr));
+            sel.ptr[pos] = (uint32_t)id;
+        }
+    }
+    c = nbd_conn_alloc(srv, fd);
+    c->fixed = true;
+    c->structured = opts->structured || opts->extended;
+    c->extended = opts->extended;
+    c->read_only = opts->read_only;
+    c->meta_sel = sel;
+    c->meta_exp = exp;
+    c->size = (uint64_t)MAX(blk_getlength(exp->node), 0);
+    c->tflags = nbd_export_tflags(exp, c->structured);
+    nbd_server_conn_added(srv, c);
+    nbd_conn_enter_transmission(c, exp);
+    nbd_conn_update_events(c);
+    return c;
 }
