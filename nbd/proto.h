@@ -68,9 +68,10 @@
 
 /* Strings (export names, queries, messages): the spec's hard limit. */
 #define NBD_MAX_STRING          4096
-/* Largest option payload we accept at all; bigger options drop the
- * connection before anything is allocated (a DoS guard: every legal
- * option fits easily). */
+/* Largest option payload the codec builds, and the largest option reply
+ * a client takes.  An option request header may announce more: the
+ * server reads what it can use and answers longer ones
+ * NBD_REP_ERR_TOO_BIG after skipping them (nbd/handshake.c). */
 #define NBD_MAX_OPTION_LEN      (64 * 1024)
 /* Largest request payload (READ/WRITE/CACHE length), advertised as the
  * BLOCK_SIZE maximum: 32 MiB like QEMU. */
@@ -228,8 +229,9 @@ typedef struct NbdOptHdr {
 } NbdOptHdr;
 
 size_t nbd_encode_opt_hdr(uint8_t *buf, uint32_t opt, uint32_t len);
-/* False on a wrong magic or a length over NBD_MAX_OPTION_LEN (the
- * server hangs up on both before reading the data). */
+/* False on a wrong magic.  Any length decodes: what is too big to
+ * buffer is the reader's decision (the server skips the payload and
+ * answers NBD_REP_ERR_TOO_BIG). */
 bool nbd_decode_opt_hdr(const uint8_t *buf, size_t len, NbdOptHdr *out);
 
 /* Result of a server-side parser: the NBD_REP_ERR_* to send with a
