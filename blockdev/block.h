@@ -50,6 +50,34 @@ enum {
     BLK_STATUS_OFFSET_VALID = 1 << 3, /* *map holds the offset in *file */
 };
 
+/* What a node does with each kind of request, as its driver and its
+ * children make it (blk_get_caps()).  An export advertises exactly this
+ * (NBD transmission flags).  false never makes a request fail: it says
+ * the request is emulated or dropped, so a client should not count on
+ * it.  Every write capability is false on a read-only node. */
+typedef struct BlockCaps {
+    /* BLK_REQ_FUA on write/write_zeroes makes that data durable before
+     * the request completes (by a write through or a flush). */
+    bool fua;
+    /* write_zeroes works at all (possibly by writing zero buffers). */
+    bool zero;
+    /* write_zeroes with BLK_REQ_NO_FALLBACK zeroes without writing data
+     * (a hole, a zero cluster, ZERO_RANGE) at least for some aligned
+     * ranges; where it cannot, it fails -ENOTSUP at once. */
+    bool fast_zero;
+    /* discard releases storage; false: discards are dropped (the node
+     * has discard=ignore, or nothing below can release space). */
+    bool discard;
+    /* a CACHE request (prefetch) makes later reads of the range
+     * cheaper (page cache readahead), or there is nothing to fetch;
+     * false: it would do nothing. */
+    bool cache;
+    /* Several users (NBD connections) of this node see each other's
+     * completed writes, and a flush by one makes the writes completed
+     * by all durable: there is no per-user state. */
+    bool multi_conn;
+} BlockCaps;
+
 struct BlockDriver {
     const char *format_name;     /* "file", "raw", "qcow2", "null-co" */
     size_t instance_size;        /* bytes of driver state (bs->opaque) */
@@ -90,6 +118,15 @@ struct BlockDriver {
     bool (*truncate)(BlockNode *bs, uint64_t size, Error **errp);
     /* Fill the format-specific parts of the image info (loop thread). */
     void (*query_image)(BlockNode *bs, ImageInfo *info);
+    /* What the driver does with requests (see BlockCaps), given its
+     * children's blk_get_caps(); caps is zeroed before the call and the
+     * generic layer then removes what the node's options rule out
+     * (read-only, discard=ignore).  NULL: write_zeroes (the generic
+     * fallback) and nothing else.  Any thread; must not block. */
+    void (*get_caps)(BlockNode *bs, BlockCaps *caps);
+    /* Prefetch [offset, offset+bytes) into a cache later reads hit
+     * (CACHE requests): 0 or -errno.  NULL: CACHE does nothing. */
+    int (*prefetch)(BlockNode *bs, uint64_t offset, uint64_t bytes);
 };
 
 struct BlockNode {
@@ -282,6 +319,9 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
                       uint32_t flags);
 int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes);
 int blk_flush(BlockNode *bs);
+/* Prefetch hint (NBD_CMD_CACHE): bounds are checked as for a read; the
+ * driver's prefetch, if any, runs and its failure is ignored. */
+int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes);
 /* Status over the whole backing chain: BLK_STATUS_DATA/ZERO for the
  * first *pnum bytes as a reader sees them (unallocated at the bottom of
  * a chain of formats reads as ZERO, not DATA).  ALLOCATED says whether
@@ -304,6 +344,11 @@ typedef int BlockStatusFn(BlockNode *bs, uint64_t offset, uint64_t bytes,
 uint32_t blk_get_request_alignment(BlockNode *bs);
 /* The node's node-name; valid while the node lives. */
 const char *blk_node_name(const BlockNode *bs);
+
+/* What bs does with each kind of request (see BlockCaps): its driver's
+ * answer over its children, less what the node's options rule out.
+ * Any thread; cheap (no I/O). */
+void blk_get_caps(BlockNode *bs, BlockCaps *caps);
 
 /* True when len bytes at buf are all zero (fast; any thread). */
 bool blk_buffer_is_zero(const void *buf, size_t len);

@@ -32,11 +32,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "util/cleanup.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -61,6 +64,9 @@ typedef struct FileState {
     bool no_punch;               /* PUNCH_HOLE unsupported (sticky) */
     bool no_zero_range;          /* ZERO_RANGE unsupported (sticky) */
     bool no_dsync;               /* RWF_DSYNC unsupported (sticky) */
+    /* Found at open for writable nodes (file_probe_caps()). */
+    bool can_punch;              /* discard really releases space */
+    bool can_zero_fast;          /* ZERO_RANGE / WRITE ZEROES work */
 } FileState;
 
 /* ---- locking ------------------------------------------------------ */
@@ -673,6 +679,93 @@ static bool file_truncate(BlockNode *bs, uint64_t size, Error **errp)
     return true;
 }
 
+/* Prefetch into the page cache (NBD_CMD_CACHE): the kernel reads the
+ * range ahead without us waiting for it. */
+static int file_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    FileState *s = bs->opaque;
+    int ret;
+
+    if (bs->cache_direct) {
+        return 0;               /* no page cache to fill */
+    }
+    ret = posix_fadvise(s->fd, (off_t)offset, (off_t)bytes,
+                        POSIX_FADV_WILLNEED);
+    return -ret;
+}
+
+/* A block device's queue limit from sysfs (a partition has its
+ * disk's queue one directory up); 0 when unknown. */
+static uint64_t file_queue_limit(FileState *s, const char *name)
+{
+    struct stat st;
+    unsigned long long v = 0;
+
+    if (fstat(s->fd, &st) != 0) {
+        return 0;
+    }
+    for (int up = 0; up < 2; up++) {
+        CLEANUP_FREE char *path = xasprintf(
+            "/sys/dev/block/%u:%u/%squeue/%s", major(st.st_rdev),
+            minor(st.st_rdev), up ? "../" : "", name);
+        FILE *f = fopen(path, "re");
+
+        if (f != NULL) {
+            if (fscanf(f, "%llu", &v) != 1) {
+                v = 0;
+            }
+            fclose(f);
+            return v;
+        }
+    }
+    return 0;
+}
+
+/* What the kernel can do for this file without writing data: try
+ * PUNCH_HOLE and ZERO_RANGE on a range past the end with KEEP_SIZE,
+ * which nobody reads (the node holds the write lock; the size stays).
+ * ZERO_RANGE goes first since it may preallocate that range; the punch
+ * releases it again. */
+static void file_probe_caps(BlockNode *bs, FileState *s)
+{
+    uint64_t size, off;
+
+    if (bs->read_only) {
+        return;                 /* no write capability to offer */
+    }
+    if (s->is_blockdev) {
+        s->can_punch = file_queue_limit(s, "discard_max_bytes") > 0;
+        s->can_zero_fast = file_queue_limit(s, "write_zeroes_max_bytes") > 0;
+        return;
+    }
+    if (file_size_now(s, &size) < 0) {
+        return;
+    }
+    off = ALIGN_UP(size, (uint64_t)1 << 20) + ((uint64_t)1 << 20);
+    s->can_zero_fast = file_fallocate(s, FALLOC_FL_ZERO_RANGE |
+                                      FALLOC_FL_KEEP_SIZE, off, 4096) == 0;
+    s->can_punch = file_fallocate(s, FALLOC_FL_PUNCH_HOLE |
+                                  FALLOC_FL_KEEP_SIZE, off, 4096) == 0;
+}
+
+/* FUA by RWF_DSYNC or fdatasync; zeroes fast where the kernel zeroes
+ * without writing (ZERO_RANGE, or PUNCH_HOLE when unmapping is
+ * allowed); discard by PUNCH_HOLE / BLKDISCARD; prefetch through the
+ * page cache (none with O_DIRECT); one fd shared by every user. */
+static void file_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    FileState *s = bs->opaque;
+
+    caps->fua = true;
+    caps->zero = true;
+    caps->fast_zero = s->can_zero_fast ||
+                      (!s->is_blockdev && s->can_punch &&
+                       bs->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP);
+    caps->discard = s->can_punch;
+    caps->cache = !bs->cache_direct;
+    caps->multi_conn = true;
+}
+
 static void file_close(BlockNode *bs)
 {
     FileState *s = bs->opaque;
@@ -793,6 +886,7 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         s->mem_align = 1;
     }
     bs->aio_inline = file_in_memory(s->fd);
+    file_probe_caps(bs, s);
     if (f->has_aio && f->aio != BLOCKDEV_AIO_OPTIONS_THREADS) {
         log_debug("%s: aio=%s runs on the thread pool", f->filename,
                   BlockdevAioOptions_str(f->aio));
@@ -831,6 +925,8 @@ const BlockDriver blk_drv_file = {
     .block_status = file_block_status,
     .truncate = file_truncate,
     .query_image = file_query_image,
+    .get_caps = file_get_caps,
+    .prefetch = file_prefetch,
 };
 
 /* host_device: the same driver under QEMU's name for block devices. */
@@ -849,4 +945,6 @@ const BlockDriver blk_drv_host_device = {
     .block_status = file_block_status,
     .truncate = file_truncate,
     .query_image = file_query_image,
+    .get_caps = file_get_caps,
+    .prefetch = file_prefetch,
 };

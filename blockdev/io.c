@@ -304,6 +304,28 @@ int blk_flush(BlockNode *bs)
     return ret;
 }
 
+/* ---- capabilities ------------------------------------------------- */
+
+void blk_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    memset(caps, 0, sizeof(*caps));
+    if (bs->drv->get_caps != NULL) {
+        bs->drv->get_caps(bs, caps);
+    } else {
+        caps->zero = true;
+    }
+    /* blk_pdiscard() drops discards unless discard=unmap. */
+    if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP) {
+        caps->discard = false;
+    }
+    if (bs->read_only) {
+        caps->fua = caps->zero = caps->fast_zero = caps->discard = false;
+    }
+    if (!caps->zero) {
+        caps->fast_zero = false;
+    }
+}
+
 /* ---- block status ------------------------------------------------- */
 
 /* Status of one layer for [offset, offset+bytes), bytes >= 1. */
@@ -460,9 +482,16 @@ static int blk_status_walk(BlockRequest *req)
     return 0;
 }
 
-static int blk_cache_hint(BlockNode *bs, uint64_t offset, uint64_t bytes)
+int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
-    return blk_check_request(bs, offset, bytes, false);
+    int ret = blk_check_request(bs, offset, bytes, false);
+
+    if (ret < 0 || bytes == 0 || bs->drv->prefetch == NULL) {
+        return ret;
+    }
+    /* A hint: a failed prefetch does not fail the request. */
+    (void)bs->drv->prefetch(bs, offset, bytes);
+    return 0;
 }
 
 static void blk_aio_run(WorkerJob *job)
@@ -490,7 +519,7 @@ static void blk_aio_run(WorkerJob *job)
         req->ret = blk_flush(bs);
         break;
     case BLK_OP_CACHE:
-        req->ret = blk_cache_hint(bs, req->offset, req->bytes);
+        req->ret = blk_prefetch(bs, req->offset, req->bytes);
         break;
     case BLK_OP_BLOCK_STATUS:
         req->ret = blk_status_walk(req);

@@ -136,6 +136,18 @@ static bool null_truncate(BlockNode *bs, uint64_t size, Error **errp)
     return true;
 }
 
+/* Nothing is stored, so everything is trivially honoured: writes,
+ * zeroes and discards all do nothing at once, there is nothing to
+ * fetch, and every user sees the same (no) data. */
+static void null_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    (void)bs;
+    *caps = (BlockCaps){
+        .fua = true, .zero = true, .fast_zero = true, .discard = true,
+        .cache = true, .multi_conn = true,
+    };
+}
+
 const BlockDriver blk_drv_null_co = {
     .format_name = "null-co",
     .instance_size = sizeof(NullState),
@@ -148,6 +160,7 @@ const BlockDriver blk_drv_null_co = {
     .flush = null_flush,
     .block_status = null_block_status,
     .truncate = null_truncate,
+    .get_caps = null_get_caps,
 };
 
 const BlockDriver blk_drv_null_aio = {
@@ -162,4 +175,5 @@ const BlockDriver blk_drv_null_aio = {
     .flush = null_flush,
     .block_status = null_block_status,
     .truncate = null_truncate,
+    .get_caps = null_get_caps,
 };

@@ -2738,6 +2738,30 @@ static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
     info->format_specific->u.qcow2.data = q;
 }
 
+/* FUA flushes the metadata cache and the file; v3 zero clusters make
+ * whole-cluster zeroes fast (v2 has none: NO_FALLBACK fails); discard
+ * frees clusters; no prefetch (reads are mapped cluster by cluster);
+ * one metadata cache for every user. */
+static void qcow2_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    BDRVQcow2 *s = bs->opaque;
+    BlockCaps file;
+
+    blk_get_caps(bs->file, &file);
+    caps->fua = true;
+    caps->zero = true;
+    caps->fast_zero = s->h.version >= 3;
+    caps->discard = true;
+    caps->cache = false;
+    caps->multi_conn = file.multi_conn;
+    if (bs->backing != NULL) {
+        BlockCaps b;
+
+        blk_get_caps(bs->backing, &b);
+        caps->multi_conn = caps->multi_conn && b.multi_conn;
+    }
+}
+
 const BlockDriver blk_drv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2),
@@ -2755,4 +2779,5 @@ const BlockDriver blk_drv_qcow2 = {
     .block_status = qcow2_block_status,
     .truncate = qcow2_truncate,
     .query_image = qcow2_query_image,
+    .get_caps = qcow2_get_caps,
 };

@@ -184,6 +184,20 @@ static bool raw_truncate(BlockNode *bs, uint64_t size, Error **errp)
     return blk_truncate(bs->file, s->offset + size, errp);
 }
 
+static int raw_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    RawState *s = bs->opaque;
+
+    return blk_prefetch(bs->file, s->offset + offset, bytes);
+}
+
+/* A window over the child: requests only shift, so the child's answers
+ * hold as they are. */
+static void raw_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    blk_get_caps(bs->file, caps);
+}
+
 static void raw_query_image(BlockNode *bs, ImageInfo *info)
 {
     if (bs->file->drv->query_image != NULL) {
@@ -205,4 +219,6 @@ const BlockDriver blk_drv_raw = {
     .block_status = raw_block_status,
     .truncate = raw_truncate,
     .query_image = raw_query_image,
+    .get_caps = raw_get_caps,
+    .prefetch = raw_prefetch,
 };

@@ -113,23 +113,31 @@ void nbd_export_unref(NbdExport *exp)
     free(exp);
 }
 
+/* The transmission flags: what the node does (blk_get_caps()), no more.
+ * A read-only export offers no write flag at all. */
 uint16_t nbd_export_tflags(const NbdExport *exp, bool structured)
 {
-    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-                 NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH;
+    BlockCaps caps;
 
+    blk_get_caps(exp->node, &caps);
+    if (caps.cache) {
+        f |= NBD_FLAG_SEND_CACHE;
+    }
     if (exp->writable) {
-        f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
-             NBD_FLAG_SEND_FAST_ZERO;
+        f |= (caps.fua ? NBD_FLAG_SEND_FUA : 0) |
+             (caps.discard ? NBD_FLAG_SEND_TRIM : 0) |
+             (caps.zero ? NBD_FLAG_SEND_WRITE_ZEROES : 0) |
+             (caps.fast_zero ? NBD_FLAG_SEND_FAST_ZERO : 0);
     } else {
         f |= NBD_FLAG_READ_ONLY;
     }
     if (structured) {
         f |= NBD_FLAG_SEND_DF;
     }
-    /* Every connection goes to the same node and FLUSH flushes the node,
-     * so multi-conn holds unless the server allows one client only. */
-    if (!exp->srv || exp->srv->max_connections != 1) {
+    /* Every connection goes to the same node, so multi-conn holds when
+     * the node says so, unless the server allows one client only. */
+    if (caps.multi_conn && (!exp->srv || exp->srv->max_connections != 1)) {
         f |= NBD_FLAG_CAN_MULTI_CONN;
     }
     return f;

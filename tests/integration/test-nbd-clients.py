@@ -32,8 +32,11 @@ def make_image(path, size=16 << 20, extents=()):
 
 
 def start_server(blockd, img, writable=True, tcp=False, name="disk",
-                 node="f0", **export):
-    blockd.cmd("blockdev-add", driver="file", node_name=node, filename=img)
+                 node="f0", discard=None, **export):
+    node_opts = {"driver": "file", "node-name": node, "filename": img}
+    if discard is not None:
+        node_opts["discard"] = discard
+    blockd.cmd("blockdev-add", node_opts)
     if tcp:
         port = free_port()
         blockd.cmd("nbd-server-start",
@@ -87,7 +90,9 @@ def test_qemu_io_write_read_back(blockd, tmp_path, tcp):
 def test_libnbd_random_io(blockd, tmp_path, tcp):
     img = str(tmp_path / "a.raw")
     make_image(img)
-    uri = start_server(blockd, img, tcp=tcp)
+    # discard=unmap: with the default (ignore) discards are dropped and
+    # the export offers no TRIM (test-nbd-caps.py).
+    uri = start_server(blockd, img, tcp=tcp, discard="unmap")
     h = connect(uri)
     assert h.get_size() == 16 << 20
     assert h.can_flush() and h.can_fua() and h.can_trim()
