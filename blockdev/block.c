@@ -10,7 +10,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -389,27 +388,40 @@ typedef struct BlockInherit {
 } BlockInherit;
 
 static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
-                                   const BlockInherit *inh, Error **errp);
+                                   const BlockInherit *inh,
+                                   BlockNode *parent, Error **errp);
 
-/* The "file" child reference of a format driver's options, or NULL. */
-static const BlockdevRef *blk_opts_file_ref(const BlockdevOptions *o)
+/* What a child opened inline under parent for role inherits: a backing
+ * node is read-only. */
+static BlockInherit blk_inherit_for(const BlockNode *parent,
+                                    const char *role)
 {
-    switch (o->driver) {
-    case BLOCKDEV_DRIVER_RAW:
-        return o->u.raw.file;
-    case BLOCKDEV_DRIVER_QCOW2:
-        return o->u.qcow2.file;
-    default:
-        return NULL;
-    }
+    return (BlockInherit){
+        .read_only = parent->read_only || strcmp(role, "backing") == 0,
+        .cache_direct = parent->cache_direct,
+        .cache_no_flush = parent->cache_no_flush,
+        .discard = parent->discard,
+    };
 }
 
-static BlockNode *blk_open_child_inherit(BlockGraph *g, BlockNode *parent,
-                                         const BlockdevRef *ref,
-                                         const char *role,
-                                         const BlockInherit *inh,
-                                         Error **errp)
+/* Where parent keeps its child for role, or NULL for an unknown role. */
+static BlockNode **blk_child_slot(BlockNode *parent, const char *role)
 {
+    if (strcmp(role, "file") == 0) {
+        return &parent->file;
+    }
+    if (strcmp(role, "backing") == 0) {
+        return &parent->backing;
+    }
+    return NULL;
+}
+
+/* The node ref names (a new reference) or a new node opened from its
+ * inline definition under parent. */
+static BlockNode *blk_resolve_child(BlockNode *parent, const char *role,
+                                    const BlockdevRef *ref, Error **errp)
+{
+    BlockInherit inh = blk_inherit_for(parent, role);
     BlockNode *child;
 
     if (ref == NULL) {
@@ -418,7 +430,7 @@ static BlockNode *blk_open_child_inherit(BlockGraph *g, BlockNode *parent,
         return NULL;
     }
     if (ref->type == QTYPE_QSTRING) {
-        child = blk_lookup_bs(g, NULL, ref->u.reference, errp);
+        child = blk_lookup_bs(parent->graph, NULL, ref->u.reference, errp);
         if (child == NULL) {
             return NULL;
         }
@@ -439,38 +451,36 @@ static BlockNode *blk_open_child_inherit(BlockGraph *g, BlockNode *parent,
         error_setg(errp, "Invalid %s reference", role);
         return NULL;
     }
-    return blk_open_inherit(g, ref->u.definition, inh, errp);
+    return blk_open_inherit(parent->graph, ref->u.definition, &inh, parent,
+                            errp);
 }
 
-static BlockInherit blk_inherit_from(const BlockNode *parent)
+bool blk_open_child(BlockNode *parent, const char *role,
+                    const BlockdevRef *ref, Error **errp)
 {
-    return (BlockInherit){
-        .read_only = parent->read_only,
-        .cache_direct = parent->cache_direct,
-        .cache_no_flush = parent->cache_no_flush,
-        .discard = parent->discard,
-    };
-}
+    BlockNode **slot = blk_child_slot(parent, role);
+    BlockNode *child;
 
-BlockNode *blk_open_child(BlockGraph *g, BlockNode *parent,
-                          const BlockdevRef *ref, const char *role,
-                          Error **errp)
-{
-    BlockInherit inh = blk_inherit_from(parent);
-
-    if (strcmp(role, "backing") == 0) {
-        inh.read_only = true;
+    assert(slot != NULL && *slot == NULL);
+    child = blk_resolve_child(parent, role, ref, errp);
+    if (child == NULL) {
+        return false;
     }
-    return blk_open_child_inherit(g, parent, ref, role, &inh, errp);
+    *slot = child;
+    if (slot == &parent->file && parent->filename == NULL) {
+        parent->filename = xstrdup(child->filename);
+    }
+    return true;
 }
 
 static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
-                                   const BlockInherit *inh, Error **errp)
+                                   const BlockInherit *inh,
+                                   BlockNode *parent, Error **errp)
 {
     const char *drvname = BlockdevDriver_str(o->driver);
     const BlockDriver *drv = blk_graph_find_driver(g, drvname);
     BlockNode *bs;
-    BlockInherit child_inh;
+    bool ok;
 
     if (drv == NULL) {
         error_setg(errp, "Driver '%s' is not supported", drvname);
@@ -488,6 +498,8 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     pthread_mutex_init(&bs->rmw_lock, NULL);
     bs->read_only = o->has_read_only ? o->read_only
                                      : (inh != NULL && inh->read_only);
+    bs->auto_read_only = o->has_auto_read_only && o->auto_read_only;
+    bs->force_share = o->has_force_share && o->force_share;
     bs->discard = o->has_discard ? o->discard
                   : (inh != NULL ? inh->discard
                                  : BLOCKDEV_DISCARD_OPTIONS_IGNORE);
@@ -512,43 +524,19 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
                    "without setting discard operation to unmap");
         goto fail;
     }
-    if (o->has_force_share && o->force_share && !bs->read_only) {
+    if (bs->force_share && !bs->read_only) {
         error_setg(errp, "force-share=on can only be used with read-only "
                    "images");
         goto fail;
     }
 
-    /* Children first: a failure below closes them again through
-     * blk_unref(bs). */
-    child_inh = blk_inherit_from(bs);
-    if (drv->is_format) {
-        bs->file = blk_open_child_inherit(g, bs, blk_opts_file_ref(o),
-                                          "file", &child_inh, errp);
-        if (bs->file == NULL) {
-            goto fail;
-        }
-        bs->filename = xstrdup(bs->file->filename);
-    }
-    if (drv->supports_backing && o->driver == BLOCKDEV_DRIVER_QCOW2 &&
-        o->u.qcow2.has_backing && o->u.qcow2.backing != NULL &&
-        o->u.qcow2.backing->type != QTYPE_QNULL) {
-        const BlockdevRefOrNull *b = o->u.qcow2.backing;
-        BlockdevRef ref = { .type = b->type };
-
-        if (b->type == QTYPE_QSTRING) {
-            ref.u.reference = b->u.reference;
-        } else {
-            ref.u.definition = b->u.definition;
-        }
-        child_inh.read_only = true;
-        bs->backing = blk_open_child_inherit(g, bs, &ref, "backing",
-                                             &child_inh, errp);
-        if (bs->backing == NULL) {
-            goto fail;
-        }
-    }
-
-    if (!drv->open(bs, o, errp)) {
+    /* The driver gets its own member of the options union (every member
+     * starts at &o->u) and opens its children with blk_open_child(); a
+     * failure below closes them again through blk_unref(bs). */
+    bs->opening_parent = parent;
+    ok = drv->open(bs, &o->u, errp);
+    bs->opening_parent = NULL;
+    if (!ok) {
         goto fail;
     }
     bs->opened = true;
@@ -591,7 +579,7 @@ fail:
 BlockNode *blk_open(BlockGraph *g, const BlockdevOptions *opts,
                     Error **errp)
 {
-    return blk_open_inherit(g, opts, NULL, errp);
+    return blk_open_inherit(g, opts, NULL, NULL, errp);
 }
 
 /* ---- images by file name, probing --------------------------------- */
@@ -640,41 +628,67 @@ bool blk_probe_is_raw(const uint8_t *buf, size_t len)
     return true;
 }
 
-static BlockdevOptions *blk_parse_opts(json_object *obj, Error **errp)
+/* Typed options for the protocol node of an image file: "host_device"
+ * for a block device, else "file".  Free with qapi_free_BlockdevOptions. */
+static BlockdevOptions *blk_file_opts(const char *filename, bool read_only)
 {
-    BlockdevOptions *o = NULL;
+    BlockdevOptions *o = XNEW(BlockdevOptions);
+    struct stat st;
 
-    if (!qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
-        return NULL;
+    o->driver = stat(filename, &st) == 0 && S_ISBLK(st.st_mode)
+                ? BLOCKDEV_DRIVER_HOST_DEVICE : BLOCKDEV_DRIVER_FILE;
+    /* file and host_device share BlockdevOptionsFile. */
+    o->u.file.filename = xstrdup(filename);
+    o->has_read_only = true;
+    o->read_only = read_only;
+    return o;
+}
+
+/* Typed options for a format node of driver drv over the node named
+ * file_node.  A format driver's options begin with the members of
+ * BlockdevOptionsGenericFormat, the schema base of every format (see
+ * BlockDriver.is_format), so "file" is set through that base, as a
+ * generated base accessor would.  Free with qapi_free_BlockdevOptions. */
+static BlockdevOptions *blk_format_opts(BlockdevDriver drv,
+                                        const char *file_node,
+                                        const char *node_name,
+                                        bool read_only)
+{
+    BlockdevOptions *o = XNEW(BlockdevOptions);
+    BlockdevOptionsGenericFormat *base = (BlockdevOptionsGenericFormat *)
+                                         (void *)&o->u;
+    BlockdevRef *ref = XNEW(BlockdevRef);
+
+    o->driver = drv;
+    ref->type = QTYPE_QSTRING;
+    ref->u.reference = xstrdup(file_node);
+    base->file = ref;
+    o->has_read_only = true;
+    o->read_only = read_only;
+    if (node_name != NULL) {
+        o->has_node_name = true;
+        o->node_name = xstrdup(node_name);
     }
     return o;
 }
 
-BlockNode *blk_open_image(BlockGraph *g, const char *filename,
-                          const char *format, const char *node_name,
-                          bool read_only, Error **errp)
+/* blk_open_image() for a node opened under parent (which may be NULL):
+ * parent is only the link blk_open_backing_file's loop check walks; no
+ * option is inherited from it. */
+static BlockNode *blk_open_image_under(BlockGraph *g, BlockNode *parent,
+                                       const char *filename,
+                                       const char *format,
+                                       const char *node_name,
+                                       bool read_only, Error **errp)
 {
-    CLEANUP_JSON json_object *fobj = json_object_new_object();
-    CLEANUP_JSON json_object *top = NULL;
     BlockdevOptions *fopts, *topts;
+    const BlockDriver *drv;
     BlockNode *file, *bs;
     bool probed = false;
+    int drv_id;
 
-    struct stat st;
-
-    /* Block devices get QEMU's host_device protocol driver. */
-    json_object_object_add(fobj, "driver", json_object_new_string(
-        stat(filename, &st) == 0 && S_ISBLK(st.st_mode) ? "host_device"
-                                                        : "file"));
-    json_object_object_add(fobj, "filename",
-                           json_object_new_string(filename));
-    json_object_object_add(fobj, "read-only",
-                           json_object_new_boolean(read_only));
-    fopts = blk_parse_opts(fobj, errp);
-    if (fopts == NULL) {
-        return NULL;
-    }
-    file = blk_open(g, fopts, errp);
+    fopts = blk_file_opts(filename, read_only);
+    file = blk_open_inherit(g, fopts, NULL, parent, errp);
     qapi_free_BlockdevOptions(fopts);
     if (file == NULL) {
         return NULL;
@@ -687,7 +701,8 @@ BlockNode *blk_open_image(BlockGraph *g, const char *filename,
         }
         probed = true;
     }
-    if (strcmp(format, "file") == 0 || strcmp(format, "host_device") == 0) {
+    drv = blk_graph_find_driver(g, format);
+    if (drv != NULL && drv->is_protocol) {
         /* A protocol "format": the file node is the image. */
         if (node_name != NULL) {
             Error *local = NULL;
@@ -701,29 +716,29 @@ BlockNode *blk_open_image(BlockGraph *g, const char *filename,
         }
         return file;
     }
-
-    top = json_object_new_object();
-    json_object_object_add(top, "driver", json_object_new_string(format));
-    json_object_object_add(top, "file",
-                           json_object_new_string(file->node_name));
-    json_object_object_add(top, "read-only",
-                           json_object_new_boolean(read_only));
-    if (node_name != NULL) {
-        json_object_object_add(top, "node-name",
-                               json_object_new_string(node_name));
-    }
-    topts = blk_parse_opts(top, errp);
-    if (topts == NULL) {
+    drv_id = BlockdevDriver_lookup(format);
+    if (drv == NULL || !drv->is_format || drv_id < 0) {
+        error_setg(errp, "Unknown driver '%s'", format);
         blk_unref(file);
         return NULL;
     }
-    bs = blk_open(g, topts, errp);
+    topts = blk_format_opts((BlockdevDriver)drv_id, file->node_name,
+                            node_name, read_only);
+    bs = blk_open_inherit(g, topts, NULL, parent, errp);
     qapi_free_BlockdevOptions(topts);
     blk_unref(file);            /* the format node holds it now */
     if (bs != NULL && probed && strcmp(format, "raw") == 0) {
         bs->probed_raw = true;
     }
     return bs;
+}
+
+BlockNode *blk_open_image(BlockGraph *g, const char *filename,
+                          const char *format, const char *node_name,
+                          bool read_only, Error **errp)
+{
+    return blk_open_image_under(g, NULL, filename, format, node_name,
+                                read_only, errp);
 }
 
 char *blk_path_combine(const char *base_filename, const char *filename)
@@ -742,6 +757,44 @@ char *blk_path_combine(const char *base_filename, const char *filename)
                      filename);
 }
 
+/* Refuse a backing file that is already open above parent in the chain
+ * being opened (A -> B -> A), found by walking the nodes that are
+ * opening each other (opening_parent), and chains deeper than
+ * BLK_BACKING_CHAIN_MAX. */
+static bool blk_check_backing_chain(BlockNode *parent, const char *path,
+                                    Error **errp)
+{
+    struct stat cand, st;
+    bool have = stat(path, &cand) == 0;
+    const BlockNode *top = parent;
+    bool loop = false;
+    unsigned depth = 0;
+
+    for (const BlockNode *p = parent; p != NULL; p = p->opening_parent) {
+        if (have && p->filename != NULL && stat(p->filename, &st) == 0 &&
+            st.st_dev == cand.st_dev && st.st_ino == cand.st_ino) {
+            loop = true;
+        }
+        top = p;
+        depth++;
+    }
+    if (loop) {
+        CLEANUP_FREE char *real = realpath(top->filename, NULL);
+
+        error_setg(errp, "%s: backing file loop detected: '%s' is already "
+                   "part of the chain opened from '%s'",
+                   parent->drv->format_name, path,
+                   real != NULL ? real : top->filename);
+        return false;
+    }
+    if (depth >= BLK_BACKING_CHAIN_MAX) {
+        error_setg(errp, "%s: backing chain too long",
+                   parent->drv->format_name);
+        return false;
+    }
+    return true;
+}
+
 BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
                                  const char *format, Error **errp)
 {
@@ -751,7 +804,11 @@ BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
     BlockNode *bs;
     Error *local = NULL;
 
-    bs = blk_open_image(parent->graph, path, format, NULL, true, &local);
+    if (!blk_check_backing_chain(parent, path, errp)) {
+        return NULL;
+    }
+    bs = blk_open_image_under(parent->graph, parent, path, format, NULL,
+                              true, &local);
     if (bs == NULL) {
         error_propagate(errp, local);
         error_prepend(errp, "Could not open backing file: ");

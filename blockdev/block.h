@@ -81,7 +81,11 @@ typedef struct BlockCaps {
 struct BlockDriver {
     const char *format_name;     /* "file", "raw", "qcow2", "null-co" */
     size_t instance_size;        /* bytes of driver state (bs->opaque) */
-    bool is_format;              /* opens a "file" child */
+    /* Opens a "file" child.  Its options (the BlockdevOptions union
+     * member) begin with BlockdevOptionsGenericFormat's members, the
+     * schema base of every format: blk_open_image() sets "file"
+     * through that base (each format checks it with a static assert). */
+    bool is_format;
     bool supports_backing;
     /* Protocol node whose size follows its storage (file): reads past
      * the end return zeroes and writes past the end grow it, as format
@@ -92,9 +96,15 @@ struct BlockDriver {
     /* Score how well buf (the first bytes of a file) matches the format:
      * 0 no, 100 certain.  Used for probing when no driver is given. */
     int (*probe)(const uint8_t *buf, size_t len, const char *filename);
-    /* Open: bs->file / bs->backing are already set for format drivers
-     * (backing: see supports_backing).  Sets bs->total_size-ready state. */
-    bool (*open)(BlockNode *bs, const BlockdevOptions *opts, Error **errp);
+    /* Open from opts, the driver's own member of the BlockdevOptions
+     * union (BlockdevOptionsFile for file and host_device,
+     * BlockdevOptionsRaw for raw, ...; bs->drv tells which when two
+     * drivers share a type); the common options are already in bs
+     * (read_only, auto_read_only, force_share, discard, cache_*).  A
+     * format opens its children itself with blk_open_child(), which
+     * stores them in bs->file / bs->backing.  Leaves the node ready for
+     * get_length.  On failure the generic layer drops the children. */
+    bool (*open)(BlockNode *bs, const void *opts, Error **errp);
     void (*close)(BlockNode *bs);
 
     int64_t (*get_length)(BlockNode *bs);
@@ -137,6 +147,8 @@ struct BlockNode {
     BlockNode *backing;          /* "backing" child or NULL */
     char *filename;              /* for messages and query; never NULL */
     bool read_only;
+    bool auto_read_only;         /* may fall back to read-only on EACCES */
+    bool force_share;            /* share every permission (read-only) */
     bool monitor_owned;          /* created by blockdev-add at top level */
     unsigned refcnt;             /* graph + parents + exports + requests */
     uint32_t request_alignment;  /* bytes; 1, or 512/4096 with O_DIRECT */
@@ -166,6 +178,10 @@ struct BlockNode {
                                   * runs small ones on the loop thread,
                                   * skipping the pool */
     char *driver_filename;       /* "json:" style or plain; may be NULL */
+    /* While this node opens (drv->open runs): the node that is opening
+     * it as a child or backing file, NULL for a top node; NULL once
+     * open.  The open chain walked by the backing loop check. */
+    BlockNode *opening_parent;
     uint64_t wr_highest_offset;  /* bytes, for query-blockstats */
     uint64_t rd_total_ns, wr_total_ns, flush_total_ns, discard_total_ns;
     uint64_t discard_bytes;
@@ -187,6 +203,7 @@ extern const BlockDriver blk_drv_qcow2;   /* blockdev/qcow2.c */
 
 #define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
 #define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */
+#define BLK_BACKING_CHAIN_MAX 64 /* nodes opening each other, at most */
 
 /* True when the first len bytes of an image (as they would be after a
  * write) still probe as raw: the guard for probed raw images. */
@@ -247,14 +264,15 @@ bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
                        Error **errp);
 void blk_node_remove_user(BlockNode *bs, const char *user);
 
-/* Open a child of parent (loop thread): ref is an inline definition or
- * a node-name.  role is "file" or "backing" (for messages).  Returns a
- * new reference the caller stores in parent->file / parent->backing
- * (the generic close drops them).  An inline child inherits the
- * parent's read-only flag unless it sets its own. */
-BlockNode *blk_open_child(BlockGraph *g, BlockNode *parent,
-                          const BlockdevRef *ref, const char *role,
-                          Error **errp);
+/* Open parent's child for role ("file" or "backing") from ref, an
+ * inline definition or a node-name, and store it in parent->file /
+ * parent->backing (which must be NULL; the generic close drops it).  A
+ * driver's open calls this for each child.  An inline child inherits
+ * the parent's read-only, cache and discard options unless it sets its
+ * own (a backing child is read-only).  A "file" child also gives the
+ * parent its filename.  Loop thread. */
+bool blk_open_child(BlockNode *parent, const char *role,
+                    const BlockdevRef *ref, Error **errp);
 /* Open an image by file name: a "file" node and, on top, a node of the
  * given format ("raw", "qcow2", ...; NULL = probe, as qemu-img does, and
  * then a raw image cannot be turned into another format by writing its
@@ -265,8 +283,10 @@ BlockNode *blk_open_image(BlockGraph *g, const char *filename,
                           bool read_only, Error **errp);
 /* Open parent's backing file, named as in the image header: a relative
  * filename is taken relative to the directory of parent's file (QEMU's
- * rule).  Opened read-only; format NULL = probe.  Returns a new
- * reference for parent->backing (loop thread). */
+ * rule).  Opened read-only; format NULL = probe.  Refused when the file
+ * is already part of the chain being opened (a loop) or the chain is
+ * deeper than BLK_BACKING_CHAIN_MAX.  Returns a new reference for
+ * parent->backing (loop thread; parent is opening). */
 BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
                                  const char *format, Error **errp);
 /* Combine a backing file name with the directory of base_filename;

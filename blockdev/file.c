@@ -787,10 +787,10 @@ static bool file_in_memory(int fd)
            (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
 }
 
-static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
+static bool file_open(BlockNode *bs, const void *opts, Error **errp)
 {
-    const BlockdevOptionsFile *f = o->driver == BLOCKDEV_DRIVER_HOST_DEVICE
-                                   ? &o->u.host_device : &o->u.file;
+    const BlockdevOptionsFile *f = opts;
+    bool host_device = bs->drv == &blk_drv_host_device;
     FileState *s = bs->opaque;
     /* O_NONBLOCK: opening a FIFO must not hang the loop; it is refused
      * below and cleared for what we keep. */
@@ -815,8 +815,8 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         flags |= O_DIRECT;
     }
     s->fd = open(f->filename, flags | (bs->read_only ? O_RDONLY : O_RDWR));
-    if (s->fd < 0 && !bs->read_only && o->has_auto_read_only &&
-        o->auto_read_only && (errno == EACCES || errno == EROFS ||
+    if (s->fd < 0 && !bs->read_only && bs->auto_read_only &&
+        (errno == EACCES || errno == EROFS ||
                               errno == EPERM)) {
         s->fd = open(f->filename, flags | O_RDONLY);
         if (s->fd >= 0) {
@@ -837,7 +837,7 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
         goto fail;
     }
     s->is_blockdev = S_ISBLK(st.st_mode);
-    if (o->driver == BLOCKDEV_DRIVER_HOST_DEVICE && !s->is_blockdev) {
+    if (host_device && !s->is_blockdev) {
         /* (character devices are not supported, but QEMU's message
          * names them) */
         error_setg(errp, "'host_device' driver requires '%s' to be either "
@@ -863,7 +863,7 @@ static bool file_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
             perm |= 1u << PERM_WRITE;
             shared &= ~((1u << PERM_WRITE) | (1u << PERM_RESIZE));
         }
-        if (o->has_force_share && o->force_share) {
+        if (bs->force_share) {
             shared = (1u << PERM_COUNT) - 1;
         }
         ret = file_lock(s->fd, perm, shared, f->filename, &lerr);

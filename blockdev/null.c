@@ -27,11 +27,10 @@ typedef struct NullState {
     bool read_zeroes;
 } NullState;
 
-static bool null_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
+static bool null_open(BlockNode *bs, const void *opts, Error **errp)
 {
     /* null-co and null-aio share their options struct. */
-    const BlockdevOptionsNull *n = o->driver == BLOCKDEV_DRIVER_NULL_AIO
-                                   ? &o->u.null_aio : &o->u.null_co;
+    const BlockdevOptionsNull *n = opts;
     NullState *s = bs->opaque;
 
     s->size = NULL_DEFAULT_SIZE;
@@ -46,8 +45,8 @@ static bool null_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
     s->latency_ns = n->has_latency_ns ? n->latency_ns : 0;
     bs->aio_inline = s->latency_ns == 0;
     s->read_zeroes = n->has_read_zeroes && n->read_zeroes;
-    bs->filename = xstrdup(o->driver == BLOCKDEV_DRIVER_NULL_AIO
-                           ? "null-aio://" : "null-co://");
+    bs->filename = xstrdup(bs->drv == &blk_drv_null_aio ? "null-aio://"
+                                                       : "null-co://");
     return true;
 }
 

@@ -14,6 +14,7 @@
 #include "blockdev/qcow2.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -2394,33 +2395,14 @@ static bool mark_bitmaps_in_use(BDRVQcow2 *s, uint64_t file_size,
 }
 
 /* Open the backing file named in the header, unless the options said
- * "backing": null or gave one.  Backing loops (A -> B -> A) are refused:
- * the names of the images being opened are kept on a stack (open runs
- * on the loop thread only). */
-static const char *open_stack[64];
-static unsigned open_depth;
-
+ * "backing": null or gave one.  blk_open_backing_file() refuses loops
+ * (A -> B -> A) by walking the nodes being opened. */
 static bool open_backing(BlockNode *bs, BDRVQcow2 *s, Error **errp)
 {
     CLEANUP_FREE char *path = NULL;
-    CLEANUP_FREE char *real = NULL;
     const char *fmt = s->h.has_backing_format ? s->h.backing_format : NULL;
-    BlockGraph *saved = bs->graph;
 
     path = blk_path_combine(bs->file->filename, s->h.backing_file);
-    real = realpath(path, NULL);
-    for (unsigned i = 0; i < open_depth; i++) {
-        if (real != NULL && strcmp(open_stack[i], real) == 0) {
-            error_setg(errp, "qcow2: backing file loop detected: '%s' is "
-                       "already part of the chain opened from '%s'",
-                       path, open_stack[0]);
-            return false;
-        }
-    }
-    if (open_depth == ARRAY_SIZE(open_stack)) {
-        error_setg(errp, "qcow2: backing chain too long");
-        return false;
-    }
     if (fmt != NULL && strcmp(fmt, "raw") != 0 && strcmp(fmt, "qcow2") != 0 &&
         strcmp(fmt, "file") != 0) {
         error_setg(errp, "qcow2: unsupported backing format '%s'", fmt);
@@ -2438,43 +2420,61 @@ static bool open_backing(BlockNode *bs, BDRVQcow2 *s, Error **errp)
             return false;
         }
     }
-    if (bs->graph == NULL) {
-        /* The node is not in the graph yet while it opens. */
-        bs->graph = bs->file->graph;
-    }
     bs->backing = blk_open_backing_file(bs, s->h.backing_file, fmt, errp);
-    bs->graph = saved;
     return bs->backing != NULL;
 }
 
 static void qcow2_close(BlockNode *bs);
 
 static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
-                             const BlockdevOptions *opts, Error **errp);
+                             const BlockdevOptionsQcow2 *o, Error **errp);
 
-static bool qcow2_open(BlockNode *bs, const BlockdevOptions *opts,
-                       Error **errp)
+/* blk_open_image() sets "file" through the schema base. */
+_Static_assert(offsetof(BlockdevOptionsQcow2, file) ==
+               offsetof(BlockdevOptionsGenericFormat, file),
+               "qcow2 options begin with BlockdevOptionsGenericFormat");
+
+/* The children named in the options: "file", and "backing" unless it
+ * is absent (then the header's backing file opens later) or null. */
+static bool qcow2_open_children(BlockNode *bs, const BlockdevOptionsQcow2 *o,
+                                Error **errp)
 {
-    BDRVQcow2 *s = bs->opaque;
-    CLEANUP_FREE char *real = realpath(bs->file->filename, NULL);
-    bool ok;
+    const BlockdevRefOrNull *b = o->has_backing ? o->backing : NULL;
+    BlockdevRef ref;
 
-    if (open_depth < ARRAY_SIZE(open_stack)) {
-        open_stack[open_depth] = real ? real : bs->file->filename;
+    if (!blk_open_child(bs, "file", o->file, errp)) {
+        return false;
     }
-    open_depth++;
-    ok = qcow2_open_inner(bs, s, opts, errp);
-    open_depth--;
-    if (!ok) {
+    if (b == NULL || b->type == QTYPE_QNULL) {
+        return true;
+    }
+    ref.type = b->type;
+    if (b->type == QTYPE_QSTRING) {
+        ref.u.reference = b->u.reference;
+    } else {
+        ref.u.definition = b->u.definition;
+    }
+    return blk_open_child(bs, "backing", &ref, errp);
+}
+
+static bool qcow2_open(BlockNode *bs, const void *opts, Error **errp)
+{
+    const BlockdevOptionsQcow2 *o = opts;
+    BDRVQcow2 *s = bs->opaque;
+
+    if (!qcow2_open_children(bs, o, errp)) {
+        return false;
+    }
+    if (!qcow2_open_inner(bs, s, o, errp)) {
         qcow2_close(bs);
+        return false;
     }
-    return ok;
+    return true;
 }
 
 static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
-                             const BlockdevOptions *opts, Error **errp)
+                             const BlockdevOptionsQcow2 *o, Error **errp)
 {
-    const BlockdevOptionsQcow2 *o = &opts->u.qcow2;
     CLEANUP_FREE uint8_t *hbuf = NULL;
     int64_t flen = blk_getlength(bs->file);
     uint64_t hlen, l2_bytes = QCOW2_DEFAULT_L2_CACHE;

@@ -10,6 +10,7 @@
 #include "blockdev/block.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "util/util.h"
@@ -30,12 +31,21 @@ static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
     return 1;                   /* anything is raw, with little confidence */
 }
 
-static bool raw_open(BlockNode *bs, const BlockdevOptions *o, Error **errp)
-{
-    const BlockdevOptionsRaw *r = &o->u.raw;
-    RawState *s = bs->opaque;
-    int64_t real_size = blk_getlength(bs->file);
+/* blk_open_image() sets "file" through the schema base. */
+_Static_assert(offsetof(BlockdevOptionsRaw, file) ==
+               offsetof(BlockdevOptionsGenericFormat, file),
+               "raw options begin with BlockdevOptionsGenericFormat");
 
+static bool raw_open(BlockNode *bs, const void *opts, Error **errp)
+{
+    const BlockdevOptionsRaw *r = opts;
+    RawState *s = bs->opaque;
+    int64_t real_size;
+
+    if (!blk_open_child(bs, "file", r->file, errp)) {
+        return false;
+    }
+    real_size = blk_getlength(bs->file);
     if (real_size < 0) {
         error_setg_errno(errp, (int)-real_size, "Could not get the size "
                          "of '%s'", bs->file->filename);
