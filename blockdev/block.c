@@ -22,12 +22,14 @@
 DEFINE_VECTOR_TYPE(NodeVec, BlockNode *);
 
 DEFINE_VECTOR_TYPE(DriverVec, const BlockDriver *);
+DEFINE_VECTOR_TYPE(PathVec, char *);
 
 struct BlockGraph {
     BlockHost host;
     DriverVec drivers;           /* registered from above */
     NodeVec nodes;               /* every open node, creation order */
     unsigned next_auto;          /* for "#blockN" */
+    PathVec backing_roots;       /* realpath()s; empty: no confinement */
 };
 
 /* One registered user of a node (an export, a job). */
@@ -85,6 +87,40 @@ BlockGraph *blk_graph_new(const BlockHost *host)
     return g;
 }
 
+static void blk_graph_clear_roots(BlockGraph *g)
+{
+    for (size_t i = 0; i < g->backing_roots.len; i++) {
+        free(g->backing_roots.ptr[i]);
+    }
+    PathVec_reset(&g->backing_roots);
+}
+
+bool blk_graph_set_backing_roots(BlockGraph *g, char *const *dirs, size_t n,
+                                 Error **errp)
+{
+    PathVec roots = { 0 };
+    struct stat st;
+
+    for (size_t i = 0; i < n; i++) {
+        char *real = realpath(dirs[i], NULL);
+
+        if (real == NULL || stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            error_setg_errno(errp, real == NULL ? errno : ENOTDIR,
+                             "Backing root '%s'", dirs[i]);
+            free(real);
+            for (size_t j = 0; j < roots.len; j++) {
+                free(roots.ptr[j]);
+            }
+            PathVec_reset(&roots);
+            return false;
+        }
+        PathVec_append(&roots, real);
+    }
+    blk_graph_clear_roots(g);
+    g->backing_roots = roots;
+    return true;
+}
+
 const BlockHost *blk_graph_host(const BlockGraph *g)
 {
     return &g->host;
@@ -119,6 +155,7 @@ void blk_graph_free(BlockGraph *g)
     }
     NodeVec_reset(&g->nodes);
     DriverVec_reset(&g->drivers);
+    blk_graph_clear_roots(g);
     free(g);
 }
 
@@ -795,20 +832,72 @@ static bool blk_check_backing_chain(BlockNode *parent, const char *path,
     return true;
 }
 
+/* True when real (a realpath()) is dir or below it. */
+static bool blk_path_within(const char *real, const char *dir)
+{
+    size_t n = strlen(dir);
+
+    if (strncmp(real, dir, n) != 0) {
+        return false;
+    }
+    return real[n] == '\0' || real[n] == '/' || (n > 0 && dir[n - 1] == '/');
+}
+
+/* With backing roots set, the name a header gave (name as written;
+ * path, combined with the parent's directory) must resolve inside one
+ * of them.  *open_path is what to open: the resolved name then (nothing
+ * left to follow), else path.  Returns a new string in *open_path, or
+ * false with errp set. */
+static bool blk_confine_backing(BlockNode *parent, const char *name,
+                                const char *path, char **open_path,
+                                Error **errp)
+{
+    BlockGraph *g = parent->graph;
+    char *real;
+
+    if (g == NULL || g->backing_roots.len == 0) {
+        *open_path = xstrdup(path);
+        return true;
+    }
+    real = realpath(path, NULL);
+    if (real == NULL) {
+        error_setg_errno(errp, errno, "Could not open backing file '%s' "
+                         "named by '%s'", name, parent->filename);
+        return false;
+    }
+    for (size_t i = 0; i < g->backing_roots.len; i++) {
+        if (blk_path_within(real, g->backing_roots.ptr[i])) {
+            *open_path = real;
+            return true;
+        }
+    }
+    error_setg(errp, "Backing file '%s' named by '%s' resolves to '%s', "
+               "outside the allowed backing roots", name, parent->filename,
+               real);
+    free(real);
+    return false;
+}
+
 BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
                                  const char *format, Error **errp)
 {
     const char *base = parent->file != NULL ? parent->file->filename
                                             : parent->filename;
     CLEANUP_FREE char *path = blk_path_combine(base, filename);
+    CLEANUP_FREE char *open_path = NULL;
     BlockNode *bs;
     Error *local = NULL;
 
-    if (!blk_check_backing_chain(parent, path, errp)) {
+    if (!blk_confine_backing(parent, filename, path, &open_path, errp) ||
+        !blk_check_backing_chain(parent, open_path, errp)) {
         return NULL;
     }
-    bs = blk_open_image_under(parent->graph, parent, path, format, NULL,
-                              true, &local);
+    /* A name from image content, not from the user: say what it
+     * opens (docs/security.md). */
+    log_info("'%s': opening backing file '%s' named in its header",
+             parent->filename, open_path);
+    bs = blk_open_image_under(parent->graph, parent, open_path, format,
+                              NULL, true, &local);
     if (bs == NULL) {
         error_propagate(errp, local);
         error_prepend(errp, "Could not open backing file: ");

@@ -240,6 +240,16 @@ const BlockHost *blk_graph_host(const BlockGraph *g);
  * the "nbd" driver): blockdev-add and probing find it in this graph.
  * drv must outlive the graph. */
 void blk_graph_register_driver(BlockGraph *g, const BlockDriver *drv);
+/* Confine the backing files that image headers name (a qcow2's backing
+ * file; not a backing node given in the options, nor "backing": null)
+ * to the directories dirs[0..n): the name is resolved with realpath(),
+ * so neither ".." nor a symlink leads out, and a file outside every
+ * directory is refused with an error naming it.  Each directory is
+ * resolved now (fails naming one that cannot be).  n == 0: no
+ * confinement, QEMU's behaviour.  Daemon-wide configuration, set once
+ * at start-up (loop thread); replaces an earlier list. */
+bool blk_graph_set_backing_roots(BlockGraph *g, char *const *dirs, size_t n,
+                                 Error **errp);
 /* Close every node (exports must be gone). */
 void blk_graph_free(BlockGraph *g);
 BlockNode *blk_find_node(BlockGraph *g, const char *node_name);

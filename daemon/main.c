@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockdev/block.h"
 #include "config.h"
 #include "daemon/daemon.h"
 #include "daemon/options.h"
@@ -435,6 +436,10 @@ int main(int argc, char **argv)
 
     d = daemon_new(&err);
     if (d == NULL) {
+        goto out;
+    }
+    if (!blk_graph_set_backing_roots(d->graph, o.backing_roots,
+                                     o.nbacking_roots, &err)) {
         goto out;
     }
     loop_signal(d->loop, SIGTERM, on_signal, d);

@@ -18,6 +18,7 @@ enum {
     LONG_EXPORT,
     LONG_PIDFILE,
     LONG_DAEMONIZE,
+    LONG_BACKING_ROOT,
 };
 
 static const struct option long_options[] = {
@@ -30,6 +31,7 @@ static const struct option long_options[] = {
     { "export", required_argument, NULL, LONG_EXPORT },
     { "pidfile", required_argument, NULL, LONG_PIDFILE },
     { "daemonize", no_argument, NULL, LONG_DAEMONIZE },
+    { "backing-root", required_argument, NULL, LONG_BACKING_ROOT },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -106,6 +108,12 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
         case LONG_DAEMONIZE:
             o->daemonize = true;
             break;
+        case LONG_BACKING_ROOT:
+            o->backing_roots = xrealloc(o->backing_roots,
+                                        (o->nbacking_roots + 1) *
+                                        sizeof(*o->backing_roots));
+            o->backing_roots[o->nbacking_roots++] = xstrdup(optarg);
+            break;
         case 'v':
             o->verbose = true;
             break;
@@ -143,6 +151,10 @@ void options_free(Options *o)
     }
     free(o->actions);
     free(o->pidfile);
+    for (size_t i = 0; i < o->nbacking_roots; i++) {
+        free(o->backing_roots[i]);
+    }
+    free(o->backing_roots);
     memset(o, 0, sizeof(*o));
 }
 
@@ -175,6 +187,8 @@ void options_usage(const char *prog)
 "\n"
 "  --pidfile PATH         write the process id to PATH\n"
 "  --daemonize            run in the background once every socket listens\n"
+"  --backing-root DIR     backing files named inside images must be in DIR\n"
+"                         (repeatable; default: anywhere, as QEMU)\n"
 "\n"
 "Options are carried out in the order given; the daemon exits with status\n"
 "1 if one of them fails.  SIGTERM, SIGINT and the QMP command 'quit' stop\n"

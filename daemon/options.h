@@ -33,6 +33,11 @@ typedef struct Options {
     OptionAction *actions;    /* in command-line order */
     size_t nactions;
     char *pidfile;            /* NULL: none */
+    /* --backing-root DIR, repeatable: the only directories backing files
+     * named in image headers may come from (blk_graph_set_backing_roots;
+     * blockd-nbd takes the same option).  Empty: anywhere. */
+    char **backing_roots;
+    size_t nbacking_roots;
     bool daemonize;
     bool help, version;
     bool verbose;

@@ -533,7 +533,109 @@ static void test_aio_status_walk(void)
     blk_graph_free(g);
 }
 
+/* Backing files named in headers: opened through typed options (a
+ * format node over a file node), loops found through inline children
+ * too (the open carries the chain, no global state: the next open is
+ * unaffected), and blk_graph_set_backing_roots() confining them. */
+static void test_header_backing(void)
+{
+    const char *dir = unit_tmpdir();
+    BlockGraph *g;
+    BlockNode *bs;
+    Error *err = NULL;
+    char cmd[4096], json[4096];
+    char *roots[2];
+
+    if (blk_find_driver("qcow2") == NULL ||
+        system("command -v qemu-img >/dev/null") != 0) {
+        printf("\n  (no qcow2 driver or no qemu-img: skipped)\n");
+        return;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && mkdir -p hb/in hb/out && cd hb && "
+             "qemu-img create -q -f raw out/base.raw 1M && "
+             "qemu-img create -q -f qcow2 -u -b ../out/base.raw -F raw "
+             "in/np.qcow2 1M && "
+             "qemu-img create -q -f qcow2 -u -b np.qcow2 -F qcow2 "
+             "in/top.qcow2 1M && "
+             "qemu-img create -q -f qcow2 -u -b lb.qcow2 -F qcow2 "
+             "in/la.qcow2 1M && "
+             "qemu-img create -q -f qcow2 -u -b la.qcow2 -F qcow2 "
+             "in/lb.qcow2 1M", dir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    g = blk_graph_new(NULL);
+
+    /* top -> np.qcow2 -> base.raw, each format named in the header. */
+    snprintf(cmd, sizeof(cmd), "%s/hb/in/top.qcow2", dir);
+    bs = blk_open_image(g, cmd, "qcow2", NULL, true, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs->backing);
+    CU_ASSERT_STRING_EQUAL(bs->backing->drv->format_name, "qcow2");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs->backing->backing);
+    CU_ASSERT_STRING_EQUAL(bs->backing->backing->drv->format_name, "raw");
+    CU_ASSERT_PTR_NOT_NULL(bs->backing->backing->file);
+    CU_ASSERT_TRUE(bs->backing->read_only);
+    CU_ASSERT_PTR_NULL(bs->opening_parent);
+    CU_ASSERT_PTR_NULL(bs->backing->opening_parent);
+    blk_unref(bs);
+
+    /* la -> lb -> la, entered through an inline backing definition. */
+    snprintf(json, sizeof(json),
+             "{\"driver\":\"qcow2\",\"read-only\":true,\"file\":{\"driver\":"
+             "\"file\",\"filename\":\"%s/hb/in/la.qcow2\"},\"backing\":"
+             "{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\","
+             "\"filename\":\"%s/hb/in/lb.qcow2\"}}}", dir, dir);
+    bs = unit_open_json(g, json, &err);
+    CU_ASSERT_PTR_NULL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "loop detected"));
+    error_free(err);
+    err = NULL;
+    /* Nothing of the failed chain lingers. */
+    snprintf(json, sizeof(json),
+             "{\"driver\":\"qcow2\",\"read-only\":true,\"backing\":null,"
+             "\"file\":{\"driver\":\"file\",\"filename\":"
+             "\"%s/hb/in/la.qcow2\"}}", dir);
+    bs = unit_open_json(g, json, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_PTR_NULL(bs->backing);
+    blk_unref(bs);
+
+    /* Roots: np's backing (../out/base.raw) is outside hb/in. */
+    snprintf(cmd, sizeof(cmd), "%s/hb/in", dir);
+    roots[0] = cmd;
+    CU_ASSERT_TRUE_FATAL(blk_graph_set_backing_roots(g, roots, 1, NULL));
+    snprintf(json, sizeof(json), "%s/hb/in/top.qcow2", dir);
+    bs = blk_open_image(g, json, "qcow2", NULL, true, &err);
+    CU_ASSERT_PTR_NULL(bs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err),
+                                  "'../out/base.raw'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err),
+                                  "outside the allowed backing roots"));
+    error_free(err);
+    err = NULL;
+    /* A second root lets it in; a missing root is refused, keeping the
+     * old list. */
+    snprintf(json, sizeof(json), "%s/hb/out", dir);
+    roots[1] = json;
+    CU_ASSERT_TRUE_FATAL(blk_graph_set_backing_roots(g, roots, 2, NULL));
+    snprintf(json, sizeof(json), "%s/hb/nope", dir);
+    roots[0] = json;
+    CU_ASSERT_FALSE(blk_graph_set_backing_roots(g, roots, 1, &err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "hb/nope"));
+    error_free(err);
+    err = NULL;
+    snprintf(cmd, sizeof(cmd), "%s/hb/in/top.qcow2", dir);
+    bs = blk_open_image(g, cmd, "qcow2", NULL, true, &err);
+    CU_ASSERT_PTR_NOT_NULL(bs);
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo block_tests[] = {
+    { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
     { "node_names", test_node_names },
     { "children_and_delete", test_children_and_delete },
