@@ -549,8 +549,9 @@ static void blk_aio_done_posted(void *opaque)
  * BLK_INLINE_MAX, zeroes and discards too (a NO_HOLE zero on tmpfs
  * writes zero buffers, a discard frees pages: both grow with the
  * length, which extended headers let reach the whole export).  A flush
- * writes out at most a driver's bounded caches; a cache hint does no
- * I/O. */
+ * writes out at most a driver's bounded caches; a cache hint only asks
+ * for readahead (file's prefetch), which an in-memory file has nothing
+ * to do for. */
 static bool blk_aio_may_inline(const BlockRequest *req)
 {
     switch (req->type) {
