@@ -1,10 +1,12 @@
 /* block.c - the node graph: drivers, opening, references, users,
  * deletion, probing.  See block.h.
  *
- * Everything here runs on the loop thread.  The graph is a list of
- * nodes in creation order; names are unique over the whole list (auto
- * names "#blockN" included, which users cannot pick because a node-name
- * must start with a letter).
+ * Everything here runs on the loop thread, except the driver work of
+ * blk_open_async() and blk_truncate_async() (see "work on the pool"
+ * below).  The graph is a list of nodes in creation order; names are
+ * unique over the whole list (auto names "#blockN" included, which
+ * users cannot pick because a node-name must start with a letter) and
+ * over the names reserved by opens in flight.
  */
 #include "blockdev/block.h"
 
@@ -24,12 +26,17 @@ DEFINE_VECTOR_TYPE(NodeVec, BlockNode *);
 DEFINE_VECTOR_TYPE(DriverVec, const BlockDriver *);
 DEFINE_VECTOR_TYPE(PathVec, char *);
 
+DEFINE_VECTOR_TYPE(NameVec, const char *);
+
+typedef struct BlockOpenJob BlockOpenJob;
+
 struct BlockGraph {
     BlockHost host;
     DriverVec drivers;           /* registered from above */
     NodeVec nodes;               /* every open node, creation order */
     unsigned next_auto;          /* for "#blockN" */
     PathVec backing_roots;       /* realpath()s; empty: no confinement */
+    BlockOpenJob *opening;       /* opens in flight: names reserved */
 };
 
 /* One registered user of a node (an export, a job). */
@@ -226,6 +233,8 @@ static bool blk_name_wellformed(const char *name)
     return true;
 }
 
+static bool blk_name_reserved(BlockGraph *g, const char *name);
+
 static bool blk_check_node_name(BlockGraph *g, const char *name,
                                 Error **errp)
 {
@@ -233,7 +242,7 @@ static bool blk_check_node_name(BlockGraph *g, const char *name,
         error_setg(errp, "Invalid node-name: '%s'", name);
         return false;
     }
-    if (blk_find_node(g, name) != NULL) {
+    if (blk_find_node(g, name) != NULL || blk_name_reserved(g, name)) {
         error_setg(errp, "Duplicate nodes with node-name='%s'", name);
         return false;
     }
@@ -246,9 +255,11 @@ static bool blk_check_node_name(BlockGraph *g, const char *name,
 
 /* ---- references ---------------------------------------------------- */
 
+/* Atomic: an open on the pool references the nodes it names while
+ * the loop thread references them for requests. */
 void blk_ref(BlockNode *bs)
 {
-    bs->refcnt++;
+    __atomic_add_fetch(&bs->refcnt, 1, __ATOMIC_RELAXED);
 }
 
 static void blk_node_free(BlockNode *bs)
@@ -283,12 +294,14 @@ static void blk_graph_remove(BlockGraph *g, BlockNode *bs)
 void blk_unref(BlockNode *bs)
 {
     BlockNode *file, *backing;
+    unsigned old;
 
     if (bs == NULL) {
         return;
     }
-    assert(bs->refcnt > 0);
-    if (--bs->refcnt > 0) {
+    old = __atomic_fetch_sub(&bs->refcnt, 1, __ATOMIC_ACQ_REL);
+    assert(old > 0);
+    if (old > 1) {
         return;
     }
     if (bs->graph != NULL) {
@@ -374,7 +387,7 @@ char *blk_node_busy_reason(BlockNode *bs)
     if (users != NULL && users->len > 0) {
         return xstrdup(users->ptr[0].name);
     }
-    if (bs->refcnt > 1) {
+    if (__atomic_load_n(&bs->refcnt, __ATOMIC_RELAXED) > 1) {
         return xstrdup("requests in flight");
     }
     return NULL;
@@ -907,10 +920,9 @@ BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
 
 /* ---- resize -------------------------------------------------------- */
 
-bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
+/* What block_resize checks before touching the node (loop thread). */
+static bool blk_truncate_check(BlockNode *bs, uint64_t size, Error **errp)
 {
-    int64_t len;
-
     if (bs->read_only) {
         error_setg(errp, "Block node is read-only");
         return false;
@@ -931,11 +943,284 @@ bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
                    bs->node_name, ((UserVec *)bs->users)->ptr[0].name);
         return false;
     }
+    return true;
+}
+
+/* The driver's part of a resize (any thread). */
+static bool blk_truncate_run(BlockNode *bs, uint64_t size, Error **errp)
+{
+    int64_t len;
+
     if (!bs->drv->truncate(bs, size, errp)) {
         return false;
     }
     len = bs->drv->get_length(bs);
     __atomic_store_n(&bs->total_size, len < 0 ? (int64_t)size : len,
                      __ATOMIC_RELEASE);
+    return true;
+}
+
+bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
+{
+    return blk_truncate_check(bs, size, errp) &&
+           blk_truncate_run(bs, size, errp);
+}
+
+/* ---- work on the pool ----------------------------------------------
+ *
+ * An open runs blk_open() on a worker against a private "stage" graph:
+ *
+ *   loop: check and reserve the node-names opts defines; reference the
+ *         nodes it names (they join the stage, and blockdev-del finds
+ *         them busy until the open ends)
+ *   pool: blk_open(stage, opts): every lookup, auto name and new node
+ *         stays in the stage, which no other thread sees
+ *   loop: move the new nodes into the graph (auto names renumbered),
+ *         drop the references and the reservations, call cb
+ *
+ * So the graph itself is only ever changed on the loop thread.
+ */
+
+struct BlockOpenJob {
+    WorkerJob job;
+    BlockGraph *g;               /* where the new nodes go */
+    BlockGraph *stage;           /* the worker's private graph */
+    BlockdevOptions *opts;       /* a copy, owned */
+    json_object *json;           /* opts as JSON, owned */
+    NameVec names;               /* node-names opts defines (into json) */
+    NodeVec held;                /* nodes opts names, one reference each */
+    BlockNode *bs;               /* the result, or NULL and err */
+    Error *err;
+    BlockOpenCb *cb;
+    void *opaque;
+    BlockOpenJob *next;          /* g->opening */
+};
+
+static bool blk_name_reserved(BlockGraph *g, const char *name)
+{
+    for (BlockOpenJob *j = g->opening; j != NULL; j = j->next) {
+        for (size_t i = 0; i < j->names.len; i++) {
+            if (strcmp(j->names.ptr[i], name) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Collect, from the JSON form of the options, the node-names they
+ * define ("node-name" at any depth) and every other string: a child
+ * given by reference ("file": "f0") is one of them, whatever the driver
+ * calls its children.  A string that names a node by chance (a file
+ * name) only keeps that node busy for the open. */
+static void blk_opts_names(json_object *o, NameVec *defined,
+                           NameVec *strings)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_object: {
+        json_object_object_foreach(o, key, val) {
+            if (strcmp(key, "node-name") == 0 &&
+                json_object_is_type(val, json_type_string)) {
+                NameVec_append(defined, json_object_get_string(val));
+            } else {
+                blk_opts_names(val, defined, strings);
+            }
+        }
+        break;
+    }
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            blk_opts_names(json_object_array_get_idx(o, i), defined,
+                           strings);
+        }
+        break;
+    case json_type_string:
+        NameVec_append(strings, json_object_get_string(o));
+        break;
+    default:
+        break;
+    }
+}
+
+static void blk_open_job_run(WorkerJob *wj)
+{
+    BlockOpenJob *job = (BlockOpenJob *)wj;
+
+    job->bs = blk_open(job->stage, job->opts, &job->err);
+}
+
+/* Move the stage's new nodes into g, in creation order. */
+static void blk_open_commit(BlockOpenJob *job)
+{
+    BlockGraph *g = job->g, *stage = job->stage;
+
+    for (size_t i = 0; i < stage->nodes.len; i++) {
+        BlockNode *n = stage->nodes.ptr[i];
+
+        if (n->graph != stage) {
+            continue;            /* one of job->held */
+        }
+        n->graph = g;
+        if (n->node_name[0] == '#') {
+            free(n->node_name);
+            n->node_name = xasprintf("#block%u", g->next_auto++);
+        }
+        NodeVec_append(&g->nodes, n);
+    }
+}
+
+static void blk_open_job_free(BlockOpenJob *job)
+{
+    BlockGraph *g = job->g;
+
+    for (BlockOpenJob **pp = &g->opening; *pp != NULL;
+         pp = &(*pp)->next) {
+        if (*pp == job) {
+            *pp = job->next;
+            break;
+        }
+    }
+    for (size_t i = 0; i < job->held.len; i++) {
+        blk_unref(job->held.ptr[i]);
+    }
+    NodeVec_reset(&job->held);
+    NameVec_reset(&job->names);
+    NodeVec_reset(&job->stage->nodes);
+    DriverVec_reset(&job->stage->drivers);
+    blk_graph_clear_roots(job->stage);
+    free(job->stage);
+    qapi_free_BlockdevOptions(job->opts);
+    json_object_put(job->json);
+    free(job);
+}
+
+static void blk_open_job_done(WorkerJob *wj)
+{
+    BlockOpenJob *job = (BlockOpenJob *)wj;
+    BlockNode *bs = job->bs;
+    Error *err = job->err;
+    BlockOpenCb *cb = job->cb;
+    void *opaque = job->opaque;
+
+    if (bs != NULL) {
+        blk_open_commit(job);
+    }
+    blk_open_job_free(job);
+    cb(bs, err, opaque);
+}
+
+bool blk_open_async(BlockGraph *g, const BlockdevOptions *opts,
+                    BlockOpenCb *cb, void *opaque, Error **errp)
+{
+    BlockOpenJob *job;
+    NameVec refs = { 0 };
+
+    assert(g->host.pool != NULL);
+    job = XNEW(BlockOpenJob);
+    job->g = g;
+    job->cb = cb;
+    job->opaque = opaque;
+    job->job.run = blk_open_job_run;
+    job->job.done = blk_open_job_done;
+    job->stage = blk_graph_new(&g->host);
+    for (size_t i = 0; i < g->drivers.len; i++) {
+        DriverVec_append(&job->stage->drivers, g->drivers.ptr[i]);
+    }
+    for (size_t i = 0; i < g->backing_roots.len; i++) {
+        PathVec_append(&job->stage->backing_roots,
+                       xstrdup(g->backing_roots.ptr[i]));
+    }
+    /* Auto names of the stage do not clash with g's: a node of g may be
+     * named "#blockN" in opts. */
+    job->stage->next_auto = g->next_auto;
+    /* The options outlive the handler's copy. */
+    job->json = qapi_BlockdevOptions_to_json(opts);
+    if (!qapi_parse_BlockdevOptions(job->json, NULL, 0, &job->opts, errp)) {
+        goto fail;
+    }
+    blk_opts_names(job->json, &job->names, &refs);
+    for (size_t i = 0; i < job->names.len; i++) {
+        if (!blk_check_node_name(g, job->names.ptr[i], errp)) {
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < refs.len; i++) {
+        BlockNode *bs = blk_find_node(g, refs.ptr[i]);
+        bool dup = false;
+
+        /* A reference not found may be defined inline: the open
+         * says. */
+        for (size_t k = 0; bs != NULL && k < job->held.len; k++) {
+            dup = dup || job->held.ptr[k] == bs;
+        }
+        if (bs != NULL && !dup) {
+            blk_ref(bs);
+            NodeVec_append(&job->held, bs);
+            NodeVec_append(&job->stage->nodes, bs);
+        }
+    }
+    NameVec_reset(&refs);
+    job->next = g->opening;
+    g->opening = job;
+    worker_submit(g->host.pool, &job->job);
+    return true;
+
+fail:
+    NameVec_reset(&refs);
+    blk_open_job_free(job);
+    return false;
+}
+
+typedef struct BlockTruncateJob {
+    WorkerJob job;
+    BlockNode *bs;               /* referenced */
+    uint64_t size;
+    bool ok;
+    Error *err;
+    BlockDoneCb *cb;
+    void *opaque;
+} BlockTruncateJob;
+
+#define BLK_RESIZE_USER "block_resize"
+
+static void blk_truncate_job_run(WorkerJob *wj)
+{
+    BlockTruncateJob *job = (BlockTruncateJob *)wj;
+
+    job->ok = blk_truncate_run(job->bs, job->size, &job->err);
+}
+
+static void blk_truncate_job_done(WorkerJob *wj)
+{
+    BlockTruncateJob *job = (BlockTruncateJob *)wj;
+
+    blk_node_remove_user(job->bs, BLK_RESIZE_USER);
+    blk_unref(job->bs);
+    job->cb(job->ok ? NULL : job->err, job->opaque);
+    free(job);
+}
+
+bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
+                        void *opaque, Error **errp)
+{
+    BlockTruncateJob *job;
+    WorkerPool *pool = bs->graph ? bs->graph->host.pool : NULL;
+
+    assert(pool != NULL);
+    if (!blk_truncate_check(bs, size, errp)) {
+        return false;
+    }
+    job = XNEW(BlockTruncateJob);
+    job->job.run = blk_truncate_job_run;
+    job->job.done = blk_truncate_job_done;
+    job->bs = bs;
+    job->size = size;
+    job->cb = cb;
+    job->opaque = opaque;
+    /* A user for the duration: a second resize, an export and
+     * blockdev-del find the node busy meanwhile. */
+    blk_ref(bs);
+    blk_node_add_user(bs, BLK_RESIZE_USER, false, NULL);
+    worker_submit(pool, &job->job);
     return true;
 }

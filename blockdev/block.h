@@ -12,8 +12,16 @@
  *
  * Threads: the driver data-path callbacks (pread ... block_status) run on
  * worker threads, several at once for one node; a driver protects its
- * own metadata (qcow2 has a mutex).  open/close/truncate/query and the
- * graph functions run on the loop thread.
+ * own metadata (qcow2 has a mutex).  The graph (its node list, node
+ * names, reservations, users) is only read and changed on the loop
+ * thread.  open and truncate run on a worker when started with
+ * blk_open_async() / blk_truncate_async() (QMP does), else on the loop
+ * thread; close runs where the last reference goes; query on the loop
+ * thread.  An open on a worker sees only a private copy of the graph
+ * holding the nodes its options name, each referenced on the loop
+ * thread before the open starts (see block.c); several opens may run
+ * at once, each in its own stage.  Reference counts are atomic, so a worker may take and drop
+ * references, but never the last one of a node in the graph.
  *
  * Data path returns 0 or -errno, never allocates per request and never
  * takes an Error **: NBD only carries an errno.
@@ -317,6 +325,34 @@ void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
                       void *opaque);
 /* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
+
+/* ---- long graph work on the pool (loop thread) ----------------------
+ *
+ * The driver I/O (reading headers and metadata, repairing a dirty qcow2,
+ * opening a backing chain, growing an image) runs on the graph's pool
+ * (which must exist); the callback runs on the loop thread.  A false
+ * return (errp set) means the quick checks failed and cb is never
+ * called.  Graph teardown must drain the pool and run posted work first
+ * (daemon_free does). */
+
+/* bs: the opened node (a reference for the caller, already in the graph
+ * under its name), or NULL and err (the callback's to free). */
+typedef void BlockOpenCb(BlockNode *bs, Error *err, void *opaque);
+/* NULL err = success; else the callback's to free. */
+typedef void BlockDoneCb(Error *err, void *opaque);
+
+/* blk_open() on the pool.  At once: opts is copied, the node-names it
+ * defines are checked and reserved (a second open of the same name
+ * fails with "Duplicate nodes with node-name='N'"), and the nodes it
+ * refers to by name are referenced until the open ends (blockdev-del
+ * finds them busy).  The new nodes join the graph only when cb runs. */
+bool blk_open_async(BlockGraph *g, const BlockdevOptions *opts,
+                    BlockOpenCb *cb, void *opaque, Error **errp);
+/* blk_truncate() on the pool: checked at once; meanwhile the node is
+ * referenced and has the user "block_resize" (so it is busy for
+ * blockdev-del and a second resize). */
+bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
+                        void *opaque, Error **errp);
 /* Delete a monitor-owned node (blockdev-del): fails with QEMU's
  * messages when the node is unknown, not monitor-owned, or in use. */
 bool blk_node_delete(BlockGraph *g, const char *node_name, Error **errp);

@@ -14,20 +14,42 @@
 #include "util/util.h"
 #include "util/vector.h"
 
+/* The open finished on the pool (loop thread).  The node is kept even
+ * when the monitor closed meanwhile: blockdev-del removes it. */
+static void blockdev_add_done(BlockNode *bs, Error *err, void *opaque)
+{
+    if (bs != NULL) {
+        bs->monitor_owned = true;   /* the reference blk_open returned */
+    }
+    qmp_complete(opaque, NULL, err);
+}
+
+/* Opening reads (and for a dirty qcow2 rewrites) metadata: on the pool
+ * when the caller can wait for the reply, here otherwise (the command
+ * line, before the loop runs). */
 bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
                       Error **errp)
 {
+    QmpPending *p;
     BlockNode *bs;
+    Error *err = NULL;
 
     if (!args->has_node_name) {
         error_setg(errp, "'node-name' must be specified for the root node");
         return false;
     }
-    bs = blk_open(ctx->graph, args, errp);
-    if (bs == NULL) {
-        return false;
+    p = blk_graph_host(ctx->graph)->pool ? qmp_defer(ctx) : NULL;
+    if (p == NULL) {
+        bs = blk_open(ctx->graph, args, errp);
+        if (bs == NULL) {
+            return false;
+        }
+        bs->monitor_owned = true;
+        return true;
     }
-    bs->monitor_owned = true;   /* the reference blk_open returned */
+    if (!blk_open_async(ctx->graph, args, blockdev_add_done, p, &err)) {
+        qmp_complete(p, NULL, err);
+    }
     return true;
 }
 
@@ -146,10 +168,17 @@ bool qmp_query_named_block_nodes(QmpCtx *ctx,
 
 /* ---- block_resize --------------------------------------------------- */
 
+static void block_resize_done(Error *err, void *opaque)
+{
+    qmp_complete(opaque, NULL, err);
+}
+
 bool qmp_block_resize(QmpCtx *ctx, const QmpBlockResizeArgs *args,
                       Error **errp)
 {
     BlockNode *bs;
+    QmpPending *p;
+    Error *err = NULL;
 
     bs = blk_lookup_bs(ctx->graph,
                        args->has_device ? args->device : NULL,
@@ -161,7 +190,17 @@ bool qmp_block_resize(QmpCtx *ctx, const QmpBlockResizeArgs *args,
         error_setg(errp, "Parameter 'size' expects a >0 size");
         return false;
     }
-    return blk_truncate(bs, (uint64_t)args->size, errp);
+    /* Growing a qcow2 writes refcount and L1 tables: on the pool, as
+     * blockdev-add. */
+    p = blk_graph_host(ctx->graph)->pool ? qmp_defer(ctx) : NULL;
+    if (p == NULL) {
+        return blk_truncate(bs, (uint64_t)args->size, errp);
+    }
+    if (!blk_truncate_async(bs, (uint64_t)args->size, block_resize_done, p,
+                            &err)) {
+        qmp_complete(p, NULL, err);
+    }
+    return true;
 }
 
 /* ---- query-blockstats ---------------------------------------------- */

@@ -4,7 +4,12 @@
  * arguments are checked by the generated marshal function of the
  * command before its handler runs, so a bad argument has no side
  * effect.  Error wording follows QEMU's qmp-dispatch.c.
+ *
+ * A handler may defer its reply (qmp_defer, qmp.h): dispatch then
+ * sends nothing and the monitor waits for qmp_complete().
  */
+#include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "qapi-commands.h"
@@ -34,6 +39,22 @@ bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
     }
     return true;
 }
+
+/* Where a command's reply goes while dispatch runs it. */
+struct QmpDeferSlot {
+    Monitor *mon;
+    bool has_id;
+    json_object *id;          /* borrowed from the request (NULL is the
+                               * JSON null) */
+    QmpPending *pending;      /* set by qmp_defer */
+};
+
+/* A deferred command: where its reply goes and the id it carries. */
+struct QmpPending {
+    Monitor *mon;             /* NULL once the monitor closed */
+    bool has_id;
+    json_object *id;          /* owned */
+};
 
 static json_object *error_reply(Error *err)
 {
@@ -123,13 +144,71 @@ static bool check_envelope(json_object *req, bool oob_ok, const char **name,
     return true;
 }
 
+/* The reply to a command: {"return": ret} (ret taken) or {"error": ...},
+ * with id (borrowed) if has_id. */
+static json_object *make_reply(json_object *ret, Error *err, bool has_id,
+                               json_object *id)
+{
+    json_object *reply;
+
+    if (err != NULL) {
+        json_object_put(ret);
+        reply = error_reply(err);
+    } else {
+        reply = json_object_new_object();
+        json_object_object_add(reply, "return",
+                               ret ? ret : json_object_new_object());
+    }
+    if (has_id) {
+        json_object_object_add(reply, "id", json_object_get(id));
+    }
+    return reply;
+}
+
+QmpPending *qmp_defer(QmpCtx *ctx)
+{
+    QmpDeferSlot *slot = ctx->defer;
+    QmpPending *p;
+
+    if (slot == NULL || slot->mon == NULL) {
+        return NULL;
+    }
+    assert(slot->pending == NULL);
+    p = XNEW(QmpPending);
+    p->mon = slot->mon;
+    p->has_id = slot->has_id;
+    p->id = json_object_get(slot->id);
+    slot->pending = p;
+    monitor_command_deferred(slot->mon, p);
+    return p;
+}
+
+void qmp_complete(QmpPending *p, json_object *ret, Error *err)
+{
+    json_object *reply = make_reply(ret, err, p->has_id, p->id);
+
+    error_free(err);
+    if (p->mon != NULL) {
+        monitor_command_done(p->mon, p, reply);
+    }
+    json_object_put(reply);
+    json_object_put(p->id);
+    free(p);
+}
+
+void qmp_pending_detach(QmpPending *p)
+{
+    p->mon = NULL;
+}
+
 json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
 {
     CLEANUP_ERROR Error *err = NULL;
     CLEANUP_FREE char *name_buf = NULL;
-    json_object *reply = NULL, *args = NULL, *id = NULL, *ret = NULL;
+    json_object *args = NULL, *id = NULL, *ret = NULL;
     const char *name = NULL;
     bool is_oob = false, has_id = false;
+    QmpDeferSlot slot = { .mon = ctx->mon };
 
     if (!json_object_is_type(req, json_type_object)) {
         error_setg(&err, "QMP input must be a JSON object");
@@ -163,17 +242,19 @@ json_object *qmp_dispatch(QmpCtx *ctx, json_object *req)
             goto done;
         }
     }
+    /* Out-of-band commands answer at once: they never defer. */
+    slot.has_id = has_id;
+    slot.id = id;
+    ctx->defer = is_oob ? NULL : &slot;
     qmp_execute(ctx, name, args, 0, &ret, &err);
+    ctx->defer = NULL;
+    if (slot.pending != NULL) {
+        /* qmp_complete() answers; the handler had nothing to return. */
+        assert(err == NULL);
+        json_object_put(ret);
+        return NULL;
+    }
 
 done:
-    if (err != NULL) {
-        reply = error_reply(err);
-    } else {
-        reply = json_object_new_object();
-        json_object_object_add(reply, "return", ret);
-    }
-    if (has_id) {
-        json_object_object_add(reply, "id", json_object_get(id));
-    }
-    return reply;
+    return make_reply(ret, err, has_id, id);
 }

@@ -9,6 +9,11 @@
  *                           (EOF / error / output overflow) ──> closed
  *
  * Input is cut into messages by qmp/framing.c.
+ *
+ * While a command of the monitor is deferred (qmp_defer: its work runs
+ * on the pool), further messages wait in the monitor's queue, in order,
+ * and run when the reply has gone out; past MONITOR_MAX_QUEUED of them
+ * the monitor stops reading its socket.  exec-oob requests do not wait.
  */
 #include "qmp/monitor.h"
 
@@ -41,6 +46,17 @@
 /* Descriptors kept by getfd, per monitor. */
 #define MONITOR_MAX_NAMED_FDS 64
 
+/* Stop reading a client with this many messages waiting behind a
+ * deferred command (QEMU's limit too). */
+#define MONITOR_MAX_QUEUED 8
+
+/* A message (or a framing error) waiting behind a deferred command. */
+typedef struct MonitorInput {
+    json_object *msg;         /* owned, or NULL for an error */
+    char *err;                /* the framer's error text, or NULL */
+    struct MonitorInput *next;
+} MonitorInput;
+
 typedef struct MonitorFd {
     char *name;
     int fd;
@@ -65,6 +81,9 @@ struct Monitor {
     bool oob;
     bool pretty;
     bool closing;
+    QmpPending *pending;      /* the deferred command, or NULL */
+    MonitorInput *queue, *queue_tail;   /* waiting behind pending */
+    size_t nqueued;
     char *out;                /* pending output, out[out_pos..out_len) */
     size_t out_len, out_pos, out_cap;
     MonitorIntVec recv_fds;   /* passed with SCM_RIGHTS, oldest first */
@@ -353,17 +372,86 @@ static void monitor_handle(Monitor *mon, json_object *req)
     }
 }
 
-/* A message or an error from the framer (see framing.h). */
-static bool monitor_on_frame(void *opaque, json_object *msg, const char *err)
+/* Run one message, or answer one framing error. */
+static void monitor_process(Monitor *mon, json_object *msg, const char *err)
 {
-    Monitor *mon = opaque;
-
     if (msg != NULL) {
         monitor_handle(mon, msg);
     } else {
         monitor_send_error(mon, "%s", err);
     }
+}
+
+static bool is_exec_oob(json_object *msg)
+{
+    return json_object_is_type(msg, json_type_object) &&
+           json_object_object_get_ex(msg, "exec-oob", NULL);
+}
+
+/* A message or an error from the framer (see framing.h). */
+static bool monitor_on_frame(void *opaque, json_object *msg, const char *err)
+{
+    Monitor *mon = opaque;
+
+    if (mon->pending == NULL || (mon->oob && msg != NULL &&
+                                 is_exec_oob(msg))) {
+        monitor_process(mon, msg, err);
+    } else {
+        MonitorInput *in = XNEW(MonitorInput);
+
+        in->msg = msg != NULL ? json_object_get(msg) : NULL;
+        in->err = msg == NULL ? xstrdup(err) : NULL;
+        if (mon->queue_tail != NULL) {
+            mon->queue_tail->next = in;
+        } else {
+            mon->queue = in;
+        }
+        mon->queue_tail = in;
+        mon->nqueued++;
+        monitor_update_events(mon);
+    }
     return !mon->closing;
+}
+
+static void monitor_queue_clear(Monitor *mon)
+{
+    MonitorInput *in;
+
+    while ((in = mon->queue) != NULL) {
+        mon->queue = in->next;
+        json_object_put(in->msg);
+        free(in->err);
+        free(in);
+    }
+    mon->queue_tail = NULL;
+    mon->nqueued = 0;
+}
+
+void monitor_command_deferred(Monitor *mon, QmpPending *p)
+{
+    mon->pending = p;
+}
+
+void monitor_command_done(Monitor *mon, QmpPending *p, json_object *reply)
+{
+    (void)p;
+    mon->pending = NULL;
+    monitor_send(mon, reply);
+    /* What waited runs now, until a command defers again. */
+    while (!mon->closing && mon->pending == NULL && mon->queue != NULL) {
+        MonitorInput *in = mon->queue;
+
+        mon->queue = in->next;
+        if (mon->queue == NULL) {
+            mon->queue_tail = NULL;
+        }
+        mon->nqueued--;
+        monitor_process(mon, in->msg, in->err);
+        json_object_put(in->msg);
+        free(in->err);
+        free(in);
+    }
+    monitor_update_events(mon);
 }
 
 static void monitor_update_events(Monitor *mon)
@@ -373,7 +461,8 @@ static void monitor_update_events(Monitor *mon)
     if (mon->closing) {
         return;
     }
-    if (mon->out_len - mon->out_pos < MONITOR_OUTPUT_PAUSE) {
+    if (mon->out_len - mon->out_pos < MONITOR_OUTPUT_PAUSE &&
+        mon->nqueued < MONITOR_MAX_QUEUED) {
         ev |= LOOP_READ;
     }
     if (mon->out_pos < mon->out_len) {
@@ -563,6 +652,7 @@ static void monitor_free_deferred(void *opaque)
     Monitor *mon = opaque;
 
     qmp_framer_free(mon->framer);
+    monitor_queue_clear(mon);
     free(mon->out);
     free(mon);
 }
@@ -575,6 +665,11 @@ static void monitor_close(Monitor *mon)
         return;
     }
     mon->closing = true;
+    if (mon->pending != NULL) {
+        /* The work goes on; its reply goes nowhere. */
+        qmp_pending_detach(mon->pending);
+        mon->pending = NULL;
+    }
     loop_fd_del(mon->watch);
     mon->watch = NULL;
     close(mon->fd);

@@ -61,4 +61,13 @@ bool monitor_in_command_mode(const Monitor *mon);
 void monitor_enter_command_mode(Monitor *mon, bool oob);
 bool monitor_oob_enabled(const Monitor *mon);
 
+/* Deferred commands (qmp.h), between dispatch and the monitor.
+ * monitor_command_deferred: mon's command p answers later; mon queues
+ * its further input until monitor_command_done(), which sends reply
+ * (borrowed) and runs what was queued.  When mon closes first it calls
+ * qmp_pending_detach(p): the reply then goes nowhere. */
+void monitor_command_deferred(Monitor *mon, QmpPending *p);
+void monitor_command_done(Monitor *mon, QmpPending *p, json_object *reply);
+void qmp_pending_detach(QmpPending *p);
+
 #endif

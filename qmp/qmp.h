@@ -16,6 +16,8 @@
 
 typedef struct Monitor Monitor;
 typedef struct MonitorSet MonitorSet;
+typedef struct QmpPending QmpPending;
+typedef struct QmpDeferSlot QmpDeferSlot;
 typedef struct BlockGraph BlockGraph;     /* blockdev/block.h */
 typedef struct NbdContext NbdContext;     /* nbd/server.h */
 
@@ -31,6 +33,8 @@ typedef struct QmpCtx {
     void *host;               /* request_quit's argument */
     Monitor *mon;             /* the monitor the command came from, NULL
                                * for the command line and scripts */
+    QmpDeferSlot *defer;      /* private to qmp/: set by dispatch when the
+                               * handler may answer later (qmp_defer) */
 } QmpCtx;
 
 /* Check and run one request object; returns the reply object (owned by
@@ -59,6 +63,32 @@ bool monitor_closefd(Monitor *mon, const char *name, Error **errp);
  * (find) or handed over to the caller, who then owns it (take). */
 int monitor_fd_find(const Monitor *mon, const char *name);
 int monitor_fd_take(Monitor *mon, const char *name);
+
+/* Deferred replies: a handler whose work is long (opening an image,
+ * growing one) hands it to the worker pool and answers when it is done,
+ * so the loop keeps serving NBD clients and the other monitors:
+ *
+ *   handler (loop)          pool                 loop
+ *   p = qmp_defer(ctx) ──> the work ──done()──> qmp_complete(p, ...)
+ *   return true                                  └─> the reply
+ *
+ * The handler returns true without setting a return value; dispatch
+ * sends nothing.  The monitor reads no further command until the
+ * reply is sent, so one monitor's replies stay in the order of its
+ * commands (exec-oob still runs at once).  A monitor that closes
+ * meanwhile only loses the reply: the work completes.  Commands that
+ * return data cannot defer (their marshal code converts the return
+ * value right after the handler).
+ *
+ * qmp_defer() returns NULL when the caller needs the answer before the
+ * call returns (the command line at start-up, scripts: no monitor);
+ * the handler then does the work itself, synchronously.  Loop thread;
+ * at most once per command. */
+QmpPending *qmp_defer(QmpCtx *ctx);
+/* Answer a deferred command (loop thread): with ret (reference taken;
+ * NULL = {}) when err is NULL, else with err (taken).  Frees p.  May be
+ * called before the handler returns (a failure found at once). */
+void qmp_complete(QmpPending *p, json_object *ret, Error *err);
 
 /* Send an event to every monitor of ms that finished negotiation.  Takes
  * the reference to data (may be NULL for no data).  ms may be NULL: the
