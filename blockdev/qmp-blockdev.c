@@ -3,7 +3,8 @@
  *
  * Handlers run on the loop thread with arguments already checked
  * against the schema (qmp/dispatch.c); they only add the block layer's
- * own checks.
+ * own checks.  blockdev-add and block_resize hand their driver work to
+ * the pool and answer when it is done (qmp_defer, qmp/qmp.h).
  */
 #include <stdlib.h>
 #include <string.h>

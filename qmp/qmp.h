@@ -73,9 +73,9 @@ int monitor_fd_take(Monitor *mon, const char *name);
  *   return true                                  └─> the reply
  *
  * The handler returns true without setting a return value; dispatch
- * sends nothing.  The monitor reads no further command until the
- * reply is sent, so one monitor's replies stay in the order of its
- * commands (exec-oob still runs at once).  A monitor that closes
+ * sends nothing.  The monitor runs no further command until the
+ * reply is sent (it queues them), so one monitor's replies stay in the
+ * order of its commands (exec-oob still runs at once).  A monitor that closes
  * meanwhile only loses the reply: the work completes.  Commands that
  * return data cannot defer (their marshal code converts the return
  * value right after the handler).
