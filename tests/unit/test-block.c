@@ -1,6 +1,7 @@
 /* test-block.c - the node graph: node names, references to children,
  * users, deletion rules, no half-open nodes after failures, lookups,
- * path combination, and async requests on a file node. */
+ * path combination, async requests on a file node, and opens and
+ * resizes on the pool. */
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -634,6 +635,140 @@ static void test_header_backing(void)
     blk_graph_free(g);
 }
 
+/* ---- opens and resizes on the pool ---------------------------------- */
+
+typedef struct AsyncDone {
+    Loop *loop;
+    bool called;
+    BlockNode *bs;
+    Error *err;
+} AsyncDone;
+
+static void async_open_cb(BlockNode *bs, Error *err, void *opaque)
+{
+    AsyncDone *d = opaque;
+
+    d->called = true;
+    d->bs = bs;
+    d->err = err;
+    loop_stop(d->loop);
+}
+
+static void async_done_cb(Error *err, void *opaque)
+{
+    AsyncDone *d = opaque;
+
+    d->called = true;
+    d->err = err;
+    loop_stop(d->loop);
+}
+
+static bool open_async_json(BlockGraph *g, const char *json, AsyncDone *d,
+                            Error **errp)
+{
+    json_object *obj = json_tokener_parse(json);
+    BlockdevOptions *o = NULL;
+    bool ok = false;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(obj);
+    if (qapi_parse_BlockdevOptions(obj, NULL, 0, &o, errp)) {
+        ok = blk_open_async(g, o, async_open_cb, d, errp);
+        qapi_free_BlockdevOptions(o);   /* the open has its own copy */
+    }
+    json_object_put(obj);
+    return ok;
+}
+
+static void test_open_async(void)
+{
+    Loop *loop = loop_new();
+    WorkerPool *pool = worker_pool_new(loop, 2);
+    BlockGraph *g = blk_graph_new(&(BlockHost){ .loop = loop,
+                                                .pool = pool });
+    AsyncDone d = { .loop = loop }, d2 = { .loop = loop };
+    Error *err = NULL;
+    BlockNode *f0, *anon, *top;
+    int before;
+
+    f0 = add_json(g, "{\"driver\":\"null-co\",\"node-name\":\"f0\","
+                  "\"read-zeroes\":true}", NULL);
+    anon = unit_open_json(g, "{\"driver\":\"null-co\"}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(anon);
+    CU_ASSERT_STRING_EQUAL(anon->node_name, "#block0");
+    before = node_count(g);
+
+    /* top (raw) over an inline raw node over f0, named. */
+    CU_ASSERT_TRUE_FATAL(open_async_json(g, "{\"driver\":\"raw\","
+        "\"node-name\":\"top\",\"file\":{\"driver\":\"raw\",\"file\":"
+        "\"f0\"}}", &d, NULL));
+    /* Until it completes: the name is reserved, f0 is held, and the
+     * graph does not show the new nodes. */
+    CU_ASSERT_PTR_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                "\"node-name\":\"top\"}", &err));
+    expect_error(err, "Duplicate nodes with node-name='top'");
+    err = NULL;
+    CU_ASSERT_FALSE(open_async_json(g, "{\"driver\":\"null-co\","
+                                    "\"node-name\":\"top\"}", &d2, &err));
+    expect_error(err, "Duplicate nodes with node-name='top'");
+    err = NULL;
+    CU_ASSERT_FALSE(blk_node_delete(g, "f0", &err));
+    expect_error(err, "Block device f0 is in use by requests in flight");
+    err = NULL;
+    CU_ASSERT_EQUAL(node_count(g), before);
+    CU_ASSERT_PTR_NULL(blk_find_node(g, "top"));
+
+    CU_ASSERT_EQUAL(loop_run(loop), 0);
+    CU_ASSERT_TRUE_FATAL(d.called);
+    CU_ASSERT_PTR_NULL(d.err);
+    top = d.bs;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(top);
+    top->monitor_owned = true;
+    CU_ASSERT_PTR_EQUAL(blk_find_node(g, "top"), top);
+    CU_ASSERT_EQUAL(node_count(g), before + 2);
+    CU_ASSERT_PTR_EQUAL(top->graph, g);
+    CU_ASSERT_PTR_EQUAL(top->file->graph, g);
+    /* The inline node's auto name follows the graph's. */
+    CU_ASSERT_STRING_EQUAL(top->file->node_name, "#block1");
+    CU_ASSERT_PTR_EQUAL(top->file->file, f0);
+    CU_ASSERT_EQUAL(f0->refcnt, 2);     /* monitor + the inline raw */
+    CU_ASSERT_EQUAL(blk_getlength(top), blk_getlength(f0));
+
+    /* A failed open adds nothing and frees its name. */
+    d = (AsyncDone){ .loop = loop };
+    CU_ASSERT_TRUE_FATAL(open_async_json(g, "{\"driver\":\"raw\","
+        "\"node-name\":\"bad\",\"file\":\"nope\"}", &d, NULL));
+    CU_ASSERT_EQUAL(loop_run(loop), 0);
+    CU_ASSERT_TRUE_FATAL(d.called);
+    CU_ASSERT_PTR_NULL(d.bs);
+    expect_error(d.err, "Cannot find device='' nor node-name='nope'");
+    CU_ASSERT_EQUAL(node_count(g), before + 2);
+    CU_ASSERT_PTR_NOT_NULL(add_json(g, "{\"driver\":\"null-co\","
+                                    "\"node-name\":\"bad\"}", NULL));
+
+    /* A resize: the node is busy meanwhile. */
+    d = (AsyncDone){ .loop = loop };
+    CU_ASSERT_TRUE_FATAL(blk_truncate_async(f0, 1 << 20, async_done_cb, &d,
+                                            NULL));
+    CU_ASSERT_FALSE(blk_truncate_async(f0, 1 << 21, async_done_cb, &d2,
+                                       &err));
+    expect_error(err, "Node 'f0' is busy: node is used by block_resize");
+    err = NULL;
+    CU_ASSERT_EQUAL(loop_run(loop), 0);
+    CU_ASSERT_TRUE_FATAL(d.called);
+    CU_ASSERT_PTR_NULL(d.err);
+    CU_ASSERT_EQUAL(blk_getlength(f0), 1 << 20);
+    CU_ASSERT_FALSE(d2.called);
+
+    CU_ASSERT_TRUE(blk_node_delete(g, "top", NULL));
+    CU_ASSERT_TRUE(blk_node_delete(g, "f0", NULL));
+    blk_unref(anon);
+    worker_pool_free(pool);
+    loop_run_posted(loop);
+    blk_graph_free(g);
+    loop_free(loop);
+}
+
 static CU_TestInfo block_tests[] = {
     { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
@@ -645,6 +780,7 @@ static CU_TestInfo block_tests[] = {
     { "zero_detection", test_zero_detection },
     { "aio_file", test_aio_file },
     { "aio_status_walk", test_aio_status_walk },
+    { "open_async", test_open_async },
     CU_TEST_INFO_NULL,
 };
 
