@@ -162,16 +162,23 @@ def test_open_does_not_stall_clients(blockd, tmp_path):
 def test_replies_stay_in_order(blockd, tmp_path):
     img = make_dirty_image(str(tmp_path / "dirty.qcow2"))
     q = blockd.qmp()
-    # Both in one write: the second waits for the first.
+    # All in one write: the others wait for the first (more of them
+    # than the monitor queues before it stops reading; a bad one too).
     q.send_raw(json.dumps({"execute": "blockdev-add", "id": "add",
                            "arguments": qcow2_args("big", img)}) +
-               json.dumps({"execute": "query-version", "id": "ver"}) +
+               "".join(json.dumps({"execute": "query-version", "id": i})
+                       for i in range(20)) +
+               '{"execute": "nope", "id": "bad"}' +
                '{"execute": "query-named-block-nodes", "id": "nodes"}')
-    r1, r2, r3 = q.recv_reply(), q.recv_reply(), q.recv_reply()
-    assert r1 == {"return": {}, "id": "add"}
-    assert r2["id"] == "ver" and "return" in r2
-    assert r3["id"] == "nodes"
-    assert "big" in [n["node-name"] for n in r3["return"]]
+    assert q.recv_reply() == {"return": {}, "id": "add"}
+    for i in range(20):
+        r = q.recv_reply()
+        assert r["id"] == i and "return" in r
+    r = q.recv_reply()
+    assert r["id"] == "bad" and r["error"]["class"] == "CommandNotFound"
+    r = q.recv_reply()
+    assert r["id"] == "nodes"
+    assert "big" in [n["node-name"] for n in r["return"]]
     # A failing open answers in order too.
     q.send_raw(json.dumps({"execute": "blockdev-add", "id": 1,
                            "arguments": qcow2_args("big", img)}) +
@@ -215,6 +222,20 @@ def test_sigterm_during_open(blockd_factory, tmp_path):
     # The pool drains (the open finishes), then blockd exits cleanly.
     assert d.stop() == 0, d.logtext()
     q.close()
+    check_clean(img)
+
+
+def test_quit_during_open(blockd_factory, tmp_path):
+    img = make_dirty_image(str(tmp_path / "dirty.qcow2"))
+    d = blockd_factory()
+    a = d.qmp()
+    b = d.qmp()
+    send(a, "blockdev-add", qcow2_args("big", img), 1)
+    time.sleep(0.1)
+    assert b.cmd("quit") == {}
+    assert d.proc.wait(60) == 0, d.logtext()
+    a.close()
+    b.close()
     check_clean(img)
 
 
