@@ -228,6 +228,10 @@ bool blk_probe_is_raw(const uint8_t *buf, size_t len);
  *
  * A node cannot be deleted (blockdev-del) while another node uses it as
  * a child or a user (an export) is registered.
+ *
+ * "Loop thread" below also admits a worker running blk_open_async()'s
+ * open: there blk_open() and what it calls (children, backing files,
+ * probing) see only that open's private stage graph.
  */
 
 /* What the layer above hands the block layer: the loop completions and
