@@ -320,6 +320,9 @@ void blk_unref(BlockNode *bs)
 
 /* ---- users and busy checks ---------------------------------------- */
 
+/* The user a resize on the pool registers (blk_truncate_async). */
+#define BLK_RESIZE_USER "block_resize"
+
 bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
                        Error **errp)
 {
@@ -328,6 +331,16 @@ bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
     if (write && bs->read_only) {
         error_setg(errp, "Block node is read-only");
         return false;
+    }
+    /* A new user (an export) must not see the size change under it. */
+    for (size_t i = 0; bs->users != NULL &&
+         i < ((UserVec *)bs->users)->len; i++) {
+        if (strcmp(((UserVec *)bs->users)->ptr[i].name,
+                   BLK_RESIZE_USER) == 0) {
+            error_setg(errp, "Node '%s' is busy: node is being resized",
+                       bs->node_name);
+            return false;
+        }
     }
     if (bs->users == NULL) {
         bs->users = XNEW(UserVec);
@@ -1181,7 +1194,6 @@ typedef struct BlockTruncateJob {
     void *opaque;
 } BlockTruncateJob;
 
-#define BLK_RESIZE_USER "block_resize"
 
 static void blk_truncate_job_run(WorkerJob *wj)
 {

@@ -354,7 +354,8 @@ bool blk_open_async(BlockGraph *g, const BlockdevOptions *opts,
                     BlockOpenCb *cb, void *opaque, Error **errp);
 /* blk_truncate() on the pool: checked at once; meanwhile the node is
  * referenced and has the user "block_resize" (so it is busy for
- * blockdev-del and a second resize). */
+ * blockdev-del and a second resize, and blk_node_add_user() fails:
+ * no export starts on it until the new size is set). */
 bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
                         void *opaque, Error **errp);
 /* Delete a monitor-owned node (blockdev-del): fails with QEMU's

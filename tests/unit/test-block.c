@@ -754,11 +754,16 @@ static void test_open_async(void)
                                        &err));
     expect_error(err, "Node 'f0' is busy: node is used by block_resize");
     err = NULL;
+    CU_ASSERT_FALSE(blk_node_add_user(f0, "export 'e0'", false, &err));
+    expect_error(err, "Node 'f0' is busy: node is being resized");
+    err = NULL;
     CU_ASSERT_EQUAL(loop_run(loop), 0);
     CU_ASSERT_TRUE_FATAL(d.called);
     CU_ASSERT_PTR_NULL(d.err);
     CU_ASSERT_EQUAL(blk_getlength(f0), 1 << 20);
     CU_ASSERT_FALSE(d2.called);
+    CU_ASSERT_TRUE(blk_node_add_user(f0, "export 'e0'", false, NULL));
+    blk_node_remove_user(f0, "export 'e0'");
 
     CU_ASSERT_TRUE(blk_node_delete(g, "top", NULL));
     CU_ASSERT_TRUE(blk_node_delete(g, "f0", NULL));
