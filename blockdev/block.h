@@ -111,7 +111,9 @@ struct BlockDriver {
      * (read_only, auto_read_only, force_share, discard, cache_*).  A
      * format opens its children itself with blk_open_child(), which
      * stores them in bs->file / bs->backing.  Leaves the node ready for
-     * get_length.  On failure the generic layer drops the children. */
+     * get_length.  On failure the generic layer drops the children.
+     * May run on a worker (blk_open_async): blocking I/O is fine, the
+     * loop only through loop_post(). */
     bool (*open)(BlockNode *bs, const void *opts, Error **errp);
     void (*close)(BlockNode *bs);
 
