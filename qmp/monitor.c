@@ -11,9 +11,12 @@
  * Input is cut into messages by qmp/framing.c.
  *
  * While a command of the monitor is deferred (qmp_defer: its work runs
- * on the pool), further messages wait in the monitor's queue, in order,
- * and run when the reply has gone out; past MONITOR_MAX_QUEUED of them
- * the monitor stops reading its socket.  exec-oob requests do not wait.
+ * on the pool), or while the client has not read MONITOR_OUTPUT_PAUSE
+ * bytes of replies, further messages wait in the monitor's queue, in
+ * order, and run when the reply has gone out and the output drained;
+ * past MONITOR_MAX_QUEUED of them the monitor stops reading its socket.
+ * So one read of many small commands cannot make the loop build
+ * megabytes of replies nobody reads.  exec-oob requests do not wait.
  */
 #include "qmp/monitor.h"
 
@@ -372,6 +375,14 @@ static void monitor_handle(Monitor *mon, json_object *req)
     }
 }
 
+/* Whether a new message must wait in the queue: a command is deferred,
+ * or the client is behind on reading its replies. */
+static bool monitor_busy(const Monitor *mon)
+{
+    return mon->pending != NULL ||
+           mon->out_len - mon->out_pos >= MONITOR_OUTPUT_PAUSE;
+}
+
 /* Run one message, or answer one framing error. */
 static void monitor_process(Monitor *mon, json_object *msg, const char *err)
 {
@@ -393,8 +404,8 @@ static bool monitor_on_frame(void *opaque, json_object *msg, const char *err)
 {
     Monitor *mon = opaque;
 
-    if (mon->pending == NULL || (mon->oob && msg != NULL &&
-                                 is_exec_oob(msg))) {
+    if ((!monitor_busy(mon) && mon->queue == NULL) ||
+        (mon->oob && msg != NULL && is_exec_oob(msg))) {
         monitor_process(mon, msg, err);
     } else {
         MonitorInput *in = XNEW(MonitorInput);
@@ -432,13 +443,11 @@ void monitor_command_deferred(Monitor *mon, QmpPending *p)
     mon->pending = p;
 }
 
-void monitor_command_done(Monitor *mon, QmpPending *p, json_object *reply)
+/* Run what waited in the queue, until a command defers again or the
+ * output backs up. */
+static void monitor_run_queue(Monitor *mon)
 {
-    (void)p;
-    mon->pending = NULL;
-    monitor_send(mon, reply);
-    /* What waited runs now, until a command defers again. */
-    while (!mon->closing && mon->pending == NULL && mon->queue != NULL) {
+    while (!mon->closing && !monitor_busy(mon) && mon->queue != NULL) {
         MonitorInput *in = mon->queue;
 
         mon->queue = in->next;
@@ -451,7 +460,15 @@ void monitor_command_done(Monitor *mon, QmpPending *p, json_object *reply)
         free(in->err);
         free(in);
     }
-    monitor_update_events(mon);
+    monitor_update_events(mon);     /* reading may resume */
+}
+
+void monitor_command_done(Monitor *mon, QmpPending *p, json_object *reply)
+{
+    (void)p;
+    mon->pending = NULL;
+    monitor_send(mon, reply);
+    monitor_run_queue(mon);
 }
 
 static void monitor_update_events(Monitor *mon)
@@ -533,6 +550,7 @@ static void monitor_io(int fd, int events, void *opaque)
         if (mon->closing) {
             return;
         }
+        monitor_run_queue(mon);
     }
     if (events & LOOP_READ) {
         ssize_t n = monitor_recv(mon, buf, sizeof(buf));
