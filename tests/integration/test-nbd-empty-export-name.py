@@ -5,22 +5,16 @@ once handed NULL to memchr/memcpy (UBSan in nbd/proto.c, which aborts
 the daemon in sanitizer builds).  The client must get the export's size
 and flags back and be able to use it.
 
-Spoken with the raw-socket client of test-nbd-protocol.py (newstyle
-greeting, client flags, then the option) since libnbd always negotiates
-with NBD_OPT_GO first.
+Spoken with the raw-socket client of nbdraw.py (newstyle greeting,
+client flags, then the option) since libnbd always negotiates with
+NBD_OPT_GO first.
 """
-import importlib.util
 import os
 import struct
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "nbd_protocol_raw",
-    os.path.join(os.path.dirname(__file__), "test-nbd-protocol.py"))
-_proto = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_proto)
-Raw = _proto.Raw
+from nbdraw import CMD_DISC, CMD_READ, OPT_EXPORT_NAME, Raw
 
 SIZE = 3 << 20
 FLAG_HAS_FLAGS, FLAG_READ_ONLY = 1 << 0, 1 << 1
@@ -44,7 +38,7 @@ def default_export(blockd):
                          ids=["no-zeroes", "zeroes", "oldstyle-client"])
 def test_empty_export_name_first_option(blockd, default_export, flags):
     r = Raw(default_export, flags=flags)
-    r.send_opt(_proto.OPT_EXPORT_NAME, b"")
+    r.send_opt(OPT_EXPORT_NAME, b"")
     size, tflags = struct.unpack(">QH", r.recv(10))
     assert size == SIZE
     assert tflags & FLAG_HAS_FLAGS
@@ -52,8 +46,8 @@ def test_empty_export_name_first_option(blockd, default_export, flags):
     if not flags & C_NO_ZEROES:
         assert r.recv(124) == bytes(124)
     # The export really is attached: a read gets a simple reply.
-    r.request(_proto.CMD_READ, 4096, 8)
+    r.request(CMD_READ, 4096, 8)
     assert r.chunks(8) == [("simple", 0, bytes(8))]
-    r.request(_proto.CMD_DISC)
+    r.request(CMD_DISC)
     assert r.closed()
     assert blockd.alive(), blockd.logtext()
