@@ -93,8 +93,10 @@ def test_idle_connections_release_buffers(blockd, server):
         handles.append(h)
     burst(handles)
     peak = vmhwm(blockd.pid)
-    # The burst did cost memory (else this test proves nothing).
-    assert peak - before > NCONN * READ, (before, peak)
+    # The burst did cost more than the limit checked below, else this
+    # test proves nothing.  (About NCONN * NREAD * READ when every read
+    # is in flight at once; a loaded machine gets about half of that.)
+    assert peak - before > 1.25 * LIMIT, (before, peak)
     # Idle: the server gives buffers back about a second after a
     # connection's last request; give it three, then a few more if the
     # machine is slow.
