@@ -359,9 +359,12 @@ static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
     close(fd);
     st->scratch = xstrdup(img);
 
+    /* discard=unmap: a client's trim gives the scratch file's space back
+     * (and the export offers TRIM only where it does something). */
     json = xasprintf("{\"driver\": \"raw\", \"node-name\": \"scratch\", "
+                     "\"discard\": \"unmap\", "
                      "\"file\": {\"driver\": \"file\", \"filename\": "
-                     "\"%s\"}}", img);
+                     "\"%s\", \"discard\": \"unmap\"}}", img);
     if (!run_json(d, "blockdev-add", json, errp)) {
         return false;
     }

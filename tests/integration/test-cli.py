@@ -204,6 +204,15 @@ def test_defaults_with_no_options(tmp_path):
                             "read -P 0x5a 0 64k", uri],
                            capture_output=True, text=True, timeout=20)
         assert r.returncode == 0 and "verification failed" not in r.stdout
+        # A trim really gives the scratch file's space back, so the
+        # export offers it.
+        img = tmp_path / "blockd" / "scratch.img"
+        used = img.stat().st_blocks
+        r = subprocess.run(["qemu-io", "-f", "raw", "-c", "discard 0 64k",
+                            "-c", "read -P 0 0 64k", uri],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and "verification failed" not in r.stdout
+        assert img.stat().st_blocks < used
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
