@@ -274,3 +274,23 @@ def blockd(blockd_factory):
     # A test must not crash the daemon: it is still serving at the end.
     assert d.alive(), "blockd died: " + d.logtext()
     d.cmd("query-version")
+
+
+@pytest.fixture
+def shm_dir():
+    """A scratch directory on tmpfs (/dev/shm), for memory-backed images."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this machine")
+    d = tempfile.mkdtemp(prefix="blockd-test-", dir="/dev/shm")
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture
+def node(blockd, tmp_path):
+    """A 1 MiB raw file opened as the file node "f0"; its name."""
+    img = str(tmp_path / "a.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    blockd.cmd("blockdev-add", driver="file", node_name="f0", filename=img)
+    return "f0"

@@ -9,25 +9,12 @@ QMP went unanswered for seconds.  Here a second QMP connection samples
 query-version while one client zeroes and trims the whole export; every
 answer must come within a generous bound."""
 import os
-import shutil
-import tempfile
 import time
-
-import pytest
 
 from liveness import QmpSampler
 
 SIZE = 1 << 30
 BOUND = 1.5          # seconds: a liveness bound, not a speed test
-
-
-@pytest.fixture
-def shm_dir():
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm on this machine")
-    d = tempfile.mkdtemp(prefix="blockd-test-", dir="/dev/shm")
-    yield d
-    shutil.rmtree(d)
 
 
 def test_large_zero_and_trim_leave_qmp_responsive(blockd, shm_dir):

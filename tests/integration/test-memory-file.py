@@ -5,24 +5,13 @@ backing file, must give exactly the bytes a model of the disk says;
 afterwards qemu-img checks the image and compares it with the model."""
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from conftest import requires
 
 SIZE = 16 << 20
-
-
-@pytest.fixture
-def shm_dir():
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm on this machine")
-    d = tempfile.mkdtemp(prefix="blockd-test-", dir="/dev/shm")
-    yield d
-    shutil.rmtree(d)
 
 
 def qemu_img(*args):

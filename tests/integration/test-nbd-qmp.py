@@ -11,15 +11,6 @@ import pytest
 from conftest import QmpError
 
 
-@pytest.fixture
-def node(blockd, tmp_path):
-    img = str(tmp_path / "a.raw")
-    with open(img, "wb") as f:
-        f.truncate(1 << 20)
-    blockd.cmd("blockdev-add", driver="file", node_name="f0", filename=img)
-    return "f0"
-
-
 def start(blockd, **kw):
     sock = os.path.join(blockd.sockdir, "nbd.sock")
     args = {"addr": {"type": "unix", "data": {"path": sock}}}

@@ -12,15 +12,6 @@ import pytest
 from conftest import BLOCKD, QmpError
 
 
-@pytest.fixture
-def node(blockd, tmp_path):
-    img = str(tmp_path / "a.raw")
-    with open(img, "wb") as f:
-        f.truncate(1 << 20)
-    blockd.cmd("blockdev-add", driver="file", node_name="f0", filename=img)
-    return "f0"
-
-
 def start_err(blockd, path):
     with pytest.raises(QmpError) as e:
         blockd.cmd("nbd-server-start",
