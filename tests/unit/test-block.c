@@ -774,7 +774,27 @@ static void test_open_async(void)
     loop_free(loop);
 }
 
+/* A driver from above the block layer (as the NBD client's will be)
+ * registers with a graph: that graph finds it, another does not, and a
+ * built-in name still means the built-in driver. */
+static void test_register_driver(void)
+{
+    static const BlockDriver fake = { .format_name = "fake-proto" };
+    BlockGraph *g = blk_graph_new(NULL);
+    BlockGraph *other = blk_graph_new(NULL);
+
+    CU_ASSERT_PTR_NULL(blk_graph_find_driver(g, "fake-proto"));
+    blk_graph_register_driver(g, &fake);
+    CU_ASSERT_PTR_EQUAL(blk_graph_find_driver(g, "fake-proto"), &fake);
+    CU_ASSERT_PTR_NULL(blk_graph_find_driver(other, "fake-proto"));
+    CU_ASSERT_PTR_NULL(blk_find_driver("fake-proto"));
+    CU_ASSERT_PTR_EQUAL(blk_graph_find_driver(g, "file"), &blk_drv_file);
+    blk_graph_free(other);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo block_tests[] = {
+    { "register_driver", test_register_driver },
     { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
     { "node_names", test_node_names },
