@@ -71,6 +71,17 @@ typedef struct NbdClientOpts {
     const char *const *meta_contexts;
     size_t n_meta_contexts;
     int timeout_ms;             /* per step; -1: none */
+    /* TLS (set by the caller that has credentials: the nbd driver).
+     * When starttls is not NULL, the client sends NBD_OPT_STARTTLS
+     * right after the flags and, on NBD_REP_ACK, calls starttls(xp,
+     * starttls_opaque, errp), which runs the TLS handshake on xp->fd
+     * and replaces xp->ops (and xp->opaque) with a TLS stream; the rest
+     * of the handshake then runs inside TLS.  A server that refuses
+     * STARTTLS fails the handshake (no fallback to clear text).  This
+     * file knows no TLS library. */
+    bool (*starttls)(NbdClientXport *xp, void *starttls_opaque,
+                     Error **errp);
+    void *starttls_opaque;
 } NbdClientOpts;
 
 typedef struct NbdMetaContext {
@@ -126,8 +137,9 @@ void nbd_export_list_clear(NbdExportList *l);
 /* List a server's exports the way qemu-nbd -L does: OPT_LIST, then per
  * export OPT_INFO (block sizes asked for) and, with structured replies,
  * LIST_META_CONTEXT (all contexts; again with the query "qemu:" when
- * none of the answers starts with "qemu:"), then OPT_ABORT. */
-bool nbd_client_list(const SockAddr *addr, int timeout_ms,
+ * none of the answers starts with "qemu:"), then OPT_ABORT.  From o
+ * only timeout_ms and starttls are used. */
+bool nbd_client_list(const SockAddr *addr, const NbdClientOpts *o,
                      NbdExportList *out, Error **errp);
 
 /* Print the list exactly as qemu-nbd -L prints it ("exports available:
