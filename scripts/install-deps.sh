@@ -7,7 +7,8 @@ PACKAGES="
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libjson-c-dev libevent-dev libgnutls28-dev libseccomp-dev libcunit1-dev
   zlib1g-dev libzstd-dev libedit-dev
-  qemu-utils libnbd-bin nbdkit python3-libnbd python3-pytest
+  qemu-utils qemu-system-common nbd-server libnbd-bin nbdkit
+  python3-libnbd python3-pytest
   gnutls-bin fio socat util-linux procps tmux
 "
 
