@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 typedef enum LogLevel {
+    LOG_LEVEL_OFF = -1,     /* log_set_level() only: nothing (fuzzers) */
     LOG_LEVEL_ERROR,
     LOG_LEVEL_WARN,
     LOG_LEVEL_INFO,
