@@ -114,7 +114,9 @@ void nbd_export_info_clear(NbdExportInfo *info);
  * description and block sizes), falling back to OPT_EXPORT_NAME for a
  * server that does not know OPT_GO.  Fills *info (cleared on failure).
  * On failure the server's error message, if any, is in errp, e.g.
- * "Requested export not available" for NBD_REP_ERR_UNKNOWN. */
+ * "Requested export not available" for NBD_REP_ERR_UNKNOWN; xp is left
+ * open (the caller closes it).  Extended headers are asked for only
+ * when structured replies are too. */
 bool nbd_client_handshake(NbdClientXport *xp, const NbdClientOpts *o,
                           NbdExportInfo *info, Error **errp);
 
@@ -138,7 +140,8 @@ void nbd_export_list_clear(NbdExportList *l);
  * export OPT_INFO (block sizes asked for) and, with structured replies,
  * LIST_META_CONTEXT (all contexts; again with the query "qemu:" when
  * none of the answers starts with "qemu:"), then OPT_ABORT.  From o
- * only timeout_ms and starttls are used. */
+ * (NULL: no timeout, no TLS) only timeout_ms and starttls are used.
+ * An addr of type SOCK_ADDR_FD is taken over and closed. */
 bool nbd_client_list(const SockAddr *addr, const NbdClientOpts *o,
                      NbdExportList *out, Error **errp);
 

@@ -30,8 +30,10 @@ GENERATED = {
     'qapi-commands.h': 'qmp',
     'qapi-events.h': 'qmp',
 }
-# Files of nbd/ that the client side shares: they use only util/.
-NBD_SHARED = {'nbd/proto.h', 'nbd/proto.c'}
+# Files of nbd/ that the client side shares (the codec, the client
+# handshake and list mode): they use only util/.
+NBD_SHARED = {'nbd/proto.h', 'nbd/proto.c',
+              'nbd/client.h', 'nbd/client.c'}
 CLIENT_MAY = {'util', 'client'}
 CHECKED = LAYERS + ['client']
 
@@ -111,6 +113,8 @@ def self_test():
          {'daemon/a.c': '#include "client/qmpc.h"\n'}, True),
         ('shared codec reaches into the server',
          {'nbd/proto.c': '#include "nbd/internal.h"\n'}, True),
+        ('shared client handshake reaches into the server',
+         {'nbd/client.c': '#include "nbd/server.h"\n'}, True),
     ]
     passed = failed = 0
     for name, files, should_fail in cases:
