@@ -5,6 +5,7 @@
  *     blockctl -s SOCK -                         requests on stdin
  *     blockctl -s SOCK --events                  print events
  *     blockctl -s SOCK                           interactive shell
+ *     blockctl list -s PATH | --host HOST ...    an NBD server's exports
  *
  * Exit status: 0 success, 1 an error reply or bad input, 2 the
  * connection failed (see usage()).  docs/blockctl.md is the manual.
@@ -24,6 +25,7 @@
 
 #include "client/qmpc.h"
 #include "config.h"
+#include "nbd/client.h"
 #include "util/cleanup.h"
 #include "util/json.h"
 #include "util/util.h"
@@ -56,6 +58,8 @@ static void usage(FILE *f)
 "       blockctl [OPTIONS] -s SOCKET -\n"
 "       blockctl [OPTIONS] -s SOCKET --events\n"
 "       blockctl [OPTIONS] -s SOCKET\n"
+"       blockctl list [-s PATH | --host HOST [--port PORT] | --fd N]\n"
+"                     [--timeout SECS]\n"
 "\n"
 "Send QMP commands to blockd (or any QMP server) and print the replies.\n"
 "\n"
@@ -78,6 +82,14 @@ static void usage(FILE *f)
 "line editing, history (~/.blockctl_history) and completion of command\n"
 "and argument names; events are printed as they arrive.  End it with\n"
 "Ctrl-D.\n"
+"\n"
+"'blockctl list' lists the exports of an NBD server (blockd, qemu-nbd,\n"
+"nbdkit, nbd-server...) with their size, flags, block sizes and meta\n"
+"contexts, printed as 'qemu-nbd -L' prints them.  Its options: -s,\n"
+"--socket PATH (a unix socket), --host HOST and --port PORT (TCP, port\n"
+"10809 by default), --fd N (an inherited, connected socket), -t,\n"
+"--timeout SECS (each step; 30 by default).  It exits 0 on success and\n"
+"1 on any failure, with 'blockctl: ERROR' on standard error.\n"
 "\n"
 "Options:\n"
 "  -s, --socket ADDR    the QMP socket: PATH, unix:PATH or tcp:HOST:PORT\n"
@@ -104,7 +116,9 @@ static void usage(FILE *f)
 "  blockctl -s /tmp/qmp.sock blockdev-add driver=qcow2 node-name=d0 \\\n"
 "      file.driver=file file.filename=disk.qcow2 read-only=on\n"
 "  blockctl -s /tmp/qmp.sock --json '{\"execute\": \"query-commands\"}'\n"
-"  blockctl -s /tmp/qmp.sock --events --count 1 --timeout 10\n");
+"  blockctl -s /tmp/qmp.sock --events --count 1 --timeout 10\n"
+"  blockctl list -s /tmp/nbd.sock\n"
+"  blockctl list --host 127.0.0.1 --port 10809\n");
 }
 
 static void print_json(json_object *obj, bool pretty)
@@ -1000,6 +1014,103 @@ static bool parse_options(int argc, char **argv, Options *o)
     return true;
 }
 
+/*
+ * blockctl list: an NBD server's exports, as qemu-nbd -L prints them.
+ */
+
+#define NBD_DEFAULT_PORT "10809"
+
+static void list_usage_hint(void)
+{
+    fprintf(stderr, "Try 'blockctl --help' for more information.\n");
+}
+
+static int run_list(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "socket", required_argument, NULL, 's' },
+        { "host", required_argument, NULL, 'H' },
+        { "port", required_argument, NULL, 'P' },
+        { "fd", required_argument, NULL, 'F' },
+        { "timeout", required_argument, NULL, 't' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    SockAddr addr = { .type = SOCK_ADDR_UNIX };
+    NbdClientOpts o = { .timeout_ms = GREETING_TIMEOUT_MS };
+    NbdExportList l;
+    Error *err = NULL;
+    const char *path = NULL, *host = NULL, *port = NULL;
+    uint64_t u;
+    bool have_fd = false;
+    int opt;
+
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "s:t:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            path = optarg;
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'P':
+            port = optarg;
+            break;
+        case 'F':
+            if (!parse_uint64(optarg, &u) || u > INT_MAX) {
+                fprintf(stderr, "blockctl: invalid --fd '%s'\n", optarg);
+                return EXIT_REPLY_ERROR;
+            }
+            addr.fd = (int)u;
+            have_fd = true;
+            break;
+        case 't':
+            if (!parse_seconds(optarg, &o.timeout_ms)) {
+                fprintf(stderr, "blockctl: invalid --timeout '%s' "
+                        "(seconds expected)\n", optarg);
+                return EXIT_REPLY_ERROR;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            list_usage_hint();
+            return EXIT_REPLY_ERROR;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "blockctl: list: unexpected argument '%s'\n",
+                argv[optind]);
+        list_usage_hint();
+        return EXIT_REPLY_ERROR;
+    }
+    if ((path != NULL) + (host != NULL || port != NULL) + have_fd != 1) {
+        fprintf(stderr, "blockctl: list needs one server address: "
+                "-s PATH, --host HOST [--port PORT] or --fd N\n");
+        list_usage_hint();
+        return EXIT_REPLY_ERROR;
+    }
+    if (path) {
+        addr.path = path;
+    } else if (have_fd) {
+        addr.type = SOCK_ADDR_FD;
+    } else {
+        addr.type = SOCK_ADDR_INET;
+        addr.host = host ? host : "localhost";
+        addr.port = port ? port : NBD_DEFAULT_PORT;
+    }
+    if (!nbd_client_list(&addr, &o, &l, &err)) {
+        fprintf(stderr, "blockctl: %s\n", error_get_pretty(err));
+        error_free(err);
+        return EXIT_REPLY_ERROR;
+    }
+    nbd_export_list_print(stdout, &l);
+    nbd_export_list_clear(&l);
+    return fflush(stdout) == 0 ? 0 : EXIT_REPLY_ERROR;
+}
+
 int main(int argc, char **argv)
 {
     CLEANUP_JSON json_object *req = NULL;
@@ -1009,6 +1120,10 @@ int main(int argc, char **argv)
     bool script;
     int status;
 
+    signal(SIGPIPE, SIG_IGN);
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        return run_list(argc - 1, argv + 1);
+    }
     if (!parse_options(argc, argv, &o)) {
         return EXIT_REPLY_ERROR;
     }
@@ -1033,7 +1148,6 @@ int main(int argc, char **argv)
         return EXIT_REPLY_ERROR;
     }
 
-    signal(SIGPIPE, SIG_IGN);
     c = qmpc_connect(o.addr, o.timeout_ms >= 0 ? o.timeout_ms
                                                : GREETING_TIMEOUT_MS, &err);
     if (!c) {
