@@ -388,3 +388,45 @@ def test_usage_errors(args, msg):
     b = run(BLOCKCTL, "list", *args)
     assert b.returncode == 1
     assert b.stderr.startswith("blockctl: " + msg), b.stderr
+
+
+# ---- the fake server (tests/integration/fakenbd.py) ----------------------------
+
+def test_fake_simple_replies(sockdir):
+    """A server without structured replies or extended headers, with a
+    description: the same lines as qemu-nbd -L."""
+    from fakenbd import FakeNbd
+    requires("qemu-nbd")
+    path = os.path.join(sockdir, "f.sock")
+    with FakeNbd(path, exports=["x", "y"], structured=False,
+                 extended=False, description="fake", max_block=65536):
+        ours = blockctl_list("-s", path)
+        assert_same(qemu_nbd_list("-k", path), ours)
+    assert ours[0] == "exports available: 2"
+    assert "  max block: 65536" in ours
+
+
+def test_fake_endless_list(sockdir):
+    """OPT_LIST that never ends: blockctl stops at its cap with a clear
+    error instead of eating memory."""
+    from fakenbd import FakeNbd
+    path = os.path.join(sockdir, "f.sock")
+    with FakeNbd(path, misbehave={"endless_list"}):
+        b = run(BLOCKCTL, "list", "-s", path)
+    assert b.returncode == 1
+    assert b.stdout == ""
+    assert b.stderr == "blockctl: Server listed more than 65536 exports\n"
+
+
+def test_fake_bad_block_size(sockdir):
+    """A maximum block size below the minimum: both clients refuse."""
+    from fakenbd import FakeNbd
+    requires("qemu-nbd")
+    path = os.path.join(sockdir, "f.sock")
+    with FakeNbd(path, exports=["z"], max_block=0):
+        q = run("qemu-nbd", "-L", "-k", path)
+        b = run(BLOCKCTL, "list", "-s", path)
+    assert q.returncode == 1
+    assert b.returncode == 1
+    assert b.stderr.startswith("blockctl: Export 'z': Server maximum "
+                               "block size 0"), b.stderr
