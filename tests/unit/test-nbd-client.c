@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cunit-main.h"
@@ -870,6 +871,59 @@ static void test_connect_sockets(void)
     CU_ASSERT_PTR_NULL(info.name);
 }
 
+/* A real server: nbdkit -s (serving on its stdin/stdout) on one end of
+ * a socketpair, the handshake on the other. */
+static void test_nbdkit(void)
+{
+    static const char *const want[] = {
+        "base:allocation", "qemu:allocation-depth",
+    };
+    NbdClientOpts o = { .export_name = "", .timeout_ms = T_TIMEOUT_MS,
+                        .meta_contexts = want, .n_meta_contexts = 2 };
+    NbdClientXport xp;
+    NbdExportInfo info;
+    CLEANUP_ERROR Error *err = NULL;
+    int sv[2], status;
+    pid_t pid;
+
+    if (system("command -v nbdkit >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "skipped: nbdkit is not installed\n");
+        return;
+    }
+    CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+                               sv) == 0);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        dup2(sv[0], 0);
+        dup2(sv[0], 1);
+        execlp("nbdkit", "nbdkit", "-s", "--filter=exportname", "memory",
+               "3M", "exportdesc=fixed:kit", (char *)NULL);
+        _exit(127);
+    }
+    close(sv[0]);
+    nbd_client_xport_init_plain(&xp, sv[1], T_TIMEOUT_MS);
+    CU_ASSERT_TRUE(nbd_client_handshake(&xp, &o, &info, &err));
+    if (err) {
+        fprintf(stderr, "nbdkit: %s\n", error_get_pretty(err));
+    } else {
+        CU_ASSERT_EQUAL(info.size, 3 << 20);
+        CU_ASSERT_TRUE(info.flags & NBD_FLAG_HAS_FLAGS);
+        CU_ASSERT_TRUE(info.structured);
+        CU_ASSERT_STRING_EQUAL(info.name, "");
+        CU_ASSERT_PTR_NOT_NULL(info.description);
+        if (info.description) {
+            CU_ASSERT_STRING_EQUAL(info.description, "kit");
+        }
+        /* nbdkit has no qemu: contexts. */
+        CU_ASSERT_EQUAL_FATAL(info.n_contexts, 1);
+        CU_ASSERT_STRING_EQUAL(info.contexts[0].name, "base:allocation");
+        nbd_export_info_clear(&info);
+    }
+    xp.ops->close(&xp);     /* nbdkit -s exits at the end of its input */
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+}
+
 /* ---- hostile servers -------------------------------------------------- */
 
 static void test_bad_greetings(void)
@@ -1068,6 +1122,7 @@ static CU_TestInfo client_tests[] = {
     { "starttls_hook", test_starttls_hook },
     { "go_errors", test_go_errors },
     { "connect_sockets", test_connect_sockets },
+    { "nbdkit", test_nbdkit },
     { "bad_greetings", test_bad_greetings },
     { "hostile_replies", test_hostile_replies },
     { "timeout", test_timeout },
