@@ -287,6 +287,17 @@ static bool nbdc_recv_reply(Nbdc *c, uint32_t opt, NbdcReply *r,
     return true;
 }
 
+/* Room for element n of an array of n elements of size elem, growing
+ * it geometrically (8, 16, 32, ...): a server that lists thousands of
+ * exports must not cost a copy of the whole array per entry. */
+static void *nbdc_grow(void *p, size_t n, size_t elem)
+{
+    if (n == 0 || (n >= 8 && IS_POWER_OF_2(n))) {
+        return xrealloc(p, (n ? 2 * n : 8) * elem);
+    }
+    return p;
+}
+
 static bool nbdc_is_err(const NbdcReply *r)
 {
     return (r->h.type & 0x80000000U) != 0;
@@ -557,8 +568,8 @@ static int nbdc_meta(Nbdc *c, uint32_t opt, const char *name,
                 return -1;
             }
         }
-        info->contexts = xrealloc(info->contexts, (info->n_contexts + 1) *
-                                  sizeof(*info->contexts));
+        info->contexts = nbdc_grow(info->contexts, info->n_contexts,
+                                   sizeof(*info->contexts));
         ctx = &info->contexts[info->n_contexts++];
         ctx->name = xstrndup(m.name.ptr, m.name.len);
         ctx->id = opt == NBD_OPT_SET_META_CONTEXT ? m.id : 0;
@@ -885,8 +896,8 @@ static bool nbdc_list_exports(Nbdc *c, NbdExportList *out, Error **errp)
                        NBD_CLIENT_MAX_EXPORTS);
             return false;
         }
-        out->exports = xrealloc(out->exports,
-                                (out->n + 1) * sizeof(*out->exports));
+        out->exports = nbdc_grow(out->exports, out->n,
+                                 sizeof(*out->exports));
         e = &out->exports[out->n++];
         memset(e, 0, sizeof(*e));
         e->name = xstrndup(s.name.ptr ? s.name.ptr : "", s.name.len);
