@@ -146,7 +146,8 @@ bool nbd_client_list(const SockAddr *addr, const NbdClientOpts *o,
                      NbdExportList *out, Error **errp);
 
 /* Print the list exactly as qemu-nbd -L prints it ("exports available:
- * N", then each export). */
+ * N", then each export): QEMU 7.2's format, the one Debian ships and
+ * the tests compare with, so no "transaction size" line (QEMU 8.2). */
 void nbd_export_list_print(FILE *f, const NbdExportList *l);
 
 #endif
