@@ -39,7 +39,7 @@ static bool unix_fill(struct sockaddr_un *sun, const char *path,
     return true;
 }
 
-static const char *file_kind(mode_t mode)
+static const char *sock_file_kind(mode_t mode)
 {
     switch (mode & S_IFMT) {
     case S_IFREG:
@@ -101,7 +101,7 @@ static bool unix_clear_path(const struct sockaddr_un *sun, Error **errp)
     if (!S_ISSOCK(st.st_mode)) {
         error_setg(errp, "Failed to bind socket to %s: %s is there, not a "
                    "socket (only a stale socket is replaced)", path,
-                   file_kind(st.st_mode));
+                   sock_file_kind(st.st_mode));
         return false;
     }
     rc = unix_probe(sun);
