@@ -33,6 +33,7 @@ struct NbdContext {
     BlockGraph *graph;            /* exports name nodes of this graph */
     MonitorSet *events;           /* BLOCK_EXPORT_DELETED; may be NULL */
     NbdServer *server;            /* NULL until nbd-server-start */
+    ObjectSet *objects;           /* tls-creds and tls-authz by id */
 };
 
 /* Server-wide settings, fixed at nbd-server-start. */

@@ -20,6 +20,7 @@ typedef struct QmpPending QmpPending;
 typedef struct QmpDeferSlot QmpDeferSlot;
 typedef struct BlockGraph BlockGraph;     /* blockdev/block.h */
 typedef struct NbdContext NbdContext;     /* nbd/server.h */
+typedef struct ObjectSet ObjectSet;       /* crypto/object.h */
 
 /* The context of one command.  Everything but mon is the same for every
  * command of a process: daemon/ keeps one QmpCtx as the template and
@@ -28,6 +29,7 @@ typedef struct QmpCtx {
     MonitorSet *monitors;     /* where events go; NULL = nowhere */
     BlockGraph *graph;        /* the node graph (blockdev/ commands) */
     NbdContext *nbd;          /* the NBD layer (nbd/ commands) */
+    ObjectSet *objects;       /* user-creatable objects (object-add) */
     /* quit: ask the process to stop after this reply (once). */
     void (*request_quit)(void *host, ShutdownCause cause);
     void *host;               /* request_quit's argument */

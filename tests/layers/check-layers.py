@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """check-layers.py - the folders are layers; an #include points only down.
 
-    util  <-  qmp  <-  blockdev  <-  nbd  <-  daemon
+    util  <-  qmp  <-  crypto  <-  blockdev  <-  nbd  <-  daemon
     client: util, the generated client half, nbd's shared codec
 
 A file may include headers of its own folder and of folders below it,
@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 
-LAYERS = ['util', 'qmp', 'blockdev', 'nbd', 'daemon']
+LAYERS = ['util', 'qmp', 'crypto', 'blockdev', 'nbd', 'daemon']
 # Generated headers (build dir) and the layer they stand in.
 GENERATED = {
     'config.h': 'util',
@@ -96,10 +96,13 @@ def self_test():
     cases = [
         ('good', {'util/a.c': '#include "util/b.h"\n',
                   'nbd/x.c': '#include "blockdev/block.h"\n'
+                             '#include "crypto/tls.h"\n'
                              '#include "qapi-events.h"\n',
                   'client/c.c': '#include "nbd/proto.h"\n'
                                 '#include "qapi-cmdtable.h"\n'}, False),
         ('up a layer', {'util/a.c': '#include "nbd/server.h"\n'}, True),
+        ('crypto reaches up into the block layer',
+         {'crypto/a.c': '#include "blockdev/block.h"\n'}, True),
         ('two folders include each other',
          {'blockdev/a.c': '#include "nbd/server.h"\n',
           'nbd/b.c': '#include "blockdev/block.h"\n'}, True),
