@@ -23,8 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <json-c/json.h>
-
 #include "qapi-types.h"
 #include "util/error.h"
 
@@ -52,9 +50,9 @@ bool object_add_user(ObjectSet *set, const char *id, const char *user,
                      Error **errp);
 void object_remove_user(ObjectSet *set, const char *id, const char *user);
 
-/* The objects for query-objects: a new array of {"id", "qom-type"}
- * objects, in the order they were added (caller owns it). */
-json_object *object_set_list(ObjectSet *set);
+/* The objects for query-objects, in the order they were added (caller
+ * frees it with qapi_free_ObjectInfoList). */
+ObjectInfoList *object_set_list(ObjectSet *set);
 
 /* The bytes of secret id (borrowed: valid while the object exists; a
  * NUL follows them).  "No secret with id 'X'" / "Object 'X' is not a

@@ -53,7 +53,9 @@ TlsEndpoint tls_creds_endpoint(const TlsCreds *creds);
  * for a client the server name (SNI) set to hostname when hostname is
  * not NULL and not an IP address.  The caller sets the transport, runs
  * gnutls_handshake and calls gnutls_deinit.  creds must outlive the
- * session. */
+ * session.  The session's user pointer (gnutls_session_set_ptr) belongs
+ * to this module (a PSK server finds its keys through it): use the
+ * transport pointer for the caller's state. */
 bool tls_creds_session_new(TlsCreds *creds, TlsEndpoint endpoint,
                            const char *hostname, gnutls_session_t *out,
                            Error **errp);
@@ -66,8 +68,8 @@ bool tls_creds_session_new(TlsCreds *creds, TlsEndpoint endpoint,
  * not NULL) becomes a new string the caller frees: the peer
  * certificate's distinguished name ("C=GB,O=Example,CN=client" as
  * gnutls_x509_crt_get_dn prints it, QEMU's identity), the PSK username
- * a server saw, or NULL when there is none (anon, or no certificate
- * and verify-peer off). */
+ * a server saw, or NULL when there is none (anon, a PSK client, x509
+ * with verify-peer off: an unverified name is no identity). */
 bool tls_creds_check_peer(TlsCreds *creds, gnutls_session_t session,
                           const char *hostname, char **identity,
                           Error **errp);

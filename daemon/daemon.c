@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "blockdev/block.h"
+#include "crypto/object.h"
 #include "qapi-events.h"
 #include "qmp/monitor.h"
 #include "util/util.h"
@@ -38,12 +39,14 @@ Daemon *daemon_new(Error **errp)
     d->graph = blk_graph_new(&(BlockHost) {
         .loop = d->loop, .pool = d->pool, .events = d->monitors,
     });
+    d->objects = object_set_new();
     d->nbd = (NbdContext) {
         .loop = d->loop, .pool = d->pool, .graph = d->graph,
-        .events = d->monitors,
+        .events = d->monitors, .objects = d->objects,
     };
     d->qmp = (QmpCtx) {
         .monitors = d->monitors, .graph = d->graph, .nbd = &d->nbd,
+        .objects = d->objects,
         .request_quit = daemon_quit_cb, .host = d,
     };
     return d;
@@ -66,6 +69,9 @@ void daemon_free(Daemon *d)
     d->pool = NULL;
     loop_run_posted(d->loop);
     blk_graph_free(d->graph);
+    /* Last of the users' layers: the server and the nodes held
+     * credentials. */
+    object_set_free(d->objects);
     monitor_set_free(d->monitors);
     loop_free(d->loop);
     free(d);

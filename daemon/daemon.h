@@ -10,6 +10,7 @@
  *    ├── Loop          libevent loop (util/loop.h)
  *    ├── WorkerPool    blocking I/O threads (util/worker.h)
  *    ├── MonitorSet    QMP control sockets, the event sink (qmp/monitor.h)
+ *    ├── ObjectSet     secrets, TLS credentials, authz (crypto/object.h)
  *    ├── BlockGraph    nodes by node-name (blockdev/block.h)
  *    └── NbdContext    the NBD server, once started (nbd/server.h)
  */
@@ -29,6 +30,7 @@ typedef struct Daemon {
     Loop *loop;
     WorkerPool *pool;
     MonitorSet *monitors;
+    ObjectSet *objects;
     BlockGraph *graph;
     NbdContext nbd;
     QmpCtx qmp;               /* every command's context (mon = NULL) */
