@@ -97,6 +97,19 @@ class Ca:
         _run(*args)
         os.unlink(tmpl)
 
+    def crl(self, path, revoked=()):
+        """Write a CRL (ca-crl.pem) revoking the certificate files in
+        revoked."""
+        tmpl = str(path) + ".info"
+        _template(tmpl, ["crl_next_update = 30", "crl_number = 1"])
+        args = ["certtool", "--generate-crl", "--load-ca-privkey", self.key,
+                "--load-ca-certificate", self.cert, "--template", tmpl,
+                "--outfile", str(path)]
+        for c in revoked:
+            args += ["--load-certificate", str(c)]
+        _run(*args)
+        os.unlink(tmpl)
+
     def x509_dir(self, dir, endpoint, cn=None, with_cert=True, **kw):
         """A tls-creds-x509 directory: this CA plus, unless with_cert is
         false, a certificate and key for endpoint."""
@@ -124,3 +137,8 @@ def psk_dir(dir, users):
             with open(path, "a") as f:
                 f.write("%s:%s\n" % (user, key))
     return dir
+
+
+def dh_params(path):
+    """dh-params.pem, as certtool makes it."""
+    _run("certtool", "--generate-dh-params", "--outfile", str(path))

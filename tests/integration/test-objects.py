@@ -191,6 +191,34 @@ def test_x509_wrong_ca(blockd, ca, srv_dir, tmp_path):
               endpoint="server")
 
 
+def test_x509_crl(blockd, ca, tmp_path):
+    d = ca.x509_dir(tmp_path / "ok", "server")
+    ca.crl(os.path.join(d, "ca-crl.pem"))            # revokes nothing
+    add(blockd, "tls-creds-x509", "t0", dir=d, endpoint="server")
+    r = ca.x509_dir(tmp_path / "revoked", "server")
+    ca.crl(os.path.join(r, "ca-crl.pem"),
+           [os.path.join(r, "server-cert.pem")])
+    desc = add_fails(blockd, "tls-creds-x509", "t1", "The certificate %s/"
+                     "server-cert.pem does not verify against the CA" % r,
+                     dir=r, endpoint="server")
+    assert "revoked" in desc, desc
+    with open(os.path.join(r, "ca-crl.pem"), "w") as f:
+        f.write("-----BEGIN X509 CRL-----\nbm9uc2Vuc2U=\n"
+                "-----END X509 CRL-----\n")
+    add_fails(blockd, "tls-creds-x509", "t1", "Unable to import CRL %s/"
+              "ca-crl.pem" % r, dir=r, endpoint="server")
+
+
+def test_x509_dh_params(blockd, ca, srv_dir, tmp_path):
+    d = tmp_path / "dh"
+    shutil.copytree(srv_dir, d)
+    pki.dh_params(d / "dh-params.pem")
+    add(blockd, "tls-creds-x509", "t0", dir=str(d), endpoint="server")
+    (d / "dh-params.pem").write_text("not DH parameters\n")
+    add_fails(blockd, "tls-creds-x509", "t1", "Unable to load DH parameters "
+              "from %s/dh-params.pem" % d, dir=str(d), endpoint="server")
+
+
 def test_bad_priority(blockd, srv_dir):
     add_fails(blockd, "tls-creds-x509", "t0", "Unable to set TLS session "
               "priority NOPE:+FOO", dir=srv_dir, endpoint="server",

@@ -91,6 +91,13 @@ static int suite_init(void)
     make_creds("ca2", "cli2", "client", "intruder");
     sh("mkdir -p %s/nocert && cp %s/ca/ca-cert.pem %s/nocert/", dir, dir,
        dir);
+    /* A server whose CRL revokes client1's certificate. */
+    sh("cp -r %s/srv %s/srv-crl && cd %s/srv-crl && "
+       "printf 'crl_next_update = 9\\ncrl_number = 1\\n' > crl.info && "
+       "certtool --generate-crl --load-ca-privkey ../ca/ca-key.pem "
+       "--load-ca-certificate ../ca/ca-cert.pem --load-certificate "
+       "../cli/client-cert.pem --template crl.info --outfile ca-crl.pem "
+       ">/dev/null 2>&1", dir, dir, dir);
     sh("mkdir -p %s/psk %s/psk2 && "
        "psktool -u alice -p %s/psk/keys.psk >/dev/null && "
        "psktool -u alice -p %s/psk2/keys.psk >/dev/null", dir, dir, dir,
@@ -133,6 +140,8 @@ static int objects_init(void)
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"srv-noverify\", "
         "\"endpoint\": \"server\", \"dir\": \"%s/srv\", "
         "\"verify-peer\": false}", dir);
+    add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"srv-crl\", "
+        "\"endpoint\": \"server\", \"dir\": \"%s/srv-crl\"}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli\", "
         "\"dir\": \"%s/cli\"}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli2\", "
@@ -318,6 +327,21 @@ static void test_x509_foreign_ca(void)
     end_clear(&ce);
 }
 
+static void test_x509_revoked(void)
+{
+    End se, ce;
+
+    handshake("srv-crl", "cli", "localhost", &se, &ce);
+    CU_ASSERT_FALSE(se.handshake_ok && se.peer_ok);
+    CU_ASSERT_PTR_NULL(se.identity);
+    if (se.handshake_ok) {
+        CU_ASSERT_PTR_NOT_NULL_FATAL(se.why);
+        CU_ASSERT_PTR_NOT_NULL(strstr(se.why, "revoked"));
+    }
+    end_clear(&se);
+    end_clear(&ce);
+}
+
 static void test_psk(void)
 {
     End se, ce;
@@ -384,6 +408,7 @@ static CU_TestInfo tls_tests[] = {
     { "x509_wrong_hostname", test_x509_wrong_hostname },
     { "x509_client_without_cert", test_x509_client_without_cert },
     { "x509_foreign_ca", test_x509_foreign_ca },
+    { "x509_revoked", test_x509_revoked },
     { "psk", test_psk },
     { "anon", test_anon },
     { "endpoints", test_endpoints },
