@@ -197,14 +197,13 @@ Authz *object_get_authz(ObjectSet *set, const char *id, Error **errp)
     Object *obj = object_find(set, id);
 
     if (!obj) {
-        error_setg(errp, "No authorization object with id '%s'", id);
+        error_setg(errp, "Cannot find QAuthZ object ID %s", id);
         return NULL;
     }
     if (obj->type != OBJECT_TYPE_AUTHZ_SIMPLE &&
         obj->type != OBJECT_TYPE_AUTHZ_LIST &&
         obj->type != OBJECT_TYPE_AUTHZ_LISTFILE) {
-        error_setg(errp, "Object with id '%s' is not an authorization "
-                   "object", id);
+        error_setg(errp, "Object '%s' is not a QAuthZ subclass", id);
         return NULL;
     }
     return (Authz *)obj;

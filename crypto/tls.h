@@ -39,8 +39,8 @@ typedef struct Authz Authz;         /* authz-simple, -list or -listfile */
  * endpoint" (or client).  Borrowed (see above). */
 TlsCreds *object_get_tls_creds(ObjectSet *set, const char *id,
                                TlsEndpoint want, Error **errp);
-/* The authorization object id: "No authorization object with id 'X'",
- * "Object with id 'X' is not an authorization object".  Borrowed. */
+/* The authorization object id, in QEMU's words: "Cannot find QAuthZ
+ * object ID X", "Object 'X' is not a QAuthZ subclass".  Borrowed. */
 Authz *object_get_authz(ObjectSet *set, const char *id, Error **errp);
 
 /* The object id and the endpoint of creds (for messages and logs). */

@@ -437,7 +437,11 @@ static void test_objects_ids_and_users(void)
     error_free(err);
     err = NULL;
     CU_ASSERT_PTR_NULL(object_get_authz(set, "s0", &err));
-    check_msg(err, "Object with id 's0' is not an authorization object");
+    check_msg(err, "Object 's0' is not a QAuthZ subclass");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_PTR_NULL(object_get_authz(set, "nope", &err));
+    check_msg(err, "Cannot find QAuthZ object ID nope");
     error_free(err);
     err = NULL;
     CU_ASSERT_PTR_NULL(object_get_secret(set, "a0", NULL, &err));
