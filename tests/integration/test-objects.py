@@ -397,10 +397,26 @@ def test_command_line(blockd_factory, ca, srv_dir, tmp_path):
         % (tmp_path / "nope") in r.stderr, r.stderr
 
 
+def test_qom_list(blockd):
+    """QEMU's qom-list /objects, as qemu-storage-daemon answers it."""
+    assert blockd.cmd("qom-list", path="/objects") == [
+        {"name": "type", "type": "string"}]
+    add(blockd, "secret", "s0", data="x")
+    add(blockd, "authz-simple", "z0", identity="alice")
+    assert blockd.cmd("qom-list", path="/objects") == [
+        {"name": "type", "type": "string"},
+        {"name": "s0", "type": "child<secret>"},
+        {"name": "z0", "type": "child<authz-simple>"}]
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("qom-list", path="/machine")
+    assert (e.value.cls, e.value.desc) == ("DeviceNotFound",
+                                           "Device '/machine' not found")
+
+
 def test_schema(blockd):
     schema = blockd.cmd("query-qmp-schema")
     cmds = {e["name"] for e in schema if e["meta-type"] == "command"}
-    assert {"object-add", "object-del", "query-objects"} <= cmds
+    assert {"object-add", "object-del", "query-objects", "qom-list"} <= cmds
     values = set()
     for e in schema:
         if e["meta-type"] == "enum":
