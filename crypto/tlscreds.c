@@ -560,13 +560,25 @@ static bool psk_load(TlsCreds *c, const TlsCredsPskProperties *p,
     return true;
 }
 
-static bool anon_load(TlsCreds *c, Error **errp)
+/* anon: a server takes dir/dh-params.pem when there is a dir. */
+static bool anon_load(TlsCreds *c, const TlsCredsAnonProperties *p,
+                      Error **errp)
 {
+    CLEANUP_FREE char *dh = NULL;
     int r;
 
     if (c->endpoint == TLS_ENDPOINT_SERVER) {
+        if (p->has_dir &&
+            !creds_path(p->dir, "dh-params.pem", false, &dh, errp)) {
+            return false;
+        }
+        if (dh && !load_dh(dh, &c->dh, errp)) {
+            return false;
+        }
         r = gnutls_anon_allocate_server_credentials(&c->anon_server);
-        if (r >= 0) {
+        if (r >= 0 && c->dh) {
+            gnutls_anon_set_server_dh_params(c->anon_server, c->dh);
+        } else if (r >= 0) {
             gnutls_anon_set_server_known_dh_params(c->anon_server,
                                                    GNUTLS_SEC_PARAM_MEDIUM);
         }
@@ -672,7 +684,7 @@ Object *tls_creds_new(ObjectSet *set, const ObjectOptions *opts,
             ok = psk_load(c, &opts->u.tls_creds_psk, errp);
             break;
         default:
-            ok = anon_load(c, errp);
+            ok = anon_load(c, &opts->u.tls_creds_anon, errp);
             break;
         }
     }

@@ -262,10 +262,17 @@ def test_psk_malformed(blockd, tmp_path, text, why):
               "%s" % (tmp_path, why), dir=str(tmp_path), endpoint="server")
 
 
-def test_anon(blockd):
+def test_anon(blockd, tmp_path):
+    pki.require_tools()
     add(blockd, "tls-creds-anon", "a0", endpoint="server")
     add(blockd, "tls-creds-anon", "a1")
-    assert ids(blockd) == ["a0", "a1"]
+    pki.dh_params(tmp_path / "dh-params.pem")
+    add(blockd, "tls-creds-anon", "a2", endpoint="server", dir=str(tmp_path))
+    (tmp_path / "dh-params.pem").write_text("junk\n")
+    add_fails(blockd, "tls-creds-anon", "a3", "Unable to load DH parameters "
+              "from %s/dh-params.pem" % tmp_path, endpoint="server",
+              dir=str(tmp_path))
+    assert ids(blockd) == ["a0", "a1", "a2"]
 
 
 # ---- secret ---------------------------------------------------------------
