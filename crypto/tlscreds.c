@@ -615,66 +615,47 @@ static bool set_priority(TlsCreds *c, ObjectType type, const char *base,
     return true;
 }
 
+/* The members every tls-creds-* type has (its schema base), copied out
+ * of the type's own struct. */
+#define TLS_CREDS_COMMON(p)                                              \
+    ((TlsCredsProperties) {                                              \
+        .has_verify_peer = (p)->has_verify_peer,                         \
+        .verify_peer = (p)->verify_peer,                                 \
+        .has_dir = (p)->has_dir, .dir = (p)->dir,                        \
+        .has_endpoint = (p)->has_endpoint, .endpoint = (p)->endpoint,    \
+        .has_priority = (p)->has_priority, .priority = (p)->priority,    \
+    })
+
 Object *tls_creds_new(ObjectSet *set, const ObjectOptions *opts,
                       Error **errp)
 {
     TlsCreds *c = xzalloc(sizeof(*c));
-    /* The common properties are the first members of every branch. */
-    const TlsCredsProperties *common;
-    TlsCredsProperties tmp;
+    TlsCredsProperties common;
     bool ok;
 
     switch (opts->qom_type) {
-    case OBJECT_TYPE_TLS_CREDS_X509: {
-        const TlsCredsX509Properties *p = &opts->u.tls_creds_x509;
-
-        tmp = (TlsCredsProperties) {
-            .has_verify_peer = p->has_verify_peer,
-            .verify_peer = p->verify_peer, .has_dir = p->has_dir,
-            .dir = p->dir, .has_endpoint = p->has_endpoint,
-            .endpoint = p->endpoint, .has_priority = p->has_priority,
-            .priority = p->priority,
-        };
+    case OBJECT_TYPE_TLS_CREDS_X509:
+        common = TLS_CREDS_COMMON(&opts->u.tls_creds_x509);
+        break;
+    case OBJECT_TYPE_TLS_CREDS_PSK:
+        common = TLS_CREDS_COMMON(&opts->u.tls_creds_psk);
+        break;
+    default:
+        common = TLS_CREDS_COMMON(&opts->u.tls_creds_anon);
         break;
     }
-    case OBJECT_TYPE_TLS_CREDS_PSK: {
-        const TlsCredsPskProperties *p = &opts->u.tls_creds_psk;
-
-        tmp = (TlsCredsProperties) {
-            .has_verify_peer = p->has_verify_peer,
-            .verify_peer = p->verify_peer, .has_dir = p->has_dir,
-            .dir = p->dir, .has_endpoint = p->has_endpoint,
-            .endpoint = p->endpoint, .has_priority = p->has_priority,
-            .priority = p->priority,
-        };
-        break;
-    }
-    default: {
-        const TlsCredsAnonProperties *p = &opts->u.tls_creds_anon;
-
-        tmp = (TlsCredsProperties) {
-            .has_verify_peer = p->has_verify_peer,
-            .verify_peer = p->verify_peer, .has_dir = p->has_dir,
-            .dir = p->dir, .has_endpoint = p->has_endpoint,
-            .endpoint = p->endpoint, .has_priority = p->has_priority,
-            .priority = p->priority,
-        };
-        break;
-    }
-    }
-    common = &tmp;
     c->obj.set = set;
-    c->endpoint = common->endpoint == QCRYPTO_TLS_CREDS_ENDPOINT_SERVER
+    c->endpoint = common.endpoint == QCRYPTO_TLS_CREDS_ENDPOINT_SERVER
                       ? TLS_ENDPOINT_SERVER : TLS_ENDPOINT_CLIENT;
-    c->verify_peer = common->verify_peer;
-    if (opts->qom_type != OBJECT_TYPE_TLS_CREDS_ANON && !common->has_dir) {
+    c->verify_peer = common.verify_peer;
+    if (opts->qom_type != OBJECT_TYPE_TLS_CREDS_ANON && !common.has_dir) {
         error_setg(errp, "Missing 'dir' property value");
         free(c);
         return NULL;
     }
     ok = set_priority(c, opts->qom_type,
-                      common->has_priority ? common->priority
-                                           : TLS_DEFAULT_PRIORITY, errp);
+                      common.has_priority ? common.priority
+                                          : TLS_DEFAULT_PRIORITY, errp);
     if (ok) {
         switch (opts->qom_type) {
         case OBJECT_TYPE_TLS_CREDS_X509:
