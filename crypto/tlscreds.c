@@ -276,11 +276,38 @@ static void free_crt_list(gnutls_x509_crt_t *crts, unsigned n)
     gnutls_free(crts);
 }
 
+/* Whether crt may serve as purpose (a key purpose OID): a certificate
+ * without the extended key usage extension may serve as anything. */
+static bool crt_allows_purpose(gnutls_x509_crt_t crt, const char *purpose)
+{
+    bool any = false;
+
+    for (unsigned i = 0;; i++) {
+        char oid[256];
+        size_t len = sizeof(oid);
+        int r = gnutls_x509_crt_get_key_purpose_oid(crt, i, oid, &len,
+                                                    NULL);
+
+        if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+            return !any;
+        }
+        if (r < 0) {
+            return false;
+        }
+        any = true;
+        if (strcmp(oid, purpose) == 0 ||
+            strcmp(oid, GNUTLS_KP_ANY) == 0) {
+            return true;
+        }
+    }
+}
+
 /* The CA certificates are CAs in their validity period; the own
  * certificate (if any) is in its validity period, not a CA, and chains
  * to the CA (and is not revoked by the CRL). */
 static bool x509_sanity_check(const char *cacert, const char *cacrl,
-                              const char *cert, Error **errp)
+                              const char *cert, TlsEndpoint endpoint,
+                              Error **errp)
 {
     gnutls_x509_crt_t *cas = NULL, *crts = NULL;
     gnutls_x509_crl_t crl = NULL;
@@ -318,6 +345,14 @@ static bool x509_sanity_check(const char *cacert, const char *cacrl,
                                               NULL) > 0) {
         error_setg(errp, "The certificate %s basic constraints show a CA",
                    cert);
+        goto out;
+    }
+    if (!crt_allows_purpose(crts[0], endpoint == TLS_ENDPOINT_SERVER
+                                         ? GNUTLS_KP_TLS_WWW_SERVER
+                                         : GNUTLS_KP_TLS_WWW_CLIENT)) {
+        error_setg(errp, "The certificate %s purpose does not allow use as "
+                   "a TLS %s", cert,
+                   endpoint == TLS_ENDPOINT_SERVER ? "server" : "client");
         goto out;
     }
     if (cacrl) {
@@ -406,7 +441,8 @@ static bool x509_load(TlsCreds *c, ObjectSet *set, const char *id,
             return false;
         }
     }
-    if (p->sanity_check && !x509_sanity_check(cacert, cacrl, cert, errp)) {
+    if (p->sanity_check &&
+        !x509_sanity_check(cacert, cacrl, cert, c->endpoint, errp)) {
         return false;
     }
     r = gnutls_certificate_allocate_credentials(&c->x509);
@@ -836,13 +872,21 @@ static bool x509_check_peer(TlsCreds *c, gnutls_session_t s,
                             const char *hostname, char **identity,
                             Error **errp)
 {
+    /* The peer's certificate must be one for the other end's role (when
+     * it names purposes at all). */
+    gnutls_typed_vdata_st purpose = {
+        .type = GNUTLS_DT_KEY_PURPOSE_OID,
+        .data = (unsigned char *)(c->endpoint == TLS_ENDPOINT_SERVER
+                                  ? GNUTLS_KP_TLS_WWW_CLIENT
+                                  : GNUTLS_KP_TLS_WWW_SERVER),
+    };
     const gnutls_datum_t *certs;
     unsigned ncerts = 0, status = 0;
     gnutls_x509_crt_t crt;
     char *dn;
     int r;
 
-    r = gnutls_certificate_verify_peers2(s, &status);
+    r = gnutls_certificate_verify_peers(s, &purpose, 1, &status);
     if (r < 0) {
         error_setg(errp, "Verify failed: %s", gnutls_strerror(r));
         return false;

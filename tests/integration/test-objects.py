@@ -219,6 +219,23 @@ def test_x509_dh_params(blockd, ca, srv_dir, tmp_path):
               "from %s/dh-params.pem" % d, dir=str(d), endpoint="server")
 
 
+def test_x509_purpose(blockd, ca, tmp_path):
+    """A certificate must be made for its end (its extended key usage)."""
+    d = tmp_path / "swapped"
+    os.makedirs(d)
+    shutil.copy(ca.cert, d / "ca-cert.pem")
+    ca.issue(d / "server-cert.pem", d / "server-key.pem", "client",
+             "localhost")
+    add_fails(blockd, "tls-creds-x509", "t0", "The certificate %s/"
+              "server-cert.pem purpose does not allow use as a TLS server"
+              % d, dir=str(d), endpoint="server")
+    ca.issue(d / "client-cert.pem", d / "client-key.pem", "server",
+             "client1")
+    add_fails(blockd, "tls-creds-x509", "t0", "The certificate %s/"
+              "client-cert.pem purpose does not allow use as a TLS client"
+              % d, dir=str(d))
+
+
 def test_bad_priority(blockd, srv_dir):
     add_fails(blockd, "tls-creds-x509", "t0", "Unable to set TLS session "
               "priority NOPE:+FOO", dir=srv_dir, endpoint="server",

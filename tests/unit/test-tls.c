@@ -89,6 +89,10 @@ static int suite_init(void)
     make_creds("ca", "srv", "server", "localhost");
     make_creds("ca", "cli", "client", "client1");
     make_creds("ca2", "cli2", "client", "intruder");
+    /* A client that presents a certificate made for a server. */
+    make_creds("ca", "cli-srvcert", "server", "localhost");
+    sh("cd %s/cli-srvcert && mv server-cert.pem client-cert.pem && "
+       "mv server-key.pem client-key.pem", dir);
     sh("mkdir -p %s/nocert && cp %s/ca/ca-cert.pem %s/nocert/", dir, dir,
        dir);
     /* A server whose CRL revokes client1's certificate. */
@@ -146,6 +150,8 @@ static int objects_init(void)
         "\"dir\": \"%s/cli\"}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli2\", "
         "\"dir\": \"%s/cli2\", \"sanity-check\": false}", dir);
+    add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli-srvcert\", "
+        "\"dir\": \"%s/cli-srvcert\", \"sanity-check\": false}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"nocert\", "
         "\"dir\": \"%s/nocert\"}", dir);
     add("{\"qom-type\": \"tls-creds-psk\", \"id\": \"psrv\", "
@@ -327,6 +333,17 @@ static void test_x509_foreign_ca(void)
     end_clear(&ce);
 }
 
+static void test_x509_wrong_purpose(void)
+{
+    End se, ce;
+
+    handshake("srv", "cli-srvcert", "localhost", &se, &ce);
+    CU_ASSERT_FALSE(se.handshake_ok && se.peer_ok);
+    CU_ASSERT_PTR_NULL(se.identity);
+    end_clear(&se);
+    end_clear(&ce);
+}
+
 static void test_x509_revoked(void)
 {
     End se, ce;
@@ -409,6 +426,7 @@ static CU_TestInfo tls_tests[] = {
     { "x509_client_without_cert", test_x509_client_without_cert },
     { "x509_foreign_ca", test_x509_foreign_ca },
     { "x509_revoked", test_x509_revoked },
+    { "x509_wrong_purpose", test_x509_wrong_purpose },
     { "psk", test_psk },
     { "anon", test_anon },
     { "endpoints", test_endpoints },
