@@ -47,9 +47,10 @@ void object_set_free(ObjectSet *set)
     if (!set) {
         return;
     }
-    /* Newest first: an object may pin an older one (a key's secret). */
-    for (size_t i = set->objs.len; i > 0; i--) {
-        object_free(set->objs.ptr[i - 1]);
+    /* Newest first: an object may pin an older one (a key's secret) and
+     * unpins it as it goes, so each leaves the set before it is freed. */
+    while (set->objs.len) {
+        object_free(set->objs.ptr[--set->objs.len]);
     }
     ObjectVec_reset(&set->objs);
     free(set);

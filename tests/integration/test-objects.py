@@ -396,10 +396,12 @@ def test_duplicate_id_and_del(blockd, srv_dir):
 
 def test_command_line(blockd_factory, ca, srv_dir, tmp_path):
     psk = pki.psk_dir(tmp_path / "psk", {"alice": None})
+    enc = ca.x509_dir(tmp_path / "enc", "server", password="pw")
+    # t0 pins s0 (its key's password) until the daemon stops
     d = blockd_factory(
         "--object", "secret,id=s0,data=pw",
         "--object", "tls-creds-x509,id=t0,dir=%s,endpoint=server,"
-                    "verify-peer=off" % srv_dir,
+                    "verify-peer=off,passwordid=s0" % enc,
         "--object", "tls-creds-psk,id=p0,dir=%s,endpoint=server" % psk,
         "--object", json.dumps({"qom-type": "authz-list", "id": "z0",
                                 "rules": [{"match": "alice",
