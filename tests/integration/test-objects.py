@@ -394,7 +394,7 @@ def test_duplicate_id_and_del(blockd, srv_dir):
         {"id": "x0", "qom-type": "tls-creds-x509"}]
 
 
-def test_command_line(blockd_factory, ca, srv_dir, tmp_path):
+def test_command_line(blockd_factory, ca, tmp_path):
     psk = pki.psk_dir(tmp_path / "psk", {"alice": None})
     enc = ca.x509_dir(tmp_path / "enc", "server", password="pw")
     # t0 pins s0 (its key's password) until the daemon stops
