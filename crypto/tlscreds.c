@@ -177,6 +177,7 @@ static bool creds_path(const char *dir, const char *name, bool required,
                        char **out, Error **errp)
 {
     CLEANUP_FREE char *path = xasprintf("%s/%s", dir, name);
+    struct stat st;
 
     if (access(path, R_OK) < 0) {
         if (errno == ENOENT && !required) {
@@ -185,6 +186,11 @@ static bool creds_path(const char *dir, const char *name, bool required,
         }
         error_setg_errno(errp, errno, "Unable to access credentials %s",
                          path);
+        return false;
+    }
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+        error_setg(errp, "Unable to access credentials %s: not a regular "
+                   "file", path);
         return false;
     }
     *out = TAKE_PTR(path);

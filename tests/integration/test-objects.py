@@ -90,6 +90,16 @@ def test_x509_missing_files(blockd, srv_dir, tmp_path):
               "credentials %s/client-key.pem" % d, dir=str(d))
 
 
+def test_x509_key_not_a_file(blockd, srv_dir, tmp_path):
+    d = tmp_path / "dirkey"
+    shutil.copytree(srv_dir, d)
+    os.unlink(d / "server-key.pem")
+    os.mkdir(d / "server-key.pem")
+    add_fails(blockd, "tls-creds-x509", "t0", "Unable to access credentials "
+              "%s/server-key.pem: not a regular file" % d, dir=str(d),
+              endpoint="server")
+
+
 def test_x509_unreadable_key(blockd, srv_dir, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("running as root: a mode 000 file is still readable")
