@@ -2,13 +2,18 @@
  * and psktool, both ends of a TLS session over a socketpair (server on
  * a thread), then tls_creds_check_peer and authz_is_allowed.  Exits 77
  * (skipped) when gnutls-bin is not installed. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -76,9 +81,10 @@ static void make_creds(const char *ca, const char *sub, const char *who,
 static int suite_init(void)
 {
     if (system("command -v certtool >/dev/null && "
-               "command -v psktool >/dev/null") != 0) {
-        printf("SKIP: certtool and psktool (gnutls-bin) are not "
-               "installed\n");
+               "command -v psktool >/dev/null && "
+               "command -v gnutls-cli >/dev/null") != 0) {
+        printf("SKIP: certtool, psktool and gnutls-cli (gnutls-bin) are "
+               "not installed\n");
         exit(77);
     }
     /* As in blockd: a peer that went away is an error, not a signal. */
@@ -420,6 +426,142 @@ static void test_endpoints(void)
                            "srv");
 }
 
+/* ---- gnutls-cli as the client: another implementation reads the same
+ * keys.psk and certificates --------------------------------------------- */
+
+/* Run gnutls-cli (argv, with -p PORT 127.0.0.1 appended) against one
+ * server session of srv on 127.0.0.1; the client's exit status in
+ * *status. */
+static void serve_gnutls_cli(const char *srv, char **argv, End *se,
+                             int *status)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t salen = sizeof(sa);
+    struct pollfd pfd;
+    char port[16];
+    char *args[32];
+    size_t n = 0;
+    int lfd, fd;
+    pid_t pid;
+
+    *status = -1;
+    *se = (End) { .creds = creds(srv, TLS_ENDPOINT_SERVER), .fd = -1 };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CU_ASSERT_TRUE_FATAL(lfd >= 0);
+    CU_ASSERT_EQUAL_FATAL(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    CU_ASSERT_EQUAL_FATAL(listen(lfd, 1), 0);
+    CU_ASSERT_EQUAL_FATAL(getsockname(lfd, (struct sockaddr *)&sa, &salen),
+                          0);
+    snprintf(port, sizeof(port), "%u", ntohs(sa.sin_port));
+    while (argv[n]) {
+        args[n] = argv[n];
+        n++;
+    }
+    args[n++] = (char *)"-p";
+    args[n++] = port;
+    args[n++] = (char *)"127.0.0.1";
+    args[n] = NULL;
+    pid = fork();
+    CU_ASSERT_TRUE_FATAL(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+
+        /* stdin at EOF: the client closes once the handshake is done. */
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        execvp(args[0], args);
+        _exit(127);
+    }
+    pfd = (struct pollfd) { .fd = lfd, .events = POLLIN };
+    if (poll(&pfd, 1, 60000) == 1) {
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        CU_ASSERT_TRUE(fd >= 0);
+        if (fd >= 0) {
+            se->fd = fd;
+            run_end(se);
+            close(fd);
+        }
+    } else {
+        kill(pid, SIGTERM);
+    }
+    close(lfd);
+    waitpid(pid, status, 0);
+}
+
+static void test_gnutls_cli_x509(void)
+{
+    CLEANUP_FREE char *ca = xasprintf("--x509cafile=%s/ca/ca-cert.pem", dir);
+    CLEANUP_FREE char *cert = xasprintf("--x509certfile=%s/cli/"
+                                        "client-cert.pem", dir);
+    CLEANUP_FREE char *key = xasprintf("--x509keyfile=%s/cli/client-key.pem",
+                                       dir);
+    char *argv[] = { (char *)"gnutls-cli", ca, cert, key,
+                     (char *)"--verify-hostname=localhost", NULL };
+    End se;
+    int status;
+
+    serve_gnutls_cli("srv", argv, &se, &status);
+    if (se.why) {
+        fprintf(stderr, "\nserver: %s\n", se.why);
+    }
+    CU_ASSERT_TRUE(se.handshake_ok && se.peer_ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(se.identity);
+    CU_ASSERT_STRING_EQUAL(se.identity, "O=Example,CN=client1");
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    end_clear(&se);
+}
+
+static void test_gnutls_cli_psk(void)
+{
+    char line[512], *colon;
+    CLEANUP_FREE char *path = xasprintf("%s/psk/keys.psk", dir);
+    CLEANUP_FREE char *keyarg = NULL;
+    FILE *f = fopen(path, "r");
+    End se;
+    int status;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fgets(line, sizeof(line), f));
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    colon = strchr(line, ':');
+    CU_ASSERT_PTR_NOT_NULL_FATAL(colon);
+    keyarg = xasprintf("--pskkey=%s", colon + 1);
+    {
+        char *argv[] = { (char *)"gnutls-cli", (char *)"--pskusername=alice",
+                         keyarg, (char *)"--priority="
+                         "NORMAL:-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL };
+
+        serve_gnutls_cli("psrv", argv, &se, &status);
+    }
+    if (se.why) {
+        fprintf(stderr, "\nserver: %s\n", se.why);
+    }
+    CU_ASSERT_TRUE(se.handshake_ok && se.peer_ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(se.identity);
+    CU_ASSERT_STRING_EQUAL(se.identity, "alice");
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    end_clear(&se);
+
+    /* a key one bit off */
+    colon[1] = colon[1] == '0' ? '1' : '0';
+    free(keyarg);
+    keyarg = xasprintf("--pskkey=%s", colon + 1);
+    {
+        char *argv[] = { (char *)"gnutls-cli", (char *)"--pskusername=alice",
+                         keyarg, (char *)"--priority="
+                         "NORMAL:-KX-ALL:+ECDHE-PSK:+DHE-PSK:+PSK", NULL };
+
+        serve_gnutls_cli("psrv", argv, &se, &status);
+    }
+    CU_ASSERT_TRUE(se.fd >= 0);          /* it connected, and failed */
+    CU_ASSERT_FALSE(se.handshake_ok);
+    CU_ASSERT_PTR_NOT_NULL(se.why);
+    CU_ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    end_clear(&se);
+}
+
 static CU_TestInfo tls_tests[] = {
     { "x509_mutual", test_x509_mutual },
     { "x509_wrong_hostname", test_x509_wrong_hostname },
@@ -430,6 +572,8 @@ static CU_TestInfo tls_tests[] = {
     { "psk", test_psk },
     { "anon", test_anon },
     { "endpoints", test_endpoints },
+    { "gnutls_cli_x509", test_gnutls_cli_x509 },
+    { "gnutls_cli_psk", test_gnutls_cli_psk },
     CU_TEST_INFO_NULL,
 };
 
