@@ -155,6 +155,7 @@ Object *secret_new(ObjectSet *set, const ObjectOptions *opts, Error **errp)
     const uint8_t *in, *key = NULL;
     size_t inlen, keylen = 0;
     Secret *s;
+    bool ok;
 
     if (p->has_data && p->has_file) {
         error_setg(errp, "'data' and 'file' are mutually exclusive");
@@ -168,6 +169,12 @@ Object *secret_new(ObjectSet *set, const ObjectOptions *opts, Error **errp)
         error_setg(errp, "'iv' is only meaningful with 'keyid'");
         return NULL;
     }
+    if (p->has_keyid) {
+        key = object_get_secret(set, p->keyid, &keylen, errp);
+        if (!key) {
+            return NULL;
+        }
+    }
     if (p->has_file) {
         if (!crypto_read_file(p->file, SECRET_FILE_MAX, &filebuf, &inlen,
                               errp)) {
@@ -178,15 +185,13 @@ Object *secret_new(ObjectSet *set, const ObjectOptions *opts, Error **errp)
         in = (const uint8_t *)p->data;
         inlen = strlen(p->data);
     }
-    if (p->has_keyid) {
-        key = object_get_secret(set, p->keyid, &keylen, errp);
-        if (!key) {
-            return NULL;
-        }
-    }
     s = xzalloc(sizeof(*s));
-    if (!secret_decode(in, inlen, p->format, key, keylen,
-                       p->has_iv ? p->iv : NULL, &s->data, &s->len, errp)) {
+    ok = secret_decode(in, inlen, p->format, key, keylen,
+                       p->has_iv ? p->iv : NULL, &s->data, &s->len, errp);
+    if (filebuf) {
+        gnutls_memset(filebuf, 0, inlen);     /* keep one copy only */
+    }
+    if (!ok) {
         free(s);
         return NULL;
     }

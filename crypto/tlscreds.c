@@ -532,6 +532,7 @@ static bool psk_load(TlsCreds *c, const TlsCredsPskProperties *p,
     CLEANUP_FREE char *text = NULL;
     CLEANUP_FREE char *dh = NULL;
     size_t len;
+    bool ok;
     int r;
 
     if (!creds_path(p->dir, "keys.psk", true, &path, errp)) {
@@ -543,11 +544,12 @@ static bool psk_load(TlsCreds *c, const TlsCredsPskProperties *p,
     if (!crypto_read_file(path, CREDS_FILE_MAX, &text, &len, errp)) {
         return false;
     }
-    if (!psk_keys_parse(text, len, &c->keys, errp)) {
+    ok = psk_keys_parse(text, len, &c->keys, errp);
+    gnutls_memset(text, 0, len);          /* keep one copy of the keys */
+    if (!ok) {
         error_prepend(errp, "Invalid PSK file %s: ", path);
         return false;
     }
-    gnutls_memset(text, 0, len);
     if (server) {
         if (p->has_username) {
             error_setg(errp, "'username' is only meaningful for a client "
