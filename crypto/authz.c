@@ -10,9 +10,11 @@
  */
 #include <errno.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -149,6 +151,19 @@ static void authz_listfile_refresh(Authz *a)
     log_info("authz-listfile '%s': reloaded '%s'", a->obj.id, a->filename);
 }
 
+/* A relative filename is kept relative to the directory object-add ran
+ * in: --daemonize changes to / after --object lines are carried out,
+ * and the file is read again later. */
+static char *absolute_path(const char *path)
+{
+    char cwd[PATH_MAX];
+
+    if (path[0] == '/' || !getcwd(cwd, sizeof(cwd))) {
+        return xstrdup(path);
+    }
+    return xasprintf("%s/%s", cwd, path);
+}
+
 Object *authz_new(ObjectSet *set, const ObjectOptions *opts, Error **errp)
 {
     Authz *a = xzalloc(sizeof(*a));
@@ -174,7 +189,7 @@ Object *authz_new(ObjectSet *set, const ObjectOptions *opts, Error **errp)
             free(a);
             return NULL;
         }
-        a->filename = xstrdup(p->filename);
+        a->filename = absolute_path(p->filename);
         a->refresh = p->refresh;
         break;
     }

@@ -390,6 +390,34 @@ static void test_authz_listfile_refresh(void)
     object_set_free(set);
 }
 
+/* A relative filename names the file in the directory of object-add,
+ * even after the daemon changed directory (--daemonize goes to /). */
+static void test_authz_listfile_relative(void)
+{
+    ObjectSet *set = object_set_new();
+    CLEANUP_ERROR Error *err = NULL;
+    char old[4096];
+    Authz *a;
+
+    free(write_tmp("rel.json", "{\"rules\": [{\"match\": \"alice\", "
+                               "\"policy\": \"allow\"}]}"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(getcwd(old, sizeof(old)));
+    CU_ASSERT_EQUAL_FATAL(chdir(unit_tmpdir()), 0);
+    CU_ASSERT_TRUE(add_json(set, "{\"qom-type\": \"authz-listfile\", "
+                            "\"id\": \"az\", \"filename\": \"rel.json\"}",
+                            &err));
+    CU_ASSERT_EQUAL_FATAL(chdir("/"), 0);
+    a = object_get_authz(set, "az", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_TRUE(authz_is_allowed(a, "alice"));
+    free(write_tmp("rel.json", "{\"rules\": [{\"match\": \"bob\", "
+                               "\"policy\": \"allow\"}]}"));
+    CU_ASSERT_TRUE(authz_is_allowed(a, "bob"));
+    CU_ASSERT_FALSE(authz_is_allowed(a, "alice"));
+    CU_ASSERT_EQUAL(chdir(old), 0);
+    object_set_free(set);
+}
+
 static void test_objects_ids_and_users(void)
 {
     ObjectSet *set = object_set_new();
@@ -533,6 +561,7 @@ static CU_TestInfo crypto_tests[] = {
     { "authz_rules", test_authz_rules },
     { "authz_listfile_parse", test_authz_listfile_parse },
     { "authz_listfile_refresh", test_authz_listfile_refresh },
+    { "authz_listfile_relative", test_authz_listfile_relative },
     { "objects_ids_and_users", test_objects_ids_and_users },
     { "objects_secret_keyid", test_objects_secret_keyid },
     CU_TEST_INFO_NULL,
