@@ -9,7 +9,7 @@ PACKAGES="
   zlib1g-dev libzstd-dev libedit-dev
   qemu-utils qemu-system-common nbd-server libnbd-bin nbdkit
   python3-libnbd python3-pytest
-  gnutls-bin fio socat util-linux procps tmux
+  gnutls-bin openssl fio socat util-linux procps tmux
 "
 
 missing=""
