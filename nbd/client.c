@@ -672,6 +672,7 @@ static int nbdc_info_or_go(Nbdc *c, uint32_t opt, const char *name,
     uint8_t buf[4 + NBD_MAX_STRING + 2 + 6];
     ssize_t len;
     NbdcReply r;
+    unsigned ninfos = 0;
 
     if (strlen(name) > NBD_MAX_STRING) {
         error_setg(errp, "Export name is longer than %d bytes",
@@ -706,6 +707,12 @@ static int nbdc_info_or_go(Nbdc *c, uint32_t opt, const char *name,
         }
         if (r.h.type != NBD_REP_INFO) {
             nbdc_unexpected(&r, errp);
+            return -1;
+        }
+        if (++ninfos > NBD_CLIENT_MAX_INFOS) {
+            error_setg(errp, "Server sent more than %d NBD_REP_INFO "
+                       "replies to %s", NBD_CLIENT_MAX_INFOS,
+                       nbd_opt_name(opt));
             return -1;
         }
         if (!nbdc_take_info(&r, want, info, errp)) {

@@ -33,6 +33,10 @@
  * server (an endless list must not eat memory). */
 #define NBD_CLIENT_MAX_EXPORTS  65536
 #define NBD_CLIENT_MAX_CONTEXTS 4096
+/* Most NBD_REP_INFO replies one OPT_INFO/OPT_GO may bring: a server
+ * sends a few (export, name, description, block size); one that never
+ * sends NBD_REP_ACK must not hold the handshake forever. */
+#define NBD_CLIENT_MAX_INFOS    1024
 
 /* ---- transport ------------------------------------------------------ */
 

@@ -58,6 +58,8 @@ typedef enum Hostile {
     H_SILENT,                   /* greeting, then nothing */
     H_UNEXPECTED_TYPE,          /* NBD_REP_SERVER in reply to GO */
     H_META_NUL,                 /* meta context name with a NUL */
+    H_ENDLESS_INFO,             /* INFO/GO answered by NBD_REP_INFO
+                                 * forever, never NBD_REP_ACK */
 } Hostile;
 
 typedef struct Srv {
@@ -268,6 +270,12 @@ static int s_info_go(Srv *s, uint32_t opt, const uint8_t *p, size_t len)
     case H_INFO_NAME_NUL:
         return s_info_str(fd, opt, NBD_INFO_NAME, "a\0b", 3) &&
                s_reply(fd, opt, NBD_REP_ACK, NULL, 0) ? 0 : -1;
+    case H_ENDLESS_INFO:
+        for (;;) {
+            if (!s_info(fd, opt, &bs)) {
+                return -1;
+            }
+        }
     default:
         break;
     }
@@ -962,6 +970,8 @@ static void test_hostile_replies(void)
     expect_hostile(H_UNEXPECTED_TYPE, "Unexpected reply type 2 to "
                                       "NBD_OPT_GO");
     expect_hostile(H_META_NUL, "invalid meta context");
+    expect_hostile(H_ENDLESS_INFO, "Server sent more than 1024 "
+                                   "NBD_REP_INFO replies to NBD_OPT_GO");
 }
 
 static void test_timeout(void)
