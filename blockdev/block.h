@@ -41,6 +41,7 @@
 
 typedef struct BlockNode BlockNode;
 typedef struct BlockDriver BlockDriver;
+typedef struct BlockRequest BlockRequest;
 
 /* Request flags (data path). */
 enum {
@@ -147,6 +148,16 @@ struct BlockDriver {
     /* Prefetch [offset, offset+bytes) into a cache later reads hit
      * (CACHE requests): 0 or -errno.  NULL: CACHE does nothing. */
     int (*prefetch)(BlockNode *bs, uint64_t offset, uint64_t bytes);
+    /* Asynchronous drivers (nbd): take req (READ, WRITE, WRITE_ZEROES,
+     * DISCARD, FLUSH or CACHE) and complete it later, from any thread,
+     * with blk_aio_complete(req, ret) -- exactly once, never inside this
+     * call.  blk_aio_submit() calls it on the loop thread after the
+     * generic checks (see "asynchronous I/O" below), instead of running
+     * the synchronous callback on the pool, so no worker waits for the
+     * device.  Must not block.  NULL: the pool runs the synchronous
+     * callbacks (which the driver must still provide: block status,
+     * qcow2 on top and the command line use them). */
+    void (*aio_submit)(BlockNode *bs, BlockRequest *req);
 };
 
 struct BlockNode {
@@ -438,7 +449,6 @@ typedef enum BlockRequestType {
     BLK_OP_BLOCK_STATUS,         /* a status walk over the range */
 } BlockRequestType;
 
-typedef struct BlockRequest BlockRequest;
 struct BlockRequest {
     WorkerJob job;               /* private */
     BlockNode *bs;
@@ -460,6 +470,7 @@ struct BlockRequest {
     BlockStatusFn *status_fn;
     void *status_opaque;
     bool (*extent_cb)(BlockRequest *req, uint64_t len, uint32_t flags);
+    uint64_t start_ns;           /* private: for the statistics */
 };
 
 /* Requests up to this size on an aio_inline node run on the loop thread
@@ -474,5 +485,21 @@ struct BlockRequest {
  * concurrently and complete in any order; a FLUSH covers the writes that
  * completed before it was submitted. */
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
+
+/* Asynchronous drivers (BlockDriver.aio_submit).  blk_aio_submit()
+ * first applies what the synchronous wrappers do: the bounds (see
+ * "Bounds"), -EPERM for writes to a read-only node, bytes == 0 and
+ * flushes on read-only or cache.no-flush nodes complete at once,
+ * discards are dropped unless discard=unmap, MAY_UNMAP is cleared
+ * unless discard=unmap.  Requests the driver cannot take whole stay on
+ * the pool: BLOCK_STATUS, writes on a node with detect-zeroes, and
+ * WRITE_ZEROES when the node's caps say zero=false (the pool path
+ * falls back to writing zero buffers).  Everything else goes to
+ * drv->aio_submit.
+ *
+ * Complete req with ret (0 or -errno) from any thread: counts the
+ * statistics as the synchronous path does and posts req->cb to the
+ * loop thread (with no loop, a unit test's graph, cb runs here). */
+void blk_aio_complete(BlockRequest *req, int ret);
 
 #endif

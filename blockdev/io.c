@@ -569,15 +569,171 @@ static bool blk_aio_may_inline(const BlockRequest *req)
     return false;
 }
 
+/* ---- asynchronous drivers ----------------------------------------- */
+
+static Loop *blk_node_loop(BlockNode *bs)
+{
+    return bs->graph != NULL ? blk_graph_host(bs->graph)->loop : NULL;
+}
+
+/* Should req go to the driver's aio_submit?  Not what only the pool
+ * path knows how to do (see block.h). */
+static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
+{
+    BlockCaps caps;
+
+    if (bs->drv->aio_submit == NULL) {
+        return false;
+    }
+    switch (req->type) {
+    case BLK_OP_READ:
+    case BLK_OP_DISCARD:
+    case BLK_OP_FLUSH:
+    case BLK_OP_CACHE:
+        return true;
+    case BLK_OP_WRITE:
+        return bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
+    case BLK_OP_WRITE_ZEROES:
+        blk_get_caps(bs, &caps);
+        return caps.zero || bs->read_only;
+    case BLK_OP_BLOCK_STATUS:
+        return false;
+    }
+    return false;
+}
+
+/* The synchronous wrappers' checks for a request an asynchronous driver
+ * takes: < 0 fail with it, 1 complete at once with 0, 0 hand it over. */
+static int blk_aio_check(BlockNode *bs, BlockRequest *req)
+{
+    bool write = req->type == BLK_OP_WRITE ||
+                 req->type == BLK_OP_WRITE_ZEROES ||
+                 req->type == BLK_OP_DISCARD;
+    int ret;
+
+    if (req->type == BLK_OP_FLUSH) {
+        return bs->read_only || bs->cache_no_flush ? 1 : 0;
+    }
+    if (write && bs->read_only) {
+        return -EPERM;
+    }
+    ret = blk_check_request(bs, req->offset, req->bytes, write);
+    if (ret < 0) {
+        return ret;
+    }
+    if (req->bytes == 0) {
+        return 1;
+    }
+    if (req->type == BLK_OP_DISCARD &&
+        bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP) {
+        return 1;
+    }
+    if (req->type == BLK_OP_WRITE_ZEROES &&
+        bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP) {
+        req->flags &= ~(uint32_t)BLK_REQ_MAY_UNMAP;
+    }
+    return 0;
+}
+
+/* Count a finished driver request as the synchronous wrappers do. */
+static void blk_aio_account(BlockNode *bs, const BlockRequest *req, int ret)
+{
+    uint64_t ns = blk_now_ns() - req->start_ns;
+
+    if (ret < 0) {
+        STAT_ADD(bs->failed_ops, 1);
+        switch (req->type) {
+        case BLK_OP_READ:
+            STAT_ADD(bs->failed_rd_ops, 1);
+            break;
+        case BLK_OP_WRITE:
+        case BLK_OP_WRITE_ZEROES:
+            STAT_ADD(bs->failed_wr_ops, 1);
+            break;
+        case BLK_OP_FLUSH:
+            STAT_ADD(bs->failed_flush_ops, 1);
+            break;
+        case BLK_OP_DISCARD:
+            STAT_ADD(bs->failed_discard_ops, 1);
+            break;
+        default:
+            break;
+        }
+        return;
+    }
+    switch (req->type) {
+    case BLK_OP_READ:
+        STAT_ADD(bs->rd_ops, 1);
+        STAT_ADD(bs->rd_bytes, req->bytes);
+        STAT_ADD(bs->rd_total_ns, ns);
+        break;
+    case BLK_OP_WRITE:
+        STAT_ADD(bs->wr_ops, 1);
+        STAT_ADD(bs->wr_bytes, req->bytes);
+        STAT_ADD(bs->wr_total_ns, ns);
+        blk_note_highest(bs, req->offset + req->bytes);
+        break;
+    case BLK_OP_WRITE_ZEROES:
+        STAT_ADD(bs->zero_ops, 1);
+        blk_note_highest(bs, req->offset + req->bytes);
+        break;
+    case BLK_OP_FLUSH:
+        STAT_ADD(bs->flush_ops, 1);
+        STAT_ADD(bs->flush_total_ns, ns);
+        break;
+    case BLK_OP_DISCARD:
+        STAT_ADD(bs->discard_ops, 1);
+        STAT_ADD(bs->discard_bytes, req->bytes);
+        STAT_ADD(bs->discard_total_ns, ns);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Post req's completion to the loop (or, with none, run it now). */
+static void blk_aio_finish(BlockRequest *req, int ret)
+{
+    Loop *loop = blk_node_loop(req->bs);
+
+    req->ret = ret;
+    if (loop != NULL) {
+        loop_post(loop, blk_aio_done_posted, &req->job);
+    } else {
+        blk_aio_done(&req->job);
+    }
+}
+
+void blk_aio_complete(BlockRequest *req, int ret)
+{
+    /* A CACHE request is a hint: its failure fails nothing. */
+    if (req->type == BLK_OP_CACHE) {
+        ret = 0;
+    }
+    blk_aio_account(req->bs, req, ret);
+    blk_aio_finish(req, ret);
+}
+
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
     BlockNode *bs = req->bs;
-    Loop *loop = bs->graph != NULL ? blk_graph_host(bs->graph)->loop : NULL;
+    Loop *loop = blk_node_loop(bs);
 
     blk_ref(bs);
     req->ret = 0;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
+    if (blk_aio_driver_takes(bs, req)) {
+        int ret = blk_aio_check(bs, req);
+
+        if (ret != 0) {
+            blk_aio_finish(req, ret < 0 ? ret : 0);
+            return;
+        }
+        req->start_ns = blk_now_ns();
+        bs->drv->aio_submit(bs, req);
+        return;
+    }
     if (bs->aio_inline && loop != NULL && blk_aio_may_inline(req)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */

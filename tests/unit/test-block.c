@@ -4,6 +4,7 @@
  * resizes on the pool. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -774,6 +775,184 @@ static void test_open_async(void)
     loop_free(loop);
 }
 
+/* ---- the asynchronous driver hook ----------------------------------
+ *
+ * A null-co node whose driver gains aio_submit: requests the hook takes
+ * reach it (and not the pool), each completed from a thread of its own
+ * with blk_aio_complete(); the generic checks answer without it; block
+ * status still runs the synchronous callback on the pool. */
+
+#define AIO_MAX 16
+
+typedef struct AioHook {
+    Loop *loop;
+    int expect, done;
+    int submitted[BLK_OP_BLOCK_STATUS + 1];  /* by type, via the hook */
+    bool on_loop_thread;                     /* cb ran on the loop */
+    pthread_t loop_thread;
+    pthread_t threads[AIO_MAX];
+    int nthreads;
+    int ret[AIO_MAX];
+    BlockRequest req[AIO_MAX];
+    uint8_t buf[AIO_MAX][512];
+} AioHook;
+
+static AioHook *aio_hook;
+static BlockDriver aio_hook_drv;
+
+static void *aio_hook_thread(void *opaque)
+{
+    BlockRequest *req = opaque;
+
+    if (req->type == BLK_OP_READ) {
+        memset(req->buf, 0xab, req->bytes);
+    }
+    blk_aio_complete(req, req->type == BLK_OP_DISCARD ? -EIO : 0);
+    return NULL;
+}
+
+static void aio_hook_submit(BlockNode *bs, BlockRequest *req)
+{
+    AioHook *t = aio_hook;
+
+    (void)bs;
+    t->submitted[req->type]++;
+    CU_ASSERT_FATAL(t->nthreads < AIO_MAX);
+    pthread_create(&t->threads[t->nthreads++], NULL, aio_hook_thread, req);
+}
+
+static void aio_hook_cb(BlockRequest *req)
+{
+    AioHook *t = req->opaque;
+
+    t->ret[req - t->req] = req->ret;
+    t->on_loop_thread = pthread_equal(pthread_self(), t->loop_thread);
+    if (++t->done == t->expect) {
+        loop_stop(t->loop);
+    }
+}
+
+static bool aio_hook_extent(BlockRequest *req, uint64_t len, uint32_t flags)
+{
+    (void)req;
+    (void)len;
+    (void)flags;
+    return true;
+}
+
+static int aio_hook_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                           uint64_t *pnum, void *opaque)
+{
+    (void)opaque;
+    return blk_block_status(bs, offset, bytes, pnum);
+}
+
+/* Submit one request (slot i) and run the loop until it completes. */
+static int aio_hook_one(WorkerPool *pool, BlockNode *bs, int i,
+                        BlockRequestType type, uint64_t offset,
+                        uint64_t bytes)
+{
+    AioHook *t = aio_hook;
+    BlockRequest *r = &t->req[i];
+
+    memset(r, 0, sizeof(*r));
+    r->bs = bs;
+    r->type = type;
+    r->offset = offset;
+    r->bytes = bytes;
+    r->buf = t->buf[i];
+    r->cb = aio_hook_cb;
+    r->opaque = t;
+    r->status_fn = aio_hook_status;
+    r->extent_cb = aio_hook_extent;
+    t->expect = t->done + 1;
+    t->on_loop_thread = false;
+    blk_aio_submit(pool, r);
+    CU_ASSERT_EQUAL(t->done, t->expect - 1);   /* never inside submit */
+    loop_run(t->loop);
+    CU_ASSERT_TRUE(t->on_loop_thread);
+    return t->ret[i];
+}
+
+static void test_aio_driver_hook(void)
+{
+    AioHook *t = XNEW(AioHook);
+    Loop *loop = loop_new();
+    WorkerPool *pool = worker_pool_new(loop, 2);
+    BlockGraph *g = blk_graph_new(&(BlockHost) { .loop = loop,
+                                                 .pool = pool });
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\",\"size\":"
+                                   "65536,\"read-zeroes\":true}", NULL);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    aio_hook = t;
+    t->loop = loop;
+    t->loop_thread = pthread_self();
+    aio_hook_drv = *bs->drv;
+    aio_hook_drv.aio_submit = aio_hook_submit;
+    bs->drv = &aio_hook_drv;
+    bs->aio_inline = false;
+
+    /* Taken by the driver, completed from its thread on the loop. */
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 0, BLK_OP_READ, 512, 512), 0);
+    CU_ASSERT_EQUAL(t->buf[0][0], 0xab);
+    CU_ASSERT_EQUAL(t->buf[0][511], 0xab);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 1, BLK_OP_WRITE, 0, 512), 0);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 2, BLK_OP_FLUSH, 0, 0), 0);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 3, BLK_OP_WRITE_ZEROES, 0,
+                                 4096), 0);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 4, BLK_OP_CACHE, 0, 4096), 0);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_READ], 1);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_WRITE], 1);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_FLUSH], 1);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_WRITE_ZEROES], 1);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_CACHE], 1);
+    CU_ASSERT_EQUAL(bs->rd_ops, 1);
+    CU_ASSERT_EQUAL(bs->rd_bytes, 512);
+    CU_ASSERT_EQUAL(bs->wr_ops, 1);
+    CU_ASSERT_EQUAL(bs->flush_ops, 1);
+    CU_ASSERT_EQUAL(bs->zero_ops, 1);
+    CU_ASSERT_EQUAL(bs->wr_highest_offset, 4096);
+
+    /* The generic checks answer without the driver. */
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 5, BLK_OP_READ, 65536, 512),
+                    -EINVAL);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 6, BLK_OP_WRITE, 65024, 1024),
+                    -ENOSPC);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 7, BLK_OP_READ, 0, 0), 0);
+    /* discard=ignore (the default): dropped. */
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 8, BLK_OP_DISCARD, 0, 512), 0);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_DISCARD], 0);
+    bs->discard = BLOCKDEV_DISCARD_OPTIONS_UNMAP;
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 9, BLK_OP_DISCARD, 0, 512),
+                    -EIO);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_DISCARD], 1);
+    CU_ASSERT_EQUAL(bs->failed_discard_ops, 1);
+    bs->read_only = true;
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 10, BLK_OP_WRITE, 0, 512),
+                    -EPERM);
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 11, BLK_OP_FLUSH, 0, 0), 0);
+    bs->read_only = false;
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_WRITE], 1);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_FLUSH], 1);
+
+    /* Block status stays on the pool (the synchronous callback). */
+    CU_ASSERT_EQUAL(aio_hook_one(pool, bs, 12, BLK_OP_BLOCK_STATUS, 0,
+                                 65536), 0);
+    CU_ASSERT_EQUAL(t->submitted[BLK_OP_BLOCK_STATUS], 0);
+
+    for (int i = 0; i < t->nthreads; i++) {
+        pthread_join(t->threads[i], NULL);
+    }
+    CU_ASSERT_EQUAL(bs->refcnt, 1);
+    worker_pool_free(pool);
+    loop_run_posted(loop);
+    blk_unref(bs);
+    blk_graph_free(g);
+    loop_free(loop);
+    free(t);
+}
+
 /* A driver from above the block layer (as the NBD client's will be)
  * registers with a graph: that graph finds it, another does not, and a
  * built-in name still means the built-in driver. */
@@ -795,6 +974,7 @@ static void test_register_driver(void)
 
 static CU_TestInfo block_tests[] = {
     { "register_driver", test_register_driver },
+    { "aio_driver_hook", test_aio_driver_hook },
     { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
     { "node_names", test_node_names },
