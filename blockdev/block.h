@@ -150,8 +150,8 @@ struct BlockDriver {
     int (*prefetch)(BlockNode *bs, uint64_t offset, uint64_t bytes);
     /* Asynchronous drivers (nbd): take req (READ, WRITE, WRITE_ZEROES,
      * DISCARD, FLUSH or CACHE) and complete it later, from any thread,
-     * with blk_aio_complete(req, ret) -- exactly once, never inside this
-     * call.  blk_aio_submit() calls it on the loop thread after the
+     * with blk_aio_complete(req, ret) -- exactly once, possibly inside
+     * this call (req->cb still runs later, on the loop).  blk_aio_submit() calls it on the loop thread after the
      * generic checks (see "asynchronous I/O" below), instead of running
      * the synchronous callback on the pool, so no worker waits for the
      * device.  Must not block.  NULL: the pool runs the synchronous
@@ -492,10 +492,10 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
  * flushes on read-only or cache.no-flush nodes complete at once,
  * discards are dropped unless discard=unmap, MAY_UNMAP is cleared
  * unless discard=unmap.  Requests the driver cannot take whole stay on
- * the pool: BLOCK_STATUS, writes on a node with detect-zeroes, and
- * WRITE_ZEROES when the node's caps say zero=false (the pool path
- * falls back to writing zero buffers).  Everything else goes to
- * drv->aio_submit.
+ * the pool: BLOCK_STATUS and writes on a node with detect-zeroes.
+ * Everything else goes to drv->aio_submit.  A WRITE_ZEROES the driver
+ * completes with -ENOTSUP (and no BLK_REQ_NO_FALLBACK) goes on to the
+ * pool, where the synchronous path writes zero buffers.
  *
  * Complete req with ret (0 or -errno) from any thread: counts the
  * statistics as the synchronous path does and posts req->cb to the

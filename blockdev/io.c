@@ -580,8 +580,6 @@ static Loop *blk_node_loop(BlockNode *bs)
  * path knows how to do (see block.h). */
 static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
 {
-    BlockCaps caps;
-
     if (bs->drv->aio_submit == NULL) {
         return false;
     }
@@ -590,12 +588,10 @@ static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
     case BLK_OP_DISCARD:
     case BLK_OP_FLUSH:
     case BLK_OP_CACHE:
+    case BLK_OP_WRITE_ZEROES:
         return true;
     case BLK_OP_WRITE:
         return bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
-    case BLK_OP_WRITE_ZEROES:
-        blk_get_caps(bs, &caps);
-        return caps.zero || bs->read_only;
     case BLK_OP_BLOCK_STATUS:
         return false;
     }
@@ -706,6 +702,16 @@ static void blk_aio_finish(BlockRequest *req, int ret)
 
 void blk_aio_complete(BlockRequest *req, int ret)
 {
+    WorkerPool *pool = req->bs->graph != NULL
+                       ? blk_graph_host(req->bs->graph)->pool : NULL;
+
+    /* The driver cannot zero: the pool path writes zero buffers (and
+     * counts the request itself). */
+    if (req->type == BLK_OP_WRITE_ZEROES && ret == -ENOTSUP &&
+        !(req->flags & BLK_REQ_NO_FALLBACK) && pool != NULL) {
+        worker_submit(pool, &req->job);
+        return;
+    }
     /* A CACHE request is a hint: its failure fails nothing. */
     if (req->type == BLK_OP_CACHE) {
         ret = 0;

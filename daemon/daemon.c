@@ -6,6 +6,7 @@
 
 #include "blockdev/block.h"
 #include "crypto/object.h"
+#include "nbd/nbd-driver.h"
 #include "qapi-events.h"
 #include "qmp/monitor.h"
 #include "util/util.h"
@@ -40,6 +41,7 @@ Daemon *daemon_new(Error **errp)
         .loop = d->loop, .pool = d->pool, .events = d->monitors,
     });
     d->objects = object_set_new();
+    nbd_driver_register(d->graph);
     d->nbd = (NbdContext) {
         .loop = d->loop, .pool = d->pool, .graph = d->graph,
         .events = d->monitors, .objects = d->objects,

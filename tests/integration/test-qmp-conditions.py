@@ -54,36 +54,3 @@ def test_not_in_query_qmp_schema(blockd):
         assert "netlink" not in e.get("values", []), e      # NbdDevice...
         assert not {"node", "name", "granularity", "disabled"} <= members, \
             e                                           # BlockDirtyBitmapAdd
-
-
-def test_nbd_driver_not_in_schema(blockd):
-    schema = blockd.cmd("query-qmp-schema")
-    by_name = {e["name"]: e for e in schema}
-    args = by_name[by_name["blockdev-add"]["arg-type"]]
-    tag = [m for m in args["members"] if m["name"] == "driver"][0]
-    drivers = by_name[tag["type"]]
-    assert drivers["meta-type"] == "enum"
-    assert "file" in drivers["values"] and "qcow2" in drivers["values"]
-    assert "nbd" not in drivers["values"]
-    assert "nbd" not in [m["name"] for m in drivers["members"]]
-    assert "nbd" not in [v["case"] for v in args["variants"]]
-
-
-def test_blockdev_add_nbd_is_refused(blockd):
-    with pytest.raises(QmpError) as e:
-        blockd.cmd("blockdev-add", {
-            "driver": "nbd", "node-name": "n0", "export": "e",
-            "server": {"type": "unix", "path": "/nonexistent"}})
-    assert e.value.cls == "GenericError"
-    assert e.value.desc == "Parameter 'driver' does not accept value 'nbd'"
-    assert blockd.cmd("query-named-block-nodes") == []
-
-
-def test_blockdev_add_nbd_on_command_line(tmp_path):
-    r = subprocess.run([BLOCKD, "--blockdev",
-                        "driver=nbd,node-name=n0,server.type=unix,"
-                        "server.path=/nonexistent,export=e"],
-                       capture_output=True, text=True, timeout=20,
-                       cwd=str(tmp_path))
-    assert r.returncode == 1
-    assert "Parameter 'driver' does not accept value 'nbd'" in r.stderr

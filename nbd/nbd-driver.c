@@ -1,0 +1,625 @@
+/* nbd-driver.c - the "nbd" block driver: a node whose data lives on an
+ * NBD server.
+ *
+ *   blk_aio_submit ──aio_submit──> NbdcCmd ──> engine (client-io.c)
+ *   blk_pread & co (worker or loop thread) ──nbdc_run: submit and wait
+ *
+ * Open (a worker, or the loop thread from the command line) runs the
+ * handshake (client.c), with retries up to open-timeout seconds; when
+ * the server advertises NBD_FLAG_CAN_MULTI_CONN it opens
+ * NBD_DRIVER_MULTI_CONN connections and the engine spreads requests
+ * over them (a flush on one covers the writes completed on all: that
+ * is what the flag promises, doc/proto.md "Flag: CAN_MULTI_CONN").
+ * Reconnects run on the engine's thread with the same options; a
+ * socket passed as a descriptor cannot be reconnected.
+ *
+ * What the server's transmission flags offer becomes the node's caps;
+ * what it lacks is emulated (FUA by a flush after the write, zeroes by
+ * writing zero buffers: blk_aio_complete() sends -ENOTSUP to the pool)
+ * or dropped (TRIM, CACHE are hints).
+ */
+#include "nbd/nbd-driver.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nbd/client-io.h"
+#include "nbd/proto.h"
+#include "qapi-events.h"
+#include "util/log.h"
+#include "util/util.h"
+
+/* Per handshake step (connect, each option reply). */
+#define NBD_DRV_STEP_TIMEOUT_MS 10000
+
+/* An asynchronous request's command (a free list, grown on demand). */
+typedef struct NbdAio {
+    NbdcCmd cmd;
+    BlockRequest *req;
+    struct BDRVNbd *s;
+    bool fua_flush;             /* emulate FUA: flush after the write */
+    struct NbdAio *next;
+} NbdAio;
+
+typedef struct BDRVNbd {
+    BlockNode *bs;
+    /* Where to connect (strings owned). */
+    SockAddr addr;
+    char *path, *host, *port;
+    char *export;
+    char *context;              /* "base:allocation" or x-dirty-bitmap */
+    bool has_context;
+    uint64_t size;
+    uint16_t flags;             /* NBD_FLAG_* */
+    uint32_t min_block;
+    NbdcEngine *eng;
+    MonitorSet *events;
+    Loop *loop;
+    pthread_mutex_t lock;       /* free list */
+    NbdAio *free_aio;
+} BDRVNbd;
+
+/* ---- connecting ----------------------------------------------------- */
+
+static void nbd_client_opts(BDRVNbd *s, NbdClientOpts *o,
+                            const char **ctxs)
+{
+    ctxs[0] = s->context;
+    *o = (NbdClientOpts) {
+        .export_name = s->export,
+        .meta_contexts = ctxs,
+        .n_meta_contexts = 1,
+        .timeout_ms = NBD_DRV_STEP_TIMEOUT_MS,
+    };
+}
+
+/* One connection: the handshake, then what the engine needs. */
+static bool nbd_connect_one(BDRVNbd *s, NbdcLink *link, Error **errp)
+{
+    const char *ctxs[1];
+    NbdClientOpts o;
+    NbdExportInfo info;
+
+    nbd_client_opts(s, &o, ctxs);
+    if (!nbd_client_connect(&s->addr, &o, &link->xp, &info, errp)) {
+        return false;
+    }
+    link->size = info.size;
+    link->flags = info.flags;
+    link->structured = info.structured;
+    link->extended = info.extended;
+    link->has_context = false;
+    for (size_t i = 0; i < info.n_contexts; i++) {
+        if (strcmp(info.contexts[i].name, s->context) == 0) {
+            link->has_context = true;
+            link->context_id = info.contexts[i].id;
+        }
+    }
+    if (info.has_block_size && info.min_block > 0) {
+        s->min_block = info.min_block;
+    }
+    nbd_export_info_clear(&info);
+    return true;
+}
+
+/* The engine's reconnect hook (its thread). */
+static bool nbd_reconnect(void *opaque, unsigned idx, NbdcLink *link,
+                          Error **errp)
+{
+    BDRVNbd *s = opaque;
+
+    (void)idx;
+    if (s->addr.type == SOCK_ADDR_FD) {
+        error_setg(errp, "A socket passed as a descriptor cannot be "
+                   "reconnected");
+        return false;
+    }
+    return nbd_connect_one(s, link, errp);
+}
+
+typedef struct NbdEvent {
+    MonitorSet *events;
+    char *node;
+    char *reason;
+    bool up;
+} NbdEvent;
+
+static void nbd_event_cb(void *opaque)
+{
+    NbdEvent *ev = opaque;
+
+    if (ev->up) {
+        qapi_event_send_nbd_client_reconnected(ev->events, ev->node,
+                                               ev->reason);
+    } else {
+        qapi_event_send_nbd_client_disconnected(ev->events, ev->node,
+                                                ev->reason);
+    }
+    free(ev->node);
+    free(ev->reason);
+    free(ev);
+}
+
+/* The engine's state hook (its thread): an event on the loop. */
+static void nbd_state(void *opaque, bool up, const char *reason)
+{
+    BDRVNbd *s = opaque;
+    const char *name = __atomic_load_n(&s->bs->node_name, __ATOMIC_ACQUIRE);
+    NbdEvent *ev;
+
+    if (s->loop == NULL || s->events == NULL) {
+        return;
+    }
+    ev = XNEW(NbdEvent);
+    ev->events = s->events;
+    ev->node = xstrdup(name != NULL ? name : "");
+    ev->reason = xstrdup(reason);
+    ev->up = up;
+    loop_post(s->loop, nbd_event_cb, ev);
+}
+
+/* ---- open and close ------------------------------------------------- */
+
+static bool nbd_parse_addr(BDRVNbd *s, const SocketAddress *sa,
+                           Error **errp)
+{
+    uint64_t fd;
+
+    switch (sa->type) {
+    case SOCKET_ADDRESS_TYPE_UNIX:
+        s->path = xstrdup(sa->u.q_unix.path);
+        s->addr = (SockAddr) { .type = SOCK_ADDR_UNIX, .path = s->path };
+        return true;
+    case SOCKET_ADDRESS_TYPE_INET:
+        s->host = xstrdup(sa->u.inet.host);
+        s->port = xstrdup(sa->u.inet.port);
+        s->addr = (SockAddr) { .type = SOCK_ADDR_INET, .host = s->host,
+                               .port = s->port };
+        return true;
+    case SOCKET_ADDRESS_TYPE_FD:
+        if (!parse_uint64(sa->u.fd.str, &fd) || fd > INT32_MAX ||
+            fd <= 2) {
+            error_setg(errp, "Invalid file descriptor '%s' (a number of an "
+                       "open socket)", sa->u.fd.str);
+            return false;
+        }
+        s->addr = (SockAddr) { .type = SOCK_ADDR_FD, .fd = (int)fd };
+        return true;
+    default:
+        error_setg(errp, "Unsupported socket address type for nbd");
+        return false;
+    }
+}
+
+/* QEMU's pseudo file name of the node (query-named-block-nodes). */
+static char *nbd_filename(const BDRVNbd *s)
+{
+    if (s->addr.type == SOCK_ADDR_UNIX) {
+        return s->export != NULL
+               ? xasprintf("nbd+unix:///%s?socket=%s", s->export, s->path)
+               : xasprintf("nbd+unix://?socket=%s", s->path);
+    }
+    if (s->addr.type == SOCK_ADDR_INET && strchr(s->host, ':') == NULL) {
+        return s->export != NULL
+               ? xasprintf("nbd://%s:%s/%s", s->host, s->port, s->export)
+               : xasprintf("nbd://%s:%s", s->host, s->port);
+    }
+    return xasprintf("json:{\"driver\": \"nbd\", \"export\": \"%s\"}",
+                     s->export != NULL ? s->export : "");
+}
+
+/* The first connection, retried up to open_timeout seconds. */
+static bool nbd_connect_first(BDRVNbd *s, uint32_t open_timeout,
+                              NbdcLink *link, Error **errp)
+{
+    struct timespec t0, now;
+    uint64_t backoff_ms = 50;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        Error *err = NULL;
+
+        if (nbd_connect_one(s, link, &err)) {
+            return true;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (s->addr.type == SOCK_ADDR_FD ||
+            (uint64_t)(now.tv_sec - t0.tv_sec) >= open_timeout) {
+            error_propagate(errp, err);
+            return false;
+        }
+        error_free(err);
+        usleep((useconds_t)(backoff_ms * 1000));
+        backoff_ms = MIN(backoff_ms * 2, (uint64_t)1000);
+    }
+}
+
+static void nbd_link_close(NbdcLink *link)
+{
+    link->xp.ops->close(&link->xp);
+}
+
+static void nbd_free_state(BDRVNbd *s);
+
+static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
+{
+    const BlockdevOptionsNbd *o = opts;
+    BDRVNbd *s = bs->opaque;
+    const BlockHost *host = bs->graph != NULL ? blk_graph_host(bs->graph)
+                                              : NULL;
+    NbdcLink links[NBD_DRIVER_MULTI_CONN];
+    unsigned n = 1;
+    NbdcConfig cfg;
+
+    if (host != NULL) {
+        s->loop = host->loop;
+        s->events = host->events;
+    }
+    if (o->has_tls_creds || o->has_tls_hostname) {
+        error_setg(errp, "TLS is not supported yet");
+        return false;
+    }
+    if (!nbd_parse_addr(s, o->server, errp)) {
+        return false;
+    }
+    s->export = o->has_export ? xstrdup(o->export) : NULL;
+    s->context = xstrdup(o->has_x_dirty_bitmap ? o->x_dirty_bitmap
+                                               : "base:allocation");
+    bs->filename = nbd_filename(s);
+    s->min_block = 1;
+
+    if (!nbd_connect_first(s, o->has_open_timeout ? o->open_timeout : 0,
+                           &links[0], errp)) {
+        return false;
+    }
+    s->size = links[0].size;
+    s->flags = links[0].flags;
+    s->has_context = links[0].has_context;
+    if (o->has_x_dirty_bitmap && !s->has_context) {
+        error_setg(errp, "requested x-dirty-bitmap %s not found",
+                   o->x_dirty_bitmap);
+        nbd_link_close(&links[0]);
+        return false;
+    }
+    if ((s->flags & NBD_FLAG_READ_ONLY) && !bs->read_only) {
+        if (!bs->auto_read_only) {
+            error_setg(errp, "NBD export is read-only");
+            nbd_link_close(&links[0]);
+            return false;
+        }
+        bs->read_only = true;
+    }
+    if ((s->flags & NBD_FLAG_CAN_MULTI_CONN) && s->addr.type != SOCK_ADDR_FD) {
+        for (; n < NBD_DRIVER_MULTI_CONN; n++) {
+            Error *err = NULL;
+
+            if (!nbd_connect_one(s, &links[n], &err)) {
+                log_warn("nbd '%s': extra connection failed: %s",
+                         bs->filename, error_get_pretty(err));
+                error_free(err);
+                break;
+            }
+            if (links[n].size != s->size || links[n].flags != s->flags ||
+                links[n].has_context != s->has_context) {
+                log_warn("nbd '%s': the export changed between two "
+                         "connections", bs->filename);
+                nbd_link_close(&links[n]);
+                break;
+            }
+        }
+    }
+    bs->request_alignment = s->min_block;
+    cfg = (NbdcConfig) {
+        .name = bs->filename,
+        .min_block = s->min_block,
+        .reconnect_delay = o->has_reconnect_delay ? o->reconnect_delay : 0,
+        .connect = nbd_reconnect,
+        .state = nbd_state,
+        .opaque = s,
+    };
+    s->eng = nbdc_engine_new(&cfg, links, n, errp);
+    return s->eng != NULL;
+}
+
+static bool nbd_open(BlockNode *bs, const void *opts, Error **errp)
+{
+    BDRVNbd *s = bs->opaque;
+
+    s->bs = bs;
+    pthread_mutex_init(&s->lock, NULL);
+    if (!nbd_do_open(bs, opts, errp)) {
+        nbd_free_state(s);
+        return false;
+    }
+    return true;
+}
+
+/* Free what open allocated (open failed, or close). */
+static void nbd_free_state(BDRVNbd *s)
+{
+    while (s->free_aio != NULL) {
+        NbdAio *a = s->free_aio;
+        s->free_aio = a->next;
+        free(a);
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s->path);
+    free(s->host);
+    free(s->port);
+    free(s->export);
+    free(s->context);
+    s->path = s->host = s->port = s->export = s->context = NULL;
+}
+
+static void nbd_close(BlockNode *bs)
+{
+    BDRVNbd *s = bs->opaque;
+
+    nbdc_engine_free(s->eng);
+    s->eng = NULL;
+    nbd_free_state(s);
+}
+
+static int64_t nbd_get_length(BlockNode *bs)
+{
+    BDRVNbd *s = bs->opaque;
+
+    return (int64_t)s->size;
+}
+
+static void nbd_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    BDRVNbd *s = bs->opaque;
+
+    caps->fua = (s->flags & NBD_FLAG_SEND_FUA) != 0;
+    caps->zero = true;          /* emulated without WRITE_ZEROES */
+    caps->fast_zero = (s->flags & NBD_FLAG_SEND_WRITE_ZEROES) &&
+                      (s->flags & NBD_FLAG_SEND_FAST_ZERO);
+    caps->discard = (s->flags & NBD_FLAG_SEND_TRIM) != 0;
+    caps->cache = (s->flags & NBD_FLAG_SEND_CACHE) != 0;
+    caps->multi_conn = (s->flags & NBD_FLAG_CAN_MULTI_CONN) != 0;
+}
+
+/* ---- requests ------------------------------------------------------- */
+
+/* Fill cmd for a block-layer request.  Returns 1 to send it, 0 when
+ * there is nothing to send (a hint the server does not take, a flush
+ * it does not need), or -errno.  *fua_flush: follow with a flush. */
+static int nbd_fill_cmd(BDRVNbd *s, BlockRequestType type, uint64_t offset,
+                        uint64_t bytes, void *buf, uint32_t flags,
+                        NbdcCmd *cmd, bool *fua_flush)
+{
+    uint16_t f = s->flags;
+
+    *fua_flush = false;
+    *cmd = (NbdcCmd) { .offset = offset, .length = bytes, .buf = buf };
+    if ((flags & BLK_REQ_FUA) &&
+        (type == BLK_OP_WRITE || type == BLK_OP_WRITE_ZEROES)) {
+        if (f & NBD_FLAG_SEND_FUA) {
+            cmd->flags |= NBD_CMD_FLAG_FUA;
+        } else {
+            *fua_flush = (f & NBD_FLAG_SEND_FLUSH) != 0;
+        }
+    }
+    switch (type) {
+    case BLK_OP_READ:
+        cmd->type = NBD_CMD_READ;
+        return 1;
+    case BLK_OP_WRITE:
+        cmd->type = NBD_CMD_WRITE;
+        return 1;
+    case BLK_OP_WRITE_ZEROES:
+        if (!(f & NBD_FLAG_SEND_WRITE_ZEROES) ||
+            ((flags & BLK_REQ_NO_FALLBACK) && !(f & NBD_FLAG_SEND_FAST_ZERO))) {
+            return -ENOTSUP;
+        }
+        cmd->type = NBD_CMD_WRITE_ZEROES;
+        cmd->buf = NULL;
+        if (!(flags & BLK_REQ_MAY_UNMAP)) {
+            cmd->flags |= NBD_CMD_FLAG_NO_HOLE;
+        }
+        if (flags & BLK_REQ_NO_FALLBACK) {
+            cmd->flags |= NBD_CMD_FLAG_FAST_ZERO;
+        }
+        return 1;
+    case BLK_OP_DISCARD:
+        cmd->type = NBD_CMD_TRIM;
+        cmd->buf = NULL;
+        return (f & NBD_FLAG_SEND_TRIM) ? 1 : 0;
+    case BLK_OP_FLUSH:
+        cmd->type = NBD_CMD_FLUSH;
+        cmd->offset = cmd->length = 0;
+        cmd->buf = NULL;
+        return (f & NBD_FLAG_SEND_FLUSH) ? 1 : 0;
+    case BLK_OP_CACHE:
+        cmd->type = NBD_CMD_CACHE;
+        cmd->buf = NULL;
+        return (f & NBD_FLAG_SEND_CACHE) ? 1 : 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+/* Synchronous: submit to the engine and wait (any thread). */
+static int nbd_run(BlockNode *bs, BlockRequestType type, uint64_t offset,
+                   uint64_t bytes, void *buf, uint32_t flags)
+{
+    BDRVNbd *s = bs->opaque;
+    NbdcCmd cmd;
+    bool fua_flush;
+    int ret = nbd_fill_cmd(s, type, offset, bytes, buf, flags, &cmd,
+                           &fua_flush);
+
+    if (ret <= 0) {
+        return ret;
+    }
+    ret = nbdc_run(s->eng, &cmd);
+    if (ret == 0 && fua_flush) {
+        cmd = (NbdcCmd) { .type = NBD_CMD_FLUSH };
+        ret = nbdc_run(s->eng, &cmd);
+    }
+    return ret;
+}
+
+static int nbd_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                     void *buf, uint32_t flags)
+{
+    return nbd_run(bs, BLK_OP_READ, offset, bytes, buf, flags);
+}
+
+static int nbd_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                      const void *buf, uint32_t flags)
+{
+    return nbd_run(bs, BLK_OP_WRITE, offset, bytes, (void *)buf, flags);
+}
+
+static int nbd_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             uint32_t flags)
+{
+    return nbd_run(bs, BLK_OP_WRITE_ZEROES, offset, bytes, NULL, flags);
+}
+
+static int nbd_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    return nbd_run(bs, BLK_OP_DISCARD, offset, bytes, NULL, 0);
+}
+
+static int nbd_flush(BlockNode *bs)
+{
+    return nbd_run(bs, BLK_OP_FLUSH, 0, 0, NULL, 0);
+}
+
+static int nbd_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    return nbd_run(bs, BLK_OP_CACHE, offset, bytes, NULL, 0);
+}
+
+/* Block status from the selected context (base:allocation, or the
+ * x-dirty-bitmap one read the same way, as QEMU does: a set bit 0 is a
+ * hole).  A protocol node, as in QEMU: data or zeroes count as
+ * allocated.  Without the context (no structured replies, e.g.
+ * nbd-server) everything is data. */
+static int nbd_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            uint64_t *pnum, uint64_t *map, BlockNode **file)
+{
+    BDRVNbd *s = bs->opaque;
+    NbdcCmd cmd;
+    int ret;
+
+    *map = offset;
+    *file = bs;
+    if (!s->has_context) {
+        *pnum = bytes;
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    }
+    cmd = (NbdcCmd) {
+        .type = NBD_CMD_BLOCK_STATUS, .flags = NBD_CMD_FLAG_REQ_ONE,
+        .offset = offset,
+        .length = MIN(bytes, (uint64_t)(1u << 30)),
+    };
+    ret = nbdc_run(s->eng, &cmd);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = cmd.status_length;
+    ret = BLK_STATUS_OFFSET_VALID;
+    if (!(cmd.status_flags & NBD_STATE_HOLE)) {
+        ret |= BLK_STATUS_DATA;
+    }
+    if (cmd.status_flags & NBD_STATE_ZERO) {
+        ret |= BLK_STATUS_ZERO;
+    }
+    if (ret & (BLK_STATUS_DATA | BLK_STATUS_ZERO)) {
+        ret |= BLK_STATUS_ALLOCATED;
+    }
+    return ret;
+}
+
+/* ---- asynchronous requests ------------------------------------------ */
+
+static NbdAio *nbd_aio_get(BDRVNbd *s)
+{
+    NbdAio *a;
+
+    pthread_mutex_lock(&s->lock);
+    a = s->free_aio;
+    if (a != NULL) {
+        s->free_aio = a->next;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (a == NULL) {
+        a = XNEW(NbdAio);
+        a->s = s;
+    }
+    return a;
+}
+
+static void nbd_aio_put(BDRVNbd *s, NbdAio *a)
+{
+    pthread_mutex_lock(&s->lock);
+    a->next = s->free_aio;
+    s->free_aio = a;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The engine's completion (its thread). */
+static void nbd_aio_done(NbdcCmd *cmd)
+{
+    NbdAio *a = container_of(cmd, NbdAio, cmd);
+    BDRVNbd *s = a->s;
+    BlockRequest *req = a->req;
+    int ret = cmd->ret;
+
+    if (ret == 0 && a->fua_flush) {
+        a->fua_flush = false;
+        a->cmd = (NbdcCmd) { .type = NBD_CMD_FLUSH, .done = nbd_aio_done };
+        nbdc_submit(s->eng, &a->cmd);
+        return;
+    }
+    nbd_aio_put(s, a);
+    blk_aio_complete(req, ret);
+}
+
+static void nbd_aio_submit(BlockNode *bs, BlockRequest *req)
+{
+    BDRVNbd *s = bs->opaque;
+    NbdAio *a = nbd_aio_get(s);
+    int ret = nbd_fill_cmd(s, req->type, req->offset, req->bytes, req->buf,
+                           req->flags, &a->cmd, &a->fua_flush);
+
+    if (ret <= 0) {
+        nbd_aio_put(s, a);
+        blk_aio_complete(req, ret);
+        return;
+    }
+    a->req = req;
+    a->cmd.done = nbd_aio_done;
+    nbdc_submit(s->eng, &a->cmd);
+}
+
+const BlockDriver nbd_block_driver = {
+    .format_name = "nbd",
+    .instance_size = sizeof(BDRVNbd),
+    .open = nbd_open,
+    .close = nbd_close,
+    .get_length = nbd_get_length,
+    .pread = nbd_pread,
+    .pwrite = nbd_pwrite,
+    .pwrite_zeroes = nbd_pwrite_zeroes,
+    .pdiscard = nbd_pdiscard,
+    .flush = nbd_flush,
+    .block_status = nbd_block_status,
+    .get_caps = nbd_get_caps,
+    .prefetch = nbd_prefetch,
+    .aio_submit = nbd_aio_submit,
+};
+
+void nbd_driver_register(BlockGraph *g)
+{
+    blk_graph_register_driver(g, &nbd_block_driver);
+}
