@@ -74,6 +74,9 @@ typedef struct NbdcSlot {
     int err;                    /* first error chunk, -errno */
     bool got_status;
     bool sending;               /* still on the send queue */
+    bool answered;              /* replied (err) while still sending: a
+                                 * server may refuse a write before it
+                                 * has drained the payload */
     struct NbdcSlot *next;      /* free list, retry list, send queue */
 } NbdcSlot;
 
@@ -217,6 +220,7 @@ static NbdcSlot *slot_alloc(NbdcEngine *e)
 static void slot_free(NbdcEngine *e, NbdcSlot *s)
 {
     s->state = SLOT_FREE;
+    s->answered = false;
     s->cmd = NULL;
     s->gen++;
     s->next = e->free_slots;
@@ -259,6 +263,13 @@ static void slot_finish(NbdcEngine *e, NbdcConn *c, NbdcSlot *s, int ret)
 {
     NbdcCmd *cmd = s->cmd;
 
+    if (s->sending) {
+        /* Completed when the rest of it is written (conn_send). */
+        s->answered = true;
+        s->err = ret;
+        return;
+    }
+
     c->inflight--;
     slot_free(e, s);
     cmd_piece_done(e, cmd, ret);
@@ -300,7 +311,12 @@ static void conn_lost(NbdcEngine *e, unsigned idx, const char *reason)
     engine_set_up(e, -1);
     for (size_t i = 0; i < NBDC_MAX_SLOTS; i++) {
         NbdcSlot *s = &e->slots[i];
-        if (s->state == SLOT_SENT && s->conn == (int)idx) {
+        if (s->state == SLOT_SENT && s->conn == (int)idx && s->answered) {
+            NbdcCmd *cmd = s->cmd;
+            int ret = s->err;
+            slot_free(e, s);
+            cmd_piece_done(e, cmd, ret);
+        } else if (s->state == SLOT_SENT && s->conn == (int)idx) {
             s->got = 0;
             s->err = 0;
             s->got_status = false;
@@ -437,8 +453,14 @@ static bool conn_send(NbdcEngine *e, unsigned idx)
         ssize_t n;
 
         if (c->out_hdr_len == 0) {
+            /* Extended headers: a write says its payload length
+             * (doc/proto.md "NBD_CMD_FLAG_PAYLOAD_LEN"). */
+            uint16_t flags = cmd->flags;
+            if (c->link.extended && cmd->type == NBD_CMD_WRITE) {
+                flags |= NBD_CMD_FLAG_PAYLOAD_LEN;
+            }
             NbdRequest r = {
-                .flags = cmd->flags, .type = cmd->type,
+                .flags = flags, .type = cmd->type,
                 .cookie = slot_cookie(e, s), .offset = s->offset,
                 .length = s->length,
             };
@@ -477,6 +499,9 @@ static bool conn_send(NbdcEngine *e, unsigned idx)
         s->next = NULL;
         s->sending = false;
         c->out_hdr_len = c->out_pos = 0;
+        if (s->answered) {
+            slot_finish(e, c, s, s->err);
+        }
     }
     return true;
 }
@@ -708,8 +733,8 @@ static bool reply_header(NbdcEngine *e, unsigned idx)
         violation(e, idx, "reply for unknown cookie 0x%" PRIx64, cookie);
         return false;
     }
-    if (s->sending) {
-        violation(e, idx, "reply to a request not sent yet");
+    if (s->answered) {
+        violation(e, idx, "second reply for cookie 0x%" PRIx64, cookie);
         return false;
     }
     c->slot = s;

@@ -55,7 +55,8 @@ typedef struct BDRVNbd {
     bool has_context;
     uint64_t size;
     uint16_t flags;             /* NBD_FLAG_* */
-    uint32_t min_block;
+    uint32_t min_block;         /* bytes; 1 when the server gave none */
+    uint32_t max_block;         /* bytes; 0 when the server gave none */
     NbdcEngine *eng;
     MonitorSet *events;
     Loop *loop;
@@ -101,6 +102,9 @@ static bool nbd_connect_one(BDRVNbd *s, NbdcLink *link, Error **errp)
     }
     if (info.has_block_size && info.min_block > 0) {
         s->min_block = info.min_block;
+    }
+    if (info.has_block_size && info.max_block >= s->min_block) {
+        s->max_block = info.max_block;
     }
     nbd_export_info_clear(&info);
     return true;
@@ -316,6 +320,9 @@ static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
     cfg = (NbdcConfig) {
         .name = bs->filename,
         .min_block = s->min_block,
+        .max_payload = MIN(s->max_block != 0 ? s->max_block
+                                             : (uint32_t)NBD_MAX_PAYLOAD,
+                           (uint32_t)NBD_MAX_PAYLOAD),
         .reconnect_delay = o->has_reconnect_delay ? o->reconnect_delay : 0,
         .connect = nbd_reconnect,
         .state = nbd_state,

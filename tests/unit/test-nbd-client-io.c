@@ -25,6 +25,7 @@ typedef enum Misbehave {
     SHORT_READ,         /* chunks cover half the read, then DONE */
     ERROR_CHUNK,        /* NBD_EPERM in an error chunk */
     SIMPLE_ERROR,       /* NBD_ENOSPC in a simple reply */
+    EARLY_ERROR,        /* refuse a write before draining its payload */
 } Misbehave;
 
 typedef struct Srv {
@@ -153,6 +154,10 @@ static void *srv_thread(void *opaque)
             !nbd_decode_request(buf, s->extended, &r)) {
             break;
         }
+        if (s->extended && r.type == NBD_CMD_WRITE &&
+            !(r.flags & NBD_CMD_FLAG_PAYLOAD_LEN)) {
+            break;              /* doc/proto.md: mandatory on writes */
+        }
         if (r.type == NBD_CMD_DISC) {
             s->disc = true;
             break;
@@ -161,6 +166,19 @@ static void *srv_thread(void *opaque)
         s->max_len = MAX(s->max_len, r.length);
         if (r.offset + r.length > MEM_SIZE) {
             break;
+        }
+        if (r.type == NBD_CMD_WRITE && s->mode == EARLY_ERROR) {
+            uint8_t hdr[NBD_SIMPLE_REPLY_SIZE];
+            uint8_t *junk = xmalloc(r.length);
+
+            srv_send(s, hdr, nbd_encode_simple_reply(hdr, NBD_ENOSPC,
+                                                     r.cookie));
+            if (!read_all(s->fd, junk, r.length)) {
+                free(junk);
+                break;
+            }
+            free(junk);
+            continue;
         }
         if (r.type == NBD_CMD_WRITE &&
             !read_all(s->fd, s->mem + r.offset, r.length)) {
@@ -365,6 +383,10 @@ static void check_structured(bool extended)
     CU_ASSERT_EQUAL(buf[len - 1], 0);
     CU_ASSERT_EQUAL(memcmp(buf + 3 * 4096, mem + 100 + 3 * 4096, 50), 0);
 
+    memset(buf, 0x3c, len);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_WRITE, 200000, len, buf), 0);
+    CU_ASSERT_EQUAL(mem[200000], 0x3c);
+    CU_ASSERT_EQUAL(mem[200000 + len - 1], 0x3c);
     st.length = MEM_SIZE - 65536;
     CU_ASSERT_EQUAL(nbdc_run(e, &st), 0);
     CU_ASSERT_EQUAL(st.status_length, 4096);
@@ -410,6 +432,29 @@ static void test_errors(void)
     CU_ASSERT_EQUAL(nbdc_connections_up(e), 1);
     nbdc_engine_free(e);
     srv_join(&s2);
+    free(mem);
+}
+
+/* A write refused before its payload was read (the server drains it
+ * after replying): the error arrives while the client still sends; the
+ * connection stays usable. */
+static void test_early_error(void)
+{
+    uint8_t *mem = pattern_mem();
+    Srv s = { .mode = EARLY_ERROR };
+    NbdcEngine *e = engine_on(&s, mem, 0);
+    size_t len = 4 << 20;
+    uint8_t *buf = xmalloc(len);
+
+    memset(buf, 1, len);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_WRITE, 0, MEM_SIZE / 2, buf),
+                    -ENOSPC);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, 4096, buf), 0);
+    CU_ASSERT_EQUAL(memcmp(buf, mem, 4096), 0);
+    CU_ASSERT_EQUAL(nbdc_connections_up(e), 1);
+    nbdc_engine_free(e);
+    srv_join(&s);
+    free(buf);
     free(mem);
 }
 
@@ -574,6 +619,7 @@ static CU_TestInfo client_io_tests[] = {
     { "structured", test_structured },
     { "extended", test_extended },
     { "errors", test_errors },
+    { "early_error", test_early_error },
     { "violations", test_violations },
     { "reconnect", test_reconnect },
     { "reconnect_size_changed", test_reconnect_size_changed },

@@ -1,0 +1,384 @@
+"""The "nbd" block driver against servers nobody here wrote (nbdkit's
+memory, file and sparse-random plugins, qemu-nbd, Debian's nbd-server
+with simple replies only) and blockd itself: blockdev-add driver=nbd,
+the node exported again by blockd, and real clients (qemu-io, qemu-img,
+nbdinfo, nbdcopy, python3-libnbd) reading and writing through it.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import nbd
+import pytest
+
+from conftest import BLOCKD, QmpError, requires
+
+
+def wait_socket(path, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %d" % proc.returncode)
+        if os.path.exists(path):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.02)
+    raise TimeoutError("socket %s did not appear" % path)
+
+
+class Upstream:
+    """A server on a unix socket, started in the foreground and stopped
+    by PID."""
+
+    def __init__(self, argv_fn, sockdir, name="up"):
+        self.sock = os.path.join(sockdir, name + ".sock")
+        self.argv = argv_fn(self.sock)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        wait_socket(self.sock, self.proc)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+
+    @property
+    def uri(self):
+        return "nbd+unix:///?socket=%s" % self.sock
+
+
+@pytest.fixture
+def sockdir():
+    d = tempfile.mkdtemp(prefix="bdn-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def upstreams():
+    started = []
+    yield started
+    for u in started:
+        u.stop()
+
+
+def nbdkit(upstreams, sockdir, *args, name="kit"):
+    requires("nbdkit")
+    u = Upstream(lambda s: ["nbdkit", "-f", "--exit-with-parent", "-U", s]
+                 + list(args), sockdir, name)
+    upstreams.append(u)
+    return u
+
+
+def export(blockd, node_opts, name="e0", writable=True):
+    """blockdev-add node_opts (node-name n-<name>) and export it from
+    blockd; the export's URI."""
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    if not os.path.exists(sock):
+        blockd.cmd("nbd-server-start",
+                   addr={"type": "unix", "data": {"path": sock}})
+    node = "n-" + name
+    blockd.cmd("blockdev-add", dict(node_opts, **{"node-name": node}))
+    blockd.cmd("block-export-add", {"type": "nbd", "id": name,
+                                    "node-name": node, "name": name,
+                                    "writable": writable})
+    return "nbd+unix:///%s?socket=%s" % (name, sock)
+
+
+def nbd_opts(sock, **kw):
+    o = {"driver": "nbd", "server": {"type": "unix", "path": sock}}
+    o.update(kw)
+    return o
+
+
+def nbdinfo_map(uri, *extra):
+    out = subprocess.run(["nbdinfo", "--map", "--json"] + list(extra)
+                         + [uri], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def qemu_io(uri, *cmds):
+    argv = ["qemu-io", "-f", "raw"]
+    for c in cmds:
+        argv += ["-c", c]
+    r = subprocess.run(argv + [uri], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "error" not in r.stdout.lower() and \
+        "failed" not in r.stdout.lower() and \
+        "pattern verification" not in r.stdout.lower(), r.stdout + r.stderr
+    return r.stdout
+
+
+def img_compare(a, b):
+    r = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                        a, b], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- schema, errors --------------------------------------------------
+
+
+def test_nbd_driver_in_schema(blockd):
+    schema = blockd.cmd("query-qmp-schema")
+    by_name = {e["name"]: e for e in schema}
+    args = by_name[by_name["blockdev-add"]["arg-type"]]
+    tag = [m for m in args["members"] if m["name"] == "driver"][0]
+    assert "nbd" in by_name[tag["type"]]["values"]
+    assert "NBD_CLIENT_DISCONNECTED" in by_name
+    assert "NBD_CLIENT_RECONNECTED" in by_name
+
+
+def test_connect_refused_is_a_clear_error(blockd, sockdir):
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("blockdev-add", nbd_opts(os.path.join(sockdir, "none"),
+                                            **{"node-name": "n0"}))
+    assert e.value.cls == "GenericError"
+    assert "none" in e.value.desc
+    assert blockd.cmd("query-named-block-nodes") == []
+
+
+def test_tls_is_refused(upstreams, sockdir, blockd):
+    kit = nbdkit(upstreams, sockdir, "memory", "1M")
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{
+            "node-name": "n0", "tls-creds": "tls0"}))
+    assert e.value.desc == "TLS is not supported yet"
+
+
+def test_read_only_export(upstreams, sockdir, blockd):
+    kit = nbdkit(upstreams, sockdir, "-r", "memory", "1M")
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{"node-name": "n0"}))
+    assert e.value.desc == "NBD export is read-only"
+    blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{
+        "node-name": "n1", "auto-read-only": True}))
+    blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{
+        "node-name": "n2", "read-only": True}))
+    nodes = {n["node-name"]: n for n in blockd.cmd("query-named-block-nodes")}
+    assert nodes["n1"]["ro"] and nodes["n2"]["ro"]
+
+
+def test_command_line_and_filename(upstreams, sockdir, blockd_factory):
+    kit = nbdkit(upstreams, sockdir, "memory", "4M")
+    d = blockd_factory("--blockdev",
+                       "driver=nbd,node-name=n0,server.type=unix,"
+                       "server.path=%s,export=" % kit.sock)
+    nodes = d.cmd("query-named-block-nodes")
+    assert nodes[0]["file"] == "nbd+unix:///?socket=%s" % kit.sock
+    assert nodes[0]["drv"] == "nbd"
+    assert nodes[0]["image"]["virtual-size"] == 4 << 20
+
+
+# ---- data through blockd ---------------------------------------------
+
+
+def test_memory_read_write_compare(upstreams, sockdir, blockd):
+    kit = nbdkit(upstreams, sockdir, "memory", "64M")
+    uri = export(blockd, nbd_opts(kit.sock))
+    qemu_io(uri, "write -P 0x55 1M 3M", "write -P 0xaa 60M 17k",
+            "flush", "read -P 0x55 1M 3M", "read -P 0 0 1M",
+            "read -P 0xaa 60M 17k")
+    img_compare(uri, kit.uri)
+    # written straight to nbdkit: seen through blockd
+    qemu_io(kit.uri, "write -P 0x33 10M 1M")
+    qemu_io(uri, "read -P 0x33 10M 1M")
+    stats = {s["node-name"]: s["stats"] for s in
+             blockd.cmd("query-blockstats", {"query-nodes": True})}
+    assert stats["n-e0"]["wr_operations"] >= 2
+    assert stats["n-e0"]["rd_bytes"] >= 4 << 20
+
+
+def test_block_status_through_chain(upstreams, sockdir, blockd):
+    requires("nbdinfo")
+    kit = nbdkit(upstreams, sockdir, "sparse-random", "64M", "seed=7")
+    uri = export(blockd, nbd_opts(kit.sock), writable=False)
+    direct = nbdinfo_map(kit.uri)
+    through = nbdinfo_map(uri)
+    assert len(direct) >= 3 and any(e["type"] == 0 for e in direct)
+    assert through == direct
+    img_compare(uri, kit.uri)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_simple_replies_nbd_server(blockd, sockdir, tmp_path):
+    """nbd-server sends only simple replies: the driver falls back to
+    them, and reports everything as data."""
+    requires("nbd-server")
+    img = str(tmp_path / "ns.img")
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    sock = os.path.join(sockdir, "ns.sock")
+    pidfile = os.path.join(sockdir, "ns.pid")
+    conf = tmp_path / "nbd-server.conf"
+    conf.write_text("[generic]\n unixsock = %s\n listenaddr = 127.0.0.1\n"
+                    " port = %d\n[e]\n exportname = %s\n flush = true\n"
+                    " fua = true\n" % (sock, free_port(), img))
+    subprocess.run(["nbd-server", "-C", str(conf), "-p", pidfile],
+                   check=True, timeout=60, capture_output=True)
+    try:
+        wait_socket(sock, None)
+        uri = export(blockd, nbd_opts(sock, export="e"))
+        qemu_io(uri, "write -P 0x42 1M 1M", "write -P 0x43 -f 3M 4k",
+                "flush", "read -P 0x42 1M 1M", "read -P 0 0 1M")
+        m = nbdinfo_map(uri)
+        assert [(e["offset"], e["length"], e["type"]) for e in m] == \
+            [(0, 8 << 20, 0)]
+    finally:
+        with open(pidfile) as f:
+            os.kill(int(f.read().strip()), signal.SIGTERM)
+    with open(img, "rb") as f:
+        f.seek(1 << 20)
+        assert f.read(1 << 20) == b"\x42" * (1 << 20)
+
+
+def test_qemu_nbd_upstream_qcow2(upstreams, sockdir, blockd, tmp_path):
+    requires("qemu-nbd", "qemu-img")
+    img = str(tmp_path / "q.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", img, "16M"],
+                   check=True, capture_output=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x21 4M 64k",
+                    img], check=True, capture_output=True)
+    u = Upstream(lambda s: ["qemu-nbd", "-f", "qcow2", "-k", s, "-x", "q",
+                            "-e", "8", "-t", img], sockdir, "qn")
+    upstreams.append(u)
+    uri = export(blockd, nbd_opts(u.sock, export="q"))
+    qemu_io(uri, "read -P 0x21 4M 64k", "read -P 0 0 4M",
+            "write -P 0x22 8M 64k", "flush")
+    m = nbdinfo_map(uri)
+    data = [(e["offset"], e["length"]) for e in m if e["type"] == 0]
+    assert (4 << 20, 64 << 10) in data
+    assert (8 << 20, 64 << 10) in data
+    img_compare(uri, "nbd+unix:///q?socket=%s" % u.sock)
+
+
+def test_blockd_upstream(upstreams, sockdir, blockd_factory, shm_dir):
+    """blockd over blockd: a file on tmpfs served by one daemon, an nbd
+    node on it in the other."""
+    img = os.path.join(shm_dir, "b.raw")
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    up = blockd_factory()
+    up_uri = export(up, {"driver": "file", "filename": img,
+                         "discard": "unmap"}, name="up")
+    up_sock = up_uri.split("socket=")[1]
+    d = blockd_factory()
+    uri = export(d, nbd_opts(up_sock, export="up", discard="unmap"))
+    qemu_io(uri, "write -P 0x61 0 2M", "write -z 4M 1M",
+            "write -P 0x62 -f 8M 64k", "discard 0 1M", "flush",
+            "read -P 0 0 1M", "read -P 0x61 1M 1M", "read -P 0x62 8M 64k")
+    img_compare(uri, up_uri)
+    with open(img, "rb") as f:
+        f.seek(1 << 20)
+        assert f.read(1 << 20) == b"\x61" * (1 << 20)
+    # the trim made a hole upstream, and block status says so
+    m = nbdinfo_map(uri)
+    assert m[0]["offset"] == 0 and m[0]["type"] & 1
+
+
+def test_file_plugin_writes_fua_trim_zero(upstreams, sockdir, blockd,
+                                          shm_dir):
+    img = os.path.join(shm_dir, "f.raw")
+    with open(img, "wb") as f:
+        f.write(b"\x11" * (4 << 20))
+    kit = nbdkit(upstreams, sockdir, "file", img)
+    uri = export(blockd, nbd_opts(kit.sock, discard="unmap"))
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    assert h.can_fua() and h.can_trim() and h.can_zero()
+    h.pwrite(b"\x77" * 65536, 0, nbd.CMD_FLAG_FUA)
+    h.zero(1 << 20, 1 << 20)
+    h.zero(4096, 1 << 20, nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FUA)
+    h.trim(2 << 20, 1 << 20)
+    h.flush()
+    if h.can_cache():
+        h.cache(65536, 0)
+    assert h.pread(65536, 0) == b"\x77" * 65536
+    assert h.pread(1 << 20, 1 << 20) == bytes(1 << 20)
+    h.shutdown()
+    with open(img, "rb") as f:
+        data = f.read()
+    assert data[:65536] == b"\x77" * 65536
+    assert data[65536:1 << 20] == b"\x11" * ((1 << 20) - 65536)
+    assert data[1 << 20:2 << 20] == bytes(1 << 20)
+    assert data[3 << 20:] == b"\x11" * (1 << 20)
+
+
+def test_nbdcopy_through(upstreams, sockdir, blockd, tmp_path):
+    requires("nbdcopy")
+    kit = nbdkit(upstreams, sockdir, "sparse-random", "32M", "seed=3",
+                 name="src")
+    dst = nbdkit(upstreams, sockdir, "memory", "32M", name="dst")
+    src_uri = export(blockd, nbd_opts(kit.sock), name="src", writable=False)
+    dst_uri = export(blockd, nbd_opts(dst.sock), name="dst")
+    subprocess.run(["nbdcopy", src_uri, dst_uri], check=True, timeout=300)
+    img_compare(kit.uri, dst.uri)
+
+
+# ---- multi-conn and splitting ----------------------------------------
+
+
+def test_multi_conn(upstreams, sockdir, blockd, tmp_path):
+    """nbdkit's memory plugin advertises multi-conn: the node opens
+    several connections (the log filter counts them) and spreads the
+    requests; a flush through any of them covers the writes."""
+    log = str(tmp_path / "kit.log")
+    kit = nbdkit(upstreams, sockdir, "--filter=log", "memory", "16M",
+                 "logfile=" + log)
+    uri = export(blockd, nbd_opts(kit.sock))
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    assert h.can_multi_conn()
+    for i in range(64):
+        h.aio_pwrite(bytes([i]) * 65536, i * 65536)
+    while h.aio_in_flight() > 0:
+        h.poll(-1)
+    h.flush()
+    h.shutdown()
+    with open(log) as f:
+        lines = f.read().splitlines()
+    qemu_io(kit.uri, "read -P 5 327680 64k", "read -P 63 4128768 64k")
+    # "DATE TIME connection=N Connect ..." / "... connection=N Write ..."
+    connects = {l.split()[2] for l in lines if l.split()[3:4] == ["Connect"]}
+    writers = {l.split()[2] for l in lines if l.split()[3:4] == ["Write"]}
+    assert len(connects) == 4, lines[:20]
+    assert len(writers) > 1, writers
+
+
+def test_large_requests_split(upstreams, sockdir, blockd):
+    """The server's maximum block size (64 KiB, enforced) splits a 4 MiB
+    read and write."""
+    kit = nbdkit(upstreams, sockdir, "--filter=blocksize-policy", "memory",
+                 "16M", "blocksize-maximum=65536",
+                 "blocksize-error-policy=error")
+    uri = export(blockd, nbd_opts(kit.sock))
+    qemu_io(uri, "write -P 0x5a 1M 4M", "read -P 0x5a 1M 4M")
+    qemu_io(kit.uri, "read -P 0x5a 1M 64k", "read -P 0x5a 5056k 64k")
