@@ -382,3 +382,67 @@ def test_large_requests_split(upstreams, sockdir, blockd):
     uri = export(blockd, nbd_opts(kit.sock))
     qemu_io(uri, "write -P 0x5a 1M 4M", "read -P 0x5a 1M 4M")
     qemu_io(kit.uri, "read -P 0x5a 1M 64k", "read -P 0x5a 5056k 64k")
+
+
+# ---- reconnect ---------------------------------------------------------
+
+
+def kill_upstream(u):
+    """SIGKILL (nbdkit waits for its clients on SIGTERM) and remove the
+    socket, so reconnects fail until u.start()."""
+    u.proc.kill()
+    u.proc.wait()
+    os.unlink(u.sock)
+
+
+def test_reconnect_delay_waits_and_events(upstreams, sockdir, blockd,
+                                          shm_dir):
+    """The server goes away: NBD_CLIENT_DISCONNECTED; a read through
+    blockd waits (reconnect-delay 60) until the server is back, then
+    completes with the data; NBD_CLIENT_RECONNECTED."""
+    img = os.path.join(shm_dir, "r.raw")
+    with open(img, "wb") as f:
+        f.write(b"\x11" * (4 << 20))
+    kit = nbdkit(upstreams, sockdir, "file", img)
+    uri = export(blockd, nbd_opts(kit.sock, **{"reconnect-delay": 60}))
+    qemu_io(uri, "write -P 0x22 0 64k")
+    kill_upstream(kit)
+    ev = blockd.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=60)
+    assert ev["data"]["node-name"] == "n-e0"
+    assert ev["data"]["reason"]
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    buf = nbd.Buffer(65536)
+    cookie = h.aio_pread(buf, 0)
+    h.poll(0)
+    assert not h.aio_command_completed(cookie)
+    kit.start()
+    ev = blockd.conn.get_event("NBD_CLIENT_RECONNECTED", timeout=60)
+    assert ev["data"]["node-name"] == "n-e0"
+    while not h.aio_command_completed(cookie):
+        h.poll(-1)
+    assert buf.to_bytearray() == b"\x22" * 65536
+    h.shutdown()
+
+
+def test_reconnect_delay_zero_fails_then_recovers(upstreams, sockdir,
+                                                  blockd, shm_dir):
+    """Without reconnect-delay a request fails at once while the server
+    is away (EIO), and the node works again once it is back."""
+    img = os.path.join(shm_dir, "z.raw")
+    with open(img, "wb") as f:
+        f.write(b"\x33" * (1 << 20))
+    kit = nbdkit(upstreams, sockdir, "file", img)
+    uri = export(blockd, nbd_opts(kit.sock))
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    assert h.pread(4096, 0) == b"\x33" * 4096
+    kill_upstream(kit)
+    blockd.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=60)
+    with pytest.raises(nbd.Error) as e:
+        h.pread(4096, 0)
+    assert e.value.errno == "EIO"
+    kit.start()
+    blockd.conn.get_event("NBD_CLIENT_RECONNECTED", timeout=60)
+    assert h.pread(4096, 0) == b"\x33" * 4096
+    h.shutdown()
