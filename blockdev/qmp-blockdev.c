@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blockdev/block.h"
 #include "qapi-commands.h"
@@ -28,20 +29,62 @@ static void blockdev_add_done(BlockNode *bs, Error *err, void *opaque)
 /* Opening reads (and for a dirty qcow2 rewrites) metadata: on the pool
  * when the caller can wait for the reply, here otherwise (the command
  * line, before the loop runs). */
+/* An nbd node's server.type=fd names a descriptor passed with getfd
+ * on this monitor (QEMU's monitor_fd_param: a name does not start with
+ * a digit; a number is used as it is).  Take it and put its number in
+ * the options for the open; *name gets the name back for
+ * blockdev_fd_restore().  The driver owns the descriptor from then on
+ * (it closes it if the open fails). */
+static bool blockdev_fd_resolve(QmpCtx *ctx, const BlockdevOptions *args,
+                                char **name, Error **errp)
+{
+    SocketAddress *sa = args->driver == BLOCKDEV_DRIVER_NBD
+                        ? args->u.nbd.server : NULL;
+    int fd;
+
+    *name = NULL;
+    if (sa == NULL || sa->type != SOCKET_ADDRESS_TYPE_FD ||
+        (sa->u.fd.str[0] >= '0' && sa->u.fd.str[0] <= '9')) {
+        return true;
+    }
+    fd = monitor_fd_take(ctx->mon, sa->u.fd.str);
+    if (fd < 0) {
+        error_setg(errp, "File descriptor named '%s' has not been found",
+                   sa->u.fd.str);
+        return false;
+    }
+    *name = sa->u.fd.str;
+    sa->u.fd.str = xasprintf("%d", fd);
+    return true;
+}
+
+static void blockdev_fd_restore(const BlockdevOptions *args, char *name)
+{
+    if (name != NULL) {
+        free(args->u.nbd.server->u.fd.str);
+        args->u.nbd.server->u.fd.str = name;
+    }
+}
+
 bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
                       Error **errp)
 {
     QmpPending *p;
     BlockNode *bs;
     Error *err = NULL;
+    char *fd_name;
 
     if (!args->has_node_name) {
         error_setg(errp, "'node-name' must be specified for the root node");
         return false;
     }
+    if (!blockdev_fd_resolve(ctx, args, &fd_name, errp)) {
+        return false;
+    }
     p = blk_graph_host(ctx->graph)->pool ? qmp_defer(ctx) : NULL;
     if (p == NULL) {
         bs = blk_open(ctx->graph, args, errp);
+        blockdev_fd_restore(args, fd_name);
         if (bs == NULL) {
             return false;
         }
@@ -49,8 +92,12 @@ bool qmp_blockdev_add(QmpCtx *ctx, const BlockdevOptions *args,
         return true;
     }
     if (!blk_open_async(ctx->graph, args, blockdev_add_done, p, &err)) {
+        if (fd_name != NULL) {
+            close(atoi(args->u.nbd.server->u.fd.str));   /* never opened */
+        }
         qmp_complete(p, NULL, err);
     }
+    blockdev_fd_restore(args, fd_name);
     return true;
 }
 

@@ -446,3 +446,29 @@ def test_reconnect_delay_zero_fails_then_recovers(upstreams, sockdir,
     blockd.conn.get_event("NBD_CLIENT_RECONNECTED", timeout=60)
     assert h.pread(4096, 0) == b"\x33" * 4096
     h.shutdown()
+
+
+# ---- server.type=fd ----------------------------------------------------
+
+
+def test_fd_passed_with_getfd(upstreams, sockdir, blockd):
+    """server {type: fd, str: NAME}: a socket connected to the server,
+    passed with getfd on the same monitor; an unknown name is refused."""
+    import array
+    kit = nbdkit(upstreams, sockdir, "memory", "2M")
+    q = blockd.conn
+    with pytest.raises(QmpError) as e:
+        q.cmd("blockdev-add", {"driver": "nbd", "node-name": "n0",
+                               "server": {"type": "fd", "str": "kit"}})
+    assert e.value.desc == "File descriptor named 'kit' has not been found"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(kit.sock)
+    data = json.dumps({"execute": "getfd", "arguments": {"fdname": "kit"}})
+    q.sock.sendmsg([data.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      array.array("i", [s.fileno()]))])
+    assert q.recv_reply() == {"return": {}}
+    s.close()
+    uri = export(blockd, {"driver": "nbd",
+                          "server": {"type": "fd", "str": "kit"}})
+    qemu_io(uri, "write -P 0x44 0 64k", "read -P 0x44 0 64k")
+    qemu_io(kit.uri, "read -P 0x44 0 64k")
