@@ -119,8 +119,8 @@ def nbdinfo_map(uri, *extra):
     return json.loads(out.stdout)
 
 
-def qemu_io(uri, *cmds):
-    argv = ["qemu-io", "-f", "raw"]
+def qemu_io(uri, *cmds, ro=False):
+    argv = ["qemu-io", "-f", "raw"] + (["-r"] if ro else [])
     for c in cmds:
         argv += ["-c", c]
     r = subprocess.run(argv + [uri], capture_output=True, text=True,
@@ -472,3 +472,61 @@ def test_fd_passed_with_getfd(upstreams, sockdir, blockd):
                           "server": {"type": "fd", "str": "kit"}})
     qemu_io(uri, "write -P 0x44 0 64k", "read -P 0x44 0 64k")
     qemu_io(kit.uri, "read -P 0x44 0 64k")
+
+
+# ---- formats on top, contexts ------------------------------------------
+
+
+def test_qcow2_over_nbd_on_command_line(upstreams, sockdir, blockd_factory,
+                                        tmp_path):
+    """A qcow2 whose file is an nbd node, opened by --blockdev (on the
+    loop thread: the engine must not need the loop) and by blockdev-add
+    (on a worker); reads and writes through both layers."""
+    img = str(tmp_path / "o.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", img, "8M"],
+                   check=True, capture_output=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x71 1M 64k",
+                    img], check=True, capture_output=True)
+    kit = nbdkit(upstreams, sockdir, "file", img)
+    d = blockd_factory(
+        "--blockdev", json.dumps({
+            "driver": "qcow2", "node-name": "q0",
+            "file": nbd_opts(kit.sock)}))
+    nodes = {n["node-name"] for n in d.cmd("query-named-block-nodes")}
+    assert "q0" in nodes
+    uri = export(d, {"driver": "qcow2", "file": nbd_opts(kit.sock,
+                                                         **{"read-only": True}),
+                     "read-only": True}, writable=False)
+    qemu_io(uri, "read -P 0x71 1M 64k", "read -P 0 0 1M", ro=True)
+
+
+def test_x_dirty_bitmap(upstreams, sockdir, blockd, tmp_path):
+    """x-dirty-bitmap reads a bitmap context as block status the way
+    QEMU does: a dirty range is a hole (not data), a clean one data."""
+    requires("qemu-nbd", "qemu-img")
+    img = str(tmp_path / "b.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", img, "4M"],
+                   check=True, capture_output=True)
+    subprocess.run(["qemu-img", "bitmap", "--add", img, "b0"], check=True,
+                   capture_output=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write 1M 64k", img],
+                   check=True, capture_output=True)
+    u = Upstream(lambda s: ["qemu-nbd", "-f", "qcow2", "-k", s, "-x", "b",
+                            "-e", "8", "-B", "b0", "-r", "-t", img],
+                 sockdir, "qb")
+    upstreams.append(u)
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("blockdev-add", nbd_opts(u.sock, **{
+            "node-name": "x0", "export": "b", "read-only": True,
+            "x-dirty-bitmap": "qemu:dirty-bitmap:nope"}))
+    assert e.value.desc == \
+        "requested x-dirty-bitmap qemu:dirty-bitmap:nope not found"
+    uri = export(blockd, nbd_opts(u.sock, **{
+        "export": "b", "read-only": True,
+        "x-dirty-bitmap": "qemu:dirty-bitmap:b0"}), writable=False)
+    dirty = nbdinfo_map("nbd+unix:///b?socket=%s" % u.sock,
+                        "--map=qemu:dirty-bitmap:b0")
+    seen = nbdinfo_map(uri)
+    assert [(x["offset"], x["length"], x["type"] & 1) for x in dirty] == \
+        [(x["offset"], x["length"], x["type"] & 1) for x in seen]
+    assert any(x["type"] & 1 for x in dirty)
