@@ -56,9 +56,19 @@ static bool read_all(int fd, void *buf, size_t len)
     return true;
 }
 
+/* The client may hang up on a misbehaving server: no SIGPIPE. */
 static void srv_send(Srv *s, const void *buf, size_t len)
 {
-    (void)!write_full(s->fd, buf, len);
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0) {
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
 }
 
 static void srv_chunk(Srv *s, const NbdRequest *r, uint16_t flags,
