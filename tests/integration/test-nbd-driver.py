@@ -49,7 +49,8 @@ class Upstream:
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
-        wait_socket(self.sock, self.proc)
+        if self.sock in self.argv:
+            wait_socket(self.sock, self.proc)
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -530,3 +531,43 @@ def test_x_dirty_bitmap(upstreams, sockdir, blockd, tmp_path):
     assert [(x["offset"], x["length"], x["type"] & 1) for x in dirty] == \
         [(x["offset"], x["length"], x["type"] & 1) for x in seen]
     assert any(x["type"] & 1 for x in dirty)
+
+
+def test_open_timeout_waits_for_the_server(sockdir, upstreams, blockd):
+    """open-timeout: blockdev-add keeps trying until the server appears
+    (it is started after the command was sent)."""
+    sock = os.path.join(sockdir, "late.sock")
+    q = blockd.conn
+    q.send_raw(json.dumps({"execute": "blockdev-add", "id": 77, "arguments":
+                           nbd_opts(sock, **{"node-name": "late",
+                                             "open-timeout": 120})}))
+    u = Upstream(lambda s: ["nbdkit", "-f", "--exit-with-parent", "-U", s,
+                            "memory", "1M"], sockdir, "late")
+    upstreams.append(u)
+    reply = q.recv_reply()
+    assert reply == {"return": {}, "id": 77}, reply
+    nodes = {n["node-name"] for n in blockd.cmd("query-named-block-nodes")}
+    assert "late" in nodes
+
+
+def test_inet_filename(upstreams, sockdir, blockd):
+    requires("nbdkit")
+    port = free_port()
+    u = Upstream(lambda s: ["nbdkit", "-f", "--exit-with-parent", "-i",
+                            "127.0.0.1", "-p", str(port), "memory", "1M"],
+                 sockdir, "tcp")
+    upstreams.append(u)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            blockd.cmd("blockdev-add", {
+                "driver": "nbd", "node-name": "t0", "export": "",
+                "server": {"type": "inet", "host": "127.0.0.1",
+                           "port": str(port)}})
+            break
+        except QmpError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    nodes = {n["node-name"]: n for n in blockd.cmd("query-named-block-nodes")}
+    assert nodes["t0"]["file"] == "nbd://127.0.0.1:%d/" % port
