@@ -492,7 +492,9 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
  * flushes on read-only or cache.no-flush nodes complete at once,
  * discards are dropped unless discard=unmap, MAY_UNMAP is cleared
  * unless discard=unmap.  Requests the driver cannot take whole stay on
- * the pool: BLOCK_STATUS and writes on a node with detect-zeroes.
+ * the pool: BLOCK_STATUS, writes on a node with detect-zeroes, and
+ * ranges not aligned to the node's request_alignment (the synchronous
+ * callbacks do the read-modify-write).
  * Everything else goes to drv->aio_submit.  A WRITE_ZEROES the driver
  * completes with -ENOTSUP (and no BLK_REQ_NO_FALLBACK) goes on to the
  * pool, where the synchronous path writes zero buffers.

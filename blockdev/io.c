@@ -580,7 +580,14 @@ static Loop *blk_node_loop(BlockNode *bs)
  * path knows how to do (see block.h). */
 static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
 {
+    uint64_t align = blk_get_request_alignment(bs);
+
     if (bs->drv->aio_submit == NULL) {
+        return false;
+    }
+    /* Unaligned ranges need the synchronous path's read-modify-write. */
+    if (align > 1 && req->type != BLK_OP_FLUSH &&
+        (!IS_ALIGNED(req->offset, align) || !IS_ALIGNED(req->bytes, align))) {
         return false;
     }
     switch (req->type) {

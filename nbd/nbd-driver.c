@@ -100,7 +100,9 @@ static bool nbd_connect_one(BDRVNbd *s, NbdcLink *link, Error **errp)
             link->context_id = info.contexts[i].id;
         }
     }
-    if (info.has_block_size && info.min_block > 0) {
+    /* doc/proto.md: a power of two up to 64 KiB; else ignored. */
+    if (info.has_block_size && IS_POWER_OF_2(info.min_block) &&
+        info.min_block <= 65536) {
         s->min_block = info.min_block;
     }
     if (info.has_block_size && info.max_block >= s->min_block) {
@@ -472,27 +474,102 @@ static int nbd_run(BlockNode *bs, BlockRequestType type, uint64_t offset,
     return ret;
 }
 
+/* ---- the server's minimum block size ---------------------------------
+ *
+ * A server with a minimum block size (doc/proto.md "Block size
+ * constraints") may refuse requests not aligned to it.  The block layer
+ * sends only aligned ranges to aio_submit; the synchronous callbacks
+ * take any range: reads through a bounce buffer, writes by
+ * read-modify-write of the edge blocks under bs->rmw_lock (unaligned
+ * writes are serialised with each other, not with aligned ones: a
+ * client that overlaps them gets one or the other), zeroes by the
+ * generic zero-buffer fallback, discards shrunk to the aligned middle,
+ * cache hints dropped. */
+
+static bool nbd_aligned(const BDRVNbd *s, uint64_t offset, uint64_t bytes)
+{
+    return IS_ALIGNED(offset, (uint64_t)s->min_block) &&
+           IS_ALIGNED(bytes, (uint64_t)s->min_block);
+}
+
+/* The aligned range around [offset, offset+bytes), clamped to the
+ * export (whose size the server made a multiple of min_block). */
+static void nbd_align_out(const BDRVNbd *s, uint64_t offset, uint64_t bytes,
+                          uint64_t *aoff, uint64_t *alen)
+{
+    uint64_t end = MIN(ALIGN_UP(offset + bytes, (uint64_t)s->min_block),
+                       s->size);
+
+    *aoff = ALIGN_DOWN(offset, (uint64_t)s->min_block);
+    *alen = end - *aoff;
+}
+
 static int nbd_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
                      void *buf, uint32_t flags)
 {
-    return nbd_run(bs, BLK_OP_READ, offset, bytes, buf, flags);
+    BDRVNbd *s = bs->opaque;
+    uint64_t aoff, alen;
+    uint8_t *bounce;
+    int ret;
+
+    if (nbd_aligned(s, offset, bytes)) {
+        return nbd_run(bs, BLK_OP_READ, offset, bytes, buf, flags);
+    }
+    nbd_align_out(s, offset, bytes, &aoff, &alen);
+    bounce = xmalloc(alen);
+    ret = nbd_run(bs, BLK_OP_READ, aoff, alen, bounce, flags);
+    if (ret == 0) {
+        memcpy(buf, bounce + (offset - aoff), bytes);
+    }
+    free(bounce);
+    return ret;
 }
 
 static int nbd_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
                       const void *buf, uint32_t flags)
 {
-    return nbd_run(bs, BLK_OP_WRITE, offset, bytes, (void *)buf, flags);
+    BDRVNbd *s = bs->opaque;
+    uint64_t aoff, alen;
+    uint8_t *bounce;
+    int ret;
+
+    if (nbd_aligned(s, offset, bytes)) {
+        return nbd_run(bs, BLK_OP_WRITE, offset, bytes, (void *)buf, flags);
+    }
+    nbd_align_out(s, offset, bytes, &aoff, &alen);
+    bounce = xmalloc(alen);
+    pthread_mutex_lock(&bs->rmw_lock);
+    ret = nbd_run(bs, BLK_OP_READ, aoff, alen, bounce, 0);
+    if (ret == 0) {
+        memcpy(bounce + (offset - aoff), buf, bytes);
+        ret = nbd_run(bs, BLK_OP_WRITE, aoff, alen, bounce, flags);
+    }
+    pthread_mutex_unlock(&bs->rmw_lock);
+    free(bounce);
+    return ret;
 }
 
 static int nbd_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
                              uint32_t flags)
 {
+    BDRVNbd *s = bs->opaque;
+
+    if (!nbd_aligned(s, offset, bytes)) {
+        return -ENOTSUP;        /* zero buffers through nbd_pwrite */
+    }
     return nbd_run(bs, BLK_OP_WRITE_ZEROES, offset, bytes, NULL, flags);
 }
 
 static int nbd_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
-    return nbd_run(bs, BLK_OP_DISCARD, offset, bytes, NULL, 0);
+    BDRVNbd *s = bs->opaque;
+    uint64_t start = ALIGN_UP(offset, (uint64_t)s->min_block);
+    uint64_t end = ALIGN_DOWN(offset + bytes, (uint64_t)s->min_block);
+
+    if (end <= start) {
+        return 0;
+    }
+    return nbd_run(bs, BLK_OP_DISCARD, start, end - start, NULL, 0);
 }
 
 static int nbd_flush(BlockNode *bs)
@@ -502,6 +579,11 @@ static int nbd_flush(BlockNode *bs)
 
 static int nbd_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
+    BDRVNbd *s = bs->opaque;
+
+    if (!nbd_aligned(s, offset, bytes)) {
+        return 0;               /* a hint */
+    }
     return nbd_run(bs, BLK_OP_CACHE, offset, bytes, NULL, 0);
 }
 
@@ -519,15 +601,22 @@ static int nbd_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
 
     *map = offset;
     *file = bs;
-    if (!s->has_context) {
-        *pnum = bytes;
+    if (!s->has_context || !IS_ALIGNED(offset, (uint64_t)s->min_block) ||
+        bytes < s->min_block) {
+        /* No status (or a range the server may refuse): data, up to
+         * the next block boundary when unaligned. */
+        *pnum = IS_ALIGNED(offset, (uint64_t)s->min_block)
+                ? bytes
+                : MIN(bytes, ALIGN_UP(offset + 1, (uint64_t)s->min_block) -
+                             offset);
         return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
                BLK_STATUS_OFFSET_VALID;
     }
+    bytes = ALIGN_DOWN(bytes, (uint64_t)s->min_block);
     cmd = (NbdcCmd) {
         .type = NBD_CMD_BLOCK_STATUS, .flags = NBD_CMD_FLAG_REQ_ONE,
         .offset = offset,
-        .length = MIN(bytes, (uint64_t)(1u << 30)),
+        .length = MIN(bytes, (uint64_t)(1u << 30)),   /* aligned */
     };
     ret = nbdc_run(s->eng, &cmd);
     if (ret < 0) {

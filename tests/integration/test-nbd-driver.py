@@ -571,3 +571,29 @@ def test_inet_filename(upstreams, sockdir, blockd):
             time.sleep(0.1)
     nodes = {n["node-name"]: n for n in blockd.cmd("query-named-block-nodes")}
     assert nodes["t0"]["file"] == "nbd://127.0.0.1:%d/" % port
+
+
+def test_min_block_size_rmw(upstreams, sockdir, blockd, tmp_path):
+    """A server that refuses requests not aligned to its 4 KiB minimum
+    block size: a qcow2 on the nbd node writes its small metadata
+    updates by read-modify-write, and the image stays consistent."""
+    img = str(tmp_path / "m.qcow2")
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", img, "16M"],
+                   check=True, capture_output=True)
+    # room for new clusters (an nbd node does not grow), 4k-aligned
+    os.truncate(img, 32 << 20)
+    kit = nbdkit(upstreams, sockdir, "--filter=blocksize-policy", "file",
+                 img, "blocksize-minimum=4096",
+                 "blocksize-error-policy=error")
+    uri = export(blockd, {"driver": "qcow2", "file": nbd_opts(kit.sock)})
+    qemu_io(uri, "write -P 0x31 0 64k", "write -P 0x32 5M 4k",
+            "write -P 0x33 9M 512", "flush", "read -P 0x31 0 64k",
+            "read -P 0x33 9M 512")
+    blockd.cmd("block-export-del", id="e0")
+    blockd.cmd("blockdev-del", node_name="n-e0")
+    r = subprocess.run(["qemu-img", "check", img], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    subprocess.run(["qemu-io", "-f", "qcow2", "-r", "-c",
+                    "read -P 0x32 5M 4k", "-c", "read -P 0x33 9M 512", img],
+                   check=True, capture_output=True)
