@@ -151,9 +151,10 @@ struct BlockDriver {
     /* Asynchronous drivers (nbd): take req (READ, WRITE, WRITE_ZEROES,
      * DISCARD, FLUSH or CACHE) and complete it later, from any thread,
      * with blk_aio_complete(req, ret) -- exactly once, possibly inside
-     * this call (req->cb still runs later, on the loop).  blk_aio_submit() calls it on the loop thread after the
-     * generic checks (see "asynchronous I/O" below), instead of running
-     * the synchronous callback on the pool, so no worker waits for the
+     * this call (req->cb still runs later, on the loop).
+     * blk_aio_submit() calls it on the loop thread after the generic
+     * checks (see "asynchronous I/O" below), instead of running the
+     * synchronous callback on the pool, so no worker waits for the
      * device.  Must not block.  NULL: the pool runs the synchronous
      * callbacks (which the driver must still provide: block status,
      * qcow2 on top and the command line use them). */

@@ -495,9 +495,9 @@ def test_qcow2_over_nbd_on_command_line(upstreams, sockdir, blockd_factory,
             "file": nbd_opts(kit.sock)}))
     nodes = {n["node-name"] for n in d.cmd("query-named-block-nodes")}
     assert "q0" in nodes
-    uri = export(d, {"driver": "qcow2", "file": nbd_opts(kit.sock,
-                                                         **{"read-only": True}),
-                     "read-only": True}, writable=False)
+    ro_file = nbd_opts(kit.sock, **{"read-only": True})
+    uri = export(d, {"driver": "qcow2", "file": ro_file, "read-only": True},
+                 writable=False)
     qemu_io(uri, "read -P 0x71 1M 64k", "read -P 0 0 1M", ro=True)
 
 
