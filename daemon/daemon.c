@@ -71,6 +71,9 @@ void daemon_free(Daemon *d)
     d->pool = NULL;
     loop_run_posted(d->loop);
     blk_graph_free(d->graph);
+    /* What nbd nodes' I/O threads posted before they were joined
+     * (events) still sees the monitor set. */
+    loop_run_posted(d->loop);
     /* Last of the users' layers: the server and the nodes held
      * credentials. */
     object_set_free(d->objects);
