@@ -61,6 +61,7 @@ void daemon_free(Daemon *d)
     }
     nbd_server_free(d->nbd.server);
     d->nbd.server = NULL;
+    nbd_driver_shutdown(d->graph);
     /* Closed now, freed last: completions and deferred frees below may
      * still emit events (to nobody). */
     monitor_set_close(d->monitors);

@@ -132,6 +132,7 @@ struct NbdcEngine {
     NbdcCmd *submit_head, *submit_tail;     /* lock */
     bool stop;                  /* lock */
     bool stopped;               /* lock: the thread is gone */
+    bool joined;                /* nbdc_engine_stop() is over */
     unsigned up;                /* lock (written by the I/O thread) */
 };
 
@@ -1119,9 +1120,9 @@ static void engine_kick(NbdcEngine *e)
     }
 }
 
-void nbdc_engine_free(NbdcEngine *e)
+void nbdc_engine_stop(NbdcEngine *e)
 {
-    if (e == NULL) {
+    if (e == NULL || e->joined) {
         return;
     }
     pthread_mutex_lock(&e->lock);
@@ -1129,6 +1130,15 @@ void nbdc_engine_free(NbdcEngine *e)
     pthread_mutex_unlock(&e->lock);
     engine_kick(e);
     pthread_join(e->thread, NULL);
+    e->joined = true;
+}
+
+void nbdc_engine_free(NbdcEngine *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    nbdc_engine_stop(e);
     close(e->efd);
     for (unsigned i = 0; i < e->nconns; i++) {
         free(e->conns[i].pl);

@@ -98,9 +98,13 @@ struct NbdcCmd {
  * links are closed then too). */
 NbdcEngine *nbdc_engine_new(const NbdcConfig *cfg, NbdcLink *links,
                             unsigned n, Error **errp);
-/* Stop: commands still queued fail with -EIO, live connections get
- * NBD_CMD_DISC, the thread is joined, everything freed.  The caller
- * must not submit concurrently. */
+/* Stop the engine: commands queued or in flight fail with -EIO, live
+ * connections get NBD_CMD_DISC, no reconnect is tried again, the
+ * thread is joined; commands submitted later fail with -EIO at once.
+ * Idempotent; not concurrently with itself or nbdc_engine_free(). */
+void nbdc_engine_stop(NbdcEngine *e);
+/* nbdc_engine_stop(), then free everything.  The caller must not
+ * submit concurrently. */
 void nbdc_engine_free(NbdcEngine *e);
 
 /* Queue cmd (any thread).  cmd lives until done runs. */

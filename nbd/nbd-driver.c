@@ -719,3 +719,16 @@ void nbd_driver_register(BlockGraph *g)
 {
     blk_graph_register_driver(g, &nbd_block_driver);
 }
+
+static void nbd_shutdown_node(BlockNode *bs, void *opaque)
+{
+    (void)opaque;
+    if (bs->drv == &nbd_block_driver && bs->opened) {
+        nbdc_engine_stop(((BDRVNbd *)bs->opaque)->eng);
+    }
+}
+
+void nbd_driver_shutdown(BlockGraph *g)
+{
+    blk_foreach_node(g, nbd_shutdown_node, NULL);
+}

@@ -17,5 +17,10 @@ extern const BlockDriver nbd_block_driver;
 
 /* Make "nbd" available to blockdev-add in g (loop thread, once). */
 void nbd_driver_register(BlockGraph *g);
+/* At exit (loop thread, after the NBD server stopped): every nbd node
+ * of g drops its connections, and its requests -- those waiting for a
+ * server that is gone too -- fail with EIO now, so that the pool
+ * drains and no request or I/O thread outlives the graph. */
+void nbd_driver_shutdown(BlockGraph *g);
 
 #endif

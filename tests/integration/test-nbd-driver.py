@@ -597,3 +597,26 @@ def test_min_block_size_rmw(upstreams, sockdir, blockd, tmp_path):
     subprocess.run(["qemu-io", "-f", "qcow2", "-r", "-c",
                     "read -P 0x32 5M 4k", "-c", "read -P 0x33 9M 512", img],
                    check=True, capture_output=True)
+
+
+def test_shutdown_while_waiting_for_the_server(upstreams, sockdir,
+                                               blockd_factory, shm_dir):
+    """SIGTERM while a read through blockd waits for a dead server
+    (reconnect-delay 60): blockd fails it and exits 0 (the fixture
+    checks the status: no leak, no late completion)."""
+    img = os.path.join(shm_dir, "s.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    kit = nbdkit(upstreams, sockdir, "file", img)
+    d = blockd_factory()
+    uri = export(d, nbd_opts(kit.sock, **{"reconnect-delay": 60}))
+    kill_upstream(kit)
+    d.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=60)
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    buf = nbd.Buffer(4096)
+    cookie = h.aio_pread(buf, 0)
+    h.poll(0)
+    assert not h.aio_command_completed(cookie)
+    assert d.stop() == 0, d.logtext()
+    assert "still referenced at exit" not in d.logtext()
