@@ -623,7 +623,62 @@ static void test_reconnect_size_changed(void)
     free(r);
 }
 
+/* Two connections (multi-conn): requests spread over both; one hangs
+ * up on a request, which is sent again on the other. */
+static void test_two_connections(void)
+{
+    Reco *r = XNEW(Reco);
+    NbdcConfig cfg = { .name = "test", .state = reco_state, .opaque = r };
+    NbdcLink links[2];
+    NbdcEngine *e;
+    static uint8_t bufs[8][4096];
+    NbdcCmd cmds[8];
+
+    r->mem = pattern_mem();
+    r->srv[0] = (Srv) { .mode = REVERSE, .batch = 4, .mem = r->mem };
+    r->srv[1] = (Srv) { .mode = REVERSE, .batch = 4, .mem = r->mem };
+    srv_start(&r->srv[0], &links[0]);
+    srv_start(&r->srv[1], &links[1]);
+    e = nbdc_engine_new(&cfg, links, 2, NULL);
+    for (int i = 0; i < 8; i++) {
+        cmds[i] = (NbdcCmd) { .type = NBD_CMD_READ, .offset = i * 4096u,
+                              .length = 4096, .buf = bufs[i],
+                              .done = waiter_done };
+        nbdc_submit(e, &cmds[i]);
+    }
+    waiter_wait(8);
+    for (int i = 0; i < 8; i++) {
+        CU_ASSERT_EQUAL(cmds[i].ret, 0);
+        CU_ASSERT_EQUAL(memcmp(bufs[i], r->mem + i * 4096, 4096), 0);
+    }
+    CU_ASSERT_EQUAL(r->srv[0].nreq, 4);
+    CU_ASSERT_EQUAL(r->srv[1].nreq, 4);
+    nbdc_engine_free(e);
+    srv_join(&r->srv[0]);
+    srv_join(&r->srv[1]);
+
+    /* connection 0 drops its first request: connection 1 answers it */
+    r->srv[0] = (Srv) { .mode = DROP_FIRST, .mem = r->mem };
+    r->srv[1] = (Srv) { .mode = OK, .mem = r->mem };
+    srv_start(&r->srv[0], &links[0]);
+    srv_start(&r->srv[1], &links[1]);
+    e = nbdc_engine_new(&cfg, links, 2, NULL);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 8192, 4096, bufs[0]), 0);
+    CU_ASSERT_EQUAL(memcmp(bufs[0], r->mem + 8192, 4096), 0);
+    CU_ASSERT_EQUAL(r->srv[0].nreq, 1);
+    CU_ASSERT_EQUAL(r->srv[1].nreq, 1);
+    CU_ASSERT_EQUAL(nbdc_connections_up(e), 1);
+    CU_ASSERT_EQUAL(r->downs, 1);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_FLUSH, 0, 0, NULL), 0);
+    nbdc_engine_free(e);
+    srv_join(&r->srv[0]);
+    srv_join(&r->srv[1]);
+    free(r->mem);
+    free(r);
+}
+
 static CU_TestInfo client_io_tests[] = {
+    { "two_connections", test_two_connections },
     { "pipelined_simple", test_pipelined_simple },
     { "write_flush_simple", test_write_flush_simple },
     { "structured", test_structured },
