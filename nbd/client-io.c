@@ -54,6 +54,7 @@
 /* Largest non-data chunk payload we take: a block status chunk of
  * NBD_MAX_EXTENTS extended descriptors, or an error with its message. */
 #define NBDC_MAX_CHUNK      (8 + 16 * (size_t)NBD_MAX_EXTENTS)
+#define NBDC_RBUF_SIZE      (64 * 1024)
 #define NBDC_BACKOFF_MIN_US 50000
 #define NBDC_BACKOFF_MAX_US 1000000
 
@@ -105,6 +106,11 @@ typedef struct NbdcConn {
     bool data_chunk;            /* IN_DATA belongs to an OFFSET_DATA */
     uint8_t *pl;                /* IN_PAYLOAD buffer */
     size_t pl_cap, pl_len;
+    /* What recv() brought and the states above did not take yet: many
+     * small replies per system call.  Big data goes straight to the
+     * request's buffer. */
+    uint8_t *rbuf;              /* NBDC_RBUF_SIZE bytes */
+    size_t rpos, rlen;
     /* reconnect */
     uint64_t next_try_us;
     uint64_t backoff_us;
@@ -294,6 +300,7 @@ static void conn_reset_io(NbdcConn *c)
     c->need = 4;
     c->slot = NULL;
     c->inflight = 0;
+    c->rpos = c->rlen = 0;
 }
 
 /* Connection idx is gone (reason for the log and the event): its
@@ -350,6 +357,9 @@ static void conn_attach(NbdcEngine *e, unsigned idx, const NbdcLink *link)
     int fl = fcntl(link->xp.fd, F_GETFL);
 
     c->link = *link;
+    if (c->rbuf == NULL) {
+        c->rbuf = xmalloc(NBDC_RBUF_SIZE);
+    }
     if (fl >= 0) {
         fcntl(link->xp.fd, F_SETFL, fl | O_NONBLOCK);
     }
@@ -791,17 +801,31 @@ static bool conn_recv(NbdcEngine *e, unsigned idx)
             want = c->pl_len - c->have;
             break;
         }
-        n = recv(c->link.xp.fd, dst, want, MSG_DONTWAIT);
-        if (n == 0) {
-            conn_lost(e, idx, "server closed the connection");
-            return false;
-        }
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                return true;
+        if (c->rpos < c->rlen) {
+            n = (ssize_t)MIN(want, c->rlen - c->rpos);
+            memcpy(dst, c->rbuf + c->rpos, (size_t)n);
+            c->rpos += (size_t)n;
+        } else {
+            bool direct = c->in == IN_DATA && want >= NBDC_RBUF_SIZE / 2;
+
+            n = recv(c->link.xp.fd, direct ? dst : c->rbuf,
+                     direct ? want : NBDC_RBUF_SIZE, MSG_DONTWAIT);
+            if (n == 0) {
+                conn_lost(e, idx, "server closed the connection");
+                return false;
             }
-            conn_lost(e, idx, strerror(errno));
-            return false;
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    return true;
+                }
+                conn_lost(e, idx, strerror(errno));
+                return false;
+            }
+            if (!direct) {
+                c->rpos = 0;
+                c->rlen = (size_t)n;
+                continue;
+            }
         }
         switch (c->in) {
         case IN_HDR:
@@ -1103,6 +1127,7 @@ NbdcEngine *nbdc_engine_new(const NbdcConfig *cfg, NbdcLink *links,
 fail:
     for (unsigned i = 0; i < n; i++) {
         e->conns[i].link.xp.ops->close(&e->conns[i].link.xp);
+        free(e->conns[i].rbuf);
     }
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
@@ -1142,6 +1167,7 @@ void nbdc_engine_free(NbdcEngine *e)
     close(e->efd);
     for (unsigned i = 0; i < e->nconns; i++) {
         free(e->conns[i].pl);
+        free(e->conns[i].rbuf);
     }
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);
