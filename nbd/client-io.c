@@ -74,6 +74,8 @@ typedef struct NbdcSlot {
     uint64_t got;               /* READ: data + hole bytes received */
     int err;                    /* first error chunk, -errno */
     bool got_status;
+    uint64_t deadline_us;       /* lost once: fail with EIO after this
+                                 * (monotonic µs); 0 = never lost */
     bool sending;               /* still on the send queue */
     bool answered;              /* replied (err) while still sending: a
                                  * server may refuse a write before it
@@ -305,9 +307,25 @@ static void conn_reset_io(NbdcConn *c)
 
 /* Connection idx is gone (reason for the log and the event): its
  * pieces go back for a resend; a reconnect is scheduled at once. */
+static void conn_lost_why(NbdcEngine *e, unsigned idx, const char *reason,
+                          bool violation);
+
 static void conn_lost(NbdcEngine *e, unsigned idx, const char *reason)
 {
+    conn_lost_why(e, idx, reason, false);
+}
+
+/* A connection that died of a protocol violation is tried again only
+ * after the back-off (the server will likely do it again); one that was
+ * simply lost at once.  Each piece in flight on it may be resent until
+ * reconnect_delay seconds after its first loss, then fails with EIO
+ * (with 0: at once), so a server that breaks the protocol on every
+ * attempt cannot keep a request going forever. */
+static void conn_lost_why(NbdcEngine *e, unsigned idx, const char *reason,
+                          bool violation)
+{
     NbdcConn *c = &e->conns[idx];
+    uint64_t now = now_us();
     unsigned live = 0;
 
     if (!c->up) {
@@ -329,18 +347,27 @@ static void conn_lost(NbdcEngine *e, unsigned idx, const char *reason)
             s->err = 0;
             s->got_status = false;
             s->sending = false;
+            if (s->deadline_us == 0) {
+                s->deadline_us = now +
+                    (uint64_t)e->cfg.reconnect_delay * 1000000u;
+            }
             retry_push(e, s);
         }
     }
     conn_reset_io(c);
-    c->next_try_us = now_us();
-    c->backoff_us = NBDC_BACKOFF_MIN_US;
+    if (violation) {
+        c->next_try_us = now + c->backoff_us;
+        c->backoff_us = MIN(c->backoff_us * 2,
+                            (uint64_t)NBDC_BACKOFF_MAX_US);
+    } else {
+        c->next_try_us = now;
+        c->backoff_us = NBDC_BACKOFF_MIN_US;
+    }
     for (unsigned i = 0; i < e->nconns; i++) {
         live += e->conns[i].up;
     }
     if (live == 0) {
-        e->deadline_us = now_us() +
-                         (uint64_t)e->cfg.reconnect_delay * 1000000u;
+        e->deadline_us = now + (uint64_t)e->cfg.reconnect_delay * 1000000u;
     }
     if (e->all_up) {
         e->all_up = false;
@@ -365,7 +392,9 @@ static void conn_attach(NbdcEngine *e, unsigned idx, const NbdcLink *link)
     }
     conn_reset_io(c);
     c->up = true;
-    c->backoff_us = NBDC_BACKOFF_MIN_US;
+    if (c->backoff_us == 0) {
+        c->backoff_us = NBDC_BACKOFF_MIN_US;
+    }
     engine_set_up(e, 1);
 }
 
@@ -436,6 +465,7 @@ static void dispatch(NbdcEngine *e)
         s->got = 0;
         s->err = 0;
         s->got_status = false;
+        s->deadline_us = 0;
         cmd->split += n;
         cmd->pieces++;
         if (cmd->split == cmd->length) {
@@ -533,7 +563,7 @@ static void violation(NbdcEngine *e, unsigned idx, const char *fmt, ...)
     va_end(ap);
     reason = xasprintf("protocol violation: %s", msg);
     log_error("nbd '%s': server %s", e->name, reason);
-    conn_lost(e, idx, reason);
+    conn_lost_why(e, idx, reason, true);
     free(reason);
     free(msg);
 }
@@ -559,6 +589,7 @@ static void reply_end(NbdcEngine *e, unsigned idx, bool done)
     if (!done) {
         return;
     }
+    c->backoff_us = NBDC_BACKOFF_MIN_US;   /* the server behaves */
     if (ret == 0 && s->cmd->type == NBD_CMD_READ && s->got != s->length) {
         log_error("nbd '%s': server read reply covers %" PRIu64 " of %"
                   PRIu64 " bytes", e->name, s->got, s->length);
@@ -891,6 +922,35 @@ static void fail_waiting(NbdcEngine *e)
     }
 }
 
+/* Fail the pieces waiting for a resend past their deadline; returns
+ * the earliest deadline still pending (UINT64_MAX: none). */
+static uint64_t expire_retries(NbdcEngine *e, uint64_t now)
+{
+    NbdcSlot *keep_head = NULL, *keep_tail = NULL, *s;
+    uint64_t next = UINT64_MAX;
+
+    while ((s = retry_pop(e)) != NULL) {
+        if (s->deadline_us != 0 && s->deadline_us <= now) {
+            NbdcCmd *cmd = s->cmd;
+            slot_free(e, s);
+            cmd_piece_done(e, cmd, -EIO);
+            continue;
+        }
+        if (s->deadline_us != 0) {
+            next = MIN(next, s->deadline_us);
+        }
+        if (keep_tail != NULL) {
+            keep_tail->next = s;
+        } else {
+            keep_head = s;
+        }
+        keep_tail = s;
+    }
+    e->retry_head = keep_head;
+    e->retry_tail = keep_tail;
+    return next;
+}
+
 /* Try connection idx again. */
 static void conn_retry(NbdcEngine *e, unsigned idx)
 {
@@ -992,6 +1052,7 @@ static void *engine_thread(void *opaque)
         if (live == 0 && e->fail_fast) {
             fail_waiting(e);
         }
+        wake = expire_retries(e, now);
         live = 0;
         for (unsigned i = 0; i < e->nconns; i++) {
             NbdcConn *c = &e->conns[i];
@@ -1002,7 +1063,7 @@ static void *engine_thread(void *opaque)
             live += c->up;
         }
         if (live == 0 && !e->fail_fast) {
-            wake = e->deadline_us;
+            wake = MIN(wake, e->deadline_us);
         }
         dispatch(e);
 

@@ -23,11 +23,14 @@
  *
  * Connection loss (EOF, error, protocol violation): the pieces in
  * flight on it are sent again on another connection, or after a
- * reconnect.  While no connection is up, commands wait until
- * reconnect_delay seconds after the loss; then they fail with -EIO and
- * new ones fail at once until a connection is back.  The I/O thread
- * reconnects in the background with a back-off of 50 ms doubling to
- * 1 s; a reconnect must find the same size and flags.
+ * reconnect, until reconnect_delay seconds after their first loss;
+ * then they fail with -EIO (with 0: at once).  While no connection is
+ * up, new commands wait until reconnect_delay seconds after the loss;
+ * then they fail with -EIO and new ones fail at once until a
+ * connection is back.  The I/O thread reconnects in the background: at
+ * once after a plain loss, with a back-off of 50 ms doubling to 1 s
+ * after failed attempts and after protocol violations (reset by a
+ * well-formed reply); a reconnect must find the same size and flags.
  */
 #ifndef BLOCKD_NBD_CLIENT_IO_H
 #define BLOCKD_NBD_CLIENT_IO_H

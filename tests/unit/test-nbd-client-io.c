@@ -524,6 +524,7 @@ typedef struct Reco {
     uint8_t *mem;
     Srv srv[64];
     int nsrv;
+    Misbehave mode;     /* of the servers reconnects find */
     uint64_t size;      /* what reconnects report */
     int downs, ups;
 } Reco;
@@ -540,7 +541,7 @@ static bool reco_connect(void *opaque, unsigned idx, NbdcLink *link,
         return false;
     }
     s = &r->srv[r->nsrv++];
-    s->mode = OK;
+    s->mode = r->mode;
     s->mem = r->mem;
     srv_start(s, link);
     link->size = r->size;
@@ -657,7 +658,9 @@ static void test_two_connections(void)
     srv_join(&r->srv[0]);
     srv_join(&r->srv[1]);
 
-    /* connection 0 drops its first request: connection 1 answers it */
+    /* connection 0 drops its first request: connection 1 answers it
+     * (within reconnect-delay; with 0 it would fail at once) */
+    cfg.reconnect_delay = 30;
     r->srv[0] = (Srv) { .mode = DROP_FIRST, .mem = r->mem };
     r->srv[1] = (Srv) { .mode = OK, .mem = r->mem };
     srv_start(&r->srv[0], &links[0]);
@@ -677,7 +680,72 @@ static void test_two_connections(void)
     free(r);
 }
 
+/* A server that breaks the protocol on every attempt: each reconnect
+ * works, but the request may be resent only until reconnect-delay
+ * after its first loss, then fails with EIO; violations back off the
+ * reconnects (no flood of connections). */
+static void test_persistent_violation(void)
+{
+    Reco *r = XNEW(Reco);
+    NbdcConfig cfg = { .name = "test", .reconnect_delay = 1,
+                       .connect = reco_connect, .state = reco_state,
+                       .opaque = r };
+    NbdcLink link;
+    NbdcEngine *e;
+    uint8_t buf[512];
+
+    r->mem = pattern_mem();
+    r->size = MEM_SIZE;
+    r->mode = BAD_COOKIE;
+    r->srv[0].mode = BAD_COOKIE;
+    r->srv[0].mem = r->mem;
+    r->nsrv = 1;
+    srv_start(&r->srv[0], &link);
+    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
+    /* 1 s of back-off from 50 ms doubling: a handful, not thousands */
+    CU_ASSERT(r->nsrv < 20);
+    nbdc_engine_free(e);
+    for (int i = 0; i < r->nsrv; i++) {
+        srv_join(&r->srv[i]);
+    }
+    free(r->mem);
+    free(r);
+}
+
+/* reconnect-delay 0: a request lost with its connection fails at once,
+ * even when a reconnect would work. */
+static void test_delay_zero_fails_lost_request(void)
+{
+    Reco *r = XNEW(Reco);
+    NbdcConfig cfg = { .name = "test", .connect = reco_connect,
+                       .state = reco_state, .opaque = r };
+    NbdcLink link;
+    NbdcEngine *e;
+    uint8_t buf[512];
+
+    r->mem = pattern_mem();
+    r->size = MEM_SIZE;
+    r->srv[0].mode = DROP_FIRST;
+    r->srv[0].mem = r->mem;
+    r->nsrv = 1;
+    srv_start(&r->srv[0], &link);
+    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
+    /* the node recovers: the next request goes to the new connection */
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), 0);
+    CU_ASSERT_EQUAL(memcmp(buf, r->mem, sizeof(buf)), 0);
+    nbdc_engine_free(e);
+    for (int i = 0; i < r->nsrv; i++) {
+        srv_join(&r->srv[i]);
+    }
+    free(r->mem);
+    free(r);
+}
+
 static CU_TestInfo client_io_tests[] = {
+    { "persistent_violation", test_persistent_violation },
+    { "delay_zero_fails_lost_request", test_delay_zero_fails_lost_request },
     { "two_connections", test_two_connections },
     { "pipelined_simple", test_pipelined_simple },
     { "write_flush_simple", test_write_flush_simple },
