@@ -76,6 +76,7 @@ typedef struct NbdcSlot {
     bool got_status;
     uint64_t deadline_us;       /* lost once: fail with EIO after this
                                  * (monotonic µs); 0 = never lost */
+    unsigned losses;            /* connections it was lost with */
     bool sending;               /* still on the send queue */
     bool answered;              /* replied (err) while still sending: a
                                  * server may refuse a write before it
@@ -318,9 +319,11 @@ static void conn_lost(NbdcEngine *e, unsigned idx, const char *reason)
 /* A connection that died of a protocol violation is tried again only
  * after the back-off (the server will likely do it again); one that was
  * simply lost at once.  Each piece in flight on it may be resent until
- * reconnect_delay seconds after its first loss, then fails with EIO
- * (with 0: at once), so a server that breaks the protocol on every
- * attempt cannot keep a request going forever. */
+ * reconnect_delay seconds after its first loss, and in any case until
+ * it was lost once per connection (multi-conn: another connection gets
+ * it even with reconnect_delay 0); then it fails with EIO, so a server
+ * that breaks the protocol on every attempt cannot keep a request
+ * going forever. */
 static void conn_lost_why(NbdcEngine *e, unsigned idx, const char *reason,
                           bool violation)
 {
@@ -351,6 +354,7 @@ static void conn_lost_why(NbdcEngine *e, unsigned idx, const char *reason,
                 s->deadline_us = now +
                     (uint64_t)e->cfg.reconnect_delay * 1000000u;
             }
+            s->losses++;
             retry_push(e, s);
         }
     }
@@ -466,6 +470,7 @@ static void dispatch(NbdcEngine *e)
         s->err = 0;
         s->got_status = false;
         s->deadline_us = 0;
+        s->losses = 0;
         cmd->split += n;
         cmd->pieces++;
         if (cmd->split == cmd->length) {
@@ -930,7 +935,8 @@ static uint64_t expire_retries(NbdcEngine *e, uint64_t now)
     uint64_t next = UINT64_MAX;
 
     while ((s = retry_pop(e)) != NULL) {
-        if (s->deadline_us != 0 && s->deadline_us <= now) {
+        if (s->deadline_us != 0 && s->deadline_us <= now &&
+            s->losses >= e->nconns) {
             NbdcCmd *cmd = s->cmd;
             slot_free(e, s);
             cmd_piece_done(e, cmd, -EIO);

@@ -23,8 +23,9 @@
  *
  * Connection loss (EOF, error, protocol violation): the pieces in
  * flight on it are sent again on another connection, or after a
- * reconnect, until reconnect_delay seconds after their first loss;
- * then they fail with -EIO (with 0: at once).  While no connection is
+ * reconnect, until reconnect_delay seconds after their first loss
+ * and at least once on each connection; then they fail with -EIO
+ * (one connection and reconnect_delay 0: at once).  While no connection is
  * up, new commands wait until reconnect_delay seconds after the loss;
  * then they fail with -EIO and new ones fail at once until a
  * connection is back.  The I/O thread reconnects in the background: at
