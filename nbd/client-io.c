@@ -1220,6 +1220,9 @@ void nbdc_engine_stop(NbdcEngine *e)
     pthread_mutex_lock(&e->lock);
     e->stop = true;
     pthread_mutex_unlock(&e->lock);
+    if (e->cfg.cancel != NULL) {
+        e->cfg.cancel(e->cfg.opaque);
+    }
     engine_kick(e);
     pthread_join(e->thread, NULL);
     e->joined = true;

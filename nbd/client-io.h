@@ -69,6 +69,10 @@ typedef struct NbdcConfig {
                                  * NBD_MAX_PAYLOAD */
     uint32_t reconnect_delay;   /* seconds */
     NbdcConnectFn *connect;     /* NULL: never reconnect */
+    /* Called by nbdc_engine_stop() (its caller's thread) before it
+     * waits for the I/O thread: make a connect in progress fail now.
+     * NULL: none. */
+    void (*cancel)(void *opaque);
     NbdcStateFn *state;         /* NULL: not told */
     void *opaque;
 } NbdcConfig;

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,8 +61,10 @@ typedef struct BDRVNbd {
     NbdcEngine *eng;
     MonitorSet *events;
     Loop *loop;
-    pthread_mutex_t lock;       /* free list */
+    pthread_mutex_t lock;       /* free list, connecting_fd, cancelled */
     NbdAio *free_aio;
+    int connecting_fd;          /* a handshake in progress, or -1 */
+    bool cancelled;             /* the engine stops: no more handshakes */
 } BDRVNbd;
 
 /* ---- connecting ----------------------------------------------------- */
@@ -78,15 +81,67 @@ static void nbd_client_opts(BDRVNbd *s, NbdClientOpts *o,
     };
 }
 
+/* The handshake on a new socket, which nbd_cancel() may shut down
+ * meanwhile (a reconnect on the I/O thread must not keep a closing
+ * node waiting for a server that stalls). */
+static bool nbd_connect_cancellable(BDRVNbd *s, const NbdClientOpts *o,
+                                    NbdcLink *link, NbdExportInfo *info,
+                                    Error **errp)
+{
+    int fd = sock_connect(&s->addr, o->timeout_ms, errp);
+    bool cancelled, ok;
+
+    if (fd < 0) {
+        return false;
+    }
+    pthread_mutex_lock(&s->lock);
+    cancelled = s->cancelled;
+    s->connecting_fd = cancelled ? -1 : fd;
+    pthread_mutex_unlock(&s->lock);
+    nbd_client_xport_init_plain(&link->xp, fd, o->timeout_ms);
+    if (cancelled) {
+        link->xp.ops->close(&link->xp);
+        error_setg(errp, "The node is closing");
+        return false;
+    }
+    ok = nbd_client_handshake(&link->xp, o, info, errp);
+    pthread_mutex_lock(&s->lock);
+    s->connecting_fd = -1;
+    pthread_mutex_unlock(&s->lock);
+    if (!ok) {
+        link->xp.ops->close(&link->xp);
+    }
+    return ok;
+}
+
+/* The engine stops (any thread): a handshake in progress fails now. */
+static void nbd_cancel(void *opaque)
+{
+    BDRVNbd *s = opaque;
+
+    pthread_mutex_lock(&s->lock);
+    s->cancelled = true;
+    if (s->connecting_fd >= 0) {
+        shutdown(s->connecting_fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* One connection: the handshake, then what the engine needs. */
 static bool nbd_connect_one(BDRVNbd *s, NbdcLink *link, Error **errp)
 {
     const char *ctxs[1];
     NbdClientOpts o;
     NbdExportInfo info;
+    bool ok;
 
     nbd_client_opts(s, &o, ctxs);
-    if (!nbd_client_connect(&s->addr, &o, &link->xp, &info, errp)) {
+    if (s->addr.type == SOCK_ADDR_FD) {
+        ok = nbd_client_connect(&s->addr, &o, &link->xp, &info, errp);
+    } else {
+        ok = nbd_connect_cancellable(s, &o, link, &info, errp);
+    }
+    if (!ok) {
         return false;
     }
     link->size = info.size;
@@ -327,6 +382,7 @@ static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
                            (uint32_t)NBD_MAX_PAYLOAD),
         .reconnect_delay = o->has_reconnect_delay ? o->reconnect_delay : 0,
         .connect = nbd_reconnect,
+        .cancel = nbd_cancel,
         .state = nbd_state,
         .opaque = s,
     };
@@ -339,6 +395,7 @@ static bool nbd_open(BlockNode *bs, const void *opts, Error **errp)
     BDRVNbd *s = bs->opaque;
 
     s->bs = bs;
+    s->connecting_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     if (!nbd_do_open(bs, opts, errp)) {
         nbd_free_state(s);

@@ -620,3 +620,45 @@ def test_shutdown_while_waiting_for_the_server(upstreams, sockdir,
     assert not h.aio_command_completed(cookie)
     assert d.stop() == 0, d.logtext()
     assert "still referenced at exit" not in d.logtext()
+
+
+def test_close_while_reconnect_stalls(upstreams, sockdir, blockd):
+    """The server is replaced by one that accepts and then dribbles its
+    greeting (a byte every 4 s, never finishing in time): the node's
+    reconnect is stuck in the handshake, yet blockdev-del closes the
+    node at once (the handshake socket is shut down)."""
+    import threading
+    kit = nbdkit(upstreams, sockdir, "memory", "1M")
+    blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{"node-name": "n0"}))
+    kill_upstream(kit)
+    blockd.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=60)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(kit.sock)
+    lsock.listen(8)
+    accepted = threading.Event()
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = lsock.accept()
+        accepted.set()
+        for b in b"NBDMAGIC":
+            if stop.wait(4):
+                break
+            try:
+                conn.send(bytes([b]))
+            except OSError:
+                break
+        conn.close()
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    try:
+        assert accepted.wait(60), "no reconnect attempt"
+        q = blockd.qmp()
+        q.sock.settimeout(60)
+        q.cmd("blockdev-del", node_name="n0")
+        q.close()
+        assert blockd.cmd("query-named-block-nodes") == []
+    finally:
+        stop.set()
+        t.join(30)
+        lsock.close()
