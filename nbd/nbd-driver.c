@@ -320,11 +320,14 @@ static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
         s->loop = host->loop;
         s->events = host->events;
     }
-    if (o->has_tls_creds || o->has_tls_hostname) {
-        error_setg(errp, "TLS is not supported yet");
+    if (!nbd_parse_addr(s, o->server, errp)) {
         return false;
     }
-    if (!nbd_parse_addr(s, o->server, errp)) {
+    if (o->has_tls_creds || o->has_tls_hostname) {
+        error_setg(errp, "TLS is not supported yet");
+        if (s->addr.type == SOCK_ADDR_FD) {
+            close(s->addr.fd);      /* ours since blockdev-add took it */
+        }
         return false;
     }
     s->export = o->has_export ? xstrdup(o->export) : NULL;
