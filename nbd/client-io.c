@@ -115,6 +115,7 @@ typedef struct NbdcConn {
     uint8_t *rbuf;              /* NBDC_RBUF_SIZE bytes */
     size_t rpos, rlen;
     /* reconnect */
+    bool refused_logged;        /* a changed export was logged */
     uint64_t next_try_us;
     uint64_t backoff_us;
 } NbdcConn;
@@ -973,13 +974,19 @@ static void conn_retry(NbdcEngine *e, unsigned idx)
     }
     if (link.size != e->size || link.flags != e->flags ||
         link.has_context != e->has_context) {
-        log_error("nbd '%s': reconnect refused: the export changed "
-                  "(size %" PRIu64 " -> %" PRIu64 ", flags 0x%x -> 0x%x)",
-                  e->name, e->size, link.size, e->flags, link.flags);
+        /* Once per outage: the attempts go on every second. */
+        if (!c->refused_logged) {
+            log_error("nbd '%s': reconnect refused: the export changed "
+                      "(size %" PRIu64 " -> %" PRIu64 ", flags 0x%x -> "
+                      "0x%x)", e->name, e->size, link.size, e->flags,
+                      link.flags);
+            c->refused_logged = true;
+        }
         link.xp.ops->close(&link.xp);
         goto backoff;
     }
     conn_attach(e, idx, &link);
+    c->refused_logged = false;
     log_info("nbd '%s': connection %u re-established", e->name, idx);
     e->fail_fast = false;
     for (unsigned i = 0; i < e->nconns; i++) {
