@@ -3,6 +3,7 @@
  * replies out of order, simple, structured and extended replies, split
  * requests, error chunks, protocol violations, and reconnects. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,9 @@ typedef struct Srv {
     int nreq;           /* requests seen (not DISC) */
     uint64_t max_len;   /* longest request seen */
     bool disc;          /* NBD_CMD_DISC arrived */
+    /* Servers sharing this counter (mode OK) hold their replies until
+     * they received `batch` requests between them. */
+    int *shared;
 } Srv;
 
 static bool read_all(int fd, void *buf, size_t len)
@@ -160,6 +164,20 @@ static void *srv_thread(void *opaque)
         size_t hlen = s->extended ? NBD_EXT_REQ_SIZE : NBD_REQ_SIZE;
         NbdRequest r;
 
+        if (s->shared != NULL) {
+            struct pollfd p = { .fd = s->fd, .events = POLLIN };
+
+            if (nheld > 0 &&
+                __atomic_load_n(s->shared, __ATOMIC_SEQ_CST) >= s->batch) {
+                for (int i = 0; i < nheld; i++) {
+                    srv_answer(s, &held[i]);
+                }
+                nheld = 0;
+            }
+            if (poll(&p, 1, 20) == 0) {
+                continue;
+            }
+        }
         if (!read_all(s->fd, buf, hlen) ||
             !nbd_decode_request(buf, s->extended, &r)) {
             break;
@@ -196,6 +214,11 @@ static void *srv_thread(void *opaque)
         }
         if (s->mode == DROP_FIRST) {
             break;
+        }
+        if (s->shared != NULL) {
+            held[nheld++] = r;
+            __atomic_add_fetch(s->shared, 1, __ATOMIC_SEQ_CST);
+            continue;
         }
         if (s->mode == REVERSE) {
             held[nheld++] = r;
@@ -635,9 +658,12 @@ static void test_two_connections(void)
     static uint8_t bufs[8][4096];
     NbdcCmd cmds[8];
 
+    int received = 0;
+
     r->mem = pattern_mem();
-    r->srv[0] = (Srv) { .mode = REVERSE, .batch = 4, .mem = r->mem };
-    r->srv[1] = (Srv) { .mode = REVERSE, .batch = 4, .mem = r->mem };
+    /* no reply before all 8 were sent: the fewest in flight is 4 each */
+    r->srv[0] = (Srv) { .batch = 8, .shared = &received, .mem = r->mem };
+    r->srv[1] = (Srv) { .batch = 8, .shared = &received, .mem = r->mem };
     srv_start(&r->srv[0], &links[0]);
     srv_start(&r->srv[1], &links[1]);
     e = nbdc_engine_new(&cfg, links, 2, NULL);
