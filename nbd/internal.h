@@ -47,6 +47,9 @@ typedef struct XportOps {
     ssize_t (*recv)(Xport *xp, void *buf, size_t len);
     /* >= 0 bytes sent (may be short), -errno (-EAGAIN). */
     ssize_t (*sendv)(Xport *xp, const struct iovec *iov, int iovcnt);
+    /* Bytes already received and decrypted but not yet read (TLS
+     * records); NULL for the plain socket. */
+    size_t (*pending)(Xport *xp);
     /* Close the transport (the fd too). */
     void (*close)(Xport *xp);
 } XportOps;
@@ -55,9 +58,26 @@ struct Xport {
     const XportOps *ops;
     int fd;
     void *opaque;                           /* ops-specific (TLS session) */
+    bool tls_established;                   /* TLS handshake done */
 };
 
+struct gnutls_session_int;
 void xport_init_plain(Xport *xp, int fd);
+/* xport-tls.c: put xp (a plain transport on a non-blocking socket)
+ * under TLS with session (taken over: deinit at close; its credentials
+ * and priority already set).  Bytes read ahead in clear are the
+ * caller's to drop, never TLS input. */
+void xport_tls_start(Xport *xp, struct gnutls_session_int *session);
+/* Drive the TLS handshake as far as the socket allows: 1 done; 0 in
+ * progress, wait for writability when *want_write else readability;
+ * -errno failed, with errp set to gnutls's reason. */
+int xport_tls_handshake(Xport *xp, bool *want_write, Error **errp);
+/* The session of a TLS transport, NULL for a plain one (borrowed). */
+struct gnutls_session_int *xport_tls_session(Xport *xp);
+static inline size_t xport_pending(Xport *xp)
+{
+    return xp->ops && xp->ops->pending ? xp->ops->pending(xp) : 0;
+}
 static inline ssize_t xport_recv(Xport *xp, void *buf, size_t len)
 {
     return xp->ops->recv(xp, buf, len);

@@ -1,4 +1,4 @@
-/* xport.c - the plain socket transport.  TLS (a later issue) provides a
+/* xport.c - the plain socket transport.  TLS (xport-tls.c) provides a
  * second XportOps and swaps conn->xp.ops after STARTTLS. */
 #include <errno.h>
 #include <sys/socket.h>
@@ -74,4 +74,5 @@ void xport_init_plain(Xport *xp, int fd)
     xp->ops = &plain_ops;
     xp->fd = fd;
     xp->opaque = NULL;
+    xp->tls_established = false;
 }
