@@ -348,6 +348,11 @@ static void conn_input(NbdConn *c)
     nbd_conn_update_events(c);
 }
 
+void nbd_conn_input(NbdConn *c)
+{
+    conn_input(c);
+}
+
 void nbd_conn_flush_output(NbdConn *c)
 {
     bool resume = false;
@@ -438,6 +443,11 @@ void nbd_conn_flush_output(NbdConn *c)
     }
 out:
     c->in_flush = false;
+    if (c->state == NBD_CS_TLS_HANDSHAKE && c->hs_off == c->hs_len) {
+        /* The STARTTLS ACK is out in clear: TLS from here on. */
+        nbd_hs_tls_step(c);
+        return;
+    }
     if (resume) {
         c->input_paused = false;
         conn_input(c);
@@ -485,6 +495,9 @@ void nbd_conn_update_events(NbdConn *c)
     if (c->want_write) {
         ev |= LOOP_WRITE;
     }
+    if (c->state == NBD_CS_TLS_HANDSHAKE && c->hs_off == c->hs_len) {
+        ev = c->tls_want_write ? LOOP_WRITE : LOOP_READ;
+    }
     if (loop_fd_events(c->watch) != ev) {
         loop_fd_set_events(c->watch, ev);
     }
@@ -495,6 +508,14 @@ static void conn_fd_cb(int fd, int events, void *opaque)
     NbdConn *c = opaque;
 
     (void)fd;
+    if (c->state == NBD_CS_TLS_HANDSHAKE) {
+        if (c->hs_off < c->hs_len) {
+            nbd_conn_flush_output(c);   /* the ACK; then the handshake */
+        } else {
+            nbd_hs_tls_step(c);
+        }
+        return;
+    }
     if (events & LOOP_WRITE) {
         nbd_conn_flush_output(c);
     }
@@ -511,6 +532,7 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
 
     c->srv = srv;
     c->ctx = srv->ctx;
+    c->tls_required = srv->tls != NULL;
     xport_init_plain(&c->xp, fd);
     for (int i = NBD_SLOTS - 1; i >= 0; i--) {
         c->slots[i].conn = c;

@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/x509.h>
+
 #include "nbd/internal.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -329,6 +332,26 @@ static bool opt_no_data(NbdConn *c)
     return true;
 }
 
+/* STARTTLS (doc/proto.md "TLS support"): ACK in clear, then the TLS
+ * handshake (nbd_hs_tls_step, once the ACK is out). */
+static void opt_starttls(NbdConn *c)
+{
+    if (!opt_no_data(c)) {
+        return;
+    }
+    if (c->xp.tls_established) {
+        opt_error(c, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+        return;
+    }
+    if (!c->srv || !c->srv->tls) {
+        opt_error(c, NBD_REP_ERR_POLICY,
+                  "TLS is not enabled on this server");
+        return;
+    }
+    opt_reply(c, NBD_REP_ACK, NULL, 0);
+    nbd_conn_want(c, NBD_CS_TLS_HANDSHAKE, NULL, 0);
+}
+
 /* The option is answered: read the next one. */
 static void opt_done(NbdConn *c)
 {
@@ -348,6 +371,19 @@ static void opt_done(NbdConn *c)
 
 void nbd_hs_on_opt_data(NbdConn *c)
 {
+    if (c->tls_required && !c->xp.tls_established &&
+        c->opt != NBD_OPT_STARTTLS && c->opt != NBD_OPT_ABORT) {
+        /* FORCEDTLS (doc/proto.md "TLS support"): nothing but STARTTLS
+         * and ABORT before TLS, and no export name in the refusal. */
+        if (c->srv) {
+            c->srv->stats.tls_required++;
+        }
+        opt_error(c, NBD_REP_ERR_TLS_REQD,
+                  "TLS is required on this server: send NBD_OPT_STARTTLS "
+                  "first");
+        opt_done(c);
+        return;
+    }
     switch (c->opt) {
     case NBD_OPT_EXPORT_NAME:
         opt_export_name(c);
@@ -361,15 +397,7 @@ void nbd_hs_on_opt_data(NbdConn *c)
         opt_list(c);
         break;
     case NBD_OPT_STARTTLS:
-        /* The TLS issue plugs in here.  Its rules (nbd-protocol.md §5):
-         * refuse if c->in_end != c->in_start (plaintext read ahead must
-         * never become TLS input: drop the connection), ACK, flush,
-         * swap c->xp.ops for the gnutls ops, and reset what plaintext
-         * negotiated (structured, extended, nbd_conn_meta_clear()). */
-        if (opt_no_data(c)) {
-            opt_error(c, NBD_REP_ERR_POLICY,
-                      "TLS is not enabled on this server");
-        }
+        opt_starttls(c);
         break;
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
@@ -432,6 +460,17 @@ void nbd_hs_on_opt_hdr(NbdConn *c)
     }
     c->opt = get_be32(c->hdrbuf + 8);
     c->optlen = get_be32(c->hdrbuf + 12);
+    if (c->opt == NBD_OPT_EXPORT_NAME && c->tls_required &&
+        !c->xp.tls_established) {
+        /* It has no error reply: hang up before reading its name. */
+        log_info("nbd: NBD_OPT_EXPORT_NAME before STARTTLS on a TLS "
+                 "server, disconnecting");
+        if (c->srv) {
+            c->srv->stats.tls_required++;
+        }
+        nbd_conn_close(c);
+        return;
+    }
     if (!c->fixed && c->opt != NBD_OPT_EXPORT_NAME) {
         nbd_conn_close(c);
         return;
@@ -472,6 +511,127 @@ void nbd_hs_on_client_flags(NbdConn *c)
     c->fixed = flags & NBD_FLAG_C_FIXED_NEWSTYLE;
     c->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
     nbd_conn_want(c, NBD_CS_OPT_HDR, c->hdrbuf, NBD_OPT_HDR_SIZE);
+}
+
+/* ---- TLS ----------------------------------------------------------------- */
+
+/* Who the peer says it is, for a log line about a refusal: its
+ * certificate's DN or its PSK username (a new string), NULL when it
+ * showed neither. */
+static char *tls_peer_name(gnutls_session_t s)
+{
+    const gnutls_datum_t *certs;
+    unsigned int n = 0;
+    const char *user;
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t dn = { NULL, 0 };
+    char *name = NULL;
+
+    if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
+        user = gnutls_psk_server_get_username(s);
+        return user ? xstrdup(user) : NULL;
+    }
+    certs = gnutls_certificate_get_peers(s, &n);
+    if (!certs || n == 0 || gnutls_x509_crt_init(&crt) < 0) {
+        return NULL;
+    }
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
+        name = xstrdup((const char *)dn.data);
+    }
+    gnutls_free(dn.data);
+    gnutls_x509_crt_deinit(crt);
+    return name;
+}
+
+/* The first step swaps the transport: from here the socket carries TLS
+ * records only. */
+static bool tls_begin(NbdConn *c)
+{
+    CLEANUP_ERROR Error *err = NULL;
+    gnutls_session_t s;
+    size_t dropped = c->in_end - c->in_start;
+
+    if (!tls_creds_session_new(c->srv->tls, TLS_ENDPOINT_SERVER, NULL, &s,
+                               &err)) {
+        log_error("nbd: cannot start TLS: %s", error_get_pretty(err));
+        return false;
+    }
+    /* Bytes the client sent in clear after NBD_OPT_STARTTLS are neither
+     * TLS input nor options (the plaintext injection of CVE-2021-3716):
+     * drop them.  A client that follows the protocol sent nothing. */
+    if (dropped) {
+        log_info("nbd: dropping %zu bytes sent in clear after "
+                 "NBD_OPT_STARTTLS", dropped);
+    }
+    c->in_start = c->in_end = 0;
+    xport_tls_start(&c->xp, s);
+    return true;
+}
+
+/* The handshake is done: the peer's credentials, then its identity
+ * against tls-authz. */
+static bool tls_accept_peer(NbdConn *c)
+{
+    NbdServer *srv = c->srv;
+    gnutls_session_t s = xport_tls_session(&c->xp);
+    CLEANUP_ERROR Error *err = NULL;
+    CLEANUP_FREE char *identity = NULL;
+    CLEANUP_FREE char *peer = NULL;
+
+    if (!tls_creds_check_peer(srv->tls, s, NULL, &identity, &err)) {
+        peer = tls_peer_name(s);
+        srv->stats.tls_peer_refused++;
+        log_info("nbd: TLS client '%s' refused: %s",
+                 peer ? peer : "(no identity)", error_get_pretty(err));
+        return false;
+    }
+    if (srv->authz && !authz_is_allowed(srv->authz, identity)) {
+        srv->stats.tls_authz_denied++;
+        log_info("nbd: TLS client '%s' is not authorized by '%s'",
+                 identity ? identity : "(no identity)",
+                 authz_id(srv->authz));
+        return false;
+    }
+    srv->stats.tls_sessions++;
+    log_debug("nbd: TLS client '%s' accepted",
+              identity ? identity : "(no identity)");
+    return true;
+}
+
+void nbd_hs_tls_step(NbdConn *c)
+{
+    CLEANUP_ERROR Error *err = NULL;
+    int r;
+
+    if (c->closed) {
+        return;
+    }
+    if (!c->srv || (!xport_tls_session(&c->xp) && !tls_begin(c))) {
+        nbd_conn_close(c);
+        return;
+    }
+    r = xport_tls_handshake(&c->xp, &c->tls_want_write, &err);
+    if (r == 0) {
+        nbd_conn_update_events(c);
+        return;
+    }
+    if (r < 0) {
+        c->srv->stats.tls_failed++;
+        log_info("nbd: client %s", error_get_pretty(err));
+        nbd_conn_close(c);
+        return;
+    }
+    if (!tls_accept_peer(c)) {
+        nbd_conn_close(c);
+        return;
+    }
+    /* Nothing negotiated in clear holds inside TLS (doc/proto.md: the
+     * client must negotiate again; cf. CVE-2021-3716). */
+    c->structured = c->extended = false;
+    nbd_conn_meta_clear(c);
+    nbd_conn_want(c, NBD_CS_OPT_HDR, c->hdrbuf, NBD_OPT_HDR_SIZE);
+    nbd_conn_input(c);
 }
 
 static void conn_hs_timeout(void *opaque)

@@ -32,6 +32,7 @@
 #include <sys/uio.h>
 
 #include "blockdev/block.h"
+#include "crypto/tls.h"
 #include "util/loop.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
@@ -155,7 +156,11 @@ struct NbdServer {
     unsigned nclients;           /* connections not yet closed */
     uint32_t max_connections;
     uint64_t handshake_limit_us;
-    char *tls_creds, *tls_authz;
+    char *tls_creds, *tls_authz; /* object ids, NULL when not set */
+    TlsCreds *tls;               /* pinned (user "nbd-server"); NULL:
+                                  * no TLS */
+    Authz *authz;                /* pinned; NULL: no authorization */
+    NbdServerStats stats;        /* the counters; ids unused */
     bool stopping;
 };
 
@@ -208,6 +213,9 @@ void nbd_server_conn_added(NbdServer *srv, NbdConn *c);
  *      │   OPT_DATA (length B) ─ option handler, one write of replies
  *      └──────┤ <───────────────────────────────────────────────────┘
  *             ├─ ABORT ──> CLOSING ──(output drained)──> DEAD
+ *             ├─ STARTTLS ──(ACK sent)──> TLS_HANDSHAKE ──fails──> DEAD
+ *             │     (read-ahead dropped)        │ peer + authz ok
+ *             │     OPT_HDR, inside TLS <───────┘
  *             └─ GO / EXPORT_NAME              │
  *                   │ <────────────────────────┘
  *   REQ_HDR (28/32 B) <──────────────┐   (paused while 16 slots busy)
@@ -224,6 +232,7 @@ typedef enum NbdConnState {
     NBD_CS_REQ_HDR,
     NBD_CS_REQ_PAYLOAD,
     NBD_CS_REQ_DRAIN,
+    NBD_CS_TLS_HANDSHAKE,        /* no NBD bytes: gnutls owns the socket */
     NBD_CS_CLOSING,
     NBD_CS_DEAD,
 } NbdConnState;
@@ -289,6 +298,8 @@ struct NbdConn {
 
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;
+    bool tls_required;           /* the server has tls-creds */
+    bool tls_want_write;         /* TLS handshake waits to write */
     /* Selected meta contexts: indexes in meta_exp->meta, ascending.
      * meta_exp is the export object they were selected on (not
      * referenced: export deletion clears it, nbd_conn_forget_export). */
@@ -329,6 +340,9 @@ void nbd_conn_want(NbdConn *c, NbdConnState st, uint8_t *dst,
                    uint64_t len);
 void nbd_conn_flush_output(NbdConn *c);
 void nbd_conn_update_events(NbdConn *c);
+/* Read and dispatch whatever input is there (after a state change that
+ * the engine did not make, e.g. the TLS handshake done). */
+void nbd_conn_input(NbdConn *c);
 void nbd_conn_maybe_finish(NbdConn *c);
 /* Stop reading; close once in-flight requests are answered. */
 void nbd_conn_start_closing(NbdConn *c);
@@ -349,6 +363,9 @@ void nbd_hs_on_client_flags(NbdConn *c);
 void nbd_hs_on_opt_hdr(NbdConn *c);
 void nbd_hs_on_opt_data(NbdConn *c);
 void nbd_hs_on_opt_discard(NbdConn *c);
+/* TLS_HANDSHAKE: start or continue the TLS handshake (the STARTTLS ACK
+ * is sent), then check the peer and enter the option phase in TLS. */
+void nbd_hs_tls_step(NbdConn *c);
 /* Drop the selection of meta contexts. */
 void nbd_conn_meta_clear(NbdConn *c);
 

@@ -92,12 +92,10 @@ bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
         error_setg(errp, "NBD server already running");
         return false;
     }
-    if (cfg.tls_creds || cfg.tls_authz) {
-        /* Never serve in clear what was asked to be encrypted. */
-        error_setg(errp, "TLS for the NBD server is not supported yet");
+    srv = nbd_server_new(nc, &cfg, errp);
+    if (!srv) {
         return false;
     }
-    srv = nbd_server_new(nc, &cfg);
     if (!server_listen(srv, ctx->mon, args->addr, errp)) {
         nbd_server_free(srv);
         return false;
@@ -118,6 +116,34 @@ bool qmp_nbd_server_stop(QmpCtx *ctx, const QmpNbdServerStopArgs *args,
     }
     nbd_server_free(nc->server);
     nc->server = NULL;
+    return true;
+}
+
+bool qmp_query_nbd_server(QmpCtx *ctx, const QmpQueryNbdServerArgs *args,
+                          NbdServerInfo **ret, Error **errp)
+{
+    NbdServer *srv = ctx->nbd->server;
+    NbdServerInfo *info;
+    NbdServerStats st;
+
+    (void)args;
+    if (!srv) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    nbd_server_stats(srv, &st);
+    info = XNEW(NbdServerInfo);
+    info->clients = st.clients;
+    info->has_tls_creds = st.tls_creds != NULL;
+    info->tls_creds = st.tls_creds ? xstrdup(st.tls_creds) : NULL;
+    info->has_tls_authz = st.tls_authz != NULL;
+    info->tls_authz = st.tls_authz ? xstrdup(st.tls_authz) : NULL;
+    info->tls_sessions = st.tls_sessions;
+    info->tls_handshake_failures = st.tls_failed;
+    info->tls_peer_refused = st.tls_peer_refused;
+    info->tls_authz_denied = st.tls_authz_denied;
+    info->tls_required_refusals = st.tls_required;
+    *ret = info;
     return true;
 }
 

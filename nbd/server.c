@@ -25,15 +25,71 @@ static void server_accept(void *opaque, int fd)
     }
 }
 
-NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg)
+#define NBD_SERVER_USER "nbd-server"
+
+/* Look up and pin the TLS objects cfg names. */
+static bool server_get_tls(NbdServer *srv, const NbdServerConfig *cfg,
+                           Error **errp)
+{
+    ObjectSet *set = srv->ctx->objects;
+
+    if (cfg->tls_authz && !cfg->tls_creds) {
+        error_setg(errp, "tls-authz is not supported without tls-creds");
+        return false;
+    }
+    if (!cfg->tls_creds) {
+        return true;
+    }
+    srv->tls = object_get_tls_creds(set, cfg->tls_creds,
+                                    TLS_ENDPOINT_SERVER, errp);
+    if (!srv->tls ||
+        !object_add_user(set, cfg->tls_creds, NBD_SERVER_USER, errp)) {
+        srv->tls = NULL;
+        return false;
+    }
+    srv->tls_creds = xstrdup(cfg->tls_creds);
+    if (cfg->tls_authz) {
+        srv->authz = object_get_authz(set, cfg->tls_authz, errp);
+        if (!srv->authz ||
+            !object_add_user(set, cfg->tls_authz, NBD_SERVER_USER, errp)) {
+            srv->authz = NULL;
+            return false;
+        }
+        srv->tls_authz = xstrdup(cfg->tls_authz);
+    }
+    return true;
+}
+
+static void server_put_tls(NbdServer *srv)
+{
+    if (srv->tls) {
+        object_remove_user(srv->ctx->objects, srv->tls_creds,
+                           NBD_SERVER_USER);
+        srv->tls = NULL;
+    }
+    if (srv->authz) {
+        object_remove_user(srv->ctx->objects, srv->tls_authz,
+                           NBD_SERVER_USER);
+        srv->authz = NULL;
+    }
+    free(srv->tls_creds);
+    free(srv->tls_authz);
+    srv->tls_creds = srv->tls_authz = NULL;
+}
+
+NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg,
+                          Error **errp)
 {
     NbdServer *srv = XNEW(NbdServer);
 
     srv->ctx = ctx;
+    if (!server_get_tls(srv, cfg, errp)) {
+        server_put_tls(srv);
+        free(srv);
+        return NULL;
+    }
     srv->max_connections = cfg->max_connections;
     srv->handshake_limit_us = cfg->handshake_limit_us;
-    srv->tls_creds = cfg->tls_creds ? xstrdup(cfg->tls_creds) : NULL;
-    srv->tls_authz = cfg->tls_authz ? xstrdup(cfg->tls_authz) : NULL;
     srv->acceptor = acceptor_new(ctx->loop, "nbd", server_accept, srv);
     return srv;
 }
@@ -85,6 +141,14 @@ unsigned nbd_server_client_count(const NbdServer *srv)
     return srv ? srv->nclients : 0;
 }
 
+void nbd_server_stats(const NbdServer *srv, NbdServerStats *st)
+{
+    *st = srv->stats;
+    st->tls_creds = srv->tls_creds;
+    st->tls_authz = srv->tls_authz;
+    st->clients = srv->nclients;
+}
+
 void nbd_server_free(NbdServer *srv)
 {
     NbdExportVec exports = { 0 };
@@ -120,7 +184,7 @@ void nbd_server_free(NbdServer *srv)
     }
     NbdExportVec_reset(&exports);
     NbdExportVec_reset(&srv->exports);
-    free(srv->tls_creds);
-    free(srv->tls_authz);
+    /* Every session is gone with its connection: unpin the objects. */
+    server_put_tls(srv);
     free(srv);
 }

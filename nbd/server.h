@@ -40,15 +40,23 @@ struct NbdContext {
 typedef struct NbdServerConfig {
     uint32_t max_connections;     /* 0 = unlimited; QEMU's default 100 */
     uint64_t handshake_limit_us;  /* 0 = none; default 10 s */
-    const char *tls_creds;        /* object id or NULL (TLS issue) */
-    const char *tls_authz;        /* object id or NULL */
+    /* TLS: the id of a tls-creds-* object with endpoint=server makes
+     * TLS mandatory; tls_authz (needs tls_creds) names the authz-*
+     * object every client's identity must pass.  Both are looked up in
+     * ctx->objects and pinned (object_add_user "nbd-server") until the
+     * server is freed.  NULL: none. */
+    const char *tls_creds;
+    const char *tls_authz;
 } NbdServerConfig;
 
 #define NBD_DEFAULT_MAX_CONNECTIONS 100
 #define NBD_DEFAULT_HANDSHAKE_LIMIT_US (10ULL * 1000 * 1000)
 
-/* Create a server with no listener yet.  Strings in cfg are copied. */
-NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg);
+/* Create a server with no listener yet.  Strings in cfg are copied.
+ * NULL with errp set when a TLS object is missing or of the wrong kind
+ * (crypto/tls.h's messages). */
+NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg,
+                          Error **errp);
 /* Listen on addr too (util/sock.h: a unix path replaces only a stale
  * socket; inet listens on every address host:port resolves to; an fd
  * must be a listening stream socket whose ownership the caller checked,
@@ -64,6 +72,20 @@ void nbd_server_free(NbdServer *srv);
 
 /* Number of connected clients (negotiating or transmitting). */
 unsigned nbd_server_client_count(const NbdServer *srv);
+
+/* For query-nbd-server: the settings and what TLS refused.  Every
+ * refusal is also logged (info level) with the client's identity when
+ * it has one. */
+typedef struct NbdServerStats {
+    const char *tls_creds, *tls_authz;  /* ids, NULL when not set */
+    unsigned clients;
+    uint64_t tls_sessions;        /* handshakes done, peer accepted */
+    uint64_t tls_failed;          /* TLS handshakes that failed */
+    uint64_t tls_peer_refused;    /* peer check failed (certificate) */
+    uint64_t tls_authz_denied;    /* identity refused by tls-authz */
+    uint64_t tls_required;        /* options refused before STARTTLS */
+} NbdServerStats;
+void nbd_server_stats(const NbdServer *srv, NbdServerStats *st);
 
 /* ---- exports -------------------------------------------------------- */
 

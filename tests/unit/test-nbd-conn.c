@@ -50,7 +50,7 @@ static void fixture_setup(Fixture *f)
              "\"f0\",\"filename\":\"%s\"}", path);
     f->bs = unit_open_json(f->d->graph, json, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f->bs);
-    f->srv = nbd_server_new(&f->d->nbd, &scfg);
+    f->srv = nbd_server_new(&f->d->nbd, &scfg, NULL);
     f->d->nbd.server = f->srv;
     ecfg.node = f->bs;
     f->exp = nbd_export_add(f->srv, &ecfg, NULL);
