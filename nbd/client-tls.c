@@ -23,6 +23,7 @@ typedef struct ClientTls {
     NbdClientXport *xp;
     int err;                    /* errno of the last failed push/pull */
     bool established;
+    bool nonblocking;           /* push/pull never wait: EAGAIN */
 } ClientTls;
 
 static int tls_wait(ClientTls *t, short events)
@@ -58,6 +59,10 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
         if (errno == EINTR) {
             continue;
         }
+        if (errno == EAGAIN && t->nonblocking) {
+            gnutls_transport_set_errno(t->session, EAGAIN);
+            return -1;
+        }
         if (errno != EAGAIN || tls_wait(t, POLLOUT) < 0) {
             t->err = errno == EAGAIN ? t->err : errno;
             gnutls_transport_set_errno(t->session, EIO);
@@ -78,6 +83,10 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
         }
         if (errno == EINTR) {
             continue;
+        }
+        if (errno == EAGAIN && t->nonblocking) {
+            gnutls_transport_set_errno(t->session, EAGAIN);
+            return -1;
         }
         if (errno != EAGAIN || tls_wait(t, POLLIN) < 0) {
             t->err = errno == EAGAIN ? t->err : errno;
@@ -204,6 +213,57 @@ bool nbd_client_xport_tls_start(NbdClientXport *xp, gnutls_session_t session,
     xp->ops = &tls_ops;
     xp->opaque = t;
     return true;
+}
+
+void nbd_client_xport_tls_set_nonblocking(NbdClientXport *xp, bool on)
+{
+    ((ClientTls *)xp->opaque)->nonblocking = on;
+}
+
+ssize_t nbd_client_xport_tls_recv(NbdClientXport *xp, void *buf, size_t len)
+{
+    ClientTls *t = xp->opaque;
+    ssize_t n = gnutls_record_recv(t->session, buf, len);
+
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+        return -EAGAIN;
+    }
+    return n >= 0 ? n : tls_errno(t, n);
+}
+
+ssize_t nbd_client_xport_tls_sendv(NbdClientXport *xp,
+                                   const struct iovec *iov, int iovcnt)
+{
+    ClientTls *t = xp->opaque;
+    size_t total = 0;
+
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+
+        while (left > 0) {
+            ssize_t n = gnutls_record_send(t->session, p, left);
+
+            if (n < 0) {
+                if (total > 0) {
+                    return (ssize_t)total;
+                }
+                if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+                    return -EAGAIN;
+                }
+                return tls_errno(t, n);
+            }
+            total += (size_t)n;
+            p += n;
+            left -= (size_t)n;
+        }
+    }
+    return (ssize_t)total;
+}
+
+size_t nbd_client_xport_tls_pending(NbdClientXport *xp)
+{
+    return gnutls_record_check_pending(((ClientTls *)xp->opaque)->session);
 }
 
 gnutls_session_t nbd_client_xport_tls_session(NbdClientXport *xp)

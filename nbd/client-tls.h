@@ -15,6 +15,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <gnutls/gnutls.h>
 
@@ -51,5 +53,23 @@ bool nbd_client_xport_tls_start(NbdClientXport *xp, gnutls_session_t session,
 
 /* The session of a TLS transport, NULL for a plain one (borrowed). */
 gnutls_session_t nbd_client_xport_tls_session(NbdClientXport *xp);
+
+/* For an event-driven transmission engine (client-io.c polls its
+ * sockets and must not use read_full/writev_full): with nonblocking on,
+ * a TLS transport never waits.  Use these instead of recv()/sendmsg()
+ * on xp->fd when nbd_client_xport_tls_session(xp) is not NULL:
+ *  - recv: > 0 bytes, 0 on EOF (close_notify), -EAGAIN, -errno;
+ *  - sendv: >= 0 bytes sent (may be short), -EAGAIN, -errno.  After a
+ *    short send or -EAGAIN the next call must start with the same
+ *    unsent bytes (gnutls has that record encrypted and buffered);
+ *  - pending: decrypted bytes gnutls holds that poll() cannot see:
+ *    while it is not 0, read again before polling.
+ * The engine thread only; blocking read_full/writev_full may be used
+ * again after nonblocking is turned off. */
+void nbd_client_xport_tls_set_nonblocking(NbdClientXport *xp, bool on);
+ssize_t nbd_client_xport_tls_recv(NbdClientXport *xp, void *buf, size_t len);
+ssize_t nbd_client_xport_tls_sendv(NbdClientXport *xp,
+                                   const struct iovec *iov, int iovcnt);
+size_t nbd_client_xport_tls_pending(NbdClientXport *xp);
 
 #endif

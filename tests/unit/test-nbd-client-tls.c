@@ -7,6 +7,8 @@
  * wrong PSK key).  Without qemu-nbd or gnutls-bin every test says
  * "SKIP" and why. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -302,6 +304,77 @@ static void test_x509_read(void)
     nbd_export_info_clear(&info);
 }
 
+/* The non-blocking interface an event-driven engine uses: a 1 MiB
+ * read with poll() between the steps, and pending bytes drained before
+ * polling again. */
+static void test_x509_nonblocking(void)
+{
+    NbdClientXport xp;
+    NbdExportInfo info = { 0 };
+    char *msg = NULL;
+    TlsCreds *c;
+    uint8_t req[28];
+    size_t total = 16 + DISK_SIZE, got = 0, sent = 0;
+    uint8_t *buf = xmalloc(total);
+    uint8_t *want = xmalloc(DISK_SIZE);
+    char path[4200];
+    FILE *f;
+
+    SKIP_IF_NEEDED();
+    c = object_get_tls_creds(objects, "c0", TLS_ENDPOINT_CLIENT, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_TRUE_FATAL(tls_connect(&x509_srv, c, "localhost", &xp, &info,
+                                     &msg));
+    fcntl(xp.fd, F_SETFL, fcntl(xp.fd, F_GETFL) | O_NONBLOCK);
+    nbd_client_xport_tls_set_nonblocking(&xp, true);
+    CU_ASSERT_EQUAL(nbd_client_xport_tls_recv(&xp, buf, 16), -EAGAIN);
+
+    put_be32(req, NBD_REQUEST_MAGIC);
+    put_be16(req + 4, 0);
+    put_be16(req + 6, NBD_CMD_READ);
+    put_be64(req + 8, 7);
+    put_be64(req + 16, 0);
+    put_be32(req + 24, DISK_SIZE);
+    while (got < total) {
+        struct pollfd pfd = { .fd = xp.fd, .events = POLLIN };
+        ssize_t n;
+
+        if (sent < sizeof(req)) {
+            struct iovec iov = { req + sent, sizeof(req) - sent };
+
+            n = nbd_client_xport_tls_sendv(&xp, &iov, 1);
+            CU_ASSERT_FATAL(n >= 0 || n == -EAGAIN);
+            sent += n > 0 ? (size_t)n : 0;
+            if (sent < sizeof(req)) {
+                pfd.events |= POLLOUT;
+            }
+        }
+        if (nbd_client_xport_tls_pending(&xp) == 0) {
+            CU_ASSERT_FATAL(poll(&pfd, 1, TIMEOUT_MS) == 1);
+        }
+        n = nbd_client_xport_tls_recv(&xp, buf + got, total - got);
+        if (n == -EAGAIN) {
+            continue;
+        }
+        CU_ASSERT_FATAL(n > 0);
+        got += (size_t)n;
+    }
+    CU_ASSERT_EQUAL(get_be32(buf), NBD_SIMPLE_REPLY_MAGIC);
+    CU_ASSERT_EQUAL(get_be32(buf + 4), 0);
+    CU_ASSERT_EQUAL(get_be64(buf + 8), 7);
+    snprintf(path, sizeof(path), "%s/disk.raw", dir);
+    f = fopen(path, "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fread(want, 1, DISK_SIZE, f), DISK_SIZE);
+    fclose(f);
+    CU_ASSERT(memcmp(buf + 16, want, DISK_SIZE) == 0);
+    nbd_client_xport_tls_set_nonblocking(&xp, false);
+    xp.ops->close(&xp);
+    nbd_export_info_clear(&info);
+    free(buf);
+    free(want);
+}
+
 static void test_x509_list(void)
 {
     NbdExportList l = { 0 };
@@ -394,6 +467,7 @@ static void test_psk(void)
 
 static CU_TestInfo client_tls_tests[] = {
     { "x509_read", test_x509_read },
+    { "x509_nonblocking", test_x509_nonblocking },
     { "x509_list", test_x509_list },
     { "x509_refusals", test_x509_refusals },
     { "psk", test_psk },
