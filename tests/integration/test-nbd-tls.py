@@ -448,6 +448,7 @@ def test_stall_and_garbage_in_tls_handshake(blockd, tmp_path, pki):
     assert stats(blockd)["tls-handshake-failures"] >= 1
     # The stalled one is dropped by the handshake limit.
     assert stall.closed(timeout=60)
+    assert "did not finish the handshake in time" in blockd.logtext()
     assert served(sock, certs=pki["client1"])
     wait_for(lambda: stats(blockd)["clients"] == 0, what="clients gone")
 
