@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""ratios.py RAW - blockd's ratio against every other server, per
-workload and transport, from the harness's RUN lines (medians over the
-rounds).  A ratio > 1 always means blockd did better: for rates it is
-blockd / peer, for times and latencies peer / blockd."""
+"""ratios.py [--base NAME] RAW - blockd's (or NAME's) ratio against every
+other server, per workload and transport, from the harness's RUN lines
+(medians over the rounds).  A ratio > 1 always means the base did better:
+for rates it is blockd / peer, for times and latencies peer / blockd."""
 import statistics
 import sys
 from collections import defaultdict
@@ -29,15 +29,19 @@ def parse(path):
 
 
 def main():
-    runs, units = parse(sys.argv[1])
+    args = sys.argv[1:]
+    base = "blockd"
+    if args[:1] == ["--base"]:
+        base, args = args[1], args[2:]
+    runs, units = parse(args[0])
     med = {k: statistics.median(v) for k, v in runs.items()}
-    peers = sorted({k[2] for k in med} - {"blockd"})
+    peers = sorted({k[2] for k in med} - {base})
     rows = sorted({(k[0], k[1]) for k in med})
-    print("%-18s %-5s %12s  %s" % ("workload", "tr", "blockd",
+    print("%-18s %-5s %15s  %s" % ("workload", "tr", base,
                                     "  ".join("%-22s" % p for p in peers)))
     worst = None
     for w, tr in rows:
-        b = med.get((w, tr, "blockd"))
+        b = med.get((w, tr, base))
         if b is None:
             continue
         cells = []
@@ -50,7 +54,7 @@ def main():
             if p == "qemu-nbd" and (worst is None or r < worst[0]):
                 worst = (r, w, tr)
             cells.append("%-22s" % ("%.2fx (%g)" % (r, v)))
-        print("%-18s %-5s %12g  %s" % (w, tr, b, "  ".join(cells)))
+        print("%-18s %-5s %15g  %s" % (w, tr, b, "  ".join(cells)))
     if worst:
         print("lowest ratio vs qemu-nbd: %.2fx (%s, %s)" % worst)
 

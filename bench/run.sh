@@ -4,7 +4,7 @@
 # print blockd's ratio against each peer per workload and transport.
 #
 #   bench/run.sh [--rounds N] [--workloads LIST] [--peers a,b] [--results DIR]
-#                [--qcow2] [--idle-rss N] [--idle-only]
+#                [--qcow2] [--idle-rss N] [--idle-only] [--nbd]
 #
 # Environment: BLOCKD (default build/blockd), BENCH_HARNESS (default
 # ../shared/bench next to the repository).  Every server gets the same
@@ -20,6 +20,15 @@
 # qcow2 issue's target: within 15%, a ratio <= 1.15).  Use it with
 # --peers blockd-qcow2 to compare only those two.
 #
+# --nbd runs only the NBD client case instead (issue 10): "blockd-reexport",
+# blockd exporting an `nbd` node whose upstream is nbdkit's memory plugin
+# on a unix socket, against "qsd-reexport", qemu-storage-daemon doing the
+# same (--blockdev driver=nbd,...).  The upstream nbdkit starts each
+# re-exporter with --run and exits with it; both run on the server's core,
+# but only the re-exporter's CPU is counted (its PID tree).  The image is nbdkit's memory, not
+# {img}, so the read-back check is off.  Workloads default to seqread and
+# randread4k_qd16; ratios are blockd-reexport / qsd-reexport.
+#
 # Then bench/idle-rss.py reports blockd's VmRSS with N idle connections
 # (default 1000; 0 skips it) after each did a burst of large reads;
 # --idle-only runs just that.
@@ -28,12 +37,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 BLOCKD=${BLOCKD:-$ROOT/build/blockd}
 HARNESS=${BENCH_HARNESS:-$(dirname "$ROOT")/shared/bench}
+[ -d "$HARNESS" ] || HARNESS=$(dirname "$(dirname "$ROOT")")/shared/bench  # a worktree
 ROUNDS=3
 WORKLOADS=""
 PEERS=qemu-nbd,nbdkit-file
 QCOW2=0
 IDLE_CONNS=1000
 IDLE_ONLY=0
+NBD=0
 RESULTS=/tmp/blockd-bench/$(date +%F-%H%M%S)
 
 while [ $# -gt 0 ]; do
@@ -45,7 +56,8 @@ while [ $# -gt 0 ]; do
     --qcow2) QCOW2=1; shift ;;
     --idle-rss) IDLE_CONNS=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --nbd) NBD=1; shift ;;
+    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +68,26 @@ if [ "$IDLE_ONLY" = 1 ]; then
   exit 0
 fi
 [ -x "$HARNESS/run-peers.sh" ] || { echo "no harness at $HARNESS" >&2; exit 1; }
+
+if [ "$NBD" = 1 ]; then
+  UP="nbdkit -f -U {dir}/up.sock memory {size} --run"
+  UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
+  NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
+  NQSD="qemu-storage-daemon --pidfile {pidfile} --blockdev $UPNODE"
+  NBLK="$BLOCKD --pidfile {pidfile} --blockdev $UPNODE"
+  NUNIX="--nbd-server addr.type=unix,addr.path={sock} $NEXP"
+  NTCP="--nbd-server addr.type=inet,addr.host=127.0.0.1,addr.port={port} $NEXP"
+  mkdir -p "$RESULTS"
+  "$HARNESS/run-peers.sh" --rounds "$ROUNDS" --results "$RESULTS" \
+    --only qsd-reexport,blockd-reexport \
+    --workloads "${WORKLOADS:-seqread,randread4k_qd16}" \
+    --bench-args --no-verify \
+    --extra qsd-reexport "$UP 'exec $NQSD $NUNIX'" "$UP 'exec $NQSD $NTCP'" \
+    --extra blockd-reexport "$UP 'exec $NBLK $NUNIX'" "$UP 'exec $NBLK $NTCP'"
+  /usr/bin/python3 "$HERE/ratios.py" --base blockd-reexport "$RESULTS/raw.txt" \
+    | tee "$RESULTS/ratios.txt"
+  exit 0
+fi
 
 NODES="--blockdev driver=file,node-name=f0,filename={img} --blockdev driver=raw,node-name=d0,file=f0"
 EXPORT="--export type=nbd,id=e0,node-name=d0,name=,writable=on"
