@@ -5,7 +5,6 @@ qemu:allocation-depth and base:allocation through the chain must match
 qemu-nbd serving the SAME chain (differential testing against QEMU)."""
 import hashlib
 import json
-import os
 import subprocess
 
 import nbd
