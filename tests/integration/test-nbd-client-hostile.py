@@ -1,0 +1,305 @@
+"""blockd's `nbd` driver against a hostile server (fakenbd.py): every
+misbehaviour fails the request or the connection with a clear error in
+blockd's log, never a crash or a wrong answer; blockd keeps serving its
+other exports, and the node recovers once the server behaves again.
+Run under ASan too (reads past a buffer would show there)."""
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+import nbd
+import pytest
+
+from conftest import requires
+from fakenbd import FakeNbd, FLAG_READ_ONLY
+from upstream import export, nbd_node, requires_nbd_driver
+
+MIB = 1 << 20
+SIZE = 4 * MIB
+OFF, LEN = MIB, 65536
+
+
+def pattern(size):
+    """Data where every 4 KiB block differs, with zero runs in between
+    (so block status has both kinds)."""
+    data = bytearray(size)
+    for blk in range(0, size, 32768):
+        data[blk:blk + 4096] = (b"%08x" % blk) * 512
+    return data
+
+
+@pytest.fixture(params=["extended", "structured", "simple"])
+def hostile(request, blockd, tmp_path):
+    """A fake server (in the mode of the param) behind the nbd node "h0",
+    exported as "h"; a file node exported as "good"."""
+    requires_nbd_driver(blockd)
+    mode = request.param
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  data=pattern(SIZE), structured=mode != "simple",
+                  extended=mode == "extended")
+    nbd_node(blockd, "h0", srv.path)
+    uri = export(blockd, "h0", "h")
+    img = str(tmp_path / "good.raw")
+    with open(img, "wb") as f:
+        f.write(b"G" * MIB)
+    blockd.cmd("blockdev-add", driver="file", node_name="g0", filename=img)
+    good = export(blockd, "g0", "good")
+    yield dict(srv=srv, uri=uri, good=good, mode=mode, blockd=blockd)
+    srv.misbehave = set()
+    assert blockd.alive(), blockd.logtext()
+    h = nbd.NBD()
+    h.connect_uri(good)
+    assert h.pread(4, 0) == b"GGGG"
+    h.shutdown()
+    srv.stop()
+
+
+def connect(uri, meta=False):
+    h = nbd.NBD()
+    if meta:
+        h.add_meta_context("base:allocation")
+    h.connect_uri(uri)
+    return h
+
+
+def recovers(c, timeout=60):
+    """The node reads right again (it reconnects in the background)."""
+    deadline = time.monotonic() + timeout
+    want = bytes(c["srv"].data[OFF:OFF + LEN])
+    while True:
+        try:
+            h = connect(c["uri"])
+            if h.pread(LEN, OFF) == want:
+                return True
+        except nbd.Error:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("node did not recover:\n" +
+                                 c["blockd"].logtext()[-3000:])
+        time.sleep(0.2)
+
+
+def wait_log(d, regex, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not re.search(regex, d.logtext()):
+        if time.monotonic() > deadline:
+            raise AssertionError("no log line /%s/ in:\n%s"
+                                 % (regex, d.logtext()[-3000:]))
+        time.sleep(0.05)
+
+
+def test_behaving_server_reads_and_writes(hostile):
+    """The baseline: the same fake, behaving, serves correctly."""
+    h = connect(hostile["uri"])
+    assert h.get_size() == SIZE
+    assert h.pread(LEN, OFF) == bytes(hostile["srv"].data[OFF:OFF + LEN])
+    h.pwrite(b"w" * 4096, 8192)
+    h.flush()
+    assert hostile["srv"].data[8192:12288] == b"w" * 4096
+    h.shutdown()
+
+
+def test_block_status_passes_through(hostile):
+    requires("nbdinfo")
+    srv = hostile["srv"]
+    got = json.loads(subprocess.run(
+        ["nbdinfo", "--json", "--map", hostile["uri"]], check=True,
+        capture_output=True, text=True).stdout)
+    if hostile["mode"] == "simple":
+        # no structured replies, no base:allocation upstream: all data
+        want = [(0, SIZE, 0)]
+    else:
+        want = merged_true(srv.extents(0, SIZE))
+    assert merge(got) == want
+
+
+def merged_true(ext):
+    out, pos = [], 0
+    for n, st in ext:
+        out.append((pos, n, st))
+        pos += n
+    return out
+
+
+def merge(extents):
+    out = []
+    for e in extents:
+        if out and out[-1][2] == e["type"]:
+            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
+        else:
+            out.append((e["offset"], e["length"], e["type"]))
+    return out
+
+
+# Each READ misbehaviour, the modes it applies to, and the log line that
+# says what the server did.
+READ_CASES = {
+    "unknown_cookie": (None, r"unknown cookie"),
+    "huge_chunk": ("sx", r"data chunk of \d+ bytes"),
+    "read_past_range": ("sx", r"data chunk (outside|of \d+ bytes)"),
+    "read_before_range": ("sx", r"data chunk outside"),
+    "read_overlap": ("sx", r"data chunk outside"),
+    "read_short": ("sx", r"covers \d+ of \d+ bytes"),
+    "short_chunk": ("sx", r"data chunk of 4 bytes|lost"),
+    "truncated_chunk": ("sx", r"lost"),
+    "no_done": ("sx", r"lost"),
+    "close_mid_reply": (None, r"lost"),
+    "bad_error_chunk": ("sx", r"malformed error chunk"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READ_CASES))
+def test_read_misbehaviour_fails_cleanly(hostile, case):
+    modes, regex = READ_CASES[case]
+    short = {"simple": "n", "structured": "s", "extended": "x"}
+    if modes is not None and short[hostile["mode"]] not in modes:
+        pytest.skip("%s needs structured replies" % case)
+    d = hostile["blockd"]
+    hostile["srv"].misbehave = {case}
+    h = connect(hostile["uri"])
+    with pytest.raises(nbd.Error) as e:
+        h.pread(LEN, OFF)
+    assert e.value.errno == "EIO", e.value
+    wait_log(d, "nbd '[^']*'.*(" + regex + ")")
+    # QMP still answers, the other export still serves (fixture end)
+    d.cmd("query-named-block-nodes")
+    hostile["srv"].misbehave = set()
+    recovers(hostile)
+
+
+def test_oversized_simple_reply_drops_connection(hostile):
+    """64 KiB of junk after a simple reply: the junk is read as the next
+    reply header, which is a protocol violation."""
+    if hostile["mode"] != "simple":
+        pytest.skip("simple replies only")
+    d = hostile["blockd"]
+    hostile["srv"].misbehave = {"oversized_simple"}
+    hostile["srv"].misbehave_once = True
+    h = connect(hostile["uri"])
+    try:
+        h.pread(LEN, OFF)             # the reply itself is whole
+    except nbd.Error as e:
+        assert e.errno == "EIO"
+    wait_log(d, r"nbd '[^']*'.*(unknown reply magic|malformed reply header)")
+    recovers(hostile)
+
+
+# BLOCK_STATUS misbehaviours.  Extents are hostile: a zero-length one, an
+# unknown context or an empty reply is a protocol violation (the block
+# status fails); extents past the request or the end are clamped, and
+# the ones after the first are not needed, so those maps stay correct.
+BS_FAIL = {
+    "bs_zero_length": r"block status|lost",
+    "bs_unknown_context": r"unknown context",
+    "bs_empty": r"block status|lost",
+}
+BS_CLAMP = {
+    "bs_backward": "first",      # only the first extent (4 KiB, data)
+    "bs_past_end": "true",
+    "bs_past_range": "data",
+}
+
+
+def nbdinfo_map(uri):
+    return subprocess.run(["nbdinfo", "--json", "--map", uri],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("case", sorted(BS_FAIL))
+def test_block_status_violation_fails(hostile, case):
+    requires("nbdinfo")
+    if hostile["mode"] == "simple":
+        pytest.skip("no block status without structured replies")
+    d = hostile["blockd"]
+    hostile["srv"].misbehave = {case}
+    r = nbdinfo_map(hostile["uri"])
+    assert r.returncode != 0, r.stdout
+    wait_log(d, "nbd '[^']*'.*(" + BS_FAIL[case] + ")")
+    hostile["srv"].misbehave = set()
+    recovers(hostile)
+
+
+@pytest.mark.parametrize("case", sorted(BS_CLAMP))
+def test_block_status_extents_clamped(hostile, case):
+    requires("nbdinfo")
+    if hostile["mode"] == "simple":
+        pytest.skip("no block status without structured replies")
+    srv = hostile["srv"]
+    srv.misbehave = {case}
+    r = nbdinfo_map(hostile["uri"])
+    assert r.returncode == 0, r.stderr
+    got = merge(json.loads(r.stdout))
+    if BS_CLAMP[case] == "true":
+        assert got == merged_true(srv.extents(0, SIZE))
+    else:
+        # every extent the server gave first says "data" (status 0)
+        assert got == [(0, SIZE, 0)]
+
+
+def test_stalled_server_does_not_stall_blockd(hostile):
+    """A server that stops answering: the read waits (NBD has no request
+    timeout), QMP and the other exports do not; when the server drops the
+    connection, the read completes after the reconnect (reconnect-delay)
+    with the right data."""
+    d = hostile["blockd"]
+    srv = hostile["srv"]
+    nbd_node(d, "h1", srv.path, reconnect_delay=30)
+    uri = export(d, "h1", "h1")
+    srv.misbehave = {"stall"}
+    seen = len(srv.requests)
+    result = {}
+
+    def reader():
+        try:
+            h = connect(uri)
+            result["data"] = h.pread(LEN, OFF)
+        except nbd.Error as e:
+            result["error"] = e
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    srv.wait(lambda: any(r[0] == 0 for r in srv.requests[seen:]),
+             what="stalled read")
+    d.cmd("query-named-block-nodes")
+    h = connect(hostile["good"])
+    assert h.pread(4, 0) == b"GGGG"
+    assert "data" not in result and "error" not in result
+    srv.misbehave = set()
+    srv.drop()
+    t.join(60)
+    assert not t.is_alive(), "read still stuck after the reconnect"
+    assert result.get("data") == bytes(srv.data[OFF:OFF + LEN]), result
+
+
+def test_size_change_on_reconnect_is_refused(hostile):
+    d = hostile["blockd"]
+    srv = hostile["srv"]
+    srv.size = SIZE + MIB
+    srv.drop()
+    wait_log(d, r"nbd '[^']*'.*(export changed|size)")
+    h = connect(hostile["uri"])
+    assert h.get_size() == SIZE       # the node keeps its size
+    with pytest.raises(nbd.Error):
+        h.pread(LEN, OFF)
+    srv.size = SIZE
+    recovers(hostile)
+
+
+def test_flag_change_on_reconnect_is_refused(hostile):
+    d = hostile["blockd"]
+    srv = hostile["srv"]
+    before = d.logtext().count("export changed")
+    srv.flags |= FLAG_READ_ONLY
+    srv.drop()
+    deadline = time.monotonic() + 30
+    while d.logtext().count("export changed") == before:
+        assert time.monotonic() < deadline, d.logtext()[-3000:]
+        time.sleep(0.05)
+    h = connect(hostile["uri"])
+    with pytest.raises(nbd.Error):
+        h.pwrite(b"x" * 512, 0)
+    srv.flags &= ~FLAG_READ_ONLY
+    recovers(hostile)
+
