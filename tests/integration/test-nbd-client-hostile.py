@@ -303,3 +303,34 @@ def test_flag_change_on_reconnect_is_refused(hostile):
     srv.flags &= ~FLAG_READ_ONLY
     recovers(hostile)
 
+
+def test_persistent_violation_with_reconnect_delay_fails(hostile):
+    """With reconnect-delay, a request whose every reply breaks the
+    protocol must still end (EIO) instead of being resent forever: each
+    reconnect succeeds, and the server misbehaves again.  Issue 10:
+    "requests wait up to reconnect-delay seconds ... then fail with
+    EIO"; 60 s is 12 times the delay."""
+    if hostile["mode"] != "structured":
+        pytest.skip("one mode is enough (the engine is the same)")
+    d = hostile["blockd"]
+    srv = hostile["srv"]
+    nbd_node(d, "h2", srv.path, reconnect_delay=5)
+    uri = export(d, "h2", "h2")
+    srv.misbehave = {"unknown_cookie"}
+    result = {}
+
+    def reader():
+        try:
+            result["data"] = connect(uri).pread(LEN, OFF)
+        except nbd.Error as e:
+            result["error"] = e
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(60)
+    stuck = t.is_alive()
+    srv.misbehave = set()
+    srv.drop()
+    t.join(60)
+    assert not stuck, "the read was still being retried after 60 s " \
+        "(%d requests reached the server)" % len(srv.requests)
+    assert "error" in result, result
