@@ -57,6 +57,14 @@ GRAIN = 4096                      # block status granularity
 MISBEHAVIOURS = {
     # handshake
     "endless_list": "OPT_LIST answers NBD_REP_SERVER forever",
+    "go_endless_info": "OPT_GO answers NBD_REP_INFO forever",
+    "go_no_export": "OPT_GO acked without NBD_INFO_EXPORT",
+    "go_huge_size": "an export size of 2^63 + 4096",
+    "go_bad_block_size": "minimum block size 3 (not a power of two), "
+                         "above the maximum",
+    "reply_wrong_opt": "option replies name another option",
+    "reply_huge": "an option reply header claiming 4 GiB, then silence",
+    "meta_unasked": "SET_META_CONTEXT selects a context never asked for",
     # READ replies
     "huge_chunk": "a chunk header claiming ~4 GiB (2^40 extended), "
                   "then silence",
@@ -97,6 +105,7 @@ class Conn:
         self.structured = False
         self.extended = False
         self.meta = False          # base:allocation selected
+        self.unasked = False       # ... as a context never asked for
         self.export = None
 
     def recv(self, n):
@@ -280,6 +289,8 @@ class FakeNbd:
                 self._rep(c, opt, ERR_UNSUP, b"unsupported option")
 
     def _rep(self, c, opt, rtype, data=b""):
+        if "reply_wrong_opt" in self.misbehave:
+            opt ^= 0x40
         c.s.sendall(struct.pack(">QIII", REPMAGIC, opt, rtype, len(data)) +
                     data)
 
@@ -309,15 +320,31 @@ class FakeNbd:
         if not self._pick(c, name):
             self._rep(c, opt, ERR_UNKNOWN, b"no such export")
             return False
+        if self._bad("go_endless_info"):
+            while not self.stopping:
+                self._rep(c, opt, REP_INFO, struct.pack(">H", INFO_NAME) +
+                          b"x" * 1000)
+            raise EOFError
+        if self._bad("reply_huge"):
+            c.s.sendall(struct.pack(">QIII", REPMAGIC, opt, REP_INFO,
+                                    0xffffffff))
+            return False
         if INFO_NAME in reqs:
             self._rep(c, opt, REP_INFO, struct.pack(">H", INFO_NAME) + name)
         if INFO_DESCRIPTION in reqs and self.description is not None:
             self._rep(c, opt, REP_INFO, struct.pack(">H", INFO_DESCRIPTION) +
                       self.description.encode())
-        self._rep(c, opt, REP_INFO, struct.pack(">HIII", INFO_BLOCK_SIZE, 1,
-                                                4096, self.max_block))
-        self._rep(c, opt, REP_INFO, struct.pack(">HQH", INFO_EXPORT,
-                                                self.size, self._tflags(c)))
+        bsize = (1, 4096, self.max_block)
+        if self._bad("go_bad_block_size"):
+            bsize = (3, 4096, 2)
+        self._rep(c, opt, REP_INFO, struct.pack(">HIII", INFO_BLOCK_SIZE,
+                                                *bsize))
+        size = self.size
+        if self._bad("go_huge_size"):
+            size = (1 << 63) + 4096
+        if not self._bad("go_no_export"):
+            self._rep(c, opt, REP_INFO, struct.pack(">HQH", INFO_EXPORT, size,
+                                                    self._tflags(c)))
         self._rep(c, opt, REP_ACK)
         return True
 
@@ -368,7 +395,11 @@ class FakeNbd:
         else:
             ok = BASE_ALLOCATION in queries
             c.meta = ok
-        if ok:
+        if opt == OPT_SET_META and self._bad("meta_unasked"):
+            c.meta = c.unasked = True
+            self._rep(c, opt, REP_META, struct.pack(">I", BASE_ALLOCATION_ID)
+                      + b"qemu:dirty-bitmap:unasked")
+        elif ok:
             ctx_id = BASE_ALLOCATION_ID if opt == OPT_SET_META else 0
             self._rep(c, opt, REP_META, struct.pack(">I", ctx_id) +
                       BASE_ALLOCATION)
@@ -533,6 +564,8 @@ class FakeNbd:
         # a reply may cover less than asked: at most 1 MiB, so a client
         # walking extent by extent does not make this O(n^2)
         ext = self.extents(off, min(length, 1 << 20))
+        if c.unasked:              # what the unasked context says
+            ext = [[min(length, 1 << 20), STATE_HOLE_ZERO]]
         if flags & F_REQ_ONE:
             ext = ext[:1]
         wrap = 1 << (64 if c.extended else 32)

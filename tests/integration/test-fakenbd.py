@@ -13,11 +13,12 @@ import nbd
 import pytest
 
 from conftest import requires
-from fakenbd import FakeNbd, MISBEHAVIOURS, BASE_ALLOCATION
+from fakenbd import (FakeNbd, MISBEHAVIOURS, BASE_ALLOCATION, INFO_EXPORT,
+                     INFO_BLOCK_SIZE)
 from nbdraw import (OPT_LIST, OPT_STRUCTURED, OPT_EXTENDED, OPT_SET_META,
-                    REP_ACK, REP_SERVER, ERR_UNSUP, CMD_READ, CMD_WRITE,
-                    CMD_BS, SIMPLE_MAGIC, T_DATA,
-                    T_BS, T_BS_EXT, T_ERROR, Raw)
+                    OPT_GO, REP_ACK, REP_SERVER, REP_INFO, REP_META,
+                    ERR_UNSUP, CMD_READ, CMD_WRITE, CMD_BS, SIMPLE_MAGIC,
+                    T_DATA, T_BS, T_BS_EXT, T_ERROR, Raw)
 
 SIZE = 1 << 20
 
@@ -153,7 +154,8 @@ def header(r):
 
 
 def test_every_misbehaviour_is_documented_and_checked():
-    assert set(MISBEHAVIOURS) == set(CHECKS) | {"endless_list", "stall"}
+    assert set(MISBEHAVIOURS) == set(CHECKS) | set(HANDSHAKE) | \
+        {"endless_list", "stall"}
 
 
 def check_huge_chunk(r):
@@ -318,3 +320,66 @@ def test_run_as_a_program(sockdir):
     finally:
         p.terminate()
         assert p.wait(30) == 0
+
+
+def go_replies(r):
+    r.send_opt(OPT_GO, struct.pack(">I", 0) + struct.pack(">H", 0))
+    return r
+
+
+def infos(r):
+    out = {}
+    while True:
+        opt, t, d = r.reply()
+        if t == REP_ACK:
+            return out
+        assert t == REP_INFO
+        out[struct.unpack(">H", d[:2])[0]] = d[2:]
+
+
+def hs_go_endless_info(r):
+    go_replies(r)
+    for _ in range(2000):
+        assert r.reply()[1] == REP_INFO
+
+
+def hs_go_no_export(r):
+    assert set(infos(go_replies(r))) == {INFO_BLOCK_SIZE}
+
+
+def hs_go_huge_size(r):
+    size, flags = struct.unpack(">QH", infos(go_replies(r))[INFO_EXPORT])
+    assert size == (1 << 63) + 4096
+
+
+def hs_go_bad_block_size(r):
+    bs = struct.unpack(">III", infos(go_replies(r))[INFO_BLOCK_SIZE])
+    assert bs == (3, 4096, 2)
+
+
+def hs_reply_wrong_opt(r):
+    r.send_opt(OPT_STRUCTURED)
+    opt, t, d = r.reply()
+    assert t == REP_ACK and opt != OPT_STRUCTURED
+
+
+def hs_reply_huge(r):
+    go_replies(r)
+    magic, opt, t, n = struct.unpack(">QIII", r.recv(20))
+    assert n == 0xffffffff
+
+
+def hs_meta_unasked(r):
+    r.opt(OPT_STRUCTURED)
+    reps = r.set_meta(b"", [BASE_ALLOCATION])
+    assert reps[0] == (REP_META, struct.pack(">I", 1) +
+                       b"qemu:dirty-bitmap:unasked")
+
+
+HANDSHAKE = {n[3:]: f for n, f in globals().items() if n.startswith("hs_")}
+
+
+@pytest.mark.parametrize("mode", sorted(HANDSHAKE))
+def test_handshake_misbehaviour(srv, mode):
+    srv.misbehave = {mode}
+    HANDSHAKE[mode](Raw(srv.path))

@@ -13,7 +13,7 @@ import time
 import nbd
 import pytest
 
-from conftest import requires
+from conftest import Qmp, QmpError, requires
 from fakenbd import FakeNbd, FLAG_READ_ONLY
 from upstream import export, nbd_node, requires_nbd_driver
 
@@ -302,6 +302,62 @@ def test_flag_change_on_reconnect_is_refused(hostile):
         h.pwrite(b"x" * 512, 0)
     srv.flags &= ~FLAG_READ_ONLY
     recovers(hostile)
+
+
+
+# Handshake misbehaviours: blockdev-add fails with an error that says
+# what the server did (or, for a context never asked for, the node does
+# not use it), blockd stays up, and the same server behaving works.
+HANDSHAKE = {
+    "go_no_export": r"(?i)size|export",
+    "go_huge_size": r"(?i)size|large|big",
+    "go_bad_block_size": r"(?i)block size",
+    "reply_wrong_opt": r"(?i)option|reply",
+    "reply_huge": r"(?i)length|long|big|large|size",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HANDSHAKE))
+def test_handshake_misbehaviour_fails_blockdev_add(blockd, case):
+    requires_nbd_driver(blockd)
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  data=pattern(SIZE), misbehave={case})
+    try:
+        q = Qmp(blockd.qmp_path, timeout=300)
+        with pytest.raises(QmpError) as e:
+            q.cmd("blockdev-add", {"driver": "nbd", "node-name": "x",
+                                   "server": {"type": "unix",
+                                              "path": srv.path}})
+        assert re.search(HANDSHAKE[case], e.value.desc), e.value.desc
+        q.close()
+        srv.misbehave = set()
+        nbd_node(blockd, "x", srv.path)
+        h = connect(export(blockd, "x", "x"))
+        assert h.get_size() == SIZE
+        assert h.pread(LEN, OFF) == bytes(srv.data[OFF:OFF + LEN])
+    finally:
+        srv.stop()
+
+
+def test_unasked_meta_context_is_not_used(blockd):
+    """SET_META_CONTEXT answered with a context the client never asked
+    for (which says "hole, zero" everywhere): the node must not report
+    that as base:allocation."""
+    requires("nbdinfo")
+    requires_nbd_driver(blockd)
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  data=pattern(SIZE), misbehave={"meta_unasked"})
+    try:
+        try:
+            nbd_node(blockd, "x", srv.path)
+        except QmpError as e:         # refusing the server is fine too
+            assert "context" in e.desc, e.desc
+            return
+        r = nbdinfo_map(export(blockd, "x", "x"))
+        assert r.returncode == 0, r.stderr
+        assert merge(json.loads(r.stdout)) == [(0, SIZE, 0)]
+    finally:
+        srv.stop()
 
 
 def test_persistent_violation_with_reconnect_delay_fails(hostile):
