@@ -339,6 +339,35 @@ def test_handshake_misbehaviour_fails_blockdev_add(blockd, case):
         srv.stop()
 
 
+def test_endless_info_replies_end_the_handshake(blockd):
+    """OPT_GO answered by NBD_REP_INFO after NBD_REP_INFO, forever (each
+    one promptly, so no per-step timeout fires): blockdev-add must give
+    up with an error, as list mode does on an endless OPT_LIST, and QMP
+    stays responsive meanwhile."""
+    requires_nbd_driver(blockd)
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  misbehave={"go_endless_info"})
+    q = Qmp(blockd.qmp_path, timeout=60)
+    try:
+        q.send_raw(json.dumps({"execute": "blockdev-add", "id": 1,
+                               "arguments": {"driver": "nbd",
+                                             "node-name": "x",
+                                             "server": {"type": "unix",
+                                                        "path": srv.path}}}))
+        srv.wait(lambda: srv.options.count(7) > 0, what="OPT_GO")
+        blockd.cmd("query-version")
+        try:
+            reply = q.recv_reply()
+        except OSError:
+            reply = None
+        assert reply is not None, "blockdev-add still running after 60 s " \
+            "of NBD_REP_INFO replies"
+        assert "error" in reply, reply
+    finally:
+        srv.stop()
+        q.close()
+
+
 def test_unasked_meta_context_is_not_used(blockd):
     """SET_META_CONTEXT answered with a context the client never asked
     for (which says "hole, zero" everywhere): the node must not report
