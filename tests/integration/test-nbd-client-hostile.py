@@ -31,7 +31,17 @@ def pattern(size):
     return data
 
 
-@pytest.fixture(params=["extended", "structured", "simple"])
+MODES = ["extended", "structured", "simple"]
+STRUCTURED = ["extended", "structured"]
+
+
+def cases(table, modes):
+    """(mode, case) pairs for indirect parametrization of hostile."""
+    return [pytest.param(m, c, id="%s-%s" % (m, c))
+            for c in sorted(table) for m in modes]
+
+
+@pytest.fixture(params=MODES)
 def hostile(request, blockd, tmp_path):
     """A fake server (in the mode of the param) behind the nbd node "h0",
     exported as "h"; a file node exported as "good"."""
@@ -134,29 +144,31 @@ def merge(extents):
     return out
 
 
-# Each READ misbehaviour, the modes it applies to, and the log line that
-# says what the server did.
-READ_CASES = {
-    "unknown_cookie": (None, r"unknown cookie"),
-    "huge_chunk": ("sx", r"data chunk of \d+ bytes"),
-    "read_past_range": ("sx", r"data chunk (outside|of \d+ bytes)"),
-    "read_before_range": ("sx", r"data chunk outside"),
-    "read_overlap": ("sx", r"data chunk outside"),
-    "read_short": ("sx", r"covers \d+ of \d+ bytes"),
-    "short_chunk": ("sx", r"data chunk of 4 bytes|lost"),
-    "truncated_chunk": ("sx", r"lost"),
-    "no_done": ("sx", r"lost"),
-    "close_mid_reply": (None, r"lost"),
-    "bad_error_chunk": ("sx", r"malformed error chunk"),
+# Each READ misbehaviour and the log line that says what the server did;
+# the first two apply to simple replies as well.
+READ_ANY = {
+    "unknown_cookie": r"unknown cookie",
+    "close_mid_reply": r"lost",
+}
+READ_STRUCTURED = {
+    "huge_chunk": r"data chunk of \d+ bytes",
+    "read_past_range": r"data chunk (outside|of \d+ bytes)",
+    "read_before_range": r"data chunk outside",
+    "read_overlap": r"data chunk outside",
+    "read_short": r"covers \d+ of \d+ bytes",
+    "short_chunk": r"data chunk of 4 bytes|lost",
+    "truncated_chunk": r"lost",
+    "no_done": r"lost",
+    "bad_error_chunk": r"malformed error chunk",
 }
 
 
-@pytest.mark.parametrize("case", sorted(READ_CASES))
+@pytest.mark.parametrize("hostile,case",
+                         cases(READ_ANY, MODES) +
+                         cases(READ_STRUCTURED, STRUCTURED),
+                         indirect=["hostile"])
 def test_read_misbehaviour_fails_cleanly(hostile, case):
-    modes, regex = READ_CASES[case]
-    short = {"simple": "n", "structured": "s", "extended": "x"}
-    if modes is not None and short[hostile["mode"]] not in modes:
-        pytest.skip("%s needs structured replies" % case)
+    regex = READ_ANY.get(case) or READ_STRUCTURED[case]
     d = hostile["blockd"]
     hostile["srv"].misbehave = {case}
     h = connect(hostile["uri"])
@@ -170,11 +182,10 @@ def test_read_misbehaviour_fails_cleanly(hostile, case):
     recovers(hostile)
 
 
+@pytest.mark.parametrize("hostile", ["simple"], indirect=True)
 def test_oversized_simple_reply_drops_connection(hostile):
     """64 KiB of junk after a simple reply: the junk is read as the next
     reply header, which is a protocol violation."""
-    if hostile["mode"] != "simple":
-        pytest.skip("simple replies only")
     d = hostile["blockd"]
     hostile["srv"].misbehave = {"oversized_simple"}
     hostile["srv"].misbehave_once = True
@@ -208,11 +219,10 @@ def nbdinfo_map(uri):
                           capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("case", sorted(BS_FAIL))
+@pytest.mark.parametrize("hostile,case", cases(BS_FAIL, STRUCTURED),
+                         indirect=["hostile"])
 def test_block_status_violation_fails(hostile, case):
     requires("nbdinfo")
-    if hostile["mode"] == "simple":
-        pytest.skip("no block status without structured replies")
     d = hostile["blockd"]
     hostile["srv"].misbehave = {case}
     r = nbdinfo_map(hostile["uri"])
@@ -222,11 +232,10 @@ def test_block_status_violation_fails(hostile, case):
     recovers(hostile)
 
 
-@pytest.mark.parametrize("case", sorted(BS_CLAMP))
+@pytest.mark.parametrize("hostile,case", cases(BS_CLAMP, STRUCTURED),
+                         indirect=["hostile"])
 def test_block_status_extents_clamped(hostile, case):
     requires("nbdinfo")
-    if hostile["mode"] == "simple":
-        pytest.skip("no block status without structured replies")
     srv = hostile["srv"]
     srv.misbehave = {case}
     r = nbdinfo_map(hostile["uri"])
@@ -389,14 +398,13 @@ def test_unasked_meta_context_is_not_used(blockd):
         srv.stop()
 
 
+@pytest.mark.parametrize("hostile", ["structured"], indirect=True)
 def test_persistent_violation_with_reconnect_delay_fails(hostile):
     """With reconnect-delay, a request whose every reply breaks the
     protocol must still end (EIO) instead of being resent forever: each
     reconnect succeeds, and the server misbehaves again.  Issue 10:
     "requests wait up to reconnect-delay seconds ... then fail with
     EIO"; 60 s is 12 times the delay."""
-    if hostile["mode"] != "structured":
-        pytest.skip("one mode is enough (the engine is the same)")
     d = hostile["blockd"]
     srv = hostile["srv"]
     nbd_node(d, "h2", srv.path, reconnect_delay=5)
