@@ -14,7 +14,8 @@ import nbd
 import pytest
 
 from conftest import Qmp, QmpError, requires
-from fakenbd import FakeNbd, FLAG_READ_ONLY
+from fakenbd import (FakeNbd, DEFAULT_FLAGS, FLAG_CAN_MULTI_CONN,
+                     FLAG_READ_ONLY)
 from upstream import export, nbd_node, requires_nbd_driver
 
 MIB = 1 << 20
@@ -312,6 +313,33 @@ def test_flag_change_on_reconnect_is_refused(hostile):
     srv.flags &= ~FLAG_READ_ONLY
     recovers(hostile)
 
+
+
+
+def multi_conn_node(blockd):
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  data=pattern(SIZE), flags=DEFAULT_FLAGS |
+                  FLAG_CAN_MULTI_CONN)
+    nbd_node(blockd, "m0", srv.path)
+    uri = export(blockd, "m0", "m")
+    srv.wait(lambda: srv.handshakes >= 2, what="several connections")
+    return srv, uri
+
+
+def test_multi_conn_violation_resent_on_another_connection(blockd):
+    """With multi-conn, a violation kills one connection; the read is
+    sent again on another one and succeeds with the right data."""
+    requires_nbd_driver(blockd)
+    srv, uri = multi_conn_node(blockd)
+    try:
+        srv.misbehave = {"unknown_cookie"}
+        srv.misbehave_once = True
+        h = connect(uri)
+        assert h.pread(LEN, OFF) == bytes(srv.data[OFF:OFF + LEN])
+        wait_log(blockd, r"unknown cookie")
+        recovers(dict(srv=srv, uri=uri, blockd=blockd))
+    finally:
+        srv.stop()
 
 
 # Handshake misbehaviours: blockdev-add fails with an error that says
