@@ -455,3 +455,31 @@ def test_persistent_violation_with_reconnect_delay_fails(hostile):
     assert not stuck, "the read was still being retried after 60 s " \
         "(%d requests reached the server)" % len(srv.requests)
     assert "error" in result, result
+
+
+def test_multi_conn_persistent_violation_fails(blockd):
+    """With multi-conn and no reconnect-delay, a server that breaks the
+    protocol on every connection must fail the read (EIO), not bounce it
+    from connection to connection while each one is reconnected."""
+    requires_nbd_driver(blockd)
+    srv, uri = multi_conn_node(blockd)
+    result = {}
+
+    def reader():
+        try:
+            result["data"] = connect(uri).pread(LEN, OFF)
+        except nbd.Error as e:
+            result["error"] = e
+    try:
+        srv.misbehave = {"unknown_cookie"}
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(60)
+        stuck = t.is_alive()
+        srv.misbehave = set()
+        t.join(60)
+        assert not stuck, "the read was still being resent after 60 s " \
+            "(%d requests reached the server)" % len(srv.requests)
+        assert "error" in result, result
+    finally:
+        srv.stop()
