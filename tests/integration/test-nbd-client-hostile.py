@@ -16,6 +16,7 @@ import pytest
 from conftest import Qmp, QmpError, requires
 from fakenbd import (FakeNbd, DEFAULT_FLAGS, FLAG_CAN_MULTI_CONN,
                      FLAG_READ_ONLY)
+from nbdraw import OPT_EXTENDED, OPT_STRUCTURED
 from upstream import export, nbd_node, requires_nbd_driver
 
 MIB = 1 << 20
@@ -52,6 +53,11 @@ def hostile(request, blockd, tmp_path):
                   data=pattern(SIZE), structured=mode != "simple",
                   extended=mode == "extended")
     nbd_node(blockd, "h0", srv.path)
+    # the client really speaks the mode: it asks for extended headers
+    # first, and falls back to structured replies when refused
+    assert srv.options[0] == OPT_EXTENDED, srv.options
+    if mode == "structured":
+        assert OPT_STRUCTURED in srv.options, srv.options
     uri = export(blockd, "h0", "h")
     img = str(tmp_path / "good.raw")
     with open(img, "wb") as f:
