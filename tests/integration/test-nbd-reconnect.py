@@ -4,6 +4,7 @@ while a client reads and writes through blockd.  With reconnect-delay
 the I/O waits and completes, and the data verifies; without it the
 requests fail cleanly and the node recovers when the server returns.
 The node reports both with NBD_CLIENT_DISCONNECTED / RECONNECTED."""
+import subprocess
 import threading
 import time
 
@@ -207,3 +208,47 @@ def test_open_timeout_waits_for_the_server(upstream):
     h.connect_uri(uri)
     assert h.pread(BLK, BLK) == block(1, 0)
     h.shutdown()
+
+
+def test_chain_over_reconnecting_backing(upstream, tmp_path):
+    """A qcow2 overlay whose backing is the nbd node: while the upstream
+    is away, a read of backing data and a partial-cluster write (whose
+    copy-on-write reads the backing) wait; after the restart both
+    complete, and the chain reads as qemu-img reads it."""
+    requires("qemu-img")
+    d = upstream["blockd"]
+    qmp = d.conn
+    top = str(tmp_path / "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                    "-b", "nbd+unix:///?socket=" + upstream["up"].sock, top,
+                    str(SIZE)], check=True)
+    nbd_node(d, "n0", upstream["up"].sock, reconnect_delay=60)
+    d.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                           "file": {"driver": "file", "filename": top},
+                           "backing": "n0"})
+    uri = export(d, "top", "top")
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    assert h.pread(BLK, 5 * BLK) == block(5, 0)
+    upstream["up"].stop()
+    qmp.get_event("NBD_CLIENT_DISCONNECTED", timeout=30)
+    rbuf = nbd.Buffer(BLK)
+    rcookie = h.aio_pread(rbuf, 9 * BLK)
+    wbuf = nbd.Buffer.from_bytearray(bytearray(b"W" * 4096))
+    wcookie = h.aio_pwrite(wbuf, 11 * BLK + 512)
+    upstream["up"].start()
+    qmp.get_event("NBD_CLIENT_RECONNECTED", timeout=60)
+    for cookie in (rcookie, wcookie):
+        while not h.aio_command_completed(cookie):
+            h.poll(1)
+    assert rbuf.to_bytearray() == block(9, 0)
+    want = bytearray(block(11, 0))
+    want[512:512 + 4096] = b"W" * 4096
+    assert h.pread(BLK, 11 * BLK) == want
+    h.flush()
+    h.shutdown()
+    subprocess.run(["qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2",
+                    uri, top], check=True, capture_output=True)
+    with open(upstream["img"], "rb") as f:     # the base is untouched
+        f.seek(11 * BLK)
+        assert f.read(BLK) == block(11, 0)
