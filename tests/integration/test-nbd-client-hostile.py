@@ -183,6 +183,12 @@ def test_read_misbehaviour_fails_cleanly(hostile, case):
         h.pread(LEN, OFF)
     assert e.value.errno == "EIO", e.value
     wait_log(d, "nbd '[^']*'.*(" + regex + ")")
+    if case != "read_short":          # that one keeps the connection
+        # the operator is told which node lost its server, and why
+        ev = d.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=30)
+        assert ev["data"]["node-name"] == "h0", ev
+        if regex != "lost":
+            assert re.search(regex, ev["data"]["reason"]), ev
     # QMP still answers, the other export still serves (fixture end)
     d.cmd("query-named-block-nodes")
     hostile["srv"].misbehave = set()
