@@ -158,10 +158,10 @@ def test_writes_land_in_overlay_only(chain):
     assert depth_at(5 * MIB)[0] == 1              # untouched: backing
     run("qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2",
         chain["uri"], chain["top"])
-    # and qemu-nbd on the same files agrees on depth now as well
+    # and qemu-nbd on the same files agrees on both maps now as well
     q, quri = qemu_nbd_chain(chain, "after")
     try:
-        assert nbd_map(chain["uri"], "qemu:allocation-depth") == \
-            nbd_map(quri, "qemu:allocation-depth")
+        for ctx in ("qemu:allocation-depth", "base:allocation"):
+            assert nbd_map(chain["uri"], ctx) == nbd_map(quri, ctx), ctx
     finally:
         q.stop()
