@@ -70,6 +70,8 @@ MISBEHAVIOURS = {
                   "then silence",
     "oversized_simple": "a simple READ reply with 64 KiB more data "
                         "than asked",
+    "unsolicited_structured": "a structured chunk to a client that did "
+                              "not negotiate structured replies",
     "unknown_cookie": "the reply carries a cookie never sent",
     "read_past_range": "an OFFSET_DATA chunk ending 4 KiB past the "
                        "request",
@@ -481,6 +483,11 @@ class FakeNbd:
                 c.s.sendall(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie) +
                             data[:length // 2])
             return False
+        if not c.structured and self._bad("unsolicited_structured"):
+            c.s.sendall(struct.pack(">IHHQI", STRUCT_MAGIC, 1, T_DATA,
+                                    cookie, 8 + length) +
+                        struct.pack(">Q", off) + data)
+            return True
         if not c.structured and self._bad("oversized_simple"):
             c.s.sendall(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie) +
                         data + bytes(65536))

@@ -18,6 +18,7 @@ from fakenbd import (FakeNbd, MISBEHAVIOURS, BASE_ALLOCATION, INFO_EXPORT,
 from nbdraw import (OPT_LIST, OPT_STRUCTURED, OPT_EXTENDED, OPT_SET_META,
                     OPT_GO, REP_ACK, REP_SERVER, REP_INFO, REP_META,
                     ERR_UNSUP, CMD_READ, CMD_WRITE, CMD_BS, SIMPLE_MAGIC,
+                    STRUCT_MAGIC,
                     T_DATA, T_BS, T_BS_EXT, T_ERROR, Raw)
 
 SIZE = 1 << 20
@@ -170,6 +171,11 @@ def check_oversized_simple(r):
     assert len(r.recv(4096 + 65536)) == 4096 + 65536
 
 
+def check_unsolicited_structured(r):
+    magic, flags, t, cookie, n = header(r)
+    assert (magic, t, n) == (STRUCT_MAGIC, T_DATA, 8 + 4096)
+
+
 def check_unknown_cookie(r):
     assert header(r)[3] not in (1, 0)
 
@@ -274,7 +280,8 @@ CHECKS = {n[6:]: f for n, f in globals().items() if n.startswith("check_")}
 def test_misbehaviour(srv, mode):
     srv.misbehave = {mode}
     srv.misbehave_once = True
-    r = raw(srv, structured=mode != "oversized_simple")
+    r = raw(srv, structured=mode not in ("oversized_simple",
+                                         "unsolicited_structured"))
     cmd = CMD_BS if mode.startswith("bs_") else CMD_READ
     r.request(cmd, 65536, 4096, cookie=1)
     CHECKS[mode](r)

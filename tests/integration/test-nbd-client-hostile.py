@@ -196,6 +196,21 @@ def test_read_misbehaviour_fails_cleanly(hostile, case):
 
 
 @pytest.mark.parametrize("hostile", ["simple"], indirect=True)
+def test_unsolicited_structured_reply_fails(hostile):
+    """A structured chunk to a client that did not negotiate them."""
+    d = hostile["blockd"]
+    hostile["srv"].misbehave = {"unsolicited_structured"}
+    h = connect(hostile["uri"])
+    with pytest.raises(nbd.Error):
+        h.pread(LEN, OFF)
+    ev = d.conn.get_event("NBD_CLIENT_DISCONNECTED", timeout=30)
+    assert ev["data"]["node-name"] == "h0", ev
+    wait_log(d, r"nbd '[^']*'.*protocol violation")
+    hostile["srv"].misbehave = set()
+    recovers(hostile)
+
+
+@pytest.mark.parametrize("hostile", ["simple"], indirect=True)
 def test_oversized_simple_reply_drops_connection(hostile):
     """64 KiB of junk after a simple reply: the junk is read as the next
     reply header, which is a protocol violation."""
