@@ -58,6 +58,7 @@ MISBEHAVIOURS = {
     # handshake
     "endless_list": "OPT_LIST answers NBD_REP_SERVER forever",
     "go_endless_info": "OPT_GO answers NBD_REP_INFO forever",
+    "stall_greeting": "no greeting until the misbehaviour is cleared",
     "go_no_export": "OPT_GO acked without NBD_INFO_EXPORT",
     "go_huge_size": "an export size of 2^63 + 4096",
     "go_bad_block_size": "minimum block size 3 (not a power of two), "
@@ -244,6 +245,8 @@ class FakeNbd:
 
     def _handshake(self, c):
         """Options up to GO/EXPORT_NAME; False if the client left."""
+        while "stall_greeting" in self.misbehave and not self.stopping:
+            time.sleep(0.05)
         c.s.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, 3))
         cflags = struct.unpack(">I", c.recv(4))[0]
         if cflags & ~3:

@@ -4,6 +4,7 @@ correctly; misbehaving, it puts on the wire exactly the violation it is
 named after (checked with the hand-driven client, nbdraw.py)."""
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -383,10 +384,16 @@ def hs_meta_unasked(r):
                        b"qemu:dirty-bitmap:unasked")
 
 
+def hs_stall_greeting(r):
+    r.s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        r.s.recv(1)
+
+
 HANDSHAKE = {n[3:]: f for n, f in globals().items() if n.startswith("hs_")}
 
 
 @pytest.mark.parametrize("mode", sorted(HANDSHAKE))
 def test_handshake_misbehaviour(srv, mode):
     srv.misbehave = {mode}
-    HANDSHAKE[mode](Raw(srv.path))
+    HANDSHAKE[mode](Raw(srv.path, handshake=mode != "stall_greeting"))

@@ -403,6 +403,25 @@ def test_handshake_misbehaviour_fails_blockdev_add(blockd, case):
         srv.stop()
 
 
+def test_silent_server_times_out_blockdev_add(blockd):
+    """A server that accepts but never greets: blockdev-add fails after
+    the handshake's step timeout, it does not wait forever."""
+    requires_nbd_driver(blockd)
+    srv = FakeNbd(os.path.join(blockd.sockdir, "fake.sock"),
+                  misbehave={"stall_greeting"})
+    q = Qmp(blockd.qmp_path, timeout=120)
+    try:
+        with pytest.raises(QmpError) as e:
+            q.cmd("blockdev-add", {"driver": "nbd", "node-name": "x",
+                                   "server": {"type": "unix",
+                                              "path": srv.path}})
+        assert re.search(r"(?i)time", e.value.desc), e.value.desc
+        assert srv.connections >= 1
+    finally:
+        srv.stop()
+        q.close()
+
+
 def test_endless_info_replies_end_the_handshake(blockd):
     """OPT_GO answered by NBD_REP_INFO after NBD_REP_INFO, forever (each
     one promptly, so no per-step timeout fires): blockdev-add must give
