@@ -310,6 +310,42 @@ def test_stalled_server_does_not_stall_blockd(hostile):
     assert result.get("data") == bytes(srv.data[OFF:OFF + LEN]), result
 
 
+def test_removal_with_a_stalled_request(hostile):
+    """block-export-del mode=hard with a read stalled upstream: the
+    client is cut off at once and QMP answers, but the node stays in
+    use until the request ends (NBD has no request timeout); when the
+    server drops the connection the export goes and blockdev-del
+    works."""
+    d = hostile["blockd"]
+    srv = hostile["srv"]
+    srv.misbehave = {"stall"}
+    seen = len(srv.requests)
+    result = {}
+
+    def reader():
+        try:
+            result["data"] = connect(hostile["uri"]).pread(LEN, OFF)
+        except nbd.Error as e:
+            result["error"] = e
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    srv.wait(lambda: any(r[0] == 0 for r in srv.requests[seen:]),
+             what="stalled read")
+    d.cmd("block-export-del", id="e-h", mode="hard")
+    t.join(60)
+    assert "error" in result, result          # the client was cut off
+    with pytest.raises(QmpError) as e:
+        d.cmd("blockdev-del", node_name="h0")
+    assert "in use" in e.value.desc
+    srv.misbehave = set()
+    srv.drop()
+    ev = d.conn.get_event("BLOCK_EXPORT_DELETED", timeout=60)
+    assert ev["data"]["id"] == "e-h"
+    d.cmd("blockdev-del", node_name="h0")
+    assert "h0" not in [n["node-name"]
+                        for n in d.cmd("query-named-block-nodes")]
+
+
 def test_size_change_on_reconnect_is_refused(hostile):
     d = hostile["blockd"]
     srv = hostile["srv"]
