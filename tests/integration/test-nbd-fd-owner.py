@@ -34,12 +34,17 @@ class Daemon:
              % self.img],
             pass_fds=list(pass_fds), stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=self.log)
+        # The socket file appears at bind(), before listen(): wait until
+        # a connection is accepted, not until the file exists.
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.qmp_path):
+        while True:
             assert self.proc.poll() is None, "blockd exited"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        self.qmp = Qmp(self.qmp_path)
+            assert time.monotonic() < deadline, "no QMP socket"
+            try:
+                self.qmp = Qmp(self.qmp_path)
+                break
+            except OSError:
+                time.sleep(0.02)
 
     def start_fd(self, fd):
         self.qmp.cmd("nbd-server-start",
