@@ -5,6 +5,7 @@
 #
 #   bench/run.sh [--rounds N] [--workloads LIST] [--peers a,b] [--results DIR]
 #                [--qcow2] [--idle-rss N] [--idle-only] [--nbd]
+#                [--nbd-upstream pattern|file|memory]
 #
 # Environment: BLOCKD (default build/blockd), BENCH_HARNESS (default
 # ../shared/bench next to the repository).  Every server gets the same
@@ -21,12 +22,14 @@
 # --peers blockd-qcow2 to compare only those two.
 #
 # --nbd runs only the NBD client case instead (issue 10): "blockd-reexport",
-# blockd exporting an `nbd` node whose upstream is nbdkit's memory plugin
-# on a unix socket, against "qsd-reexport", qemu-storage-daemon doing the
-# same (--blockdev driver=nbd,...).  The upstream nbdkit starts each
-# re-exporter with --run and exits with it; both run on the server's core,
-# but only the re-exporter's CPU is counted (its PID tree).  The image is nbdkit's memory, not
-# {img}, so the read-back check is off.  Workloads default to seqread and
+# blockd exporting an `nbd` node whose upstream is nbdkit on a unix
+# socket, against "qsd-reexport", qemu-storage-daemon doing the same
+# (--blockdev driver=nbd,...).  --nbd-upstream picks the upstream:
+# pattern (default; generated data, read-only), file (the harness's
+# random {img}, read-back checked) or memory (an empty disk: zeroes).
+# The upstream nbdkit starts each re-exporter with --run and exits with
+# it; both run on the server's core, but only the re-exporter's CPU is
+# counted (its PID tree).  Workloads default to seqread and
 # randread4k_qd16; ratios are blockd-reexport / qsd-reexport.
 #
 # Then bench/idle-rss.py reports blockd's VmRSS with N idle connections
@@ -46,6 +49,7 @@ IDLE_CONNS=1000
 IDLE_ONLY=0
 NBD=0
 RESULTS=/tmp/blockd-bench/$(date +%F-%H%M%S)
+NBD_UP=pattern
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,7 +61,8 @@ while [ $# -gt 0 ]; do
     --idle-rss) IDLE_CONNS=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
     --nbd) NBD=1; shift ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --nbd-upstream) NBD=1; NBD_UP=$2; shift 2 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -70,9 +75,31 @@ fi
 [ -x "$HARNESS/run-peers.sh" ] || { echo "no harness at $HARNESS" >&2; exit 1; }
 
 if [ "$NBD" = 1 ]; then
-  UP="nbdkit -f -U {dir}/up.sock memory {size} --run"
-  UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
-  NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
+  case "$NBD_UP" in
+    # Data everywhere, generated (read-only): what both re-exporters cost
+    # per byte, with no upstream work to speak of.
+    pattern)
+      UP="nbdkit -f -U {dir}/up.sock pattern {size} --run"
+      UPNODE="driver=nbd,node-name=n0,read-only=on,server.type=unix,server.path={dir}/up.sock"
+      NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=off"
+      VERIFY="--bench-args --no-verify" ;;
+    # The harness's random {img} (read-back checked).  QEMU's server asks
+    # the upstream for block status on every read, which nbdkit's file
+    # plugin answers with SEEK_HOLE: slow on a big tmpfs file.
+    file)
+      UP="nbdkit -f -U {dir}/up.sock file {img} --run"
+      UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
+      NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
+      VERIFY="" ;;
+    # An empty memory disk: every read is zeroes, which QEMU's server
+    # sends as hole chunks and blockd's as data.
+    memory)
+      UP="nbdkit -f -U {dir}/up.sock memory {size} --run"
+      UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
+      NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
+      VERIFY="--bench-args --no-verify" ;;
+    *) echo "bench/run.sh: --nbd-upstream pattern|file|memory" >&2; exit 2 ;;
+  esac
   NQSD="qemu-storage-daemon --pidfile {pidfile} --blockdev $UPNODE"
   NBLK="$BLOCKD --pidfile {pidfile} --blockdev $UPNODE"
   NUNIX="--nbd-server addr.type=unix,addr.path={sock} $NEXP"
@@ -80,8 +107,7 @@ if [ "$NBD" = 1 ]; then
   mkdir -p "$RESULTS"
   "$HARNESS/run-peers.sh" --rounds "$ROUNDS" --results "$RESULTS" \
     --only qsd-reexport,blockd-reexport \
-    --workloads "${WORKLOADS:-seqread,randread4k_qd16}" \
-    --bench-args --no-verify \
+    --workloads "${WORKLOADS:-seqread,randread4k_qd16}" $VERIFY \
     --extra qsd-reexport "$UP 'exec $NQSD $NUNIX'" "$UP 'exec $NQSD $NTCP'" \
     --extra blockd-reexport "$UP 'exec $NBLK $NUNIX'" "$UP 'exec $NBLK $NTCP'"
   /usr/bin/python3 "$HERE/ratios.py" --base blockd-reexport "$RESULTS/raw.txt" \
