@@ -30,7 +30,7 @@ HARNESS=${BENCH_HARNESS:-$(dirname "$ROOT")/shared/bench}
 ROUNDS=3
 SIZE=$((512 * 1024 * 1024))
 RESULTS=/tmp/blockd-bench/tls-$(date +%F-%H%M%S)
-WORKLOADS="seqread randread4k_qd16 connect"
+WORKLOADS="${WORKLOADS:-seqread randread4k_qd16 connect}"
 
 while [ $# -gt 0 ]; do
   case "$1" in
