@@ -10,6 +10,7 @@
 #ifndef BLOCKD_CRYPTO_INTERNAL_H
 #define BLOCKD_CRYPTO_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,9 @@ DEFINE_VECTOR_TYPE(ObjectVec, Object *);
 
 struct ObjectSet {
     ObjectVec objs;           /* in the order added */
+    /* Recursive: taken by the entry points an nbd node's open or close
+     * may call from a worker or its I/O thread (object.h). */
+    pthread_mutex_t lock;
 };
 
 /* Look an object up by id (NULL when absent). */

@@ -14,7 +14,14 @@
 
 ObjectSet *object_set_new(void)
 {
-    return xzalloc(sizeof(ObjectSet));
+    ObjectSet *set = xzalloc(sizeof(ObjectSet));
+    pthread_mutexattr_t a;
+
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&set->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    return set;
 }
 
 static void object_free(Object *obj)
@@ -53,6 +60,7 @@ void object_set_free(ObjectSet *set)
         object_free(set->objs.ptr[--set->objs.len]);
     }
     ObjectVec_reset(&set->objs);
+    pthread_mutex_destroy(&set->lock);
     free(set);
 }
 
@@ -82,7 +90,8 @@ static bool id_wellformed(const char *id)
     return true;
 }
 
-bool object_add(ObjectSet *set, const ObjectOptions *opts, Error **errp)
+static bool object_add_locked(ObjectSet *set, const ObjectOptions *opts,
+                              Error **errp)
 {
     Object *obj;
 
@@ -125,7 +134,8 @@ bool object_add(ObjectSet *set, const ObjectOptions *opts, Error **errp)
     return true;
 }
 
-bool object_del(ObjectSet *set, const char *id, Error **errp)
+static bool object_del_locked(ObjectSet *set, const char *id,
+                              Error **errp)
 {
     for (size_t i = 0; i < set->objs.len; i++) {
         Object *obj = set->objs.ptr[i];
@@ -146,8 +156,8 @@ bool object_del(ObjectSet *set, const char *id, Error **errp)
     return false;
 }
 
-bool object_add_user(ObjectSet *set, const char *id, const char *user,
-                     Error **errp)
+static bool object_add_user_locked(ObjectSet *set, const char *id,
+                                   const char *user, Error **errp)
 {
     Object *obj = object_find(set, id);
 
@@ -165,7 +175,8 @@ bool object_add_user(ObjectSet *set, const char *id, const char *user,
     return true;
 }
 
-void object_remove_user(ObjectSet *set, const char *id, const char *user)
+static void object_remove_user_locked(ObjectSet *set, const char *id,
+                                      const char *user)
 {
     Object *obj = object_find(set, id);
 
@@ -257,4 +268,59 @@ bool crypto_read_file(const char *path, size_t max, char **out,
     *len = n;
     *out = TAKE_PTR(buf);
     return true;
+}
+
+/* The entry points that change the set or its users, under its lock
+ * (object.h: an nbd node pins its credentials from a worker). */
+bool object_add(ObjectSet *set, const ObjectOptions *opts, Error **errp)
+{
+    bool ok;
+
+    pthread_mutex_lock(&set->lock);
+    ok = object_add_locked(set, opts, errp);
+    pthread_mutex_unlock(&set->lock);
+    return ok;
+}
+
+bool object_del(ObjectSet *set, const char *id, Error **errp)
+{
+    bool ok;
+
+    pthread_mutex_lock(&set->lock);
+    ok = object_del_locked(set, id, errp);
+    pthread_mutex_unlock(&set->lock);
+    return ok;
+}
+
+bool object_add_user(ObjectSet *set, const char *id, const char *user,
+                     Error **errp)
+{
+    bool ok;
+
+    pthread_mutex_lock(&set->lock);
+    ok = object_add_user_locked(set, id, user, errp);
+    pthread_mutex_unlock(&set->lock);
+    return ok;
+}
+
+void object_remove_user(ObjectSet *set, const char *id, const char *user)
+{
+    pthread_mutex_lock(&set->lock);
+    object_remove_user_locked(set, id, user);
+    pthread_mutex_unlock(&set->lock);
+}
+
+TlsCreds *object_use_tls_creds(ObjectSet *set, const char *id,
+                               TlsEndpoint want, const char *user,
+                               Error **errp)
+{
+    TlsCreds *c;
+
+    pthread_mutex_lock(&set->lock);
+    c = object_get_tls_creds(set, id, want, errp);
+    if (c && !object_add_user_locked(set, id, user, errp)) {
+        c = NULL;
+    }
+    pthread_mutex_unlock(&set->lock);
+    return c;
 }

@@ -14,7 +14,10 @@
  * its creds and authz, an nbd node its creds, a tls-creds-x509 the
  * secret of its key) registers as a user with object_add_user;
  * object_del refuses an object with users (QEMU allows deleting in-use
- * credentials, blockd does not).  Loop thread only.
+ * credentials, blockd does not).  Loop thread only, except
+ * object_add_user / object_remove_user and object_use_tls_creds
+ * (tls.h), which an nbd node's open and close may call from a worker:
+ * they and object_add / object_del take the set's lock.
  */
 #ifndef BLOCKD_CRYPTO_OBJECT_H
 #define BLOCKD_CRYPTO_OBJECT_H

@@ -35,10 +35,16 @@ typedef struct Authz Authz;         /* authz-simple, -list or -listfile */
 
 /* The TLS credentials object id, for an endpoint of kind want.  Errors
  * in QEMU's words: "No TLS credentials with id 'X'", "Object with id 'X'
- * is not TLS credentials", "Expecting TLS credentials with a server
- * endpoint" (or client).  Borrowed (see above). */
+ * is not TLS credentials", "Expected TLS credentials for a server
+ * endpoint" (or client; QEMU 7.2's wording).  Borrowed (see above). */
 TlsCreds *object_get_tls_creds(ObjectSet *set, const char *id,
                                TlsEndpoint want, Error **errp);
+/* object_get_tls_creds and object_add_user(set, id, user) at once,
+ * under the set's lock: any thread (the nbd driver's open on a
+ * worker).  The caller unpins with object_remove_user. */
+TlsCreds *object_use_tls_creds(ObjectSet *set, const char *id,
+                               TlsEndpoint want, const char *user,
+                               Error **errp);
 /* The authorization object id, in QEMU's words: "Cannot find QAuthZ
  * object ID X", "Object 'X' is not a QAuthZ subclass".  Borrowed. */
 Authz *object_get_authz(ObjectSet *set, const char *id, Error **errp);

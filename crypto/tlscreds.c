@@ -780,7 +780,7 @@ TlsCreds *object_get_tls_creds(ObjectSet *set, const char *id,
     }
     c = (TlsCreds *)obj;
     if (c->endpoint != want) {
-        error_setg(errp, "Expecting TLS credentials with a %s endpoint",
+        error_setg(errp, "Expected TLS credentials for a %s endpoint",
                    endpoint_name(want));
         return NULL;
     }
@@ -813,7 +813,7 @@ bool tls_creds_session_new(TlsCreds *c, TlsEndpoint endpoint,
     int r;
 
     if (endpoint != c->endpoint) {
-        error_setg(errp, "Expecting TLS credentials with a %s endpoint",
+        error_setg(errp, "Expected TLS credentials for a %s endpoint",
                    endpoint_name(endpoint));
         return false;
     }

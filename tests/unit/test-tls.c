@@ -408,13 +408,13 @@ static void test_endpoints(void)
     CU_ASSERT_PTR_NULL(object_get_tls_creds(set, "cli", TLS_ENDPOINT_SERVER,
                                             &err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(err);
-    CU_ASSERT_STRING_EQUAL(err->msg, "Expecting TLS credentials with a "
+    CU_ASSERT_STRING_EQUAL(err->msg, "Expected TLS credentials for a "
                                      "server endpoint");
     error_free(err);
     err = NULL;
     CU_ASSERT_PTR_NULL(object_get_tls_creds(set, "psrv",
                                             TLS_ENDPOINT_CLIENT, &err));
-    CU_ASSERT_STRING_EQUAL(err->msg, "Expecting TLS credentials with a "
+    CU_ASSERT_STRING_EQUAL(err->msg, "Expected TLS credentials for a "
                                      "client endpoint");
     error_free(err);
     err = NULL;
