@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "crypto/object.h"
 #include "qapi-types.h"
 #include "qmp/qmp.h"
 #include "util/error.h"
@@ -256,6 +257,7 @@ typedef struct BlockHost {
     Loop *loop;
     WorkerPool *pool;
     MonitorSet *events;          /* BLOCK_IMAGE_CORRUPTED */
+    ObjectSet *objects;          /* tls-creds of nbd nodes */
 } BlockHost;
 
 /* A new, empty graph; host (copied) may be NULL. */

@@ -37,10 +37,11 @@ Daemon *daemon_new(Error **errp)
         return NULL;
     }
     d->monitors = monitor_set_new(d->loop, &d->qmp);
+    d->objects = object_set_new();
     d->graph = blk_graph_new(&(BlockHost) {
         .loop = d->loop, .pool = d->pool, .events = d->monitors,
+        .objects = d->objects,
     });
-    d->objects = object_set_new();
     nbd_driver_register(d->graph);
     d->nbd = (NbdContext) {
         .loop = d->loop, .pool = d->pool, .graph = d->graph,

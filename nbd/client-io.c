@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nbd/client-tls.h"
 #include "nbd/proto.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -90,8 +91,20 @@ typedef enum InState {
     IN_PAYLOAD,                 /* reading a chunk payload into pl */
 } InState;
 
+/* How a connection moves bytes once the engine has it: the socket
+ * itself, or the TLS stream the handshake left (client-tls.h).  Both
+ * never wait: > 0 bytes, 0 on EOF (recv), -EAGAIN, -errno. */
+typedef struct NbdcIo {
+    ssize_t (*recv)(NbdClientXport *xp, void *buf, size_t len);
+    ssize_t (*sendv)(NbdClientXport *xp, const struct iovec *iov,
+                     int iovcnt);
+    /* Bytes already received that poll() cannot see; NULL: none. */
+    size_t (*pending)(NbdClientXport *xp);
+} NbdcIo;
+
 typedef struct NbdcConn {
     NbdcLink link;
+    const NbdcIo *io;
     bool up;
     unsigned inflight;          /* SENT slots on this connection */
     /* output: a queue of slots; the head is being written */
@@ -382,6 +395,35 @@ static void conn_lost_why(NbdcEngine *e, unsigned idx, const char *reason,
     }
 }
 
+static ssize_t plain_recv(NbdClientXport *xp, void *buf, size_t len)
+{
+    ssize_t n = recv(xp->fd, buf, len, MSG_DONTWAIT);
+
+    return n >= 0 ? n : errno == EINTR ? -EAGAIN : -errno;
+}
+
+static ssize_t plain_sendv(NbdClientXport *xp, const struct iovec *iov,
+                           int iovcnt)
+{
+    ssize_t n = sendmsg(xp->fd, &(struct msghdr) {
+                            .msg_iov = (struct iovec *)iov,
+                            .msg_iovlen = (size_t)iovcnt },
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+
+    return n >= 0 ? n : errno == EINTR ? -EAGAIN : -errno;
+}
+
+static const NbdcIo plain_io = {
+    .recv = plain_recv,
+    .sendv = plain_sendv,
+};
+
+static const NbdcIo tls_io = {
+    .recv = nbd_client_xport_tls_recv,
+    .sendv = nbd_client_xport_tls_sendv,
+    .pending = nbd_client_xport_tls_pending,
+};
+
 /* Take a link for connection idx: non-blocking from now on. */
 static void conn_attach(NbdcEngine *e, unsigned idx, const NbdcLink *link)
 {
@@ -389,6 +431,12 @@ static void conn_attach(NbdcEngine *e, unsigned idx, const NbdcLink *link)
     int fl = fcntl(link->xp.fd, F_GETFL);
 
     c->link = *link;
+    c->io = &plain_io;
+    if (nbd_client_xport_tls_session(&c->link.xp) != NULL) {
+        c->io = &tls_io;
+        nbd_client_xport_tls_moved(&c->link.xp);
+        nbd_client_xport_tls_set_nonblocking(&c->link.xp, true);
+    }
     if (c->rbuf == NULL) {
         c->rbuf = xmalloc(NBDC_RBUF_SIZE);
     }
@@ -525,14 +573,12 @@ static bool conn_send(NbdcEngine *e, unsigned idx)
             iov[iovcnt].iov_base = s->buf + done;
             iov[iovcnt++].iov_len = payload - done;
         }
-        n = sendmsg(c->link.xp.fd, &(struct msghdr) {
-                        .msg_iov = iov, .msg_iovlen = (size_t)iovcnt },
-                    MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = c->io->sendv(&c->link.xp, iov, iovcnt);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
+            if (n == -EAGAIN) {
                 return true;
             }
-            conn_lost(e, idx, strerror(errno));
+            conn_lost(e, idx, strerror((int)-n));
             return false;
         }
         c->out_pos += (size_t)n;
@@ -845,17 +891,17 @@ static bool conn_recv(NbdcEngine *e, unsigned idx)
         } else {
             bool direct = c->in == IN_DATA && want >= NBDC_RBUF_SIZE / 2;
 
-            n = recv(c->link.xp.fd, direct ? dst : c->rbuf,
-                     direct ? want : NBDC_RBUF_SIZE, MSG_DONTWAIT);
+            n = c->io->recv(&c->link.xp, direct ? dst : c->rbuf,
+                            direct ? want : NBDC_RBUF_SIZE);
             if (n == 0) {
                 conn_lost(e, idx, "server closed the connection");
                 return false;
             }
             if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
+                if (n == -EAGAIN) {
                     return true;
                 }
-                conn_lost(e, idx, strerror(errno));
+                conn_lost(e, idx, strerror((int)-n));
                 return false;
             }
             if (!direct) {
@@ -1048,6 +1094,7 @@ static void *engine_thread(void *opaque)
         uint64_t now = now_us(), wake = UINT64_MAX;
         unsigned live = 0;
         int npfd = 0, timeout;
+        bool pending = false;
 
         if (take_submitted(e)) {
             break;
@@ -1093,11 +1140,18 @@ static void *engine_thread(void *opaque)
                 pfd[npfd].events = POLLIN |
                                    (c->out_head != NULL ? POLLOUT : 0);
                 map[npfd++] = (int)i;
+                /* TLS: decrypted bytes wait in gnutls, not the socket. */
+                if (c->io->pending != NULL &&
+                    c->io->pending(&c->link.xp) > 0) {
+                    pending = true;
+                }
             } else if (e->cfg.connect != NULL) {
                 wake = MIN(wake, c->next_try_us);
             }
         }
-        if (wake == UINT64_MAX) {
+        if (pending) {
+            timeout = 0;
+        } else if (wake == UINT64_MAX) {
             timeout = -1;
         } else {
             now = now_us();
@@ -1112,7 +1166,9 @@ static void *engine_thread(void *opaque)
             if (!e->conns[idx].up) {
                 continue;
             }
-            if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) ||
+                (pending && e->conns[idx].io->pending != NULL &&
+                 e->conns[idx].io->pending(&e->conns[idx].link.xp) > 0)) {
                 if (!conn_recv(e, idx)) {
                     continue;
                 }
@@ -1132,8 +1188,8 @@ static void *engine_thread(void *opaque)
             size_t len = nbd_encode_request(buf, c->link.extended, &r);
 
             if (c->out_head == NULL) {
-                (void)!send(c->link.xp.fd, buf, len,
-                            MSG_NOSIGNAL | MSG_DONTWAIT);
+                struct iovec iov = { .iov_base = buf, .iov_len = len };
+                (void)!c->io->sendv(&c->link.xp, &iov, 1);
             }
             c->link.xp.ops->close(&c->link.xp);
             c->up = false;

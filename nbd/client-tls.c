@@ -220,6 +220,11 @@ void nbd_client_xport_tls_set_nonblocking(NbdClientXport *xp, bool on)
     ((ClientTls *)xp->opaque)->nonblocking = on;
 }
 
+void nbd_client_xport_tls_moved(NbdClientXport *xp)
+{
+    ((ClientTls *)xp->opaque)->xp = xp;
+}
+
 ssize_t nbd_client_xport_tls_recv(NbdClientXport *xp, void *buf, size_t len)
 {
     ClientTls *t = xp->opaque;

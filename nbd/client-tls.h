@@ -67,6 +67,10 @@ gnutls_session_t nbd_client_xport_tls_session(NbdClientXport *xp);
  * The engine thread only; blocking read_full/writev_full may be used
  * again after nonblocking is turned off. */
 void nbd_client_xport_tls_set_nonblocking(NbdClientXport *xp, bool on);
+/* The transport struct was copied to xp (the engine copies the link it
+ * takes over): the TLS stream now reads and writes through xp.  The old
+ * copy must not be used again. */
+void nbd_client_xport_tls_moved(NbdClientXport *xp);
 ssize_t nbd_client_xport_tls_recv(NbdClientXport *xp, void *buf, size_t len);
 ssize_t nbd_client_xport_tls_sendv(NbdClientXport *xp,
                                    const struct iovec *iov, int iovcnt);

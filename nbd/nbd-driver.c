@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "nbd/client-io.h"
+#include "nbd/client-tls.h"
 #include "nbd/proto.h"
 #include "qapi-events.h"
 #include "util/log.h"
@@ -58,6 +59,11 @@ typedef struct BDRVNbd {
     uint16_t flags;             /* NBD_FLAG_* */
     uint32_t min_block;         /* bytes; 1 when the server gave none */
     uint32_t max_block;         /* bytes; 0 when the server gave none */
+    /* TLS: creds pinned in objects as user tls_user (open to close);
+     * tls.hostname is tls-hostname, else the inet host. */
+    ObjectSet *objects;
+    char *tls_id, *tls_user, *tls_hostname;
+    NbdClientTls tls;
     NbdcEngine *eng;
     MonitorSet *events;
     Loop *loop;
@@ -79,6 +85,10 @@ static void nbd_client_opts(BDRVNbd *s, NbdClientOpts *o,
         .n_meta_contexts = 1,
         .timeout_ms = NBD_DRV_STEP_TIMEOUT_MS,
     };
+    if (s->tls.creds != NULL) {
+        o->starttls = nbd_client_starttls;
+        o->starttls_opaque = &s->tls;
+    }
 }
 
 /* The handshake on a new socket, which nbd_cancel() may shut down
@@ -306,6 +316,44 @@ static void nbd_link_close(NbdcLink *link)
 
 static void nbd_free_state(BDRVNbd *s);
 
+/* tls-creds: the credentials, resolved and pinned now (any thread:
+ * object_use_tls_creds takes the set's lock) until nbd_free_state. */
+static bool nbd_tls_setup(BDRVNbd *s, const BlockdevOptionsNbd *o,
+                          const BlockHost *host, Error **errp)
+{
+    static unsigned next_user;
+    unsigned n;
+
+    if (!o->has_tls_creds) {
+        if (o->has_tls_hostname) {
+            error_setg(errp, "tls-hostname is set but tls-creds is not");
+            return false;
+        }
+        return true;
+    }
+    if (host == NULL || host->objects == NULL) {
+        error_setg(errp, "No TLS credentials with id '%s'", o->tls_creds);
+        return false;
+    }
+    n = __atomic_add_fetch(&next_user, 1, __ATOMIC_RELAXED);
+    s->tls_user = xasprintf("an nbd node (client #%u)", n);
+    s->tls.creds = object_use_tls_creds(host->objects, o->tls_creds,
+                                        TLS_ENDPOINT_CLIENT, s->tls_user,
+                                        errp);
+    if (s->tls.creds == NULL) {
+        return false;
+    }
+    s->objects = host->objects;
+    s->tls_id = xstrdup(o->tls_creds);
+    if (o->has_tls_hostname) {
+        s->tls_hostname = xstrdup(o->tls_hostname);
+    } else if (s->addr.type == SOCK_ADDR_INET) {
+        s->tls_hostname = xstrdup(s->host);
+    }
+    s->tls.hostname = s->tls_hostname;
+    return true;
+}
+
 static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
 {
     const BlockdevOptionsNbd *o = opts;
@@ -323,8 +371,7 @@ static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
     if (!nbd_parse_addr(s, o->server, errp)) {
         return false;
     }
-    if (o->has_tls_creds || o->has_tls_hostname) {
-        error_setg(errp, "TLS is not supported yet");
+    if (!nbd_tls_setup(s, o, host, errp)) {
         if (s->addr.type == SOCK_ADDR_FD) {
             close(s->addr.fd);      /* ours since blockdev-add took it */
         }
@@ -416,6 +463,14 @@ static void nbd_free_state(BDRVNbd *s)
         free(a);
     }
     pthread_mutex_destroy(&s->lock);
+    if (s->tls.creds != NULL) {
+        object_remove_user(s->objects, s->tls_id, s->tls_user);
+        s->tls.creds = NULL;
+    }
+    free(s->tls_id);
+    free(s->tls_user);
+    free(s->tls_hostname);
+    s->tls_id = s->tls_user = s->tls_hostname = NULL;
     free(s->path);
     free(s->host);
     free(s->port);

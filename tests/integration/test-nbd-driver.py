@@ -160,14 +160,6 @@ def test_connect_refused_is_a_clear_error(blockd, sockdir):
     assert blockd.cmd("query-named-block-nodes") == []
 
 
-def test_tls_is_refused(upstreams, sockdir, blockd):
-    kit = nbdkit(upstreams, sockdir, "memory", "1M")
-    with pytest.raises(QmpError) as e:
-        blockd.cmd("blockdev-add", nbd_opts(kit.sock, **{
-            "node-name": "n0", "tls-creds": "tls0"}))
-    assert e.value.desc == "TLS is not supported yet"
-
-
 def test_read_only_export(upstreams, sockdir, blockd):
     kit = nbdkit(upstreams, sockdir, "-r", "memory", "1M")
     with pytest.raises(QmpError) as e:
