@@ -319,7 +319,8 @@ static void nbd_free_state(BDRVNbd *s);
 /* tls-creds: the credentials, resolved and pinned now (any thread:
  * object_use_tls_creds takes the set's lock) until nbd_free_state. */
 static bool nbd_tls_setup(BDRVNbd *s, const BlockdevOptionsNbd *o,
-                          const BlockHost *host, Error **errp)
+                          const char *filename, const BlockHost *host,
+                          Error **errp)
 {
     static unsigned next_user;
     unsigned n;
@@ -336,7 +337,8 @@ static bool nbd_tls_setup(BDRVNbd *s, const BlockdevOptionsNbd *o,
         return false;
     }
     n = __atomic_add_fetch(&next_user, 1, __ATOMIC_RELAXED);
-    s->tls_user = xasprintf("an nbd node (client #%u)", n);
+    /* The node has no name yet: its server and a serial number. */
+    s->tls_user = xasprintf("nbd node #%u (%s)", n, filename);
     s->tls.creds = object_use_tls_creds(host->objects, o->tls_creds,
                                         TLS_ENDPOINT_CLIENT, s->tls_user,
                                         errp);
@@ -371,17 +373,17 @@ static bool nbd_do_open(BlockNode *bs, const void *opts, Error **errp)
     if (!nbd_parse_addr(s, o->server, errp)) {
         return false;
     }
-    if (!nbd_tls_setup(s, o, host, errp)) {
-        if (s->addr.type == SOCK_ADDR_FD) {
-            close(s->addr.fd);      /* ours since blockdev-add took it */
-        }
-        return false;
-    }
     s->export = o->has_export ? xstrdup(o->export) : NULL;
     s->context = xstrdup(o->has_x_dirty_bitmap ? o->x_dirty_bitmap
                                                : "base:allocation");
     bs->filename = nbd_filename(s);
     s->min_block = 1;
+    if (!nbd_tls_setup(s, o, bs->filename, host, errp)) {
+        if (s->addr.type == SOCK_ADDR_FD) {
+            close(s->addr.fd);      /* ours since blockdev-add took it */
+        }
+        return false;
+    }
 
     if (!nbd_connect_first(s, o->has_open_timeout ? o->open_timeout : 0,
                            &links[0], errp)) {

@@ -333,7 +333,8 @@ def test_object_del_refused_while_node_uses_creds(blockd, sockdir, tmp_path,
     blockd.cmd("blockdev-add", nbd_opts(up.sock, **{"tls-creds": "c0"}))
     with pytest.raises(QmpError) as e:
         blockd.cmd("object-del", id="c0")
-    assert "'c0' is in use" in e.value.desc, e.value.desc
+    assert "'c0' is in use" in e.value.desc and \
+        up.sock in e.value.desc, e.value.desc
     # A second node on the same credentials pins them too.
     blockd.cmd("blockdev-add", nbd_opts(up.sock, node="n1",
                                         **{"tls-creds": "c0"}))
