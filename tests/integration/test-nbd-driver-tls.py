@@ -381,3 +381,19 @@ def test_reconnect_runs_the_tls_handshake_again(blockd, sockdir, tmp_path,
     h.shutdown()
     qemu_io(uri, "write -P 0x33 2M 1M", "read -P 0x33 2M 1M")
     img_compare(uri, img)
+
+
+def test_command_line(blockd_factory, sockdir, tmp_path, certs, upstreams):
+    """--object then --blockdev driver=nbd,tls-creds=... as
+    qemu-storage-daemon takes them (the open on the loop thread)."""
+    img = disk(tmp_path)
+    up = QemuNbd(sockdir, img, psk_server(certs))
+    upstreams.append(up)
+    d = blockd_factory(
+        "--object", "tls-creds-psk,id=c0,endpoint=client,username=alice,"
+        "dir=%s" % certs["pskcli"],
+        "--blockdev", "driver=nbd,node-name=n0,export=d,server.type=unix,"
+        "server.path=%s,tls-creds=c0" % up.sock)
+    read_write_compare(d, export_clear(d), img)
+    with pytest.raises(QmpError):
+        d.cmd("object-del", id="c0")
