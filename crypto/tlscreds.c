@@ -311,6 +311,19 @@ static bool crt_allows_purpose(gnutls_x509_crt_t crt, const char *purpose)
 /* The CA certificates are CAs in their validity period; the own
  * certificate (if any) is in its validity period, not a CA, and chains
  * to the CA (and is not revoked by the CRL). */
+/* gnutls's text for a verification status, without the space it ends
+ * its sentences with (the message would end in one). */
+static const char *status_text(gnutls_datum_t *why)
+{
+    char *s = (char *)why->data;
+    size_t n = strlen(s);
+
+    while (n > 0 && s[n - 1] == ' ') {
+        s[--n] = '\0';
+    }
+    return s;
+}
+
 static bool x509_sanity_check(const char *cacert, const char *cacrl,
                               const char *cert, TlsEndpoint endpoint,
                               Error **errp)
@@ -389,7 +402,8 @@ static bool x509_sanity_check(const char *cacert, const char *cacrl,
             gnutls_certificate_verification_status_print(
                 status, GNUTLS_CRT_X509, &why, 0) >= 0) {
             error_setg(errp, "The certificate %s does not verify against "
-                       "the CA %s: %s", cert, cacert, why.data);
+                       "the CA %s: %s", cert, cacert,
+                       status_text(&why));
             gnutls_free(why.data);
         } else {
             error_setg(errp, "The certificate %s does not verify against "
@@ -904,7 +918,7 @@ static bool x509_check_peer(TlsCreds *c, gnutls_session_t s,
 
         if (gnutls_certificate_verification_status_print(
                 status, GNUTLS_CRT_X509, &why, 0) >= 0) {
-            error_setg(errp, "Invalid certificate: %s", why.data);
+            error_setg(errp, "Invalid certificate: %s", status_text(&why));
             gnutls_free(why.data);
         } else {
             error_setg(errp, "Invalid certificate");
