@@ -45,6 +45,25 @@ def requires(*programs):
             pytest.skip("%s is not installed" % p)
 
 
+def wait_socket(path, proc=None, timeout=30.0):
+    """Wait until a unix socket accepts connections (its file appears at
+    bind(), before listen()); RuntimeError if proc exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %d" % proc.returncode)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("socket %s did not appear" % path)
+            time.sleep(0.02)
+        finally:
+            s.close()
+
+
 class QmpError(Exception):
     """An {"error": ...} reply."""
 
@@ -184,22 +203,11 @@ class Blockd:
             self.wait_socket(self.qmp_path)
 
     def wait_socket(self, path, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("blockd exited with %d: %s"
-                                   % (self.proc.returncode, self.logtext()))
-            if os.path.exists(path):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    s.connect(path)
-                    return
-                except OSError:
-                    pass
-                finally:
-                    s.close()
-            time.sleep(0.02)
-        raise TimeoutError("socket %s did not appear" % path)
+        try:
+            wait_socket(path, self.proc, timeout)
+        except RuntimeError:
+            raise RuntimeError("blockd exited with %d: %s"
+                               % (self.proc.returncode, self.logtext()))
 
     def logtext(self):
         if not self.log.closed:

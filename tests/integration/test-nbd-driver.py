@@ -16,25 +16,7 @@ import time
 import nbd
 import pytest
 
-from conftest import BLOCKD, QmpError, requires
-
-
-def wait_socket(path, proc, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("server exited with %d" % proc.returncode)
-        if os.path.exists(path):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(path)
-                return
-            except OSError:
-                pass
-            finally:
-                s.close()
-        time.sleep(0.02)
-    raise TimeoutError("socket %s did not appear" % path)
+from conftest import QmpError, requires, wait_socket
 
 
 class Upstream:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BLOCKCTL, requires
+from conftest import BLOCKCTL, requires, wait_socket
 
 MIB = 1 << 20
 TIMEOUT = 60
@@ -45,23 +45,6 @@ def assert_same(qemu, ours):
         assert q == b, "line %d: qemu-nbd %r, blockctl %r\n%s" % (
             i + 1, q, b, "\n".join(ours))
     assert len(qemu) == len(ours), "\n".join(ours)
-
-
-def wait_socket(path, proc=None, timeout=TIMEOUT):
-    """Wait until a unix socket accepts connections."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("server exited with %d" % proc.returncode)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            return
-        except OSError:
-            time.sleep(0.05)
-        finally:
-            s.close()
-    raise TimeoutError("%s never accepted" % path)
 
 
 def wait_tcp(host, port, timeout=TIMEOUT):

@@ -9,12 +9,11 @@ stopped by PID, and the blockd side (an nbd node exported again).
 """
 import os
 import signal
-import socket
 import subprocess
-import time
 
 import pytest
 
+from conftest import wait_socket  # noqa: F401 (tests import it here)
 
 def has_nbd_driver(d):
     """Whether blockd d has the nbd block driver (it is behind the
@@ -32,24 +31,6 @@ def requires_nbd_driver(d):
     if not has_nbd_driver(d):
         pytest.skip("blockd was built without the nbd block driver "
                     "(BlockdevDriver has no 'nbd')")
-
-
-def wait_socket(path, proc=None, timeout=30.0):
-    """Wait until a unix socket accepts connections."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("server exited with %d" % proc.returncode)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("socket %s did not appear" % path)
-            time.sleep(0.05)
-        finally:
-            s.close()
 
 
 class Upstream:
