@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [--rounds N] [--workloads LIST] [--peers a,b] [--results DIR]
 #                [--qcow2] [--idle-rss N] [--idle-only] [--nbd]
-#                [--nbd-upstream pattern|file|memory]
+#                [--nbd-upstream memory|pattern|file|empty]
 #
 # Environment: BLOCKD (default build/blockd), BENCH_HARNESS (default
 # ../shared/bench next to the repository).  Every server gets the same
@@ -25,8 +25,10 @@
 # blockd exporting an `nbd` node whose upstream is nbdkit on a unix
 # socket, against "qsd-reexport", qemu-storage-daemon doing the same
 # (--blockdev driver=nbd,...).  --nbd-upstream picks the upstream:
-# pattern (default; generated data, read-only), file (the harness's
-# random {img}, read-back checked) or memory (an empty disk: zeroes).
+# memory (default: nbdkit's memory plugin filled from the harness's
+# random {img}, read-back checked), pattern (generated data, read-only),
+# file ({img} through nbdkit's file plugin) or empty (an empty memory
+# disk: zeroes, which QEMU's server sends as holes).
 # The upstream nbdkit starts each re-exporter with --run and exits with
 # it; both run on the server's core, but only the re-exporter's CPU is
 # counted (its PID tree).  Workloads default to seqread and
@@ -49,7 +51,8 @@ IDLE_CONNS=1000
 IDLE_ONLY=0
 NBD=0
 RESULTS=/tmp/blockd-bench/$(date +%F-%H%M%S)
-NBD_UP=pattern
+NBD_UP=memory
+FILL=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -91,14 +94,22 @@ if [ "$NBD" = 1 ]; then
       UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
       NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
       VERIFY="" ;;
+    # nbdkit's memory plugin, first filled with the harness's random {img}
+    # by nbdcopy (so reads return data and are checked).
+    memory)
+      UP="nbdkit -f -U {dir}/up.sock memory {size} --run"
+      FILL='nbdcopy {img} "$uri" && '
+      UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
+      NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
+      VERIFY="" ;;
     # An empty memory disk: every read is zeroes, which QEMU's server
     # sends as hole chunks and blockd's as data.
-    memory)
+    empty)
       UP="nbdkit -f -U {dir}/up.sock memory {size} --run"
       UPNODE="driver=nbd,node-name=n0,server.type=unix,server.path={dir}/up.sock"
       NEXP="--export type=nbd,id=e0,node-name=n0,name=,writable=on"
       VERIFY="--bench-args --no-verify" ;;
-    *) echo "bench/run.sh: --nbd-upstream pattern|file|memory" >&2; exit 2 ;;
+    *) echo "bench/run.sh: --nbd-upstream memory|pattern|file|empty" >&2; exit 2 ;;
   esac
   NQSD="qemu-storage-daemon --pidfile {pidfile} --blockdev $UPNODE"
   NBLK="$BLOCKD --pidfile {pidfile} --blockdev $UPNODE"
@@ -108,8 +119,8 @@ if [ "$NBD" = 1 ]; then
   "$HARNESS/run-peers.sh" --rounds "$ROUNDS" --results "$RESULTS" \
     --only qsd-reexport,blockd-reexport \
     --workloads "${WORKLOADS:-seqread,randread4k_qd16}" $VERIFY \
-    --extra qsd-reexport "$UP 'exec $NQSD $NUNIX'" "$UP 'exec $NQSD $NTCP'" \
-    --extra blockd-reexport "$UP 'exec $NBLK $NUNIX'" "$UP 'exec $NBLK $NTCP'"
+    --extra qsd-reexport "$UP '${FILL}exec $NQSD $NUNIX'" "$UP '${FILL}exec $NQSD $NTCP'" \
+    --extra blockd-reexport "$UP '${FILL}exec $NBLK $NUNIX'" "$UP '${FILL}exec $NBLK $NTCP'"
   /usr/bin/python3 "$HERE/ratios.py" --base blockd-reexport "$RESULTS/raw.txt" \
     | tee "$RESULTS/ratios.txt"
   exit 0
