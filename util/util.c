@@ -219,3 +219,24 @@ int write_full(int fd, const void *buf, size_t len)
     }
     return 0;
 }
+
+int read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return -ECONNRESET;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}

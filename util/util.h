@@ -48,6 +48,9 @@ bool parse_bool(const char *s, bool *out);
 /* Write all of buf to fd, retrying on EINTR/short writes (blocking fds).
  * Returns 0 or -errno. */
 int write_full(int fd, const void *buf, size_t len);
+/* Read exactly len bytes from fd, retrying on EINTR/short reads
+ * (blocking fds).  Returns 0, -ECONNRESET at end of file, or -errno. */
+int read_full(int fd, void *buf, size_t len);
 
 /* Big-endian accessors for wire formats and on-disk metadata. */
 static inline uint16_t get_be16(const void *p)

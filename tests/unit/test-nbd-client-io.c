@@ -45,21 +45,6 @@ typedef struct Srv {
     int *shared;
 } Srv;
 
-static bool read_all(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* The client may hang up on a misbehaving server: no SIGPIPE. */
 static void srv_send(Srv *s, const void *buf, size_t len)
 {
@@ -178,7 +163,7 @@ static void *srv_thread(void *opaque)
                 continue;
             }
         }
-        if (!read_all(s->fd, buf, hlen) ||
+        if (read_full(s->fd, buf, hlen) < 0 ||
             !nbd_decode_request(buf, s->extended, &r)) {
             break;
         }
@@ -201,7 +186,7 @@ static void *srv_thread(void *opaque)
 
             srv_send(s, hdr, nbd_encode_simple_reply(hdr, NBD_ENOSPC,
                                                      r.cookie));
-            if (!read_all(s->fd, junk, r.length)) {
+            if (read_full(s->fd, junk, r.length) < 0) {
                 free(junk);
                 break;
             }
@@ -209,7 +194,7 @@ static void *srv_thread(void *opaque)
             continue;
         }
         if (r.type == NBD_CMD_WRITE &&
-            !read_all(s->fd, s->mem + r.offset, r.length)) {
+            read_full(s->fd, s->mem + r.offset, r.length) < 0) {
             break;
         }
         if (s->mode == DROP_FIRST) {

@@ -87,42 +87,16 @@ typedef struct Srv {
     pthread_t th;
 } Srv;
 
+/* The client may hang up on the script: suite_init ignores SIGPIPE, so
+ * a write to it fails with EPIPE instead. */
 static bool s_write(int fd, const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
+    return write_full(fd, buf, len) == 0;
 }
 
 static bool s_read(int fd, void *buf, size_t len)
 {
-    uint8_t *p = buf;
-
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
+    return read_full(fd, buf, len) == 0;
 }
 
 static bool s_reply(int fd, uint32_t opt, uint32_t type, const void *data,
