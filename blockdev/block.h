@@ -160,6 +160,20 @@ struct BlockDriver {
      * callbacks (which the driver must still provide: block status,
      * qcow2 on top and the command line use them). */
     void (*aio_submit)(BlockNode *bs, BlockRequest *req);
+    /* Persistent dirty bitmaps (blockdev/bitmap.h).  A driver that can
+     * store them loads them in open (blk_dirty_bitmap_create, then the
+     * bits) and stores the persistent ones in close, before its
+     * metadata goes.  NULL: the node cannot store bitmaps, and
+     * block-dirty-bitmap-add with persistent=true fails.
+     * bitmap_can_store: may bs store one more bitmap called name with
+     * this granularity (image version, name length, count, space)?
+     * bitmap_remove_persistent: delete the stored copy of name from the
+     * image now (block-dirty-bitmap-remove), true when it was not
+     * stored.  Both on the loop thread. */
+    bool (*bitmap_can_store)(BlockNode *bs, const char *name,
+                             uint32_t granularity, Error **errp);
+    bool (*bitmap_remove_persistent)(BlockNode *bs, const char *name,
+                                     Error **errp);
 };
 
 struct BlockNode {
