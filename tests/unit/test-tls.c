@@ -154,6 +154,10 @@ static int objects_init(void)
         "\"endpoint\": \"server\", \"dir\": \"%s/srv-crl\"}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli\", "
         "\"dir\": \"%s/cli\"}", dir);
+    /* A client with gnutls's plain NORMAL, as libnbd and qemu-nbd are:
+     * SECP256R1 first among its groups. */
+    add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli-normal\", "
+        "\"dir\": \"%s/cli\", \"priority\": \"NORMAL\"}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli2\", "
         "\"dir\": \"%s/cli2\", \"sanity-check\": false}", dir);
     add("{\"qom-type\": \"tls-creds-x509\", \"id\": \"cli-srvcert\", "
@@ -191,6 +195,7 @@ typedef struct End {
     int fd;
     bool handshake_ok;
     bool peer_ok;
+    gnutls_group_t group;     /* the key exchange group negotiated */
     char *identity;
     char *why;                /* the first failure */
 } End;
@@ -217,6 +222,7 @@ static void *run_end(void *opaque)
     if (r < 0) {
         e->why = xstrdup(gnutls_strerror(r));
     } else {
+        e->group = gnutls_group_get(s);
         e->peer_ok = tls_creds_check_peer(e->creds, s, e->hostname,
                                           &e->identity, &err);
         if (!e->peer_ok) {
@@ -286,6 +292,20 @@ static void test_x509_mutual(void)
     /* An address: no SNI, the certificate's IP is checked. */
     handshake("srv", "cli", "127.0.0.1", &se, &ce);
     CU_ASSERT_TRUE(ce.peer_ok && se.peer_ok);
+    end_clear(&se);
+    end_clear(&ce);
+}
+
+/* The default server priority picks X25519 over SECP256R1 when a
+ * client offers both in the other order (crypto/tlscreds.c). */
+static void test_x509_default_group(void)
+{
+    End se, ce;
+
+    handshake("srv", "cli-normal", "localhost", &se, &ce);
+    CU_ASSERT_TRUE(se.handshake_ok && ce.handshake_ok);
+    CU_ASSERT_EQUAL(se.group, GNUTLS_GROUP_X25519);
+    CU_ASSERT_EQUAL(ce.group, GNUTLS_GROUP_X25519);
     end_clear(&se);
     end_clear(&ce);
 }
@@ -564,6 +584,7 @@ static void test_gnutls_cli_psk(void)
 
 static CU_TestInfo tls_tests[] = {
     { "x509_mutual", test_x509_mutual },
+    { "x509_default_group", test_x509_default_group },
     { "x509_wrong_hostname", test_x509_wrong_hostname },
     { "x509_client_without_cert", test_x509_client_without_cert },
     { "x509_foreign_ca", test_x509_foreign_ca },
