@@ -1,0 +1,151 @@
+#!/bin/bash
+# bench/load.sh - NBD servers driven by bench/nbdload, a load client that
+# is not the bottleneck, so the figures show what each server can do and
+# what it spends: throughput (MiB/s or IOPS), latency (p50/p99) and the
+# server's CPU per GiB or per request (all its threads).
+#
+#   bench/load.sh [--rounds N] [--size BYTES] [--seconds S]
+#                 [--servers LIST] [--workloads LIST] [--results DIR]
+#
+# Servers (default all): blockd qemu-nbd qemu-storage-daemon nbdkit-file
+# nbd-server, each serving the same raw image (random data on
+# /dev/shm) over a unix socket, started fresh for every run, pinned to
+# CPU 0 with nbdload on CPU 1 (taskset).  Rounds are interleaved and the
+# server order rotates each round.  Workloads:
+#   seqread    256 KiB reads, QD 8 on each of 2 connections
+#   seqread1   the same on 1 connection
+#   seqwrite   256 KiB writes, QD 8, 1 connection
+#   randread   4 KiB random reads, QD 16
+#   randread1  4 KiB random reads, QD 1 (latency)
+#   randwrite  4 KiB random writes, QD 16
+# Output: RUN lines in DIR/raw.txt ("W" is the rate, "W-cpu" the server
+# CPU per unit, "W-p99" the p99 latency), then bench/ratios.py's table:
+# blockd / peer, > 1 means blockd did better (for CPU and latency too).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+BLOCKD=${BLOCKD:-$ROOT/build/blockd}
+NBDLOAD=${NBDLOAD:-$ROOT/build/nbdload}
+ROUNDS=3
+SIZE=$((1024 * 1024 * 1024))
+SECONDS_PER_RUN=4
+SERVERS="blockd qemu-nbd qemu-storage-daemon nbdkit-file nbd-server"
+WORKLOADS="seqread seqread1 seqwrite randread randread1 randwrite"
+RESULTS=/tmp/blockd-bench/load-$(date +%F-%H%M%S)
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --servers) SERVERS=${2//,/ }; shift 2 ;;
+    --workloads) WORKLOADS=${2//,/ }; shift 2 ;;
+    --results) RESULTS=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/load.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$BLOCKD" ] || { echo "no blockd at $BLOCKD (set BLOCKD=)" >&2; exit 1; }
+[ -x "$NBDLOAD" ] || { echo "no nbdload at $NBDLOAD (set NBDLOAD=)" >&2; exit 1; }
+
+mkdir -p "$RESULTS"
+WORK=$(mktemp -d /dev/shm/blockd-load.XXXXXX)
+SRV_PID=""
+cleanup() {
+  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+IMG=$WORK/disk.img
+SOCK=$WORK/nbd.sock
+head -c "$SIZE" /dev/urandom > "$IMG"
+printf '[generic]\nunixsock = %s\n[bench]\nexportname = %s\nflush = true\nfua = true\ntrim = true\n' \
+  "$SOCK" "$IMG" > "$WORK/nbd-server.conf"
+
+start() {
+  rm -f "$SOCK" "$WORK/pid"
+  case "$1" in
+    blockd) taskset -c 0 "$BLOCKD" \
+              --blockdev "driver=file,node-name=f0,filename=$IMG" \
+              --blockdev driver=raw,node-name=d0,file=f0 \
+              --nbd-server "addr.type=unix,addr.path=$SOCK" \
+              --export type=nbd,id=e0,node-name=d0,name=,writable=on \
+              2>>"$RESULTS/server.log" & ;;
+    qemu-nbd) taskset -c 0 qemu-nbd -f raw -t -e 0 -x "" -k "$SOCK" "$IMG" \
+              2>>"$RESULTS/server.log" & ;;
+    qemu-storage-daemon) taskset -c 0 qemu-storage-daemon \
+              --blockdev "driver=file,node-name=f0,filename=$IMG" \
+              --blockdev driver=raw,node-name=d0,file=f0 \
+              --nbd-server "addr.type=unix,addr.path=$SOCK" \
+              --export type=nbd,id=e0,node-name=d0,name=,writable=on \
+              2>>"$RESULTS/server.log" & ;;
+    nbdkit-file) taskset -c 0 nbdkit -f -U "$SOCK" file "$IMG" \
+              2>>"$RESULTS/server.log" & ;;
+    nbd-server) taskset -c 0 nbd-server -C "$WORK/nbd-server.conf" \
+              -p "$WORK/pid" 2>>"$RESULTS/server.log" ;;
+    *) echo "bench/load.sh: unknown server $1" >&2; exit 2 ;;
+  esac
+  if [ "$1" = nbd-server ]; then
+    for _ in $(seq 200); do [ -s "$WORK/pid" ] && break; sleep 0.05; done
+    SRV_PID=$(cat "$WORK/pid")
+  else
+    SRV_PID=$!
+  fi
+  for _ in $(seq 400); do [ -S "$SOCK" ] && break; sleep 0.05; done
+  [ -S "$SOCK" ] || { echo "bench/load.sh: $1 did not start" >&2; exit 1; }
+}
+
+stop() {
+  kill "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
+  while kill -0 "$SRV_PID" 2>/dev/null; do sleep 0.05; done
+  SRV_PID=""
+}
+
+args_for() {
+  case "$1" in
+    seqread) echo "--op read --pattern seq --bs 262144 --qd 8 --conns 2" ;;
+    seqread1) echo "--op read --pattern seq --bs 262144 --qd 8 --conns 1" ;;
+    seqwrite) echo "--op write --pattern seq --bs 262144 --qd 8 --conns 1" ;;
+    randread) echo "--op read --pattern rand --bs 4096 --qd 16" ;;
+    randread1) echo "--op read --pattern rand --bs 4096 --qd 1" ;;
+    randwrite) echo "--op write --pattern rand --bs 4096 --qd 16" ;;
+    *) echo "bench/load.sh: unknown workload $1" >&2; exit 2 ;;
+  esac
+}
+
+RAW=$RESULTS/raw.txt
+{
+  echo "# bench/load.sh --rounds $ROUNDS --seconds $SECONDS_PER_RUN ($(date -u '+%F %H:%M') UTC, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); image $SIZE bytes on /dev/shm; server CPU 0, nbdload CPU 1"
+} > "$RAW"
+read -r -a SRV <<< "$SERVERS"
+for round in $(seq "$ROUNDS"); do
+  n=${#SRV[@]}
+  for i in $(seq 0 $((n - 1))); do
+    name=${SRV[$(( (i + round - 1) % n ))]}
+    for w in $WORKLOADS; do
+      start "$name"
+      # shellcheck disable=SC2046
+      exp=""; [ "$name" = nbd-server ] && exp=bench
+      j=$(taskset -c 1 "$NBDLOAD" --unix "$SOCK" --export "$exp" $(args_for "$w") \
+            --seconds "$SECONDS_PER_RUN" --server-pid "$SRV_PID" --json) ||
+        { echo "bench/load.sh: nbdload failed against $name ($w)" >&2; stop; continue; }
+      stop
+      /usr/bin/python3 - "$w" "$name" "$round" "$j" >> "$RAW" <<'PY'
+import json, sys
+w, name, rep, j = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+seq = w.startswith("seq")
+rate, unit = (j["mib_s"], "MiB/s") if seq else (j["iops"], "IOPS")
+cpu, cunit = ((j["server_s_per_gib"], "s") if seq
+              else (j["server_us_per_op"], "us"))
+common = "transport=unix name=%s rep=%s" % (name, rep)
+print("RUN workload=%s %s value=%.1f unit=%s" % (w, common, rate, unit))
+print("RUN workload=%s-cpu %s value=%.4f unit=%s" % (w, common, cpu, cunit))
+print("RUN workload=%s-p99 %s value=%d unit=us" % (w, common, j["p99_us"]))
+PY
+      tail -3 "$RAW" | cut -c1-120
+    done
+  done
+done
+/usr/bin/python3 "$HERE/ratios.py" "$RAW" | tee "$RESULTS/ratios.txt"
