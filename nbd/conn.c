@@ -88,6 +88,12 @@ static NbdSlot *slot_get(NbdConn *c)
 {
     NbdSlot *s = c->free_slots;
 
+    if (!s && c->nslots < NBD_SLOTS) {
+        s = XNEW(NbdSlot);
+        s->conn = c;
+        c->nslots++;
+        c->free_slots = s;
+    }
     if (s) {
         c->free_slots = s->next;
         s->next = NULL;
@@ -117,14 +123,33 @@ static void slot_free_ext(NbdSlot *s)
     s->ext_n = 0;
 }
 
-/* Give back the buffers of every slot with nothing in flight and the
- * input buffer when it holds nothing. */
-static void conn_release_buffers(NbdConn *c)
+/* Free the slots on the free list, with their buffers. */
+static void conn_free_slots(NbdConn *c)
 {
-    for (NbdSlot *s = c->free_slots; s; s = s->next) {
+    while (c->free_slots) {
+        NbdSlot *s = c->free_slots;
+
+        c->free_slots = s->next;
         slot_free_buf(s);
         slot_free_ext(s);
+        free(s);
+        c->nslots--;
     }
+}
+
+/* Give back every slot with nothing in flight and the input buffer
+ * when it holds nothing. */
+static void conn_release_buffers(NbdConn *c)
+{
+    if (c->cur && c->state == NBD_CS_REQ_HDR && c->rd_got == 0) {
+        /* Waiting for a header that has not begun (it is read into
+         * c->hdrbuf): the slot is taken again when bytes arrive. */
+        c->cur->next = c->free_slots;
+        c->free_slots = c->cur;
+        c->cur = NULL;
+        c->busy--;
+    }
+    conn_free_slots(c);
     if (c->cur && c->state == NBD_CS_REQ_HDR) {
         /* Waiting for a header: nothing of it is in its buffers. */
         slot_free_buf(c->cur);
@@ -376,6 +401,12 @@ void nbd_conn_flush_output(NbdConn *c)
         c->hs_off += n;
     }
     c->hs_off = c->hs_len = 0;
+    if (c->exp && c->hs) {
+        /* In transmission: the handshake's buffer is done with. */
+        free(c->hs);
+        c->hs = NULL;
+        c->hs_cap = 0;
+    }
     if (c->input_paused && c->state == NBD_CS_OPT_HDR) {
         resume = true;
     }
@@ -534,11 +565,6 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
     c->ctx = srv->ctx;
     c->tls_required = srv->tls != NULL;
     xport_init_plain(&c->xp, fd);
-    for (int i = NBD_SLOTS - 1; i >= 0; i--) {
-        c->slots[i].conn = c;
-        c->slots[i].next = c->free_slots;
-        c->free_slots = &c->slots[i];
-    }
     c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
     c->idle_timer = loop_timer_new(srv->ctx->loop, conn_idle_cb, c);
     return c;
@@ -573,10 +599,7 @@ static void conn_free_cb(void *opaque)
         nbd_server_conn_freed(c->srv, c);
     }
     conn_release_export(c);
-    for (int i = 0; i < NBD_SLOTS; i++) {
-        slot_free_buf(&c->slots[i]);
-        slot_free_ext(&c->slots[i]);
-    }
+    conn_free_slots(c);          /* no request in flight: all of them */
     nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
     free(c->hs);
     free(c->optbuf);

@@ -326,9 +326,12 @@ struct NbdConn {
     uint8_t *hs;
     size_t hs_off, hs_len, hs_cap;
 
-    /* request slots */
-    NbdSlot slots[NBD_SLOTS];
+    /* request slots: allocated as requests need them (at most
+     * NBD_SLOTS), kept on the free list while requests flow, freed
+     * with the buffers once the connection idles, so an idle
+     * connection holds none */
     NbdSlot *free_slots;
+    unsigned nslots;             /* allocated, free or busy */
     unsigned busy;               /* slots not on the free list */
     NbdSlot *cur;                /* slot for the request being read */
     NbdSlot *out_head, *out_tail;

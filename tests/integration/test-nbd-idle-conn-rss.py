@@ -1,0 +1,65 @@
+"""An idle connection costs blockd a few KiB: request slots are
+allocated when requests need them and freed with the buffers once the
+connection idles (NBD_IDLE_RELEASE_US), and the handshake's buffer goes
+once transmission starts.  Before, every connection carried 16 request
+slots inline, about 40 KiB, whether or not it ever sent a request.
+"""
+import os
+import time
+
+import nbd
+
+NCONN = int(os.environ.get("NCONN", "400"))
+PER_CONN = 8 << 10        # bytes of RSS allowed per idle connection
+
+
+def vmrss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def test_idle_connections_are_cheap(blockd, tmp_path):
+    img = str(tmp_path / "a.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("blockdev-add", {"driver": "file", "node-name": "f0",
+                                "filename": img})
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}},
+               **{"max-connections": 0})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "f0", "name": ""})
+    # One connection first, so the loop's and allocator's one-time costs
+    # are in the baseline.
+    first = nbd.NBD()
+    first.connect_unix(sock)
+    first.pread(4096, 0)
+    time.sleep(2.5)
+    before = vmrss(blockd.pid)
+    handles = []
+    try:
+        for _ in range(NCONN):
+            h = nbd.NBD()
+            h.connect_unix(sock)
+            h.pread(4096, 0)      # one request: slots and buffers used
+            handles.append(h)
+        # Buffers and slots go back after a second without requests.
+        deadline = time.monotonic() + 60
+        while True:
+            grew = vmrss(blockd.pid) - before
+            if grew < NCONN * PER_CONN or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert grew < NCONN * PER_CONN, \
+            "%d idle connections grew RSS by %d KiB (%.1f KiB each)" % (
+                NCONN, grew >> 10, grew / 1024 / NCONN)
+        for h in handles[::50]:
+            assert h.pread(4, 0) == b"\0" * 4
+    finally:
+        for h in handles:
+            h.shutdown()
+        first.shutdown()
