@@ -748,3 +748,252 @@ void hbm_deserialize(HBitmap *hb, uint64_t first, uint64_t count,
 }
 
 /* ---- DirtyBitmap: named bitmaps on a node -------------------------- */
+
+struct DirtyBitmap {
+    BlockNode *bs;          /* the node; the bitmap dies before it */
+    char *name;             /* never NULL, never empty */
+    HBitmap *bits;          /* guarded by bs->bitmap_lock */
+    bool enabled;           /* "recording" */
+    bool persistent;
+    bool inconsistent;
+    unsigned busy;          /* users (exports); > 0 is busy */
+    DirtyBitmap *next;      /* bs->bitmaps, in creation order */
+};
+
+void blk_dirty_bitmap_lock(BlockNode *bs)
+{
+    pthread_mutex_lock(&bs->bitmap_lock);
+}
+
+void blk_dirty_bitmap_unlock(BlockNode *bs)
+{
+    pthread_mutex_unlock(&bs->bitmap_lock);
+}
+
+DirtyBitmap *blk_dirty_bitmap_find(BlockNode *bs, const char *name)
+{
+    for (DirtyBitmap *bm = bs->bitmaps; bm != NULL; bm = bm->next) {
+        if (strcmp(bm->name, name) == 0) {
+            return bm;
+        }
+    }
+    return NULL;
+}
+
+DirtyBitmap *blk_dirty_bitmap_next(BlockNode *bs, DirtyBitmap *prev)
+{
+    return prev == NULL ? bs->bitmaps : prev->next;
+}
+
+bool blk_node_has_dirty_bitmaps(BlockNode *bs)
+{
+    return __atomic_load_n(&bs->bitmap_count, __ATOMIC_RELAXED) != 0;
+}
+
+uint32_t blk_dirty_bitmap_default_granularity(BlockNode *bs)
+{
+    ImageInfo info;
+
+    /* QEMU's bdrv_get_default_bitmap_granularity(): the cluster size
+     * clamped to [4 KiB, 64 KiB] where the format has clusters. */
+    memset(&info, 0, sizeof(info));
+    if (bs->drv->query_image != NULL) {
+        bs->drv->query_image(bs, &info);
+    }
+    uint32_t gran = BITMAP_DEFAULT_GRANULARITY;
+    if (info.has_cluster_size && info.cluster_size > 0) {
+        gran = MIN(MAX((uint64_t)info.cluster_size, (uint64_t)4096),
+                   (uint64_t)65536);
+    }
+    /* query_image may have allocated the rest: drop it. */
+    ImageInfo *copy = xmalloc(sizeof(*copy));
+    *copy = info;
+    qapi_free_ImageInfo(copy);
+    return gran;
+}
+
+DirtyBitmap *blk_dirty_bitmap_create(BlockNode *bs, const char *name,
+                                     uint32_t granularity, Error **errp)
+{
+    int64_t size;
+
+    if (name == NULL || name[0] == '\0') {
+        error_setg(errp, "Bitmap name cannot be empty");
+        return NULL;
+    }
+    if (strlen(name) > BITMAP_NAME_MAX) {
+        error_setg(errp, "Bitmap name too long: %s", name);
+        return NULL;
+    }
+    if (!IS_POWER_OF_2(granularity) || granularity < BITMAP_GRANULARITY_MIN ||
+        granularity > BITMAP_GRANULARITY_MAX) {
+        error_setg(errp, "Granularity must be power of 2 and at least 512");
+        return NULL;
+    }
+    if (blk_dirty_bitmap_find(bs, name) != NULL) {
+        error_setg(errp, "Bitmap already exists: %s", name);
+        return NULL;
+    }
+    /* A driver loading its bitmaps in open runs before the generic
+     * layer caches the size. */
+    size = bs->opened ? blk_getlength(bs) : bs->drv->get_length(bs);
+    if (size < 0) {
+        error_setg_errno(errp, (int)-size, "could not get length of device");
+        return NULL;
+    }
+
+    DirtyBitmap *bm = XNEW(DirtyBitmap);
+    bm->bs = bs;
+    bm->name = xstrdup(name);
+    bm->bits = hbm_new((uint64_t)size, granularity);
+    bm->enabled = true;
+
+    blk_dirty_bitmap_lock(bs);
+    DirtyBitmap **tail = &bs->bitmaps;
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    *tail = bm;
+    __atomic_add_fetch(&bs->bitmap_count, 1, __ATOMIC_RELAXED);
+    blk_dirty_bitmap_unlock(bs);
+    return bm;
+}
+
+void blk_dirty_bitmap_release(DirtyBitmap *bm)
+{
+    BlockNode *bs;
+
+    if (bm == NULL) {
+        return;
+    }
+    bs = bm->bs;
+    blk_dirty_bitmap_lock(bs);
+    for (DirtyBitmap **p = &bs->bitmaps; *p != NULL; p = &(*p)->next) {
+        if (*p == bm) {
+            *p = bm->next;
+            break;
+        }
+    }
+    __atomic_sub_fetch(&bs->bitmap_count, 1, __ATOMIC_RELAXED);
+    blk_dirty_bitmap_unlock(bs);
+    hbm_free(bm->bits);
+    free(bm->name);
+    free(bm);
+}
+
+const char *dirty_bitmap_name(const DirtyBitmap *bm)
+{
+    return bm->name;
+}
+
+BlockNode *dirty_bitmap_node(const DirtyBitmap *bm)
+{
+    return bm->bs;
+}
+
+uint32_t dirty_bitmap_granularity(const DirtyBitmap *bm)
+{
+    return hbm_granularity(bm->bits);
+}
+
+HBitmap *dirty_bitmap_bits(DirtyBitmap *bm)
+{
+    return bm->bits;
+}
+
+bool dirty_bitmap_enabled(const DirtyBitmap *bm)
+{
+    return __atomic_load_n(&bm->enabled, __ATOMIC_RELAXED);
+}
+
+void dirty_bitmap_set_enabled(DirtyBitmap *bm, bool enabled)
+{
+    /* Under the lock: a writer marking now either sees the old state
+     * or the new one, never half an update. */
+    blk_dirty_bitmap_lock(bm->bs);
+    __atomic_store_n(&bm->enabled, enabled, __ATOMIC_RELAXED);
+    blk_dirty_bitmap_unlock(bm->bs);
+}
+
+bool dirty_bitmap_persistent(const DirtyBitmap *bm)
+{
+    return bm->persistent;
+}
+
+void dirty_bitmap_set_persistent(DirtyBitmap *bm, bool persistent)
+{
+    bm->persistent = persistent;
+}
+
+bool dirty_bitmap_inconsistent(const DirtyBitmap *bm)
+{
+    return bm->inconsistent;
+}
+
+void dirty_bitmap_set_inconsistent(DirtyBitmap *bm)
+{
+    /* QEMU's rule: an inconsistent bitmap is persistent (it lives in an
+     * image) and never records. */
+    bm->inconsistent = true;
+    bm->persistent = true;
+    dirty_bitmap_set_enabled(bm, false);
+}
+
+bool dirty_bitmap_busy(const DirtyBitmap *bm)
+{
+    return bm->busy > 0;
+}
+
+void dirty_bitmap_set_busy(DirtyBitmap *bm, bool busy)
+{
+    if (busy) {
+        bm->busy++;
+    } else {
+        assert(bm->busy > 0);
+        bm->busy--;
+    }
+}
+
+void blk_dirty_mark(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    if (!blk_node_has_dirty_bitmaps(bs) || bytes == 0) {
+        return;
+    }
+    blk_dirty_bitmap_lock(bs);
+    for (DirtyBitmap *bm = bs->bitmaps; bm != NULL; bm = bm->next) {
+        if (bm->enabled) {
+            hbm_set(bm->bits, offset, bytes);
+        }
+    }
+    blk_dirty_bitmap_unlock(bs);
+}
+
+void blk_dirty_bitmaps_resize(BlockNode *bs, uint64_t size)
+{
+    blk_dirty_bitmap_lock(bs);
+    for (DirtyBitmap *bm = bs->bitmaps; bm != NULL; bm = bm->next) {
+        hbm_resize(bm->bits, size);
+    }
+    blk_dirty_bitmap_unlock(bs);
+}
+
+void blk_dirty_bitmaps_grow(BlockNode *bs, uint64_t size)
+{
+    if (!blk_node_has_dirty_bitmaps(bs)) {
+        return;
+    }
+    blk_dirty_bitmap_lock(bs);
+    for (DirtyBitmap *bm = bs->bitmaps; bm != NULL; bm = bm->next) {
+        if (hbm_size(bm->bits) < size) {
+            hbm_resize(bm->bits, size);
+        }
+    }
+    blk_dirty_bitmap_unlock(bs);
+}
+
+void blk_dirty_bitmaps_release_all(BlockNode *bs)
+{
+    while (bs->bitmaps != NULL) {
+        blk_dirty_bitmap_release(bs->bitmaps);
+    }
+}

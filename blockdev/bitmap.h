@@ -110,7 +110,8 @@ size_t hbm_memory(const HBitmap *hb);
  * driver's open).  Fails when the name is empty, longer than
  * BITMAP_NAME_MAX, or already used on bs ("Bitmap already exists:
  * NAME"), or the granularity is not a power of two in range
- * ("Granularity must be power of 2 between 512 and 2147483648"). */
+ * ("Granularity must be power of 2 and at least 512", QEMU's words).
+ * The size is the node's (during the driver's open, its get_length). */
 DirtyBitmap *blk_dirty_bitmap_create(BlockNode *bs, const char *name,
                                      uint32_t granularity, Error **errp);
 /* Remove bm from its node and free it (not its persistent copy: the
@@ -150,6 +151,9 @@ void dirty_bitmap_set_busy(DirtyBitmap *bm, bool busy);
 void blk_dirty_mark(BlockNode *bs, uint64_t offset, uint64_t bytes);
 /* The node grew or shrank: every bitmap follows. */
 void blk_dirty_bitmaps_resize(BlockNode *bs, uint64_t size);
+/* A protocol node grew by a write past its end (any thread): bitmaps
+ * smaller than size grow to it, none shrinks (writers race). */
+void blk_dirty_bitmaps_grow(BlockNode *bs, uint64_t size);
 /* Free every bitmap of bs (node close, after the driver stored them). */
 void blk_dirty_bitmaps_release_all(BlockNode *bs);
 

@@ -9,6 +9,7 @@
  * over the names reserved by opens in flight.
  */
 #include "blockdev/block.h"
+#include "blockdev/bitmap.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -274,6 +275,7 @@ static void blk_node_free(BlockNode *bs)
         free(users);
     }
     pthread_mutex_destroy(&bs->rmw_lock);
+    pthread_mutex_destroy(&bs->bitmap_lock);
     free(bs->opaque);
     free(bs->node_name);
     free(bs->filename);
@@ -310,6 +312,8 @@ void blk_unref(BlockNode *bs)
     if (bs->drv != NULL && bs->drv->close != NULL && bs->opened) {
         bs->drv->close(bs);
     }
+    /* After close: the driver stores its persistent bitmaps there. */
+    blk_dirty_bitmaps_release_all(bs);
     file = bs->file;
     backing = bs->backing;
     bs->file = bs->backing = NULL;
@@ -559,6 +563,7 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     bs->graph = g;              /* listed in g->nodes only once open */
     bs->request_alignment = 1;
     pthread_mutex_init(&bs->rmw_lock, NULL);
+    pthread_mutex_init(&bs->bitmap_lock, NULL);
     bs->read_only = o->has_read_only ? o->read_only
                                      : (inh != NULL && inh->read_only);
     bs->auto_read_only = o->has_auto_read_only && o->auto_read_only;
@@ -970,6 +975,7 @@ static bool blk_truncate_run(BlockNode *bs, uint64_t size, Error **errp)
     len = bs->drv->get_length(bs);
     __atomic_store_n(&bs->total_size, len < 0 ? (int64_t)size : len,
                      __ATOMIC_RELEASE);
+    blk_dirty_bitmaps_resize(bs, (uint64_t)blk_getlength(bs));
     return true;
 }
 

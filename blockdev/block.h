@@ -226,6 +226,12 @@ struct BlockNode {
         failed_discard_ops;      /* failed_ops counts them all */
     pthread_mutex_t rmw_lock;    /* serialises read-modify-write cycles
                                   * of unaligned requests (O_DIRECT) */
+    /* Dirty bitmaps (blockdev/bitmap.h).  The list and every bitmap's
+     * bits are guarded by bitmap_lock; bitmap_count (atomic) lets a
+     * write to a node without bitmaps skip the lock. */
+    pthread_mutex_t bitmap_lock;
+    struct DirtyBitmap *bitmaps; /* creation order; NULL = none */
+    unsigned bitmap_count;       /* bitmaps on the list */
 };
 
 /* The built-in drivers (one static table in block.c).  A driver file

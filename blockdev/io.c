@@ -6,6 +6,7 @@
  * once for one node) except blk_aio_submit() and its completion.
  */
 #include "blockdev/block.h"
+#include "blockdev/bitmap.h"
 
 #include <errno.h>
 #include <string.h>
@@ -65,6 +66,8 @@ static void blk_grow_to(BlockNode *bs, uint64_t end)
                                         __ATOMIC_RELAXED)) {
         /* cur was reloaded */
     }
+    /* QEMU's rule: a file grown by a write grows its bitmaps. */
+    blk_dirty_bitmaps_grow(bs, end);
 }
 
 static void blk_note_highest(BlockNode *bs, uint64_t end)
@@ -165,6 +168,8 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         if (ret < 0) {
             STAT_ADD(bs->failed_ops, 1);
             STAT_ADD(bs->failed_wr_ops, 1);
+            /* a failed write may have changed part of the range */
+            blk_dirty_mark(bs, offset, done + n);
             return ret;
         }
         done += n;
@@ -172,6 +177,7 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     if (bs->drv->is_protocol) {
         blk_grow_to(bs, offset + bytes);
     }
+    blk_dirty_mark(bs, offset, bytes);
     STAT_ADD(bs->wr_ops, 1);
     STAT_ADD(bs->wr_bytes, bytes);
     STAT_ADD(bs->wr_total_ns, blk_now_ns() - t0);
@@ -221,7 +227,11 @@ static int blk_do_write_zeroes(BlockNode *bs, uint64_t offset,
         if (bs->drv->is_protocol) {
             blk_grow_to(bs, offset + bytes);
         }
-    } else if (ret != -ENOTSUP) {
+    }
+    /* Whatever it returned, the driver may have changed the range (as
+     * QEMU, which marks every write request that reached a driver). */
+    blk_dirty_mark(bs, offset, bytes);
+    if (ret != 0 && ret != -ENOTSUP) {
         STAT_ADD(bs->failed_ops, 1);
         STAT_ADD(bs->failed_wr_ops, 1);
     }
@@ -266,6 +276,7 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     }
     t0 = blk_now_ns();
     ret = bs->drv->pdiscard(bs, offset, bytes);
+    blk_dirty_mark(bs, offset, bytes);
     if (ret == 0) {
         STAT_ADD(bs->discard_ops, 1);
         STAT_ADD(bs->discard_bytes, bytes);
@@ -722,6 +733,11 @@ void blk_aio_complete(BlockRequest *req, int ret)
     /* A CACHE request is a hint: its failure fails nothing. */
     if (req->type == BLK_OP_CACHE) {
         ret = 0;
+    }
+    /* The driver ran the request: its range may have changed. */
+    if (req->type == BLK_OP_WRITE || req->type == BLK_OP_WRITE_ZEROES ||
+        req->type == BLK_OP_DISCARD) {
+        blk_dirty_mark(req->bs, req->offset, req->bytes);
     }
     blk_aio_account(req->bs, req, ret);
     blk_aio_finish(req, ret);

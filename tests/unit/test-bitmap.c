@@ -2,12 +2,17 @@
  * counts with a clipped last granule, merges across granularities,
  * resizes, qcow2-order serialization, memory sparseness, and random
  * operations checked against a dense one-byte-per-granule model. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blockdev/bitmap.h"
+#include "blockdev/block.h"
 #include "cunit-main.h"
+#include "unit-block.h"
+#include "util/cleanup.h"
 #include "util/util.h"
 
 #define KiB 1024ull
@@ -602,6 +607,173 @@ static void test_random_resize(void)
     hbm_free(hb);
 }
 
+/* ---- named bitmaps on nodes ----------------------------------------- */
+
+static void test_node_create(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\","
+                                   "\"size\":1048577}", NULL);
+    Error *err = NULL;
+    char longname[BITMAP_NAME_MAX + 2];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_FALSE(blk_node_has_dirty_bitmaps(bs));
+    CU_ASSERT_EQUAL(blk_dirty_bitmap_default_granularity(bs), 64 * KiB);
+    DirtyBitmap *a = blk_dirty_bitmap_create(bs, "a", 4096, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_TRUE(blk_node_has_dirty_bitmaps(bs));
+    CU_ASSERT_EQUAL(hbm_size(dirty_bitmap_bits(a)), 1048577);
+    CU_ASSERT_TRUE(dirty_bitmap_enabled(a));
+    CU_ASSERT_FALSE(dirty_bitmap_persistent(a));
+    CU_ASSERT_FALSE(dirty_bitmap_busy(a));
+    CU_ASSERT_PTR_EQUAL(dirty_bitmap_node(a), bs);
+
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_create(bs, "a", 4096, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err), "Bitmap already exists: a");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_create(bs, "", 4096, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err),
+                           "Bitmap name cannot be empty");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_create(bs, "b", 1000, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err),
+                           "Granularity must be power of 2 and at least 512");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_create(bs, "b", 256, NULL));
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_create(bs, longname, 4096, NULL));
+    longname[BITMAP_NAME_MAX] = '\0';
+    DirtyBitmap *b = blk_dirty_bitmap_create(bs, longname, 512, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    DirtyBitmap *c = blk_dirty_bitmap_create(bs, "c", 65536, NULL);
+
+    /* creation order */
+    CU_ASSERT_PTR_EQUAL(blk_dirty_bitmap_next(bs, NULL), a);
+    CU_ASSERT_PTR_EQUAL(blk_dirty_bitmap_next(bs, a), b);
+    CU_ASSERT_PTR_EQUAL(blk_dirty_bitmap_next(bs, b), c);
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_next(bs, c));
+    CU_ASSERT_PTR_EQUAL(blk_dirty_bitmap_find(bs, "c"), c);
+    blk_dirty_bitmap_release(b);
+    CU_ASSERT_PTR_NULL(blk_dirty_bitmap_find(bs, longname));
+    CU_ASSERT_PTR_EQUAL(blk_dirty_bitmap_next(bs, a), c);
+
+    dirty_bitmap_set_busy(a, true);
+    dirty_bitmap_set_busy(a, true);
+    dirty_bitmap_set_busy(a, false);
+    CU_ASSERT_TRUE(dirty_bitmap_busy(a));
+    dirty_bitmap_set_busy(a, false);
+    CU_ASSERT_FALSE(dirty_bitmap_busy(a));
+    dirty_bitmap_set_inconsistent(c);
+    CU_ASSERT_TRUE(dirty_bitmap_inconsistent(c));
+    CU_ASSERT_FALSE(dirty_bitmap_enabled(c));
+    /* the node's close frees what is left (ASan checks) */
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
+static void test_node_marking(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    BlockNode *bs = unit_open_json(g, "{\"driver\":\"null-co\","
+                                   "\"size\":4194304}", NULL);
+    uint8_t buf[4096];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    DirtyBitmap *on = blk_dirty_bitmap_create(bs, "on", 65536, NULL);
+    DirtyBitmap *off = blk_dirty_bitmap_create(bs, "off", 512, NULL);
+    dirty_bitmap_set_enabled(off, false);
+    memset(buf, 1, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 70000, 10, buf, 0), 0);
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, 1 * MiB, 1, 0), 0);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(on)), 2 * 64 * KiB);
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(on), 65536));
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(on), 1 * MiB));
+    CU_ASSERT_TRUE(hbm_is_empty(dirty_bitmap_bits(off)));
+    /* failed requests (past the end) reach no driver: nothing marked */
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 4 * MiB, 10, buf, 0), -ENOSPC);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(on)), 2 * 64 * KiB);
+    /* reads mark nothing */
+    CU_ASSERT_EQUAL(blk_pread(bs, 0, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(on)), 2 * 64 * KiB);
+    /* enabled again: records */
+    dirty_bitmap_set_enabled(off, true);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 513, 1, buf, 0), 0);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(off)), 512);
+    CU_ASSERT_EQUAL(hbm_next_dirty(dirty_bitmap_bits(off), 0, 4 * MiB), 512);
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
+/* A format over a file: the format node's bitmap sees guest offsets,
+ * the file node's own bitmap host offsets (QEMU does the same). */
+static void test_node_chain(void)
+{
+    CLEANUP_FREE char *base = xasprintf("%s/base.raw", unit_tmpdir());
+    CLEANUP_FREE char *json = NULL;
+    BlockGraph *g = blk_graph_new(NULL);
+    uint8_t buf[512];
+    int fd;
+
+    fd = open(base, O_CREAT | O_RDWR | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, 8 * MiB) == 0);
+    close(fd);
+    json = xasprintf("{\"driver\":\"raw\",\"node-name\":\"r\","
+                     "\"offset\":1048576,\"file\":{\"driver\":\"file\","
+                     "\"node-name\":\"f\",\"filename\":\"%s\"}}", base);
+    BlockNode *r = unit_open_json(g, json, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    BlockNode *f = r->file;
+    DirtyBitmap *br = blk_dirty_bitmap_create(r, "b", 4096, NULL);
+    DirtyBitmap *bf = blk_dirty_bitmap_create(f, "b", 4096, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(br);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bf);
+    CU_ASSERT_EQUAL(hbm_size(dirty_bitmap_bits(br)), 7 * MiB);
+    memset(buf, 7, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(r, 0, sizeof(buf), buf, 0), 0);
+    /* raw with an offset: the file sees the host offset */
+    CU_ASSERT_EQUAL(hbm_next_dirty(dirty_bitmap_bits(br), 0, 8 * MiB), 0);
+    CU_ASSERT_EQUAL(hbm_next_dirty(dirty_bitmap_bits(bf), 0, 8 * MiB),
+                    1 * MiB);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(bf)), 4096);
+    /* a file grown by a write past its end grows its bitmaps */
+    CU_ASSERT_EQUAL(blk_pwrite(f, 9 * MiB, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(hbm_size(dirty_bitmap_bits(bf)), 9 * MiB + 512);
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(bf), 9 * MiB));
+    blk_unref(r);
+    blk_graph_free(g);
+}
+
+static void test_node_truncate(void)
+{
+    CLEANUP_FREE char *path = xasprintf("%s/trunc.raw", unit_tmpdir());
+    CLEANUP_FREE char *json = NULL;
+    BlockGraph *g = blk_graph_new(NULL);
+    int fd;
+
+    fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, 2 * MiB) == 0);
+    close(fd);
+    json = xasprintf("{\"driver\":\"file\",\"filename\":\"%s\"}", path);
+    BlockNode *bs = unit_open_json(g, json, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    DirtyBitmap *bm = blk_dirty_bitmap_create(bs, "t", 65536, NULL);
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, 2 * MiB - 1, 1, 0), 0);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(bm)), 64 * KiB);
+    CU_ASSERT_TRUE(blk_truncate(bs, 1 * MiB, NULL));
+    CU_ASSERT_EQUAL(hbm_size(dirty_bitmap_bits(bm)), 1 * MiB);
+    CU_ASSERT_TRUE(hbm_is_empty(dirty_bitmap_bits(bm)));
+    CU_ASSERT_TRUE(blk_truncate(bs, 3 * MiB, NULL));
+    CU_ASSERT_EQUAL(hbm_size(dirty_bitmap_bits(bm)), 3 * MiB);
+    CU_ASSERT_TRUE(hbm_is_empty(dirty_bitmap_bits(bm)));
+    blk_unref(bs);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo bitmap_tests[] = {
     { "new_bad", test_new_bad },
     { "rounding", test_rounding },
@@ -615,6 +787,10 @@ static CU_TestInfo bitmap_tests[] = {
     { "random_leaves", test_random_leaves },
     { "random_levels", test_random_levels },
     { "random_resize", test_random_resize },
+    { "node_create", test_node_create },
+    { "node_marking", test_node_marking },
+    { "node_chain", test_node_chain },
+    { "node_truncate", test_node_truncate },
     CU_TEST_INFO_NULL,
 };
 
