@@ -160,4 +160,28 @@ void blk_dirty_bitmaps_release_all(BlockNode *bs);
 void blk_dirty_bitmap_lock(BlockNode *bs);
 void blk_dirty_bitmap_unlock(BlockNode *bs);
 
+/* ---- for QMP and exports (blockdev/qmp-bitmap.c, loop thread) ------- */
+
+typedef struct BlockGraph BlockGraph;
+typedef struct BlockDirtyInfoList BlockDirtyInfoList;
+
+/* QEMU's bdrv_dirty_bitmap_check() flags: which states refuse a use. */
+enum {
+    BM_CHECK_BUSY = 1 << 0,          /* exported: "... is currently in use
+                                      * by another operation ..." */
+    BM_CHECK_RO = 1 << 1,            /* persistent on a read-only node */
+    BM_CHECK_INCONSISTENT = 1 << 2,  /* found in-use in its image */
+};
+#define BM_CHECK_DEFAULT (BM_CHECK_BUSY | BM_CHECK_RO | BM_CHECK_INCONSISTENT)
+#define BM_CHECK_ALLOW_RO (BM_CHECK_BUSY | BM_CHECK_INCONSISTENT)
+
+/* False with QEMU's message when bm is in a state flags refuse. */
+bool dirty_bitmap_check(const DirtyBitmap *bm, unsigned flags, Error **errp);
+/* The bitmap name on node, with QEMU's messages: "Node 'N' not found",
+ * "Dirty bitmap 'B' not found". */
+DirtyBitmap *blk_dirty_bitmap_lookup(BlockGraph *g, const char *node,
+                                     const char *name, Error **errp);
+/* query-named-block-nodes' dirty-bitmaps of bs (a new list). */
+BlockDirtyInfoList *blk_dirty_bitmap_query(BlockNode *bs);
+
 #endif

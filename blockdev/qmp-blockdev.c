@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "qapi-commands.h"
 #include "qmp/qmp.h"
@@ -182,6 +183,10 @@ static BlockDeviceInfo *blk_device_info(BlockNode *bs, bool flat)
     info->cache->direct = bs->cache_direct;
     info->cache->no_flush = bs->cache_no_flush;
     info->write_threshold = 0;
+    if (blk_node_has_dirty_bitmaps(bs)) {
+        info->has_dirty_bitmaps = true;
+        info->dirty_bitmaps = blk_dirty_bitmap_query(bs);
+    }
     return info;
 }
 
