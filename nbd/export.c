@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "nbd/internal.h"
 #include "qapi-events.h"
@@ -45,6 +46,30 @@ static int meta_allocation_depth(BlockNode *bs, uint64_t offset,
 {
     (void)opaque;
     return blk_allocation_depth(bs, offset, bytes, pnum);
+}
+
+/* qemu:dirty-bitmap:NAME (QEMU docs/interop/nbd.txt): NBD_STATE_DIRTY
+ * for the granules the bitmap holds dirty, extents at its granularity
+ * clipped to the request.  opaque is the DirtyBitmap (busy, so alive);
+ * it may sit on another node than bs, and past its end all is clean. */
+static int meta_dirty_bitmap(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             uint64_t *pnum, void *opaque)
+{
+    DirtyBitmap *bm = opaque;
+    BlockNode *bbs = dirty_bitmap_node(bm);
+    HBitmap *hb;
+    bool dirty = false;
+
+    (void)bs;
+    blk_dirty_bitmap_lock(bbs);
+    hb = dirty_bitmap_bits(bm);
+    if (offset < hbm_size(hb)) {
+        *pnum = hbm_extent(hb, offset, bytes, &dirty);
+    } else {
+        *pnum = bytes;
+    }
+    blk_dirty_bitmap_unlock(bbs);
+    return dirty ? NBD_STATE_DIRTY : 0;
 }
 
 static void export_meta_add(NbdExport *exp, const char *name,
@@ -98,6 +123,17 @@ void nbd_export_unref(NbdExport *exp)
         return;
     }
     export_remove_from_registry(exp);
+    for (size_t i = 0; i < exp->n_bitmaps; i++) {
+        dirty_bitmap_set_busy(exp->bitmaps[i], false);
+        if (exp->bitmap_users[i] != NULL) {
+            BlockNode *bbs = dirty_bitmap_node(exp->bitmaps[i]);
+            blk_node_remove_user(bbs, exp->bitmap_users[i]);
+            free(exp->bitmap_users[i]);
+            blk_unref(bbs);
+        }
+    }
+    free(exp->bitmaps);
+    free(exp->bitmap_users);
     blk_node_remove_user(exp->node, exp->user);
     blk_unref(exp->node);
     /* The export is really gone now: tell the monitors. */
@@ -165,6 +201,56 @@ NbdExport *nbd_export_find_name(NbdServer *srv, const char *name)
     return NULL;
 }
 
+/* Offer cfg's bitmaps and make them busy; a bitmap on another node
+ * keeps that node referenced and in use (blockdev-del and resize wait
+ * for the export).  False (nothing held) when a node refuses the user. */
+static bool export_add_bitmaps(NbdExport *exp, const NbdExportConfig *cfg,
+                               Error **errp)
+{
+    size_t n = cfg->n_bitmaps;
+
+    exp->bitmaps = xcalloc(n ? n : 1, sizeof(*exp->bitmaps));
+    exp->bitmap_users = xcalloc(n ? n : 1, sizeof(*exp->bitmap_users));
+    for (size_t i = 0; i < n; i++) {
+        DirtyBitmap *bm = cfg->bitmaps[i];
+        BlockNode *bbs = dirty_bitmap_node(bm);
+
+        if (bbs != cfg->node) {
+            char *u = xasprintf("export '%s' bitmap '%s'", cfg->id,
+                                dirty_bitmap_name(bm));
+            if (!blk_node_add_user(bbs, u, false, errp)) {
+                free(u);
+                break;
+            }
+            blk_ref(bbs);
+            exp->bitmap_users[i] = u;
+        }
+        exp->bitmaps[i] = bm;
+        exp->n_bitmaps = i + 1;
+    }
+    if (exp->n_bitmaps < n) {
+        for (size_t i = 0; i < exp->n_bitmaps; i++) {
+            if (exp->bitmap_users[i] != NULL) {
+                BlockNode *bbs = dirty_bitmap_node(exp->bitmaps[i]);
+                blk_node_remove_user(bbs, exp->bitmap_users[i]);
+                free(exp->bitmap_users[i]);
+                blk_unref(bbs);
+            }
+        }
+        free(exp->bitmaps);
+        free(exp->bitmap_users);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *ctx = xasprintf("qemu:dirty-bitmap:%s",
+                              dirty_bitmap_name(exp->bitmaps[i]));
+        dirty_bitmap_set_busy(exp->bitmaps[i], true);
+        export_meta_add(exp, ctx, meta_dirty_bitmap, exp->bitmaps[i]);
+        free(ctx);
+    }
+    return true;
+}
+
 NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
                           Error **errp)
 {
@@ -210,6 +296,20 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
     if (cfg->allocation_depth) {
         export_meta_add(exp, "qemu:allocation-depth", meta_allocation_depth,
                         NULL);
+    }
+    if (!export_add_bitmaps(exp, cfg, errp)) {
+        blk_node_remove_user(cfg->node, user);
+        blk_unref(cfg->node);
+        for (size_t i = 0; i < exp->meta.len; i++) {
+            free(exp->meta.ptr[i].name);
+        }
+        NbdMetaContextVec_reset(&exp->meta);
+        free(exp->id);
+        free(exp->name);
+        free(exp->description);
+        free(user);
+        free(exp);
+        return NULL;
     }
     exp->refcnt = 1;
     exp->in_registry = true;

@@ -125,6 +125,11 @@ struct NbdExport {
      * is an index in this table (ids are per connection in the spec;
      * a connection's selection names the export object it is for). */
     NbdMetaContextVec meta;
+    /* Exported dirty bitmaps (busy while here); bitmap_users[i] is the
+     * user registered on bitmaps[i]'s node when that is not node. */
+    struct DirtyBitmap **bitmaps;
+    char **bitmap_users;         /* entries NULL when on node itself */
+    size_t n_bitmaps;
     bool shutting_down;          /* deleted: no new clients */
     bool in_registry;
     unsigned refcnt;             /* registry + connections */

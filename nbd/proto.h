@@ -168,6 +168,8 @@
 /* base:allocation flags */
 #define NBD_STATE_HOLE              (1 << 0)
 #define NBD_STATE_ZERO              (1 << 1)
+/* qemu:dirty-bitmap:NAME flag (QEMU docs/interop/nbd.txt) */
+#define NBD_STATE_DIRTY             (1 << 0)
 
 /* ---- errors (the only values that go on the wire) -------------------- */
 #define NBD_EPERM       1

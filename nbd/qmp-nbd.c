@@ -5,11 +5,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "nbd/server.h"
 #include "qapi-commands.h"
 #include "qapi-events.h"
 #include "qmp/qmp.h"
+#include "util/cleanup.h"
 #include "util/sock.h"
 #include "util/util.h"
 
@@ -147,26 +149,75 @@ bool qmp_query_nbd_server(QmpCtx *ctx, const QmpQueryNbdServerArgs *args,
     return true;
 }
 
-static bool check_bitmaps(const BlockExportOptionsNbd *o, const char *node,
-                          Error **errp)
+/* One bitmap of an export, QEMU's way (nbd_export_create()): a plain
+ * name is looked for on the node and down its backing chain, a
+ * {node, name} on that node; it must be neither busy (another export
+ * has it) nor inconsistent, and a read-only export of a writable node
+ * takes only a disabled bitmap (an enabled one would change under the
+ * client while it reads). */
+static DirtyBitmap *resolve_bitmap(BlockGraph *g, BlockNode *node,
+                                   bool writable,
+                                   const BlockDirtyBitmapOrStr *b,
+                                   Error **errp)
 {
-    if (!o->has_bitmaps || !o->bitmaps || o->bitmaps->n == 0) {
-        return true;
-    }
-    /* Exporting bitmaps is the dirty-bitmaps issue: until then every
-     * bitmap is unknown. */
-    {
-        const BlockDirtyBitmapOrStr *b = o->bitmaps->v[0];
-        const char *name = b->type == QTYPE_QSTRING ? b->u.local
-                                                    : b->u.external->name;
-        const char *bnode = b->type == QTYPE_QSTRING ? node
-                                                     : b->u.external->node;
+    DirtyBitmap *bm = NULL;
+    const char *name;
 
-        error_setg(errp, "Bitmap '%s' is not found on node '%s' "
-                   "(exporting dirty bitmaps is not supported yet)",
-                   name, bnode);
+    if (b->type == QTYPE_QSTRING) {
+        name = b->u.local;
+        for (BlockNode *n = node; n != NULL && bm == NULL; n = n->backing) {
+            bm = blk_dirty_bitmap_find(n, name);
+        }
+        if (bm == NULL) {
+            error_setg(errp, "Bitmap '%s' is not found", name);
+            return NULL;
+        }
+    } else {
+        name = b->u.external->name;
+        bm = blk_dirty_bitmap_lookup(g, b->u.external->node, name, errp);
+        if (bm == NULL) {
+            return NULL;
+        }
     }
-    return false;
+    if (!dirty_bitmap_check(bm, BM_CHECK_ALLOW_RO, errp)) {
+        return NULL;
+    }
+    if (!writable && !dirty_bitmap_node(bm)->read_only &&
+        dirty_bitmap_enabled(bm)) {
+        error_setg(errp, "Enabled bitmap '%s' incompatible with readonly "
+                   "export", name);
+        return NULL;
+    }
+    return bm;
+}
+
+/* Resolve every bitmap of list into *out (a new array the caller
+ * frees); the context names (the bitmap names) must be unique. */
+static bool resolve_bitmaps(BlockGraph *g, BlockNode *node, bool writable,
+                            const BlockDirtyBitmapOrStrList *list,
+                            DirtyBitmap ***out, Error **errp)
+{
+    DirtyBitmap **v = xcalloc(list->n ? list->n : 1, sizeof(*v));
+
+    for (size_t i = 0; i < list->n; i++) {
+        v[i] = resolve_bitmap(g, node, writable, list->v[i], errp);
+        if (v[i] == NULL) {
+            free(v);
+            return false;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(dirty_bitmap_name(v[j]),
+                       dirty_bitmap_name(v[i])) == 0) {
+                error_setg(errp, "Bitmap name '%s' is given twice: "
+                           "qemu:dirty-bitmap:%s would be ambiguous",
+                           dirty_bitmap_name(v[i]), dirty_bitmap_name(v[i]));
+                free(v);
+                return false;
+            }
+        }
+    }
+    *out = v;
+    return true;
 }
 
 static bool export_add(NbdContext *nc, const NbdExportConfig *cfg, Error **errp)
@@ -184,6 +235,7 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
     NbdContext *nc = ctx->nbd;
     const BlockExportOptionsNbd *o = &args->u.nbd;
     NbdExportConfig cfg = { 0 };
+    CLEANUP_FREE DirtyBitmap **bitmaps = NULL;
     BlockNode *node;
 
     if (args->type != BLOCK_EXPORT_TYPE_NBD) {
@@ -203,8 +255,13 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
     if (!node) {
         return false;
     }
-    if (!check_bitmaps(o, args->node_name, errp)) {
-        return false;
+    if (o->has_bitmaps && o->bitmaps != NULL) {
+        if (!resolve_bitmaps(nc->graph, node, args->writable, o->bitmaps,
+                             &bitmaps, errp)) {
+            return false;
+        }
+        cfg.bitmaps = bitmaps;
+        cfg.n_bitmaps = o->bitmaps->n;
     }
     cfg.id = args->id;
     cfg.name = o->has_name ? o->name : NULL;
@@ -281,6 +338,7 @@ bool qmp_nbd_server_add(QmpCtx *ctx, const NbdServerAddOptions *args,
     NbdContext *nc = ctx->nbd;
     const char *name = args->has_name ? args->name : args->device;
     NbdExportConfig cfg = { 0 };
+    DirtyBitmap *bm = NULL;
     BlockNode *node;
 
     if (!nc->server) {
@@ -292,10 +350,16 @@ bool qmp_nbd_server_add(QmpCtx *ctx, const NbdServerAddOptions *args,
         return false;
     }
     if (args->has_bitmap) {
-        error_setg(errp, "Bitmap '%s' is not found on node '%s' "
-                   "(exporting dirty bitmaps is not supported yet)",
-                   args->bitmap, args->device);
-        return false;
+        BlockDirtyBitmapOrStr b = {
+            .type = QTYPE_QSTRING,
+            .u.local = args->bitmap,
+        };
+        bm = resolve_bitmap(nc->graph, node, args->writable, &b, errp);
+        if (bm == NULL) {
+            return false;
+        }
+        cfg.bitmaps = &bm;
+        cfg.n_bitmaps = 1;
     }
     /* Legacy exports use their name as the export id (QEMU does). */
     cfg.id = name;

@@ -97,7 +97,12 @@ typedef struct NbdExportConfig {
     bool writable;
     bool writethrough;            /* every write is FUA */
     bool allocation_depth;        /* offer qemu:allocation-depth */
-    /* bitmaps: the bitmaps issue adds them here. */
+    /* Dirty bitmaps offered as qemu:dirty-bitmap:NAME (already checked
+     * by the caller with nbd_export_resolve_bitmaps()); n_bitmaps
+     * entries, names unique.  The export keeps them busy (and their
+     * nodes referenced and in use) until it goes. */
+    struct DirtyBitmap *const *bitmaps;
+    size_t n_bitmaps;
 } NbdExportConfig;
 
 /* Add an export; errors: duplicate id/name, node not writable... */
