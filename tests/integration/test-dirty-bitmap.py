@@ -319,6 +319,37 @@ def test_random_model(blockd, raw_node):
     h.shutdown()
 
 
+def test_concurrent_writers(blockd, raw_node):
+    """Four connections with many writes in flight each, marking one
+    bitmap from several worker threads at once: every write is in it,
+    nothing else."""
+    sock, size = raw_node["sock"], raw_node["size"]
+    bcmd(blockd, "block-dirty-bitmap-add", node="d0", name="b",
+         granularity=4096)
+    export(blockd, "w", "d0", writable=True)
+    rng = random.Random(99)
+    handles = [connect(sock, "w") for _ in range(4)]
+    writes = []
+    for _ in range(8):
+        for h in handles:
+            for _ in range(16):
+                off = rng.randrange(size - 70000)
+                n = rng.randrange(1, 70000)
+                writes.append((off, n))
+                h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(n)), off)
+        for h in handles:
+            while h.aio_in_flight() > 0:
+                h.poll(-1)
+    for h in handles:
+        h.shutdown()
+    bcmd(blockd, "block-dirty-bitmap-disable", node="d0", name="b")
+    export(blockd, "r", "d0", bitmaps=["b"])
+    h = connect(sock, "r", [CTX + "b"])
+    assert dirty_ranges(dirty_map(h, CTX + "b", size)) == \
+        rounded(writes, 4096, size)
+    h.shutdown()
+
+
 def err(blockd, cmd, **kwargs):
     with pytest.raises(QmpError) as e:
         bcmd(blockd, cmd, **kwargs)
