@@ -671,6 +671,35 @@ static void test_node_create(void)
     dirty_bitmap_set_inconsistent(c);
     CU_ASSERT_TRUE(dirty_bitmap_inconsistent(c));
     CU_ASSERT_FALSE(dirty_bitmap_enabled(c));
+    CU_ASSERT_TRUE(dirty_bitmap_persistent(c));
+    /* QEMU's check flags: an inconsistent bitmap may only be removed */
+    CU_ASSERT_FALSE(dirty_bitmap_check(c, BM_CHECK_DEFAULT, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err),
+                           "Bitmap 'c' is inconsistent and cannot be used");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_FALSE(dirty_bitmap_check(c, BM_CHECK_ALLOW_RO, NULL));
+    CU_ASSERT_TRUE(dirty_bitmap_check(c, BM_CHECK_BUSY | BM_CHECK_RO,
+                                      NULL));
+    dirty_bitmap_set_busy(a, true);
+    CU_ASSERT_FALSE(dirty_bitmap_check(a, BM_CHECK_BUSY, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err),
+                           "Bitmap 'a' is currently in use by another "
+                           "operation and cannot be used");
+    error_free(err);
+    err = NULL;
+    dirty_bitmap_set_busy(a, false);
+    /* read-only: a persistent bitmap of a read-only node */
+    CU_ASSERT_TRUE(dirty_bitmap_check(a, BM_CHECK_DEFAULT, NULL));
+    dirty_bitmap_set_persistent(a, true);
+    bs->read_only = true;
+    CU_ASSERT_FALSE(dirty_bitmap_check(a, BM_CHECK_RO, &err));
+    CU_ASSERT_STRING_EQUAL(error_get_pretty(err),
+                           "Bitmap 'a' is readonly and cannot be modified");
+    error_free(err);
+    err = NULL;
+    CU_ASSERT_TRUE(dirty_bitmap_check(a, BM_CHECK_ALLOW_RO, NULL));
+    bs->read_only = false;
     /* the node's close frees what is left (ASan checks) */
     blk_unref(bs);
     blk_graph_free(g);
