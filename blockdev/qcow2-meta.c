@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/cleanup.h"
 #include "util/util.h"
 
 static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
@@ -95,6 +96,7 @@ static bool parse_extensions(const uint8_t *buf, size_t start, size_t limit,
             }
             h->has_bitmaps_ext = true;
             h->nb_bitmaps = get_be32(buf + off);
+            h->bitmaps_reserved = get_be32(buf + off + 4);
             h->bitmap_directory_size = get_be64(buf + off + 8);
             h->bitmap_directory_offset = get_be64(buf + off + 16);
             break;
@@ -344,13 +346,7 @@ bool qcow2_header_check_layout(const Qcow2Header *h, uint64_t file_size,
         error_setg(errp, "qcow2: snapshot table overlaps other metadata");
         return false;
     }
-    if (h->has_bitmaps_ext && h->nb_bitmaps > 0 &&
-        (h->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
-        !check_table(h, "bitmap directory", h->bitmap_directory_offset,
-                     h->bitmap_directory_size, file_size, errp)) {
-        return false;
-    }
-    return true;
+    return qcow2_bitmap_ext_check(h, file_size, errp);
 }
 
 static const char *feature_name(const Qcow2Header *h, unsigned bit)
@@ -698,4 +694,493 @@ const Qcow2Snapshot *qcow2_snapshot_find(const Qcow2Snapshot *s, uint32_t n,
         }
     }
     return NULL;
+}
+
+/* ---- persistent dirty bitmaps ------------------------------------------ */
+
+static bool bitmaps_valid(const Qcow2Header *h)
+{
+    return h->has_bitmaps_ext &&
+           (h->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+}
+
+bool qcow2_bitmap_ext_check(const Qcow2Header *h, uint64_t file_size,
+                            Error **errp)
+{
+    /* Without autoclear bit 0 an older writer touched the image: the
+     * extension is stale and ignored (qcow2.txt "autoclear_features"). */
+    if (!bitmaps_valid(h)) {
+        return true;
+    }
+    if (h->version < 3) {
+        error_setg(errp, "qcow2: bitmaps extension in a version 2 image");
+        return false;
+    }
+    if (h->nb_bitmaps == 0) {
+        error_setg(errp, "qcow2: bitmaps extension with zero bitmaps");
+        return false;
+    }
+    if (h->nb_bitmaps > QCOW2_MAX_BITMAPS) {
+        error_setg(errp, "qcow2: image has %u bitmaps, more than the %u "
+                   "allowed", h->nb_bitmaps, QCOW2_MAX_BITMAPS);
+        return false;
+    }
+    if (h->bitmaps_reserved != 0) {
+        error_setg(errp, "qcow2: bitmaps extension reserved field is not "
+                   "zero");
+        return false;
+    }
+    if (h->bitmap_directory_size < QCOW2_BME_FIXED ||
+        h->bitmap_directory_size > QCOW2_MAX_BITMAP_DIR_BYTES) {
+        error_setg(errp, "qcow2: invalid bitmap directory size %llu "
+                   "(24 bytes to 64 MiB)",
+                   (unsigned long long)h->bitmap_directory_size);
+        return false;
+    }
+    return check_table(h, "bitmap directory", h->bitmap_directory_offset,
+                       h->bitmap_directory_size, file_size, errp);
+}
+
+void qcow2_bitmap_dir_free(Qcow2BitmapEntry *e, uint32_t n)
+{
+    if (e == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        free(e[i].name);
+        free(e[i].extra_data);
+    }
+    free(e);
+}
+
+void qcow2_bitmap_entry_copy(Qcow2BitmapEntry *dst,
+                             const Qcow2BitmapEntry *src)
+{
+    *dst = *src;
+    dst->name = xstrdup(src->name);
+    dst->extra_data = NULL;
+    if (src->extra_data_size > 0) {
+        dst->extra_data = xmalloc(src->extra_data_size);
+        memcpy(dst->extra_data, src->extra_data, src->extra_data_size);
+    }
+}
+
+uint64_t qcow2_bitmap_table_entries(const Qcow2Header *h, uint64_t size,
+                                    uint32_t gran_bits)
+{
+    uint64_t granules = size == 0 ? 0 : ((size - 1) >> gran_bits) + 1;
+    uint64_t bytes = DIV_ROUND_UP(granules, 8);
+
+    return DIV_ROUND_UP(bytes, h->cluster_size);
+}
+
+int qcow2_bitmap_table_decode(const Qcow2Header *h, uint64_t entry,
+                              uint64_t file_size, uint64_t *data_off,
+                              bool *all_ones)
+{
+    uint64_t off = entry & QCOW2_BMT_OFFSET_MASK;
+
+    *data_off = 0;
+    *all_ones = false;
+    if (entry & ~(QCOW2_BMT_OFFSET_MASK | QCOW2_BMT_ALL_ONES)) {
+        return -EIO;
+    }
+    if (off == 0) {
+        *all_ones = entry & QCOW2_BMT_ALL_ONES;
+        return 0;
+    }
+    /* Bit 0 with an offset is reserved too ("must be 0"). */
+    if ((entry & QCOW2_BMT_ALL_ONES) || !IS_ALIGNED(off, h->cluster_size) ||
+        off < h->cluster_size || off > file_size ||
+        h->cluster_size > file_size - off) {
+        return -EIO;
+    }
+    *data_off = off;
+    return 0;
+}
+
+/* A host range for the overlap check: [start, end) in clusters. */
+typedef struct BmRange {
+    uint64_t start, end;
+    const char *what;      /* "bitmap table" or another table's name */
+    uint32_t index;        /* bitmap index, for messages */
+} BmRange;
+
+static int bm_range_cmp(const void *a, const void *b)
+{
+    const BmRange *x = a, *y = b;
+
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int bm_name_cmp(const void *a, const void *b)
+{
+    const Qcow2BitmapEntry *const *x = a, *const *y = b;
+
+    return strcmp((*x)->name, (*y)->name);
+}
+
+/* Parse one entry at buf[off..len): fills e, *next = the next entry's
+ * offset. */
+static bool bitmap_entry_parse(const Qcow2Header *h, const uint8_t *buf,
+                               size_t len, size_t off, uint32_t i,
+                               uint64_t file_size, Qcow2BitmapEntry *e,
+                               size_t *next, Error **errp)
+{
+    uint16_t name_size;
+    uint64_t end, need;
+
+    if (len - off < QCOW2_BME_FIXED) {
+        error_setg(errp, "qcow2: bitmap directory truncated at entry %u",
+                   i);
+        return false;
+    }
+    e->table_offset = get_be64(buf + off);
+    e->table_size = get_be32(buf + off + 8);
+    e->flags = get_be32(buf + off + 12);
+    e->type = buf[off + 16];
+    e->granularity_bits = buf[off + 17];
+    name_size = get_be16(buf + off + 18);
+    e->extra_data_size = get_be32(buf + off + 20);
+    end = (uint64_t)off + QCOW2_BME_FIXED + e->extra_data_size + name_size;
+    if (end > len) {
+        error_setg(errp, "qcow2: bitmap directory entry %u runs past the "
+                   "end of the directory", i);
+        return false;
+    }
+    if (name_size == 0 || name_size > QCOW2_MAX_BITMAP_NAME) {
+        error_setg(errp, "qcow2: bitmap directory entry %u: invalid name "
+                   "length %u (1 to %u bytes)", i, name_size,
+                   QCOW2_MAX_BITMAP_NAME);
+        return false;
+    }
+    if (memchr(buf + end - name_size, 0, name_size) != NULL) {
+        error_setg(errp, "qcow2: bitmap directory entry %u: name contains "
+                   "a NUL byte", i);
+        return false;
+    }
+    e->name = xstrndup((const char *)buf + end - name_size, name_size);
+    if (e->extra_data_size > 0) {
+        e->extra_data = xmalloc(e->extra_data_size);
+        memcpy(e->extra_data, buf + off + QCOW2_BME_FIXED,
+               e->extra_data_size);
+    }
+    *next = ALIGN_UP(end, (uint64_t)8);
+
+    if (e->flags & ~(uint32_t)QCOW2_BME_KNOWN_FLAGS) {
+        error_setg(errp, "qcow2: bitmap '%s': unknown flags 0x%x", e->name,
+                   e->flags & ~(uint32_t)QCOW2_BME_KNOWN_FLAGS);
+        return false;
+    }
+    if (e->type != QCOW2_BITMAP_TYPE_DIRTY) {
+        error_setg(errp, "qcow2: bitmap '%s': unknown type %u", e->name,
+                   e->type);
+        return false;
+    }
+    if (e->granularity_bits < QCOW2_BITMAP_MIN_GRAN_BITS ||
+        e->granularity_bits > QCOW2_BITMAP_MAX_GRAN_BITS) {
+        error_setg(errp, "qcow2: bitmap '%s': granularity 2^%u out of range "
+                   "(2^%u to 2^%u bytes)", e->name, e->granularity_bits,
+                   QCOW2_BITMAP_MIN_GRAN_BITS, QCOW2_BITMAP_MAX_GRAN_BITS);
+        return false;
+    }
+    if (e->table_size == 0 ||
+        (uint64_t)e->table_size * h->cluster_size >
+        QCOW2_MAX_BITMAP_DATA_BYTES) {
+        error_setg(errp, "qcow2: bitmap '%s': invalid bitmap table size %u",
+                   e->name, e->table_size);
+        return false;
+    }
+    if (!check_table(h, "bitmap table", e->table_offset,
+                     (uint64_t)e->table_size * 8, file_size, errp)) {
+        error_prepend(errp, "bitmap '%s': ", e->name);
+        return false;
+    }
+    need = qcow2_bitmap_table_entries(h, h->size, e->granularity_bits);
+    if (!(e->flags & QCOW2_BME_IN_USE) && e->table_size < need) {
+        error_setg(errp, "qcow2: bitmap '%s': table of %u entries too small "
+                   "for the virtual size (%llu needed)", e->name,
+                   e->table_size, (unsigned long long)need);
+        return false;
+    }
+    return true;
+}
+
+/* Tables overlapping each other, the directory, the L1 table or the
+ * refcount table (whole clusters: two tables never share one). */
+static bool bitmap_check_overlaps(const Qcow2Header *h,
+                                  const Qcow2BitmapEntry *e, uint32_t n,
+                                  Error **errp)
+{
+    CLEANUP_FREE BmRange *r = xcalloc((size_t)n + 3, sizeof(*r));
+    uint32_t nr = 0;
+    uint64_t cs = h->cluster_size;
+
+    for (uint32_t i = 0; i < n; i++) {
+        r[nr++] = (BmRange){
+            e[i].table_offset / cs,
+            DIV_ROUND_UP(e[i].table_offset + (uint64_t)e[i].table_size * 8,
+                         cs),
+            "bitmap table", i };
+    }
+    r[nr++] = (BmRange){
+        h->bitmap_directory_offset / cs,
+        DIV_ROUND_UP(h->bitmap_directory_offset + h->bitmap_directory_size,
+                     cs), "bitmap directory", 0 };
+    r[nr++] = (BmRange){
+        h->refcount_table_offset / cs,
+        h->refcount_table_offset / cs + h->refcount_table_clusters,
+        "refcount table", 0 };
+    if (h->l1_size > 0) {
+        r[nr++] = (BmRange){
+            h->l1_table_offset / cs,
+            DIV_ROUND_UP(h->l1_table_offset + (uint64_t)h->l1_size * 8, cs),
+            "L1 table", 0 };
+    }
+    qsort(r, nr, sizeof(*r), bm_range_cmp);
+    for (uint32_t i = 1; i < nr; i++) {
+        const BmRange *a = &r[i - 1], *b = &r[i];
+        const BmRange *t = strcmp(a->what, "bitmap table") == 0 ? a : b;
+        const BmRange *o = t == a ? b : a;
+
+        if (b->start >= a->end) {
+            continue;
+        }
+        if (strcmp(o->what, "bitmap table") == 0) {
+            error_setg(errp, "qcow2: the tables of bitmaps '%s' and '%s' "
+                       "overlap", e[t->index].name, e[o->index].name);
+        } else if (strcmp(t->what, "bitmap table") == 0) {
+            error_setg(errp, "qcow2: the table of bitmap '%s' overlaps the "
+                       "%s", e[t->index].name, o->what);
+        } else {
+            error_setg(errp, "qcow2: the %s overlaps the %s", a->what,
+                       b->what);
+        }
+        return false;
+    }
+    return true;
+}
+
+bool qcow2_bitmap_dir_parse(const Qcow2Header *h, const uint8_t *buf,
+                            size_t len, uint64_t file_size,
+                            Qcow2BitmapEntry **out, Error **errp)
+{
+    Qcow2BitmapEntry *e = NULL;
+    CLEANUP_FREE const Qcow2BitmapEntry **sorted = NULL;
+    uint32_t n = h->nb_bitmaps;
+    size_t off = 0;
+
+    if (!qcow2_bitmap_ext_check(h, file_size, errp)) {
+        return false;
+    }
+    if (!bitmaps_valid(h)) {
+        error_setg(errp, "qcow2: image has no valid bitmaps extension");
+        return false;
+    }
+    if (len != h->bitmap_directory_size) {
+        error_setg(errp, "qcow2: bitmap directory buffer has %zu bytes, "
+                   "expected %llu", len,
+                   (unsigned long long)h->bitmap_directory_size);
+        return false;
+    }
+    e = xcalloc(n, sizeof(*e));
+    for (uint32_t i = 0; i < n; i++) {
+        size_t next;
+
+        if (off >= len) {
+            error_setg(errp, "qcow2: bitmap directory holds %u bitmaps, "
+                       "the header says %u", i, n);
+            goto fail;
+        }
+        if (!bitmap_entry_parse(h, buf, len, off, i, file_size, &e[i],
+                                &next, errp)) {
+            goto fail;
+        }
+        off = next;
+    }
+    if (off < len) {
+        error_setg(errp, "qcow2: bitmap directory has %zu bytes after its "
+                   "%u entries", len - off, n);
+        goto fail;
+    }
+    sorted = xcalloc(n, sizeof(*sorted));
+    for (uint32_t i = 0; i < n; i++) {
+        sorted[i] = &e[i];
+    }
+    qsort(sorted, n, sizeof(*sorted), bm_name_cmp);
+    for (uint32_t i = 1; i < n; i++) {
+        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) {
+            error_setg(errp, "qcow2: duplicate bitmap name '%s'",
+                       sorted[i]->name);
+            goto fail;
+        }
+    }
+    if (!bitmap_check_overlaps(h, e, n, errp)) {
+        goto fail;
+    }
+    *out = e;
+    return true;
+
+fail:
+    qcow2_bitmap_dir_free(e, n);
+    return false;
+}
+
+uint64_t qcow2_bitmap_dir_size(const Qcow2BitmapEntry *e, uint32_t n)
+{
+    uint64_t size = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        size += ALIGN_UP(QCOW2_BME_FIXED + (uint64_t)e[i].extra_data_size +
+                         strlen(e[i].name), (uint64_t)8);
+    }
+    return size;
+}
+
+void qcow2_bitmap_dir_encode(const Qcow2BitmapEntry *e, uint32_t n,
+                             uint8_t *buf)
+{
+    size_t off = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        size_t name_size = strlen(e[i].name);
+        size_t sz = ALIGN_UP(QCOW2_BME_FIXED + (size_t)e[i].extra_data_size +
+                             name_size, (size_t)8);
+
+        memset(buf + off, 0, sz);
+        put_be64(buf + off, e[i].table_offset);
+        put_be32(buf + off + 8, e[i].table_size);
+        put_be32(buf + off + 12, e[i].flags);
+        buf[off + 16] = e[i].type;
+        buf[off + 17] = e[i].granularity_bits;
+        put_be16(buf + off + 18, name_size);
+        put_be32(buf + off + 20, e[i].extra_data_size);
+        if (e[i].extra_data_size > 0) {
+            memcpy(buf + off + QCOW2_BME_FIXED, e[i].extra_data,
+                   e[i].extra_data_size);
+        }
+        memcpy(buf + off + QCOW2_BME_FIXED + e[i].extra_data_size,
+               e[i].name, name_size);
+        off += sz;
+    }
+}
+
+bool qcow2_header_update_bitmaps(uint8_t *buf, size_t len, uint32_t nb,
+                                 uint64_t dir_size, uint64_t dir_offset,
+                                 size_t *end, Error **errp)
+{
+    Qcow2Header h;
+    CLEANUP_FREE uint8_t *ext = NULL;
+    CLEANUP_FREE uint8_t *backing = NULL;
+    size_t limit, off, out = 0, cap;
+    uint64_t autoclear;
+    bool placed = false;
+
+    if (!qcow2_header_parse(buf, len, &h, errp)) {
+        return false;
+    }
+    if (h.version < 3) {
+        error_setg(errp, "qcow2: version 2 images cannot hold bitmaps");
+        return false;
+    }
+    limit = MIN(len, (size_t)h.cluster_size);
+    if (h.has_backing_file) {
+        backing = xmalloc(h.backing_file_size);
+        memcpy(backing, buf + h.backing_file_offset, h.backing_file_size);
+        limit = MIN(limit, (size_t)h.backing_file_offset);
+    }
+    cap = MIN(len, (size_t)h.cluster_size);
+    ext = xzalloc(cap + 32);
+
+    /* Copy every extension but the bitmaps one; put the new bitmaps
+     * extension where the old one was, else just before the end. */
+    off = h.header_length;
+    for (;;) {
+        uint32_t type = get_be32(buf + off);
+        uint32_t elen = get_be32(buf + off + 4);
+        size_t sz;
+
+        if (type == QCOW2_EXT_END) {
+            break;
+        }
+        sz = 8 + ALIGN_UP((size_t)elen, (size_t)8);
+        if (type == QCOW2_EXT_BITMAPS) {
+            placed = true;
+            if (nb > 0) {
+                if (out + 32 > cap) {
+                    goto too_big;
+                }
+                put_be32(ext + out, QCOW2_EXT_BITMAPS);
+                put_be32(ext + out + 4, 24);
+                put_be32(ext + out + 8, nb);
+                put_be32(ext + out + 12, 0);
+                put_be64(ext + out + 16, dir_size);
+                put_be64(ext + out + 24, dir_offset);
+                out += 32;
+            }
+        } else {
+            /* The parser accepted it: off + 8 + elen <= limit. */
+            size_t copy = MIN(sz, limit - off);
+
+            if (out + sz > cap) {
+                goto too_big;
+            }
+            memcpy(ext + out, buf + off, copy);
+            out += sz;
+        }
+        off += sz;
+        if (off + 8 > limit) {
+            break;
+        }
+    }
+    if (!placed && nb > 0) {
+        if (out + 32 > cap) {
+            goto too_big;
+        }
+        put_be32(ext + out, QCOW2_EXT_BITMAPS);
+        put_be32(ext + out + 4, 24);
+        put_be32(ext + out + 8, nb);
+        put_be32(ext + out + 12, 0);
+        put_be64(ext + out + 16, dir_size);
+        put_be64(ext + out + 24, dir_offset);
+        out += 32;
+    }
+    out += 8;    /* end marker: zeroes */
+    if (h.header_length + out + (backing ? h.backing_file_size : 0) >
+        cap) {
+        goto too_big;
+    }
+    {
+        size_t old_end = off + 8;
+        size_t used = h.header_length + out;
+
+        if (backing != NULL) {
+            old_end = MAX(old_end, (size_t)(h.backing_file_offset +
+                                             h.backing_file_size));
+            put_be64(buf + 8, used);
+        }
+        memcpy(buf + h.header_length, ext, out);
+        if (backing != NULL) {
+            memcpy(buf + used, backing, h.backing_file_size);
+            used += h.backing_file_size;
+        }
+        /* Stale bytes of the old layout become zero padding. */
+        if (used < old_end) {
+            memset(buf + used, 0, old_end - used);
+        }
+        *end = MAX(old_end, used);
+    }
+    autoclear = h.autoclear_features;
+    if (nb > 0) {
+        autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+    } else {
+        autoclear &= ~(uint64_t)QCOW2_AUTOCLEAR_BITMAPS;
+    }
+    put_be64(buf + 88, autoclear);
+    return true;
+
+too_big:
+    error_setg(errp, "qcow2: no room for the bitmaps extension in the "
+               "header cluster");
+    return false;
 }

@@ -109,6 +109,7 @@ typedef struct Qcow2Header {
     bool has_crypto_ext;
     bool has_bitmaps_ext;
     uint32_t nb_bitmaps;
+    uint32_t bitmaps_reserved;        /* must be 0 */
     uint64_t bitmap_directory_size;
     uint64_t bitmap_directory_offset;
     unsigned nb_feature_names;
@@ -225,5 +226,115 @@ void qcow2_snapshots_free(Qcow2Snapshot *s, uint32_t n);
 /* Find a snapshot by id, else by name; NULL when none matches. */
 const Qcow2Snapshot *qcow2_snapshot_find(const Qcow2Snapshot *s,
                                          uint32_t n, const char *id_or_name);
+
+/* ---- persistent dirty bitmaps ------------------------------------------
+ *
+ * qcow2.txt "Bitmaps extension", "Bitmap directory", "Bitmap table".
+ * The extension (24 bytes: nb_bitmaps, reserved, directory size and
+ * offset) is valid only while autoclear bit 0 is set.  The directory is
+ * nb_bitmaps variable-length entries, each padded to 8 bytes:
+ *
+ *     0  u64 bitmap_table_offset   cluster aligned
+ *     8  u32 bitmap_table_size     entries
+ *    12  u32 flags                 bit0 in_use, bit1 auto,
+ *                                  bit2 extra_data_compatible
+ *    16  u8  type                  1 = dirty tracking
+ *    17  u8  granularity_bits      9..31
+ *    18  u16 name_size             1..1023, no NUL
+ *    20  u32 extra_data_size
+ *    24  extra data, then the name, then zero padding
+ *
+ * A bitmap table entry holds the host offset of one cluster of bitmap
+ * data (bits 9..55), or 0 with bit 0 saying "all zeroes" (0) or "all
+ * ones" (1); other bits are reserved.  Granule i is bit i % 8 of byte
+ * i / 8 of the data. */
+
+#define QCOW2_MAX_BITMAPS 65535
+#define QCOW2_MAX_BITMAP_DIR_BYTES (64u * 1024 * 1024)
+#define QCOW2_MAX_BITMAP_NAME 1023
+#define QCOW2_BITMAP_MIN_GRAN_BITS 9
+#define QCOW2_BITMAP_MAX_GRAN_BITS 31
+/* Bitmap data clusters one bitmap may have (QEMU: 512 MiB of data). */
+#define QCOW2_MAX_BITMAP_DATA_BYTES (512ULL * 1024 * 1024)
+#define QCOW2_BITMAP_TYPE_DIRTY 1
+#define QCOW2_BME_FIXED 24          /* bytes before the extra data */
+
+enum {
+    QCOW2_BME_IN_USE = 1u << 0,
+    QCOW2_BME_AUTO = 1u << 1,
+    QCOW2_BME_EXTRA_DATA_COMPATIBLE = 1u << 2,
+    QCOW2_BME_KNOWN_FLAGS = 0x7,
+};
+
+#define QCOW2_BMT_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW2_BMT_ALL_ONES 1ULL
+
+typedef struct Qcow2BitmapEntry {
+    uint64_t table_offset;      /* host offset, cluster aligned */
+    uint32_t table_size;        /* entries (8 bytes each), >= 1 */
+    uint32_t flags;             /* QCOW2_BME_* */
+    uint8_t type;               /* QCOW2_BITMAP_TYPE_DIRTY */
+    uint8_t granularity_bits;   /* 9..31 */
+    uint32_t extra_data_size;   /* bytes */
+    uint8_t *extra_data;        /* owned copy, kept verbatim; NULL if 0 */
+    char *name;                 /* owned, NUL-terminated, unique */
+} Qcow2BitmapEntry;
+
+/* Check the bitmaps extension of h (when present and autoclear bit 0
+ * is set) against a file of file_size bytes: count 1..65535, reserved
+ * field zero, directory size 1..64 MiB, directory cluster aligned,
+ * after the header and inside the file. */
+bool qcow2_bitmap_ext_check(const Qcow2Header *h, uint64_t file_size,
+                            Error **errp);
+
+/* Parse the bitmap directory: buf holds h->bitmap_directory_size
+ * bytes read at h->bitmap_directory_offset.  Every entry is checked
+ * (see the layout above): fields in range, unknown flags, names
+ * (length, NUL bytes, duplicates), extra data and the entry inside the
+ * directory; the directory must hold exactly h->nb_bitmaps entries and
+ * end with the last one.  Tables must be cluster aligned, after the
+ * header, inside the file, big enough for the virtual size (unless the
+ * bitmap is in use: its contents are not read), and overlap neither
+ * each other nor the directory, the L1 table or the refcount table.
+ * On success *out is an array of h->nb_bitmaps entries (free with
+ * qcow2_bitmap_dir_free). */
+bool qcow2_bitmap_dir_parse(const Qcow2Header *h, const uint8_t *buf,
+                            size_t len, uint64_t file_size,
+                            Qcow2BitmapEntry **out, Error **errp);
+void qcow2_bitmap_dir_free(Qcow2BitmapEntry *e, uint32_t n);
+/* Deep copy of one entry into dst (dst's old contents are not freed). */
+void qcow2_bitmap_entry_copy(Qcow2BitmapEntry *dst,
+                             const Qcow2BitmapEntry *src);
+
+/* Bytes the n entries take encoded (each padded to 8). */
+uint64_t qcow2_bitmap_dir_size(const Qcow2BitmapEntry *e, uint32_t n);
+/* Encode n entries into buf (qcow2_bitmap_dir_size() bytes). */
+void qcow2_bitmap_dir_encode(const Qcow2BitmapEntry *e, uint32_t n,
+                             uint8_t *buf);
+
+/* Bitmap table entries a bitmap of granularity 1 << gran_bits needs
+ * for a virtual size (one per cluster of bitmap data). */
+uint64_t qcow2_bitmap_table_entries(const Qcow2Header *h, uint64_t size,
+                                    uint32_t gran_bits);
+
+/* Decode a bitmap table entry: *data_off = the data cluster (0: none,
+ * then *all_ones says what the cluster reads as).  -EIO for reserved
+ * bits, a misaligned offset, the header cluster or an offset past
+ * file_size. */
+int qcow2_bitmap_table_decode(const Qcow2Header *h, uint64_t entry,
+                              uint64_t file_size, uint64_t *data_off,
+                              bool *all_ones);
+
+/* Rewrite cluster 0 (buf, len bytes: the image's first cluster, or all
+ * of the file when it is shorter) so that the bitmaps extension names
+ * nb bitmaps in a directory of dir_size bytes at dir_offset, and
+ * autoclear bit 0 is set; nb == 0 removes the extension and clears the
+ * bit.  The other extensions are kept as they are, in order, and the
+ * backing file name moves to follow them.  *end is the number of bytes
+ * of buf to write back.  False when the result would not fit in the
+ * cluster. */
+bool qcow2_header_update_bitmaps(uint8_t *buf, size_t len, uint32_t nb,
+                                 uint64_t dir_size, uint64_t dir_offset,
+                                 size_t *end, Error **errp);
 
 #endif

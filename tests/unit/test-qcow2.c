@@ -2065,8 +2065,395 @@ static void test_grow_over_backing(void)
     free(raw);
 }
 
+
+/* ---- bitmap directory (qcow2.txt "Bitmaps extension") ------------------ */
+
+#define CS 65536ULL
+#define BM_DIR_OFF (5 * CS)
+
+static uint64_t bm_fsize = FSIZE;   /* file size bm_parse() checks with */
+
+/* make_v3() plus a bitmaps extension (nb bitmaps, dir_size bytes at
+ * cluster 5) and autoclear bit 0. */
+static void make_bm_header(uint8_t *b, uint32_t nb, uint64_t dir_size)
+{
+    make_v3(b);
+    put_be64(b + 88, QCOW2_AUTOCLEAR_BITMAPS);
+    put_be32(b + 112, QCOW2_EXT_BITMAPS);
+    put_be32(b + 116, 24);
+    put_be32(b + 120, nb);
+    put_be32(b + 124, 0);
+    put_be64(b + 128, dir_size);
+    put_be64(b + 136, BM_DIR_OFF);
+    /* end marker at 144 */
+}
+
+/* Append one directory entry at *off. */
+static void put_bme(uint8_t *d, size_t *off, uint64_t toff, uint32_t tsize,
+                    uint32_t flags, uint8_t type, uint8_t gbits,
+                    const char *name, size_t name_size, uint32_t extra)
+{
+    uint8_t *e = d + *off;
+
+    put_be64(e, toff);
+    put_be32(e + 8, tsize);
+    put_be32(e + 12, flags);
+    e[16] = type;
+    e[17] = gbits;
+    put_be16(e + 18, name_size);
+    put_be32(e + 20, extra);
+    for (uint32_t i = 0; i < extra; i++) {
+        e[24 + i] = 0xa0 + i;
+    }
+    memcpy(e + 24 + extra, name, name_size);
+    *off += (24 + extra + name_size + 7) & ~7u;
+}
+
+/* Parse header b and directory d (len bytes); on failure the message
+ * must contain needle (NULL: must succeed). */
+static Qcow2BitmapEntry *bm_parse(const uint8_t *b, const uint8_t *d,
+                                  size_t len, const char *needle)
+{
+    Qcow2Header h;
+    Qcow2BitmapEntry *e = NULL;
+    Error *err = NULL;
+    bool ok = qcow2_header_parse(b, HBUF, &h, &err) &&
+              qcow2_header_check_layout(&h, bm_fsize, &err) &&
+              qcow2_bitmap_dir_parse(&h, d, len, bm_fsize, &e, &err);
+
+    if (needle == NULL) {
+        if (!ok) {
+            fprintf(stderr, "\nunexpected error '%s'\n",
+                    error_get_pretty(err));
+            error_free(err);
+        }
+        CU_ASSERT_TRUE(ok);
+        return e;
+    }
+    CU_ASSERT_FALSE(ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    if (strstr(error_get_pretty(err), needle) == NULL) {
+        fprintf(stderr, "\nerror '%s' lacks '%s'\n", error_get_pretty(err),
+                needle);
+        CU_FAIL("unexpected message");
+    }
+    error_free(err);
+    return NULL;
+}
+
+/* One bitmap "b0" with the given fields, parsed, expecting needle. */
+static void bm_one(uint64_t toff, uint32_t tsize, uint32_t flags,
+                   uint8_t type, uint8_t gbits, const char *name,
+                   size_t name_size, uint32_t extra, const char *needle)
+{
+    static uint8_t b[HBUF], d[4096];
+    size_t len = 0;
+    Qcow2BitmapEntry *e;
+
+    memset(d, 0, sizeof(d));
+    put_bme(d, &len, toff, tsize, flags, type, gbits, name, name_size,
+            extra);
+    make_bm_header(b, 1, len);
+    e = bm_parse(b, d, len, needle);
+    qcow2_bitmap_dir_free(e, 1);
+}
+
+static void test_bitmap_dir_valid(void)
+{
+    static uint8_t b[HBUF], d[4096], enc[4096];
+    size_t len = 0;
+    Qcow2BitmapEntry *e;
+    Qcow2Header h;
+    Error *err = NULL;
+
+    memset(d, 0, sizeof(d));
+    put_bme(d, &len, 6 * CS, 1, QCOW2_BME_AUTO, 1, 16, "b0", 2, 0);
+    put_bme(d, &len, 7 * CS, 4, QCOW2_BME_IN_USE, 1, 9, "second", 6, 0);
+    put_bme(d, &len, 8 * CS, 1, QCOW2_BME_EXTRA_DATA_COMPATIBLE, 1, 31,
+            "x", 1, 5);
+    make_bm_header(b, 3, len);
+    e = bm_parse(b, d, len, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_STRING_EQUAL(e[0].name, "b0");
+    CU_ASSERT_EQUAL(e[0].table_offset, 6 * CS);
+    CU_ASSERT_EQUAL(e[0].table_size, 1);
+    CU_ASSERT_EQUAL(e[0].flags, QCOW2_BME_AUTO);
+    CU_ASSERT_EQUAL(e[0].granularity_bits, 16);
+    CU_ASSERT_STRING_EQUAL(e[1].name, "second");
+    CU_ASSERT_EQUAL(e[1].granularity_bits, 9);
+    CU_ASSERT_EQUAL(e[2].extra_data_size, 5);
+    CU_ASSERT_EQUAL(e[2].extra_data[4], 0xa4);
+    /* Encoding gives back the same bytes. */
+    CU_ASSERT_EQUAL(qcow2_bitmap_dir_size(e, 3), len);
+    memset(enc, 0xff, sizeof(enc));
+    qcow2_bitmap_dir_encode(e, 3, enc);
+    CU_ASSERT_EQUAL(memcmp(enc, d, len), 0);
+    qcow2_bitmap_dir_free(e, 3);
+
+    /* Needed table sizes: 1 GiB at 64 KiB = 2 KiB of bits, 1 cluster;
+     * at 512 B = 256 KiB of bits, 4 clusters. */
+    CU_ASSERT_TRUE(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_entries(&h, 1ULL << 30, 16), 1);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_entries(&h, 1ULL << 30, 9), 4);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_entries(&h, (1ULL << 30) + 1, 9), 5);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_entries(&h, 0, 9), 0);
+
+    /* Without autoclear bit 0 the extension is ignored, even when it is
+     * nonsense. */
+    make_bm_header(b, 0, 3);
+    put_be64(b + 88, 0);
+    CU_ASSERT_TRUE(qcow2_header_parse(b, HBUF, &h, &err) &&
+                   qcow2_header_check_layout(&h, FSIZE, &err));
+}
+
+static void test_bitmap_dir_hostile_fields(void)
+{
+    char name[1100];
+
+    memset(name, 'n', sizeof(name));
+    /* Tables. */
+    bm_one(6 * CS + 512, 1, 0, 1, 16, "b", 1, 0, "not cluster aligned");
+    bm_one(FSIZE, 1, 0, 1, 16, "b", 1, 0, "past the end");
+    bm_one(0, 1, 0, 1, 16, "b", 1, 0, "overlaps the image header");
+    bm_one(6 * CS, 0, 0, 1, 16, "b", 1, 0, "table size 0");
+    bm_one(6 * CS, 0x100000, 0, 1, 16, "b", 1, 0, "invalid bitmap table");
+    /* 1 GiB at 512 B granularity needs 4 data clusters. */
+    bm_one(6 * CS, 3, 0, 1, 9, "b", 1, 0, "too small");
+    bm_one(6 * CS, 3, QCOW2_BME_IN_USE, 1, 9, "b", 1, 0, NULL);
+    /* Fields. */
+    bm_one(6 * CS, 1, 0, 1, 8, "b", 1, 0, "granularity 2^8 out of range");
+    bm_one(6 * CS, 1, 0, 1, 32, "b", 1, 0, "granularity 2^32 out of range");
+    bm_one(6 * CS, 1, 0, 1, 255, "b", 1, 0, "out of range");
+    bm_one(6 * CS, 1, 8, 1, 16, "b", 1, 0, "unknown flags 0x8");
+    bm_one(6 * CS, 1, 0x80000000u, 1, 16, "b", 1, 0, "unknown flags");
+    bm_one(6 * CS, 1, 0, 0, 16, "b", 1, 0, "unknown type 0");
+    bm_one(6 * CS, 1, 0, 2, 16, "b", 1, 0, "unknown type 2");
+    /* Names. */
+    bm_one(6 * CS, 1, 0, 1, 16, "a\0b", 3, 0, "NUL");
+    bm_one(6 * CS, 1, 0, 1, 16, "", 0, 0, "invalid name length 0");
+    bm_one(6 * CS, 1, 0, 1, 16, name, 1024, 0, "invalid name length 1024");
+    bm_one(6 * CS, 1, 0, 1, 16, name, 1023, 0, NULL);
+    /* Extra data: kept; larger than the directory is refused. */
+    bm_one(6 * CS, 1, 0, 1, 16, "b", 1, 16, NULL);
+    {
+        static uint8_t b[HBUF], d[64];
+        size_t len = 0;
+
+        memset(d, 0, sizeof(d));
+        put_bme(d, &len, 6 * CS, 1, 0, 1, 16, "b", 1, 0);
+        put_be32(d + 20, 0xffffffffu);
+        make_bm_header(b, 1, len);
+        bm_parse(b, d, len, "runs past the end of the directory");
+    }
+}
+
+static void test_bitmap_dir_hostile_layout(void)
+{
+    static uint8_t b[HBUF], d[4096];
+    size_t len;
+    Qcow2BitmapEntry *e;
+
+    /* Two tables in one cluster. */
+    len = 0;
+    memset(d, 0, sizeof(d));
+    put_bme(d, &len, 6 * CS, 1, 0, 1, 16, "a", 1, 0);
+    put_bme(d, &len, 6 * CS, 1, 0, 1, 16, "b", 1, 0);
+    make_bm_header(b, 2, len);
+    bm_parse(b, d, len, "the tables of bitmaps");
+    /* A table over the directory, the reftable, the L1 table. */
+    bm_one(BM_DIR_OFF, 1, 0, 1, 16, "b", 1, 0,
+           "overlaps the bitmap directory");
+    bm_one(CS, 1, 0, 1, 16, "b", 1, 0, "overlaps the refcount table");
+    bm_one(3 * CS, 1, 0, 1, 16, "b", 1, 0, "overlaps the L1 table");
+    /* Duplicate names, also far apart. */
+    len = 0;
+    put_bme(d, &len, 6 * CS, 1, 0, 1, 16, "dup", 3, 0);
+    put_bme(d, &len, 7 * CS, 1, 0, 1, 16, "other", 5, 0);
+    put_bme(d, &len, 8 * CS, 1, 0, 1, 16, "dup", 3, 0);
+    make_bm_header(b, 3, len);
+    bm_parse(b, d, len, "duplicate bitmap name 'dup'");
+    /* Count mismatches and trailing bytes. */
+    len = 0;
+    put_bme(d, &len, 6 * CS, 1, 0, 1, 16, "a", 1, 0);
+    make_bm_header(b, 2, len);
+    bm_parse(b, d, len, "holds 1 bitmaps, the header says 2");
+    make_bm_header(b, 1, len + 8);
+    bm_parse(b, d, len + 8, "8 bytes after its 1 entries");
+    make_bm_header(b, 1, len - 8);
+    bm_parse(b, d, len - 8, "runs past the end");
+    /* Extension fields. */
+    make_bm_header(b, 0, len);
+    bm_parse(b, d, len, "zero bitmaps");
+    make_bm_header(b, 65536, len);
+    bm_parse(b, d, len, "65536 bitmaps, more than the 65535 allowed");
+    make_bm_header(b, 1, len);
+    put_be32(b + 124, 1);
+    bm_parse(b, d, len, "reserved field");
+    make_bm_header(b, 1, 64ULL * 1024 * 1024 + 8);
+    bm_parse(b, d, len, "invalid bitmap directory size");
+    make_bm_header(b, 1, len);
+    put_be64(b + 136, BM_DIR_OFF + 8);
+    bm_parse(b, d, len, "not cluster aligned");
+    make_bm_header(b, 1, len);
+    put_be64(b + 136, FSIZE);
+    bm_parse(b, d, len, "past the end");
+    make_bm_header(b, 1, len);
+    put_be32(b + 4, 2);
+    put_be32(b + 96, 4);
+    {
+        Qcow2Header h;
+        Error *err = NULL;
+
+        /* v2 has no extension area parsed as v3; build it by hand. */
+        memset(&h, 0, sizeof(h));
+        h.version = 2;
+        h.has_bitmaps_ext = true;
+        h.autoclear_features = QCOW2_AUTOCLEAR_BITMAPS;
+        h.nb_bitmaps = 1;
+        CU_ASSERT_FALSE(qcow2_bitmap_ext_check(&h, FSIZE, &err));
+        CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err), "version 2"));
+        error_free(err);
+    }
+    /* In use with a too small table is fine (contents are not read). */
+    len = 0;
+    put_bme(d, &len, 6 * CS, 1, QCOW2_BME_IN_USE | QCOW2_BME_AUTO, 1, 9,
+            "u", 1, 0);
+    make_bm_header(b, 1, len);
+    e = bm_parse(b, d, len, NULL);
+    qcow2_bitmap_dir_free(e, 1);
+}
+
+static void test_bitmap_dir_many(void)
+{
+    /* 65535 bitmaps, tables in distinct clusters, unique names: parsed
+     * (and quickly: names and tables are sorted, not compared pairwise). */
+    uint32_t n = QCOW2_MAX_BITMAPS;
+    uint8_t *b = xzalloc(HBUF);
+    uint8_t *d = xzalloc((size_t)n * 32);
+    size_t len = 0;
+    Qcow2BitmapEntry *e;
+
+    for (uint32_t i = 0; i < n; i++) {
+        char name[8];
+
+        snprintf(name, sizeof(name), "%05x", i);
+        put_bme(d, &len, (40 + (uint64_t)i) * CS, 1, 0, 1, 16, name, 5, 0);
+    }
+    make_bm_header(b, n, len);
+    bm_fsize = 8 * FSIZE;
+    e = bm_parse(b, d, len, NULL);
+    bm_fsize = FSIZE;
+    CU_ASSERT_PTR_NOT_NULL(e);
+    qcow2_bitmap_dir_free(e, n);
+    free(b);
+    free(d);
+}
+
+static void test_bitmap_table_entry(void)
+{
+    static uint8_t b[HBUF];
+    Qcow2Header h;
+    Error *err = NULL;
+    uint64_t off;
+    bool ones;
+
+    make_v3(b);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 0, FSIZE, &off, &ones), 0);
+    CU_ASSERT_EQUAL(off, 0);
+    CU_ASSERT_FALSE(ones);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 1, FSIZE, &off, &ones), 0);
+    CU_ASSERT_EQUAL(off, 0);
+    CU_ASSERT_TRUE(ones);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 9 * CS, FSIZE, &off,
+                                              &ones), 0);
+    CU_ASSERT_EQUAL(off, 9 * CS);
+    /* Reserved bits, misaligned, header cluster, past the end, bit 0
+     * with an offset. */
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 2, FSIZE, &off, &ones),
+                    -EIO);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 1ULL << 63 | 9 * CS,
+                                              FSIZE, &off, &ones), -EIO);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 9 * CS + 512, FSIZE, &off,
+                                              &ones), -EIO);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 512 * 128, 512 * 128,
+                                              &off, &ones), -EIO);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, FSIZE, FSIZE, &off,
+                                              &ones), -EIO);
+    CU_ASSERT_EQUAL(qcow2_bitmap_table_decode(&h, 9 * CS | 1, FSIZE, &off,
+                                              &ones), -EIO);
+}
+
+static void test_bitmap_header_update(void)
+{
+    static uint8_t b[HBUF], before[HBUF];
+    Qcow2Header h;
+    Error *err = NULL;
+    size_t end;
+
+    /* Add the extension to a header with a backing file and an unknown
+     * extension: both survive, the name moves after the extensions. */
+    make_v3(b);
+    put_be32(b + 112, 0x12345678);       /* unknown extension, 5 bytes */
+    put_be32(b + 116, 5);
+    memcpy(b + 120, "hello", 5);
+    /* end marker at 128 */
+    put_be64(b + 8, 136);
+    put_be32(b + 16, 4);
+    memcpy(b + 136, "base", 4);
+    put_be64(b + 88, 1ULL << 1 | 1ULL << 5);
+    memcpy(before, b, HBUF);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_update_bitmaps(b, HBUF, 3, 48,
+                                                     7 * CS, &end, &err));
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_TRUE(h.has_bitmaps_ext);
+    CU_ASSERT_EQUAL(h.nb_bitmaps, 3);
+    CU_ASSERT_EQUAL(h.bitmap_directory_size, 48);
+    CU_ASSERT_EQUAL(h.bitmap_directory_offset, 7 * CS);
+    CU_ASSERT_EQUAL(h.autoclear_features, 1 | 1ULL << 1 | 1ULL << 5);
+    CU_ASSERT_STRING_EQUAL(h.backing_file, "base");
+    CU_ASSERT_EQUAL(memcmp(b + 112, before + 112, 16), 0);
+    CU_ASSERT_TRUE(end >= h.backing_file_offset + 4);
+    CU_ASSERT_EQUAL(memcmp(b, before, 8), 0);
+    CU_ASSERT_EQUAL(memcmp(b + 16, before + 16, 72), 0);
+    CU_ASSERT_EQUAL(memcmp(b + end, before + end, HBUF - end), 0);
+
+    /* Replace in place, then remove. */
+    CU_ASSERT_TRUE_FATAL(qcow2_header_update_bitmaps(b, HBUF, 1, 24,
+                                                     9 * CS, &end, &err));
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_EQUAL(h.nb_bitmaps, 1);
+    CU_ASSERT_EQUAL(h.bitmap_directory_offset, 9 * CS);
+    CU_ASSERT_TRUE_FATAL(qcow2_header_update_bitmaps(b, HBUF, 0, 0, 0, &end,
+                                                     &err));
+    CU_ASSERT_TRUE_FATAL(qcow2_header_parse(b, HBUF, &h, &err));
+    CU_ASSERT_FALSE(h.has_bitmaps_ext);
+    CU_ASSERT_EQUAL(h.autoclear_features, 1ULL << 1 | 1ULL << 5);
+    CU_ASSERT_STRING_EQUAL(h.backing_file, "base");
+    /* Back to the original layout, byte for byte. */
+    CU_ASSERT_EQUAL(memcmp(b, before, HBUF), 0);
+
+    /* No room: extensions filling the cluster. */
+    make_v3(b);
+    put_be32(b + 20, 9);                  /* 512-byte clusters */
+    put_be32(b + 112, 0x12345678);
+    put_be32(b + 116, 512 - 112 - 16);
+    put_be32(b + 100, 112);
+    CU_ASSERT_TRUE(qcow2_header_parse(b, 512, &h, &err));
+    CU_ASSERT_FALSE(qcow2_header_update_bitmaps(b, 512, 1, 24, 1024, &end,
+                                                &err));
+    CU_ASSERT_PTR_NOT_NULL(err);
+    error_free(err);
+}
+
 static CU_TestInfo qcow2_meta_tests[] = {
     { "header_valid", test_header_valid },
+    { "bitmap_dir_valid", test_bitmap_dir_valid },
+    { "bitmap_dir_hostile_fields", test_bitmap_dir_hostile_fields },
+    { "bitmap_dir_hostile_layout", test_bitmap_dir_hostile_layout },
+    { "bitmap_dir_many", test_bitmap_dir_many },
+    { "bitmap_table_entry", test_bitmap_table_entry },
+    { "bitmap_header_update", test_bitmap_header_update },
     { "header_truncated", test_header_truncated },
     { "header_bad_fields", test_header_bad_fields },
     { "header_l1", test_header_l1 },
