@@ -673,6 +673,21 @@ static int flush_locked(BDRVQcow2 *s)
     return ret;
 }
 
+int qcow2_alloc(BDRVQcow2 *s, uint64_t n, uint64_t *off)
+{
+    return alloc_clusters(s, n, off);
+}
+
+int qcow2_unref(BDRVQcow2 *s, uint64_t off, uint64_t bytes)
+{
+    return bytes == 0 ? 0 : update_refcounts(s, off, bytes, -1);
+}
+
+int qcow2_flush_meta(BDRVQcow2 *s)
+{
+    return flush_locked(s);
+}
+
 /* ---- L2 access ---------------------------------------------------------- */
 
 /* The L2 table for guest offset off (read path): *table = NULL when the
@@ -2321,79 +2336,6 @@ io_error:
 }
 
 
-/* Persistent dirty bitmaps (qcow2.txt "Bitmaps extension"): this driver
- * does not record writes in them, so before the first write every
- * bitmap is flagged in_use (inconsistent), as QEMU flags the bitmaps it
- * has loaded.  They stay listed and can be removed; their clusters stay
- * referenced, so qemu-img check finds no leak.  (Clearing the autoclear
- * bit instead would leak them.) */
-static bool mark_bitmaps_in_use(BDRVQcow2 *s, uint64_t file_size,
-                                Error **errp)
-{
-    uint64_t size = s->h.bitmap_directory_size;
-    CLEANUP_FREE uint8_t *dir = NULL;
-    bool changed = false;
-    size_t off = 0;
-    int ret;
-
-    if (!(s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) ||
-        !s->h.has_bitmaps_ext || s->h.nb_bitmaps == 0) {
-        return true;
-    }
-    if (size > 64 * 1024 * 1024 ||
-        s->h.bitmap_directory_offset > file_size ||
-        size > file_size - s->h.bitmap_directory_offset) {
-        error_setg(errp, "qcow2: invalid bitmap directory");
-        return false;
-    }
-    dir = xmalloc(size ? size : 1);
-    ret = blk_pread(s->bs->file, s->h.bitmap_directory_offset, size, dir, 0);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "qcow2: could not read the bitmap "
-                         "directory");
-        return false;
-    }
-    for (uint32_t i = 0; i < s->h.nb_bitmaps; i++) {
-        uint32_t flags, extra;
-        uint16_t name_size;
-
-        if (size - off < 24) {
-            error_setg(errp, "qcow2: bitmap directory truncated");
-            return false;
-        }
-        flags = get_be32(dir + off + 12);
-        name_size = get_be16(dir + off + 18);
-        extra = get_be32(dir + off + 20);
-        if (!(flags & 1)) {
-            put_be32(dir + off + 12, flags | 1);
-            changed = true;
-        }
-        if ((uint64_t)extra + name_size > size - off - 24) {
-            error_setg(errp, "qcow2: bitmap directory entry truncated");
-            return false;
-        }
-        off = ALIGN_UP(off + 24 + extra + name_size, (size_t)8);
-        if (off > size) {
-            off = size;
-        }
-    }
-    if (!changed) {
-        return true;
-    }
-    ret = blk_pwrite(s->bs->file, s->h.bitmap_directory_offset, size, dir, 0);
-    if (ret == 0) {
-        ret = blk_flush(s->bs->file);
-    }
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "qcow2: could not update the bitmap "
-                         "directory");
-        return false;
-    }
-    log_warn("qcow2 '%s': persistent bitmaps are not maintained by blockd "
-             "yet: flagged in-use (inconsistent)", s->bs->filename);
-    return true;
-}
-
 /* Open the backing file named in the header, unless the options said
  * "backing": null or gave one.  blk_open_backing_file() refuses loops
  * (A -> B -> A) by walking the nodes being opened. */
@@ -2592,7 +2534,7 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
         !repair_refcounts(s, flen, errp)) {
         return false;
     }
-    if (writable && !mark_bitmaps_in_use(s, flen, errp)) {
+    if (!qcow2_bitmaps_load(s, flen, errp)) {
         return false;
     }
     if (writable && (s->h.autoclear_features & ~(uint64_t)
@@ -2632,7 +2574,10 @@ static void qcow2_close(BlockNode *bs)
     }
     pthread_mutex_lock(&s->lock);
     if (s->l2_cache != NULL && s->rb_cache != NULL && !s->read_only) {
-        int ret = flush_locked(s);
+        int ret;
+
+        qcow2_bitmaps_store(s);
+        ret = flush_locked(s);
 
         if (ret < 0) {
             log_error("qcow2 '%s': could not write metadata on close: %s",
@@ -2647,6 +2592,7 @@ static void qcow2_close(BlockNode *bs)
     free(s->pending);
     qcow2_snapshots_free(s->snapshots, s->h.nb_snapshots);
     free(s->snapshot_view);
+    qcow2_bitmaps_free(s);
     free(s->cow_buf);
     free(s->cbuf);
     free(s->dbuf);
@@ -2728,6 +2674,8 @@ static void qcow2_query_image(BlockNode *bs, ImageInfo *info)
         q->corrupt = incompat & QCOW2_INCOMPAT_CORRUPT;
         q->has_extended_l2 = true;
         q->extended_l2 = s->h.extended_l2;
+        q->bitmaps = qcow2_bitmaps_info(s);
+        q->has_bitmaps = q->bitmaps != NULL;
     }
     if (info->has_format_specific) {
         qapi_free_ImageInfoSpecific(info->format_specific);
@@ -2780,4 +2728,6 @@ const BlockDriver blk_drv_qcow2 = {
     .truncate = qcow2_truncate,
     .query_image = qcow2_query_image,
     .get_caps = qcow2_get_caps,
+    .bitmap_can_store = qcow2_bitmap_can_store,
+    .bitmap_remove_persistent = qcow2_bitmap_remove_persistent,
 };

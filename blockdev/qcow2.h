@@ -93,6 +93,33 @@ struct BDRVQcow2 {
     uint64_t dbuf_host;         /* compressed offset held in dbuf; 0 none */
     void *zstream;              /* z_stream, lazily created */
     void *zstd_dctx;            /* ZSTD_DCtx, lazily created */
+
+    /* The bitmap directory as it is on disk (h.nb_bitmaps entries),
+     * NULL when the image has no valid bitmaps extension; loop thread
+     * (qcow2-bitmap.c). */
+    Qcow2BitmapEntry *bm;
 };
+
+/* qcow2.c, for qcow2-bitmap.c; s->lock held (or the node not shared
+ * yet, at open). */
+int qcow2_alloc(BDRVQcow2 *s, uint64_t n, uint64_t *off);
+/* Drop one reference of every cluster [off, off+bytes) touches. */
+int qcow2_unref(BDRVQcow2 *s, uint64_t off, uint64_t bytes);
+/* Write and flush all metadata in the safe order (refcounts first). */
+int qcow2_flush_meta(BDRVQcow2 *s);
+
+/* qcow2-bitmap.c: persistent dirty bitmaps (qcow2.txt "Bitmaps
+ * extension").  Load at open (after the tables; creates the node's
+ * DirtyBitmaps and, writable, marks them in use in the file); store at
+ * close (writable; s->lock held); the BlockDriver callbacks; the
+ * format-specific info (NULL without bitmaps; caller owns it). */
+bool qcow2_bitmaps_load(BDRVQcow2 *s, uint64_t file_size, Error **errp);
+void qcow2_bitmaps_store(BDRVQcow2 *s);
+void qcow2_bitmaps_free(BDRVQcow2 *s);
+bool qcow2_bitmap_can_store(BlockNode *bs, const char *name,
+                            uint32_t granularity, Error **errp);
+bool qcow2_bitmap_remove_persistent(BlockNode *bs, const char *name,
+                                    Error **errp);
+Qcow2BitmapInfoList *qcow2_bitmaps_info(BDRVQcow2 *s);
 
 #endif

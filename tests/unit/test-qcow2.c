@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "blockdev/qcow2-meta.h"
 #include "cunit-main.h"
@@ -1983,6 +1984,12 @@ static void test_zstd(void)
 /* Persistent bitmaps made by qemu-img: a writable open flags them in-use
  * (we do not track writes in them yet) and keeps the image clean; a
  * dirty image with bitmaps keeps their clusters through the repair. */
+/* Bitmaps made by qemu-img: loaded (persistent, recording), marked in
+ * use in the file while the image is open writable, stored with the
+ * new writes at close, in_use cleared; qemu-img check stays clean.  A
+ * crash of the writer (qemu-io abort, with lazy refcounts: the image is
+ * also dirty) leaves them in use: loaded inconsistent, kept so, and
+ * removable by qemu-img. */
 static void test_bitmaps_kept_consistent(void)
 {
     char *img = tpath("bm.qcow2");
@@ -1991,6 +1998,8 @@ static void test_bitmaps_kept_consistent(void)
     uint8_t buf[4096];
 
     for (int dirty = 0; dirty < 2; dirty++) {
+        DirtyBitmap *b0, *b1;
+
         CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s%s 16M && "
                                   "qemu-io -f qcow2 -c 'write -P 1 0 1m' %s "
                                   ">/dev/null && qemu-img bitmap --add %s b0 "
@@ -2006,18 +2015,123 @@ static void test_bitmaps_kept_consistent(void)
         }
         bs = open_qcow2(img, false, "", &err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        b0 = blk_dirty_bitmap_find(bs, "b0");
+        b1 = blk_dirty_bitmap_find(bs, "b1");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(b0);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(b1);
+        CU_ASSERT_TRUE(dirty_bitmap_persistent(b0));
+        CU_ASSERT_EQUAL(dirty_bitmap_inconsistent(b0), dirty);
+        CU_ASSERT_EQUAL(dirty_bitmap_enabled(b0), !dirty);
+        CU_ASSERT_EQUAL(dirty_bitmap_granularity(b1), 512 * 1024);
+        CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(b0)), 0);
+        /* Open writable: in use in the file right away. */
+        CU_ASSERT_EQUAL(run("qemu-img info -U %s | grep -c in-use | "
+                            "grep -qx 2", img), 0);
         memset(buf, 3, sizeof(buf));
         CU_ASSERT_EQUAL(blk_pwrite(bs, 8 << 20, sizeof(buf), buf, 0), 0);
+        CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(b0)),
+                        dirty ? 0 : 64 * 1024);
         blk_unref(bs);
         CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
         CU_ASSERT_EQUAL(run("qemu-img info %s | grep -c in-use | "
-                            "grep -qx 2", img), 0);
+                            "grep -qx %d", img, dirty ? 2 : 0), 0);
         CU_ASSERT_EQUAL(run("qemu-io -f qcow2 -c 'read -P 1 0 1m' -c "
                             "'read -P 3 8m 4k' %s >/dev/null", img), 0);
-        /* and the inconsistent bitmaps can be removed by qemu-img */
+        if (!dirty) {
+            /* Read back: exactly the granule written, in each. */
+            bs = open_qcow2(img, true, "", &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+            b0 = blk_dirty_bitmap_find(bs, "b0");
+            b1 = blk_dirty_bitmap_find(bs, "b1");
+            CU_ASSERT_PTR_NOT_NULL_FATAL(b0);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(b1);
+            CU_ASSERT_FALSE(dirty_bitmap_inconsistent(b0));
+            CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(b0)), 64 * 1024);
+            CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(b0), 8 << 20));
+            CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(b1)), 512 * 1024);
+            CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(b1), 8 << 20));
+            blk_unref(bs);
+        }
+        /* The bitmaps can be removed by qemu-img. */
         CU_ASSERT_EQUAL(run("qemu-img bitmap --remove %s b0 && "
                             "qemu-img check -q %s", img, img), 0);
     }
+    free(img);
+}
+
+/* Bitmaps blockd creates: stored at close with their bits, listed by
+ * qemu-img with flags [auto] (or none, disabled); removal takes one
+ * out of the image at once; refcounts exact all along. */
+static void test_bitmaps_store_remove(void)
+{
+    char *img = tpath("bs.qcow2");
+    BlockNode *bs;
+    Error *err = NULL;
+    uint8_t buf[4096];
+    DirtyBitmap *a, *b, *c;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 %s 64M", img),
+                          0);
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    CU_ASSERT_TRUE(blk_drv_qcow2.bitmap_can_store(bs, "a", 65536, &err));
+    a = blk_dirty_bitmap_create(bs, "a", 65536, &err);
+    b = blk_dirty_bitmap_create(bs, "b", 4096, &err);
+    c = blk_dirty_bitmap_create(bs, "c", 1 << 20, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    dirty_bitmap_set_persistent(a, true);
+    dirty_bitmap_set_persistent(b, true);
+    dirty_bitmap_set_persistent(c, true);
+    memset(buf, 7, sizeof(buf));
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 0, 512, buf, 0), 0);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, (40 << 20) - 512, 1024, buf, 0), 0);
+    dirty_bitmap_set_enabled(c, false);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 20 << 20, 4096, buf, 0), 0);
+    /* Not stored yet: removing "c" from the image is a no-op. */
+    CU_ASSERT_TRUE(blk_drv_qcow2.bitmap_remove_persistent(bs, "c", &err));
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    CU_ASSERT_EQUAL(run("qemu-img info --output=json %s | python3 -c '"
+                        "import json,sys; b=json.load(sys.stdin)"
+                        "[\"format-specific\"][\"data\"][\"bitmaps\"]; "
+                        "assert b == [{\"flags\": [\"auto\"], \"name\": "
+                        "\"a\", \"granularity\": 65536}, {\"flags\": "
+                        "[\"auto\"], \"name\": \"b\", \"granularity\": "
+                        "4096}, {\"flags\": [], \"name\": \"c\", "
+                        "\"granularity\": 1048576}], b'", img), 0);
+
+    bs = open_qcow2(img, false, "", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    a = blk_dirty_bitmap_find(bs, "a");
+    b = blk_dirty_bitmap_find(bs, "b");
+    c = blk_dirty_bitmap_find(bs, "c");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(a)), 4 * 65536);
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(a), 0));
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(a), (40 << 20) - 1));
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(a), 40 << 20));
+    CU_ASSERT_TRUE(hbm_get(dirty_bitmap_bits(a), 20 << 20));
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(b)), 4 * 4096);
+    CU_ASSERT_EQUAL(hbm_count(dirty_bitmap_bits(c)), 3 << 20);
+    CU_ASSERT_FALSE(dirty_bitmap_enabled(c));
+    CU_ASSERT_TRUE(dirty_bitmap_enabled(a));
+    /* Remove "b": gone from the image at once. */
+    CU_ASSERT_TRUE(blk_drv_qcow2.bitmap_remove_persistent(bs, "b", &err));
+    blk_dirty_bitmap_release(b);
+    CU_ASSERT_EQUAL(run("qemu-img info -U %s | grep -q 'name: b'", img), 1);
+    CU_ASSERT_EQUAL(run("qemu-img info -U %s | grep -q 'name: a'", img), 0);
+    CU_ASSERT_TRUE(blk_drv_qcow2.bitmap_remove_persistent(bs, "a", &err));
+    CU_ASSERT_TRUE(blk_drv_qcow2.bitmap_remove_persistent(bs, "c", &err));
+    blk_dirty_bitmap_release(a);
+    blk_dirty_bitmap_release(c);
+    CU_ASSERT_EQUAL(run("qemu-img check -q -U %s", img), 0);
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    CU_ASSERT_EQUAL(run("qemu-img info %s | grep -q bitmaps", img), 1);
     free(img);
 }
 
@@ -2491,6 +2605,7 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "feature_bits", test_feature_bits },
     { "probe", test_probe },
     { "bitmaps_kept_consistent", test_bitmaps_kept_consistent },
+    { "bitmaps_store_remove", test_bitmaps_store_remove },
     { "zstd", test_zstd },
     CU_TEST_INFO_NULL,
 };
