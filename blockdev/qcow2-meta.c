@@ -842,16 +842,16 @@ static bool bitmap_entry_parse(const Qcow2Header *h, const uint8_t *buf,
     e->granularity_bits = buf[off + 17];
     name_size = get_be16(buf + off + 18);
     e->extra_data_size = get_be32(buf + off + 20);
-    end = (uint64_t)off + QCOW2_BME_FIXED + e->extra_data_size + name_size;
-    if (end > len) {
-        error_setg(errp, "qcow2: bitmap directory entry %u runs past the "
-                   "end of the directory", i);
-        return false;
-    }
     if (name_size == 0 || name_size > QCOW2_MAX_BITMAP_NAME) {
         error_setg(errp, "qcow2: bitmap directory entry %u: invalid name "
                    "length %u (1 to %u bytes)", i, name_size,
                    QCOW2_MAX_BITMAP_NAME);
+        return false;
+    }
+    end = (uint64_t)off + QCOW2_BME_FIXED + e->extra_data_size + name_size;
+    if (end > len) {
+        error_setg(errp, "qcow2: bitmap directory entry %u runs past the "
+                   "end of the directory", i);
         return false;
     }
     if (memchr(buf + end - name_size, 0, name_size) != NULL) {
