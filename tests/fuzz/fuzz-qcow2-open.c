@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -52,6 +53,34 @@ static BlockNode *open_image(BlockGraph *g, int fd, bool writable)
     json_object_put(obj);
     error_free(err);
     return bs;
+}
+
+/* Persistent bitmaps (writable opens): remove the first one the image
+ * holds from it, add a new persistent one; the rest is stored when the
+ * node closes. */
+static void exercise_bitmaps(BlockNode *bs)
+{
+    DirtyBitmap *bm = blk_dirty_bitmap_next(bs, NULL);
+    Error *err = NULL;
+
+    if (bs->drv->bitmap_can_store == NULL) {
+        return;
+    }
+    if (bm != NULL && dirty_bitmap_persistent(bm) &&
+        bs->drv->bitmap_remove_persistent(bs, dirty_bitmap_name(bm),
+                                          &err)) {
+        blk_dirty_bitmap_release(bm);
+    }
+    error_free(err);
+    err = NULL;
+    if (bs->drv->bitmap_can_store(bs, "fz", 4096, &err)) {
+        bm = blk_dirty_bitmap_create(bs, "fz", 4096, &err);
+        if (bm != NULL) {
+            dirty_bitmap_set_persistent(bm, true);
+            blk_dirty_mark(bs, 0, 8192);
+        }
+    }
+    error_free(err);
 }
 
 static void exercise(BlockNode *bs, const uint8_t *data, size_t size,
@@ -97,6 +126,7 @@ static void exercise(BlockNode *bs, const uint8_t *data, size_t size,
         (void)blk_pdiscard(bs, off, n);
         (void)blk_flush(bs);
         (void)blk_pread(bs, off, n, buf, 0);
+        exercise_bitmaps(bs);
     }
 }
 
