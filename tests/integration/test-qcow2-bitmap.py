@@ -240,6 +240,39 @@ def test_blockd_stored_read_by_qemu(blockd_factory, tmp_path, how):
             p.wait(30)
 
 
+def query_bitmaps(blockd, node):
+    """The qcow2 format-specific bitmaps of query-named-block-nodes."""
+    for n in blockd.cmd("query-named-block-nodes"):
+        if n["node-name"] == node:
+            return n["image"]["format-specific"]["data"].get("bitmaps", [])
+    raise AssertionError("no node " + node)
+
+
+def test_cannot_store(blockd, tmp_path):
+    """persistent=true needs a writable qcow2 v3 image (QEMU's words)."""
+    requires("qemu-img")
+    v2 = str(tmp_path / "v2.qcow2")
+    v3 = str(tmp_path / "v3.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2,
+        "16M")
+    run("qemu-img", "create", "-q", "-f", "qcow2", v3, "16M")
+    add_node(blockd, v2, node="a")
+    add_node(blockd, v3, node="b", read_only=True)
+    with pytest.raises(QmpError) as e:
+        bcmd(blockd, "block-dirty-bitmap-add", node="a", name="p",
+             persistent=True)
+    assert e.value.desc == "Can't make bitmap 'p' persistent in 'a': " \
+        "Cannot store dirty bitmaps in qcow2 v2 files"
+    with pytest.raises(QmpError) as e:
+        bcmd(blockd, "block-dirty-bitmap-add", node="b", name="p",
+             persistent=True)
+    assert e.value.desc.startswith("Can't make bitmap 'p' persistent")
+    # a non-persistent one is fine on both, and never reaches the image
+    bcmd(blockd, "block-dirty-bitmap-add", node="a", name="t")
+    blockd.cmd("blockdev-del", node_name="a")
+    assert img_bitmaps(v2) == []
+
+
 def test_remove_at_once(blockd, tmp_path):
     """block-dirty-bitmap-remove of a stored bitmap takes it out of the
     image before the command returns; the rest stays, refcounts exact."""
@@ -252,8 +285,12 @@ def test_remove_at_once(blockd, tmp_path):
     add_node(blockd, img)
     assert [b["flags"] for b in img_bitmaps(img, "-U")] == \
         [["in-use", "auto"]] * 3
+    assert query_bitmaps(blockd, "q0") == [
+        {"name": n, "granularity": 64 * KIB, "flags": ["in-use", "auto"]}
+        for n in ("x", "y", "z")]
     bcmd(blockd, "block-dirty-bitmap-remove", node="q0", name="y")
     assert [b["name"] for b in img_bitmaps(img, "-U")] == ["x", "z"]
+    assert [b["name"] for b in query_bitmaps(blockd, "q0")] == ["x", "z"]
     check_clean(img, "-U")
     # one created here (never stored) is removed without touching it
     bcmd(blockd, "block-dirty-bitmap-add", node="q0", name="new",
