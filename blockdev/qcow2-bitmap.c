@@ -648,3 +648,17 @@ Qcow2BitmapInfoList *qcow2_bitmaps_info(BDRVQcow2 *s)
     }
     return l;
 }
+
+bool qcow2_bitmaps_can_resize(BlockNode *bs, Error **errp)
+{
+    for (DirtyBitmap *bm = blk_dirty_bitmap_next(bs, NULL); bm != NULL;
+         bm = blk_dirty_bitmap_next(bs, bm)) {
+        if (dirty_bitmap_persistent(bm) && dirty_bitmap_inconsistent(bm)) {
+            error_setg(errp, "Cannot resize qcow2 image '%s' with the "
+                       "inconsistent bitmap '%s' (remove it first)",
+                       bs->filename, dirty_bitmap_name(bm));
+            return false;
+        }
+    }
+    return true;
+}

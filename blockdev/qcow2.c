@@ -1941,6 +1941,9 @@ static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
     int64_t blen;
     int ret;
 
+    if (!qcow2_bitmaps_can_resize(bs, errp)) {
+        return false;
+    }
     qcow2_lock(s);
     if (!qcow2_truncate_locked(bs, size, errp)) {
         pthread_mutex_unlock(&s->lock);

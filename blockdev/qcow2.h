@@ -121,5 +121,8 @@ bool qcow2_bitmap_can_store(BlockNode *bs, const char *name,
 bool qcow2_bitmap_remove_persistent(BlockNode *bs, const char *name,
                                     Error **errp);
 Qcow2BitmapInfoList *qcow2_bitmaps_info(BDRVQcow2 *s);
+/* An inconsistent bitmap is kept in the image as it is, sized for the
+ * old length: refuse to resize until it is removed (QEMU's rule). */
+bool qcow2_bitmaps_can_resize(BlockNode *bs, Error **errp);
 
 #endif

@@ -510,3 +510,47 @@ def test_scale_16tib(blockd, tmp_path):
     check_clean(img)
     assert img_bitmaps(img) == [{"name": "b", "granularity": 64 * KIB,
                                  "flags": ["auto"]}]
+
+
+def test_resize(blockd, tmp_path):
+    """block_resize: refused while an inconsistent bitmap is in the
+    image; once it is removed, the image grows and the stored bitmap
+    covers the new size (qemu-img check clean, qemu-nbd -B exact)."""
+    requires("qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+    img = str(tmp_path / "g.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+    run("qemu-img", "bitmap", "--add", img, "bad")
+    run("qemu-img", "bitmap", "--add", img, "good")
+    subprocess.run("ulimit -c 0; qemu-io -f qcow2 -c 'write 0 4k' -c abort "
+                   "%s" % img, shell=True, capture_output=True)
+    run("qemu-img", "bitmap", "--remove", img, "good")
+    add_node(blockd, img)
+    bcmd(blockd, "block-dirty-bitmap-add", node="q0", name="good",
+         persistent=True)
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("block_resize", node_name="q0", size=64 * MIB)
+    assert "inconsistent bitmap 'bad'" in e.value.desc
+    bcmd(blockd, "block-dirty-bitmap-remove", node="q0", name="bad")
+    blockd.cmd("block_resize", node_name="q0", size=64 * MIB)
+    sock = start_nbd(blockd)
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "w", "name": "w",
+                                    "node-name": "q0", "writable": True})
+    run("qemu-io", "-f", "raw", "-c", "write 60M 4k",
+        "nbd+unix:///w?socket=" + sock)
+    blockd.cmd("block-export-del", id="w")
+    deadline = time.monotonic() + 30
+    while blockd.cmd("query-block-exports"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    blockd.cmd("blockdev-del", node_name="q0")
+    check_clean(img)
+    qsock = str(tmp_path / "g.sock")
+    p = subprocess.Popen(["qemu-nbd", "-r", "-f", "qcow2", "-k", qsock,
+                          "-B", "good", img])
+    try:
+        wait_socket(qsock, p)
+        assert nbdinfo_dirty("nbd+unix:///?socket=" + qsock, "good") == \
+            [(60 * MIB, 64 * KIB)]
+    finally:
+        p.terminate()
+        p.wait(30)
