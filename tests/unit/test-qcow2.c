@@ -2135,6 +2135,90 @@ static void test_bitmaps_store_remove(void)
     free(img);
 }
 
+
+/* Random bits survive store and load exactly: 512-byte clusters, so a
+ * data cluster holds 4096 granules and a 9 MiB image at 512 B needs
+ * five of them (the last one partial); whole clean clusters get no
+ * data cluster; an all-ones table entry (bit 0, which QEMU does not
+ * write but the spec allows) reads as a fully dirty cluster. */
+static void test_bitmaps_random_roundtrip(void)
+{
+    char *img = tpath("rt-bm.qcow2");
+    uint64_t size = 9 << 20, granules = size / 512;
+    size_t bytes = hbm_serialize_size(granules);
+    uint8_t *want = xzalloc(bytes), *got = xzalloc(bytes);
+    BlockNode *bs;
+    Error *err = NULL;
+    DirtyBitmap *bm;
+    unsigned seed = 12345;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=512 %s %llu", img,
+                              (unsigned long long)size), 0);
+    for (int round = 0; round < 3; round++) {
+        bs = open_qcow2(img, false, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        bm = blk_dirty_bitmap_find(bs, "r");
+        if (bm == NULL) {
+            bm = blk_dirty_bitmap_create(bs, "r", 512, &err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(bm);
+            dirty_bitmap_set_persistent(bm, true);
+        }
+        for (int i = 0; i < 40; i++) {
+            uint64_t off = rand_r(&seed) % size;
+            uint64_t n = 1 + rand_r(&seed) % (64 * 1024);
+
+            hbm_set(dirty_bitmap_bits(bm), off, n);
+        }
+        /* Clear the second data cluster's range entirely. */
+        hbm_reset(dirty_bitmap_bits(bm), 4096 * 512, 4096 * 512);
+        hbm_serialize(dirty_bitmap_bits(bm), 0, granules, want);
+        blk_unref(bs);
+        CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+        bs = open_qcow2(img, true, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        bm = blk_dirty_bitmap_find(bs, "r");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bm);
+        memset(got, 0, bytes);
+        hbm_serialize(dirty_bitmap_bits(bm), 0, granules, got);
+        CU_ASSERT_EQUAL(memcmp(got, want, bytes), 0);
+        blk_unref(bs);
+    }
+    /* The clean cluster has no data cluster: table entry 1 is 0. */
+    {
+        uint64_t ext = 0, doff, toff;
+        char *cmd = xasprintf("qemu-img info %s | grep -q 'name: r'", img);
+
+        CU_ASSERT_EQUAL(system(cmd), 0);
+        free(cmd);
+        /* Extension right after the 104-byte header (+ compression
+         * type padding): find it. */
+        for (uint64_t off = 104; off < 512; off += 8) {
+            if ((file_get64(img, off) >> 32) == QCOW2_EXT_BITMAPS) {
+                ext = off;
+                break;
+            }
+        }
+        CU_ASSERT_NOT_EQUAL_FATAL(ext, 0);
+        doff = file_get64(img, ext + 24);
+        toff = file_get64(img, doff);
+        CU_ASSERT_EQUAL(file_get64(img, toff + 8), 0);
+        /* Make entry 1 "all ones": that cluster's 4096 granules load
+         * dirty. */
+        file_put64(img, toff + 8, 1);
+        bs = open_qcow2(img, true, "", &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+        bm = blk_dirty_bitmap_find(bs, "r");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bm);
+        CU_ASSERT_EQUAL(hbm_next_clean(dirty_bitmap_bits(bm), 4096 * 512,
+                                       4096 * 512), -1);
+        blk_unref(bs);
+    }
+    free(want);
+    free(got);
+    free(img);
+}
+
 static void test_write_cow(void)
 {
     write_cow("cluster_size=64k");
@@ -2606,6 +2690,7 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "probe", test_probe },
     { "bitmaps_kept_consistent", test_bitmaps_kept_consistent },
     { "bitmaps_store_remove", test_bitmaps_store_remove },
+    { "bitmaps_random_roundtrip", test_bitmaps_random_roundtrip },
     { "zstd", test_zstd },
     CU_TEST_INFO_NULL,
 };
