@@ -129,10 +129,7 @@ def writer(uri, model, rnd, stop, counts, limit):
     except nbd.Error:
         pass                         # the daemon was killed
     finally:
-        try:
-            h.close()
-        except Exception:
-            pass
+        del h
 
 
 def resizer(d, rnd, stop, sizes):
