@@ -181,8 +181,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         error_free(err);
         return 0;
     }
+    /* backing_file_size means nothing without backing_file_offset
+     * (QEMU ignores it then too). */
     if (h.cluster_size != 1ULL << h.cluster_bits ||
-        h.backing_file_size > QCOW2_MAX_BACKING_NAME ||
+        (h.has_backing_file &&
+         h.backing_file_size > QCOW2_MAX_BACKING_NAME) ||
         h.nb_feature_names > QCOW2_MAX_FEATURE_NAMES) {
         abort();
     }
