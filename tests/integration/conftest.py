@@ -35,6 +35,9 @@ BLOCKD = os.environ.get("BLOCKD", os.path.join(BUILDDIR, "blockd"))
 BLOCKCTL = os.environ.get("BLOCKCTL", os.path.join(BUILDDIR, "blockctl"))
 BLOCKD_NBD = os.environ.get("BLOCKD_NBD",
                             os.path.join(BUILDDIR, "blockd-nbd"))
+# Waits for blockd (start, QMP replies, stop) are multiplied by this:
+# tests/valgrind.sh runs blockd ~30x slower.
+SLOW = float(os.environ.get("BLOCKD_TEST_SLOW", "1"))
 
 
 def requires(*programs):
@@ -80,7 +83,7 @@ class Qmp:
     def __init__(self, addr, negotiate=True, timeout=10.0):
         family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(timeout * SLOW)
         self.sock.connect(addr)
         self.buf = b""
         self.events = []
@@ -200,11 +203,18 @@ class Blockd:
         self.pid = self.proc.pid
         self._qmp = None
         if monitor and wait:
-            self.wait_socket(self.qmp_path)
+            try:
+                self.wait_socket(self.qmp_path)
+            except BaseException:
+                # Not handed to the fixture yet: stop it here.
+                self.proc.kill()
+                self.proc.wait()
+                self.log.close()
+                raise
 
     def wait_socket(self, path, timeout=10.0):
         try:
-            wait_socket(path, self.proc, timeout)
+            wait_socket(path, self.proc, timeout * SLOW)
         except RuntimeError:
             raise RuntimeError("blockd exited with %d: %s"
                                % (self.proc.returncode, self.logtext()))
@@ -242,7 +252,7 @@ class Blockd:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(timeout * SLOW)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -6,7 +6,10 @@ Layouts: raw; qcow2 fresh; qcow2 with metadata preallocated; qcow2 over
 a raw backing file (unwritten parts read through to it); qcow2 with
 512-byte clusters, where the writes keep allocating new L2 tables and
 refcount blocks (one L2 table maps 32 KiB, one refcount block 128 KiB);
-and qcow2 growing by block_resize on QMP while the client writes.
+qcow2 growing by block_resize on QMP while the client writes; and qcow2
+with a persistent dirty bitmap, stored when the node is deleted on QMP
+at a random moment, so that some kills land in the bitmap store (skipped
+until blockd has persistent bitmaps).
 
 Each iteration starts blockd on a fresh image, a python3-libnbd client
 writes seeded random data (and zeroes) in 512-byte sectors, one request
@@ -17,7 +20,7 @@ written since (acknowledged or still in flight).  Then qemu-img check
 (exit 0 or 3) and qemu-img convert to raw, and every sector is compared
 with its allowed values.
 
-Iterations: 30 by default (5 per layout); BLOCKD_CRASH_ITERATIONS=N
+Iterations: 35 by default (5 per layout); BLOCKD_CRASH_ITERATIONS=N
 for more (spread over the layouts), BLOCKD_CRASH_SEED to replay one run.
 """
 import json
@@ -31,12 +34,12 @@ import time
 import nbd
 import pytest
 
-from conftest import requires
+from conftest import QmpError, requires
 
 SECTOR = 512
 LAYOUTS = ["raw", "qcow2", "qcow2-prealloc", "qcow2-backing",
-           "qcow2-512", "qcow2-resize"]
-ITERATIONS = int(os.environ.get("BLOCKD_CRASH_ITERATIONS", "30"))
+           "qcow2-512", "qcow2-resize", "qcow2-bitmap"]
+ITERATIONS = int(os.environ.get("BLOCKD_CRASH_ITERATIONS", "35"))
 SEED = int(os.environ.get("BLOCKD_CRASH_SEED", str(random.randrange(1 << 30))))
 SIZE = 8 << 20
 
@@ -52,7 +55,8 @@ def make_image(tmp, layout):
             "qcow2-prealloc": "preallocation=metadata",
             "qcow2-backing": "cluster_size=65536",
             "qcow2-512": "cluster_size=512",
-            "qcow2-resize": "cluster_size=4096"}[layout]
+            "qcow2-resize": "cluster_size=4096",
+            "qcow2-bitmap": "cluster_size=4096"}[layout]
     base = bytes(SIZE)
     if layout == "qcow2-backing":
         bpath = os.path.join(tmp, "base.raw")
@@ -147,6 +151,27 @@ def resizer(d, rnd, stop, sizes):
         q.close()
 
 
+def storer(d, rnd, stop, stored):
+    """Delete the export, then the node: its bitmaps are stored."""
+    q = d.qmp()
+    try:
+        if stop.wait(rnd.uniform(0.05, 1.2)):
+            return
+        q.cmd("block-export-del", id="e0", mode="hard")
+        while True:
+            try:
+                q.cmd("blockdev-del", node_name="disk")
+                stored.append(True)
+                return
+            except QmpError:
+                if stop.wait(0.01):   # the export is still going away
+                    return
+    except Exception:
+        pass                         # killed
+    finally:
+        q.close()
+
+
 def one_iteration(blockd_factory, tmp, layout, seed):
     rnd = random.Random(seed)
     os.makedirs(tmp, exist_ok=True)
@@ -162,16 +187,29 @@ def one_iteration(blockd_factory, tmp, layout, seed):
                        "--export", "nbd,id=e0,node-name=disk,name=disk,"
                        "writable=on")
     d.wait_socket(sock)
+    if layout == "qcow2-bitmap":
+        try:
+            d.cmd("block-dirty-bitmap-add", {"node": "disk", "name": "b0",
+                                             "persistent": True})
+        except QmpError as e:
+            if e.cls == "CommandNotFound":
+                d.stop()
+                pytest.skip("this blockd has no dirty bitmaps")
+            raise
     model = Model(initial)
     stop = threading.Event()
     counts = {"writes": 0, "fua": 0, "flushes": 0}
     sizes = [SIZE]
+    stored = []
     threads = [threading.Thread(target=writer, args=(
         "nbd+unix:///disk?socket=" + sock, model, random.Random(seed + 1),
         stop, counts, SIZE))]
     if layout == "qcow2-resize":
         threads.append(threading.Thread(target=resizer, args=(
             d, random.Random(seed + 2), stop, sizes)))
+    if layout == "qcow2-bitmap":
+        threads.append(threading.Thread(target=storer, args=(
+            d, random.Random(seed + 3), stop, stored)))
     for t in threads:
         t.start()
     time.sleep(rnd.uniform(0.05, 1.5))
@@ -195,6 +233,12 @@ def one_iteration(blockd_factory, tmp, layout, seed):
         vsize = info["virtual-size"]
         # Any size a block_resize was sent for (or the first one).
         assert vsize in sizes, (seed, layout, vsize, sizes)
+        if stored:
+            # Deleted before the kill: the bitmap is in the image, and
+            # no longer marked in use.
+            bms = info["format-specific"]["data"].get("bitmaps", [])
+            assert [b["name"] for b in bms] == ["b0"], (seed, bms)
+            assert "in-use" not in bms[0]["flags"], (seed, bms)
     out = os.path.join(tmp, "out.raw")
     subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", img, out],
                    check=True)
@@ -215,6 +259,7 @@ def one_iteration(blockd_factory, tmp, layout, seed):
             assert got[s * SECTOR:(s + 1) * SECTOR] == \
                 initial[s * SECTOR:(s + 1) * SECTOR], (seed, layout, s)
     assert got[SIZE:].count(0) == len(got) - SIZE, (seed, layout)
+    counts["stored"] = len(stored)
     return counts
 
 
@@ -223,12 +268,14 @@ def test_crash_durability(blockd_factory, tmp_path, layout):
     requires("qemu-img")
     n = max(1, ITERATIONS // len(LAYOUTS))
     seed0 = SEED + LAYOUTS.index(layout) * 1000
-    total = {"writes": 0, "fua": 0, "flushes": 0}
+    total = {"writes": 0, "fua": 0, "flushes": 0, "stored": 0}
     for i in range(n):
         c = one_iteration(blockd_factory, str(tmp_path / ("i%d" % i)),
                           layout, seed0 + i)
         for k in total:
             total[k] += c[k]
     print("%s: %d kills (seed %d), %d writes, %d FUA, %d flushes verified"
-          % (layout, n, seed0, total["writes"], total["fua"],
-             total["flushes"]))
+          "%s" % (layout, n, seed0, total["writes"], total["fua"],
+                  total["flushes"], ", %d bitmap stores done before the "
+                  "kill" % total["stored"] if layout == "qcow2-bitmap"
+                  else ""))
