@@ -43,12 +43,10 @@ if [ "$quick" != "--quick" ]; then
         echo ' "$@"'
     } > "$wrapper"
     chmod +x "$wrapper"
-    BLOCKD=$wrapper BLOCKD_SRCDIR=$here/.. BLOCKD_BUILDDIR=$build \
+    BLOCKD=$wrapper BLOCKD_TEST_SLOW=10 BLOCKD_SRCDIR=$here/.. BLOCKD_BUILDDIR=$build \
         /usr/bin/python3 -m pytest -q -rfEs -p no:cacheprovider \
         "$here/integration/test-blockdev.py" \
-        "$here/integration/test-qcow2.py" \
         "$here/integration/test-nbd-protocol.py" \
-        "$here/integration/test-objects.py" \
         "$here/integration/test-nbd-tls.py" || status=1
 fi
 

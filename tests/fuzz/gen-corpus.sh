@@ -77,6 +77,37 @@ capture libnbd-simple /usr/bin/python3 "$here/seed-libnbd.py" \
 capture tls-nbdinfo-list nbdinfo --list "nbd+unix://?socket=$tmp/p.sock"
 capture tls-qemu-io qemu-io -f raw -c 'read 0 4k' "$u"
 
+# STARTTLS and a real ClientHello (python3-libnbd with PSK, against a TLS-only
+# blockd): the target's TLS mode answers with its own credentials, so
+# the handshake fails there, after gnutls has parsed the hello.
+mkdir -p "$tmp/psk"
+echo "alice:$(printf '5a%.0s' $(seq 32))" > "$tmp/psk/keys.psk"
+"$build/blockd" \
+    --object "tls-creds-psk,id=tls0,endpoint=server,dir=$tmp/psk" \
+    --blockdev driver=null-co,node-name=disk,size=1048576 \
+    --nbd-server "addr.type=unix,addr.path=$tmp/tls.sock,tls-creds=tls0" \
+    --export nbd,id=disk,node-name=disk,name=disk &
+pids+=($!)
+while [ ! -S "$tmp/tls.sock" ]; do sleep 0.05; done
+"$here/capture.py" "$tmp/p.sock" "$tmp/tls.sock" "$out" tls-starttls &
+cap=$!
+while [ ! -S "$tmp/p.sock" ]; do sleep 0.05; done
+/usr/bin/python3 -c '
+import sys, nbd
+h = nbd.NBD()
+h.set_tls(nbd.TLS_REQUIRE)
+h.set_tls_psk_file(sys.argv[2])
+h.set_tls_username("alice")
+h.set_export_name("disk")
+h.connect_unix(sys.argv[1])
+h.pread(4096, 0)
+h.shutdown()' "$tmp/p.sock" "$tmp/psk/keys.psk" \
+    || echo "gen-corpus: libnbd over TLS failed" >&2
+sleep 0.3
+kill $cap
+wait $cap 2>/dev/null || true
+rm -f "$tmp/p.sock"
+
 # ---- qcow2: images from qemu-img ---------------------------------------
 out=$here/corpus/fuzz-qcow2-meta
 mkdir -p "$out"
