@@ -23,10 +23,11 @@ At the end: every region is read back and compared with its model
 (every acknowledged write), the exports and nodes are deleted, the
 daemons' open descriptors (/proc/PID/fd) and RSS are back near what
 they were after set-up, qemu-img check is clean on every qcow2 file,
-and each daemon exits 0 on quit with nothing in its log from a
-sanitizer.  Exit 0 when all of it held.
+the persistent bitmaps are in the images, and each daemon exits 0 on
+quit with nothing in its log from a sanitizer.  Exit 0 when all of it held.
 """
 import argparse
+import json
 import os
 import random
 import shutil
@@ -120,6 +121,7 @@ class Export:
         self.kind = kind
         self.size = SLOT * slots
         self.files = []
+        self.keep_bitmap = False     # a persistent bitmap "keep"
         path = os.path.join(d.dir, self.name)
         if kind == "raw":
             with open(path + ".raw", "wb") as f:
@@ -164,7 +166,7 @@ class Stats:
         self.c = {"connections": 0, "abrupt": 0, "handshake-cut": 0,
                   "tls-connections": 0, "writes": 0, "bytes-written": 0,
                   "reads-verified": 0, "bytes-verified": 0, "flushes": 0,
-                  "export-cycles": 0}
+                  "export-cycles": 0, "bitmap-cycles": 0}
 
     def add(self, **kw):
         with self.lock:
@@ -300,6 +302,39 @@ def churn_worker(d, tmp, stop, stats, errors):
         stop.set()
 
 
+def bitmap_worker(d, exports, seed, stop, stats, errors):
+    """Add, clear and remove dirty bitmaps on the daemon's nodes (a
+    persistent one on qcow2 nodes stays, so deleting the node at the end
+    stores it).  Returns at once when blockd has no dirty bitmaps."""
+    rnd = random.Random(seed)
+    mine = [e for e in exports if e.d is d]
+    try:
+        for e in mine:
+            if e.kind != "raw":
+                d.cmd("block-dirty-bitmap-add", {"node": e.name,
+                                                 "name": "keep",
+                                                 "persistent": True})
+                e.keep_bitmap = True
+        i = 0
+        while not stop.wait(rnd.uniform(0.01, 0.2)):
+            e = rnd.choice(mine)
+            name = "b%d" % i
+            i += 1
+            d.cmd("block-dirty-bitmap-add", {"node": e.name, "name": name,
+                                             "granularity": 65536})
+            if rnd.random() < 0.5:
+                d.cmd("block-dirty-bitmap-clear", {"node": e.name,
+                                                   "name": name})
+            d.cmd("block-dirty-bitmap-remove", {"node": e.name,
+                                                "name": name})
+            stats.add(bitmap_cycles=1)
+    except Exception as e:
+        if getattr(e, "cls", None) == "CommandNotFound":
+            return
+        errors.append("bitmaps on %s: %r" % (d.name, e))
+        stop.set()
+
+
 def settle(d, start, fd_slack, rss_slack_kib, timeout=60):
     """Wait for descriptors and RSS to come back; returns (fds, rss)."""
     deadline = time.monotonic() + timeout
@@ -360,6 +395,9 @@ def main():
         for d in daemons:
             threads.append(threading.Thread(
                 target=churn_worker, args=(d, tmp, stop, stats, errors)))
+            threads.append(threading.Thread(
+                target=bitmap_worker, args=(d, exports, a.seed, stop, stats,
+                                            errors)))
         for t in threads:
             t.start()
         stop.wait(seconds)
@@ -395,6 +433,15 @@ def main():
                 if r.returncode != 0:
                     failures.append("qemu-img check %s: %d %s%s" % (
                         f, r.returncode, r.stdout, r.stderr))
+            if exp.keep_bitmap:
+                info = json.loads(subprocess.run(
+                    ["qemu-img", "info", "--output=json", exp.files[-1]],
+                    check=True, capture_output=True, text=True).stdout)
+                bms = info["format-specific"]["data"].get("bitmaps", [])
+                if [(b["name"], "in-use" in b["flags"]) for b in bms] != \
+                        [("keep", False)]:
+                    failures.append("%s: stored bitmaps %r" % (exp.name,
+                                                               bms))
         for d in daemons:
             d.cmd("quit")
         for d in daemons:
@@ -412,13 +459,14 @@ def main():
         print("soak: %.0f s, seed %d, %d client slots over %d exports "
               "(%d over TLS): %d connections (%d TLS), %d abrupt, %d cut "
               "in handshake, %d writes (%d MiB), %d flushes, %d reads "
-              "verified, %d MiB verified, %d export add/delete cycles"
+              "verified, %d MiB verified, %d export add/delete cycles, "
+              "%d bitmap add/remove cycles"
               % (seconds, a.seed, a.clients, a.exports, a.tls_exports,
                  c["connections"], c["tls-connections"], c["abrupt"],
                  c["handshake-cut"], c["writes"],
                  c["bytes-written"] >> 20, c["flushes"],
                  c["reads-verified"], c["bytes-verified"] >> 20,
-                 c["export-cycles"]))
+                 c["export-cycles"], c["bitmap-cycles"]))
     finally:
         for d in daemons:
             if d.proc.poll() is None:
