@@ -412,7 +412,10 @@ char *blk_node_busy_reason(BlockNode *bs);
  * (NBD maps these to NBD_EINVAL / NBD_ENOSPC / NBD_EPERM.)  Protocol
  * nodes (file) are the exception: reads past the end fill zeroes and
  * writes past the end grow the file.  bytes == 0 succeeds and does
- * nothing.  flush is a no-op on read-only nodes.
+ * nothing.  flush is a no-op on read-only nodes; with cache.no-flush
+ * a leaf node (no file child) skips it, while a node over a file
+ * child still writes its caches to that child (only the device flush
+ * below is skipped).
  * A write of all zeroes becomes write_zeroes when the node has
  * detect-zeroes=on (MAY_UNMAP too with detect-zeroes=unmap).
  */
@@ -512,7 +515,7 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
 /* Asynchronous drivers (BlockDriver.aio_submit).  blk_aio_submit()
  * first applies what the synchronous wrappers do: the bounds (see
  * "Bounds"), -EPERM for writes to a read-only node, bytes == 0 and
- * flushes on read-only or cache.no-flush nodes complete at once,
+ * flushes on read-only or cache.no-flush leaf nodes complete at once,
  * discards are dropped unless discard=unmap, MAY_UNMAP is cleared
  * unless discard=unmap.  Requests the driver cannot take whole stay on
  * the pool: BLOCK_STATUS, writes on a node with detect-zeroes, and

@@ -293,7 +293,15 @@ int blk_flush(BlockNode *bs)
     uint64_t t0;
     int ret = 0;
 
-    if (bs->read_only || bs->cache_no_flush) {
+    if (bs->read_only) {
+        return 0;
+    }
+    /* cache.no-flush skips only what reaches the device (a leaf node's
+     * flush: fdatasync, NBD_CMD_FLUSH).  A node over a file child still
+     * writes what it caches (qcow2's L2 and refcount tables) to that
+     * child, as QEMU's flush_to_os does, or a flushed write would be
+     * lost when the daemon dies. */
+    if (bs->cache_no_flush && bs->file == NULL) {
         return 0;
     }
     t0 = blk_now_ns();
@@ -626,7 +634,9 @@ static int blk_aio_check(BlockNode *bs, BlockRequest *req)
     int ret;
 
     if (req->type == BLK_OP_FLUSH) {
-        return bs->read_only || bs->cache_no_flush ? 1 : 0;
+        /* As blk_flush(): only a leaf skips the flush under no-flush. */
+        return bs->read_only || (bs->cache_no_flush && bs->file == NULL)
+               ? 1 : 0;
     }
     if (write && bs->read_only) {
         return -EPERM;
