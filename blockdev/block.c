@@ -54,6 +54,7 @@ static const BlockDriver *const blk_drivers[] = {
     &blk_drv_null_co,
     &blk_drv_null_aio,
     &blk_drv_qcow2,
+    &blk_drv_blkdebug,
 };
 
 const BlockDriver *blk_find_driver(const char *name)
