@@ -232,6 +232,10 @@ struct BlockNode {
     pthread_mutex_t bitmap_lock;
     struct DirtyBitmap *bitmaps; /* creation order; NULL = none */
     unsigned bitmap_count;       /* bitmaps on the list */
+    /* Isolation (loop thread): requests of this node on the worker
+     * pool, and those waiting for a share (blk_aio_submit). */
+    unsigned pool_inflight;
+    BlockRequest *pool_wait_head, *pool_wait_tail;
 };
 
 /* The built-in drivers (one static table in block.c).  A driver file
@@ -498,6 +502,8 @@ struct BlockRequest {
     void *status_opaque;
     bool (*extent_cb)(BlockRequest *req, uint64_t len, uint32_t flags);
     uint64_t start_ns;           /* private: for the statistics */
+    WorkerPool *pool;            /* private: counted in the node's share */
+    BlockRequest *pool_next;     /* private: waiting for that share */
 };
 
 /* Requests up to this size on an aio_inline node run on the loop thread
@@ -505,6 +511,13 @@ struct BlockRequest {
  * ones go to the pool, so big copies for several clients run in
  * parallel and the loop stays responsive. */
 #define BLK_INLINE_MAX (128 * 1024)
+
+/* Isolation: one node has at most this many requests on the pool at
+ * once (half its threads, at least 1); more wait, in order, for one of
+ * the node's own to finish.  So a node whose requests hang (a stalled
+ * disk, a blkdebug stall) never holds every worker, and the other
+ * exports keep serving. */
+unsigned blk_pool_share(const WorkerPool *pool);
 
 /* Run req on the worker pool; req->cb runs on the loop thread when done.
  * The node is referenced for the duration.  No allocation: req (and buf)

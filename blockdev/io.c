@@ -549,11 +549,60 @@ static void blk_aio_run(WorkerJob *job)
     }
 }
 
+unsigned blk_pool_share(const WorkerPool *pool)
+{
+    size_t n = worker_pool_size(pool) / 2;
+
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Hand req to the pool within its node's share (see block.h), or queue
+ * it behind the node's other requests.  Loop thread. */
+static void blk_pool_submit(WorkerPool *pool, BlockRequest *req)
+{
+    BlockNode *bs = req->bs;
+
+    req->pool = pool;
+    if (bs->pool_inflight >= blk_pool_share(pool)) {
+        req->pool_next = NULL;
+        if (bs->pool_wait_tail != NULL) {
+            bs->pool_wait_tail->pool_next = req;
+        } else {
+            bs->pool_wait_head = req;
+        }
+        bs->pool_wait_tail = req;
+        return;
+    }
+    bs->pool_inflight++;
+    worker_submit(pool, &req->job);
+}
+
+/* A counted request finished: its share goes to the next waiting one. */
+static void blk_pool_release(BlockRequest *req)
+{
+    BlockNode *bs = req->bs;
+    BlockRequest *next = bs->pool_wait_head;
+
+    req->pool = NULL;
+    bs->pool_inflight--;
+    if (next != NULL) {
+        bs->pool_wait_head = next->pool_next;
+        if (bs->pool_wait_head == NULL) {
+            bs->pool_wait_tail = NULL;
+        }
+        bs->pool_inflight++;
+        worker_submit(next->pool, &next->job);
+    }
+}
+
 static void blk_aio_done(WorkerJob *job)
 {
     BlockRequest *req = container_of(job, BlockRequest, job);
     BlockNode *bs = req->bs;
 
+    if (req->pool != NULL) {
+        blk_pool_release(req);
+    }
     req->cb(req);
     blk_unref(bs);
 }
@@ -760,6 +809,7 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 
     blk_ref(bs);
     req->ret = 0;
+    req->pool = NULL;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
     if (blk_aio_driver_takes(bs, req)) {
@@ -780,5 +830,5 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
         loop_post(loop, blk_aio_done_posted, &req->job);
         return;
     }
-    worker_submit(pool, &req->job);
+    blk_pool_submit(pool, req);
 }

@@ -108,6 +108,11 @@ void worker_pool_free(WorkerPool *pool)
     free(pool);
 }
 
+size_t worker_pool_size(const WorkerPool *pool)
+{
+    return pool->nthreads;
+}
+
 void worker_submit(WorkerPool *pool, WorkerJob *job)
 {
     job->next = NULL;

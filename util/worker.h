@@ -26,6 +26,8 @@ WorkerPool *worker_pool_new(Loop *loop, size_t nthreads);
 /* Wait for queued and running jobs, run their done() callbacks' posts
  * are dropped; stop the threads and free the pool. */
 void worker_pool_free(WorkerPool *pool);
+/* The number of threads (at least 1). */
+size_t worker_pool_size(const WorkerPool *pool);
 /* Queue job; may be called from the loop thread or a worker. */
 void worker_submit(WorkerPool *pool, WorkerJob *job);
 
