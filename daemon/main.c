@@ -403,12 +403,25 @@ static bool setup_defaults(Daemon *d, StartState *st, Error **errp)
     return true;
 }
 
+/* --x-sandbox-selftest: a call the sandbox forbids, on the loop once
+ * it runs.  With the sandbox on the kernel kills the daemon here. */
+static void sandbox_selftest(void *opaque)
+{
+    char *const argv[] = { (char *)"/bin/true", NULL };
+
+    (void)opaque;
+    log_warn("sandbox self-test: calling execve, which must be fatal");
+    execve(argv[0], argv, environ);
+    log_error("sandbox self-test: execve returned (%s)", strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     Options o;
     StartState st = { .notify_fd = -1 };
     Error *err = NULL;
     Daemon *d = NULL;
+    RunAs runas = { 0 };
     int status = 1;
 
     /* Before we open anything: what is open now was handed to us
@@ -460,9 +473,23 @@ int main(int argc, char **argv)
     if (o.pidfile != NULL && !write_pidfile(&st, o.pidfile, &err)) {
         goto out;
     }
+    /* Start-up is over: sockets bound, images open, pidfile written.
+     * Drop root, then the system calls nobody needs from here on. */
+    if (o.runas != NULL) {
+        if (!runas_parse(o.runas, &runas, &err) ||
+            !runas_apply(&runas, &err)) {
+            goto out;
+        }
+    }
+    if (!sandbox_install(&(SandboxConfig) { .mode = o.sandbox }, &err)) {
+        goto out;
+    }
     if (st.notify_fd >= 0) {
         daemonize_finish(st.notify_fd);
         st.notify_fd = -1;
+    }
+    if (o.sandbox_selftest) {
+        loop_post(d->loop, sandbox_selftest, NULL);
     }
 
     status = loop_run(d->loop) == 0 ? 0 : 1;
@@ -485,6 +512,7 @@ out:
         chardev_spec_free(st.chardevs[i]);
     }
     free(st.chardevs);
+    runas_free(&runas);
     options_free(&o);
     return status;
 }

@@ -19,6 +19,9 @@ enum {
     LONG_PIDFILE,
     LONG_DAEMONIZE,
     LONG_BACKING_ROOT,
+    LONG_SANDBOX,
+    LONG_RUNAS,
+    LONG_SANDBOX_SELFTEST,
 };
 
 static const struct option long_options[] = {
@@ -32,6 +35,11 @@ static const struct option long_options[] = {
     { "pidfile", required_argument, NULL, LONG_PIDFILE },
     { "daemonize", no_argument, NULL, LONG_DAEMONIZE },
     { "backing-root", required_argument, NULL, LONG_BACKING_ROOT },
+    { "sandbox", required_argument, NULL, LONG_SANDBOX },
+    { "runas", required_argument, NULL, LONG_RUNAS },
+    /* Test only, not in --help: once the sandbox is on, make a forbidden
+     * call (execve), which must kill the daemon. */
+    { "x-sandbox-selftest", no_argument, NULL, LONG_SANDBOX_SELFTEST },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -114,6 +122,18 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
                                         sizeof(*o->backing_roots));
             o->backing_roots[o->nbacking_roots++] = xstrdup(optarg);
             break;
+        case LONG_SANDBOX:
+            if (!sandbox_parse_mode(optarg, &o->sandbox, errp)) {
+                return false;
+            }
+            break;
+        case LONG_RUNAS:
+            free(o->runas);
+            o->runas = xstrdup(optarg);
+            break;
+        case LONG_SANDBOX_SELFTEST:
+            o->sandbox_selftest = true;
+            break;
         case 'v':
             o->verbose = true;
             break;
@@ -151,6 +171,7 @@ void options_free(Options *o)
     }
     free(o->actions);
     free(o->pidfile);
+    free(o->runas);
     for (size_t i = 0; i < o->nbacking_roots; i++) {
         free(o->backing_roots[i]);
     }
@@ -189,6 +210,10 @@ void options_usage(const char *prog)
 "  --daemonize            run in the background once every socket listens\n"
 "  --backing-root DIR     backing files named inside images must be in DIR\n"
 "                         (repeatable; default: anywhere, as QEMU)\n"
+"  --sandbox on|off|log   seccomp allow-list once start-up is done\n"
+"                         (default on; log: unlisted calls are logged by\n"
+"                         the kernel instead of killing the daemon)\n"
+"  --runas USER[:GROUP]   drop to USER once the sockets are bound\n"
 "\n"
 "Options are carried out in the order given; the daemon exits with status\n"
 "1 if one of them fails.  SIGTERM, SIGINT and the QMP command 'quit' stop\n"

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "daemon/sandbox.h"
 #include "util/error.h"
 
 typedef enum OptionKind {
@@ -39,6 +40,9 @@ typedef struct Options {
     char **backing_roots;
     size_t nbacking_roots;
     bool daemonize;
+    SandboxMode sandbox;      /* --sandbox on|off|log; default on */
+    char *runas;              /* --runas USER[:GROUP]; NULL: stay */
+    bool sandbox_selftest;    /* --x-sandbox-selftest: test only */
     bool help, version;
     bool verbose;
     bool defaults;            /* no options at all: the embedded default */
