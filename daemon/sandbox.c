@@ -71,7 +71,7 @@ static const char *const sandbox_allowed[] = {
     "fsync", "fdatasync", "fallocate", "fadvise64", "readahead",
     "ftruncate", "readlink",
     "readlinkat", "getcwd", "chdir", "access", "faccessat", "faccessat2",
-    "unlink", "unlinkat", "getdents64", "umask", "fchmod", "chmod",
+    "unlink", "unlinkat", "getdents", "getdents64", "umask", "fchmod", "chmod",
     "fchmodat", "uname", "sysinfo",
     /* Sockets: the NBD server, QMP monitors (accept, peer credentials
      * for authz), the nbd driver's connects (unix and TCP, name lookup

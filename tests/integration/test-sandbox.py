@@ -83,6 +83,8 @@ def test_runas_nobody(blockd_factory):
         d = blockd_factory("--runas", "nobody",
                            "--blockdev", "driver=file,node-name=early,"
                            "filename=%s" % priv)
+        # the socket listens before the drop; QMP answers after it
+        d.cmd("query-version")
         with open("/proc/%d/status" % d.pid) as f:
             ids = {l.split(":")[0]: l.split()[1:]
                    for l in f.read().splitlines()}
