@@ -513,7 +513,7 @@ struct BlockRequest {
 #define BLK_INLINE_MAX (128 * 1024)
 
 /* Isolation: one node has at most this many requests on the pool at
- * once (half its threads, at least 1); more wait, in order, for one of
+ * once (all its threads but a quarter, at least 1 kept back); more wait, in order, for one of
  * the node's own to finish.  So a node whose requests hang (a stalled
  * disk, a blkdebug stall) never holds every worker, and the other
  * exports keep serving. */

@@ -551,9 +551,12 @@ static void blk_aio_run(WorkerJob *job)
 
 unsigned blk_pool_share(const WorkerPool *pool)
 {
-    size_t n = worker_pool_size(pool) / 2;
+    size_t n = worker_pool_size(pool);
+    size_t reserve = n / 4 > 0 ? n / 4 : 1;
 
-    return n > 0 ? (unsigned)n : 1;
+    /* A quarter of the threads (at least one) stays for other nodes;
+     * one node alone still has the rest in parallel. */
+    return n > reserve ? (unsigned)(n - reserve) : 1;
 }
 
 /* Hand req to the pool within its node's share (see block.h), or queue

@@ -200,7 +200,7 @@ def test_stall_keeps_qmp_and_other_exports_serving(blockd, tmp_path):
     sock = start_server(blockd)
     hs = export(blockd, sock, "dbg", "stalled")
     hf = export(blockd, sock, "f1", "free")
-    # One held read: below the node's share of the pool (at least 2 of
+    # One held read: below the node's share of the pool (at least 3 of
     # 4 threads, blk_pool_share), so the write below still gets a worker.
     cookies = [hs.aio_pread(nbd.Buffer(4096), 4096 * i) for i in range(1)]
     st = wait_stalled(blockd, "dbg", 1)

@@ -1,6 +1,7 @@
 """Isolation between exports: one export whose node holds every request
 (a blkdebug stall) takes at most its node's share of the worker pool
-(blk_pool_share: half the threads), so ten other exports keep serving.
+(blk_pool_share: all threads but a quarter), so ten other exports keep
+serving.
 
 Throughput is measured only as a loose guard: the ten exports must
 make progress while the stall holds, and read at least half as many
