@@ -107,13 +107,18 @@ bool nbd_server_listen(NbdServer *srv, const SockAddr *addr, Error **errp)
 
 void nbd_server_conn_closed(NbdServer *srv, NbdConn *c)
 {
-    (void)c;
+    NbdContext *ctx = srv->ctx;
+
     srv->nclients--;
     if (srv->stopping) {
         return;
     }
     acceptor_set_paused(srv->acceptor, server_full(srv));
     acceptor_fd_freed(srv->acceptor);
+    if (ctx->client_closed) {
+        ctx->client_closed(ctx->client_closed_opaque,
+                           nbd_conn_export(c) != NULL, srv->nclients);
+    }
 }
 
 void nbd_server_conn_added(NbdServer *srv, NbdConn *c)

@@ -34,6 +34,14 @@ struct NbdContext {
     MonitorSet *events;           /* BLOCK_EXPORT_DELETED; may be NULL */
     NbdServer *server;            /* NULL until nbd-server-start */
     ObjectSet *objects;           /* tls-creds and tls-authz by id */
+    /* Called when a client's connection closes (not while the server
+     * stops), with whether it had reached transmission (OPT_GO or
+     * EXPORT_NAME: not a probe, LIST or failed TLS) and how many
+     * clients are still connected.  blockd-nbd's "exit after the last
+     * client" rule, as qemu-nbd's nbd_client_closed.  NULL: none. */
+    void (*client_closed)(void *opaque, bool negotiated,
+                          unsigned remaining);
+    void *client_closed_opaque;
 };
 
 /* Server-wide settings, fixed at nbd-server-start. */

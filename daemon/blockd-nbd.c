@@ -1,0 +1,351 @@
+/* blockd-nbd.c - a drop-in qemu-nbd on blockd's engine.
+ *
+ * qemu-nbd's command line becomes a QMP script (daemon/qnbd.h) that
+ * runs in-process through qmp_execute(), as blockd's --blockdev and
+ * --export do; then the one-shot rules: the process exits when the
+ * last client that reached transmission leaves (unless -t), and at
+ * most -e clients are connected at once (nbd-server-start's
+ * max-connections: the listener pauses when full).
+ *
+ * --fork as qemu-nbd: the parent copies what the child writes on
+ * stderr until the child runs (listening, pid file written) and exits 1
+ * if anything arrived, else 0; a child that dies first fails it too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "blockdev/block.h"
+#include "config.h"
+#include "daemon/daemon.h"
+#include "daemon/qnbd.h"
+#include "nbd/server.h"
+#include "qmp/qmp.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/sock.h"
+#include "util/util.h"
+
+typedef struct QnbdRun {
+    Daemon *d;
+    const QnbdOptions *o;
+    int old_stderr;             /* --fork: the parent's stderr, or -1 */
+    int ready_fd;               /* --fork: tell the parent we run, or -1 */
+} QnbdRun;
+
+static void on_signal(void *opaque)
+{
+    QnbdRun *r = opaque;
+
+    daemon_request_quit(r->d, SHUTDOWN_CAUSE_HOST_SIGNAL);
+}
+
+/* qemu-nbd's nbd_client_closed: the last client that negotiated ends
+ * the server, unless -t. */
+static void on_client_closed(void *opaque, bool negotiated,
+                             unsigned remaining)
+{
+    QnbdRun *r = opaque;
+
+    if (negotiated && remaining == 0 && !r->o->persistent) {
+        daemon_request_quit(r->d, SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+    }
+}
+
+/* --fork: returns in the child (stderr goes to the parent until
+ * fork_done); the parent never returns. */
+static void fork_start(QnbdRun *r)
+{
+    int errp[2], readyp[2];
+    pid_t pid;
+
+    if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(readyp, O_CLOEXEC) < 0) {
+        qnbd_report(r->o, "Error setting up communication pipe: %s",
+                    strerror(errno));
+        exit(1);
+    }
+    pid = fork();
+    if (pid < 0) {
+        qnbd_report(r->o, "Failed to fork: %s", strerror(errno));
+        exit(1);
+    }
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+        close(errp[0]);
+        close(readyp[0]);
+        r->old_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+        setsid();
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            dup2(null, STDOUT_FILENO);
+            close(null);
+        }
+        dup2(errp[1], STDERR_FILENO);
+        close(errp[1]);
+        r->ready_fd = readyp[1];
+        return;
+    }
+    close(errp[1]);
+    close(readyp[1]);
+    {
+        char buf[1024];
+        bool errors = false;
+        ssize_t n;
+
+        while ((n = read(errp[0], buf, sizeof(buf))) != 0) {
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                qnbd_report(r->o, "Cannot read from daemon: %s",
+                            strerror(errno));
+                exit(1);
+            }
+            errors = true;
+            if (write_full(STDERR_FILENO, buf, (size_t)n) < 0) {
+                exit(1);
+            }
+        }
+        /* Closed: the child runs (it said so) or died. */
+        do {
+            n = read(readyp[0], buf, 1);
+        } while (n < 0 && errno == EINTR);
+        exit(n == 1 ? errors : 1);
+    }
+}
+
+static void fork_done(QnbdRun *r)
+{
+    char ok = 0;
+
+    if (r->ready_fd < 0) {
+        return;
+    }
+    if (write(r->ready_fd, &ok, 1) != 1) {
+        /* the parent is gone */
+    }
+    close(r->ready_fd);
+    r->ready_fd = -1;
+    /* Back to the parent's stderr, which closes the pipe. */
+    dup2(r->old_stderr, STDERR_FILENO);
+    close(r->old_stderr);
+    r->old_stderr = -1;
+}
+
+/* As qemu_write_pidfile: locked, so that two servers do not share one;
+ * the descriptor stays open for the life of the process. */
+static bool write_pid_file(const char *path, Error **errp)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    char buf[32];
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Cannot open pid file");
+        return false;
+    }
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        error_setg_errno(errp, errno, "Cannot lock pid file");
+        close(fd);
+        return false;
+    }
+    snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || write_full(fd, buf, strlen(buf)) < 0) {
+        error_setg_errno(errp, errno, "Failed to write pid file");
+        close(fd);
+        return false;
+    }
+    return true;
+}
+
+static bool run_overlay_step(Daemon *d, const QnbdCmd *c, Error **errp)
+{
+    json_object *v;
+    const char *get[4] = { NULL };
+    static const char *const keys[4] = {
+        "filename", "backing", "backing-file", "backing-fmt",
+    };
+    BlockNode *bs;
+    int64_t size;
+
+    for (int i = 0; i < 4; i++) {
+        if (json_object_object_get_ex(c->args, keys[i], &v)) {
+            get[i] = json_object_get_string(v);
+        }
+    }
+    bs = blk_lookup_node(d->graph, get[1], errp);
+    if (bs == NULL) {
+        return false;
+    }
+    size = blk_getlength(bs);
+    if (size < 0) {
+        error_setg_errno(errp, (int)-size, "Could not get the size of "
+                         "'%s'", get[1]);
+        return false;
+    }
+    return qnbd_overlay_create(get[0], (uint64_t)size, get[2], get[3], errp);
+}
+
+/* Run the script on d; errors are printed as qemu-nbd prints them. */
+static bool run_script(QnbdRun *r, const QnbdScript *s, Error **errp)
+{
+    Daemon *d = r->d;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const QnbdCmd *c = &s->cmds[i];
+        QmpCtx ctx = d->qmp;
+        bool ok;
+
+        if (qnbd_script_is_overlay(c)) {
+            ok = run_overlay_step(d, c, errp);
+        } else {
+            ok = qmp_execute(&ctx, c->name, c->args, 0, NULL, errp);
+        }
+        if (!ok) {
+            if (c->error_prefix != NULL) {
+                error_prepend(errp, "%s '%s': ", c->error_prefix,
+                              r->o->filename);
+            }
+            return false;
+        }
+    }
+    if (s->probed_raw_node != NULL) {
+        BlockNode *bs = blk_lookup_node(d->graph, s->probed_raw_node, NULL);
+
+        if (bs != NULL) {
+            bs->probed_raw = true;
+        }
+    }
+    return true;
+}
+
+static int serve(QnbdRun *r)
+{
+    const QnbdOptions *o = r->o;
+    QnbdScript s = { 0 };
+    Error *err = NULL;
+    int status = 1;
+
+    r->d = daemon_new(&err);
+    if (r->d == NULL) {
+        goto out;
+    }
+    if (!blk_graph_set_backing_roots(r->d->graph, o->backing_roots,
+                                     o->nbacking_roots, &err)) {
+        goto out;
+    }
+    r->d->nbd.client_closed = on_client_closed;
+    r->d->nbd.client_closed_opaque = r;
+    loop_signal(r->d->loop, SIGTERM, on_signal, r);
+    loop_signal(r->d->loop, SIGINT, on_signal, r);
+    loop_signal(r->d->loop, SIGHUP, on_signal, r);
+
+    if (!qnbd_build_script(o, true, &s, &err) || !run_script(r, &s, &err)) {
+        goto out;
+    }
+    /* The overlay stays open; nobody else needs its name. */
+    if (s.overlay != NULL) {
+        unlink(s.overlay);
+        free(s.overlay);
+        s.overlay = NULL;
+    }
+    if (o->device != NULL &&
+        !qnbd_device_connect(o, &r->d->qmp, o->export_name, &err)) {
+        goto out;
+    }
+    if (o->pid_file != NULL && !write_pid_file(o->pid_file, &err)) {
+        goto out;
+    }
+    fork_done(r);
+    status = loop_run(r->d->loop) == 0 ? 0 : 1;
+
+out:
+    if (err != NULL) {
+        error_report_err(o->prog, err);
+        status = 1;
+    }
+    if (s.overlay != NULL) {
+        unlink(s.overlay);
+    }
+    qnbd_script_free(&s);
+    daemon_free(r->d);
+    r->d = NULL;
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    QnbdOptions o;
+    QnbdRun r = { .o = &o, .old_stderr = -1, .ready_fd = -1 };
+    Error *err = NULL;
+    int status;
+
+    /* Before we open anything: what is open now was handed to us (the
+     * socket of systemd's socket activation). */
+    sock_inherited_scan();
+    status = qnbd_parse(&o, argc, argv);
+    if (status == 0) {
+        status = qnbd_check(&o);
+    }
+    if (status != 0) {
+        goto done;
+    }
+    switch (o.action) {
+    case QNBD_HELP:
+        qnbd_usage(&o);
+        goto done;
+    case QNBD_VERSION:
+        printf("%s %s (blockd)\n"
+               "A qemu-nbd compatible command on blockd's engine.\n",
+               o.prog, BLOCKD_VERSION);
+        goto done;
+    default:
+        break;
+    }
+    log_set_level(o.verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (o.action == QNBD_LIST) {
+        status = qnbd_list(&o);
+        goto done;
+    }
+    if (o.action == QNBD_DISCONNECT) {
+        status = qnbd_device_disconnect(&o);
+        goto done;
+    }
+    if (o.image_opts && o.format != NULL) {
+        qnbd_report(&o, "--image-opts and -f are mutually exclusive");
+        status = 1;
+        goto done;
+    }
+    if (o.print_qmp) {
+        QnbdScript s;
+
+        if (!qnbd_build_script(&o, false, &s, &err)) {
+            error_report_err(o.prog, err);
+            status = 1;
+        } else {
+            qnbd_script_print(&s, &o, stdout);
+        }
+        qnbd_script_free(&s);
+        goto done;
+    }
+    if (o.device != NULL && !qnbd_device_supported(&o, &err)) {
+        error_report_err(o.prog, err);
+        status = 1;
+        goto done;
+    }
+    if (o.fork_process || (o.device != NULL && !o.verbose)) {
+        fork_start(&r);
+    }
+    status = serve(&r);
+done:
+    qnbd_options_free(&o);
+    return status;
+}
