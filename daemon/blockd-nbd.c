@@ -22,6 +22,7 @@
 
 #include "blockdev/block.h"
 #include "config.h"
+#include "crypto/tls.h"
 #include "daemon/daemon.h"
 #include "daemon/qnbd.h"
 #include "nbd/server.h"
@@ -34,7 +35,6 @@
 typedef struct QnbdRun {
     Daemon *d;
     const QnbdOptions *o;
-    int old_stderr;             /* --fork: the parent's stderr, or -1 */
     int ready_fd;               /* --fork: tell the parent we run, or -1 */
 } QnbdRun;
 
@@ -79,7 +79,6 @@ static void fork_start(QnbdRun *r)
 
         close(errp[0]);
         close(readyp[0]);
-        r->old_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
         setsid();
         if (null >= 0) {
             dup2(null, STDIN_FILENO);
@@ -132,10 +131,16 @@ static void fork_done(QnbdRun *r)
     }
     close(r->ready_fd);
     r->ready_fd = -1;
-    /* Back to the parent's stderr, which closes the pipe. */
-    dup2(r->old_stderr, STDERR_FILENO);
-    close(r->old_stderr);
-    r->old_stderr = -1;
+    /* Closing the pipe lets the parent go; from now on, as qemu-nbd's
+     * daemon, nothing is printed. */
+    {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+        if (null >= 0) {
+            dup2(null, STDERR_FILENO);
+            close(null);
+        }
+    }
 }
 
 /* As qemu_write_pidfile: locked, so that two servers do not share one;
@@ -192,35 +197,81 @@ static bool run_overlay_step(Daemon *d, const QnbdCmd *c, Error **errp)
     return qnbd_overlay_create(get[0], (uint64_t)size, get[2], get[3], errp);
 }
 
-/* Run the script on d; errors are printed as qemu-nbd prints them. */
-static bool run_script(QnbdRun *r, const QnbdScript *s, Error **errp)
+/* Run one command of the script. */
+static bool run_cmd(QnbdRun *r, const QnbdCmd *c, Error **errp)
 {
     Daemon *d = r->d;
+    QmpCtx ctx = d->qmp;
+
+    if (qnbd_script_is_overlay(c)) {
+        return run_overlay_step(d, c, errp);
+    }
+    if (strcmp(c->name, "nbd-server-start") == 0 &&
+        r->o->tls_creds != NULL &&
+        !object_get_tls_creds(d->objects, r->o->tls_creds,
+                              TLS_ENDPOINT_SERVER, errp)) {
+        /* qemu-nbd looks the credentials up before listening. */
+        error_prepend(errp, "Failed to get TLS creds: ");
+        return false;
+    }
+    return qmp_execute(&ctx, c->name, c->args, 0, NULL, errp);
+}
+
+/* QEMU's words: scripts grep for them. */
+static void warn_probed_raw(const char *path)
+{
+    fprintf(stderr,
+"WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+"         Automatically detecting the format is dangerous for raw images, "
+"write operations on block 0 will be restricted.\n"
+"         Specify the 'raw' format explicitly to remove the restrictions.\n",
+            path);
+}
+
+/* The node was opened from a probed raw image: warn, and guard its
+ * first sector as QEMU does (a write that would make it probe as
+ * another format fails), with QEMU's 512-byte request alignment. */
+static void mark_probed_raw(QnbdRun *r, const QnbdScript *s)
+{
+    BlockNode *bs = blk_lookup_node(r->d->graph, s->probed_raw_node, NULL);
+
+    warn_probed_raw(s->probed_raw_path);
+    if (bs != NULL) {
+        bs->probed_raw = true;
+        if (bs->request_alignment < 512) {
+            bs->request_alignment = 512;
+        }
+    }
+}
+
+/* Run the script on d; errors say what qemu-nbd says. */
+static bool run_script(QnbdRun *r, const QnbdScript *s, Error **errp)
+{
+    const QnbdOptions *o = r->o;
+    bool load_snapshot = o->sn_id || o->sn_name || o->sn_id_or_name;
 
     for (size_t i = 0; i < s->n; i++) {
         const QnbdCmd *c = &s->cmds[i];
-        QmpCtx ctx = d->qmp;
-        bool ok;
+        Error *err = NULL;
 
-        if (qnbd_script_is_overlay(c)) {
-            ok = run_overlay_step(d, c, errp);
-        } else {
-            ok = qmp_execute(&ctx, c->name, c->args, 0, NULL, errp);
-        }
-        if (!ok) {
-            if (c->error_prefix != NULL) {
-                error_prepend(errp, "%s '%s': ", c->error_prefix,
-                              r->o->filename);
+        if (run_cmd(r, c, &err)) {
+            if (s->probed_raw_node != NULL &&
+                strcmp(c->name, "blockdev-add") == 0 &&
+                strcmp(json_object_get_string(json_object_object_get(
+                           c->args, "node-name")),
+                       s->probed_raw_node) == 0) {
+                mark_probed_raw(r, s);
             }
-            return false;
+            continue;
         }
-    }
-    if (s->probed_raw_node != NULL) {
-        BlockNode *bs = blk_lookup_node(d->graph, s->probed_raw_node, NULL);
-
-        if (bs != NULL) {
-            bs->probed_raw = true;
+        if (c->error_prefix != NULL && load_snapshot &&
+            strstr(error_get_pretty(err), "snapshot '") != NULL) {
+            error_prepend(&err, "Failed to load snapshot: ");
+        } else if (c->error_prefix != NULL) {
+            error_prepend(&err, "%s '%s': ", c->error_prefix, o->filename);
         }
+        error_propagate(errp, err);
+        return false;
     }
     return true;
 }
@@ -282,7 +333,7 @@ out:
 int main(int argc, char **argv)
 {
     QnbdOptions o;
-    QnbdRun r = { .o = &o, .old_stderr = -1, .ready_fd = -1 };
+    QnbdRun r = { .o = &o, .ready_fd = -1 };
     Error *err = NULL;
     int status;
 

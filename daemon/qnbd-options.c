@@ -430,8 +430,9 @@ int qnbd_parse(QnbdOptions *o, int argc, char **argv)
 
 /* systemd's sd_listen_fds() protocol, as QEMU's check_socket_activation:
  * LISTEN_PID must be our pid; the variables are then removed so that no
- * child sees them.  Returns LISTEN_FDS, 0 when not for us. */
-static unsigned socket_activation(void)
+ * child sees them, and the descriptors made close-on-exec.  Returns
+ * LISTEN_FDS, 0 when not for us, -1 (reported) when one is not open. */
+static int socket_activation(const QnbdOptions *o)
 {
     const char *s = getenv("LISTEN_PID");
     uint64_t pid, nfds;
@@ -450,11 +451,13 @@ static unsigned socket_activation(void)
         int fd = 3 + (int)i;
         int fl = fcntl(fd, F_GETFD);
 
-        if (fl >= 0) {
-            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) {
+            qnbd_report(o, "Socket activation failed: invalid file "
+                        "descriptor fd = %d: %s", fd, strerror(errno));
+            return -1;
         }
     }
-    return (unsigned)nfds;
+    return (int)nfds;
 }
 
 int qnbd_check(QnbdOptions *o)
@@ -464,7 +467,12 @@ int qnbd_check(QnbdOptions *o)
     if (o->action == QNBD_HELP || o->action == QNBD_VERSION) {
         return 0;
     }
-    o->socket_activation = socket_activation();
+    int n = socket_activation(o);
+
+    if (n < 0) {
+        return 1;
+    }
+    o->socket_activation = (unsigned)n;
     if (o->socket_activation == 0) {
         if (o->sockpath == NULL) {
             if (o->bind == NULL) {

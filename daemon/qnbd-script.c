@@ -104,8 +104,7 @@ static const char *json_str(json_object *o, const char *key)
 /* qemu-nbd without -f: QEMU probes every format it knows; blockd knows
  * qcow2 and raw.  A file that cannot be read is left to blockdev-add,
  * which says why. */
-static const char *probe_format(const QnbdOptions *o, const char *path,
-                                bool *probed_raw)
+static const char *probe_format(const char *path, bool *probed_raw)
 {
     unsigned char magic[4];
     CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -118,14 +117,6 @@ static const char *probe_format(const QnbdOptions *o, const char *path,
         return "qcow2";
     }
     *probed_raw = true;
-    if (!o->print_qmp) {
-        fprintf(stderr,
-"WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-"         Automatically detecting the format is dangerous for raw images, "
-"write operations on block 0 will be restricted.\n"
-"         Specify the 'raw' format explicitly to remove the restrictions.\n",
-                path);
-    }
     return "raw";
 }
 
@@ -146,7 +137,7 @@ static const char *add_image_nodes(const QnbdOptions *o, QnbdScript *s,
     }
     add_node_opts(o, file, read_only);
     if (format == NULL) {
-        format = probe_format(o, o->filename, &probed_raw);
+        format = probe_format(o->filename, &probed_raw);
     }
     s->format = format;
     if (!add_cmd(s, "blockdev-add", file, 0, "Failed to blk_new_open", errp)) {
@@ -171,6 +162,7 @@ static const char *add_image_nodes(const QnbdOptions *o, QnbdScript *s,
     }
     if (probed_raw) {
         s->probed_raw_node = xstrdup("qnbd-fmt");
+        s->probed_raw_path = xstrdup(o->filename);
     }
     return "qnbd-fmt";
 }
@@ -203,7 +195,7 @@ static const char *add_image_opts_node(const QnbdOptions *o, QnbdScript *s,
 
         json_object_object_get_ex(raw, "file", &f);
         path = json_str(f, "filename");
-        add_str(raw, "driver", path ? probe_format(o, path, &probed_raw)
+        add_str(raw, "driver", path ? probe_format(path, &probed_raw)
                                     : "raw");
     }
     if (!json_object_object_get_ex(raw, "node-name", NULL)) {
@@ -230,6 +222,8 @@ static const char *add_image_opts_node(const QnbdOptions *o, QnbdScript *s,
     }
     if (probed_raw) {
         s->probed_raw_node = xstrdup(s->export_node);
+        s->probed_raw_path = xstrdup(json_str(
+            json_object_object_get(node, "file"), "filename"));
     }
     return s->export_node;
 }
@@ -445,6 +439,7 @@ void qnbd_script_free(QnbdScript *s)
     free(s->cmds);
     free(s->export_node);
     free(s->probed_raw_node);
+    free(s->probed_raw_path);
     free(s->overlay);
     memset(s, 0, sizeof(*s));
 }

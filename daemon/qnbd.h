@@ -114,6 +114,7 @@ typedef struct QnbdScript {
     size_t n;
     char *export_node;          /* node-name the export serves */
     char *probed_raw_node;      /* probed as raw: guard sector 0; NULL */
+    char *probed_raw_path;      /* ... the file, for the warning */
     char *overlay;              /* -s: the temporary qcow2 to remove */
     const char *format;         /* the image's: -f or probed (static or
                                  * the options'); NULL: --image-opts */
