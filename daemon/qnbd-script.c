@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blockdev/block.h"
 #include "qapi-cmdtable.h"
 #include "qapi-types.h"
 #include "util/cleanup.h"
@@ -106,18 +107,66 @@ static const char *json_str(json_object *o, const char *key)
  * which says why. */
 static const char *probe_format(const char *path, bool *probed_raw)
 {
-    unsigned char magic[4];
+    uint8_t buf[BLK_PROBE_BUF_SIZE];
     CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
 
     *probed_raw = false;
-    if (fd < 0 || pread(fd, magic, sizeof(magic), 0) < 0) {
+    if (fd < 0 || (n = pread(fd, buf, sizeof(buf), 0)) < 0) {
         return "raw";
     }
-    if (memcmp(magic, "QFI\xfb", 4) == 0) {
+    /* The block layer's own test: qcow2 is the other format it knows. */
+    if (!blk_probe_is_raw(buf, (size_t)n)) {
         return "qcow2";
     }
     *probed_raw = true;
     return "raw";
+}
+
+/* QemuOpts sizes ("1M", "512k") in --image-opts strings: QEMU's raw
+ * driver reads offset and size as sizes; the schema wants integers. */
+static void convert_sizes(json_object *obj)
+{
+    json_object_object_foreach(obj, key, val) {
+        if (json_object_is_type(val, json_type_object)) {
+            convert_sizes(val);
+        } else if (json_object_is_type(val, json_type_string) &&
+                   (strcmp(key, "offset") == 0 ||
+                    strcmp(key, "size") == 0)) {
+            const char *str = json_object_get_string(val);
+            char *end;
+            unsigned long long v;
+            int shift = 0;
+
+            errno = 0;
+            v = strtoull(str, &end, 10);
+            if (errno != 0 || end == str || str[0] == '-') {
+                continue;
+            }
+            switch (*end) {
+            case 'k': case 'K': shift = 10; break;
+            case 'm': case 'M': shift = 20; break;
+            case 'g': case 'G': shift = 30; break;
+            case 't': case 'T': shift = 40; break;
+            case 'b': case 'B': case '\0': shift = 0; break;
+            default: continue;
+            }
+            if (*end != '\0' && end[1] != '\0') {
+                continue;
+            }
+            if (shift > 0 && v > (UINT64_MAX >> shift)) {
+                continue;
+            }
+            {
+                char num[32];
+
+                snprintf(num, sizeof(num), "%llu", v << shift);
+                /* Same key: json-c replaces the value in place. */
+                json_object_object_add(obj, key,
+                                       json_object_new_string(num));
+            }
+        }
+    }
 }
 
 /* FILE as a file node and a format node; returns the top node-name. */
@@ -201,6 +250,7 @@ static const char *add_image_opts_node(const QnbdOptions *o, QnbdScript *s,
     if (!json_object_object_get_ex(raw, "node-name", NULL)) {
         add_str(raw, "node-name", "qnbd-fmt");
     }
+    convert_sizes(raw);
     /* Typed first (the string is key=value), then ours added. */
     {
         const QmpCommand *cmd = qmp_find_command("blockdev-add");
@@ -216,14 +266,14 @@ static const char *add_image_opts_node(const QnbdOptions *o, QnbdScript *s,
     add_node_opts(o, node, read_only);
     name = json_str(node, "node-name");
     s->export_node = xstrdup(name);
-    if (!add_cmd(s, "blockdev-add", node, 0, "Failed to blk_new_open",
-                 errp)) {
-        return NULL;
-    }
     if (probed_raw) {
         s->probed_raw_node = xstrdup(s->export_node);
         s->probed_raw_path = xstrdup(json_str(
             json_object_object_get(node, "file"), "filename"));
+    }
+    if (!add_cmd(s, "blockdev-add", node, 0, "Failed to blk_new_open",
+                 errp)) {
+        return NULL;
     }
     return s->export_node;
 }
@@ -426,9 +476,13 @@ bool qnbd_build_script(const QnbdOptions *o, bool create_overlay,
         top = "qnbd-offset";
     }
     set_top_opts(o, s, top);
-    free(s->export_node);
-    s->export_node = xstrdup(top);
-    return add_export(o, s, top, errp);
+    {
+        char *name = xstrdup(top);   /* top may be export_node itself */
+
+        free(s->export_node);
+        s->export_node = name;
+    }
+    return add_export(o, s, s->export_node, errp);
 }
 
 void qnbd_script_free(QnbdScript *s)

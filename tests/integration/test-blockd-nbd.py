@@ -521,3 +521,18 @@ def test_print_qmp_runs_on_blockd(tmp_path, qcow2):
     with Served(BLOCKD_NBD, sock, args, no_socket=True) as s:
         via_wrapper = nbdinfo_json(s.uri("e1"))
     assert via_blockd == via_wrapper
+
+
+def test_print_qmp_image_opts(tmp_path, raw):
+    """--image-opts with a bare file name: the format is probed from
+    file.filename, sizes like 1M are taken, and the script prints."""
+    st, out, err = run(BLOCKD_NBD, ["--print-qmp", "--image-opts", "-r",
+                                    "-k", str(tmp_path / "s.sock"), raw])
+    assert st == 0, err
+    assert ('"driver": "raw", "node-name": "qnbd-fmt", "read-only": true, '
+            '"file": { "driver": "file", "filename": "%s" }' % raw) in out
+    st, out, err = run(BLOCKD_NBD, [
+        "--print-qmp", "--image-opts",
+        "driver=raw,offset=1M,size=512k,file.driver=file,file.filename=x"])
+    assert st == 0, err
+    assert '"offset": 1048576' in out and '"size": 524288' in out
