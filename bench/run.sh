@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [--rounds N] [--workloads LIST] [--peers a,b] [--results DIR]
 #                [--qcow2] [--idle-rss N] [--idle-only] [--nbd]
-#                [--nbd-upstream memory|pattern|file|empty]
+#                [--nbd-upstream memory|pattern|file|empty] [--blockd-nbd]
 #
 # Environment: BLOCKD (default build/blockd), BENCH_HARNESS (default
 # ../shared/bench next to the repository).  Every server gets the same
@@ -34,6 +34,13 @@
 # counted (its PID tree).  Workloads default to seqread and
 # randread4k_qd16; ratios are blockd-reexport / qsd-reexport.
 #
+# --blockd-nbd adds "blockd-nbd": blockd-nbd started the way users start
+# qemu-nbd, `blockd-nbd -f raw -t -e 0 -x "" -k SOCK IMG` (-e 0 as the
+# harness's qemu-nbd row, whose multi-connection clients would wait
+# behind -e 1), so the ratio blockd / blockd-nbd is what the wrapper
+# costs (the issue's target: within 5%).  bench/startup.py measures its
+# start-up to listening.
+#
 # Then bench/idle-rss.py reports blockd's VmRSS with N idle connections
 # (default 1000; 0 skips it) after each did a burst of large reads;
 # --idle-only runs just that.
@@ -41,6 +48,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 BLOCKD=${BLOCKD:-$ROOT/build/blockd}
+BLOCKD_NBD=${BLOCKD_NBD:-$ROOT/build/blockd-nbd}
 HARNESS=${BENCH_HARNESS:-$(dirname "$ROOT")/shared/bench}
 [ -d "$HARNESS" ] || HARNESS=$(dirname "$(dirname "$ROOT")")/shared/bench  # a worktree
 ROUNDS=3
@@ -50,6 +58,7 @@ QCOW2=0
 IDLE_CONNS=1000
 IDLE_ONLY=0
 NBD=0
+WRAPPER=0
 RESULTS=/tmp/blockd-bench/$(date +%F-%H%M%S)
 NBD_UP=memory
 FILL=""
@@ -64,8 +73,9 @@ while [ $# -gt 0 ]; do
     --idle-rss) IDLE_CONNS=$2; shift 2 ;;
     --idle-only) IDLE_ONLY=1; shift ;;
     --nbd) NBD=1; shift ;;
+    --blockd-nbd) WRAPPER=1; shift ;;
     --nbd-upstream) NBD=1; NBD_UP=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -148,6 +158,12 @@ extra=(--extra blockd "$UNIX_T" "$TCP_T")
 if [ "$QCOW2" = 1 ]; then
   extra+=(--extra blockd-qcow2 "$Q_UNIX" "$Q_TCP")
   case ",$PEERS," in *,blockd-qcow2,*) ;; *) args[3]="$PEERS,blockd,blockd-qcow2" ;; esac
+fi
+if [ "$WRAPPER" = 1 ]; then
+  W_UNIX="$BLOCKD_NBD -f raw -t -e 0 -x \"\" -k {sock} {img}"
+  W_TCP="$BLOCKD_NBD -f raw -t -e 0 -x \"\" -b 127.0.0.1 -p {port} {img}"
+  extra+=(--extra blockd-nbd "$W_UNIX" "$W_TCP")
+  args[3]="${args[3]},blockd-nbd"
 fi
 mkdir -p "$RESULTS"
 "$HARNESS/run-peers.sh" "${args[@]}" "${extra[@]}"
