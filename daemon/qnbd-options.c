@@ -473,6 +473,14 @@ int qnbd_check(QnbdOptions *o)
         return 1;
     }
     o->socket_activation = (unsigned)n;
+    if (o->socket_activation == 0 && o->device != NULL &&
+        o->sockpath == NULL) {
+        /* -c without -k: qemu-nbd's socket for the device. */
+        const char *slash = strrchr(o->device, '/');
+
+        o->sockpath = xasprintf("/var/lock/qemu-nbd-%s",
+                                slash ? slash + 1 : o->device);
+    }
     if (o->socket_activation == 0) {
         if (o->sockpath == NULL) {
             if (o->bind == NULL) {
