@@ -178,13 +178,24 @@ static const char *add_image_nodes(const QnbdOptions *o, QnbdScript *s,
     const char *format = o->format;
     bool probed_raw = false;
 
-    add_str(file, "driver", "file");
-    add_str(file, "node-name", "qnbd-file");
-    add_str(file, "filename", o->filename);
-    if (o->aio != NULL) {
-        add_str(file, "aio", o->aio);
-    }
     add_node_opts(o, file, read_only);
+    add_str(file, "node-name", "qnbd-file");
+    if (strcmp(o->filename, "null-co://") == 0 ||
+        strcmp(o->filename, "null-aio://") == 0) {
+        /* QEMU's protocol syntax for the null drivers (iotests use
+         * it): a 1 GiB node reading zeroes, no probe. */
+        add_str(file, "driver", strcmp(o->filename, "null-co://") == 0
+                                ? "null-co" : "null-aio");
+        if (format == NULL) {
+            format = "raw";
+        }
+    } else {
+        add_str(file, "driver", "file");
+        add_str(file, "filename", o->filename);
+        if (o->aio != NULL) {
+            add_str(file, "aio", o->aio);
+        }
+    }
     if (format == NULL) {
         format = probe_format(o->filename, &probed_raw);
     }

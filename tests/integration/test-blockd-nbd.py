@@ -410,11 +410,32 @@ def test_fork_probe_warning(tmp_path, raw):
     1 while the server runs on (qemu-nbd does the same)."""
     for n in BOTH:
         sock = str(tmp_path / (n + ".sock"))
-        st, _, err = run(PROGS[n], ["--fork", "-k", sock, raw])
-        assert st == 1
-        assert "probing guessed raw" in err
-        subprocess.run(["nbdinfo", "--size", "nbd+unix:///?socket=" + sock],
-                       check=True, capture_output=True)
+        pidf = str(tmp_path / (n + ".pid"))
+        st, _, err = run(PROGS[n], ["--fork", "--pid-file", pidf, "-k",
+                                    sock, raw])
+        try:
+            assert st == 1
+            assert "probing guessed raw" in err
+            subprocess.run(["nbdinfo", "--size",
+                            "nbd+unix:///?socket=" + sock],
+                           check=True, capture_output=True)
+        finally:
+            if os.path.exists(pidf):
+                try:
+                    os.kill(int(open(pidf).read()), 15)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.mark.parametrize("name", ["null-co://", "null-aio://"])
+def test_null_protocol_filename(name, tmp_path):
+    """QEMU's null-co:// file name (qemu-iotests 162 serves it)."""
+    infos = {}
+    for n in BOTH:
+        with Served(PROGS[n], tmp_path / "s.sock", ["-f", "raw", name]) as s:
+            infos[n] = nbdinfo_json(s.uri())
+    assert infos["blockd-nbd"]["exports"][0]["export-size"] == 1 << 30
+    assert_same_info(infos["blockd-nbd"], infos["qemu-nbd"])
 
 
 @pytest.mark.parametrize("prog", BOTH)
