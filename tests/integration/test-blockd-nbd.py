@@ -435,6 +435,10 @@ def test_null_protocol_filename(name, tmp_path):
         with Served(PROGS[n], tmp_path / "s.sock", ["-f", "raw", name]) as s:
             infos[n] = nbdinfo_json(s.uri())
     assert infos["blockd-nbd"]["exports"][0]["export-size"] == 1 << 30
+    # Without read-zeroes neither null driver defines what a read
+    # returns: nbdinfo's guess at the content is not compared.
+    for n in BOTH:
+        infos[n]["exports"][0].pop("content", None)
     assert_same_info(infos["blockd-nbd"], infos["qemu-nbd"])
 
 
