@@ -413,7 +413,10 @@ static bool add_export(const QnbdOptions *o, QnbdScript *s, const char *top,
     if (o->nbitmaps > 0) {
         json_object *bitmaps = json_object_new_array();
 
-        for (size_t i = 0; i < o->nbitmaps; i++) {
+        /* Last first: qemu-nbd prepends each -B to its list, which
+         * decides which missing bitmap is reported and the order of the
+         * contexts. */
+        for (size_t i = o->nbitmaps; i-- > 0;) {
             json_object_array_add(bitmaps,
                                   json_object_new_string(o->bitmaps[i]));
         }
