@@ -359,7 +359,9 @@ int main(int argc, char **argv)
     default:
         break;
     }
-    log_set_level(o.verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
+    /* qemu-nbd -v prints nothing more while serving (scripts and
+     * qemu-iotests compare its output): only -T turns on the log. */
+    log_set_level(o.trace ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
     signal(SIGPIPE, SIG_IGN);
 
     if (o.action == QNBD_LIST) {

@@ -362,7 +362,7 @@ int qnbd_parse(QnbdOptions *o, int argc, char **argv)
         case 'T':
             /* QEMU's trace patterns name QEMU's trace points; blockd
              * has its log instead: any -T turns on debug messages. */
-            o->verbose = true;
+            o->trace = true;
             break;
         case QOPT_FORK:
             o->fork_process = true;

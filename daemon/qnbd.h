@@ -75,7 +75,8 @@ typedef struct QnbdOptions {
     char *selinux_label;
     bool has_handshake_limit;
     uint32_t handshake_limit;   /* seconds, --handshake-limit */
-    bool verbose;               /* -v or -T */
+    bool verbose;               /* -v: foreground with -c */
+    bool trace;                 /* -T: blockd's debug log */
     bool print_qmp;             /* --print-qmp */
     char **backing_roots;       /* --backing-root, repeatable */
     size_t nbacking_roots;
