@@ -7,7 +7,7 @@ PACKAGES="
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   libjson-c-dev libevent-dev libgnutls28-dev libseccomp-dev libcunit1-dev
   zlib1g-dev libzstd-dev libedit-dev
-  qemu-utils qemu-system-common nbd-server libnbd-bin nbdkit
+  qemu-utils qemu-system-common qemu-system-x86 nbd-server libnbd-bin nbdkit
   python3-libnbd python3-pytest
   gnutls-bin openssl fio socat util-linux procps tmux
 "
