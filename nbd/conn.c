@@ -653,6 +653,12 @@ void nbd_conn_close(NbdConn *c)
     if (c->srv) {
         nbd_server_conn_closed(c->srv, c);
     }
+    if (c->on_close) {
+        void (*fn)(void *, NbdConn *) = c->on_close;
+
+        c->on_close = NULL;
+        fn(c->close_opaque, c);
+    }
     conn_maybe_free(c);
 }
 

@@ -13,6 +13,7 @@
 #include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "nbd/internal.h"
+#include "nbd/kernel.h"
 #include "qapi-events.h"
 #include "util/util.h"
 
@@ -342,6 +343,10 @@ bool nbd_export_del(NbdExport *exp, bool hard, Error **errp)
     if (exp->shutting_down) {
         error_setg(errp, "Block export '%s' is already shutting down",
                    exp->id);
+        return false;
+    }
+    /* A bound /dev/nbdN: refused, or disconnected first (hard). */
+    if (!nbd_kernel_export_del(exp->ctx, exp, hard, errp)) {
         return false;
     }
     if (!hard && exp->nconns > 0) {

@@ -319,6 +319,8 @@ struct NbdConn {
     uint64_t size;
     uint16_t tflags;
     bool read_only;              /* refuse writes even if exp allows */
+    void (*on_close)(void *opaque, NbdConn *c);  /* NbdConnOptions */
+    void *close_opaque;
 
     /* input */
     uint8_t *inbuf;              /* NBD_INBUF_SIZE (nbd_mem) or NULL */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "nbd/internal.h"
+#include "nbd/kernel.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -162,6 +163,8 @@ void nbd_server_free(NbdServer *srv)
         return;
     }
     srv->stopping = true;
+    /* Kernel devices first: they are disconnected, not just cut off. */
+    nbd_kernel_shutdown(srv->ctx);
     /* Our socket files go too, if they are still ours. */
     acceptor_free(srv->acceptor);
     srv->acceptor = NULL;

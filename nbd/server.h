@@ -34,6 +34,8 @@ struct NbdContext {
     MonitorSet *events;           /* BLOCK_EXPORT_DELETED; may be NULL */
     NbdServer *server;            /* NULL until nbd-server-start */
     ObjectSet *objects;           /* tls-creds and tls-authz by id */
+    struct NbdKernel *kernel;     /* bound /dev/nbdN (kernel.h); NULL
+                                   * until the first one */
     /* Called when a client's connection closes (not while the server
      * stops), with whether it had reached transmission (OPT_GO or
      * EXPORT_NAME: not a probe, LIST or failed TLS) and how many
@@ -138,6 +140,11 @@ typedef struct NbdConnOptions {
      * e.g. "base:allocation"); needs structured replies.  Copied. */
     const char *const *contexts;
     size_t ncontexts;
+    /* Called once when the connection closes (either end), on the loop
+     * thread, from inside the close: don't free the connection there.
+     * NULL: nothing to call. */
+    void (*on_close)(void *opaque, NbdConn *c);
+    void *close_opaque;
 } NbdConnOptions;
 
 /* Start serving fd (a connected stream socket, non-blocking; taken on

@@ -578,6 +578,8 @@ NbdConn *nbd_conn_start_transmission(NbdServer *srv, int fd, NbdExport *exp,
     c->structured = opts->structured || opts->extended;
     c->extended = opts->extended;
     c->read_only = opts->read_only;
+    c->on_close = opts->on_close;
+    c->close_opaque = opts->close_opaque;
     c->meta_sel = sel;
     c->meta_exp = exp;
     c->size = (uint64_t)MAX(blk_getlength(exp->node), 0);

@@ -266,6 +266,12 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 echo "VM: booted $(cut -d' ' -f1 /proc/uptime)"
+# mount_share DIR: the host's shared directory (run(share=DIR)) at DIR
+mount_share() {
+    mkdir -p "$1"
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none \
+        host "$1"
+}
 for m in $(cat /modules/load-order); do
     insmod /modules/$m.ko || echo "VM: insmod $m failed"
 done
@@ -282,10 +288,12 @@ poweroff -f
 
 # ---- running it -------------------------------------------------------
 
-def run(cache, initrd, disks=(), timeout=240, mem="768M", smp=2,
-        append="", log=None):
+def run(cache, initrd, disks=(), share=None, timeout=240, mem="768M",
+        smp=2, append="", log=None):
     """Boot the VM with the raw disk images attached (virtio: /dev/vda,
-    /dev/vdb...), return (console lines, seconds).  TimeoutError
+    /dev/vdb...) and the host directory share (virtio-9p, tag "host":
+    mount_share() in the script mounts it at the same path), return
+    (console lines, seconds).  TimeoutError
     (with the console so far) when it does not power off in time.
     log: a file that gets every console line as it comes, prefixed with
     the host's seconds since start."""
@@ -299,6 +307,9 @@ def run(cache, initrd, disks=(), timeout=240, mem="768M", smp=2,
            "-nic", "none"]
     for d in disks:
         cmd += ["-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % d]
+    if share:
+        cmd += ["-virtfs", "local,path=%s,mount_tag=host,"
+                "security_model=none" % share]
     start = time.monotonic()
     lines = []
     logf = open(log, "w") if log else None

@@ -1,0 +1,171 @@
+# kernel-nbd.sh - the kernel NBD scenario, run by the VM's init (busybox
+# sh) for tests/integration/test-kernel-nbd.py.  $S is the host's
+# directory (9p, same path): images and patterns are there, and the host
+# checks the images after the VM powers off.  Each check prints
+#   RESULT <name> ok
+#   RESULT <name> FAIL <why>
+# on the console; the host test asserts on those lines.
+
+S=@SHARE@
+mount_share "$S"
+cd /tmp
+
+result() { echo "RESULT $1 $2"; }
+ok() { result "$1" ok; }
+fail() { result "$1" "FAIL $2"; }
+# check NAME COMMAND...: ok when COMMAND succeeds
+check() {
+    n=$1; shift
+    if out=$("$@" 2>&1); then ok "$n"; else fail "$n" "$(echo $out | head -c 300)"; fi
+}
+now() { cut -d' ' -f1 /proc/uptime; }
+
+Q=/tmp/qmp.sock
+q() { blockctl -s $Q "$@"; }
+
+# wait_gone N: until /sys/block/nbdN has no pid (unbound), 60 s
+wait_gone() {
+    i=0
+    while [ -e /sys/block/nbd$1/pid ]; do
+        i=$((i + 1)); [ $i -gt 600 ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+# wait_file PATH: until it exists, 30 s
+wait_file() {
+    i=0
+    while [ ! -e "$1" ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+
+grep -q nbd /proc/modules && ok module-loaded || fail module-loaded "no nbd"
+
+blockd --qmp unix:$Q \
+    --blockdev driver=file,node-name=f0,filename=$S/raw.img \
+    --blockdev driver=raw,node-name=r0,file=f0 \
+    --nbd-server addr.type=unix,addr.path=/tmp/nbd.sock \
+    --export type=nbd,id=e0,node-name=r0,writable=on \
+    --blockdev driver=file,node-name=f1,filename=$S/part.img \
+    --blockdev driver=raw,node-name=r1,file=f1 \
+    --export type=nbd,id=e1,node-name=r1,writable=on \
+    --blockdev driver=file,node-name=f2,filename=$S/top.qcow2 \
+    --blockdev driver=qcow2,node-name=q2,file=f2 \
+    --export type=nbd,id=e2,node-name=q2,writable=on \
+    --pidfile /tmp/blockd.pid --daemonize 2>/tmp/blockd.err
+check blockd-started test -S $Q
+BPID=$(cat /tmp/blockd.pid)
+blockctl -s $Q --events >/tmp/events.txt 2>&1 &
+EVPID=$!
+
+# ---- errors that need a kernel ------------------------------------------
+out=$(q nbd-device-connect device=/dev/nbd999 export=e0 2>&1) &&
+    fail err-missing-device "connected: $out" ||
+    { echo "$out" | grep -q "does not exist" && ok err-missing-device ||
+      fail err-missing-device "$out"; }
+out=$(q nbd-device-connect device=/dev/nbd0 export=nope 2>&1) &&
+    fail err-unknown-export "connected: $out" ||
+    { echo "$out" | grep -q "not found" && ok err-unknown-export ||
+      fail err-unknown-export "$out"; }
+out=$(q nbd-device-connect device=/dev/sda export=e0 2>&1) &&
+    fail err-not-nbd "connected: $out" ||
+    { echo "$out" | grep -q "not an NBD device" && ok err-not-nbd ||
+      fail err-not-nbd "$out"; }
+
+# ---- raw image: size, patterns, direct I/O --------------------------------
+check connect-raw q nbd-device-connect device=/dev/nbd0 export=e0
+check sysfs-size test "$(cat /sys/block/nbd0/size)" = 131072
+out=$(q nbd-device-connect device=/dev/nbd0 export=e1 2>&1) &&
+    fail err-busy "connected twice: $out" ||
+    { echo "$out" | grep -q "busy" && ok err-busy || fail err-busy "$out"; }
+check write-pattern dd if=$S/pat1.bin of=/dev/nbd0 bs=1M seek=1 conv=fsync
+check write-direct dd if=$S/pat2.bin of=/dev/nbd0 bs=1M seek=4 oflag=direct
+echo 3 > /proc/sys/vm/drop_caches
+check read-pattern sh -c "dd if=/dev/nbd0 bs=1M skip=1 count=1 2>/dev/null | cmp - $S/pat1.bin"
+check read-direct sh -c "dd if=/dev/nbd0 bs=1M skip=4 count=1 iflag=direct 2>/dev/null | cmp - $S/pat2.bin"
+out=$(q query-nbd-devices)
+echo "$out" | grep -q '"device": *"/dev/nbd0"' && ok query-devices ||
+    fail query-devices "$out"
+out=$(q block-export-del id=e0 2>&1) && fail export-del-safe "deleted: $out" ||
+    { echo "$out" | grep -q "bound to /dev/nbd0" && ok export-del-safe ||
+      fail export-del-safe "$out"; }
+check disconnect-raw q nbd-device-disconnect device=/dev/nbd0
+check disconnect-raw-gone wait_gone 0
+
+# ---- the ioctl interface ---------------------------------------------------
+check connect-ioctl q nbd-device-connect device=/dev/nbd2 export=e0 interface=ioctl
+check ioctl-size test "$(cat /sys/block/nbd2/size)" = 131072
+check ioctl-read sh -c "dd if=/dev/nbd2 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+check ioctl-write dd if=$S/pat3.bin of=/dev/nbd2 bs=1M seek=8 oflag=direct
+check disconnect-ioctl q nbd-device-disconnect device=/dev/nbd2
+check disconnect-ioctl-gone wait_gone 2
+
+# ---- several connections ---------------------------------------------------
+check connect-multi q nbd-device-connect device=/dev/nbd3 export=e0 connections=4
+out=$(q query-nbd-devices)
+echo "$out" | grep -q '"connections": *4' && ok multi-query || fail multi-query "$out"
+check multi-read sh -c "dd if=/dev/nbd3 bs=1M skip=4 count=1 iflag=direct 2>/dev/null | cmp - $S/pat2.bin"
+check multi-write dd if=$S/pat3.bin of=/dev/nbd3 bs=1M seek=12 oflag=direct
+check disconnect-multi q nbd-device-disconnect device=/dev/nbd3
+check disconnect-multi-gone wait_gone 3
+
+# ---- first free device (netlink picks) -------------------------------------
+out=$(q nbd-device-connect export=e0 2>&1)
+echo "$out" | grep -q '"device": *"/dev/nbd' && ok connect-first-free ||
+    fail connect-first-free "$out"
+dev=$(echo "$out" | sed -n 's/.*"index": *\([0-9]*\).*/\1/p')
+check disconnect-first-free q nbd-device-disconnect device=/dev/nbd$dev
+check disconnect-first-free-gone wait_gone "$dev"
+
+# ---- partitions, ext4 ------------------------------------------------------
+check connect-part q nbd-device-connect device=/dev/nbd1 export=e1
+check partition-appears wait_file /dev/nbd1p1
+check mkfs mkfs.ext4 -q -F /dev/nbd1p1
+mkdir -p /mnt/t
+check mount mount -t ext4 /dev/nbd1p1 /mnt/t
+check write-file cp $S/pat1.bin /mnt/t/file.bin
+check umount umount /mnt/t
+check disconnect-part q nbd-device-disconnect device=/dev/nbd1
+check disconnect-part-gone wait_gone 1
+# read-only: the file is there, writes fail
+check connect-ro q nbd-device-connect device=/dev/nbd1 export=e1 read-only=true
+check ro-flag test "$(cat /sys/block/nbd1/ro)" = 1
+check ro-partition wait_file /dev/nbd1p1
+check mount-ro mount -t ext4 -o ro,noload /dev/nbd1p1 /mnt/t
+check ro-file-content cmp /mnt/t/file.bin $S/pat1.bin
+umount /mnt/t
+out=$(dd if=$S/pat1.bin of=/dev/nbd1 bs=1M count=1 oflag=direct 2>&1) &&
+    fail ro-write-refused "write succeeded" || ok ro-write-refused
+check disconnect-ro q nbd-device-disconnect device=/dev/nbd1
+check disconnect-ro-gone wait_gone 1
+
+# ---- qcow2 with a backing file ---------------------------------------------
+check connect-qcow2 q nbd-device-connect device=/dev/nbd4 export=e2
+check qcow2-backing-read sh -c "dd if=/dev/nbd4 bs=1M count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+check qcow2-write dd if=$S/pat2.bin of=/dev/nbd4 bs=1M seek=2 oflag=direct
+check disconnect-qcow2 q nbd-device-disconnect device=/dev/nbd4
+check disconnect-qcow2-gone wait_gone 4
+
+# ---- shutdown with a device bound ------------------------------------------
+check connect-before-quit q nbd-device-connect device=/dev/nbd5 export=e0
+check quit q quit
+check quit-unbinds wait_gone 5
+i=0
+while kill -0 "$BPID" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+done
+kill -0 "$BPID" 2>/dev/null && fail blockd-exited "still running" ||
+    ok blockd-exited
+kill $EVPID 2>/dev/null
+n=$(grep -c NBD_DEVICE_DISCONNECTED /tmp/events.txt)
+[ "$n" -ge 7 ] && ok events || fail events "$n events: $(cat /tmp/events.txt | head -c 600)"
+grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd5 | grep -q "server stopped" &&
+    ok event-server-stopped || fail event-server-stopped "$(grep nbd5 /tmp/events.txt)"
+cat /tmp/blockd.err | head -20
+
+@EXTRA@
+sync
+umount "$S"
