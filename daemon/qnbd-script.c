@@ -30,8 +30,6 @@
 #include "util/keyval.h"
 #include "util/util.h"
 
-#define QNBD_EXPORT_ID "qemu-nbd-export"
-
 static const char overlay_cmd[] = "x-blockd-nbd-create-overlay";
 
 /* Normalize args for command name (takes args) and append. */

@@ -151,6 +151,9 @@ int qnbd_list(const QnbdOptions *o);
 
 /* ---- the kernel device (-c / -d): daemon/qnbd-device.c ------------- */
 
+/* The id of the one export the script adds. */
+#define QNBD_EXPORT_ID "qemu-nbd-export"
+
 /* -c DEV: checked before anything starts (false with errp: not
  * available). */
 bool qnbd_device_supported(const QnbdOptions *o, Error **errp);

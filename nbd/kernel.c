@@ -828,6 +828,25 @@ out:
 
 /* ---- what the rest of nbd/ calls ----------------------------------------- */
 
+bool nbd_kernel_disconnect_device(const char *path, Error **errp)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+
+    if (fd < 0) {
+        error_setg(errp, "Cannot open %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (ioctl(fd, KNBD_DISCONNECT) < 0) {
+        error_setg(errp, "Cannot disconnect %s: %s", path, strerror(errno));
+        close(fd);
+        return false;
+    }
+    /* Refused on netlink-bound devices after a disconnect: harmless. */
+    ioctl(fd, KNBD_CLEAR_SOCK);
+    close(fd);
+    return true;
+}
+
 bool nbd_kernel_export_del(NbdContext *ctx, NbdExport *exp, bool hard,
                            Error **errp)
 {

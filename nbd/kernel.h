@@ -32,6 +32,11 @@ bool nbd_kernel_check_module(const char *sysfs_root, Error **errp);
 bool nbd_kernel_parse_device(const char *path, uint32_t *index,
                              Error **errp);
 
+/* Disconnect a device whoever bound it (blockd-nbd -d, qemu-nbd -d):
+ * NBD_DISCONNECT and NBD_CLEAR_SOCK on the device, which the kernel
+ * accepts on netlink-bound devices too.  errp: "Cannot open ...". */
+bool nbd_kernel_disconnect_device(const char *path, Error **errp);
+
 /* exp is about to be deleted: refuse (safe) when a device is bound to
  * it, or disconnect those devices (hard). */
 bool nbd_kernel_export_del(NbdContext *ctx, NbdExport *exp, bool hard,

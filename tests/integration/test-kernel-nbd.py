@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(SRCDIR, "tests", "vm"))
 import vm  # noqa: E402
 
 MiB = 1024 * 1024
-VM_TIMEOUT = 600      # seconds: TCG on a loaded machine
+VM_TIMEOUT = 420      # seconds: TCG on a loaded machine (meson: 600)
 
 
 def sh(*args, **kw):
@@ -100,6 +100,8 @@ def vmrun():
                 mkfs]
     if os.path.exists(BLOCKD_NBD):
         programs.append(os.path.abspath(BLOCKD_NBD))
+    if shutil.which("qemu-nbd"):
+        programs.append(shutil.which("qemu-nbd"))
     initrd = os.path.join(d, "initrd.img")
     vm.build_initramfs(cache, initrd, programs=programs,
                        modules=["nbd", "ext4", "crc32c_generic",
@@ -185,8 +187,11 @@ def test_raw_image_on_host(vmrun):
            "disconnect-multi-gone")
     d, pats = vmrun["dir"], vmrun["pats"]
     exp = os.path.join(d, "expected-raw.img")
-    expected_image(exp, 64 * MiB, [(1 * MiB, pats[1]), (4 * MiB, pats[2]),
-                                   (8 * MiB, pats[3]), (12 * MiB, pats[3])])
+    pieces = [(1 * MiB, pats[1]), (4 * MiB, pats[2]), (8 * MiB, pats[3]),
+              (12 * MiB, pats[3])]
+    if os.path.exists(BLOCKD_NBD):
+        pieces.append((16 * MiB, pats[2]))     # blockd-nbd -c wrote it
+    expected_image(exp, 64 * MiB, pieces)
     sh("qemu-img", "compare", "-f", "raw", "-F", "raw",
        os.path.join(d, "raw.img"), exp)
 
@@ -235,3 +240,18 @@ def test_host_errors_without_module(blockd, tmp_path):
     # Nothing half-bound: the export can go (safe mode).
     assert blockd.cmd("query-nbd-devices") == []
     blockd.cmd("block-export-del", id="e0")
+
+
+def test_blockd_nbd_c_d(vmrun):
+    if not os.path.exists(BLOCKD_NBD):
+        pytest.skip("blockd-nbd is not built")
+    expect(vmrun, "bnbd-connect", "bnbd-size", "bnbd-read", "bnbd-write",
+           "bnbd-disconnect", "bnbd-gone", "bnbd-exits", "bnbd-fg-ro",
+           "bnbd-qemu-nbd-d", "bnbd-fg-exit", "bnbd-d-missing",
+           "bnbd-c-missing")
+
+
+def test_beside_qemu_nbd_c(vmrun):
+    requires("qemu-nbd")
+    expect(vmrun, "qemu-nbd-connect", "qemu-nbd-read", "qemu-nbd-bnbd-d",
+           "qemu-nbd-gone")

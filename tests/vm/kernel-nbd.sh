@@ -166,6 +166,60 @@ grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd5 | grep -q "server stopp
     ok event-server-stopped || fail event-server-stopped "$(grep nbd5 /tmp/events.txt)"
 cat /tmp/blockd.err | head -20
 
-@EXTRA@
+# ---- blockd-nbd -c / -d, beside qemu-nbd -c in the same boot -------------
+mkdir -p /var/lock
+if command -v blockd-nbd >/dev/null; then
+    # --fork is implied by -c without -v: it returns once bound.
+    # Not through check's $(...): the daemon it leaves keeps no pipe.
+    blockd-nbd -c /dev/nbd6 -f raw --pid-file /tmp/bnbd.pid $S/raw.img \
+        </dev/null >/tmp/bnbd.out 2>&1 && ok bnbd-connect ||
+        fail bnbd-connect "$(cat /tmp/bnbd.out)"
+    check bnbd-size test "$(cat /sys/block/nbd6/size)" = 131072
+    check bnbd-read sh -c "dd if=/dev/nbd6 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+    check bnbd-write dd if=$S/pat2.bin of=/dev/nbd6 bs=1M seek=16 oflag=direct
+    BNPID=$(cat /tmp/bnbd.pid)
+    out=$(blockd-nbd -d /dev/nbd6 2>&1)
+    [ "$out" = "/dev/nbd6 disconnected" ] && ok bnbd-disconnect ||
+        fail bnbd-disconnect "$out"
+    check bnbd-gone wait_gone 6
+    i=0
+    while kill -0 "$BNPID" 2>/dev/null; do
+        i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+    done
+    kill -0 "$BNPID" 2>/dev/null && fail bnbd-exits "still running" ||
+        ok bnbd-exits
+    # Foreground (-v): runs until disconnected, then exits 0.
+    blockd-nbd -v -c /dev/nbd6 -f raw -r $S/raw.img 2>/tmp/bnbd.err &
+    FG=$!
+    i=0
+    while [ ! -e /sys/block/nbd6/pid ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && break; sleep 0.1
+    done
+    check bnbd-fg-ro test "$(cat /sys/block/nbd6/ro)" = 1
+    # qemu-nbd -d on blockd-nbd's device, as on its own
+    out=$(qemu-nbd -d /dev/nbd6 2>&1)
+    [ "$out" = "/dev/nbd6 disconnected" ] && ok bnbd-qemu-nbd-d ||
+        fail bnbd-qemu-nbd-d "$out"
+    wait $FG
+    rc=$?
+    [ $rc = 0 ] && ok bnbd-fg-exit || fail bnbd-fg-exit "status $rc: $(cat /tmp/bnbd.err)"
+    # Errors as qemu-nbd's
+    out=$(blockd-nbd -d /dev/nbd999 2>&1); rc=$?
+    [ $rc = 1 ] && [ "$out" = "blockd-nbd: Cannot open /dev/nbd999: No such file or directory" ] &&
+        ok bnbd-d-missing || fail bnbd-d-missing "$rc $out"
+    blockd-nbd -c /dev/nbd999 -f raw $S/raw.img </dev/null >/tmp/bnbd.out 2>&1
+    rc=$?; out=$(cat /tmp/bnbd.out)
+    [ $rc = 1 ] && echo "$out" | grep -q "nbd999" && ok bnbd-c-missing ||
+        fail bnbd-c-missing "$rc $out"
+fi
+if command -v qemu-nbd >/dev/null; then
+    qemu-nbd -c /dev/nbd7 -f raw $S/raw.img </dev/null >/tmp/qn.out 2>&1 &&
+        ok qemu-nbd-connect || fail qemu-nbd-connect "$(cat /tmp/qn.out)"
+    check qemu-nbd-read sh -c "dd if=/dev/nbd7 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+    out=$(blockd-nbd -d /dev/nbd7 2>&1)
+    [ "$out" = "/dev/nbd7 disconnected" ] && ok qemu-nbd-bnbd-d ||
+        fail qemu-nbd-bnbd-d "$out"
+    check qemu-nbd-gone wait_gone 7
+fi
 sync
 umount "$S"
