@@ -255,3 +255,13 @@ def test_beside_qemu_nbd_c(vmrun):
     requires("qemu-nbd")
     expect(vmrun, "qemu-nbd-connect", "qemu-nbd-read", "qemu-nbd-bnbd-d",
            "qemu-nbd-gone")
+
+
+def test_export_del_hard_disconnects(vmrun):
+    expect(vmrun, "connect-hard", "export-del-hard", "export-del-hard-gone",
+           "event-export-deleted")
+
+
+def test_kill_9_fails_io(vmrun):
+    expect(vmrun, "k9-connect", "k9-read-before", "k9-io-fails",
+           "k9-cleaned-up")

@@ -55,6 +55,7 @@ blockd --qmp unix:$Q \
     --blockdev driver=file,node-name=f2,filename=$S/top.qcow2 \
     --blockdev driver=qcow2,node-name=q2,file=f2 \
     --export type=nbd,id=e2,node-name=q2,writable=on \
+    --export type=nbd,id=e3,node-name=r0,name=hard \
     --pidfile /tmp/blockd.pid --daemonize 2>/tmp/blockd.err
 check blockd-started test -S $Q
 BPID=$(cat /tmp/blockd.pid)
@@ -149,6 +150,27 @@ check qcow2-write dd if=$S/pat2.bin of=/dev/nbd4 bs=1M seek=2 oflag=direct
 check disconnect-qcow2 q nbd-device-disconnect device=/dev/nbd4
 check disconnect-qcow2-gone wait_gone 4
 
+# ---- hard block-export-del disconnects the device first ------------------
+check connect-hard q nbd-device-connect device=/dev/nbd8 export=e3
+check export-del-hard q block-export-del id=e3 mode=hard
+check export-del-hard-gone wait_gone 8
+
+# ---- kill -9: the kernel fails I/O after dead-conn-timeout -----------------
+dd if=/dev/zero of=/tmp/k9.img bs=1M count=8 2>/dev/null
+blockd --qmp unix:/tmp/k9.sock \
+    --blockdev driver=file,node-name=f0,filename=/tmp/k9.img \
+    --nbd-server addr.type=unix,addr.path=/tmp/k9-nbd.sock \
+    --export type=nbd,id=k9,node-name=f0,writable=on \
+    --pidfile /tmp/k9.pid --daemonize
+check k9-connect blockctl -s /tmp/k9.sock nbd-device-connect device=/dev/nbd9 export=k9 dead-conn-timeout=2
+check k9-read-before dd if=/dev/nbd9 of=/dev/null bs=4k count=1 iflag=direct
+kill -9 "$(cat /tmp/k9.pid)"
+sleep 1
+dd if=/dev/nbd9 of=/dev/null bs=4k skip=100 count=1 iflag=direct 2>/dev/null &&
+    fail k9-io-fails "read succeeded with the server killed" || ok k9-io-fails
+blockd-nbd -d /dev/nbd9 >/dev/null 2>&1 || qemu-nbd -d /dev/nbd9 >/dev/null 2>&1
+check k9-cleaned-up wait_gone 9
+
 # ---- shutdown with a device bound ------------------------------------------
 check connect-before-quit q nbd-device-connect device=/dev/nbd5 export=e0
 check quit q quit
@@ -161,9 +183,11 @@ kill -0 "$BPID" 2>/dev/null && fail blockd-exited "still running" ||
     ok blockd-exited
 kill $EVPID 2>/dev/null
 n=$(grep -c NBD_DEVICE_DISCONNECTED /tmp/events.txt)
-[ "$n" -ge 7 ] && ok events || fail events "$n events: $(cat /tmp/events.txt | head -c 600)"
+[ "$n" -ge 8 ] && ok events || fail events "$n events: $(cat /tmp/events.txt | head -c 600)"
 grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd5 | grep -q "server stopped" &&
     ok event-server-stopped || fail event-server-stopped "$(grep nbd5 /tmp/events.txt)"
+grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd8 | grep -q "export deleted" &&
+    ok event-export-deleted || fail event-export-deleted "$(grep nbd8 /tmp/events.txt)"
 cat /tmp/blockd.err | head -20
 
 # ---- blockd-nbd -c / -d, beside qemu-nbd -c in the same boot -------------
