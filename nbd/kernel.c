@@ -518,12 +518,20 @@ static void kernel_watch_mcgroup(NbdKernel *k)
 typedef struct RescanJob {
     WorkerJob job;
     char *path;
+    uint32_t index;
 } RescanJob;
 
 static void rescan_run(WorkerJob *job)
 {
     RescanJob *j = (RescanJob *)job;
-    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    int fd;
+
+    /* The ioctl way applies the size only once NBD_DO_IT runs (in its
+     * thread, maybe not yet): wait for that, up to 5 s. */
+    for (int i = 0; i < 500 && !device_busy(j->index); i++) {
+        usleep(10 * 1000);
+    }
+    fd = open(j->path, O_RDONLY | O_CLOEXEC);
 
     /* Opening reads the partition table when the kernel asks for a
      * scan; BLKRRPART makes sure.  Both need the loop serving us, so
@@ -542,9 +550,11 @@ static void rescan_done(WorkerJob *job)
     free(j);
 }
 
-static void device_rescan(NbdKernel *k, const char *path)
+static void device_rescan(NbdKernel *k, const char *path, uint32_t index)
 {
     RescanJob *j = XNEW(RescanJob);
+
+    j->index = index;
 
     j->job.run = rescan_run;
     j->job.done = rescan_done;
@@ -819,7 +829,7 @@ out:
         return NULL;
     }
     NbdDeviceVec_append(&k->devices, d);
-    device_rescan(k, d->path);
+    device_rescan(k, d->path, d->index);
     log_info("%s bound to export '%s' (%s, %u connection%s%s)", d->path,
              exp->id, netlink ? "netlink" : "ioctl", d->nconns,
              d->nconns > 1 ? "s" : "", d->read_only ? ", read-only" : "");

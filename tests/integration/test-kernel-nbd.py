@@ -145,7 +145,9 @@ def test_raw_patterns(vmrun):
 
 def test_ioctl(vmrun):
     expect(vmrun, "connect-ioctl", "ioctl-size", "ioctl-read", "ioctl-write",
-           "disconnect-ioctl", "disconnect-ioctl-gone")
+           "disconnect-ioctl", "disconnect-ioctl-gone", "connect-ioctl-part",
+           "ioctl-partition", "disconnect-ioctl-part",
+           "disconnect-ioctl-part-gone")
 
 
 def test_multi_conn(vmrun):

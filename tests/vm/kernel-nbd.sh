@@ -143,6 +143,12 @@ out=$(dd if=$S/pat1.bin of=/dev/nbd1 bs=1M count=1 oflag=direct 2>&1) &&
 check disconnect-ro q nbd-device-disconnect device=/dev/nbd1
 check disconnect-ro-gone wait_gone 1
 
+# the ioctl way sees partitions too
+check connect-ioctl-part q nbd-device-connect device=/dev/nbd10 export=e1 interface=ioctl read-only=true
+check ioctl-partition wait_file /dev/nbd10p1
+check disconnect-ioctl-part q nbd-device-disconnect device=/dev/nbd10
+check disconnect-ioctl-part-gone wait_gone 10
+
 # ---- qcow2 with a backing file ---------------------------------------------
 check connect-qcow2 q nbd-device-connect device=/dev/nbd4 export=e2
 check qcow2-backing-read sh -c "dd if=/dev/nbd4 bs=1M count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"

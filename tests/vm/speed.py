@@ -8,7 +8,7 @@ meaningless; the ratios are what counts):
 
 Each round reads the whole device with dd (bs=1M) twice, buffered after
 dropping the caches and with iflag=direct, through each server; three
-rounds, the best time of each kept.
+rounds (ROUNDS=N to change), the best time of each kept.
 """
 import os
 import re
@@ -43,7 +43,7 @@ measure() {  # NAME DEV
     t0=$(now); dd if=$2 of=/dev/null bs=1M count=256 iflag=direct 2>/dev/null; t1=$(now)
     echo "SPEED $1 direct $t0 $t1"
 }
-for round in 1 2 3; do
+for round in $(seq @ROUNDS@); do
     measure qemu-nbd /dev/nbd1
     measure blockd-1 /dev/nbd2
     measure blockd-4 /dev/nbd3
@@ -55,6 +55,7 @@ blockctl -s $Q quit >/dev/null
 
 def main():
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+    rounds = int(os.environ.get("ROUNDS", "3"))
     cache = vm.fetch()
     d = tempfile.mkdtemp(prefix="kernel-speed-")
     try:
@@ -63,7 +64,8 @@ def main():
                  os.path.join(build, "blockctl"), shutil.which("qemu-nbd")]
         vm.build_initramfs(cache, initrd, programs=progs,
                            modules=["nbd"],
-                           init_script=SCRIPT.replace("@BINDIR@", build))
+                           init_script=SCRIPT.replace("@BINDIR@", build)
+                           .replace("@ROUNDS@", str(rounds)))
         lines, secs = vm.run(cache, initrd, timeout=1200, mem="1024M",
                              log=os.path.join(d, "console.log"))
     finally:
