@@ -132,6 +132,24 @@ static bool device_busy(uint32_t index)
     return access(p, F_OK) == 0;
 }
 
+/* /sys/block/nbdN/size: 0 until the kernel started the device. */
+static uint64_t device_sectors(uint32_t index)
+{
+    char p[64];
+    unsigned long long v = 0;
+    FILE *f;
+
+    snprintf(p, sizeof(p), "/sys/block/nbd%u/size", index);
+    f = fopen(p, "re");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) {
+            v = 0;
+        }
+        fclose(f);
+    }
+    return v;
+}
+
 static bool device_exists(const char *path, Error **errp)
 {
     struct stat st;
@@ -527,8 +545,9 @@ static void rescan_run(WorkerJob *job)
     int fd;
 
     /* The ioctl way applies the size only once NBD_DO_IT runs (in its
-     * thread, maybe not yet): wait for that, up to 5 s. */
-    for (int i = 0; i < 500 && !device_busy(j->index); i++) {
+     * thread, maybe not yet), after the device shows its pid: wait for
+     * the size, up to 10 s. */
+    for (int i = 0; i < 1000 && device_sectors(j->index) == 0; i++) {
         usleep(10 * 1000);
     }
     fd = open(j->path, O_RDONLY | O_CLOEXEC);

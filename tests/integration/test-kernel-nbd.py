@@ -139,7 +139,8 @@ def test_errors(vmrun):
 
 def test_raw_patterns(vmrun):
     expect(vmrun, "connect-raw", "sysfs-size", "write-pattern",
-           "write-direct", "read-pattern", "read-direct", "query-devices",
+           "write-direct", "read-pattern", "read-direct", "flags-no-trim",
+           "query-devices",
            "export-del-safe", "disconnect-raw", "disconnect-raw-gone")
 
 
@@ -151,7 +152,7 @@ def test_ioctl(vmrun):
 
 
 def test_multi_conn(vmrun):
-    expect(vmrun, "connect-multi", "multi-query", "multi-read", "multi-write",
+    expect(vmrun, "connect-multi", "block-size", "multi-query", "multi-read", "multi-write",
            "disconnect-multi", "disconnect-multi-gone")
 
 
@@ -267,3 +268,8 @@ def test_export_del_hard_disconnects(vmrun):
 def test_kill_9_fails_io(vmrun):
     expect(vmrun, "k9-connect", "k9-read-before", "k9-io-fails",
            "k9-cleaned-up")
+
+
+def test_trim_passed_on(vmrun):
+    expect(vmrun, "connect-trim", "flags-trim", "trim", "trim-zeroes",
+           "disconnect-trim", "disconnect-trim-gone")

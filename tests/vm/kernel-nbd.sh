@@ -44,6 +44,7 @@ wait_file() {
 
 grep -q nbd /proc/modules && ok module-loaded || fail module-loaded "no nbd"
 
+dd if=/dev/urandom of=/tmp/trim.img bs=1M count=4 2>/dev/null
 blockd --qmp unix:$Q \
     --blockdev driver=file,node-name=f0,filename=$S/raw.img \
     --blockdev driver=raw,node-name=r0,file=f0 \
@@ -56,6 +57,8 @@ blockd --qmp unix:$Q \
     --blockdev driver=qcow2,node-name=q2,file=f2 \
     --export type=nbd,id=e2,node-name=q2,writable=on \
     --export type=nbd,id=e3,node-name=r0,name=hard \
+    --blockdev driver=file,node-name=f4,filename=/tmp/trim.img,discard=unmap \
+    --export type=nbd,id=e4,node-name=f4,writable=on \
     --pidfile /tmp/blockd.pid --daemonize 2>/tmp/blockd.err
 check blockd-started test -S $Q
 BPID=$(cat /tmp/blockd.pid)
@@ -87,6 +90,8 @@ check write-direct dd if=$S/pat2.bin of=/dev/nbd0 bs=1M seek=4 oflag=direct
 echo 3 > /proc/sys/vm/drop_caches
 check read-pattern sh -c "dd if=/dev/nbd0 bs=1M skip=1 count=1 2>/dev/null | cmp - $S/pat1.bin"
 check read-direct sh -c "dd if=/dev/nbd0 bs=1M skip=4 count=1 iflag=direct 2>/dev/null | cmp - $S/pat2.bin"
+# this export offers no trim (discard=ignore): the kernel has none
+check flags-no-trim test "$(cat /sys/block/nbd0/queue/discard_max_bytes)" = 0
 out=$(q query-nbd-devices)
 echo "$out" | grep -q '"device": *"/dev/nbd0"' && ok query-devices ||
     fail query-devices "$out"
@@ -95,6 +100,15 @@ out=$(q block-export-del id=e0 2>&1) && fail export-del-safe "deleted: $out" ||
       fail export-del-safe "$out"; }
 check disconnect-raw q nbd-device-disconnect device=/dev/nbd0
 check disconnect-raw-gone wait_gone 0
+
+# trim offered by the export (a tmpfs file, discard=unmap) is passed on
+check connect-trim q nbd-device-connect device=/dev/nbd11 export=e4
+check flags-trim test "$(cat /sys/block/nbd11/queue/discard_max_bytes)" -gt 0
+check trim blkdiscard -o 1048576 -l 1048576 /dev/nbd11
+dd if=/dev/zero of=/tmp/zero1m bs=1M count=1 2>/dev/null
+check trim-zeroes sh -c "dd if=/tmp/trim.img bs=1M skip=1 count=1 2>/dev/null | cmp - /tmp/zero1m"
+check disconnect-trim q nbd-device-disconnect device=/dev/nbd11
+check disconnect-trim-gone wait_gone 11
 
 # ---- the ioctl interface ---------------------------------------------------
 check connect-ioctl q nbd-device-connect device=/dev/nbd2 export=e0 interface=ioctl
@@ -105,7 +119,8 @@ check disconnect-ioctl q nbd-device-disconnect device=/dev/nbd2
 check disconnect-ioctl-gone wait_gone 2
 
 # ---- several connections ---------------------------------------------------
-check connect-multi q nbd-device-connect device=/dev/nbd3 export=e0 connections=4
+check connect-multi q nbd-device-connect device=/dev/nbd3 export=e0 connections=4 block-size=4096
+check block-size test "$(cat /sys/block/nbd3/queue/logical_block_size)" = 4096
 out=$(q query-nbd-devices)
 echo "$out" | grep -q '"connections": *4' && ok multi-query || fail multi-query "$out"
 check multi-read sh -c "dd if=/dev/nbd3 bs=1M skip=4 count=1 iflag=direct 2>/dev/null | cmp - $S/pat2.bin"
@@ -168,12 +183,18 @@ blockd --qmp unix:/tmp/k9.sock \
     --nbd-server addr.type=unix,addr.path=/tmp/k9-nbd.sock \
     --export type=nbd,id=k9,node-name=f0,writable=on \
     --pidfile /tmp/k9.pid --daemonize
-check k9-connect blockctl -s /tmp/k9.sock nbd-device-connect device=/dev/nbd9 export=k9 dead-conn-timeout=2
+check k9-connect blockctl -s /tmp/k9.sock nbd-device-connect device=/dev/nbd9 export=k9 dead-conn-timeout=2 timeout=5
 check k9-read-before dd if=/dev/nbd9 of=/dev/null bs=4k count=1 iflag=direct
 kill -9 "$(cat /tmp/k9.pid)"
 sleep 1
-dd if=/dev/nbd9 of=/dev/null bs=4k skip=100 count=1 iflag=direct 2>/dev/null &&
-    fail k9-io-fails "read succeeded with the server killed" || ok k9-io-fails
+# In the background: a read the kernel never fails would block the script.
+(dd if=/dev/nbd9 of=/dev/null bs=4k skip=100 count=1 iflag=direct 2>/dev/null
+ echo $? >/tmp/k9.rc) &
+i=0
+while [ ! -e /tmp/k9.rc ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+if [ ! -e /tmp/k9.rc ]; then fail k9-io-fails "read still blocked after 60 s"
+elif [ "$(cat /tmp/k9.rc)" != 0 ]; then ok k9-io-fails
+else fail k9-io-fails "read succeeded with the server killed"; fi
 blockd-nbd -d /dev/nbd9 >/dev/null 2>&1 || qemu-nbd -d /dev/nbd9 >/dev/null 2>&1
 check k9-cleaned-up wait_gone 9
 
