@@ -201,7 +201,8 @@ def test_raw_image_on_host(vmrun):
 
 def test_shutdown_unbinds(vmrun):
     expect(vmrun, "connect-before-quit", "quit", "quit-unbinds",
-           "blockd-exited", "events", "event-server-stopped")
+           "blockd-exited", "events", "event-server-stopped",
+           "blockd-clean-exit")
 
 
 # ---- on the host: what needs no kernel ---------------------------------

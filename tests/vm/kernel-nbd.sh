@@ -215,6 +215,9 @@ grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd5 | grep -q "server stopp
     ok event-server-stopped || fail event-server-stopped "$(grep nbd5 /tmp/events.txt)"
 grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd8 | grep -q "export deleted" &&
     ok event-export-deleted || fail event-export-deleted "$(grep nbd8 /tmp/events.txt)"
+# blockd's stderr (a sanitizer build reports there at exit)
+grep -q "Sanitizer\|runtime error" /tmp/blockd.err &&
+    fail blockd-clean-exit "$(head -c 600 /tmp/blockd.err)" || ok blockd-clean-exit
 cat /tmp/blockd.err | head -20
 
 # ---- blockd-nbd -c / -d, beside qemu-nbd -c in the same boot -------------
