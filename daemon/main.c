@@ -12,6 +12,7 @@
 #include "blockdev/block.h"
 #include "config.h"
 #include "daemon/daemon.h"
+#include "daemon/notify.h"
 #include "daemon/options.h"
 #include "nbd/server.h"
 #include "qmp/monitor.h"
@@ -175,10 +176,70 @@ static bool run_command_option(Daemon *d, const OptionAction *a,
                        errp);
 }
 
+/* --config FILE: one QMP command a line, {"execute": NAME, "arguments":
+ * {...}}; blank lines and lines starting with '#' are skipped.  Each runs
+ * as the command-line options do; the first failure stops start-up with
+ * FILE:LINE in its message. */
+static bool run_config(Daemon *d, const char *path, Error **errp)
+{
+    FILE *f = fopen(path, "re");
+    CLEANUP_FREE char *line = NULL;
+    size_t cap = 0;
+    unsigned lineno = 0;
+    bool ok = true;
+
+    if (f == NULL) {
+        error_setg_errno(errp, errno, "--config: Could not open '%s'", path);
+        return false;
+    }
+    while (ok && getline(&line, &cap, f) >= 0) {
+        CLEANUP_JSON json_object *req = NULL;
+        CLEANUP_JSON json_object *ret = NULL;
+        json_object *name = NULL, *args = NULL;
+        QmpCtx ctx = d->qmp;
+        const char *p = line;
+
+        lineno++;
+        p += strspn(p, " \t\r\n");
+        if (*p == '\0' || *p == '#') {
+            continue;
+        }
+        req = json_tokener_parse(p);
+        if (req == NULL || !json_object_is_type(req, json_type_object) ||
+            !json_object_object_get_ex(req, "execute", &name) ||
+            !json_object_is_type(name, json_type_string)) {
+            error_setg(errp, "%s:%u: expected a QMP command, {\"execute\": "
+                       "NAME, \"arguments\": {...}}", path, lineno);
+            ok = false;
+            break;
+        }
+        if (json_object_object_get_ex(req, "arguments", &args) &&
+            !json_object_is_type(args, json_type_object)) {
+            error_setg(errp, "%s:%u: \"arguments\" must be an object", path,
+                       lineno);
+            ok = false;
+            break;
+        }
+        if (!qmp_execute(&ctx, json_object_get_string(name), args, 0, &ret,
+                         errp)) {
+            error_prepend(errp, "%s:%u: ", path, lineno);
+            ok = false;
+        }
+    }
+    if (ok && ferror(f)) {
+        error_setg_errno(errp, errno, "--config: Could not read '%s'", path);
+        ok = false;
+    }
+    fclose(f);
+    return ok;
+}
+
 static bool run_action(Daemon *d, StartState *st, const OptionAction *a,
                        Error **errp)
 {
     switch (a->kind) {
+    case OPT_CONFIG:
+        return run_config(d, a->value, errp);
     case OPT_CHARDEV:
         return add_chardev(st, a->value, errp);
     case OPT_MONITOR:
@@ -427,6 +488,9 @@ int main(int argc, char **argv)
     /* Before we open anything: what is open now was handed to us
      * (addr.type=fd may use it, once). */
     sock_inherited_scan();
+    /* ... and which of them a supervisor passed by socket activation. */
+    sock_activation_scan();
+    log_set_format(log_format_detect());
     if (!options_parse(&o, argc, argv, &err)) {
         error_report_err("blockd", err);
         fprintf(stderr, "Try 'blockd --help' for more information.\n");
@@ -444,6 +508,18 @@ int main(int argc, char **argv)
     }
     if (o.verbose) {
         log_set_level(LOG_LEVEL_DEBUG);
+    }
+    if (o.log_format != NULL) {
+        LogFormat fmt;
+
+        if (!log_format_parse(o.log_format, &fmt)) {
+            error_setg(&err, "--log-format: '%s' is not one of text, "
+                       "journal, json", o.log_format);
+            error_report_err("blockd", err);
+            options_free(&o);
+            return 1;
+        }
+        log_set_format(fmt);
     }
     signal(SIGPIPE, SIG_IGN);
     if (o.daemonize) {
@@ -491,8 +567,11 @@ int main(int argc, char **argv)
     if (o.sandbox_selftest) {
         loop_post(d->loop, sandbox_selftest, NULL);
     }
+    /* systemd Type=notify: every socket listens now. */
+    daemon_notify("READY=1");
 
     status = loop_run(d->loop) == 0 ? 0 : 1;
+    daemon_notify("STOPPING=1");
 
 out:
     if (err != NULL) {

@@ -22,6 +22,8 @@ enum {
     LONG_SANDBOX,
     LONG_RUNAS,
     LONG_SANDBOX_SELFTEST,
+    LONG_CONFIG,
+    LONG_LOG_FORMAT,
 };
 
 static const struct option long_options[] = {
@@ -40,6 +42,8 @@ static const struct option long_options[] = {
     /* Test only, not in --help: once the sandbox is on, make a forbidden
      * call (execve), which must kill the daemon. */
     { "x-sandbox-selftest", no_argument, NULL, LONG_SANDBOX_SELFTEST },
+    { "config", required_argument, NULL, LONG_CONFIG },
+    { "log-format", required_argument, NULL, LONG_LOG_FORMAT },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -57,6 +61,7 @@ static const struct {
     [OPT_OBJECT] = { "--object", "object-add" },
     [OPT_NBD_SERVER] = { "--nbd-server", "nbd-server-start" },
     [OPT_EXPORT] = { "--export", "block-export-add" },
+    [OPT_CONFIG] = { "--config", NULL },
 };
 
 const char *option_command(OptionKind kind)
@@ -112,6 +117,13 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
         case LONG_PIDFILE:
             free(o->pidfile);
             o->pidfile = xstrdup(optarg);
+            break;
+        case LONG_CONFIG:
+            add_action(o, OPT_CONFIG, optarg);
+            break;
+        case LONG_LOG_FORMAT:
+            free(o->log_format);
+            o->log_format = xstrdup(optarg);
             break;
         case LONG_DAEMONIZE:
             o->daemonize = true;
@@ -172,6 +184,7 @@ void options_free(Options *o)
     free(o->actions);
     free(o->pidfile);
     free(o->runas);
+    free(o->log_format);
     for (size_t i = 0; i < o->nbacking_roots; i++) {
         free(o->backing_roots[i]);
     }
@@ -205,6 +218,10 @@ void options_usage(const char *prog)
 "                         OPTIONS is JSON ('{\"driver\": ...}') or\n"
 "                         key=value,... with dotted keys for members of\n"
 "                         members (file.filename=disk.img)\n"
+"  --config FILE          run the QMP commands in FILE, one JSON object a\n"
+"                         line ({\"execute\": ..., \"arguments\": ...});\n"
+"                         '#' starts a comment line (x-blockd-save-config\n"
+"                         writes such a file)\n"
 "\n"
 "  --pidfile PATH         write the process id to PATH\n"
 "  --daemonize            run in the background once every socket listens\n"
@@ -214,6 +231,15 @@ void options_usage(const char *prog)
 "                         (default on; log: unlisted calls are logged by\n"
 "                         the kernel instead of killing the daemon)\n"
 "  --runas USER[:GROUP]   drop to USER once the sockets are bound\n"
+"  --log-format FORMAT    text, journal (<N> level prefixes) or json (one\n"
+"                         object a line); default: journal when stderr is\n"
+"                         the systemd journal, else text\n"
+"\n"
+"Under systemd: READY=1 goes to $NOTIFY_SOCKET once every socket listens\n"
+"(Type=notify), STOPPING=1 at shutdown; sockets passed by socket\n"
+"activation (LISTEN_FDS) are used where an option names their path or\n"
+"address, or by name: --chardev socket,id=ID,fd=NAME,server=on and\n"
+"--nbd-server addr.type=fd,addr.str=NAME (FileDescriptorName=NAME).\n"
 "\n"
 "Options are carried out in the order given; the daemon exits with status\n"
 "1 if one of them fails.  SIGTERM, SIGINT and the QMP command 'quit' stop\n"

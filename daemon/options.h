@@ -23,6 +23,7 @@ typedef enum OptionKind {
     OPT_OBJECT,
     OPT_NBD_SERVER,
     OPT_EXPORT,
+    OPT_CONFIG,               /* --config FILE: QMP commands, one a line */
 } OptionKind;
 
 typedef struct OptionAction {
@@ -34,6 +35,8 @@ typedef struct Options {
     OptionAction *actions;    /* in command-line order */
     size_t nactions;
     char *pidfile;            /* NULL: none */
+    char *log_format;         /* --log-format text|journal|json, or NULL:
+                               * journal when stderr is it, else text */
     /* --backing-root DIR, repeatable: the only directories backing files
      * named in image headers may come from (blk_graph_set_backing_roots;
      * blockd-nbd takes the same option).  Empty: anywhere. */

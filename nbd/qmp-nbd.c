@@ -16,7 +16,8 @@
 #include "util/util.h"
 
 /* addr.type=fd: only a descriptor handed to us for this -- passed with
- * getfd on this monitor (by name), or inherited at start-up (by number)
+ * getfd on this monitor (by name), passed by socket activation (by its
+ * LISTEN_FDNAMES name), or inherited at start-up (by number)
  * -- never one of our own sockets; see util/sock.h.  Either is used
  * once: the server owns it from now on. */
 static bool server_listen_fd(NbdServer *srv, Monitor *mon, const char *str,
@@ -26,7 +27,13 @@ static bool server_listen_fd(NbdServer *srv, Monitor *mon, const char *str,
     uint64_t fd;
 
     sa.fd = monitor_fd_find(mon, str);
-    if (sa.fd >= 0) {
+    if (sa.fd < 0 && sock_activated_has(str)) {
+        /* A socket unit's FileDescriptorName= (util/sock.h). */
+        sa.fd = sock_activated_take(str, errp);
+        if (sa.fd < 0) {
+            return false;
+        }
+    } else if (sa.fd >= 0) {
         if (!sock_check_listening(sa.fd, errp)) {
             error_prepend(errp, "'%s': ", str);
             return false;

@@ -113,6 +113,7 @@ void chardev_spec_free(ChardevSpec *spec)
         free(spec->path);
         free(spec->host);
         free(spec->port);
+        free(spec->fd);
         free(spec);
     }
 }
@@ -172,6 +173,9 @@ ChardevSpec *chardev_spec_parse(const char *opts, Error **errp)
         } else if (strcmp(item, "port") == 0) {
             free(spec->port);
             spec->port = xstrdup(val);
+        } else if (strcmp(item, "fd") == 0) {
+            free(spec->fd);
+            spec->fd = xstrdup(val);
         } else if (strcmp(item, "server") == 0 ||
                    strcmp(item, "wait") == 0) {
             if (!parse_bool(val, &b)) {
@@ -193,12 +197,18 @@ ChardevSpec *chardev_spec_parse(const char *opts, Error **errp)
         error_setg(errp, "chardev: no id specified");
         goto fail;
     }
-    if ((spec->path != NULL) == (spec->host != NULL || spec->port != NULL)) {
-        error_setg(errp, "chardev: socket needs either 'path' or "
-                   "'host'+'port'");
+    if ((spec->path != NULL) + (spec->host != NULL || spec->port != NULL) +
+        (spec->fd != NULL) != 1) {
+        error_setg(errp, "chardev: socket needs one of 'path', "
+                   "'host'+'port' or 'fd'");
         goto fail;
     }
-    if (spec->path == NULL && spec->port == NULL) {
+    if (spec->fd != NULL && !spec->server) {
+        error_setg(errp, "chardev: 'fd' is a listening socket: it needs "
+                   "server=on");
+        goto fail;
+    }
+    if (spec->path == NULL && spec->fd == NULL && spec->port == NULL) {
         error_setg(errp, "chardev: tcp socket needs a 'port'");
         goto fail;
     }
@@ -251,6 +261,24 @@ ChardevSpec *chardev_spec_parse_qmp(const char *addr, Error **errp)
 }
 
 /* ---- sockets ------------------------------------------------------- */
+
+/* fd=NAME|N: a socket passed by socket activation under NAME, or an
+ * inherited descriptor by number; taken (it is ours from now on). */
+static bool spec_take_fd(const char *str, int *fd, Error **errp)
+{
+    uint64_t n;
+
+    if (sock_activated_has(str) || !parse_uint64(str, &n) ||
+        n > INT32_MAX) {
+        *fd = sock_activated_take(str, errp);
+        return *fd >= 0;
+    }
+    if (!sock_inherited_take((int)n, errp)) {
+        return false;
+    }
+    *fd = (int)n;
+    return true;
+}
 
 static void spec_to_addr(const ChardevSpec *spec, SockAddr *sa)
 {
@@ -779,6 +807,12 @@ bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
     int fd = -1;
 
     spec_to_addr(spec, &sa);
+    if (spec->fd != NULL) {
+        sa = (SockAddr){ .type = SOCK_ADDR_FD };
+        if (!spec_take_fd(spec->fd, &sa.fd, errp)) {
+            return false;
+        }
+    }
     if (!spec->server) {
         fd = sock_connect(&sa, -1, errp);
         if (fd < 0) {
@@ -788,6 +822,9 @@ bool monitor_add(MonitorSet *ms, const ChardevSpec *spec, bool pretty,
         return true;
     }
     if (!sock_listen(&sa, &ls, errp)) {
+        if (sa.type == SOCK_ADDR_FD) {
+            close(sa.fd);     /* taken: nobody else may have it */
+        }
         return false;
     }
     if (spec->wait) {

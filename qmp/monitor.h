@@ -39,6 +39,9 @@ typedef struct ChardevSpec {
     char *id;
     char *path;            /* unix socket path, or NULL */
     char *host, *port;     /* tcp, or NULL */
+    char *fd;              /* fd=: a listening socket handed to us, by
+                            * socket-activation name or inherited number
+                            * (util/sock.h); or NULL */
     bool server;           /* listen (true) or connect out (false) */
     bool wait;             /* server=on,wait=on: block until a client */
 } ChardevSpec;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
 #include "util/util.h"
 
 static const char *const class_names[] = {
@@ -125,6 +126,12 @@ const char *error_get_pretty(const Error *err)
 void error_report_err(const char *prefix, Error *err)
 {
     if (err == NULL) {
+        return;
+    }
+    if (log_get_format() != LOG_FORMAT_TEXT) {
+        /* The journal or JSON lines: one entry with its level. */
+        log_msg(LOG_LEVEL_ERROR, "%s", err->msg);
+        error_free(err);
         return;
     }
     if (prefix != NULL) {

@@ -20,6 +20,9 @@
 #include "util/cleanup.h"
 #include "util/util.h"
 
+static int activated_take_addr(const struct sockaddr *sa, socklen_t len);
+static bool listen_fd(int fd, SockListenerVec *out, Error **errp);
+
 /* ---- unix ------------------------------------------------------------- */
 
 static bool unix_fill(struct sockaddr_un *sun, const char *path,
@@ -145,8 +148,21 @@ static bool listen_unix(const char *path, SockListenerVec *out,
     CLEANUP_CLOSE int fd = -1;
     SockListener l = { .fd = -1 };
     struct stat st;
+    int passed;
 
-    if (!unix_fill(&sun, path, errp) || !unix_clear_path(&sun, errp)) {
+    if (!unix_fill(&sun, path, errp)) {
+        return false;
+    }
+    /* Socket activation: the supervisor bound this path for us. */
+    passed = activated_take_addr((struct sockaddr *)&sun, sizeof(sun));
+    if (passed >= 0) {
+        if (!listen_fd(passed, out, errp)) {
+            close(passed);
+            return false;
+        }
+        return true;
+    }
+    if (!unix_clear_path(&sun, errp)) {
         return false;
     }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -249,6 +265,21 @@ static bool listen_inet(const char *host, const char *port,
                    host ? host : "", port,
                    rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
         return false;
+    }
+    /* Socket activation: addresses the supervisor bound for us are
+     * taken as they are, and then nothing else is bound. */
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        int passed = activated_take_addr(ai->ai_addr, ai->ai_addrlen);
+
+        if (passed >= 0 && !listen_fd(passed, out, errp)) {
+            close(passed);
+            freeaddrinfo(res);
+            return false;
+        }
+    }
+    if (out->len > first) {
+        freeaddrinfo(res);
+        return true;
     }
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         SockListener l = { .is_inet = true };
@@ -580,4 +611,142 @@ bool sock_inherited_take(int fd, Error **errp)
     }
     SockFdVec_remove(&sock_inherited, i);
     return true;
+}
+
+/* ---- socket activation ------------------------------------------------ */
+
+/* sd_listen_fds(3): passed descriptors start at 3. */
+#define SOCK_LISTEN_FDS_START 3
+
+typedef struct SockActivated {
+    int fd;
+    char *name;               /* LISTEN_FDNAMES entry, or "unknown" */
+    bool taken;
+} SockActivated;
+DEFINE_VECTOR_TYPE(SockActivatedVec, SockActivated);
+/* Loop thread only, like sock_inherited. */
+static SockActivatedVec sock_activated;
+
+size_t sock_activation_scan(void)
+{
+    const char *pid_s = getenv("LISTEN_PID");
+    const char *fds_s = getenv("LISTEN_FDS");
+    const char *names = getenv("LISTEN_FDNAMES");
+    uint64_t pid, n;
+
+    for (size_t i = 0; i < sock_activated.len; i++) {
+        free(sock_activated.ptr[i].name);
+    }
+    SockActivatedVec_reset(&sock_activated);
+    if (pid_s != NULL && fds_s != NULL && parse_uint64(pid_s, &pid) &&
+        pid == (uint64_t)getpid() && parse_uint64(fds_s, &n) &&
+        n <= 4096) {
+        CLEANUP_FREE char *copy = xstrdup(names != NULL ? names : "");
+        char *rest = copy;
+
+        for (uint64_t i = 0; i < n; i++) {
+            char *name = rest != NULL ? strsep(&rest, ":") : NULL;
+            SockActivated a = {
+                .fd = SOCK_LISTEN_FDS_START + (int)i,
+                .name = xstrdup(name != NULL && *name ? name : "unknown"),
+            };
+            SockActivatedVec_append(&sock_activated, a);
+        }
+    }
+    /* Not for anything we might start. */
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return sock_activated.len;
+}
+
+static int activated_take_at(size_t i, Error **errp)
+{
+    SockActivated *a = &sock_activated.ptr[i];
+
+    if (!sock_inherited_take(a->fd, errp)) {
+        error_prepend(errp, "Socket '%s' passed by socket activation: ",
+                      a->name);
+        return -1;
+    }
+    a->taken = true;
+    return a->fd;
+}
+
+bool sock_activated_has(const char *name)
+{
+    for (size_t i = 0; i < sock_activated.len; i++) {
+        if (!sock_activated.ptr[i].taken &&
+            strcmp(sock_activated.ptr[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int sock_activated_take(const char *name, Error **errp)
+{
+    for (size_t i = 0; i < sock_activated.len; i++) {
+        if (!sock_activated.ptr[i].taken &&
+            strcmp(sock_activated.ptr[i].name, name) == 0) {
+            return activated_take_at(i, errp);
+        }
+    }
+    error_setg(errp, "No socket named '%s' was passed by socket activation "
+               "(LISTEN_FDNAMES)", name);
+    return -1;
+}
+
+/* Whether two socket addresses are the same place: family, unix path,
+ * or inet address and port. */
+static bool sockaddr_same(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family) {
+        return false;
+    }
+    switch (a->sa_family) {
+    case AF_UNIX: {
+        const struct sockaddr_un *ua = (const struct sockaddr_un *)a;
+        const struct sockaddr_un *ub = (const struct sockaddr_un *)b;
+        return ua->sun_path[0] != '\0' &&
+               strncmp(ua->sun_path, ub->sun_path,
+                       sizeof(ua->sun_path)) == 0;
+    }
+    case AF_INET: {
+        const struct sockaddr_in *ia = (const struct sockaddr_in *)a;
+        const struct sockaddr_in *ib = (const struct sockaddr_in *)b;
+        return ia->sin_port == ib->sin_port &&
+               ia->sin_addr.s_addr == ib->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *ia = (const struct sockaddr_in6 *)a;
+        const struct sockaddr_in6 *ib = (const struct sockaddr_in6 *)b;
+        return ia->sin6_port == ib->sin6_port &&
+               memcmp(&ia->sin6_addr, &ib->sin6_addr,
+                      sizeof(ia->sin6_addr)) == 0;
+    }
+    default:
+        return false;
+    }
+}
+
+/* An activated socket bound to sa (not taken yet): taken and returned,
+ * else -1. */
+static int activated_take_addr(const struct sockaddr *sa, socklen_t len)
+{
+    (void)len;
+    for (size_t i = 0; i < sock_activated.len; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+
+        memset(&ss, 0, sizeof(ss));
+        if (sock_activated.ptr[i].taken ||
+            getsockname(sock_activated.ptr[i].fd, (struct sockaddr *)&ss,
+                        &sslen) < 0 ||
+            !sockaddr_same((struct sockaddr *)&ss, sa)) {
+            continue;
+        }
+        return activated_take_at(i, NULL);
+    }
+    return -1;
 }

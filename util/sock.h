@@ -114,4 +114,32 @@ size_t sock_inherited_scan(void);
  * taken), not a socket, not a stream socket, not listening. */
 bool sock_inherited_take(int fd, Error **errp);
 
+/* ---- socket activation (systemd's LISTEN_FDS protocol) ---------------- */
+
+/* Read $LISTEN_PID, $LISTEN_FDS and $LISTEN_FDNAMES (sd_listen_fds(3)):
+ * when LISTEN_PID is our PID, descriptors 3 .. 3+LISTEN_FDS-1 were
+ * passed by a socket-activating supervisor, named by the colon-separated
+ * LISTEN_FDNAMES (a socket unit's FileDescriptorName=, else the unit's
+ * name).  Call after sock_inherited_scan(); the variables are removed
+ * from the environment.  Returns how many were recorded; false-y input
+ * (no variables, another PID, bad numbers) records none.
+ *
+ * An activated socket is used in one of two ways, once:
+ *  - by name: sock_activated_take() (--chardev ...,fd=NAME, and
+ *    nbd-server-start's addr.type=fd,addr.str=NAME);
+ *  - by address: sock_listen() on a unix path or an inet address that
+ *    an activated socket is already bound to takes that socket instead
+ *    of binding a new one, so a unit's command line can name the same
+ *    paths with and without socket activation.  The socket file of such
+ *    a listener belongs to the supervisor: it is not removed at close. */
+size_t sock_activation_scan(void);
+
+/* Take the first activated socket named name that is not taken yet
+ * (several may share a name: a socket unit with two ListenStream=).
+ * Returns the descriptor, now the caller's, or -1 with errp set. */
+int sock_activated_take(const char *name, Error **errp);
+
+/* Whether an activated socket named name is still there to take. */
+bool sock_activated_has(const char *name);
+
 #endif

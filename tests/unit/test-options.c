@@ -107,7 +107,16 @@ static void test_chardev_specs(void)
     CU_ASSERT_FALSE(c->server);
     chardev_spec_free(c);
 
+    /* fd=NAME: a socket passed by socket activation (or a number). */
+    c = chardev_spec_parse("socket,id=q,fd=qmp,server=on", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_STRING_EQUAL(c->fd, "qmp");
+    CU_ASSERT_PTR_NULL(c->path);
+    chardev_spec_free(c);
+
     static const char *const bad[] = {
+        "socket,id=a,fd=qmp", "socket,id=a,fd=qmp,path=/x,server=on",
+        "socket,id=a,fd=3,port=1,server=on",
         "", "socket", "socket,path=/x", "file,id=a,path=/x",
         "socket,id=a", "socket,id=a,path=/x,host=h,port=1",
         "socket,id=a,path=/x,server=maybe", "socket,id=a,path=/x,junk",
