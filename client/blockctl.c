@@ -58,6 +58,7 @@ static void usage(FILE *f)
 "       blockctl [OPTIONS] -s SOCKET -\n"
 "       blockctl [OPTIONS] -s SOCKET --events\n"
 "       blockctl [OPTIONS] -s SOCKET\n"
+"       blockctl [OPTIONS] -s SOCKET save-config FILE\n"
 "       blockctl list [-s PATH | --host HOST [--port PORT] | --fd N]\n"
 "                     [--timeout SECS]\n"
 "\n"
@@ -82,6 +83,9 @@ static void usage(FILE *f)
 "line editing, history (~/.blockctl_history) and completion of command\n"
 "and argument names; events are printed as they arrive.  End it with\n"
 "Ctrl-D.\n"
+"\n"
+"'blockctl save-config FILE' writes the daemon's state as a file for\n"
+"'blockd --config FILE' (x-blockd-save-config; FILE relative to here).\n"
 "\n"
 "'blockctl list' lists the exports of an NBD server (blockd, qemu-nbd,\n"
 "nbdkit, nbd-server...) with their size, flags, block sizes and meta\n"
@@ -1111,6 +1115,27 @@ static int run_list(int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : EXIT_REPLY_ERROR;
 }
 
+/* "save-config FILE": x-blockd-save-config with FILE made absolute here
+ * (the daemon's working directory is not ours). */
+static json_object *save_config_request(const char *file)
+{
+    json_object *req = json_object_new_object();
+    json_object *args = json_object_new_object();
+    char cwd[PATH_MAX];
+    CLEANUP_FREE char *abs = NULL;
+
+    if (file[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
+        abs = xasprintf("%s/%s", cwd, file);
+    } else {
+        abs = xstrdup(file);
+    }
+    json_object_object_add(args, "filename", json_object_new_string(abs));
+    json_object_object_add(req, "execute",
+                           json_object_new_string("x-blockd-save-config"));
+    json_object_object_add(req, "arguments", args);
+    return req;
+}
+
 int main(int argc, char **argv)
 {
     CLEANUP_JSON json_object *req = NULL;
@@ -1130,7 +1155,10 @@ int main(int argc, char **argv)
     script = o.nwords == 1 && strcmp(o.words[0], "-") == 0;
 
     /* Bad arguments fail before connecting. */
-    if (o.json) {
+    if (o.nwords == 2 && strcmp(o.words[0], "save-config") == 0 &&
+        strchr(o.words[1], '=') == NULL) {
+        req = save_config_request(o.words[1]);
+    } else if (o.json) {
         req = qmpc_parse_raw(o.json, &err);
     } else if (o.nwords > 0 && !script) {
         json_object *args = qmpc_build_args(o.words[0], o.words + 1,

@@ -7,6 +7,7 @@
 #include "blockdev/block.h"
 #include "crypto/object.h"
 #include "nbd/nbd-driver.h"
+#include "qapi-commands.h"
 #include "qapi-events.h"
 #include "qmp/monitor.h"
 #include "util/util.h"
@@ -14,6 +15,23 @@
 static void daemon_quit_cb(void *host, ShutdownCause reason)
 {
     daemon_request_quit(host, reason);
+}
+
+static void daemon_committed_cb(void *host, const char *name,
+                                json_object *args, unsigned flags)
+{
+    Daemon *d = host;
+
+    config_log_commit(d->config, name, args, flags);
+}
+
+bool qmp_x_blockd_save_config(QmpCtx *ctx,
+                              const QmpXBlockdSaveConfigArgs *args,
+                              Error **errp)
+{
+    Daemon *d = ctx->host;
+
+    return config_log_save(d->config, ctx, args->filename, errp);
 }
 
 Daemon *daemon_new(Error **errp)
@@ -51,7 +69,9 @@ Daemon *daemon_new(Error **errp)
         .monitors = d->monitors, .graph = d->graph, .nbd = &d->nbd,
         .objects = d->objects,
         .request_quit = daemon_quit_cb, .host = d,
+        .committed = daemon_committed_cb,
     };
+    d->config = config_log_new();
     return d;
 }
 
@@ -80,6 +100,7 @@ void daemon_free(Daemon *d)
      * credentials. */
     object_set_free(d->objects);
     monitor_set_free(d->monitors);
+    config_log_free(d->config);
     loop_free(d->loop);
     free(d);
 }

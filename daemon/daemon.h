@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 
+#include "daemon/config-log.h"
 #include "nbd/server.h"
 #include "qapi-types.h"
 #include "qmp/qmp.h"
@@ -34,6 +35,7 @@ typedef struct Daemon {
     BlockGraph *graph;
     NbdContext nbd;
     QmpCtx qmp;               /* every command's context (mon = NULL) */
+    ConfigLog *config;        /* what x-blockd-save-config writes */
     bool quitting;            /* quit requested: loop is stopping */
     ShutdownCause quit_reason;
 } Daemon;

@@ -18,6 +18,37 @@
 #include "util/cleanup.h"
 #include "util/util.h"
 
+/* Where a command's reply goes while dispatch runs it. */
+struct QmpDeferSlot {
+    Monitor *mon;
+    bool has_id;
+    json_object *id;          /* borrowed from the request (NULL is the
+                               * JSON null) */
+    QmpPending *pending;      /* set by qmp_defer */
+    /* The command running, for the pending's commit (qmp_defer copies
+     * them: the handler may complete, and so free, it before returning). */
+    const char *name;
+    json_object *args;        /* borrowed */
+    unsigned flags;
+    void (*committed)(void *host, const char *name, json_object *args,
+                      unsigned flags);
+    void *host;
+};
+
+/* A deferred command: where its reply goes and the id it carries. */
+struct QmpPending {
+    Monitor *mon;             /* NULL once the monitor closed */
+    bool has_id;
+    json_object *id;          /* owned */
+    /* QmpCtx.committed, called at a successful completion: */
+    void (*committed)(void *host, const char *name, json_object *args,
+                      unsigned flags);
+    void *host;
+    char *name;               /* owned */
+    json_object *args;        /* owned reference, or NULL */
+    unsigned flags;
+};
+
 bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                  unsigned flags, json_object **ret, Error **errp)
 {
@@ -29,8 +60,21 @@ bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
                   "The command %s has not been found", name);
         return false;
     }
+    if (ctx->defer != NULL) {
+        ctx->defer->name = name;
+        ctx->defer->args = args;
+        ctx->defer->flags = flags;
+        ctx->defer->committed = ctx->committed;
+        ctx->defer->host = ctx->host;
+    }
     if (!qmp_command_marshal(cmd)(ctx, args, flags, &result, errp)) {
         return false;
+    }
+    /* A deferred command commits when it completes (qmp_complete); the
+     * pending may be gone already, so it is not looked at here. */
+    if ((ctx->defer == NULL || ctx->defer->pending == NULL) &&
+        ctx->committed != NULL) {
+        ctx->committed(ctx->host, name, args, flags);
     }
     if (ret != NULL) {
         *ret = result;
@@ -40,21 +84,6 @@ bool qmp_execute(QmpCtx *ctx, const char *name, json_object *args,
     return true;
 }
 
-/* Where a command's reply goes while dispatch runs it. */
-struct QmpDeferSlot {
-    Monitor *mon;
-    bool has_id;
-    json_object *id;          /* borrowed from the request (NULL is the
-                               * JSON null) */
-    QmpPending *pending;      /* set by qmp_defer */
-};
-
-/* A deferred command: where its reply goes and the id it carries. */
-struct QmpPending {
-    Monitor *mon;             /* NULL once the monitor closed */
-    bool has_id;
-    json_object *id;          /* owned */
-};
 
 static json_object *error_reply(Error *err)
 {
@@ -178,6 +207,11 @@ QmpPending *qmp_defer(QmpCtx *ctx)
     p->mon = slot->mon;
     p->has_id = slot->has_id;
     p->id = json_object_get(slot->id);
+    p->committed = slot->committed;
+    p->host = slot->host;
+    p->name = xstrdup(slot->name != NULL ? slot->name : "");
+    p->args = json_object_get(slot->args);
+    p->flags = slot->flags;
     slot->pending = p;
     monitor_command_deferred(slot->mon, p);
     return p;
@@ -187,6 +221,11 @@ void qmp_complete(QmpPending *p, json_object *ret, Error *err)
 {
     json_object *reply = make_reply(ret, err, p->has_id, p->id);
 
+    if (err == NULL && p->committed != NULL) {
+        p->committed(p->host, p->name, p->args, p->flags);
+    }
+    free(p->name);
+    json_object_put(p->args);
     error_free(err);
     if (p->mon != NULL) {
         monitor_command_done(p->mon, p, reply);

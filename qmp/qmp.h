@@ -32,7 +32,13 @@ typedef struct QmpCtx {
     ObjectSet *objects;       /* user-creatable objects (object-add) */
     /* quit: ask the process to stop after this reply (once). */
     void (*request_quit)(void *host, ShutdownCause cause);
-    void *host;               /* request_quit's argument */
+    void *host;               /* request_quit's and committed's argument */
+    /* Called after a command succeeded (for a deferred one, when it
+     * completes without error), with its name, arguments (borrowed; NULL
+     * when none) and the QAPI_PARSE_* flags they were given with; NULL:
+     * not called.  daemon/ keeps its saved configuration with it. */
+    void (*committed)(void *host, const char *name, json_object *args,
+                      unsigned flags);
     Monitor *mon;             /* the monitor the command came from, NULL
                                * for the command line and scripts */
     QmpDeferSlot *defer;      /* private to qmp/: set by dispatch when the
