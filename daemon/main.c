@@ -12,6 +12,7 @@
 #include "blockdev/block.h"
 #include "config.h"
 #include "daemon/daemon.h"
+#include "daemon/metrics.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
 #include "nbd/server.h"
@@ -483,6 +484,7 @@ int main(int argc, char **argv)
     Error *err = NULL;
     Daemon *d = NULL;
     RunAs runas = { 0 };
+    Metrics *metrics = NULL;
     int status = 1;
 
     /* Before we open anything: what is open now was handed to us
@@ -546,6 +548,12 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (o.metrics != NULL) {
+        metrics = metrics_new(d->loop, &d->qmp, o.metrics, &err);
+        if (metrics == NULL) {
+            goto out;
+        }
+    }
     if (o.pidfile != NULL && !write_pidfile(&st, o.pidfile, &err)) {
         goto out;
     }
@@ -578,6 +586,7 @@ out:
         error_report_err("blockd", err);
         status = 1;
     }
+    metrics_free(metrics);
     daemon_free(d);
     if (st.pidfile != NULL) {
         unlink(st.pidfile);

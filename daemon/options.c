@@ -24,6 +24,7 @@ enum {
     LONG_SANDBOX_SELFTEST,
     LONG_CONFIG,
     LONG_LOG_FORMAT,
+    LONG_METRICS,
 };
 
 static const struct option long_options[] = {
@@ -44,6 +45,7 @@ static const struct option long_options[] = {
     { "x-sandbox-selftest", no_argument, NULL, LONG_SANDBOX_SELFTEST },
     { "config", required_argument, NULL, LONG_CONFIG },
     { "log-format", required_argument, NULL, LONG_LOG_FORMAT },
+    { "metrics", required_argument, NULL, LONG_METRICS },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -123,7 +125,12 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
             break;
         case LONG_LOG_FORMAT:
             free(o->log_format);
+    free(o->metrics);
             o->log_format = xstrdup(optarg);
+            break;
+        case LONG_METRICS:
+            free(o->metrics);
+            o->metrics = xstrdup(optarg);
             break;
         case LONG_DAEMONIZE:
             o->daemonize = true;
@@ -185,6 +192,7 @@ void options_free(Options *o)
     free(o->pidfile);
     free(o->runas);
     free(o->log_format);
+    free(o->metrics);
     for (size_t i = 0; i < o->nbacking_roots; i++) {
         free(o->backing_roots[i]);
     }
@@ -231,6 +239,8 @@ void options_usage(const char *prog)
 "                         (default on; log: unlisted calls are logged by\n"
 "                         the kernel instead of killing the daemon)\n"
 "  --runas USER[:GROUP]   drop to USER once the sockets are bound\n"
+"  --metrics unix:PATH | tcp:HOST:PORT\n"
+"                         serve Prometheus metrics (GET /metrics) there\n"
 "  --log-format FORMAT    text, journal (<N> level prefixes) or json (one\n"
 "                         object a line); default: journal when stderr is\n"
 "                         the systemd journal, else text\n"

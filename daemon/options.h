@@ -35,6 +35,7 @@ typedef struct Options {
     OptionAction *actions;    /* in command-line order */
     size_t nactions;
     char *pidfile;            /* NULL: none */
+    char *metrics;            /* --metrics unix:PATH|tcp:HOST:PORT */
     char *log_format;         /* --log-format text|journal|json, or NULL:
                                * journal when stderr is it, else text */
     /* --backing-root DIR, repeatable: the only directories backing files
