@@ -2057,6 +2057,112 @@ def reference(schema):
 
 
 # --------------------------------------------------------------------
+# blockd-qmp(7): the same data as the reference, as reStructuredText
+# for rst2man (docs/man/meson.build), listing only what this build has.
+
+def rst_escape(text):
+    """Plain text safe in reStructuredText: markup characters escaped."""
+    return re.sub(r'([\\*`|_<>\[\]])', r'\\\1', text or '')
+
+
+def rst_members(ms, o, indent='   '):
+    for m in ms:
+        if m.cond is not None and not m.built:
+            continue
+        req = 'optional' if m.optional else 'mandatory'
+        if m.has_default:
+            req = 'default %s' % json.dumps(m.default)
+        o.append('%s* ``%s`` (%s, %s): %s' % (
+            indent, m.name, rst_escape(m.type.doc_name()), req,
+            rst_escape(m.doc)))
+    o.append('')
+
+
+def command_members(schema, x):
+    """A command's arguments: its members, and for a boxed union the
+    members of every branch built in (unique names, in order)."""
+    t = x.args_type
+    ms = list(t.all_members or [])
+    if getattr(t, 'all_branches', None) and t.kind == 'union':
+        for (_, bt, cond) in t.all_branches:
+            if cond is None or schema.is_built(cond):
+                ms += list(bt.all_members or [])
+    seen = set()
+    out = []
+    for m in ms:
+        if m.name not in seen:
+            seen.add(m.name)
+            out.append(m)
+    return out
+
+
+def man_qmp(schema):
+    title = 'blockd-qmp'
+    o = ['=' * len(title), title, '=' * len(title), '',
+         '-' * 40, "blockd's QMP commands and events", '-' * 40, '',
+         ':Manual section: 7',
+         ':Manual group: blockd', '',
+         'DESCRIPTION', '===========', '',
+         'blockd is controlled with QMP, the QEMU Machine Protocol: JSON '
+         'objects over a unix or TCP socket (``--qmp``, ``--chardev`` '
+         'with ``--monitor``).  After the greeting a client sends '
+         '``{"execute": "qmp_capabilities"}``, then commands as '
+         '``{"execute": NAME, "arguments": {...}}``; each gets '
+         '``{"return": ...}`` or ``{"error": {"class": ..., "desc": '
+         '...}}``.  Events arrive as ``{"event": NAME, "data": {...}, '
+         '"timestamp": ...}``.  blockctl(1) sends commands from the '
+         'shell.', '',
+         'This page is generated from the schema blockd is built from and '
+         'lists what this build accepts (``query-qmp-schema`` returns '
+         'the same in machine-readable form, with every type).  Argument '
+         'types named here are described in the QMP reference, '
+         'docs/qmp-reference.md.', '',
+         'COMMANDS', '========', '']
+    events = []
+    for fn, mtitle, mdoc, entries in schema.modules:
+        for ent in entries:
+            if ent[0] == 'event':
+                events.append(ent[1])
+            if ent[0] != 'command':
+                continue
+            x = ent[1]
+            if not schema.is_built(x.cond):
+                continue
+            o += [x.name, '-' * len(x.name), '', rst_escape(x.doc), '']
+            ms = command_members(schema, x)
+            if ms:
+                o += ['Arguments:', '']
+                rst_members(ms, o, '')
+            if x.ret_type is not None:
+                o += ['Returns: %s' % rst_escape(x.ret_type.doc_name()), '']
+    o += ['EVENTS', '======', '']
+    for x in events:
+        if not schema.is_built(x.cond):
+            continue
+        o += [x.name, '-' * len(x.name), '', rst_escape(x.doc), '']
+        ms = x.args_type.all_members
+        if ms:
+            o += ['Data:', '']
+            rst_members(ms, o, '')
+    o += ['SEE ALSO', '========', '',
+          'blockd(8), blockctl(1), blockd-nbd(8)', '']
+    return '\n'.join(o)
+
+
+def completion_data(schema):
+    """{command: [argument names]} of the commands built in, for
+    blockctl's bash completion (docs/man/gen-completion.py)."""
+    out = {}
+    for fn, mtitle, mdoc, entries in schema.modules:
+        for ent in entries:
+            if ent[0] == 'command' and schema.is_built(ent[1].cond):
+                out[ent[1].name] = [m.name for m in
+                                    command_members(schema, ent[1])
+                                    if m.cond is None or m.built]
+    return json.dumps(out, indent=1, sort_keys=True) + '\n'
+
+
+# --------------------------------------------------------------------
 
 def write_if_changed(path, text):
     tmp = path + '.tmp'
@@ -2091,6 +2197,8 @@ def main():
         'qapi-events.c': g.events_c(),
         'qapi-introspect.c': intro_c,
         'qmp-reference.md': reference(schema),
+        'blockd-qmp.7.rst': man_qmp(schema),
+        'qmp-commands.json': completion_data(schema),
     }
     os.makedirs(args.output_dir, exist_ok=True)
     for name, text in out.items():

@@ -10,6 +10,7 @@ PACKAGES="
   qemu-utils qemu-system-common qemu-system-x86 nbd-server libnbd-bin nbdkit
   python3-libnbd python3-pytest
   gnutls-bin openssl fio socat util-linux procps tmux
+  python3-docutils groff-base man-db curl systemd xz-utils
 "
 
 missing=""
