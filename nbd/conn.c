@@ -21,7 +21,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include "nbd/internal.h"
+#include "qapi-events.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -557,6 +561,31 @@ static void conn_fd_cb(int fd, int events, void *opaque)
 
 /* ---- lifetime ------------------------------------------------------------ */
 
+/* The peer of fd as events name it: "HOST:PORT" ("[HOST]:PORT" for
+ * IPv6) or, for a unix socket, "unix:pid=PID" (SO_PEERCRED). */
+static char *conn_peer_name(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+
+    memset(&ss, 0, sizeof(ss));
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0 &&
+        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+        getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), port,
+                    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+        return ss.ss_family == AF_INET6 ? xasprintf("[%s]:%s", host, port)
+                                        : xasprintf("%s:%s", host, port);
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 &&
+        cred.pid > 0) {
+        return xasprintf("unix:pid=%d", (int)cred.pid);
+    }
+    return xstrdup("unix");
+}
+
 NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
 {
     NbdConn *c = XNEW(NbdConn);
@@ -564,6 +593,7 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
     c->srv = srv;
     c->ctx = srv->ctx;
     c->tls_required = srv->tls != NULL;
+    c->peer = conn_peer_name(fd);
     xport_init_plain(&c->xp, fd);
     c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
     c->idle_timer = loop_timer_new(srv->ctx->loop, conn_idle_cb, c);
@@ -603,6 +633,8 @@ static void conn_free_cb(void *opaque)
     nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
     free(c->hs);
     free(c->optbuf);
+    free(c->peer);
+    free(c->tls_identity);
     NbdMetaSel_reset(&c->meta_sel);
     free(c);
 }
@@ -649,6 +681,12 @@ void nbd_conn_close(NbdConn *c)
     }
     if (c->exp) {
         c->exp->nconns--;
+        if (c->announced) {
+            c->announced = false;
+            qapi_event_send_nbd_export_client_disconnected(
+                c->ctx->events, c->exp->id, c->peer,
+                c->tls_identity != NULL, c->tls_identity);
+        }
     }
     if (c->srv) {
         nbd_server_conn_closed(c->srv, c);

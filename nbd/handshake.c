@@ -596,6 +596,8 @@ static bool tls_accept_peer(NbdConn *c)
     srv->stats.tls_sessions++;
     log_debug("nbd: TLS client '%s' accepted",
               identity ? identity : "(no identity)");
+    free(c->tls_identity);
+    c->tls_identity = TAKE_PTR(identity);
     return true;
 }
 

@@ -314,6 +314,11 @@ struct NbdConn {
     uint8_t *optbuf;
     size_t optbuf_cap;
 
+    /* who: for NBD_EXPORT_CLIENT_CONNECTED/DISCONNECTED */
+    char *peer;                  /* "HOST:PORT", "unix:pid=N" or "unix" */
+    char *tls_identity;          /* after TLS: DN or PSK user, or NULL */
+    bool announced;              /* CONNECTED sent; DISCONNECTED due */
+
     /* transmission */
     NbdExport *exp;              /* referenced after GO */
     uint64_t size;

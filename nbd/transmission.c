@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "nbd/internal.h"
+#include "qapi-events.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -532,6 +533,10 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
     nbd_export_ref(exp);
     exp->nconns++;
     c->exp = exp;
+    c->announced = true;
+    qapi_event_send_nbd_export_client_connected(
+        c->ctx->events, exp->id, c->peer ? c->peer : "unix",
+        c->tls_identity != NULL, c->tls_identity);
     nbd_tx_next_request(c);
 }
 
