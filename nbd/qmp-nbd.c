@@ -56,6 +56,19 @@ static bool server_listen_fd(NbdServer *srv, Monitor *mon, const char *str,
     return true;
 }
 
+static void add_client_info(void *opaque, const char *addr,
+                            const char *tls_identity)
+{
+    NbdExportClientInfoList *l = opaque;
+    NbdExportClientInfo *ci = XNEW(NbdExportClientInfo);
+
+    ci->addr = xstrdup(addr);
+    ci->has_tls_identity = tls_identity != NULL;
+    ci->tls_identity = tls_identity ? xstrdup(tls_identity) : NULL;
+    l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->v[l->n++] = ci;
+}
+
 static bool server_listen(NbdServer *srv, Monitor *mon,
                           const SocketAddressLegacy *addr, Error **errp)
 {
@@ -333,6 +346,10 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
         info->has_rd_operations = info->has_wr_operations = true;
         info->rd_operations = ei.rd_ops;
         info->wr_operations = ei.wr_ops;
+        info->has_connected_clients = true;
+        info->connected_clients = XNEW(NbdExportClientInfoList);
+        nbd_export_each_client(srv, ei.id, add_client_info,
+                               info->connected_clients);
         list->v[i] = info;
     }
     *ret = list;

@@ -196,3 +196,20 @@ void nbd_server_free(NbdServer *srv)
     server_put_tls(srv);
     free(srv);
 }
+
+void nbd_export_each_client(const NbdServer *srv, const char *id,
+                            void (*fn)(void *opaque, const char *addr,
+                                       const char *tls_identity),
+                            void *opaque)
+{
+    if (srv == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < srv->conns.len; i++) {
+        const NbdConn *c = srv->conns.ptr[i];
+
+        if (c->announced && c->exp != NULL && strcmp(c->exp->id, id) == 0) {
+            fn(opaque, c->peer, c->tls_identity);
+        }
+    }
+}

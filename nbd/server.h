@@ -168,6 +168,13 @@ typedef struct NbdExportInfo {
     unsigned clients;
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
 } NbdExportInfo;
+/* The clients in transmission on export id, oldest first: calls fn with
+ * each one's address and TLS identity (NULL if none), borrowed for the
+ * call.  Loop thread. */
+void nbd_export_each_client(const NbdServer *srv, const char *id,
+                            void (*fn)(void *opaque, const char *addr,
+                                       const char *tls_identity),
+                            void *opaque);
 /* Number of exports, and the i-th one (0 <= i < count). */
 size_t nbd_export_count(const NbdServer *srv);
 void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info);

@@ -32,9 +32,14 @@ def test_unix_client(blockd, tmp_path):
     # libnbd runs in this process: the peer is us.
     assert ev["data"] == {"id": "e0", "addr": "unix:pid=%d" % os.getpid()}
     h.pread(512, 0)
+    # query-block-exports lists it too.
+    exp = blockd.cmd("query-block-exports")[0]
+    assert exp["connected-clients"] == [
+        {"addr": "unix:pid=%d" % os.getpid()}]
     h.shutdown()
     ev = q.get_event("NBD_EXPORT_CLIENT_DISCONNECTED", timeout=30)
     assert ev["data"] == {"id": "e0", "addr": "unix:pid=%d" % os.getpid()}
+    assert blockd.cmd("query-block-exports")[0]["connected-clients"] == []
 
 
 def test_listing_is_not_announced(blockd, tmp_path):
@@ -93,6 +98,9 @@ def test_tls_identity(blockd, tmp_path):
     h.connect_unix(sock)
     ev = q.get_event("NBD_EXPORT_CLIENT_CONNECTED", timeout=30)
     assert ev["data"]["tls-identity"] == "alice"
+    exp = blockd.cmd("query-block-exports")[0]
+    assert [c["tls-identity"] for c in exp["connected-clients"]] \
+        == ["alice"]
     h.shutdown()
     ev = q.get_event("NBD_EXPORT_CLIENT_DISCONNECTED", timeout=30)
     assert ev["data"]["tls-identity"] == "alice"

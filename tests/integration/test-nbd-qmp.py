@@ -110,7 +110,8 @@ def test_query_and_default_name(blockd, node):
     assert q == [{"id": "e0", "type": "nbd", "node-name": node,
                   "shutting-down": False, "name": node, "writable": True,
                   "clients": 0, "rd-bytes": 0, "wr-bytes": 0,
-                  "rd-operations": 0, "wr-operations": 0}]
+                  "rd-operations": 0, "wr-operations": 0,
+                  "connected-clients": []}]
     h = client(sock, node)
     h.pwrite(b"x" * 512, 0)
     h.pwrite(b"x" * 1024, 4096)
