@@ -73,6 +73,9 @@ static const char *const sandbox_allowed[] = {
     "readlinkat", "getcwd", "chdir", "access", "faccessat", "faccessat2",
     "unlink", "unlinkat", "getdents", "getdents64", "umask", "fchmod", "chmod",
     "fchmodat", "uname", "sysinfo",
+    /* x-blockd-save-config replaces its file atomically (a temporary
+     * file renamed over it). */
+    "rename", "renameat", "renameat2",
     /* Sockets: the NBD server, QMP monitors (accept, peer credentials
      * for authz), the nbd driver's connects (unix and TCP, name lookup
      * through glibc: DNS over UDP, nscd over a unix socket), the kernel
@@ -117,6 +120,8 @@ static const unsigned long sandbox_ioctls[] = {
     0x127f,                   /* BLKZEROOUT */
     0x125e,                   /* BLKROGET */
     0x1260,                   /* BLKGETSIZE */
+    0x125f,                   /* BLKRRPART: partitions of a kernel NBD
+                               * device once it is bound */
     0x541b,                   /* FIONREAD */
     0x5421,                   /* FIONBIO */
     0x5401,                   /* TCGETS: isatty() */
