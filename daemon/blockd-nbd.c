@@ -313,6 +313,10 @@ static int serve(QnbdRun *r)
     if (o->pid_file != NULL && !write_pid_file(o->pid_file, &err)) {
         goto out;
     }
+    /* Start-up is over: from here only what serving needs (sandbox.h). */
+    if (!sandbox_install(&(SandboxConfig) { .mode = o->sandbox }, &err)) {
+        goto out;
+    }
     fork_done(r);
     status = loop_run(r->d->loop) == 0 ? 0 : 1;
 

@@ -36,6 +36,7 @@ enum {
     QOPT_HANDSHAKE_LIMIT,
     QOPT_PRINT_QMP,
     QOPT_BACKING_ROOT,
+    QOPT_SANDBOX,
 };
 
 static const char short_options[] = "hVb:o:p:rsnc:dvk:e:f:tl:x:T:D:AB:L";
@@ -78,6 +79,7 @@ static const struct option long_options[] = {
     { "handshake-limit", required_argument, NULL, QOPT_HANDSHAKE_LIMIT },
     { "print-qmp", no_argument, NULL, QOPT_PRINT_QMP },
     { "backing-root", required_argument, NULL, QOPT_BACKING_ROOT },
+    { "sandbox", required_argument, NULL, QOPT_SANDBOX },
     { NULL, 0, NULL, 0 },
 };
 
@@ -387,6 +389,16 @@ int qnbd_parse(QnbdOptions *o, int argc, char **argv)
         case QOPT_BACKING_ROOT:
             append_str(&o->backing_roots, &o->nbacking_roots, optarg);
             break;
+        case QOPT_SANDBOX: {
+            Error *err = NULL;
+
+            if (!sandbox_parse_mode(optarg, &o->sandbox, &err)) {
+                qnbd_report(o, "%s", error_get_pretty(err));
+                error_free(err);
+                return 1;
+            }
+            break;
+        }
         case 'h':
             o->action = QNBD_HELP;
             return 0;
@@ -630,6 +642,8 @@ void qnbd_usage(const QnbdOptions *o)
 "                            exit\n"
 "  --backing-root=DIR        backing files named inside images must be in\n"
 "                            DIR (repeatable; default: anywhere)\n"
+"  --sandbox=on|off|log      seccomp allow-list once the server runs\n"
+"                            (default on; see blockd --sandbox)\n"
 "\n"
 "Kernel NBD client support:\n"
 "  -c, --connect=DEV         connect FILE to the local NBD device DEV\n"

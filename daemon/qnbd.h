@@ -27,6 +27,7 @@
 
 #include <json-c/json.h>
 
+#include "daemon/sandbox.h"
 #include "util/error.h"
 
 /* What is left to do once parsing stopped without an error. */
@@ -81,6 +82,7 @@ typedef struct QnbdOptions {
     char **backing_roots;       /* --backing-root, repeatable */
     size_t nbacking_roots;
     unsigned socket_activation; /* LISTEN_FDS for us, 0: none */
+    SandboxMode sandbox;        /* --sandbox, default on */
 } QnbdOptions;
 
 /* Parse argv with getopt_long as qemu-nbd does.  Returns 0 to go on,

@@ -114,3 +114,39 @@ def test_runas_unknown_user():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "--runas: user 'no-such-user-xyz' not found" in r.stderr
+
+
+@pytest.mark.parametrize("mode,seccomp", [(None, "2"), ("off", "0")])
+def test_blockd_nbd_is_sandboxed(tmp_path, mode, seccomp):
+    """blockd-nbd installs the same filter once it serves (--sandbox on
+    by default), and serves a client under it."""
+    import nbd
+    from conftest import BLOCKD_NBD, wait_socket
+    img = str(tmp_path / "a.raw")
+    with open(img, "wb") as f:
+        f.write(b"y" * 65536)
+    sock = str(tmp_path / "s.sock")
+    args = [BLOCKD_NBD, "-t", "-f", "raw", "-k", sock, img]
+    if mode:
+        args[1:1] = ["--sandbox", mode]
+    p = subprocess.Popen(args, stderr=subprocess.PIPE)
+    try:
+        wait_socket(sock, p)
+        h = nbd.NBD()
+        h.connect_unix(sock)
+        assert h.pread(4096, 0) == b"y" * 4096
+        h.shutdown()
+        with open("/proc/%d/status" % p.pid) as f:
+            status = f.read()
+        assert "Seccomp:\t%s" % seccomp in status
+    finally:
+        p.terminate()
+        assert p.wait() == 0, p.stderr.read()
+
+
+def test_blockd_nbd_bad_mode():
+    from conftest import BLOCKD_NBD
+    r = subprocess.run([BLOCKD_NBD, "--sandbox", "maybe", "x.img"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "--sandbox expects 'on', 'off' or 'log', not 'maybe'" in r.stderr
