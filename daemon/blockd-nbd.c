@@ -147,23 +147,11 @@ static void fork_done(QnbdRun *r)
  * the descriptor stays open for the life of the process. */
 static bool write_pid_file(const char *path, Error **errp)
 {
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-    char buf[32];
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    const char *what;
+    int r = pidfile_write(path, &what);
 
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Cannot open pid file");
-        return false;
-    }
-    if (fcntl(fd, F_SETLK, &fl) < 0) {
-        error_setg_errno(errp, errno, "Cannot lock pid file");
-        close(fd);
-        return false;
-    }
-    snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) < 0 || write_full(fd, buf, strlen(buf)) < 0) {
-        error_setg_errno(errp, errno, "Failed to write pid file");
-        close(fd);
+    if (r < 0) {
+        error_setg_errno(errp, -r, "%s", what);
         return false;
     }
     return true;

@@ -260,27 +260,21 @@ static bool run_action(Daemon *d, StartState *st, const OptionAction *a,
  * instance with the same pidfile fails instead of overwriting it. */
 static bool write_pidfile(StartState *st, const char *path, Error **errp)
 {
-    char buf[32], abspath[PATH_MAX];
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    char abspath[PATH_MAX];
+    const char *what;
+    int r = pidfile_write(path, &what);
 
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Cannot open pid file");
+    if (r < 0) {
+        if (strcmp(what, "Cannot lock pid file") == 0) {
+            error_setg(errp, "Cannot lock pid file '%s': another blockd may "
+                       "be using it", path);
+        } else {
+            error_setg_errno(errp, -r, "%s", what);
+        }
         return false;
     }
-    if (fcntl(fd, F_SETLK, &fl) < 0) {
-        error_setg(errp, "Cannot lock pid file '%s': another blockd may be "
-                   "using it", path);
-        close(fd);
-        return false;
-    }
-    snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) < 0 || write_full(fd, buf, strlen(buf)) < 0) {
-        error_setg_errno(errp, errno, "Failed to write pid file");
-        close(fd);
-        return false;
-    }
-    /* fd stays open (and locked) for the life of the process. */
+    /* The descriptor stays open (and locked) for the life of the
+     * process. */
     st->pidfile = xstrdup(realpath(path, abspath) ? abspath : path);
     return true;
 }

@@ -2,6 +2,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,4 +240,35 @@ int read_full(int fd, void *buf, size_t len)
         len -= n;
     }
     return 0;
+}
+
+int pidfile_write(const char *path, const char **what)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    char buf[32];
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int r;
+
+    if (fd < 0) {
+        *what = "Cannot open pid file";
+        return -errno;
+    }
+    if (fcntl(fd, F_SETLK, &fl) < 0) {
+        *what = "Cannot lock pid file";
+        r = -errno;
+        close(fd);
+        return r;
+    }
+    snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0) {
+        r = -errno;
+    } else {
+        r = write_full(fd, buf, strlen(buf));
+    }
+    if (r < 0) {
+        *what = "Failed to write pid file";
+        close(fd);
+        return r;
+    }
+    return 0;                /* fd stays open: it holds the lock */
 }

@@ -52,6 +52,14 @@ int write_full(int fd, const void *buf, size_t len);
  * (blocking fds).  Returns 0, -ECONNRESET at end of file, or -errno. */
 int read_full(int fd, void *buf, size_t len);
 
+/* Write our PID to path and keep it locked (F_SETLK, the descriptor
+ * stays open for the life of the process), as QEMU's pidfiles, so a
+ * second server with the same pidfile fails instead of overwriting
+ * it.  Returns 0, or -errno with *what set to QEMU's message for the
+ * step that failed ("Cannot open pid file", "Cannot lock pid file",
+ * "Failed to write pid file"). */
+int pidfile_write(const char *path, const char **what);
+
 /* Big-endian accessors for wire formats and on-disk metadata. */
 static inline uint16_t get_be16(const void *p)
 {
