@@ -580,6 +580,9 @@ int main(int argc, char **argv)
     w = calloc(cfg.conns, sizeof(*w));
     hist = calloc(HIST_US + 1, sizeof(*hist));
     for (unsigned i = 0; i < cfg.conns; i++) {
+        w[i].fd = -1;
+    }
+    for (unsigned i = 0; i < cfg.conns; i++) {
         Error *err = NULL;
 
         w[i].cfg = &cfg;
@@ -590,12 +593,14 @@ int main(int argc, char **argv)
         if (!worker_connect(&w[i], &err)) {
             fprintf(stderr, "nbdload: %s\n", error_get_pretty(err));
             error_free(err);
-            return 1;
+            rc = 1;
+            goto out;
         }
         if (w[i].size < cfg.bs * (uint64_t)cfg.conns) {
             fprintf(stderr, "nbdload: the export (%" PRIu64 " bytes) is "
                     "smaller than --bs times --conns\n", w[i].size);
-            return 1;
+            rc = 1;
+            goto out;
         }
         /* Sequential streams take one slice of the export each. */
         w[i].region_len = cfg.random ? w[i].size : w[i].size / cfg.conns;
@@ -644,6 +649,7 @@ int main(int argc, char **argv)
             send_disc(&w[i]);
         }
         close(w[i].fd);
+        w[i].fd = -1;
     }
     if (errors) {
         fprintf(stderr, "nbdload: %" PRIu64 " requests failed\n", errors);
@@ -684,7 +690,11 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
+out:
     for (unsigned i = 0; i < cfg.conns; i++) {
+        if (w[i].fd >= 0) {
+            close(w[i].fd);
+        }
         free(w[i].rbuf);
         free(w[i].hist);
     }
