@@ -229,25 +229,22 @@ def test_resize_and_stats(blockd, tmp_path):
 def test_locked_by_qemu_io(blockd, tmp_path):
     requires("qemu-io")
     img = make_image(tmp_path / "l.img", 1 << 20)
-    # qemu-io holds the image open for writing while it waits on stdin
+    # qemu-io holds the image open for writing while it waits on stdin.
+    # Wait until it answers a command: probing with blockdev-add before
+    # then could take the lock first and make qemu-io give up.
     q = subprocess.Popen(["qemu-io", "-f", "raw", img],
-                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 10
-        desc = None
-        while time.monotonic() < deadline:
-            try:
-                blockd.cmd("blockdev-add", {"driver": "file",
-                                            "node-name": "x",
-                                            "filename": img})
-                blockd.cmd("blockdev-del", node_name="x")
-                time.sleep(0.05)       # qemu-io not up yet
-            except QmpError as e:
-                desc = e.desc
-                assert e.cls == "GenericError"
-                break
-        assert desc is not None, "qemu-io never locked the image"
+        q.stdin.write("length\n")
+        q.stdin.flush()
+        line = q.stdout.readline()
+        assert "1 MiB" in line, "qemu-io did not open the image: %r" % line
+        with pytest.raises(QmpError) as ei:
+            blockd.cmd("blockdev-add", {"driver": "file", "node-name": "x",
+                                        "filename": img})
+        assert ei.value.cls == "GenericError"
+        desc = ei.value.desc
         assert desc.startswith('Failed to get shared "write" lock')
         assert "Is another process using the image [%s]?" % img in desc
         # read-only opens share: fine
