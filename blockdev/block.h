@@ -49,6 +49,16 @@ enum {
     BLK_REQ_FUA = 1 << 0,        /* durable before completion */
     BLK_REQ_MAY_UNMAP = 1 << 1,  /* write_zeroes may punch a hole */
     BLK_REQ_NO_FALLBACK = 1 << 2,/* write_zeroes: fail -ENOTSUP unless fast */
+    /* READ into the pipe req->pipe_fd instead of req->buf, see
+     * blk_splice_read(). */
+    BLK_REQ_PIPE = 1 << 3,
+    /* With BLK_REQ_PIPE: only when the whole range is data (no hole
+     * the reader would rather learn about), else -ENOTSUP. */
+    BLK_REQ_DATA_ONLY = 1 << 4,
+    /* Set by the generic layer when it runs a BLK_REQ_PIPE read on the
+     * loop thread: return -EAGAIN rather than wait (e.g. for a slow
+     * hole search); the request then goes to the pool. */
+    BLK_REQ_NOWAIT = 1 << 5,
 };
 
 /* Block status flags, as returned by block_status callbacks and
@@ -86,6 +96,9 @@ typedef struct BlockCaps {
      * completed writes, and a flush by one makes the writes completed
      * by all durable: there is no per-user state. */
     bool multi_conn;
+    /* READ with BLK_REQ_PIPE moves the data into a pipe without copying
+     * it through user space (page cache references: blk_splice_read). */
+    bool splice_read;
 } BlockCaps;
 
 struct BlockDriver {
@@ -149,6 +162,14 @@ struct BlockDriver {
     /* Prefetch [offset, offset+bytes) into a cache later reads hit
      * (CACHE requests): 0 or -errno.  NULL: CACHE does nothing. */
     int (*prefetch)(BlockNode *bs, uint64_t offset, uint64_t bytes);
+    /* Put [offset, offset+bytes) into the pipe pipe_fd (its write end,
+     * non-blocking, with room for every byte) by splice(2): 0 when all
+     * of it is there, -ENOTSUP when the driver cannot or, with
+     * BLK_REQ_DATA_ONLY in flags, the range is not all data (the pipe
+     * untouched), other -errno with part of the range possibly in the
+     * pipe.  NULL: never (get_caps says splice_read only when it can). */
+    int (*splice_read)(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                       int pipe_fd, uint32_t flags);
     /* Asynchronous drivers (nbd): take req (READ, WRITE, WRITE_ZEROES,
      * DISCARD, FLUSH or CACHE) and complete it later, from any thread,
      * with blk_aio_complete(req, ret) -- exactly once, possibly inside
@@ -437,6 +458,15 @@ int blk_flush(BlockNode *bs);
 /* Prefetch hint (NBD_CMD_CACHE): bounds are checked as for a read; the
  * driver's prefetch, if any, runs and its failure is ignored. */
 int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes);
+/* Read [offset, offset+bytes) into the pipe pipe_fd without a copy
+ * through user space, when blk_get_caps() says splice_read: the
+ * driver's splice_read (see BlockDriver) after the bounds checks, and
+ * counted as a read when it succeeds.  A BLK_OP_READ request with
+ * BLK_REQ_PIPE runs this with req->pipe_fd (never an asynchronous
+ * driver's aio_submit).  -ENOTSUP leaves the pipe untouched; any other
+ * failure may leave part of the range in it. */
+int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                    int pipe_fd, uint32_t flags);
 /* Status over the whole backing chain: BLK_STATUS_DATA/ZERO for the
  * first *pnum bytes as a reader sees them (unallocated at the bottom of
  * a chain of formats reads as ZERO, not DATA).  ALLOCATED says whether
@@ -487,6 +517,7 @@ struct BlockRequest {
     uint32_t flags;              /* BLK_REQ_* */
     uint64_t offset, bytes;
     void *buf;                   /* READ/WRITE: bytes long, caller-owned */
+    int pipe_fd;                 /* READ with BLK_REQ_PIPE: see below */
     int ret;                     /* 0 or -errno, valid in cb */
     void (*cb)(BlockRequest *req);   /* loop thread */
     void *opaque;

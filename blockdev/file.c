@@ -67,7 +67,83 @@ typedef struct FileState {
     /* Found at open for writable nodes (file_probe_caps()). */
     bool can_punch;              /* discard really releases space */
     bool can_zero_fast;          /* ZERO_RANGE / WRITE ZEROES work */
+    /* A range splice_read knows to be all data, [data_lo, data_hi),
+     * learnt with SEEK_HOLE (which on tmpfs walks every page up to the
+     * next hole: a 1 GiB file takes ~80 ms, so it is asked once and
+     * remembered) and cut back where holes are punched.  Guarded by
+     * data_busy (a spinlock: a few instructions under it).  A stale
+     * answer is harmless: a hole sent as data reads the same. */
+    bool data_busy;
+    uint64_t data_lo, data_hi;
 } FileState;
+
+static void file_data_lock(FileState *s)
+{
+    while (__atomic_exchange_n(&s->data_busy, true, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&s->data_busy, __ATOMIC_RELAXED)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+}
+
+static void file_data_unlock(FileState *s)
+{
+    __atomic_store_n(&s->data_busy, false, __ATOMIC_RELEASE);
+}
+
+/* [off, off+len) may now hold holes: keep the larger known-data piece
+ * on either side of it. */
+static void file_data_forget(FileState *s, uint64_t off, uint64_t len)
+{
+    uint64_t end = off + len;
+
+    file_data_lock(s);
+    if (off < s->data_hi && end > s->data_lo) {
+        if (off - MIN(off, s->data_lo) >= s->data_hi - MIN(end, s->data_hi)) {
+            s->data_hi = MAX(off, s->data_lo);
+        } else {
+            s->data_lo = MIN(end, s->data_hi);
+        }
+    }
+    file_data_unlock(s);
+}
+
+/* Is [off, off+len) all data (not a hole, not past the end)?  1 yes,
+ * 0 no, -EAGAIN when only a search could tell and nowait is set. */
+static int file_is_data(FileState *s, uint64_t off, uint64_t len,
+                        bool nowait)
+{
+    uint64_t end = off + len;
+    bool known;
+    off_t hole;
+
+    file_data_lock(s);
+    known = off >= s->data_lo && end <= s->data_hi;
+    file_data_unlock(s);
+    if (known) {
+        return 1;
+    }
+    if (nowait) {
+        return -EAGAIN;
+    }
+    hole = lseek(s->fd, (off_t)off, SEEK_HOLE);   /* the end is a hole */
+    if (hole < 0 || (uint64_t)hole < end) {
+        return 0;
+    }
+    file_data_lock(s);
+    if (off <= s->data_hi && (uint64_t)hole >= s->data_lo &&
+        s->data_lo < s->data_hi) {
+        s->data_lo = MIN(s->data_lo, off);       /* overlapping: join */
+        s->data_hi = MAX(s->data_hi, (uint64_t)hole);
+    } else {
+        s->data_lo = off;
+        s->data_hi = (uint64_t)hole;
+    }
+    file_data_unlock(s);
+    return 1;
+}
 
 /* ---- locking ------------------------------------------------------ */
 
@@ -480,6 +556,9 @@ static int file_size_now(FileState *s, uint64_t *size)
 static int file_fallocate(FileState *s, int mode, uint64_t off,
                           uint64_t len)
 {
+    if (mode & FALLOC_FL_PUNCH_HOLE) {
+        file_data_forget(s, off, len);
+    }
     while (fallocate(s->fd, mode, (off_t)off, (off_t)len) != 0) {
         if (errno != EINTR) {
             return -errno;
@@ -672,6 +751,7 @@ static bool file_truncate(BlockNode *bs, uint64_t size, Error **errp)
         error_setg(errp, "Cannot grow device files");
         return false;
     }
+    file_data_forget(s, size, UINT64_MAX - size);
     if (ftruncate(s->fd, (off_t)size) != 0) {
         error_setg_errno(errp, errno, "Failed to resize the file");
         return false;
@@ -764,6 +844,60 @@ static void file_get_caps(BlockNode *bs, BlockCaps *caps)
     caps->discard = s->can_punch;
     caps->cache = !bs->cache_direct;
     caps->multi_conn = true;
+    caps->splice_read = !bs->cache_direct;
+}
+
+/* splice(2) from the page cache into a pipe: the pipe holds references
+ * to the cached pages, and the NBD server splices them on into its
+ * socket, so the data is never copied by the daemon.  Not under
+ * O_DIRECT (no page cache to share). */
+static int file_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            int pipe_fd, uint32_t flags)
+{
+    static const uint8_t zeroes[4096];
+    FileState *s = bs->opaque;
+    loff_t pos = (loff_t)offset;
+    uint64_t left = bytes;
+
+    if (bs->cache_direct) {
+        return -ENOTSUP;
+    }
+    if ((flags & BLK_REQ_DATA_ONLY) && !s->is_blockdev) {
+        int data = file_is_data(s, offset, bytes,
+                                (flags & BLK_REQ_NOWAIT) != 0);
+
+        if (data <= 0) {
+            return data < 0 ? data : -ENOTSUP;
+        }
+    }
+    while (left > 0) {
+        ssize_t n = splice(s->fd, &pos, pipe_fd, NULL, left,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return left == bytes && (errno == EINVAL || errno == ENOSYS)
+                   ? -ENOTSUP : -errno;
+        }
+        if (n == 0) {
+            break;               /* end of file: zeroes from here */
+        }
+        left -= (uint64_t)n;
+    }
+    while (left > 0) {
+        ssize_t n = write(pipe_fd, zeroes, MIN(left, sizeof(zeroes)));
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return n < 0 ? -errno : -EIO;
+        }
+        left -= (uint64_t)n;
+    }
+    return 0;
 }
 
 static void file_close(BlockNode *bs)
@@ -927,6 +1061,7 @@ const BlockDriver blk_drv_file = {
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
+    .splice_read = file_splice_read,
 };
 
 /* host_device: the same driver under QEMU's name for block devices. */
@@ -947,4 +1082,5 @@ const BlockDriver blk_drv_host_device = {
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
+    .splice_read = file_splice_read,
 };

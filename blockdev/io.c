@@ -513,6 +513,34 @@ int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
     return 0;
 }
 
+int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                    int pipe_fd, uint32_t flags)
+{
+    uint64_t t0;
+    int ret = blk_check_request(bs, offset, bytes, false);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (bs->drv->splice_read == NULL) {
+        return -ENOTSUP;
+    }
+    t0 = blk_now_ns();
+    ret = bs->drv->splice_read(bs, offset, bytes, pipe_fd, flags);
+    if (ret == -ENOTSUP || (ret == -EAGAIN && (flags & BLK_REQ_NOWAIT))) {
+        return ret;              /* not a failure: read another way */
+    }
+    if (ret < 0) {
+        STAT_ADD(bs->failed_ops, 1);
+        STAT_ADD(bs->failed_rd_ops, 1);
+        return ret;
+    }
+    STAT_ADD(bs->rd_ops, 1);
+    STAT_ADD(bs->rd_bytes, bytes);
+    STAT_ADD(bs->rd_total_ns, blk_now_ns() - t0);
+    return 0;
+}
+
 static void blk_aio_run(WorkerJob *job)
 {
     BlockRequest *req = container_of(job, BlockRequest, job);
@@ -520,6 +548,11 @@ static void blk_aio_run(WorkerJob *job)
 
     switch (req->type) {
     case BLK_OP_READ:
+        if (req->flags & BLK_REQ_PIPE) {
+            req->ret = blk_splice_read(bs, req->offset, req->bytes,
+                                       req->pipe_fd, req->flags);
+            break;
+        }
         req->ret = blk_pread(bs, req->offset, req->bytes, req->buf,
                              req->flags);
         break;
@@ -630,6 +663,12 @@ static bool blk_aio_may_inline(const BlockRequest *req)
     case BLK_OP_CACHE:
         return true;
     case BLK_OP_READ:
+        /* A spliced read only takes page references: cheap at any
+         * size a pipe holds. */
+        if (req->flags & BLK_REQ_PIPE) {
+            return true;
+        }
+        return req->bytes <= BLK_INLINE_MAX;
     case BLK_OP_WRITE:
     case BLK_OP_WRITE_ZEROES:
     case BLK_OP_DISCARD:
@@ -653,7 +692,7 @@ static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
 {
     uint64_t align = blk_get_request_alignment(bs);
 
-    if (bs->drv->aio_submit == NULL) {
+    if (bs->drv->aio_submit == NULL || (req->flags & BLK_REQ_PIPE)) {
         return false;
     }
     /* Unaligned ranges need the synchronous path's read-modify-write. */
@@ -829,7 +868,17 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
     if (bs->aio_inline && loop != NULL && blk_aio_may_inline(req)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */
-        blk_aio_run(&req->job);
+        if (req->flags & BLK_REQ_PIPE) {
+            req->flags |= BLK_REQ_NOWAIT;
+            blk_aio_run(&req->job);
+            req->flags &= ~(uint32_t)BLK_REQ_NOWAIT;
+            if (req->ret == -EAGAIN) {
+                blk_pool_submit(pool, req);      /* it would wait */
+                return;
+            }
+        } else {
+            blk_aio_run(&req->job);
+        }
         loop_post(loop, blk_aio_done_posted, &req->job);
         return;
     }

@@ -201,6 +201,15 @@ static int raw_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
     return blk_prefetch(bs->file, s->offset + offset, bytes);
 }
 
+static int raw_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                           int pipe_fd, uint32_t flags)
+{
+    RawState *s = bs->opaque;
+
+    return blk_splice_read(bs->file, s->offset + offset, bytes, pipe_fd,
+                           flags);
+}
+
 /* A window over the child: requests only shift, so the child's answers
  * hold as they are. */
 static void raw_get_caps(BlockNode *bs, BlockCaps *caps)
@@ -231,4 +240,5 @@ const BlockDriver blk_drv_raw = {
     .query_image = raw_query_image,
     .get_caps = raw_get_caps,
     .prefetch = raw_prefetch,
+    .splice_read = raw_splice_read,
 };

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -95,6 +96,7 @@ static NbdSlot *slot_get(NbdConn *c)
     if (!s && c->nslots < NBD_SLOTS) {
         s = XNEW(NbdSlot);
         s->conn = c;
+        s->pipe_fd[0] = s->pipe_fd[1] = -1;
         c->nslots++;
         c->free_slots = s;
     }
@@ -117,6 +119,54 @@ static void slot_free_buf(NbdSlot *s)
     s->buf_cap = 0;
 }
 
+static unsigned nbd_pipes_open;      /* atomic: pipes of all slots */
+
+void nbd_slot_drop_pipe(NbdSlot *s)
+{
+    if (s->pipe_fd[0] >= 0) {
+        close(s->pipe_fd[0]);
+        close(s->pipe_fd[1]);
+        s->pipe_fd[0] = s->pipe_fd[1] = -1;
+        s->pipe_cap = 0;
+        __atomic_fetch_sub(&nbd_pipes_open, 1, __ATOMIC_RELAXED);
+    }
+    s->splicing = false;
+    s->pipe_fill = 0;
+}
+
+bool nbd_slot_get_pipe(NbdSlot *s, uint64_t len)
+{
+    /* Bytes at an unaligned file offset straddle pages: a pipe buffer
+     * per page, the first and the last only partly used. */
+    uint64_t need = len + 2 * 4096;
+    int fds[2];
+    int cap;
+
+    if (s->pipe_fd[0] >= 0) {
+        return s->pipe_cap >= need;
+    }
+    if (need > NBD_PIPE_SIZE) {
+        return false;
+    }
+    if (__atomic_add_fetch(&nbd_pipes_open, 1, __ATOMIC_RELAXED) >
+        NBD_PIPES_MAX) {
+        __atomic_fetch_sub(&nbd_pipes_open, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+        __atomic_fetch_sub(&nbd_pipes_open, 1, __ATOMIC_RELAXED);
+        return false;
+    }
+    /* Unprivileged users may be held to less (pipe-max-size,
+     * pipe-user-pages-soft): take what the pipe has. */
+    (void)fcntl(fds[1], F_SETPIPE_SZ, NBD_PIPE_SIZE);
+    cap = fcntl(fds[1], F_GETPIPE_SZ);
+    s->pipe_fd[0] = fds[0];
+    s->pipe_fd[1] = fds[1];
+    s->pipe_cap = cap > 0 ? (size_t)cap : 0;
+    return s->pipe_cap >= need;
+}
+
 static void slot_free_ext(NbdSlot *s)
 {
     for (unsigned i = 0; i < s->ext_n; i++) {
@@ -136,6 +186,7 @@ static void conn_free_slots(NbdConn *c)
         c->free_slots = s->next;
         slot_free_buf(s);
         slot_free_ext(s);
+        nbd_slot_drop_pipe(s);
         free(s);
         c->nslots--;
     }
@@ -158,6 +209,7 @@ static void conn_release_buffers(NbdConn *c)
         /* Waiting for a header: nothing of it is in its buffers. */
         slot_free_buf(c->cur);
         slot_free_ext(c->cur);
+        nbd_slot_drop_pipe(c->cur);
     }
     if (c->inbuf && c->in_start == c->in_end && !c->in_input) {
         nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
@@ -206,6 +258,11 @@ void nbd_slot_put(NbdSlot *s)
 
     if (s->buf_cap > NBD_BUF_KEEP) {
         slot_free_buf(s);
+    }
+    if (s->splicing || s->pipe_fill > 0) {
+        /* Dropped with bytes in its pipe (the connection went): they
+         * cannot be taken back out cheaply. */
+        nbd_slot_drop_pipe(s);
     }
     s->next = c->free_slots;
     c->free_slots = s;
@@ -417,14 +474,43 @@ void nbd_conn_flush_output(NbdConn *c)
 
     while (c->out_head) {
         struct iovec iov[NBD_SEND_IOV];
+        NbdSlot *h = c->out_head;
         int cnt = 0;
         ssize_t n;
 
+        if (h->iov_idx == h->niov && h->pipe_fill > 0) {
+            /* The header is out: the data follows from the pipe. */
+            n = xport_splice(&c->xp, h->pipe_fd[0], h->pipe_fill);
+            if (n == -EAGAIN) {
+                c->want_write = true;
+                goto out;
+            }
+            if (n <= 0) {
+                goto fail;
+            }
+            h->pipe_fill -= (uint64_t)n;
+            if (h->pipe_fill == 0) {
+                c->out_head = h->next;
+                if (!c->out_head) {
+                    c->out_tail = NULL;
+                }
+                h->next = NULL;
+                nbd_slot_put(h);
+                if (c->closed) {
+                    c->in_flush = false;
+                    return;
+                }
+            }
+            continue;
+        }
         for (NbdSlot *s = c->out_head; s && cnt < NBD_SEND_IOV;
              s = s->next) {
             for (int i = s->iov_idx; i < s->niov && cnt < NBD_SEND_IOV;
                  i++) {
                 iov[cnt++] = s->iov[i];
+            }
+            if (s->pipe_fill > 0) {
+                break;           /* its data is not in iovecs */
             }
         }
         n = xport_sendv(&c->xp, iov, cnt);
@@ -454,7 +540,7 @@ void nbd_conn_flush_output(NbdConn *c)
                     n = 0;
                 }
             }
-            if (s->iov_idx < s->niov) {
+            if (s->iov_idx < s->niov || s->pipe_fill > 0) {
                 break;
             }
             c->out_head = s->next;

@@ -53,6 +53,10 @@ typedef struct XportOps {
     size_t (*pending)(Xport *xp);
     /* Close the transport (the fd too). */
     void (*close)(Xport *xp);
+    /* Move up to len bytes from the pipe pipe_fd to the peer without
+     * copying them: >= 0 bytes moved, -errno (-EAGAIN).  NULL when the
+     * transport must see the bytes (TLS encrypts them). */
+    ssize_t (*splice)(Xport *xp, int pipe_fd, size_t len);
 } XportOps;
 
 struct Xport {
@@ -87,6 +91,10 @@ static inline ssize_t xport_sendv(Xport *xp, const struct iovec *iov,
                                   int iovcnt)
 {
     return xp->ops->sendv(xp, iov, iovcnt);
+}
+static inline ssize_t xport_splice(Xport *xp, int pipe_fd, size_t len)
+{
+    return xp->ops->splice(xp, pipe_fd, len);
 }
 static inline void xport_close(Xport *xp)
 {
@@ -204,6 +212,14 @@ void nbd_server_conn_added(NbdServer *srv, NbdConn *c);
  * buffers back to the system (NBD_BUF_KEEP is a burst cache, not a
  * reservation). */
 #define NBD_IDLE_RELEASE_US (1000 * 1000)
+/* Reads this big or bigger go from the page cache to the socket by
+ * splice(2) through a pipe of the slot's, when the export's node and
+ * the transport allow it (a raw file without O_DIRECT, no TLS): no
+ * copy through the daemon.  Smaller ones are cheaper copied (two
+ * system calls instead of four). */
+#define NBD_SPLICE_MIN (64 * 1024)
+#define NBD_PIPE_SIZE (1024 * 1024)  /* asked of F_SETPIPE_SZ */
+#define NBD_PIPES_MAX 256            /* pipes open in the process */
 
 /* The states; the handler of each reading state runs when its bytes
  * are in (handshake.c for the option phase, transmission.c for
@@ -281,6 +297,14 @@ typedef struct NbdSlot {
     size_t hdr_len;
     struct iovec iov[NBD_SLOT_IOV];
     int niov, iov_idx;
+    /* A spliced read: the slot's pipe (-1 until first used; kept with
+     * the slot, freed with its buffers), its capacity, whether a
+     * BLK_REQ_PIPE read is filling it, and how many bytes of the reply
+     * wait in it once the iovecs (the header) are sent. */
+    int pipe_fd[2];
+    size_t pipe_cap;
+    bool splicing;
+    uint64_t pipe_fill;
 } NbdSlot;
 
 DEFINE_VECTOR_TYPE(NbdMetaSel, uint32_t);
@@ -303,6 +327,7 @@ struct NbdConn {
 
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;
+    bool can_splice;             /* big reads by splice (transmission) */
     bool tls_required;           /* the server has tls-creds */
     bool tls_want_write;         /* TLS handshake waits to write */
     /* Selected meta contexts: indexes in meta_exp->meta, ascending.
@@ -366,6 +391,11 @@ void nbd_conn_queue(NbdConn *c, NbdSlot *s);
 void nbd_slot_put(NbdSlot *s);
 /* Make s->buf at least len bytes (zeroed when newly mapped). */
 void nbd_slot_ensure_buf(NbdSlot *s, uint64_t len);
+/* Give s a pipe with room for len bytes (false: none to be had: the
+ * process's NBD_PIPES_MAX are open, or len is too big). */
+bool nbd_slot_get_pipe(NbdSlot *s, uint64_t len);
+/* Close s's pipe (and forget what was in it). */
+void nbd_slot_drop_pipe(NbdSlot *s);
 /* Page-backed buffers that go back to the system when freed: new pages
  * read as zeroes.  Any thread.  Sizes are rounded up to pages. */
 void *nbd_mem_alloc(size_t len);

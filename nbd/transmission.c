@@ -184,6 +184,26 @@ static void slot_reply_read(NbdSlot *s)
     }
 }
 
+/* The reply to a spliced read: the header only; the data waits in the
+ * slot's pipe (pipe_fill bytes) and follows it (nbd_conn_flush_output).
+ * One data chunk when structured: the holes were ruled out (DATA_ONLY)
+ * or the client asked for none (DF). */
+static void slot_reply_read_pipe(NbdSlot *s)
+{
+    uint8_t extra[8];
+
+    if (!s->conn->structured) {
+        uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
+
+        nbd_encode_simple_reply(h, 0, s->req.cookie);
+        slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
+        return;
+    }
+    put_be64(extra, s->req.offset);
+    slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
+               8 + s->req.length, extra, 8);
+}
+
 static void slot_reply_block_status(NbdSlot *s)
 {
     NbdConn *c = s->conn;
@@ -323,6 +343,8 @@ static void slot_block_status(NbdSlot *s)
 
 /* ---- requests ------------------------------------------------------------ */
 
+static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags);
+
 
 static void slot_io_done(BlockRequest *r)
 {
@@ -333,6 +355,21 @@ static void slot_io_done(BlockRequest *r)
     if (c->closed) {
         nbd_slot_put(s);
         return;
+    }
+    if (s->splicing) {
+        s->splicing = false;
+        if (r->ret < 0) {
+            /* Holes to report, or a failure that may have left part of
+             * the range in the pipe: read it the ordinary way, which
+             * also gives a real error its ordinary reply. */
+            if (r->ret != -ENOTSUP) {
+                nbd_slot_drop_pipe(s);
+            }
+            nbd_slot_ensure_buf(s, s->req.length);
+            slot_submit(s, BLK_OP_READ, 0);
+            return;
+        }
+        s->pipe_fill = s->req.length;
     }
     if (r->ret == 0 && s->flush_after) {
         s->flush_after = false;
@@ -365,6 +402,8 @@ static void slot_io_done(BlockRequest *r)
         }
         slot_reply_error(s, err, "%s failed: %s", nbd_cmd_name(s->req.type),
                          strerror(-r->ret));
+    } else if (s->req.type == NBD_CMD_READ && s->pipe_fill > 0) {
+        slot_reply_read_pipe(s);
     } else if (s->req.type == NBD_CMD_READ) {
         slot_reply_read(s);
     } else {
@@ -390,6 +429,35 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
     blk_aio_submit(c->ctx->pool, r);
 }
 
+/* A big read from a node that can splice, over a transport that can:
+ * the data goes from the page cache to the socket through the slot's
+ * pipe, never through our memory.  False: read it the ordinary way. */
+static bool slot_submit_splice(NbdSlot *s)
+{
+    NbdConn *c = s->conn;
+    BlockRequest *r = &s->breq;
+
+    if (!c->can_splice || s->req.length < NBD_SPLICE_MIN ||
+        !nbd_slot_get_pipe(s, s->req.length)) {
+        return false;
+    }
+    memset(r, 0, sizeof(*r));
+    r->bs = c->exp->node;
+    r->type = BLK_OP_READ;
+    r->flags = BLK_REQ_PIPE;
+    if (c->structured && !(s->req.flags & NBD_CMD_FLAG_DF)) {
+        r->flags |= BLK_REQ_DATA_ONLY;     /* holes go as hole chunks */
+    }
+    r->offset = s->req.offset;
+    r->bytes = s->req.length;
+    r->pipe_fd = s->pipe_fd[1];
+    r->cb = slot_io_done;
+    r->opaque = s;
+    s->splicing = true;
+    blk_aio_submit(c->ctx->pool, r);
+    return true;
+}
+
 /* Run a validated request (payload, if any, is in s->buf). */
 static void slot_execute(NbdSlot *s)
 {
@@ -411,6 +479,9 @@ static void slot_execute(NbdSlot *s)
     }
     switch (q->type) {
     case NBD_CMD_READ:
+        if (slot_submit_splice(s)) {
+            break;
+        }
         nbd_slot_ensure_buf(s, q->length);
         slot_submit(s, BLK_OP_READ, 0);
         break;
@@ -530,6 +601,10 @@ void nbd_tx_on_req_drain(NbdConn *c)
 
 void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
 {
+    BlockCaps caps;
+
+    blk_get_caps(exp->node, &caps);
+    c->can_splice = caps.splice_read && c->xp.ops->splice != NULL;
     nbd_export_ref(exp);
     exp->nconns++;
     c->exp = exp;

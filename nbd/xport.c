@@ -1,6 +1,7 @@
 /* xport.c - the plain socket transport.  TLS (xport-tls.c) provides a
  * second XportOps and swaps conn->xp.ops after STARTTLS. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,6 +55,24 @@ static ssize_t plain_sendv(Xport *xp, const struct iovec *iov, int iovcnt)
     }
 }
 
+static ssize_t plain_splice(Xport *xp, int pipe_fd, size_t len)
+{
+    for (;;) {
+        /* The socket is non-blocking; NONBLOCK makes the pipe side so
+         * too (it is never empty here). */
+        ssize_t n = splice(pipe_fd, NULL, xp->fd, NULL, len,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 static void plain_close(Xport *xp)
 {
     if (xp->fd >= 0) {
@@ -67,6 +86,7 @@ static const XportOps plain_ops = {
     .recv = plain_recv,
     .sendv = plain_sendv,
     .close = plain_close,
+    .splice = plain_splice,
 };
 
 void xport_init_plain(Xport *xp, int fd)
