@@ -2,7 +2,10 @@
  *
  * loop_post() is the only cross-thread entry: it appends to a mutex-
  * protected queue and writes to an eventfd the loop watches.  Posted
- * calls run in FIFO order on the loop thread.
+ * calls run in FIFO order on the loop thread.  A post from the loop
+ * thread itself (an inline request's completion, a deferred free) makes
+ * the same event active instead: no eventfd write, wake-up and read,
+ * three system calls per request saved.
  */
 #include "util/loop.h"
 
@@ -31,6 +34,8 @@ struct Loop {
     pthread_mutex_t post_lock;
     LoopPost *post_head, *post_tail;
     LoopPost *post_free;           /* recycled nodes (under post_lock) */
+    pthread_t thread;              /* running loop_run(), if running */
+    bool running;
     struct event *signals[65];
     LoopFn *signal_fn[65];
     void *signal_opaque[65];
@@ -57,8 +62,10 @@ static void loop_post_cb(evutil_socket_t fd, short what, void *opaque)
     uint64_t cnt;
     LoopPost *list, *p;
 
-    (void)what;
-    if (read(fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+    /* EV_READ: the eventfd was poked (by another thread); a post from
+     * the loop thread activates the event with EV_TIMEOUT only. */
+    if ((what & EV_READ) && read(fd, &cnt, sizeof(cnt)) < 0 &&
+        errno != EAGAIN) {
         log_warn("eventfd read failed: %m");
     }
     pthread_mutex_lock(&loop->post_lock);
@@ -138,13 +145,19 @@ void loop_run_posted(Loop *loop)
 
 int loop_run(Loop *loop)
 {
+    int ret = 0;
+
     loop->stopping = false;
+    loop->thread = pthread_self();
+    __atomic_store_n(&loop->running, true, __ATOMIC_RELEASE);
     while (!loop->stopping) {
         if (event_base_loop(loop->base, EVLOOP_ONCE) < 0) {
-            return -1;
+            ret = -1;
+            break;
         }
     }
-    return 0;
+    __atomic_store_n(&loop->running, false, __ATOMIC_RELEASE);
+    return ret;
 }
 
 void loop_stop(Loop *loop)
@@ -287,9 +300,18 @@ void loop_post(Loop *loop, LoopFn *fn, void *opaque)
     loop->post_tail = p;
     pthread_mutex_unlock(&loop->post_lock);
 
-    /* Only the first post of a batch needs to wake the loop. */
-    if (was_empty && write(loop->post_fd, &one, sizeof(one)) < 0 &&
-        errno != EAGAIN) {
+    /* Only the first post of a batch needs to wake the loop; the loop
+     * thread is awake and only has to find the event active when the
+     * current callback returns. */
+    if (!was_empty) {
+        return;
+    }
+    if (__atomic_load_n(&loop->running, __ATOMIC_ACQUIRE) &&
+        pthread_equal(pthread_self(), loop->thread)) {
+        event_active(loop->post_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    if (write(loop->post_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
         log_warn("eventfd write failed: %m");
     }
 }

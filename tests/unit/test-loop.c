@@ -1,0 +1,220 @@
+/* test-loop.c - util/loop.c's posts: from the loop thread (the event
+ * made active, no eventfd) and from other threads (the eventfd), in
+ * FIFO order, never inside the caller, and not spinning afterwards. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cunit-main.h"
+#include "util/loop.h"
+
+typedef struct Rec {
+    Loop *loop;
+    int order[64];
+    int n;
+    bool in_caller;          /* set while loop_post() is being called */
+    bool ran_inside;         /* a post ran while in_caller */
+} Rec;
+
+typedef struct Item {
+    Rec *r;
+    int id;
+} Item;
+
+static void record(void *opaque)
+{
+    Item *it = opaque;
+
+    if (it->r->in_caller) {
+        it->r->ran_inside = true;
+    }
+    it->r->order[it->r->n++] = it->id;
+}
+
+static void stop_loop(void *opaque)
+{
+    loop_stop(opaque);
+}
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* On the loop thread: three posts from inside a callback run after it,
+ * in order, and one of them posting again runs after those. */
+static Item local_items[5];
+
+static void post_again(void *opaque)
+{
+    Item *it = opaque;
+
+    record(it);
+    it->r->in_caller = true;
+    loop_post(it->r->loop, record, &local_items[4]);
+    it->r->in_caller = false;
+}
+
+static void post_three(void *opaque)
+{
+    Rec *r = opaque;
+
+    r->in_caller = true;
+    loop_post(r->loop, record, &local_items[1]);
+    loop_post(r->loop, post_again, &local_items[2]);
+    loop_post(r->loop, record, &local_items[3]);
+    r->in_caller = false;
+    r->order[r->n++] = 0;
+}
+
+static void test_post_from_loop_thread(void)
+{
+    Rec r = { .loop = loop_new() };
+    LoopTimer *kick = loop_timer_new(r.loop, post_three, &r);
+    LoopTimer *stop = loop_timer_new(r.loop, stop_loop, r.loop);
+    double cpu;
+
+    CU_ASSERT_FATAL(r.loop != NULL);
+    for (int i = 0; i < 5; i++) {
+        local_items[i] = (Item){ &r, i };
+    }
+    loop_timer_arm(kick, 1000);
+    loop_timer_arm(stop, 300 * 1000);
+    cpu = cpu_seconds();
+    CU_ASSERT(loop_run(r.loop) == 0);
+    cpu = cpu_seconds() - cpu;
+    CU_ASSERT_FALSE(r.ran_inside);
+    CU_ASSERT_EQUAL_FATAL(r.n, 5);
+    for (int i = 0; i < 5; i++) {
+        CU_ASSERT_EQUAL(r.order[i], i);
+    }
+    /* Nothing left readable: the loop slept until the stop timer. */
+    if (cpu >= 0.1) {
+        fprintf(stderr, "\nthe loop used %.3f s of CPU idle\n", cpu);
+    }
+    CU_ASSERT(cpu < 0.1);
+    loop_timer_free(kick);
+    loop_timer_free(stop);
+    loop_free(r.loop);
+}
+
+/* From other threads: every post runs on the loop, each thread's in
+ * its own order, mixed with posts the loop thread makes meanwhile. */
+typedef struct Poster {
+    Rec *r;
+    Item items[16];
+} Poster;
+
+static int remote_seen[2];
+static int remote_last[2] = { -1, -1 };
+static bool remote_out_of_order;
+static int local_seen;
+
+static void remote_record(void *opaque)
+{
+    Item *it = opaque;
+    int t = it->id / 100, k = it->id % 100;
+
+    if (k <= remote_last[t]) {
+        remote_out_of_order = true;
+    }
+    remote_last[t] = k;
+    remote_seen[t]++;
+    if (remote_seen[0] == 16 && remote_seen[1] == 16 && local_seen >= 16) {
+        loop_stop(it->r->loop);
+    }
+}
+
+static void local_tick(void *opaque)
+{
+    Rec *r = opaque;
+
+    local_seen++;
+    if (local_seen < 16) {
+        loop_post(r->loop, local_tick, r);
+    } else if (remote_seen[0] == 16 && remote_seen[1] == 16) {
+        loop_stop(r->loop);
+    }
+}
+
+static void *poster_main(void *opaque)
+{
+    Poster *p = opaque;
+
+    for (int i = 0; i < 16; i++) {
+        struct timespec ts = { 0, 200 * 1000 };
+
+        loop_post(p->r->loop, remote_record, &p->items[i]);
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void test_post_from_threads(void)
+{
+    Rec r = { .loop = loop_new() };
+    Poster p[2];
+    pthread_t th[2];
+    LoopTimer *stop = loop_timer_new(r.loop, stop_loop, r.loop);
+
+    CU_ASSERT_FATAL(r.loop != NULL);
+    for (int t = 0; t < 2; t++) {
+        p[t].r = &r;
+        for (int i = 0; i < 16; i++) {
+            p[t].items[i] = (Item){ &r, t * 100 + i };
+        }
+    }
+    loop_timer_arm(stop, 20 * 1000 * 1000);      /* a guard, not a wait */
+    loop_post(r.loop, local_tick, &r);
+    for (int t = 0; t < 2; t++) {
+        CU_ASSERT_FATAL(pthread_create(&th[t], NULL, poster_main,
+                                       &p[t]) == 0);
+    }
+    CU_ASSERT(loop_run(r.loop) == 0);
+    for (int t = 0; t < 2; t++) {
+        pthread_join(th[t], NULL);
+    }
+    loop_run_posted(r.loop);
+    CU_ASSERT_EQUAL(remote_seen[0], 16);
+    CU_ASSERT_EQUAL(remote_seen[1], 16);
+    CU_ASSERT_EQUAL(local_seen, 16);
+    CU_ASSERT_FALSE(remote_out_of_order);
+    loop_timer_free(stop);
+    loop_free(r.loop);
+}
+
+/* Posted before the loop runs (a unit test's graph, start-up): run by
+ * loop_run_posted(), or by the loop once it runs. */
+static void test_post_before_run(void)
+{
+    Rec r = { .loop = loop_new() };
+    Item a = { &r, 1 }, b = { &r, 2 };
+    LoopTimer *stop = loop_timer_new(r.loop, stop_loop, r.loop);
+
+    loop_post(r.loop, record, &a);
+    loop_run_posted(r.loop);
+    CU_ASSERT_EQUAL(r.n, 1);
+    loop_post(r.loop, record, &b);
+    loop_timer_arm(stop, 50 * 1000);
+    CU_ASSERT(loop_run(r.loop) == 0);
+    CU_ASSERT_EQUAL_FATAL(r.n, 2);
+    CU_ASSERT_EQUAL(r.order[1], 2);
+    loop_timer_free(stop);
+    loop_free(r.loop);
+}
+
+static CU_TestInfo loop_tests[] = {
+    { "post_from_loop_thread", test_post_from_loop_thread },
+    { "post_from_threads", test_post_from_threads },
+    { "post_before_run", test_post_before_run },
+    CU_TEST_INFO_NULL,
+};
+
+const CU_SuiteInfo unit_suites[] = {
+    { .pName = "loop", .pTests = loop_tests },
+    CU_SUITE_INFO_NULL,
+};
