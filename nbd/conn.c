@@ -349,6 +349,12 @@ static void conn_dispatch(NbdConn *c)
 
 static void conn_input_loop(NbdConn *c)
 {
+    /* A short read from a plain socket took all there was: asking again
+     * would only hear EAGAIN (a system call per request at queue depth
+     * 1).  The watch is level-triggered, so bytes that arrive later
+     * wake us.  gnutls may hold decrypted records back: not for TLS. */
+    bool drained = false;
+
     while (conn_reading(c)) {
         uint64_t need;
 
@@ -386,9 +392,14 @@ static void conn_input_loop(NbdConn *c)
                     continue;
                 }
             } else {
+                size_t want;
+
+                if (drained) {
+                    return;
+                }
                 if (c->rd_dst && need >= NBD_INBUF_SIZE / 2) {
-                    n = xport_recv(&c->xp, c->rd_dst + c->rd_got,
-                                   (size_t)MIN(need, (uint64_t)SSIZE_MAX));
+                    want = (size_t)MIN(need, (uint64_t)SSIZE_MAX);
+                    n = xport_recv(&c->xp, c->rd_dst + c->rd_got, want);
                     if (n > 0) {
                         c->rd_got += n;
                     }
@@ -396,11 +407,15 @@ static void conn_input_loop(NbdConn *c)
                     if (!c->inbuf) {
                         c->inbuf = nbd_mem_alloc(NBD_INBUF_SIZE);
                     }
-                    n = xport_recv(&c->xp, c->inbuf, NBD_INBUF_SIZE);
+                    want = NBD_INBUF_SIZE;
+                    n = xport_recv(&c->xp, c->inbuf, want);
                     if (n > 0) {
                         c->in_start = 0;
                         c->in_end = n;
                     }
+                }
+                if (n > 0 && (size_t)n < want && c->xp.ops->pending == NULL) {
+                    drained = true;
                 }
                 if (n == -EAGAIN) {
                     return;
