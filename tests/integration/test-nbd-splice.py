@@ -225,27 +225,32 @@ def test_not_under_tls(blockd, image, tmp_path):
     h.shutdown()
 
 
-def test_not_under_o_direct(blockd, tmp_path):
-    img = str(tmp_path / "d.raw")
-    with open(img, "wb") as f:
-        f.write(pattern(2 * MIB, 4))
-    sock = serve(blockd, img, {"cache": {"direct": True}})
+def write_image(path, size, seed):
+    with open(path, "wb") as f:
+        f.write(pattern(size, seed))
+    return str(path)
+
+
+def pipes_gained(blockd, sock, size, offset, want):
+    """Read size bytes at offset on a new connection, check them against
+    want, and return how many pipes the daemon holds more than before."""
     before = pipes(blockd.pid)
     h = connect(sock)
-    assert h.pread(MIB, 4096) == pattern(2 * MIB, 4)[4096:4096 + MIB]
-    assert pipes(blockd.pid) == before
+    assert h.pread(size, offset) == want[offset:offset + size]
+    gained = pipes(blockd.pid) - before
     h.shutdown()
+    return gained
+
+
+def test_not_under_o_direct(blockd, tmp_path):
+    img = write_image(tmp_path / "d.raw", 2 * MIB, 4)
+    sock = serve(blockd, img, {"cache": {"direct": True}})
+    assert pipes_gained(blockd, sock, MIB, 4096, pattern(2 * MIB, 4)) == 0
 
 
 def test_disk_file_through_the_pool(blockd, tmp_path):
     """A file on a disk filesystem (not tmpfs): spliced on a worker."""
-    img = str(tmp_path / "disk.raw")
-    with open(img, "wb") as f:
-        f.write(pattern(4 * MIB, 5))
+    img = write_image(tmp_path / "disk.raw", 4 * MIB, 5)
     sock = serve(blockd, img)
-    before = pipes(blockd.pid)
-    h = connect(sock)
-    assert h.pread(MIB - 8192, 3 * MIB) == \
-        pattern(4 * MIB, 5)[3 * MIB:4 * MIB - 8192]
-    assert pipes(blockd.pid) > before
-    h.shutdown()
+    assert pipes_gained(blockd, sock, MIB - 8192, 3 * MIB,
+                        pattern(4 * MIB, 5)) > 0
