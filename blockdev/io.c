@@ -9,9 +9,11 @@
 #include "blockdev/bitmap.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 #include <time.h>
 
+#include "util/trace.h"
 #include "util/util.h"
 
 /* A buffer of zeroes for the write_zeroes fallback. */
@@ -631,10 +633,57 @@ static void blk_pool_release(BlockRequest *req)
     }
 }
 
+static const char *const blk_op_names[] = {
+    [BLK_OP_READ] = "read",
+    [BLK_OP_WRITE] = "write",
+    [BLK_OP_WRITE_ZEROES] = "write-zeroes",
+    [BLK_OP_DISCARD] = "discard",
+    [BLK_OP_FLUSH] = "flush",
+    [BLK_OP_CACHE] = "cache",
+    [BLK_OP_BLOCK_STATUS] = "block-status",
+};
+
+/* The blk_co_* trace point of a request entering a node. */
+static void blk_trace_submit(const BlockRequest *req)
+{
+#define BLK_TRACE_REQ_(point)                                           \
+    TRACE(point, "node '%s' offset %" PRIu64 " bytes %" PRIu64          \
+          " flags 0x%x", req->bs->node_name, req->offset, req->bytes,   \
+          req->flags)
+    switch (req->type) {
+    case BLK_OP_READ:
+        BLK_TRACE_REQ_(blk_co_preadv);
+        break;
+    case BLK_OP_WRITE:
+        BLK_TRACE_REQ_(blk_co_pwritev);
+        break;
+    case BLK_OP_WRITE_ZEROES:
+        BLK_TRACE_REQ_(blk_co_pwrite_zeroes);
+        break;
+    case BLK_OP_DISCARD:
+        BLK_TRACE_REQ_(blk_co_pdiscard);
+        break;
+    case BLK_OP_FLUSH:
+        TRACE(blk_co_flush, "node '%s'", req->bs->node_name);
+        break;
+    case BLK_OP_CACHE:
+        BLK_TRACE_REQ_(blk_co_cache);
+        break;
+    case BLK_OP_BLOCK_STATUS:
+        BLK_TRACE_REQ_(blk_co_block_status);
+        break;
+    }
+#undef BLK_TRACE_REQ_
+}
+
 static void blk_aio_done(WorkerJob *job)
 {
     BlockRequest *req = container_of(job, BlockRequest, job);
     BlockNode *bs = req->bs;
+
+    TRACE(blk_aio_complete, "node '%s' %s offset %" PRIu64 " bytes %"
+          PRIu64 " ret %d", bs->node_name, blk_op_names[req->type],
+          req->offset, req->bytes, req->ret);
 
     if (req->pool != NULL) {
         blk_pool_release(req);
@@ -849,6 +898,7 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
     BlockNode *bs = req->bs;
     Loop *loop = blk_node_loop(bs);
 
+    blk_trace_submit(req);
     blk_ref(bs);
     req->ret = 0;
     req->pool = NULL;

@@ -30,6 +30,7 @@
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/sock.h"
+#include "util/trace.h"
 #include "util/util.h"
 
 typedef struct QnbdRun {
@@ -333,7 +334,7 @@ int main(int argc, char **argv)
      * socket of systemd's socket activation). */
     sock_inherited_scan();
     status = qnbd_parse(&o, argc, argv);
-    if (status == 0) {
+    if (status == 0 && o.action != QNBD_TRACE_HELP) {
         status = qnbd_check(&o);
     }
     if (status != 0) {
@@ -342,6 +343,8 @@ int main(int argc, char **argv)
     switch (o.action) {
     case QNBD_HELP:
         qnbd_usage(&o);
+        goto done;
+    case QNBD_TRACE_HELP:
         goto done;
     case QNBD_VERSION:
         printf("%s %s (blockd)\n"
@@ -352,8 +355,15 @@ int main(int argc, char **argv)
         break;
     }
     /* qemu-nbd -v prints nothing more while serving (scripts and
-     * qemu-iotests compare its output): only -T turns on the log. */
-    log_set_level(o.trace ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
+     * qemu-iotests compare its output); -T turns on trace points
+     * (util/trace.h), written to -T file= when given. */
+    log_set_level(LOG_LEVEL_WARN);
+    if (o.trace_file != NULL && !trace_set_output(o.trace_file, &err)) {
+        error_report_err(o.prog, err);
+        err = NULL;
+        status = 1;
+        goto done;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     if (o.action == QNBD_LIST) {

@@ -18,6 +18,7 @@
 
 #include "nbd/proto.h"
 #include "util/cleanup.h"
+#include "util/trace.h"
 #include "util/util.h"
 
 enum {
@@ -172,6 +173,96 @@ static bool parse_load_snapshot(QnbdOptions *o, const char *arg)
         }
     }
     return true;
+}
+
+static void trace_unknown(const char *name, void *opaque)
+{
+    qnbd_report(opaque, "warning: trace event '%s' does not exist", name);
+}
+
+/* Turn on the points matching pattern, as QEMU's trace_enable_events
+ * (a leading '-' turns them off). */
+static void trace_apply(const QnbdOptions *o, const char *pattern)
+{
+    if (trace_enable_pattern(pattern) == 0 &&
+        !trace_pattern_is_glob(pattern)) {
+        trace_unknown(pattern[0] == '-' ? pattern + 1 : pattern, (void *)o);
+    }
+}
+
+/* -T [enable=]PATTERN[,events=FILE][,file=FILE], QEMU's "trace" option
+ * group in QemuOpts syntax (",," is a comma, an item without "=" after
+ * the first is a short-form boolean).  Applied at once, in command-line
+ * order, as qemu-nbd does; "help" as the pattern lists the points.
+ * Returns 0, -1 for "list printed, exit 0", or the exit status after
+ * printing qemu-nbd's message. */
+static int parse_trace(QnbdOptions *o, const char *arg)
+{
+    CLEANUP_FREE char *enable = NULL;
+    CLEANUP_FREE char *events = NULL;
+    CLEANUP_FREE char *buf = xmalloc(strlen(arg) + 1);
+    const char *p = arg;
+    bool first = true;
+
+    while (*p != '\0') {
+        size_t n = 0;
+        char *eq, *key, *val;
+
+        /* One item, ",," unescaped. */
+        while (*p != '\0' && !(*p == ',' && p[1] != ',')) {
+            if (*p == ',') {
+                p++;
+            }
+            buf[n++] = *p++;
+        }
+        buf[n] = '\0';
+        if (*p == ',') {
+            p++;
+        }
+        eq = strchr(buf, '=');
+        if (eq != NULL) {
+            *eq = '\0';
+            key = buf;
+            val = eq + 1;
+        } else if (first) {
+            key = "enable";
+            val = buf;
+        } else {
+            qnbd_report(o, "warning: short-form boolean option '%s' "
+                        "deprecated", buf);
+            fprintf(stderr, "Please use %s=on instead\n", buf);
+            key = buf;
+            val = "on";
+        }
+        first = false;
+        if (strcmp(key, "enable") == 0) {
+            set_str(&enable, val);
+        } else if (strcmp(key, "events") == 0) {
+            set_str(&events, val);
+        } else if (strcmp(key, "file") == 0) {
+            set_str(&o->trace_file, val);
+        } else {
+            qnbd_report(o, "Invalid parameter '%s'", key);
+            return 1;
+        }
+    }
+    if (enable != NULL) {
+        if (strcmp(enable, "help") == 0 || strcmp(enable, "?") == 0) {
+            trace_list_events(stdout);
+            return -1;
+        }
+        trace_apply(o, enable);
+    }
+    if (events != NULL) {
+        CLEANUP_ERROR Error *err = NULL;
+
+        if (!trace_enable_events_file(events, trace_unknown, o, &err)) {
+            /* qemu-nbd 7.2 prints no space after the program name. */
+            fprintf(stderr, "%s:%s\n", o->prog, error_get_pretty(err));
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int try_help(const QnbdOptions *o)
@@ -361,11 +452,18 @@ int qnbd_parse(QnbdOptions *o, int argc, char **argv)
         case QOPT_IMAGE_OPTS:
             o->image_opts = true;
             break;
-        case 'T':
-            /* QEMU's trace patterns name QEMU's trace points; blockd
-             * has its log instead: any -T turns on debug messages. */
-            o->trace = true;
+        case 'T': {
+            int r = parse_trace(o, optarg);
+
+            if (r < 0) {
+                o->action = QNBD_TRACE_HELP;
+                return 0;
+            }
+            if (r > 0) {
+                return r;
+            }
             break;
+        }
         case QOPT_FORK:
             o->fork_process = true;
             break;
@@ -592,6 +690,7 @@ void qnbd_options_free(QnbdOptions *o)
     free(o->tls_hostname);
     free(o->pid_file);
     free(o->selinux_label);
+    free(o->trace_file);
     free_strv(o->backing_roots, o->nbacking_roots);
     memset(o, 0, sizeof(*o));
 }
@@ -632,7 +731,9 @@ void qnbd_usage(const QnbdOptions *o)
 "                            authorization\n"
 "  --tls-hostname=NAME       (with -L) the name the server's certificate\n"
 "                            must carry\n"
-"  -T, --trace PATTERN       accepted; turns on blockd's debug messages\n"
+"  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
+"                            specify tracing options (-T help lists the\n"
+"                            trace points)\n"
 "  --fork                    fork off the server process and exit the parent\n"
 "                            once the server is running\n"
 "  --pid-file=PATH           store the server's process ID in the given file\n"

@@ -37,6 +37,7 @@ typedef enum QnbdAction {
     QNBD_DISCONNECT,            /* -d DEV */
     QNBD_HELP,
     QNBD_VERSION,
+    QNBD_TRACE_HELP,            /* -T help: the list is printed, exit 0 */
 } QnbdAction;
 
 typedef struct QnbdOptions {
@@ -77,7 +78,7 @@ typedef struct QnbdOptions {
     bool has_handshake_limit;
     uint32_t handshake_limit;   /* seconds, --handshake-limit */
     bool verbose;               /* -v: foreground with -c */
-    bool trace;                 /* -T: blockd's debug log */
+    char *trace_file;           /* -T file=: trace output; NULL: stderr */
     bool print_qmp;             /* --print-qmp */
     char **backing_roots;       /* --backing-root, repeatable */
     size_t nbacking_roots;

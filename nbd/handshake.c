@@ -9,6 +9,7 @@
  * the input buffer in bounded chunks and answered NBD_REP_ERR_TOO_BIG,
  * so the stream stays in sync and nothing big is allocated.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "nbd/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
+#include "util/trace.h"
 #include "util/util.h"
 
 /* The largest option we buffer: the largest legal NBD_OPT_INFO/GO (a
@@ -48,6 +50,8 @@ static void opt_reply(NbdConn *c, uint32_t type, const void *data,
 {
     uint8_t h[NBD_OPT_REPLY_HDR_SIZE];
 
+    TRACE(nbd_negotiate_send_rep_len, "reply to opt=%u (%s): type=%u, "
+          "len=%u", c->opt, nbd_opt_name(c->opt), type, len);
     nbd_encode_opt_reply_hdr(h, c->opt, type, len);
     hs_append(c, h, sizeof(h));
     if (len) {
@@ -69,6 +73,7 @@ static void opt_error(NbdConn *c, uint32_t type, const char *fmt, ...)
     if (n < 0) {
         n = 0;
     }
+    TRACE(nbd_negotiate_send_rep_err, "error message \"%s\"", msg);
     opt_reply(c, type, msg, (uint32_t)MIN((size_t)n, sizeof(msg) - 1));
 }
 
@@ -109,6 +114,8 @@ static void conn_go(NbdConn *c, NbdExport *exp)
     free(c->optbuf);
     c->optbuf = NULL;
     c->optbuf_cap = 0;
+    TRACE(nbd_negotiate_success, "negotiation succeeded: export '%s'",
+          exp->name);
     nbd_conn_enter_transmission(c, exp);
 }
 
@@ -129,12 +136,17 @@ static void opt_export_name(NbdConn *c)
     }
     if (!nbd_parse_opt_export_name(c->optbuf, c->optlen, name, &err) ||
         !(exp = conn_find_export(c, name))) {
+        TRACE(nbd_negotiate_handle_export_name_request,
+              "export '%s' (unknown)", name);
         log_debug("nbd: NBD_OPT_EXPORT_NAME for unknown export");
         nbd_conn_close(c);
         return;
     }
+    TRACE(nbd_negotiate_handle_export_name_request, "export '%s'", name);
     c->size = export_size(exp);
     c->tflags = nbd_export_tflags(exp, c->structured);
+    TRACE(nbd_negotiate_new_style_size_flags, "size %" PRIu64
+          ", flags 0x%x", c->size, c->tflags);
     put_be64(reply, c->size);
     put_be16(reply + 8, c->tflags);
     hs_append(c, reply, c->no_zeroes ? 10 : sizeof(reply));
@@ -153,6 +165,12 @@ static void opt_info_go(NbdConn *c)
         opt_error(c, err.rep, "%s: %s", nbd_opt_name(c->opt), err.msg);
         return;
     }
+    TRACE(nbd_negotiate_handle_export_name_request, "export '%s'",
+          info.name);
+    TRACE(nbd_negotiate_handle_info_requests, "%u info items:%s%s%s",
+          info.ninfos, info.want_name ? " name" : "",
+          info.want_description ? " description" : "",
+          info.want_block_size ? " block size" : "");
     exp = conn_find_export(c, info.name);
     if (!exp) {
         opt_error(c, NBD_REP_ERR_UNKNOWN, "export '%.80s' not present",
@@ -168,6 +186,8 @@ static void opt_info_go(NbdConn *c)
     }
     c->size = export_size(exp);
     c->tflags = nbd_export_tflags(exp, c->structured);
+    TRACE(nbd_negotiate_new_style_size_flags, "size %" PRIu64
+          ", flags 0x%x", c->size, c->tflags);
 
     put_be16(buf, NBD_INFO_EXPORT);
     put_be64(buf + 2, c->size);
@@ -194,6 +214,9 @@ static void opt_info_go(NbdConn *c)
     /* Always send BLOCK_SIZE; a client that did not ask for it gets a
      * minimum of 1 on GO (it cannot honour more), as QEMU does. */
     min_block = (c->opt == NBD_OPT_GO && !info.want_block_size) ? 1 : align;
+    TRACE(nbd_negotiate_handle_info_block_size, "block size: minimum %u, "
+          "preferred %u, maximum %u", min_block, MAX(4096u, min_block),
+          (unsigned)NBD_MAX_PAYLOAD);
     put_be16(buf, NBD_INFO_BLOCK_SIZE);
     put_be32(buf + 2, min_block);
     put_be32(buf + 6, MAX(4096u, min_block));
@@ -222,6 +245,8 @@ static void opt_list(NbdConn *c)
         if (exp->shutting_down) {
             continue;
         }
+        TRACE(nbd_negotiate_send_rep_list, "export '%s' description '%s'",
+              exp->name, exp->description ? exp->description : "");
         p = xmalloc(4 + nl + dl);
         put_be32(p, (uint32_t)nl);
         memcpy(p + 4, exp->name, nl);
@@ -276,6 +301,8 @@ static void opt_meta(NbdConn *c)
         opt_error(c, err.rep, "%s: %s", nbd_opt_name(c->opt), err.msg);
         return;
     }
+    TRACE(nbd_negotiate_meta_context, "%s for export '%s', %u queries",
+          nbd_opt_name(c->opt), m.name, m.nqueries);
     exp = conn_find_export(c, m.name);
     if (!exp) {
         opt_error(c, NBD_REP_ERR_UNKNOWN, "export '%.80s' not present",
@@ -306,6 +333,8 @@ static void opt_meta(NbdConn *c)
         if (!found[id]) {
             continue;
         }
+        TRACE(nbd_negotiate_meta_query_reply, "context '%s' id %u", name,
+              list ? 0 : (unsigned)id);
         p = xmalloc(4 + n);
         put_be32(p, list ? 0 : (uint32_t)id);
         memcpy(p + 4, name, n);
@@ -348,6 +377,7 @@ static void opt_starttls(NbdConn *c)
                   "TLS is not enabled on this server");
         return;
     }
+    TRACE(nbd_negotiate_handle_starttls, "setting up TLS");
     opt_reply(c, NBD_REP_ACK, NULL, 0);
     nbd_conn_want(c, NBD_CS_TLS_HANDSHAKE, NULL, 0);
 }
@@ -453,6 +483,8 @@ void nbd_hs_on_opt_discard(NbdConn *c)
 
 void nbd_hs_on_opt_hdr(NbdConn *c)
 {
+    TRACE(nbd_negotiate_options_check_magic, "option magic 0x%" PRIx64,
+          get_be64(c->hdrbuf));
     if (get_be64(c->hdrbuf) != NBD_OPTS_MAGIC) {
         log_debug("nbd: bad option magic, disconnecting");
         nbd_conn_close(c);
@@ -460,6 +492,8 @@ void nbd_hs_on_opt_hdr(NbdConn *c)
     }
     c->opt = get_be32(c->hdrbuf + 8);
     c->optlen = get_be32(c->hdrbuf + 12);
+    TRACE(nbd_negotiate_options_check_option, "option %u (%s), length %u",
+          c->opt, nbd_opt_name(c->opt), c->optlen);
     if (c->opt == NBD_OPT_EXPORT_NAME && c->tls_required &&
         !c->xp.tls_established) {
         /* It has no error reply: hang up before reading its name. */
@@ -502,6 +536,7 @@ void nbd_hs_on_client_flags(NbdConn *c)
 {
     uint32_t flags = get_be32(c->hdrbuf);
 
+    TRACE(nbd_negotiate_options_flags, "client flags 0x%x", flags);
     if (flags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE |
                             NBD_FLAG_C_NO_ZEROES)) {
         log_debug("nbd: unknown client flags 0x%x, disconnecting", flags);
@@ -565,6 +600,8 @@ static bool tls_begin(NbdConn *c)
                  "NBD_OPT_STARTTLS", dropped);
     }
     c->in_start = c->in_end = 0;
+    TRACE(nbd_negotiate_handle_starttls_handshake, "starting the TLS "
+          "handshake");
     xport_tls_start(&c->xp, s);
     return true;
 }
@@ -640,6 +677,7 @@ static void conn_hs_timeout(void *opaque)
 {
     NbdConn *c = opaque;
 
+    TRACE(nbd_handshake_timer_cb, "handshake limit reached");
     log_info("nbd: client did not finish the handshake in time, "
              "disconnecting");
     nbd_conn_close(c);
@@ -653,6 +691,7 @@ void nbd_hs_start(NbdConn *c)
         c->hs_timer = loop_timer_new(c->ctx->loop, conn_hs_timeout, c);
         loop_timer_arm(c->hs_timer, c->srv->handshake_limit_us);
     }
+    TRACE(nbd_negotiate_begin, "beginning negotiation");
     nbd_encode_greeting(greeting);
     hs_append(c, greeting, sizeof(greeting));
     nbd_conn_want(c, NBD_CS_CLIENT_FLAGS, c->hdrbuf, 4);

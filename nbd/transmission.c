@@ -9,6 +9,7 @@
  * elsewhere (the kernel's /dev/nbdX after the daemon's own handshake).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "nbd/internal.h"
 #include "qapi-events.h"
 #include "util/log.h"
+#include "util/trace.h"
 #include "util/util.h"
 
 #define NBD_ZERO_BLOCK 4096          /* granularity of hole detection */
@@ -64,10 +66,14 @@ static void slot_reply_ok(NbdSlot *s)
 {
     if (s->conn->extended ||
         (s->conn->structured && s->req.type == NBD_CMD_READ)) {
+        TRACE(nbd_co_send_structured_done, "done: cookie %" PRIu64,
+              s->req.cookie);
         slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0, NULL, 0);
     } else {
         uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
 
+        TRACE(nbd_co_send_simple_reply, "cookie %" PRIu64 ", error 0, "
+              "len 0", s->req.cookie);
         nbd_encode_simple_reply(h, 0, s->req.cookie);
         slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
     }
@@ -88,6 +94,8 @@ static void slot_reply_error(NbdSlot *s, uint32_t err, const char *fmt, ...)
         n = vsnprintf((char *)extra + 6, NBD_ERRMSG_MAX, fmt, ap);
         va_end(ap);
         n = n < 0 ? 0 : MIN(n, NBD_ERRMSG_MAX - 1);
+        TRACE(nbd_co_send_structured_error, "cookie %" PRIu64 ", error %u, "
+              "msg '%s'", s->req.cookie, err, (char *)extra + 6);
         put_be32(extra, err);
         put_be16(extra + 4, (uint16_t)n);
         slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, 6 + n,
@@ -95,6 +103,8 @@ static void slot_reply_error(NbdSlot *s, uint32_t err, const char *fmt, ...)
     } else {
         uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
 
+        TRACE(nbd_co_send_simple_reply, "cookie %" PRIu64 ", error %u, "
+              "len 0", s->req.cookie, err);
         nbd_encode_simple_reply(h, err, s->req.cookie);
         slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
     }
@@ -152,6 +162,8 @@ static void slot_reply_read(NbdSlot *s)
     if (!c->structured) {
         uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
 
+        TRACE(nbd_co_send_simple_reply, "cookie %" PRIu64 ", error 0, "
+              "len %" PRIu64, s->req.cookie, len);
         nbd_encode_simple_reply(h, 0, s->req.cookie);
         slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
         slot_iov(s, s->buf, len);
@@ -174,9 +186,15 @@ static void slot_reply_read(NbdSlot *s)
 
         put_be64(extra, s->req.offset + g->off);
         if (g->hole) {
+            TRACE(nbd_co_send_structured_read_hole, "cookie %" PRIu64
+                  ", offset %" PRIu64 ", len %" PRIu64, s->req.cookie,
+                  s->req.offset + g->off, (uint64_t)g->len);
             put_be32(extra + 8, (uint32_t)g->len);
             slot_chunk(s, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12, extra, 12);
         } else {
+            TRACE(nbd_co_send_structured_read, "cookie %" PRIu64
+                  ", offset %" PRIu64 ", len %" PRIu64, s->req.cookie,
+                  s->req.offset + g->off, (uint64_t)g->len);
             slot_chunk(s, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + g->len,
                        extra, 8);
             slot_iov(s, s->buf + g->off, g->len);
@@ -211,6 +229,9 @@ static void slot_reply_block_status(NbdSlot *s)
     for (unsigned i = 0; i < c->meta_sel.len; i++) {
         NbdExtBuf *e = &s->ext[i];
 
+        TRACE(nbd_co_send_extents, "cookie %" PRIu64 ", %u extents, "
+              "context %u, last chunk %d", s->req.cookie, (unsigned)e->count,
+              c->meta_sel.ptr[i], i + 1 == c->meta_sel.len);
         put_be32(e->p, c->meta_sel.ptr[i]);
         if (c->extended) {
             put_be32(e->p + 4, e->count);
@@ -518,6 +539,7 @@ static void slot_execute(NbdSlot *s)
 
 void nbd_tx_next_request(NbdConn *c)
 {
+    TRACE(nbd_trip, "reading request");
     nbd_conn_want(c, NBD_CS_REQ_HDR, c->hdrbuf,
               c->extended ? NBD_EXT_REQ_SIZE : NBD_REQ_SIZE);
 }
@@ -542,6 +564,12 @@ void nbd_tx_on_req_hdr(NbdConn *c)
         nbd_conn_close(c);
         return;
     }
+    TRACE(nbd_receive_request, "request: flags 0x%x, type 0x%x, cookie %"
+          PRIu64 ", offset %" PRIu64 ", length %" PRIu64, s->req.flags,
+          s->req.type, s->req.cookie, s->req.offset, s->req.length);
+    TRACE(nbd_co_receive_request_decode_type, "cookie %" PRIu64
+          ", type %u (%s)", s->req.cookie, s->req.type,
+          nbd_cmd_name(s->req.type));
     if (s->req.type == NBD_CMD_DISC) {
         /* Whatever its flags: a disconnect request (doc/proto.md). */
         nbd_conn_start_closing(c);
@@ -581,6 +609,9 @@ void nbd_tx_on_req_hdr(NbdConn *c)
 void nbd_tx_on_req_payload(NbdConn *c)
 {
     NbdSlot *s = c->cur;
+
+    TRACE(nbd_co_receive_request_payload_received, "cookie %" PRIu64
+          ", len %" PRIu64, s->req.cookie, s->req.length);
 
     c->cur = NULL;
     nbd_tx_next_request(c);
