@@ -12,10 +12,15 @@
 # installed qemu-utils) through a private deb-src list: the system's apt
 # lists are not touched.  It is cached in $IOTESTS_CACHE (default
 # /var/tmp/blockd-qemu-iotests).  Environment: BLOCKD_NBD (default
-# build/blockd-nbd).  Without TEST arguments: every test in
-# tests/qemu-iotests that uses qemu-nbd (QEMU_NBD or _qemu_nbd_wrapper,
-# qemu_nbd_* in Python), for raw and qcow2, and the -nbd protocol tests
-# (which QEMU's harness serves with qemu-nbd).
+# build/blockd-nbd), IOTESTS_FORMATS (default "raw qcow2 nbd"),
+# IOTESTS_TIMEOUT (seconds per check run, default 3600).  Without TEST
+# arguments: for -raw and -qcow2 every test in tests/qemu-iotests that
+# uses qemu-nbd (QEMU_NBD or _qemu_nbd_wrapper, qemu_nbd_* in Python);
+# for -nbd every test that declares the nbd protocol and the raw format
+# (QEMU's harness serves their image with QEMU_NBD_PROG).  Each
+# (program, format) run has its own directory under
+# $IOTESTS_CACHE/results/DATE/, with check's log in log.txt and the
+# failing tests' *.out.bad in scratch/.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -56,62 +61,131 @@ fi
 IOT=$SRC/tests/qemu-iotests
 [ -x "$BLOCKD_NBD" ] || { echo "no blockd-nbd at $BLOCKD_NBD" >&2; exit 1; }
 
-# The tests that run qemu-nbd, by format ("raw qcow2"), or "nbd" for
-# the -nbd protocol (served by qemu-nbd inside QEMU's harness).
+# The tests that run qemu-nbd themselves (QEMU_NBD, _qemu_nbd_wrapper,
+# qemu_nbd_* in Python), for -raw and -qcow2.
 select_tests() {
     (cd "$IOT" && grep -lE 'QEMU_NBD|qemu_nbd|_qemu_nbd|nbd_server' \
         [0-9][0-9][0-9] tests/* 2>/dev/null | grep -v '\.out$' |
         sed 's|^tests/||' | sort -u)
 }
 
-run_check() {   # NBD_PROG FORMAT OUT TESTS...
-    local nbd=$1 fmt=$2 out=$3
+# The tests `check -nbd` can run: their declared protocols include nbd
+# (or are generic / not restricted) and their formats include raw (what
+# -nbd implies).  QEMU's harness serves TEST_IMG with QEMU_NBD_PROG for
+# these.  The declarations are read statically, so the ~250 tests that
+# would only print "not run" are not started at all.
+select_nbd_tests() {
+    /usr/bin/python3 - "$IOT" <<'PY'
+import os, re, sys
+iot = sys.argv[1]
+names = sorted(f for f in os.listdir(iot) if re.fullmatch(r"\d{3}", f))
+names += sorted("tests/" + f for f in os.listdir(os.path.join(iot, "tests"))
+                if not f.endswith((".out", "~")) and "." not in f)
+for f in names:
+    path = os.path.join(iot, f)
+    if not os.path.isfile(path):
+        continue
+    text = open(path, errors="replace").read()
+    if text.startswith("#!") and "python" in text.splitlines()[0]:
+        p = re.search(r"[^_]supported_protocols=\[([^]]*)\]", text)
+        u = re.search(r"unsupported_protocols=\[([^]]*)\]", text)
+        fm = re.search(r"[^_]supported_fmts=\[([^]]*)\]", text)
+        if p and "nbd" not in p.group(1):
+            continue
+        if u and "nbd" in u.group(1):
+            continue
+        if fm and not re.search(r"'(raw|generic)'", fm.group(1)):
+            continue
+    else:
+        p = re.search(r"^_supported_proto(.*)$", text, re.M)
+        u = re.search(r"^_unsupported_proto(.*)$", text, re.M)
+        fm = re.search(r"^_supported_fmt(.*)$", text, re.M)
+        if not p or not re.search(r"\b(nbd|generic)\b", p.group(1)):
+            continue
+        if u and re.search(r"\bnbd\b", u.group(1)):
+            continue
+        if not fm or not re.search(r"\b(raw|generic)\b", fm.group(1)):
+            continue
+    print(f[len("tests/"):] if f.startswith("tests/") else f)
+PY
+}
+
+# One run of check, in its own directory: check is started through a
+# symlink in DIR/tests/qemu-iotests, which QEMU's testenv takes for a
+# build tree, so its working files (.last-elapsed-cache) land there; the
+# images and *.out.bad go to DIR/scratch and the sockets to a private
+# short directory under /tmp.  Two runs never share a file and may run
+# at the same time.
+run_check() {   # NBD_PROG FORMAT DIR TESTS...
+    local nbd=$1 fmt=$2 dir=$3 sock rc
     shift 3
-    # check finds tests in its working directory; the programs are
-    # Debian's, named by the *_PROG variables.
-    (cd "$IOT" &&
+    mkdir -p "$dir/tests/qemu-iotests" "$dir/scratch"
+    ln -sf "$IOT/check" "$dir/tests/qemu-iotests/check"
+    sock=$(mktemp -d /tmp/iot.XXXXXX)
+    (cd "$dir/tests/qemu-iotests" &&
      QEMU_PROG=/usr/bin/qemu-system-x86_64 \
      QEMU_IMG_PROG=/usr/bin/qemu-img QEMU_IO_PROG=/usr/bin/qemu-io \
      QEMU_NBD_PROG=$nbd QSD_PROG=/usr/bin/qemu-storage-daemon \
-     PYTHON=/usr/bin/python3 \
-     timeout 1800 nice -n 10 /usr/bin/python3 "$IOT/check" -$fmt \
-         "$@") > "$out" 2>&1
+     TEST_DIR=$dir/scratch SOCK_DIR=$sock PYTHON=/usr/bin/python3 \
+     timeout "${IOTESTS_TIMEOUT:-3600}" nice -n 10 /usr/bin/python3 \
+         "$dir/tests/qemu-iotests/check" --color off "-$fmt" \
+         "$@") > "$dir/log.txt" 2>&1
+    rc=$?
+    rm -rf "$sock"
+    return $rc
 }
 
 TESTS=("$@")
-[ ${#TESTS[@]} -eq 0 ] && mapfile -t TESTS < <(select_tests)
+FORMATS=${IOTESTS_FORMATS:-raw qcow2 nbd}
 RES=$CACHE/results/$(date +%F-%H%M%S)
 mkdir -p "$RES"
-for fmt in raw qcow2 nbd; do
-    run_check /usr/bin/qemu-nbd "$fmt" "$RES/qemu-nbd-$fmt.txt" "${TESTS[@]}"
-    run_check "$BLOCKD_NBD" "$fmt" "$RES/blockd-nbd-$fmt.txt" "${TESTS[@]}"
+for fmt in $FORMATS; do
+    if [ ${#TESTS[@]} -gt 0 ]; then
+        list=("${TESTS[@]}")
+    elif [ "$fmt" = nbd ]; then
+        mapfile -t list < <(select_nbd_tests)
+    else
+        mapfile -t list < <(select_tests)
+    fi
+    echo "-$fmt: ${list[*]}" >&2
+    # Both programs at once, each in its own directory.
+    run_check /usr/bin/qemu-nbd "$fmt" "$RES/qemu-nbd-$fmt" "${list[@]}" &
+    run_check "$BLOCKD_NBD" "$fmt" "$RES/blockd-nbd-$fmt" "${list[@]}" &
+    wait
 done
-/usr/bin/python3 - "$RES" <<'PY'
+/usr/bin/python3 - "$RES" $FORMATS <<'PY'
 import os, re, sys
-res = sys.argv[1]
+res, fmts = sys.argv[1], sys.argv[2:]
 def parse(path):
+    # check rewrites each status line with '\r'; the last part counts.
     out = {}
-    for line in open(path, errors="replace"):
-        m = re.match(r"^(\S+)\s+(pass|fail|not run)\b", line)
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        line = line.split("\r")[-1]
+        m = re.match(r"^(\S+)\s+(pass|fail|not run)\b.*?(\S.*)?$", line)
         if m:
             out[m.group(1)] = m.group(2)
     return out
 worse = 0
-for fmt in ("raw", "qcow2", "nbd"):
-    q = parse(os.path.join(res, "qemu-nbd-%s.txt" % fmt))
-    b = parse(os.path.join(res, "blockd-nbd-%s.txt" % fmt))
-    print("-%s: qemu-nbd passes %d, blockd-nbd passes %d" % (
-        fmt, sum(v == "pass" for v in q.values()),
-        sum(v == "pass" for v in b.values())))
+for fmt in fmts:
+    q = parse(os.path.join(res, "qemu-nbd-%s" % fmt, "log.txt"))
+    b = parse(os.path.join(res, "blockd-nbd-%s" % fmt, "log.txt"))
+    cnt = {}
+    for t in sorted(set(q) | set(b)):
+        k = (q.get(t), b.get(t))
+        cnt.setdefault(k, []).append(t)
+    print("-%s: %d tests" % (fmt, len(set(q) | set(b))))
+    for (qs, bs), ts in sorted(cnt.items(), key=lambda kv: str(kv[0])):
+        print("  qemu-nbd %-8s blockd-nbd %-8s %3d: %s" % (
+            qs, bs, len(ts), " ".join(ts)))
+        if qs == "pass" and bs != "pass":
+            worse += len(ts)
     if not q:
         print("  no results from qemu-nbd: see the log")
         worse += 1
-    for t in sorted(set(q) | set(b)):
-        if q.get(t) != b.get(t):
-            print("  %-24s qemu-nbd: %-8s blockd-nbd: %s" % (
-                t, q.get(t), b.get(t)))
-            if q.get(t) == "pass":
-                worse += 1
 print("results in", res)
 sys.exit(1 if worse else 0)
 PY
