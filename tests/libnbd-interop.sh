@@ -137,12 +137,13 @@ TESTS=(interop-qemu-nbd interop-qemu-nbd-tls-certs interop-qemu-nbd-tls-psk
        structured-read.sh interop-qemu-block-size.sh)
 
 run_all() {   # NAME SERVER
-    local name=$1 s=$2 b=$RES/$1 t st path=$PATH
+    # Debian's python3 first: nbdsh runs `python3 -m nbd`.
+    local name=$1 s=$2 b=$RES/$1 t st path=/usr/bin:$PATH
     setup_tree "$b"
     build_all "$b" "$s"
     if [ "$s" != /usr/bin/qemu-nbd ]; then
         ln -sf "$s" "$b/bin/qemu-nbd"
-        path=$b/bin:$PATH
+        path=$b/bin:$path
     fi
     for t in "${TESTS[@]}"; do
         if [ ! -x "$b/interop/$t" ]; then
