@@ -110,17 +110,19 @@ for f in names:
 PY
 }
 
-# One run of check, in its own directory: check is started through a
-# symlink in DIR/tests/qemu-iotests, which QEMU's testenv takes for a
-# build tree, so its working files (.last-elapsed-cache) land there; the
-# images and *.out.bad go to DIR/scratch and the sockets to a private
-# short directory under /tmp.  Two runs never share a file and may run
-# at the same time.
+# One run of check, in its own directory: DIR/tests/qemu-iotests is a
+# copy of the test directory (12 MB; tests run with it as their working
+# directory and some make files and sockets there, e.g. 162's "42"),
+# DIR/python points at QEMU's python packages, the images and *.out.bad
+# go to DIR/scratch and the sockets to a private short directory under
+# /tmp.  Two runs never share a file and may run at the same time.
 run_check() {   # NBD_PROG FORMAT DIR TESTS...
     local nbd=$1 fmt=$2 dir=$3 sock rc
     shift 3
-    mkdir -p "$dir/tests/qemu-iotests" "$dir/scratch"
-    ln -sf "$IOT/check" "$dir/tests/qemu-iotests/check"
+    mkdir -p "$dir/tests" "$dir/scratch"
+    cp -a "$IOT" "$dir/tests/qemu-iotests"
+    rm -rf "$dir/tests/qemu-iotests/scratch"
+    ln -sfn "$SRC/python" "$dir/python"
     sock=$(mktemp -d /tmp/iot.XXXXXX)
     (cd "$dir/tests/qemu-iotests" &&
      QEMU_PROG=/usr/bin/qemu-system-x86_64 \
@@ -128,10 +130,9 @@ run_check() {   # NBD_PROG FORMAT DIR TESTS...
      QEMU_NBD_PROG=$nbd QSD_PROG=/usr/bin/qemu-storage-daemon \
      TEST_DIR=$dir/scratch SOCK_DIR=$sock PYTHON=/usr/bin/python3 \
      timeout "${IOTESTS_TIMEOUT:-3600}" nice -n 10 /usr/bin/python3 \
-         "$dir/tests/qemu-iotests/check" --color off "-$fmt" \
-         "$@") > "$dir/log.txt" 2>&1
+         ./check --color off "-$fmt" "$@") > "$dir/log.txt" 2>&1
     rc=$?
-    rm -rf "$sock"
+    rm -rf "$sock" "$dir/tests/qemu-iotests"
     return $rc
 }
 
