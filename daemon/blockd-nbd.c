@@ -219,7 +219,11 @@ static void warn_probed_raw(const char *path)
 
 /* The node was opened from a probed raw image: warn, and guard its
  * first sector as QEMU does (a write that would make it probe as
- * another format fails), with QEMU's 512-byte request alignment. */
+ * another format fails), with QEMU's 512-byte request alignment when
+ * the size allows it.  (QEMU counts sizes in sectors and exports a
+ * 1000-byte file as 1024 bytes; blockd exports the file's size, which
+ * an alignment of 512 would not divide, and the export would be
+ * refused: qemu-iotests 241.) */
 static void mark_probed_raw(QnbdRun *r, const QnbdScript *s)
 {
     BlockNode *bs = blk_lookup_node(r->d->graph, s->probed_raw_node, NULL);
@@ -227,7 +231,7 @@ static void mark_probed_raw(QnbdRun *r, const QnbdScript *s)
     warn_probed_raw(s->probed_raw_path);
     if (bs != NULL) {
         bs->probed_raw = true;
-        if (bs->request_alignment < 512) {
+        if (bs->request_alignment < 512 && blk_getlength(bs) % 512 == 0) {
             bs->request_alignment = 512;
         }
     }
