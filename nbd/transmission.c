@@ -222,10 +222,15 @@ static void slot_reply_read_pipe(NbdSlot *s)
     if (!s->conn->structured) {
         uint8_t *h = slot_hdr(s, NBD_SIMPLE_REPLY_SIZE);
 
+        TRACE(nbd_co_send_simple_reply, "cookie %" PRIu64 ", error 0, "
+              "len %" PRIu64 " (spliced)", s->req.cookie, s->req.length);
         nbd_encode_simple_reply(h, 0, s->req.cookie);
         slot_iov(s, h, NBD_SIMPLE_REPLY_SIZE);
         return;
     }
+    TRACE(nbd_co_send_structured_read, "cookie %" PRIu64 ", offset %"
+          PRIu64 ", len %" PRIu64 " (spliced)", s->req.cookie,
+          s->req.offset, s->req.length);
     put_be64(extra, s->req.offset);
     slot_chunk(s, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
                8 + s->req.length, extra, 8);
