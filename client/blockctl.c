@@ -23,6 +23,7 @@
 
 #include <editline/readline.h>
 
+#include "client/blockctl-opts.h"
 #include "client/qmpc.h"
 #include "config.h"
 #include "nbd/client.h"
@@ -32,23 +33,11 @@
 #include "util/vector.h"
 
 enum {
-    EXIT_REPLY_ERROR = 1,   /* an error reply, bad arguments, usage */
-    EXIT_CONNECTION = 2,    /* could not connect, or the link failed */
+    EXIT_REPLY_ERROR = BLOCKCTL_EXIT_REPLY_ERROR,
+    EXIT_CONNECTION = BLOCKCTL_EXIT_CONNECTION,
 };
 
-/* How long to wait for the greeting when no --timeout is given. */
-#define GREETING_TIMEOUT_MS (30 * 1000)
-
-typedef struct Options {
-    const char *addr;       /* -s */
-    const char *json;       /* --json TEXT, or NULL */
-    bool pretty;
-    bool events;
-    int timeout_ms;         /* --timeout; -1 = none */
-    unsigned count;         /* --count; 0 = no limit */
-    char **words;           /* COMMAND key=value ... (argv, borrowed) */
-    int nwords;
-} Options;
+typedef BlockctlOptions Options;
 
 static void usage(FILE *f)
 {
@@ -924,188 +913,26 @@ static int run_shell(QmpClient *c, const Options *o)
  * main
  */
 
-static bool parse_seconds(const char *s, int *ms)
-{
-    char *end;
-    double d;
-
-    errno = 0;
-    d = strtod(s, &end);
-    if (errno || end == s || *end || !(d >= 0) || d > INT_MAX / 1000) {
-        return false;
-    }
-    *ms = (int)(d * 1000);
-    return true;
-}
-
-static bool parse_options(int argc, char **argv, Options *o)
-{
-    static const struct option longopts[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "json", required_argument, NULL, 'j' },
-        { "pretty", no_argument, NULL, 'p' },
-        { "events", no_argument, NULL, 'e' },
-        { "timeout", required_argument, NULL, 't' },
-        { "count", required_argument, NULL, 'n' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
-    };
-    uint64_t u;
-    int opt;
-
-    *o = (Options){ .timeout_ms = -1 };
-    /* '+': options end at COMMAND, so a value may start with '-'. */
-    while ((opt = getopt_long(argc, argv, "+s:j:pet:n:hV", longopts,
-                              NULL)) != -1) {
-        switch (opt) {
-        case 's':
-            o->addr = optarg;
-            break;
-        case 'j':
-            o->json = optarg;
-            break;
-        case 'p':
-            o->pretty = true;
-            break;
-        case 'e':
-            o->events = true;
-            break;
-        case 't':
-            if (!parse_seconds(optarg, &o->timeout_ms)) {
-                fprintf(stderr, "blockctl: invalid --timeout '%s' "
-                        "(seconds expected)\n", optarg);
-                return false;
-            }
-            break;
-        case 'n':
-            if (!parse_uint64(optarg, &u) || u == 0 || u > UINT_MAX) {
-                fprintf(stderr, "blockctl: invalid --count '%s'\n", optarg);
-                return false;
-            }
-            o->count = (unsigned)u;
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("blockctl %s\n", BLOCKD_VERSION);
-            exit(0);
-        default:
-            fprintf(stderr, "Try 'blockctl --help' for more information.\n");
-            return false;
-        }
-    }
-    o->words = argv + optind;
-    o->nwords = argc - optind;
-    if (!o->addr) {
-        o->addr = getenv("BLOCKCTL_SOCKET");
-    }
-    if (!o->addr || !*o->addr) {
-        fprintf(stderr, "blockctl: no QMP socket given (-s SOCKET or "
-                "$BLOCKCTL_SOCKET)\n"
-                "Try 'blockctl --help' for more information.\n");
-        return false;
-    }
-    if (o->json && o->nwords > 0) {
-        fprintf(stderr, "blockctl: --json takes no COMMAND\n");
-        return false;
-    }
-    if (o->count && !o->events) {
-        fprintf(stderr, "blockctl: --count needs --events\n");
-        return false;
-    }
-    return true;
-}
-
 /*
  * blockctl list: an NBD server's exports, as qemu-nbd -L prints them.
  */
 
-#define NBD_DEFAULT_PORT "10809"
-
-static void list_usage_hint(void)
-{
-    fprintf(stderr, "Try 'blockctl --help' for more information.\n");
-}
-
 static int run_list(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "host", required_argument, NULL, 'H' },
-        { "port", required_argument, NULL, 'P' },
-        { "fd", required_argument, NULL, 'F' },
-        { "timeout", required_argument, NULL, 't' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    SockAddr addr = { .type = SOCK_ADDR_UNIX };
-    NbdClientOpts o = { .timeout_ms = GREETING_TIMEOUT_MS };
+    BlockctlListOptions o;
     NbdExportList l;
     Error *err = NULL;
-    const char *path = NULL, *host = NULL, *port = NULL;
-    uint64_t u;
-    bool have_fd = false;
-    int opt;
 
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "s:t:h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 's':
-            path = optarg;
-            break;
-        case 'H':
-            host = optarg;
-            break;
-        case 'P':
-            port = optarg;
-            break;
-        case 'F':
-            if (!parse_uint64(optarg, &u) || u > INT_MAX) {
-                fprintf(stderr, "blockctl: invalid --fd '%s'\n", optarg);
-                return EXIT_REPLY_ERROR;
-            }
-            addr.fd = (int)u;
-            have_fd = true;
-            break;
-        case 't':
-            if (!parse_seconds(optarg, &o.timeout_ms)) {
-                fprintf(stderr, "blockctl: invalid --timeout '%s' "
-                        "(seconds expected)\n", optarg);
-                return EXIT_REPLY_ERROR;
-            }
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        default:
-            list_usage_hint();
-            return EXIT_REPLY_ERROR;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "blockctl: list: unexpected argument '%s'\n",
-                argv[optind]);
-        list_usage_hint();
+    switch (blockctl_parse_list(&o, argc, argv)) {
+    case BLOCKCTL_PARSE_RUN:
+        break;
+    case BLOCKCTL_PARSE_HELP:
+        usage(stdout);
+        return 0;
+    default:
         return EXIT_REPLY_ERROR;
     }
-    if ((path != NULL) + (host != NULL || port != NULL) + have_fd != 1) {
-        fprintf(stderr, "blockctl: list needs one server address: "
-                "-s PATH, --host HOST [--port PORT] or --fd N\n");
-        list_usage_hint();
-        return EXIT_REPLY_ERROR;
-    }
-    if (path) {
-        addr.path = path;
-    } else if (have_fd) {
-        addr.type = SOCK_ADDR_FD;
-    } else {
-        addr.type = SOCK_ADDR_INET;
-        addr.host = host ? host : "localhost";
-        addr.port = port ? port : NBD_DEFAULT_PORT;
-    }
-    if (!nbd_client_list(&addr, &o, &l, &err)) {
+    if (!nbd_client_list(&o.addr, &o.nbd, &l, &err)) {
         fprintf(stderr, "blockctl: %s\n", error_get_pretty(err));
         error_free(err);
         return EXIT_REPLY_ERROR;
@@ -1113,27 +940,6 @@ static int run_list(int argc, char **argv)
     nbd_export_list_print(stdout, &l);
     nbd_export_list_clear(&l);
     return fflush(stdout) == 0 ? 0 : EXIT_REPLY_ERROR;
-}
-
-/* "save-config FILE": x-blockd-save-config with FILE made absolute here
- * (the daemon's working directory is not ours). */
-static json_object *save_config_request(const char *file)
-{
-    json_object *req = json_object_new_object();
-    json_object *args = json_object_new_object();
-    char cwd[PATH_MAX];
-    CLEANUP_FREE char *abs = NULL;
-
-    if (file[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
-        abs = xasprintf("%s/%s", cwd, file);
-    } else {
-        abs = xstrdup(file);
-    }
-    json_object_object_add(args, "filename", json_object_new_string(abs));
-    json_object_object_add(req, "execute",
-                           json_object_new_string("x-blockd-save-config"));
-    json_object_object_add(req, "arguments", args);
-    return req;
 }
 
 int main(int argc, char **argv)
@@ -1149,35 +955,29 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "list") == 0) {
         return run_list(argc - 1, argv + 1);
     }
-    if (!parse_options(argc, argv, &o)) {
+    switch (blockctl_parse(&o, argc, argv)) {
+    case BLOCKCTL_PARSE_RUN:
+        break;
+    case BLOCKCTL_PARSE_HELP:
+        usage(stdout);
+        return 0;
+    case BLOCKCTL_PARSE_VERSION:
+        printf("blockctl %s\n", BLOCKD_VERSION);
+        return 0;
+    default:
         return EXIT_REPLY_ERROR;
     }
     script = o.nwords == 1 && strcmp(o.words[0], "-") == 0;
 
     /* Bad arguments fail before connecting. */
-    if (o.nwords == 2 && strcmp(o.words[0], "save-config") == 0 &&
-        strchr(o.words[1], '=') == NULL) {
-        req = save_config_request(o.words[1]);
-    } else if (o.json) {
-        req = qmpc_parse_raw(o.json, &err);
-    } else if (o.nwords > 0 && !script) {
-        json_object *args = qmpc_build_args(o.words[0], o.words + 1,
-                                            o.nwords - 1, &err);
-        if (args) {
-            req = json_object_new_object();
-            json_object_object_add(req, "execute",
-                                   json_object_new_string(o.words[0]));
-            json_object_object_add(req, "arguments", args);
-        }
-    }
-    if ((o.json || (o.nwords > 0 && !script)) && !req) {
+    if (!blockctl_build_request(&o, &req, &err)) {
         fprintf(stderr, "blockctl: %s\n", error_get_pretty(err));
         error_free(err);
         return EXIT_REPLY_ERROR;
     }
 
     c = qmpc_connect(o.addr, o.timeout_ms >= 0 ? o.timeout_ms
-                                               : GREETING_TIMEOUT_MS, &err);
+                                               : BLOCKCTL_GREETING_TIMEOUT_MS, &err);
     if (!c) {
         return fail_connection(err);
     }

@@ -281,7 +281,11 @@ int qnbd_parse(QnbdOptions *o, int argc, char **argv)
     o->prog = slash ? slash + 1 : argv[0];
     o->argv0 = argv[0];
     o->shared = 1;
-    optind = 1;
+    /* optind = 0 restarts glibc's getopt completely, also its place
+     * inside a cluster of short options ("-rst") that a previous call
+     * left with an error: blockd-nbd parses once, the fuzzer
+     * (tests/fuzz/fuzz-qnbd-cli.c) many times. */
+    optind = 0;
     opterr = 1;            /* getopt's own messages, as qemu-nbd */
     while ((c = getopt_long(argc, argv, short_options, long_options,
                             NULL)) != -1) {

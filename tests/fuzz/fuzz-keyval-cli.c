@@ -12,6 +12,9 @@
  *   3  blockctl words: qmpc_split_words, then qmpc_build_args with the
  *      first word as the command
  *   4  qmpc_parse_line                     5  qmpc_parse_raw
+ *   6  blockctl's argv: NUL-separated words after "blockctl"
+ *      (client/blockctl-opts.c: its options, or "list" and its
+ *      options; then the request it would send)
  * Every failure must come with a message; successes must be JSON
  * objects that print.
  *
@@ -26,6 +29,7 @@
 
 #include <json-c/json.h>
 
+#include "client/blockctl-opts.h"
 #include "client/qmpc.h"
 #include "daemon/options.h"
 #include "qapi-cmdtable.h"
@@ -153,8 +157,50 @@ static void fuzz_blockctl_words(const char *s)
     qmpc_free_words(words);
 }
 
+/* blockctl's main() up to connecting; its messages go to stderr. */
+static void fuzz_blockctl_argv(char *s, size_t len)
+{
+    char *argv[MAX_ARGS + 2];
+    int argc = 0;
+    BlockctlOptions o;
+    BlockctlListOptions l;
+    json_object *req = NULL;
+    Error *err = NULL;
+
+    argv[argc++] = "blockctl";
+    for (size_t i = 0; i < len && argc <= MAX_ARGS;) {
+        argv[argc++] = s + i;
+        i += strlen(s + i) + 1;
+    }
+    argv[argc] = NULL;
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        if (blockctl_parse_list(&l, argc - 1, argv + 1) ==
+            BLOCKCTL_PARSE_RUN && l.addr.type == SOCK_ADDR_UNIX &&
+            !l.addr.path) {
+            abort();
+        }
+        return;
+    }
+    if (blockctl_parse(&o, argc, argv) != BLOCKCTL_PARSE_RUN) {
+        return;
+    }
+    if (!o.addr || !o.addr[0] || o.nwords < 0 || o.words[o.nwords]) {
+        abort();
+    }
+    if (blockctl_build_request(&o, &req, &err)) {
+        if (req) {
+            check_object(req);
+        }
+    } else if (req) {
+        abort();
+    } else {
+        check_error(err);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static bool quiet;
     json_object *obj;
     Error *err = NULL;
     bool empty = false;
@@ -162,6 +208,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1) {
         return 0;
+    }
+    if (!quiet) {
+        /* blockctl's and getopt's messages: not the fuzzer's output
+         * (libFuzzer and the sanitizers keep their own descriptor). */
+        FILE *null = fopen("/dev/null", "w");
+
+        if (null) {
+            stderr = null;
+        }
+        quiet = true;
     }
     log_set_level(LOG_LEVEL_ERROR);
     /* NUL-terminated copy (the argv mode keeps the inner NULs). */
@@ -171,10 +227,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(s, data + 1, size - 1);
     s[size - 1] = '\0';
-    switch (data[0] % 6) {
+    switch (data[0] % 7) {
     case 0:
     case 1:
-        obj = keyval_parse(s, data[0] % 6 ? "qom-type" : NULL, &err);
+        obj = keyval_parse(s, data[0] % 7 ? "qom-type" : NULL, &err);
         if (obj) {
             check_object(obj);
         } else {
@@ -194,6 +250,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (!empty) {
             check_error(err);
         }
+        break;
+    case 6:
+        fuzz_blockctl_argv(s, size - 1);
         break;
     default:
         obj = qmpc_parse_raw(s, &err);

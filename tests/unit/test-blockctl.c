@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "client/blockctl-opts.h"
 #include "client/qmpc.h"
 #include "cunit-main.h"
 #include "util/cleanup.h"
@@ -566,6 +567,57 @@ static void test_connect_bad(void)
     CU_ASSERT_PTR_NOT_NULL(err);
 }
 
+/* blockctl's command line returns instead of exiting, and may be
+ * parsed again: an error in the middle of "-pZe" must not leave getopt
+ * inside that cluster for the next argv. */
+static void test_parse_argv(void)
+{
+    char *bad[] = { "blockctl", "-pZe", NULL };
+    char *one[] = { "blockctl", "-ps", "q.sock", "blockdev-del", "node-name=a",
+                    NULL };
+    char *help[] = { "blockctl", "-h", NULL };
+    char *json[] = { "blockctl", "-s", "q", "--json", "{\"execute\": \"x\"}",
+                     NULL };
+    char *list[] = { "list", "--host", "h", "--timeout", "1.5", NULL };
+    char *listbad[] = { "list", "-s", "a", "--fd", "3", NULL };
+    BlockctlOptions o;
+    BlockctlListOptions l;
+    json_object *req = NULL;
+    Error *err = NULL;
+    FILE *saved = stderr;
+
+    stderr = fopen("/dev/null", "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(stderr);
+    CU_ASSERT_EQUAL(blockctl_parse(&o, 2, bad), BLOCKCTL_PARSE_ERROR);
+    CU_ASSERT_EQUAL(blockctl_parse(&o, 5, one), BLOCKCTL_PARSE_RUN);
+    CU_ASSERT_EQUAL(blockctl_parse(&o, 2, help), BLOCKCTL_PARSE_HELP);
+    CU_ASSERT_EQUAL(blockctl_parse_list(&l, 5, listbad),
+                    BLOCKCTL_PARSE_ERROR);
+    fclose(stderr);
+    stderr = saved;
+
+    CU_ASSERT_EQUAL_FATAL(blockctl_parse(&o, 5, one), BLOCKCTL_PARSE_RUN);
+    CU_ASSERT(o.pretty);
+    CU_ASSERT_STRING_EQUAL(o.addr, "q.sock");
+    CU_ASSERT_EQUAL_FATAL(o.nwords, 2);
+    CU_ASSERT_STRING_EQUAL(o.words[0], "blockdev-del");
+    CU_ASSERT(blockctl_build_request(&o, &req, &err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    json_object_put(TAKE_PTR(req));
+
+    CU_ASSERT_EQUAL_FATAL(blockctl_parse(&o, 5, json), BLOCKCTL_PARSE_RUN);
+    CU_ASSERT(blockctl_build_request(&o, &req, &err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+    json_object_put(TAKE_PTR(req));
+
+    CU_ASSERT_EQUAL_FATAL(blockctl_parse_list(&l, 5, list),
+                          BLOCKCTL_PARSE_RUN);
+    CU_ASSERT_EQUAL(l.addr.type, SOCK_ADDR_INET);
+    CU_ASSERT_STRING_EQUAL(l.addr.host, "h");
+    CU_ASSERT_STRING_EQUAL(l.addr.port, "10809");
+    CU_ASSERT_EQUAL(l.nbd.timeout_ms, 1500);
+}
+
 static CU_TestInfo blockctl_tests[] = {
     { "split_words", test_split_words },
     { "split_words_bad", test_split_words_bad },
@@ -579,6 +631,7 @@ static CU_TestInfo blockctl_tests[] = {
     { "framing_bad", test_framing_bad },
     { "framing_deep", test_framing_deep },
     { "connect_bad", test_connect_bad },
+    { "parse_argv", test_parse_argv },
     CU_TEST_INFO_NULL,
 };
 
