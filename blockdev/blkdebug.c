@@ -17,9 +17,11 @@
  * held request holds a worker: the per-node limit of blk_aio_submit()
  * keeps the others serving.  A rule's counters and the held requests
  * are under the node's mutex; x-blkdebug-resume runs on the loop thread.
- * A request held on the loop thread (opening a qcow2 over a stalled
- * node from the command line) stalls the daemon: give such nodes
- * stall rules only for requests that come from clients.
+ * A synchronous request made on the loop thread itself (opening a
+ * qcow2 over the node from the command line) is never held: nothing
+ * could release it, the daemon would hang.  Stall rules let it by
+ * without counting it (skip, once, fired) and the node logs a warning
+ * once; delay and error rules apply as everywhere.
  */
 #include "blockdev/block.h"
 
@@ -30,6 +32,8 @@
 #include <time.h>
 
 #include "qapi-commands.h"
+#include "util/log.h"
+#include "util/loop.h"
 #include "util/util.h"
 
 #define BLKDEBUG_SECTOR 512
@@ -60,6 +64,7 @@ typedef struct BlkdebugState {
     size_t nrules;
     int64_t stalled;             /* requests held now */
     int64_t fired;
+    bool warned_loop;            /* a stall was skipped on the loop */
 } BlkdebugState;
 
 /* The members every rule has (BlkdebugRule, the schema base). */
@@ -176,11 +181,13 @@ static void blkdebug_sleep_ns(uint64_t ns)
 }
 
 /* Apply the rules to one request: 0 (pass it on) or -errno.  Worker
- * thread (may block). */
+ * thread (may block), or the loop thread (never held, see above). */
 static int blkdebug_check(BlockNode *bs, BlkdebugIOType type,
                           uint64_t offset, uint64_t bytes)
 {
     BlkdebugState *s = bs->opaque;
+    bool on_loop = bs->graph != NULL &&
+                   loop_is_current(blk_graph_host(bs->graph)->loop);
     uint64_t delay_ns = 0;
     int err = 0;
 
@@ -190,6 +197,15 @@ static int blkdebug_check(BlockNode *bs, BlkdebugIOType type,
 
         if (r->action == BLKDEBUG_ERROR && err != 0) {
             continue;                 /* the first error rule wins */
+        }
+        if (r->action == BLKDEBUG_STALL && on_loop) {
+            if (!s->warned_loop) {
+                s->warned_loop = true;
+                log_warn("blkdebug '%s': a request on the loop thread is "
+                         "not stalled (nothing could release it)",
+                         blk_node_name(bs));
+            }
+            continue;
         }
         if (!blkdebug_fires(s, r, type, offset, bytes)) {
             continue;

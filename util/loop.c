@@ -39,6 +39,7 @@ struct Loop {
     struct event *signals[65];
     LoopFn *signal_fn[65];
     void *signal_opaque[65];
+    pthread_t owner;               /* the thread that runs it */
 };
 
 struct LoopFd {
@@ -103,7 +104,15 @@ Loop *loop_new(void)
     loop->post_ev = event_new(loop->base, loop->post_fd,
                               EV_READ | EV_PERSIST, loop_post_cb, loop);
     event_add(loop->post_ev, NULL);
+    /* The creator runs the command line's opens on it before
+     * loop_run(), which takes it over again. */
+    loop->owner = pthread_self();
     return loop;
+}
+
+bool loop_is_current(const Loop *loop)
+{
+    return loop != NULL && pthread_equal(loop->owner, pthread_self());
 }
 
 void loop_free(Loop *loop)
@@ -147,6 +156,7 @@ int loop_run(Loop *loop)
 {
     int ret = 0;
 
+    loop->owner = pthread_self();
     loop->stopping = false;
     loop->thread = pthread_self();
     __atomic_store_n(&loop->running, true, __ATOMIC_RELEASE);

@@ -56,6 +56,11 @@ void loop_post(Loop *loop, LoopFn *fn, void *opaque);
  * teardown, when loop_run() is over but deferred work must finish. */
 void loop_run_posted(Loop *loop);
 
+/* Whether the calling thread is loop's (the one that created or runs
+ * it): code that may block waiting for the loop must not run there.
+ * false for a NULL loop.  Any thread. */
+bool loop_is_current(const Loop *loop);
+
 /* Call fn(opaque) on the loop thread when signal signum arrives. */
 bool loop_signal(Loop *loop, int signum, LoopFn *fn, void *opaque);
 

@@ -240,3 +240,38 @@ def test_delay(blockd, tmp_path):
     # A lower bound only: a delay is at least what was asked.
     assert time.monotonic() - t0 >= 0.2
     assert blockd.cmd("x-query-blkdebug", node_name="dbg")["fired"] == 1
+
+
+def test_stall_never_holds_the_loop_thread(blockd_factory, tmp_path):
+    """A qcow2 opened from the command line over a node with a stall
+    rule for every read: its header is read on the loop thread, where
+    nothing could release a held request (the daemon hung before).  The
+    rule lets it by with a warning, QMP answers, and a client's read
+    (on a worker) is still held until x-blkdebug-resume."""
+    img = str(tmp_path / "s.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"],
+                   check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k",
+                    img], check=True, capture_output=True)
+    d = blockd_factory(
+        "--blockdev", '{"driver": "blkdebug", "node-name": "dbg", '
+        '"stall": [{"iotype": "read", "tag": "t"}], "image": '
+        '{"driver": "file", "filename": "%s"}}' % img,
+        "--blockdev", '{"driver": "qcow2", "node-name": "q0", '
+        '"file": "dbg"}')
+    q = d.qmp()
+    q.sock.settimeout(30)
+    assert q.cmd("x-query-blkdebug", node_name="dbg") == \
+        {"stalled": 0, "fired": 0}
+    q.close()
+    assert "request on the loop thread is not stalled" in d.logtext()
+    h = export(d, start_server(d), "q0", "q0", writable=False)
+    c = h.aio_pread(nbd.Buffer(4096), 0)
+    st = wait_stalled(d, "dbg", 1)
+    assert st["fired"] == 1
+    h.poll(0)
+    assert not h.aio_command_completed(c)
+    d.cmd("x-blkdebug-resume", node_name="dbg", tag="t")
+    while not h.aio_command_completed(c):
+        h.poll(1000)
+    assert h.pread(4096, 0) == b"\x11" * 4096
