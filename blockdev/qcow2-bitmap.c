@@ -311,7 +311,8 @@ static int free_bitmap_clusters(BDRVQcow2 *s, const Qcow2BitmapEntry *e)
 /* Make entries (n of them, owned by the caller until success) the
  * image's directory: write it to new clusters, make it and every
  * cluster allocated so far durable, switch the header in one write,
- * then free the old directory.  On success s->bm takes entries. */
+ * then free the old directory (failing that only leaks its clusters).
+ * On success s->bm takes entries. */
 static int switch_directory(BDRVQcow2 *s, Qcow2BitmapEntry *entries,
                             uint32_t n, Error **errp)
 {
@@ -393,12 +394,15 @@ static int switch_directory(BDRVQcow2 *s, Qcow2BitmapEntry *entries,
     } else {
         s->h.autoclear_features &= ~(uint64_t)QCOW2_AUTOCLEAR_BITMAPS;
     }
+    /* entries are s->bm now: from here on the switch has happened, and
+     * failing would make the caller free them a second time.  Old
+     * clusters that cannot be freed (refcounts a hostile image got
+     * wrong) only leak. */
     if (old_valid) {
         ret = qcow2_unref(s, old_off, old_size);
         if (ret < 0) {
-            error_setg_errno(errp, -ret, "qcow2: could not free the old "
-                             "bitmap directory");
-            return ret;
+            log_error("qcow2 '%s': could not free the old bitmap "
+                      "directory: %s", s->bs->filename, strerror(-ret));
         }
     }
     return 0;
