@@ -56,6 +56,10 @@ def check_after(d, h, img, done):
     assert h.pread(CLUSTER, 0) == b"\x11" * CLUSTER
     h.shutdown()
     assert d.stop() == 0, d.logtext()
+    # not marked corrupt (incompatible_features bit 1, header offset 72)
+    with open(img, "rb") as f:
+        f.seek(72)
+        assert not int.from_bytes(f.read(8), "big") & 2
     r = subprocess.run(["qemu-img", "check", "--output=json", img],
                        capture_output=True, text=True)
     # 0: clean, 3: leaked clusters only; 2 would be corruption
