@@ -395,11 +395,6 @@ int main(int argc, char **argv)
         qnbd_script_free(&s);
         goto done;
     }
-    if (o.device != NULL && !qnbd_device_supported(&o, &err)) {
-        error_report_err(o.prog, err);
-        status = 1;
-        goto done;
-    }
     if (o.fork_process || (o.device != NULL && !o.verbose)) {
         fork_start(&r);
     }

@@ -157,13 +157,11 @@ int qnbd_list(const QnbdOptions *o);
 /* The id of the one export the script adds. */
 #define QNBD_EXPORT_ID "qemu-nbd-export"
 
-/* -c DEV: checked before anything starts (false with errp: not
- * available). */
-bool qnbd_device_supported(const QnbdOptions *o, Error **errp);
 /* -d DEV: disconnect the device; returns the exit status. */
 int qnbd_device_disconnect(const QnbdOptions *o);
 /* -c DEV: bind the export to the device once it is served (loop
- * thread, after the script ran).  qmp: the context to run commands on
+ * thread, after the script ran); DEV is checked only then, as qemu-nbd
+ * does, and errp says what qemu-nbd says.  qmp: the context to run commands on
  * (a QmpCtx *). */
 bool qnbd_device_connect(const QnbdOptions *o, void *qmp,
                          const char *export_name, Error **errp);

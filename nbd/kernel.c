@@ -122,6 +122,31 @@ bool nbd_kernel_parse_device(const char *path, uint32_t *index,
     return true;
 }
 
+bool nbd_kernel_fd_index(int fd, uint32_t *index)
+{
+    struct stat st;
+    char link[64], target[256];
+    const char *base;
+    ssize_t n;
+
+    if (fstat(fd, &st) != 0 || !S_ISBLK(st.st_mode) ||
+        major(st.st_rdev) != NBD_MAJOR_NUMBER) {
+        return false;
+    }
+    /* The minor is index << part_shift, and part_shift follows the
+     * module's max_part: sysfs knows the name. */
+    snprintf(link, sizeof(link), "/sys/dev/block/%u:%u",
+             major(st.st_rdev), minor(st.st_rdev));
+    n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0) {
+        return false;
+    }
+    target[n] = '\0';
+    base = strrchr(target, '/');
+    base = base ? base + 1 : target;
+    return nbd_kernel_parse_device(base, index, NULL);
+}
+
 /* The kernel has a device bound (ours or anyone's) when its pid file
  * exists. */
 static bool device_busy(uint32_t index)

@@ -32,6 +32,11 @@ bool nbd_kernel_check_module(const char *sysfs_root, Error **errp);
 bool nbd_kernel_parse_device(const char *path, uint32_t *index,
                              Error **errp);
 
+/* The index N of the /dev/nbdN that fd is open on: a block device of
+ * the nbd major whose /sys/dev/block/MAJ:MIN entry is "nbdN" (not one
+ * of its partitions).  false for anything else. */
+bool nbd_kernel_fd_index(int fd, uint32_t *index);
+
 /* Disconnect a device whoever bound it (blockd-nbd -d, qemu-nbd -d):
  * NBD_DISCONNECT and NBD_CLEAR_SOCK on the device, which the kernel
  * accepts on netlink-bound devices too.  errp: "Cannot open ...". */
