@@ -349,6 +349,7 @@ struct NbdConn {
     uint64_t size;
     uint16_t tflags;
     bool read_only;              /* refuse writes even if exp allows */
+    bool disc_received;          /* the client sent NBD_CMD_DISC */
     void (*on_close)(void *opaque, NbdConn *c);  /* NbdConnOptions */
     void *close_opaque;
 

@@ -55,6 +55,9 @@
 #define NBD_MAJOR_NUMBER 43
 #define NBD_MAX_KERNEL_CONNS 16
 #define NBD_NL_TIMEOUT_S 30
+/* How long a device whose connections all died waits for the kernel's
+ * link-dead notification before it is disconnected anyway. */
+#define NBD_LINK_DEAD_WAIT_US (10ULL * 1000 * 1000)
 
 typedef struct NbdDevice NbdDevice;
 DEFINE_VECTOR_TYPE(NbdDeviceVec, NbdDevice *);
@@ -84,6 +87,13 @@ struct NbdDevice {
     bool ending;                 /* disconnect asked or under way */
     bool disc_pending;           /* DiscJob on a worker */
     bool finalizing;
+    /* A connection of ours ended with nobody asking (no NBD_CMD_DISC
+     * from the kernel, no disconnect from us): the kernel marks that
+     * link dead and says so on its multicast group. */
+    bool lost;
+    bool link_dead;              /* the kernel said so */
+    bool awaiting_link_dead;     /* every link lost; dead_timer armed */
+    LoopTimer *dead_timer;       /* NULL until first needed */
     /* ioctl way */
     int dev_fd;
     pthread_t thread;
@@ -355,6 +365,9 @@ static void device_free(NbdDevice *d)
     if (d->dev_fd >= 0) {
         close(d->dev_fd);
     }
+    if (d->dead_timer) {
+        loop_timer_free(d->dead_timer);
+    }
     free(d->conns);
     free(d->path);
     free(d);
@@ -367,7 +380,7 @@ static void device_maybe_end(NbdDevice *d)
     NbdKernel *k = d->k;
 
     if (d->open_conns > 0 || d->thread_running || d->disc_pending ||
-        d->finalizing) {
+        d->finalizing || d->awaiting_link_dead) {
         return;
     }
     d->finalizing = true;
@@ -386,14 +399,25 @@ static void device_maybe_end(NbdDevice *d)
     device_free(d);
 }
 
+static void device_all_lost(NbdDevice *d);
+
 static void device_conn_closed(void *opaque, NbdConn *c)
 {
     NbdDevice *d = opaque;
+    bool lost = !d->ending && !d->finalizing && !c->disc_received;
 
     for (uint32_t i = 0; i < d->nconns; i++) {
         if (d->conns[i] == c) {
             d->conns[i] = NULL;
             d->open_conns--;
+        }
+    }
+    if (lost) {
+        log_warn("%s: a connection ended with no disconnect asked "
+                 "(%u of %u left)", d->path, d->open_conns, d->nconns);
+        d->lost = true;
+        if (d->open_conns == 0) {
+            device_all_lost(d);
         }
     }
     device_maybe_end(d);
@@ -507,6 +531,43 @@ static void device_request_disconnect(NbdDevice *d, const char *reason)
     worker_submit(d->k->ctx->pool, &j->job);
 }
 
+static void device_dead_timeout(void *opaque)
+{
+    NbdDevice *d = opaque;
+
+    d->awaiting_link_dead = false;
+    log_warn("%s: no link-dead notification from the kernel; "
+             "disconnecting", d->path);
+    device_request_disconnect(d, "link dead");
+}
+
+/* Every connection of ours is gone and nobody asked for it: the kernel
+ * still holds the device, its links dead (it fails I/O, or holds it for
+ * dead-conn-timeout for a reconfiguration that will not come).  The
+ * ioctl way ends by itself (NBD_DO_IT returns once the kernel's
+ * receivers saw the sockets die); a netlink device is disconnected, so
+ * that nothing stays half-bound, once the kernel's link-dead
+ * notification is in (it says why), or NBD_LINK_DEAD_WAIT_US later. */
+static void device_all_lost(NbdDevice *d)
+{
+    if (!d->reason) {
+        d->reason = "link dead";
+    }
+    if (!d->netlink) {
+        return;
+    }
+    if (d->link_dead || d->k->mc_fd < 0) {
+        device_request_disconnect(d, "link dead");
+        return;
+    }
+    d->awaiting_link_dead = true;
+    if (!d->dead_timer) {
+        d->dead_timer = loop_timer_new(d->k->ctx->loop, device_dead_timeout,
+                                       d);
+    }
+    loop_timer_arm(d->dead_timer, NBD_LINK_DEAD_WAIT_US);
+}
+
 /* Link-dead notifications from the kernel's multicast group. */
 static void kernel_mc_ready(int fd, int events, void *opaque)
 {
@@ -528,8 +589,13 @@ static void kernel_mc_ready(int fd, int events, void *opaque)
         if (m.cmd == NBD_CMD_LINK_DEAD && m.has_index &&
             (d = kernel_find(k, m.index)) != NULL) {
             log_warn("%s: the kernel reports a dead link", d->path);
-            if (!d->reason) {
-                d->reason = "link dead";
+            d->link_dead = true;
+            if (d->awaiting_link_dead) {
+                /* No fallback needed: the word came. */
+                loop_timer_free(d->dead_timer);
+                d->dead_timer = NULL;
+                d->awaiting_link_dead = false;
+                device_request_disconnect(d, "link dead");
             }
         }
     }
@@ -940,6 +1006,7 @@ void nbd_kernel_shutdown(NbdContext *ctx)
         k->devices.ptr[i]->reason = k->devices.ptr[i]->reason ?
             k->devices.ptr[i]->reason : "server stopped";
         k->devices.ptr[i]->finalizing = true;   /* held for now */
+        k->devices.ptr[i]->awaiting_link_dead = false;
     }
     for (size_t i = 0; i < k->devices.len; i++) {
         NbdDevice *d = k->devices.ptr[i];

@@ -592,6 +592,7 @@ void nbd_tx_on_req_hdr(NbdConn *c)
           nbd_cmd_name(s->req.type));
     if (s->req.type == NBD_CMD_DISC) {
         /* Whatever its flags: a disconnect request (doc/proto.md). */
+        c->disc_received = true;
         nbd_conn_start_closing(c);
         return;
     }

@@ -17,7 +17,8 @@ import tempfile
 
 import pytest
 
-from conftest import BLOCKCTL, BLOCKD, BLOCKD_NBD, SRCDIR, QmpError, requires
+from conftest import (BLOCKCTL, BLOCKD, BLOCKD_NBD, BUILDDIR, SRCDIR,
+                      QmpError, requires)
 
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "vm"))
 import vm  # noqa: E402
@@ -87,6 +88,9 @@ def vmrun():
         cache = vm.fetch()
     except vm.VmUnavailable as e:
         pytest.skip("no VM: %s" % e)
+    sockkill = os.path.join(BUILDDIR, "tests", "vm", "sockkill")
+    if not os.path.exists(sockkill):
+        pytest.skip("%s is not built" % sockkill)
     base = os.environ.get("BLOCKD_TEST_TMPDIR") or None
     d = tempfile.mkdtemp(prefix="kernel-nbd-", dir=base)
     d = os.path.abspath(d)
@@ -94,10 +98,12 @@ def vmrun():
     script = open(os.path.join(SRCDIR, "tests", "vm",
                                "kernel-nbd.sh")).read()
     bindir = os.path.dirname(os.path.abspath(BLOCKD))
-    script = "export PATH=%s:$PATH\n" % bindir + script
+    script = "export PATH=%s:%s:$PATH\n" % (
+        bindir, os.path.dirname(os.path.abspath(sockkill))) + script
     script = script.replace("@SHARE@", d).replace("@EXTRA@", "")
     programs = [os.path.abspath(BLOCKD), os.path.abspath(BLOCKCTL),
                 mkfs]
+    programs.append(os.path.abspath(sockkill))
     if os.path.exists(BLOCKD_NBD):
         programs.append(os.path.abspath(BLOCKD_NBD))
     if shutil.which("qemu-nbd"):
@@ -105,7 +111,7 @@ def vmrun():
     initrd = os.path.join(d, "initrd.img")
     vm.build_initramfs(cache, initrd, programs=programs,
                        modules=["nbd", "ext4", "crc32c_generic",
-                                "9pnet_virtio", "9p", "virtio_pci"],
+                                "9pnet_virtio", "9p", "virtio_pci", "loop"],
                        init_script=script)
     log = os.path.join(d, "console.log")
     lines, secs = vm.run(cache, initrd, share=d, timeout=VM_TIMEOUT, log=log)
@@ -251,8 +257,45 @@ def test_blockd_nbd_c_d(vmrun):
         pytest.skip("blockd-nbd is not built")
     expect(vmrun, "bnbd-connect", "bnbd-size", "bnbd-read", "bnbd-write",
            "bnbd-disconnect", "bnbd-gone", "bnbd-exits", "bnbd-fg-ro",
-           "bnbd-qemu-nbd-d", "bnbd-fg-exit", "bnbd-d-missing",
-           "bnbd-c-missing")
+           "bnbd-qemu-nbd-d", "bnbd-fg-exit", "bnbd-d-missing")
+
+
+def test_blockd_nbd_c_errors_as_qemu_nbd(vmrun):
+    # Each: qemu-nbd -c and blockd-nbd -c fail with the same stderr and
+    # status in the same boot (kernel-nbd.sh same_c).
+    if not os.path.exists(BLOCKD_NBD):
+        pytest.skip("blockd-nbd is not built")
+    requires("qemu-nbd")
+    expect(vmrun, "c-missing", "c-not-nbd-char", "c-not-nbd-block",
+           "c-loop0-untouched", "c-busy-qemu-nbd",
+           "c-busy-qemu-nbd-still-read", "c-busy-qemu-nbd-gone",
+           "c-busy-blockd-nbd", "c-busy-blockd-nbd-still-read",
+           "c-busy-blockd-nbd-gone", "c-nonroot-lockdir", "c-nonroot-open",
+           "c-nonroot-bind", "c-nonroot-unbound")
+
+
+def test_not_root(vmrun):
+    # blockd as nobody: every way of connecting fails with the clear
+    # message, and nothing is bound.
+    expect(vmrun, "nonroot-started", "nonroot-is-nobody", "nonroot-netlink",
+           "nonroot-first-free", "nonroot-ioctl", "nonroot-unbound",
+           "nonroot-none-listed", "nonroot-export-del")
+
+
+def test_connected_and_link_dead(vmrun):
+    # query-nbd-devices' connected while bound; the server side of the
+    # connections killed from outside (sockkill): one of four, then the
+    # rest, then a single one; the kernel's link-dead notification, the
+    # event with reason "link dead", the device unbound and unlisted.
+    expect(vmrun, "ld-started", "ld-connect", "query-connected",
+           "ld-kill-one", "ld-three-left", "ld-three-read",
+           "ld-still-connected", "ld-multicast-one", "ld-kill-rest",
+           "ld-gone", "ld-event", "ld-not-listed", "ld-one-connect",
+           "ld-one-connected", "ld-one-kill", "ld-one-gone", "ld-one-event",
+           "ld-one-multicast", "ld-no-fallback", "ld-reconnect",
+           "ld-reconnect-connected", "ld-disconnect", "ld-disconnect-gone",
+           "ld-disconnect-event", "ld-disconnect-not-listed",
+           "ld-clean-exit")
 
 
 def test_beside_qemu_nbd_c(vmrun):

@@ -3,10 +3,12 @@
  * walked attribute by attribute, the replies are built by hand the way
  * the kernel lays them out. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <linux/genetlink.h>
 #include <linux/nbd-netlink.h>
@@ -404,6 +406,30 @@ static void test_parse_device(void)
     }
 }
 
+/* Only a block device of the nbd major is one (what blockd-nbd -c
+ * answers "Failed to set NBD socket" for otherwise). */
+static void test_fd_index(void)
+{
+    static const char *const paths[] = { "/dev/null", "/dev/zero", "/" };
+    char tmpl[] = "/tmp/test-nbd-kernel-XXXXXX";
+    uint32_t index = 77;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        CU_ASSERT_TRUE_FATAL(fd >= 0);
+        CU_ASSERT_FALSE(nbd_kernel_fd_index(fd, &index));
+        close(fd);
+    }
+    fd = mkstemp(tmpl);
+    CU_ASSERT_TRUE_FATAL(fd >= 0);
+    unlink(tmpl);
+    CU_ASSERT_FALSE(nbd_kernel_fd_index(fd, &index));
+    close(fd);
+    CU_ASSERT_FALSE(nbd_kernel_fd_index(-1, &index));
+    CU_ASSERT_EQUAL(index, 77);
+}
+
 static CU_TestInfo nl_tests[] = {
     { "getfamily", test_getfamily },
     { "connect", test_connect },
@@ -418,6 +444,7 @@ static CU_TestInfo nl_tests[] = {
 static CU_TestInfo kernel_tests[] = {
     { "check_module", test_check_module },
     { "parse_device", test_parse_device },
+    { "fd_index", test_fd_index },
     CU_TEST_INFO_NULL,
 };
 

@@ -198,6 +198,120 @@ else fail k9-io-fails "read succeeded with the server killed"; fi
 blockd-nbd -d /dev/nbd9 >/dev/null 2>&1 || qemu-nbd -d /dev/nbd9 >/dev/null 2>&1
 check k9-cleaned-up wait_gone 9
 
+# ---- not root: a clear error, nothing bound -------------------------------
+echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>/etc/passwd
+echo 'nogroup:x:65534:' >>/etc/group
+dd if=/dev/zero of=/tmp/nr.img bs=1M count=8 2>/dev/null
+chmod 666 /tmp/nr.img
+# su -c runs blockd as nobody (uid 65534, no capabilities)
+su -s /bin/sh nobody -c "blockd --qmp unix:/tmp/nr.sock \
+    --blockdev driver=file,node-name=f0,filename=/tmp/nr.img \
+    --nbd-server addr.type=unix,addr.path=/tmp/nr-nbd.sock \
+    --export type=nbd,id=nr,node-name=f0,writable=on" \
+    </dev/null >/tmp/nr.err 2>&1 &
+check nonroot-started wait_file /tmp/nr.sock
+NRQ="blockctl -s /tmp/nr.sock"
+ps -o user,args | grep -q "^nobody.*blockd --qmp unix:/tmp/nr.sock" &&
+    ok nonroot-is-nobody || fail nonroot-is-nobody "$(ps -o user,args)"
+out=$($NRQ nbd-device-connect device=/dev/nbd14 export=nr 2>&1) &&
+    fail nonroot-netlink "connected: $out" ||
+    { echo "$out" | grep -q "needs root (CAP_SYS_ADMIN)" &&
+      ok nonroot-netlink || fail nonroot-netlink "$out"; }
+out=$($NRQ nbd-device-connect export=nr 2>&1) &&
+    fail nonroot-first-free "connected: $out" ||
+    { echo "$out" | grep -q "needs root (CAP_SYS_ADMIN)" &&
+      ok nonroot-first-free || fail nonroot-first-free "$out"; }
+out=$($NRQ nbd-device-connect device=/dev/nbd14 export=nr interface=ioctl 2>&1) &&
+    fail nonroot-ioctl "connected: $out" ||
+    { echo "$out" | grep -q "needs root (CAP_SYS_ADMIN)" &&
+      ok nonroot-ioctl || fail nonroot-ioctl "$out"; }
+# nothing half-bound: the kernel has no device, the daemon lists none,
+# the export goes in safe mode
+check nonroot-unbound test ! -e /sys/block/nbd14/pid
+out=$($NRQ query-nbd-devices 2>&1)
+echo "$out" | grep -q nbd && fail nonroot-none-listed "$out" ||
+    ok nonroot-none-listed
+check nonroot-export-del $NRQ block-export-del id=nr
+$NRQ quit >/dev/null 2>&1
+
+# ---- connected, and the server side dying: the kernel's link-dead word ----
+# A blockd of its own in the foreground (its log on stderr), so that
+# sockkill finds only this device's sockets.
+dd if=$S/pat1.bin of=/tmp/ld.img bs=1M count=1 2>/dev/null
+dd if=/dev/zero of=/tmp/ld.img bs=1M seek=1 count=7 2>/dev/null
+blockd --qmp unix:/tmp/ld.sock \
+    --blockdev driver=file,node-name=f0,filename=/tmp/ld.img \
+    --nbd-server addr.type=unix,addr.path=/tmp/ld-nbd.sock \
+    --export type=nbd,id=ld,node-name=f0,writable=on \
+    </dev/null >/tmp/ld.err 2>&1 &
+LDPID=$!
+check ld-started wait_file /tmp/ld.sock
+LDQ="blockctl -s /tmp/ld.sock"
+$LDQ --events >/tmp/ld-events.txt 2>&1 &
+LDEV=$!
+# query_has PATTERN: until query-nbd-devices (spaces and newlines
+# taken out) matches, 60 s of uptime
+query_has() {
+    end=$(($(cut -d. -f1 /proc/uptime) + 60))
+    while ! $LDQ query-nbd-devices 2>&1 | tr -d ' \n' | grep -q "$1"; do
+        [ "$(cut -d. -f1 /proc/uptime)" -gt $end ] && return 1
+        sleep 0.2
+    done
+    return 0
+}
+check ld-connect $LDQ nbd-device-connect device=/dev/nbd12 export=ld connections=4 dead-conn-timeout=30
+out=$($LDQ query-nbd-devices | tr -d ' \n')
+echo "$out" | grep -q '"device":"/dev/nbd12"' &&
+    echo "$out" | grep -q '"connected":true' &&
+    echo "$out" | grep -q '"connections":4' && ok query-connected ||
+    fail query-connected "$out"
+# wait_grep N FILE PATTERN: until FILE has N lines matching, 30 s
+wait_grep() {
+    i=0
+    while [ "$(grep -c "$3" "$2")" -lt "$1" ]; do
+        i=$((i + 1)); [ $i -gt 300 ] && return 1
+        sleep 0.1
+    done
+    return 0
+}
+LDWORD='/dev/nbd12: the kernel reports a dead link'
+# One of the four dies: the kernel goes on with three, and says so.
+out=$(sockkill $LDPID 1); [ "$out" = 1 ] && ok ld-kill-one || fail ld-kill-one "$out"
+check ld-three-left query_has '"connections":3[,}]'
+check ld-three-read sh -c "dd if=/dev/nbd12 bs=1M count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+check ld-still-connected query_has '"connected":true'
+check ld-multicast-one wait_grep 1 /tmp/ld.err "$LDWORD"
+# The other three: the device goes, with reason "link dead".
+out=$(sockkill $LDPID); [ "$out" = 3 ] && ok ld-kill-rest || fail ld-kill-rest "$out"
+check ld-gone wait_gone 12
+check ld-event wait_grep 1 /tmp/ld-events.txt 'NBD_DEVICE_DISCONNECTED.*nbd12.*link dead'
+out=$($LDQ query-nbd-devices 2>&1)
+echo "$out" | grep -q nbd12 && fail ld-not-listed "$out" || ok ld-not-listed
+# One connection, killed: the daemon waits for the kernel's word (not
+# its 10 s fallback) and disconnects the device.
+check ld-one-connect $LDQ nbd-device-connect device=/dev/nbd12 export=ld
+check ld-one-connected query_has '"connected":true'
+out=$(sockkill $LDPID); [ "$out" = 1 ] && ok ld-one-kill || fail ld-one-kill "$out"
+check ld-one-gone wait_gone 12
+check ld-one-event wait_grep 2 /tmp/ld-events.txt 'NBD_DEVICE_DISCONNECTED.*nbd12.*link dead'
+check ld-one-multicast wait_grep 2 /tmp/ld.err "$LDWORD"
+grep -q "no link-dead notification" /tmp/ld.err &&
+    fail ld-no-fallback "$(cat /tmp/ld.err | head -c 600)" || ok ld-no-fallback
+# Bound again, then disconnected: connected until then, gone after, and
+# the reason is the request.
+check ld-reconnect $LDQ nbd-device-connect device=/dev/nbd12 export=ld
+check ld-reconnect-connected query_has '"connected":true'
+check ld-disconnect $LDQ nbd-device-disconnect device=/dev/nbd12
+check ld-disconnect-gone wait_gone 12
+check ld-disconnect-event wait_grep 1 /tmp/ld-events.txt 'NBD_DEVICE_DISCONNECTED.*nbd12.*disconnect requested'
+out=$($LDQ query-nbd-devices 2>&1)
+echo "$out" | grep -q nbd12 && fail ld-disconnect-not-listed "$out" ||
+    ok ld-disconnect-not-listed
+$LDQ quit >/dev/null 2>&1
+kill $LDEV 2>/dev/null
+grep -q "Sanitizer\|runtime error" /tmp/ld.err &&
+    fail ld-clean-exit "$(head -c 600 /tmp/ld.err)" || ok ld-clean-exit
+
 # ---- shutdown with a device bound ------------------------------------------
 check connect-before-quit q nbd-device-connect device=/dev/nbd5 export=e0
 check quit q quit
@@ -261,10 +375,60 @@ if command -v blockd-nbd >/dev/null; then
     out=$(blockd-nbd -d /dev/nbd999 2>&1); rc=$?
     [ $rc = 1 ] && [ "$out" = "blockd-nbd: Cannot open /dev/nbd999: No such file or directory" ] &&
         ok bnbd-d-missing || fail bnbd-d-missing "$rc $out"
-    blockd-nbd -c /dev/nbd999 -f raw $S/raw.img </dev/null >/tmp/bnbd.out 2>&1
-    rc=$?; out=$(cat /tmp/bnbd.out)
-    [ $rc = 1 ] && echo "$out" | grep -q "nbd999" && ok bnbd-c-missing ||
-        fail bnbd-c-missing "$rc $out"
+fi
+
+# ---- -c failures: blockd-nbd says what qemu-nbd says ----------------------
+# same_c NAME DEV [RUNNER...]: qemu-nbd -c DEV and blockd-nbd -c DEV, run
+# the same way (forked, the default with -c), fail with the same stderr
+# (the program's name aside) and the same status.  IMG is the image.
+IMG=$S/raw.img
+same_c() {
+    n=$1; dev=$2; shift 2
+    "$@" qemu-nbd -c $dev -f raw $IMG </dev/null >/tmp/cq.out 2>&1
+    qrc=$?
+    "$@" blockd-nbd -c $dev -f raw $IMG </dev/null >/tmp/cb.out 2>&1
+    brc=$?
+    qout=$(sed 's/^qemu-nbd: //' /tmp/cq.out)
+    bout=$(sed 's/^blockd-nbd: //' /tmp/cb.out)
+    if [ $qrc != 0 ] && [ $qrc = $brc ] && [ "$qout" = "$bout" ]; then
+        ok $n
+    else
+        fail $n "qemu-nbd: $qrc '$qout'; blockd-nbd: $brc '$bout'"
+    fi
+}
+if command -v blockd-nbd >/dev/null && command -v qemu-nbd >/dev/null; then
+    same_c c-missing /dev/nbd999
+    same_c c-not-nbd-char /dev/null
+    same_c c-not-nbd-block /dev/loop0
+    check c-loop0-untouched test ! -e /sys/block/loop0/loop
+    # busy: bound by qemu-nbd, then by blockd-nbd
+    qemu-nbd -c /dev/nbd13 -f raw -r $IMG </dev/null >/tmp/qn.out 2>&1 ||
+        fail c-busy-setup "$(cat /tmp/qn.out)"
+    same_c c-busy-qemu-nbd /dev/nbd13
+    check c-busy-qemu-nbd-still-read sh -c "dd if=/dev/nbd13 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+    qemu-nbd -d /dev/nbd13 >/dev/null 2>&1
+    check c-busy-qemu-nbd-gone wait_gone 13
+    blockd-nbd -c /dev/nbd13 -f raw -r $IMG </dev/null >/tmp/bn.out 2>&1 ||
+        fail c-busy-setup2 "$(cat /tmp/bn.out)"
+    same_c c-busy-blockd-nbd /dev/nbd13
+    check c-busy-blockd-nbd-still-read sh -c "dd if=/dev/nbd13 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | cmp - $S/pat1.bin"
+    blockd-nbd -d /dev/nbd13 >/dev/null 2>&1
+    check c-busy-blockd-nbd-gone wait_gone 13
+    # not root: /var/lock is root's (the socket cannot be made), then
+    # open to all (the device cannot be opened), then the device too
+    # (the kernel refuses the binding); nothing is bound
+    dd if=/dev/zero of=/tmp/nr2.img bs=1M count=8 2>/dev/null
+    chmod 666 /tmp/nr2.img
+    IMG=/tmp/nr2.img
+    same_c c-nonroot-lockdir /dev/nbd14 su -s /bin/sh nobody -c '"$0" "$@"'
+    chmod 1777 /var/lock
+    same_c c-nonroot-open /dev/nbd14 su -s /bin/sh nobody -c '"$0" "$@"'
+    chmod 666 /dev/nbd14
+    same_c c-nonroot-bind /dev/nbd14 su -s /bin/sh nobody -c '"$0" "$@"'
+    chmod 660 /dev/nbd14
+    chmod 755 /var/lock
+    check c-nonroot-unbound test ! -e /sys/block/nbd14/pid
+    IMG=$S/raw.img
 fi
 if command -v qemu-nbd >/dev/null; then
     qemu-nbd -c /dev/nbd7 -f raw $S/raw.img </dev/null >/tmp/qn.out 2>&1 &&
