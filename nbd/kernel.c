@@ -54,6 +54,10 @@
 
 #define NBD_MAJOR_NUMBER 43
 #define NBD_MAX_KERNEL_CONNS 16
+/* The logical block size when none is asked for: qemu-nbd -c's (the
+ * netlink interface's own default is 1024, which would hide the last
+ * 512 bytes of an odd-sector image and refuse 512-byte direct I/O). */
+#define NBD_DEFAULT_BLOCK_SIZE 512
 #define NBD_NL_TIMEOUT_S 30
 /* How long a device whose connections all died waits for the kernel's
  * link-dead notification before it is disconnected anyway. */
@@ -706,7 +710,9 @@ static bool connect_netlink(NbdKernel *k, NbdDevice *d,
     uint8_t req[NBD_NL_BUF_SIZE];
     NbdNlConnect c = {
         .has_index = cfg->has_index, .index = cfg->index,
-        .size_bytes = d->size, .block_size = cfg->block_size,
+        .size_bytes = d->size,
+        .block_size = cfg->block_size ? cfg->block_size :
+            NBD_DEFAULT_BLOCK_SIZE,
         .timeout = cfg->timeout, .dead_conn_timeout = cfg->dead_conn_timeout,
         .server_flags = device_flags(d->exp, d->read_only),
         .client_flags = cfg->disconnect_on_close ?
@@ -743,7 +749,7 @@ static bool connect_netlink(NbdKernel *k, NbdDevice *d,
 static bool connect_ioctl(NbdDevice *d, const NbdDeviceConfig *cfg,
                           int fd, Error **errp)
 {
-    uint32_t bs = cfg->block_size ? cfg->block_size : 512;
+    uint32_t bs = cfg->block_size ? cfg->block_size : NBD_DEFAULT_BLOCK_SIZE;
 
     d->dev_fd = open(d->path, O_RDWR | O_CLOEXEC);
     if (d->dev_fd < 0) {

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(SRCDIR, "tests", "vm"))
 import vm  # noqa: E402
 
 MiB = 1024 * 1024
-VM_TIMEOUT = 420      # seconds: TCG on a loaded machine (meson: 600)
+VM_TIMEOUT = 540      # seconds: TCG on a loaded machine (meson: 600)
 
 
 def sh(*args, **kw):
@@ -144,7 +144,8 @@ def test_errors(vmrun):
 
 
 def test_raw_patterns(vmrun):
-    expect(vmrun, "connect-raw", "sysfs-size", "write-pattern",
+    expect(vmrun, "connect-raw", "sysfs-size", "block-size-default",
+           "write-pattern",
            "write-direct", "read-pattern", "read-direct", "flags-no-trim",
            "query-devices",
            "export-del-safe", "disconnect-raw", "disconnect-raw-gone")

@@ -82,6 +82,8 @@ out=$(q nbd-device-connect device=/dev/sda export=e0 2>&1) &&
 # ---- raw image: size, patterns, direct I/O --------------------------------
 check connect-raw q nbd-device-connect device=/dev/nbd0 export=e0
 check sysfs-size test "$(cat /sys/block/nbd0/size)" = 131072
+# qemu-nbd -c's 512, not the netlink interface's own default (1024)
+check block-size-default test "$(cat /sys/block/nbd0/queue/logical_block_size)" = 512
 out=$(q nbd-device-connect device=/dev/nbd0 export=e1 2>&1) &&
     fail err-busy "connected twice: $out" ||
     { echo "$out" | grep -q "busy" && ok err-busy || fail err-busy "$out"; }
