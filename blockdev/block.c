@@ -10,6 +10,7 @@
  */
 #include "blockdev/block.h"
 #include "blockdev/bitmap.h"
+#include "blockdev/job.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -38,6 +39,7 @@ struct BlockGraph {
     unsigned next_auto;          /* for "#blockN" */
     PathVec backing_roots;       /* realpath()s; empty: no confinement */
     BlockOpenJob *opening;       /* opens in flight: names reserved */
+    struct Job *jobs;            /* blockdev/job.c's list */
 };
 
 /* One registered user of a node (an export, a job). */
@@ -135,6 +137,11 @@ const BlockHost *blk_graph_host(const BlockGraph *g)
     return &g->host;
 }
 
+struct Job **blk_graph_jobs(BlockGraph *g)
+{
+    return &g->jobs;
+}
+
 void blk_graph_free(BlockGraph *g)
 {
     size_t i;
@@ -142,6 +149,7 @@ void blk_graph_free(BlockGraph *g)
     if (g == NULL) {
         return;
     }
+    job_free_all(g);
     /* Drop the monitor's references, newest first so that parents go
      * before the children they reference. */
     for (i = g->nodes.len; i > 0; i--) {
@@ -276,6 +284,7 @@ static void blk_node_free(BlockNode *bs)
         free(users);
     }
     pthread_mutex_destroy(&bs->rmw_lock);
+    pthread_mutex_destroy(&bs->hook_lock);
     pthread_mutex_destroy(&bs->bitmap_lock);
     free(bs->opaque);
     free(bs->node_name);
@@ -564,6 +573,7 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     bs->graph = g;              /* listed in g->nodes only once open */
     bs->request_alignment = 1;
     pthread_mutex_init(&bs->rmw_lock, NULL);
+    pthread_mutex_init(&bs->hook_lock, NULL);
     pthread_mutex_init(&bs->bitmap_lock, NULL);
     bs->read_only = o->has_read_only ? o->read_only
                                      : (inh != NULL && inh->read_only);

@@ -257,7 +257,38 @@ struct BlockNode {
      * pool, and those waiting for a share (blk_aio_submit). */
     unsigned pool_inflight;
     BlockRequest *pool_wait_head, *pool_wait_tail;
+    /* The job working on this node (blockdev/job.h), NULL if none: a
+     * node takes part in one job at a time (loop thread). */
+    struct Job *job;
+    /* Copy-before-write (a backup's hook): when set, every write,
+     * write-zeroes and discard that reaches this node first calls
+     * before_write->fn on the worker running it, which copies the old
+     * data it must keep; a failure fails the write.  Set and cleared on
+     * the loop thread under hook_lock; a worker holds hook_users while
+     * it calls the hook (see blk_write_hook_*() in io.c). */
+    pthread_mutex_t hook_lock;
+    struct BlockWriteHook *before_write;
 };
+
+/* A hook on a node's writes (copy-before-write).  fn runs on a worker
+ * before the write reaches the driver: 0 or -errno (the write then
+ * fails with it).  users counts workers inside fn, under the node's
+ * hook_lock; the owner frees the hook after blk_write_hook_remove()
+ * once users is 0 (done is posted to the loop then). */
+typedef struct BlockWriteHook {
+    int (*fn)(struct BlockWriteHook *hook, BlockNode *bs, uint64_t offset,
+              uint64_t bytes);
+    void *opaque;
+    unsigned users;              /* under hook_lock */
+    bool removed;                /* under hook_lock */
+    void (*done)(struct BlockWriteHook *hook);   /* loop, after remove */
+} BlockWriteHook;
+
+/* Install hook on bs (loop thread; bs must have none). */
+void blk_write_hook_add(BlockNode *bs, BlockWriteHook *hook);
+/* Remove it (loop thread): no new write calls it; hook->done runs on
+ * the loop once no worker is inside fn (maybe before this returns). */
+void blk_write_hook_remove(BlockNode *bs, BlockWriteHook *hook);
 
 /* The built-in drivers (one static table in block.c).  A driver file
  * defines its const BlockDriver under this name; drivers that live
@@ -324,8 +355,11 @@ void blk_graph_register_driver(BlockGraph *g, const BlockDriver *drv);
  * at start-up (loop thread); replaces an earlier list. */
 bool blk_graph_set_backing_roots(BlockGraph *g, char *const *dirs, size_t n,
                                  Error **errp);
-/* Close every node (exports must be gone). */
+/* Close every node (exports must be gone); jobs left are freed
+ * first. */
 void blk_graph_free(BlockGraph *g);
+/* The head of g's job list (blockdev/job.c owns the list). */
+struct Job **blk_graph_jobs(BlockGraph *g);
 BlockNode *blk_find_node(BlockGraph *g, const char *node_name);
 /* Resolve a node-name, with QEMU's error for a miss:
  * "Cannot find device=%s nor node-name=%s" / "Failed to find node with

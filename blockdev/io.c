@@ -99,6 +99,77 @@ bool blk_buffer_is_zero(const void *buf, size_t len)
     return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
 }
 
+/* ---- write hooks (copy-before-write) ------------------------------- */
+
+static Loop *blk_node_loop(BlockNode *bs);
+
+static void blk_write_hook_done_posted(void *opaque)
+{
+    BlockWriteHook *hook = opaque;
+
+    hook->done(hook);
+}
+
+void blk_write_hook_add(BlockNode *bs, BlockWriteHook *hook)
+{
+    pthread_mutex_lock(&bs->hook_lock);
+    hook->users = 0;
+    hook->removed = false;
+    __atomic_store_n(&bs->before_write, hook, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&bs->hook_lock);
+}
+
+void blk_write_hook_remove(BlockNode *bs, BlockWriteHook *hook)
+{
+    bool idle;
+
+    pthread_mutex_lock(&bs->hook_lock);
+    if (bs->before_write == hook) {
+        __atomic_store_n(&bs->before_write, NULL, __ATOMIC_RELEASE);
+    }
+    hook->removed = true;
+    idle = hook->users == 0;
+    pthread_mutex_unlock(&bs->hook_lock);
+    if (idle) {
+        hook->done(hook);
+    }
+}
+
+/* Run bs's write hook, if any, for a write to [offset, offset+bytes)
+ * (any thread): 0 or -errno. */
+static int blk_before_write(BlockNode *bs, uint64_t offset, uint64_t bytes)
+{
+    BlockWriteHook *hook;
+    bool last;
+    int ret;
+
+    if (__atomic_load_n(&bs->before_write, __ATOMIC_ACQUIRE) == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&bs->hook_lock);
+    hook = bs->before_write;
+    if (hook != NULL) {
+        hook->users++;
+    }
+    pthread_mutex_unlock(&bs->hook_lock);
+    if (hook == NULL) {
+        return 0;
+    }
+    ret = hook->fn(hook, bs, offset, bytes);
+    pthread_mutex_lock(&bs->hook_lock);
+    last = --hook->users == 0 && hook->removed;
+    pthread_mutex_unlock(&bs->hook_lock);
+    if (last) {
+        Loop *loop = blk_node_loop(bs);
+        if (loop != NULL) {
+            loop_post(loop, blk_write_hook_done_posted, hook);
+        } else {
+            hook->done(hook);
+        }
+    }
+    return ret;
+}
+
 int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
               uint32_t flags)
 {
@@ -143,6 +214,10 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     }
     ret = blk_check_request(bs, offset, bytes, true);
     if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    ret = blk_before_write(bs, offset, bytes);
+    if (ret < 0) {
         return ret;
     }
     if (bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
@@ -252,6 +327,10 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
     if (ret < 0 || bytes == 0) {
         return ret;
     }
+    ret = blk_before_write(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     ret = blk_do_write_zeroes(bs, offset, bytes, flags);
     if (ret == 0) {
         blk_note_highest(bs, offset + bytes);
@@ -275,6 +354,10 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP ||
         bs->drv->pdiscard == NULL) {
         return 0;
+    }
+    ret = blk_before_write(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
     }
     t0 = blk_now_ns();
     ret = bs->drv->pdiscard(bs, offset, bytes);
@@ -744,6 +827,12 @@ static bool blk_aio_driver_takes(BlockNode *bs, const BlockRequest *req)
     if (bs->drv->aio_submit == NULL || (req->flags & BLK_REQ_PIPE)) {
         return false;
     }
+    /* A write hook runs on the pool path (it does blocking I/O). */
+    if (__atomic_load_n(&bs->before_write, __ATOMIC_ACQUIRE) != NULL &&
+        req->type != BLK_OP_READ && req->type != BLK_OP_FLUSH &&
+        req->type != BLK_OP_CACHE) {
+        return false;
+    }
     /* Unaligned ranges need the synchronous path's read-modify-write. */
     if (align > 1 && req->type != BLK_OP_FLUSH &&
         (!IS_ALIGNED(req->offset, align) || !IS_ALIGNED(req->bytes, align))) {
@@ -915,7 +1004,10 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
         bs->drv->aio_submit(bs, req);
         return;
     }
-    if (bs->aio_inline && loop != NULL && blk_aio_may_inline(req)) {
+    if (bs->aio_inline && loop != NULL && blk_aio_may_inline(req) &&
+        (__atomic_load_n(&bs->before_write, __ATOMIC_ACQUIRE) == NULL ||
+         req->type == BLK_OP_READ || req->type == BLK_OP_FLUSH ||
+         req->type == BLK_OP_CACHE)) {
         /* Nothing can block: do it now, complete on the next loop turn
          * (the callback never runs inside submit). */
         if (req->flags & BLK_REQ_PIPE) {
