@@ -41,9 +41,6 @@ static const bool job_verbs[JOB_VERB__MAX][JOB_STATUS__MAX] = {
     [JOB_VERB_CHANGE]     = {0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0},
 };
 
-/* Rate limit slices: 100 ms, as QEMU's block jobs. */
-#define JOB_RL_SLICE_US 100000u
-
 static void job_set_status(Job *job, JobStatus s)
 {
     /* A transition outside the table is a bug in this file. */
@@ -175,6 +172,18 @@ static void job_release_nodes(Job *job)
     job->n_nodes = 0;
 }
 
+/* Free the memory; a run still posted to the loop frees it instead. */
+static void job_free_memory(Job *job)
+{
+    if (job->run_posted) {
+        job->free_pending = true;
+        return;
+    }
+    free(job->error);
+    free(job->id);
+    free(job);
+}
+
 static void job_free(Job *job)
 {
     job_unlink(job);
@@ -184,10 +193,9 @@ static void job_free(Job *job)
     job_release_nodes(job);
     if (job->timer != NULL) {
         loop_timer_free(job->timer);
+        job->timer = NULL;
     }
-    free(job->error);
-    free(job->id);
-    free(job);
+    job_free_memory(job);
 }
 
 bool job_claim_node(Job *job, BlockNode *bs, bool write, Error **errp)
@@ -219,6 +227,10 @@ static void job_run_posted(void *opaque)
     Job *job = opaque;
 
     job->run_posted = false;
+    if (job->free_pending) {
+        job_free_memory(job);
+        return;
+    }
     if (!job->finished && job->status != JOB_STATUS_CREATED) {
         job->drv->run(job);
     }
@@ -242,7 +254,6 @@ void job_kick(Job *job)
 void job_start(Job *job)
 {
     job_set_status(job, JOB_STATUS_RUNNING);
-    job->rl_slice_start_us = loop_now_us();
     job_kick(job);
 }
 
@@ -261,21 +272,16 @@ bool job_is_cancelled(const Job *job)
 uint64_t job_rate_check(Job *job, uint64_t bytes)
 {
     uint64_t now = loop_now_us();
-    uint64_t quota;
 
     if (job->speed <= 0) {
         return 0;
     }
-    if (now - job->rl_slice_start_us >= JOB_RL_SLICE_US) {
-        job->rl_slice_start_us = now;
-        job->rl_slice_bytes = 0;
+    /* A leaky bucket: what was issued is paid off at speed bytes per
+     * second; new bytes go out once the debt is paid. */
+    if (job->rl_paid_us > now) {
+        return job->rl_paid_us - now;
     }
-    quota = (uint64_t)job->speed * JOB_RL_SLICE_US / 1000000u;
-    /* Always let one request through per slice, however big. */
-    if (job->rl_slice_bytes > 0 && job->rl_slice_bytes + bytes > quota) {
-        return job->rl_slice_start_us + JOB_RL_SLICE_US - now;
-    }
-    job->rl_slice_bytes += bytes;
+    job->rl_paid_us = now + bytes * 1000000u / (uint64_t)job->speed;
     return 0;
 }
 
@@ -561,8 +567,7 @@ bool job_set_speed(Job *job, int64_t speed, Error **errp)
         return false;
     }
     job->speed = speed;
-    job->rl_slice_start_us = loop_now_us();
-    job->rl_slice_bytes = 0;
+    job->rl_paid_us = 0;
     job_kick(job);
     return true;
 }

@@ -83,13 +83,14 @@ struct Job {
     /* Progress in bytes: done and the (growing) estimate of the total. */
     int64_t progress_current, progress_total;
     int64_t speed;               /* bytes per second; 0 = no limit */
-    uint64_t rl_slice_start_us;  /* rate limit: start of the time slice */
-    uint64_t rl_slice_bytes;     /* bytes issued in the slice */
+    uint64_t rl_paid_us;         /* rate limit: when the bytes issued so
+                                  * far are paid off (loop_now_us) */
     unsigned inflight;           /* driver's requests in flight ("busy") */
     BlockDeviceIoStatus iostatus;
     BlockdevOnError on_source_error, on_target_error;
     LoopTimer *timer;            /* job_sleep() */
     bool run_posted;             /* a run is posted to the loop */
+    bool free_pending;           /* freed: the posted run frees memory */
     BlockNode *nodes[4];         /* nodes claimed by job_claim_node() */
     unsigned n_nodes;
     Job *next;                   /* the graph's list, creation order */

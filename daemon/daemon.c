@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "blockdev/block.h"
+#include "blockdev/job.h"
 #include "crypto/object.h"
 #include "nbd/nbd-driver.h"
 #include "qapi-commands.h"
@@ -83,6 +84,8 @@ void daemon_free(Daemon *d)
     nbd_server_free(d->nbd.server);
     d->nbd.server = NULL;
     nbd_driver_shutdown(d->graph);
+    /* Jobs stop issuing I/O; each aborts once its requests drain. */
+    job_cancel_all(d->graph);
     /* Closed now, freed last: completions and deferred frees below may
      * still emit events (to nobody). */
     monitor_set_close(d->monitors);
