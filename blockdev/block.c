@@ -1253,3 +1253,31 @@ bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
     worker_submit(pool, &job->job);
     return true;
 }
+
+bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp)
+{
+    BlockNode *old = bs->backing;
+    const char *name = NULL, *fmt = NULL;
+
+    if (bs->drv->change_backing_file == NULL) {
+        error_setg(errp, "Driver '%s' cannot change the backing file of "
+                   "'%s'", bs->drv->format_name, bs->node_name);
+        return false;
+    }
+    if (base != NULL) {
+        /* The name an image header records: the file's path. */
+        name = base->file != NULL ? base->file->filename : base->filename;
+        fmt = base->drv->format_name;
+    }
+    if (!bs->drv->change_backing_file(bs, name, fmt, errp)) {
+        return false;
+    }
+    if (base != NULL) {
+        blk_ref(base);
+    }
+    bs->backing = base;
+    if (old != NULL) {
+        blk_unref(old);
+    }
+    return true;
+}

@@ -59,6 +59,8 @@ enum {
      * loop thread: return -EAGAIN rather than wait (e.g. for a slow
      * hole search); the request then goes to the pool. */
     BLK_REQ_NOWAIT = 1 << 5,
+    BLK_REQ_NO_HOOK = 1 << 6,    /* a job's own write: skip the node's
+                                  * write hook (never reaches drivers) */
 };
 
 /* Block status flags, as returned by block_status callbacks and
@@ -195,6 +197,11 @@ struct BlockDriver {
                              uint32_t granularity, Error **errp);
     bool (*bitmap_remove_persistent)(BlockNode *bs, const char *name,
                                      Error **errp);
+    /* Record name (NULL: none) with format fmt (NULL: none) as the
+     * image's backing file (loop thread; block-stream, block-commit).
+     * NULL: the format cannot change its backing file. */
+    bool (*change_backing_file)(BlockNode *bs, const char *name,
+                                const char *fmt, Error **errp);
 };
 
 struct BlockNode {
@@ -423,6 +430,11 @@ const BlockDriver *blk_graph_find_driver(const BlockGraph *g,
  * nodes. */
 void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
                       void *opaque);
+/* Make base (NULL: none) bs's backing node, in the image header and
+ * in the graph: the old backing node loses bs's reference (loop
+ * thread; base must already be in bs's chain or be safe to read
+ * from).  Fails when the driver cannot record a backing file. */
+bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp);
 /* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
 

@@ -216,10 +216,13 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    ret = blk_before_write(bs, offset, bytes);
-    if (ret < 0) {
-        return ret;
+    if (!(flags & BLK_REQ_NO_HOOK)) {
+        ret = blk_before_write(bs, offset, bytes);
+        if (ret < 0) {
+            return ret;
+        }
     }
+    flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
     if (bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
         blk_buffer_is_zero(buf, bytes)) {
         uint32_t zflags = flags & BLK_REQ_FUA;
@@ -327,10 +330,13 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    ret = blk_before_write(bs, offset, bytes);
-    if (ret < 0) {
-        return ret;
+    if (!(flags & BLK_REQ_NO_HOOK)) {
+        ret = blk_before_write(bs, offset, bytes);
+        if (ret < 0) {
+            return ret;
+        }
     }
+    flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
     ret = blk_do_write_zeroes(bs, offset, bytes, flags);
     if (ret == 0) {
         blk_note_highest(bs, offset + bytes);

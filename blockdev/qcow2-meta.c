@@ -1184,3 +1184,82 @@ too_big:
                "header cluster");
     return false;
 }
+
+bool qcow2_header_set_backing(uint8_t *buf, size_t len, const char *name,
+                              const char *fmt, size_t *end, Error **errp)
+{
+    Qcow2Header h;
+    CLEANUP_FREE uint8_t *ext = NULL;
+    size_t limit, off, out = 0, cap, old_end, used;
+    size_t nlen = name != NULL ? strlen(name) : 0;
+    size_t flen = fmt != NULL && name != NULL ? strlen(fmt) : 0;
+
+    if (!qcow2_header_parse(buf, len, &h, errp)) {
+        return false;
+    }
+    if (nlen > QCOW2_MAX_BACKING_NAME || flen > QCOW2_MAX_BACKING_NAME) {
+        error_setg(errp, "qcow2: backing file name too long");
+        return false;
+    }
+    limit = MIN(len, (size_t)h.cluster_size);
+    old_end = limit;
+    if (h.has_backing_file) {
+        limit = MIN(limit, (size_t)h.backing_file_offset);
+        old_end = (size_t)(h.backing_file_offset + h.backing_file_size);
+    }
+    cap = MIN(len, (size_t)h.cluster_size);
+    ext = xzalloc(cap + 16 + ALIGN_UP(flen, (size_t)8));
+
+    /* Every extension but the backing format; the new one first. */
+    if (flen > 0) {
+        put_be32(ext, QCOW2_EXT_BACKING_FORMAT);
+        put_be32(ext + 4, (uint32_t)flen);
+        memcpy(ext + 8, fmt, flen);
+        out = 8 + ALIGN_UP(flen, (size_t)8);
+    }
+    off = h.header_length;
+    while (off + 8 <= limit) {
+        uint32_t type = get_be32(buf + off);
+        uint32_t elen = get_be32(buf + off + 4);
+        size_t sz;
+
+        if (type == QCOW2_EXT_END) {
+            break;
+        }
+        sz = 8 + ALIGN_UP((size_t)elen, (size_t)8);
+        if (type != QCOW2_EXT_BACKING_FORMAT) {
+            if (out + sz > cap) {
+                goto too_big;
+            }
+            memcpy(ext + out, buf + off, MIN(sz, limit - off));
+            out += sz;
+        }
+        off += sz;
+    }
+    out += 8;                  /* the end marker */
+    used = h.header_length + out;
+    if (used + nlen > cap) {
+        goto too_big;
+    }
+    old_end = MAX(old_end, off + 8);
+    memcpy(buf + h.header_length, ext, out);
+    if (nlen > 0) {
+        memcpy(buf + used, name, nlen);
+        put_be64(buf + 8, used);
+        put_be32(buf + 16, (uint32_t)nlen);
+        used += nlen;
+    } else {
+        put_be64(buf + 8, 0);
+        put_be32(buf + 16, 0);
+    }
+    if (used < old_end) {
+        memset(buf + used, 0, MIN(old_end, cap) - used);
+    }
+    *end = MAX(MIN(old_end, cap), used);
+    return true;
+
+too_big:
+    error_setg(errp, "qcow2: no room for the backing file name in the "
+               "header cluster");
+    return false;
+}

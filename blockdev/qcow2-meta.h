@@ -336,5 +336,12 @@ int qcow2_bitmap_table_decode(const Qcow2Header *h, uint64_t entry,
 bool qcow2_header_update_bitmaps(uint8_t *buf, size_t len, uint32_t nb,
                                  uint64_t dir_size, uint64_t dir_offset,
                                  size_t *end, Error **errp);
+/* Rewrite cluster 0 (as above) so that the image's backing file is name
+ * with the backing format extension fmt (fmt NULL: none), or no backing
+ * file at all (name NULL).  The other extensions are kept in order;
+ * the name follows them.  *end: bytes of buf to write back.  False when
+ * it would not fit in the cluster. */
+bool qcow2_header_set_backing(uint8_t *buf, size_t len, const char *name,
+                              const char *fmt, size_t *end, Error **errp);
 
 #endif

@@ -2713,6 +2713,65 @@ static void qcow2_get_caps(BlockNode *bs, BlockCaps *caps)
     }
 }
 
+/* Record a new backing file in the header (block-stream, block-commit):
+ * name NULL = none.  Loop thread; blocks for one header write and a
+ * flush, as QEMU's bdrv_change_backing_file does. */
+static bool qcow2_change_backing(BlockNode *bs, const char *name,
+                                 const char *fmt, Error **errp)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t cs = s->h.cluster_size;
+    CLEANUP_FREE uint8_t *hdr = NULL;
+    Qcow2Header nh;
+    int64_t flen;
+    size_t end = 0;
+    int ret;
+    bool ok = false;
+
+    if (s->read_only || s->snapshot_view) {
+        error_setg(errp, "qcow2: image is read-only");
+        return false;
+    }
+    qcow2_lock(s);
+    flen = blk_getlength(bs->file);
+    if (flen < 0) {
+        error_setg_errno(errp, (int)-flen, "qcow2: could not get the file "
+                         "size");
+        goto out;
+    }
+    hdr = xzalloc(cs);
+    ret = blk_pread(bs->file, 0, MIN((uint64_t)flen, cs), hdr, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not read the header");
+        goto out;
+    }
+    if (!qcow2_header_set_backing(hdr, MIN((uint64_t)flen, cs), name, fmt,
+                                  &end, errp)) {
+        goto out;
+    }
+    ret = blk_pwrite(bs->file, 0, end, hdr, 0);
+    if (ret == 0) {
+        ret = blk_flush(bs->file);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not update the header");
+        goto out;
+    }
+    if (qcow2_header_parse(hdr, end, &nh, NULL)) {
+        s->h.backing_file_offset = nh.backing_file_offset;
+        s->h.backing_file_size = nh.backing_file_size;
+        s->h.has_backing_file = nh.has_backing_file;
+        memcpy(s->h.backing_file, nh.backing_file, sizeof(nh.backing_file));
+        s->h.has_backing_format = nh.has_backing_format;
+        memcpy(s->h.backing_format, nh.backing_format,
+               sizeof(nh.backing_format));
+    }
+    ok = true;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
 const BlockDriver blk_drv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2),
@@ -2733,4 +2792,5 @@ const BlockDriver blk_drv_qcow2 = {
     .get_caps = qcow2_get_caps,
     .bitmap_can_store = qcow2_bitmap_can_store,
     .bitmap_remove_persistent = qcow2_bitmap_remove_persistent,
+    .change_backing_file = qcow2_change_backing,
 };

@@ -1,0 +1,182 @@
+"""block-stream against qemu-img rebase: a chain base <- mid <- top
+streamed into top (down to base, or the whole chain) reads the same as
+before and as `qemu-img rebase` of a copy makes it, and records the same
+backing file; libnbd writes during a slow stream win over the job's
+copies; bad input."""
+import json
+import os
+import shutil
+import subprocess
+
+import nbd
+import pytest
+
+from conftest import QmpError, requires
+
+MIB = 1 << 20
+SIZE = 8 * MIB
+
+
+def run(*cmd):
+    return subprocess.run(cmd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def info(path):
+    return json.loads(run("qemu-img", "info", "--output=json", path))
+
+
+def make_chain(d):
+    """base <- mid <- top in directory d, data in every layer."""
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(d, "base.qcow2")
+    mid = os.path.join(d, "mid.qcow2")
+    top = os.path.join(d, "top.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, str(SIZE))
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 8M", base)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
+        "-F", "qcow2", mid)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 2M",
+        "-c", "write -P 0x03 6M 64k", "-c", "write -z 7M 512k", mid)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2",
+        "-F", "qcow2", top)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x04 1536k 64k",
+        "-c", "write -P 0x05 6M 4k", top)
+    return base, mid, top
+
+
+def wait_end(q, job):
+    statuses, end = [], None
+    while not statuses or statuses[-1] != "null":
+        ev = q.get_event(timeout=60)
+        d = ev.get("data", {})
+        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
+            statuses.append(d["status"])
+        elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
+            end = ev
+    return end
+
+
+def flat(path, out):
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, out)
+    return out
+
+
+@pytest.mark.parametrize("to_base", [True, False])
+def test_stream_like_rebase(blockd, tmp_path, to_base):
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    shutil.copytree(str(tmp_path / "a"), str(tmp_path / "ref"))
+    rbase = str(tmp_path / "ref" / "base.qcow2")
+    rtop = str(tmp_path / "ref" / "top.qcow2")
+    before = flat(top, str(tmp_path / "before.raw"))
+    # the reference: qemu-img rebase (safe mode copies what changes)
+    if to_base:
+        run("qemu-img", "rebase", "-f", "qcow2", "-b", rbase, "-F", "qcow2",
+            rtop)
+    else:
+        run("qemu-img", "rebase", "-f", "qcow2", "-b", "", rtop)
+
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+    nodes = {n["node-name"]: n for n in
+             blockd.cmd("query-named-block-nodes", flat=True)}
+    args = {"job-id": "s", "device": "top"}
+    if to_base:
+        base_node = [n for n, v in nodes.items()
+                     if v.get("file") == base and v["drv"] == "qcow2"][0]
+        args["base-node"] = base_node
+    blockd.cmd("block-stream", args)
+    end = wait_end(blockd.conn, "s")
+    assert end["event"] == "BLOCK_JOB_COMPLETED"
+    assert "error" not in end["data"], end
+    blockd.cmd("blockdev-del", node_name="top")
+
+    run("qemu-img", "check", top)
+    got, ref = info(top), info(rtop)
+    if to_base:
+        assert got["full-backing-filename"] == base
+        assert ref["full-backing-filename"] == rbase
+        # mid is gone from the chain: top <- base
+        assert got.get("backing-filename-format") == "qcow2"
+    else:
+        assert "backing-filename" not in got
+        assert "backing-filename" not in ref
+    run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", before, top)
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", rtop, top)
+    # nothing above base is needed any more: mid may go
+    os.unlink(mid)
+    run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", before, top)
+
+
+def test_writes_during_stream(blockd, tmp_path):
+    """A slow stream while libnbd writes: the writes are kept (a job
+    copy never lands over them) and the rest equals the old chain."""
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    before = flat(top, str(tmp_path / "before.raw"))
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "top", "name": "e0",
+                                    "writable": True})
+    blockd.cmd("block-stream", {"job-id": "s", "device": "top",
+                                "speed": MIB})
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///e0?socket=" + sock)
+    with open(before, "r+b") as model:
+        for i, off in enumerate(range(0, SIZE, 300 * 1024)):
+            data = bytes([0x80 + (i & 0x3f)]) * 4096
+            h.pwrite(data, off)
+            model.seek(off)
+            model.write(data)
+    h.flush()
+    assert blockd.cmd("query-jobs")[0]["status"] == "running"
+    blockd.cmd("block-job-set-speed", device="s", speed=0)
+    end = wait_end(blockd.conn, "s")
+    assert "error" not in end["data"], end
+    h.shutdown()
+    blockd.cmd("block-export-del", id="e0")
+    blockd.cmd("blockdev-del", node_name="top")
+    assert "backing-filename" not in info(top)
+    run("qemu-img", "check", top)
+    run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", before, top)
+
+
+def test_stream_bad_input(blockd, tmp_path):
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+    blockd.cmd("blockdev-add", driver="null-co", node_name="n0")
+
+    def err(args):
+        with pytest.raises(QmpError) as e:
+            blockd.cmd("block-stream", args)
+        return e.value.desc
+
+    assert "nope" in err({"device": "nope"})
+    assert err({"device": "top", "base-node": "n0"}) == \
+        "Node 'n0' is not a backing image of 'top'"
+    assert err({"device": "top", "base": "/nowhere"}) == \
+        "Cannot find '/nowhere'"
+    assert err({"device": "top", "base": "x", "base-node": "n0"}) == \
+        "'base' and 'base-node' cannot be specified at the same time"
+    assert err({"device": "n0"}) == \
+        "Driver 'null-co' cannot change the backing file of 'n0'"
+    blockd.cmd("block-stream", {"job-id": "s", "device": "top",
+                                "speed": 1})
+    assert err({"job-id": "t", "device": "top"}) == \
+        "Node 'top' is busy: block device is in use by block job: stream"
+    blockd.cmd("job-cancel", id="s")
+    end = wait_end(blockd.conn, "s")
+    assert end["event"] == "BLOCK_JOB_CANCELLED"
+    # a cancelled stream keeps the chain
+    blockd.cmd("blockdev-del", node_name="top")
+    assert info(top)["backing-filename"] == "mid.qcow2"
