@@ -64,6 +64,11 @@ struct StreamJob {
     StreamShared *sh;
     BlockNode *top, *base;       /* base NULL: the whole chain */
     int base_depth;              /* 0: none, else base's depth from top */
+    /* block-commit: read top (through its chain), write base, and
+     * point overlay (the node above top) at base.  No hook: nobody
+     * else writes top or base (they are backing nodes). */
+    bool is_commit;
+    BlockNode *overlay;
     bool init_started, init_done;
     WorkerJob init_wj;
     int init_ret;
@@ -138,7 +143,8 @@ static void stream_init_work(WorkerJob *wj)
             s->init_ret = depth;
             return;
         }
-        if (depth > 1 && (s->base_depth == 0 || depth < s->base_depth)) {
+        if (depth > (s->is_commit ? 0 : 1) &&
+            (s->base_depth == 0 || depth < s->base_depth)) {
             pthread_mutex_lock(&sh->lock);
             hbm_set(sh->todo, pos, pnum);
             pthread_mutex_unlock(&sh->lock);
@@ -169,14 +175,14 @@ static void stream_chunk_work(WorkerJob *wj)
     uint64_t n = ch->r.end - ch->r.start;
     int ret;
 
+    BlockNode *dst = ch->s->is_commit ? ch->s->base : ch->s->top;
+
     ret = blk_pread(ch->s->top, ch->r.start, n, ch->buf, 0);
     ch->failed_read = ret < 0;
     if (ret == 0) {
         ret = blk_buffer_is_zero(ch->buf, n)
-              ? blk_pwrite_zeroes(ch->s->top, ch->r.start, n,
-                                  BLK_REQ_NO_HOOK)
-              : blk_pwrite(ch->s->top, ch->r.start, n, ch->buf,
-                           BLK_REQ_NO_HOOK);
+              ? blk_pwrite_zeroes(dst, ch->r.start, n, BLK_REQ_NO_HOOK)
+              : blk_pwrite(dst, ch->r.start, n, ch->buf, BLK_REQ_NO_HOOK);
     }
     pthread_mutex_lock(&sh->lock);
     for (StreamRange **p = &sh->inflight; *p != NULL; p = &(*p)->next) {
@@ -335,7 +341,7 @@ static void stream_run(Job *job)
             s->flushing = true;
             job->inflight++;
             s->flush_req = (BlockRequest){
-                .bs = s->top, .type = BLK_OP_FLUSH,
+                .bs = s->is_commit ? s->base : s->top, .type = BLK_OP_FLUSH,
                 .cb = stream_flush_done, .opaque = s,
             };
             blk_aio_submit(stream_pool(s), &s->flush_req);
@@ -358,8 +364,10 @@ static void stream_commit(Job *job)
     StreamJob *s = container_of(job, StreamJob, job);
     Error *err = NULL;
 
-    /* Every range above base is in top now: drop the layers between. */
-    if (!blk_change_backing(s->top, s->base, &err)) {
+    /* Every range above base is in top (stream) or base (commit) now:
+     * drop the layers between. */
+    if (!blk_change_backing(s->is_commit ? s->overlay : s->top, s->base,
+                            &err)) {
         free(job->error);
         job->error = xstrdup(error_get_pretty(err));
         error_free(err);
@@ -373,7 +381,11 @@ static void stream_clean(Job *job)
     if (s->sh != NULL) {
         StreamShared *sh = s->sh;
         s->sh = NULL;
-        blk_write_hook_remove(s->top, &sh->hook);
+        if (s->is_commit) {
+            stream_hook_done(&sh->hook);
+        } else {
+            blk_write_hook_remove(s->top, &sh->hook);
+        }
     }
     if (s->base != NULL) {
         blk_unref(s->base);
@@ -398,6 +410,14 @@ static const JobDriver stream_driver = {
     .free = stream_free,
 };
 
+static const JobDriver commit_driver = {
+    .type = JOB_TYPE_COMMIT,
+    .run = stream_run,
+    .commit = stream_commit,
+    .clean = stream_clean,
+    .free = stream_free,
+};
+
 /* base's depth in top's chain (top = 1), or 0 when it is not there. */
 static int stream_chain_depth(BlockNode *top, BlockNode *base)
 {
@@ -411,12 +431,29 @@ static int stream_chain_depth(BlockNode *top, BlockNode *base)
     return 0;
 }
 
+/* Buffers and the shared state of a new stream or commit job. */
+static void stream_setup(StreamJob *s, uint64_t len)
+{
+    StreamShared *sh;
+
+    for (unsigned i = 0; i < STREAM_MAX_INFLIGHT; i++) {
+        s->chunks[i].buf = xmalloc(STREAM_CHUNK);
+    }
+    sh = XNEW(StreamShared);
+    sh->len = len;
+    pthread_mutex_init(&sh->lock, NULL);
+    pthread_cond_init(&sh->cond, NULL);
+    sh->todo = hbm_new(len, STREAM_GRANULE);
+    sh->hook.fn = stream_hook_fn;
+    sh->hook.done = stream_hook_done;
+    s->sh = sh;
+}
+
 bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
                       Error **errp)
 {
     BlockGraph *g = ctx->graph;
     BlockNode *top, *base = NULL;
-    StreamShared *sh;
     StreamJob *s;
     Job *job;
     int64_t len;
@@ -488,18 +525,141 @@ bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
         s->base = base;
         s->base_depth = stream_chain_depth(top, base);
     }
-    for (unsigned i = 0; i < STREAM_MAX_INFLIGHT; i++) {
-        s->chunks[i].buf = xmalloc(STREAM_CHUNK);
+    stream_setup(s, (uint64_t)len);
+    blk_write_hook_add(top, &s->sh->hook);
+    job_start(job);
+    return true;
+}
+
+/* ---- block-commit --------------------------------------------------- */
+
+bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
+                      Error **errp)
+{
+    BlockGraph *g = ctx->graph;
+    BlockNode *dev, *top = NULL, *base = NULL, *overlay = NULL;
+    StreamJob *s;
+    Job *job;
+    int depth;
+
+    dev = blk_lookup_bs(g, args->device, NULL, errp);
+    if (dev == NULL) {
+        return false;
     }
-    sh = XNEW(StreamShared);
-    sh->len = (uint64_t)len;
-    pthread_mutex_init(&sh->lock, NULL);
-    pthread_cond_init(&sh->cond, NULL);
-    sh->todo = hbm_new((uint64_t)len, STREAM_GRANULE);
-    sh->hook.fn = stream_hook_fn;
-    sh->hook.done = stream_hook_done;
-    s->sh = sh;
-    blk_write_hook_add(top, &sh->hook);
+    if (args->has_top && args->has_top_node) {
+        error_setg(errp, "'top' and 'top-node' cannot be specified at the "
+                   "same time");
+        return false;
+    }
+    if (args->has_base && args->has_base_node) {
+        error_setg(errp, "'base' and 'base-node' cannot be specified at "
+                   "the same time");
+        return false;
+    }
+    if (args->has_backing_file || args->has_filter_node_name) {
+        error_setg(errp, "%s is not supported", args->has_backing_file
+                   ? "backing-file" : "filter-node-name");
+        return false;
+    }
+    if (args->speed < 0) {
+        error_setg(errp, "Parameter 'speed' expects a non-negative value");
+        return false;
+    }
+    /* top: by node-name or file name, default the active layer. */
+    top = dev;
+    if (args->has_top_node || args->has_top) {
+        const char *want = args->has_top_node ? args->top_node : args->top;
+        top = NULL;
+        for (BlockNode *n = dev; n != NULL; n = n->backing) {
+            if (strcmp(args->has_top_node ? n->node_name : n->filename,
+                       want) == 0) {
+                top = n;
+                break;
+            }
+            overlay = n;
+        }
+        if (top == NULL) {
+            error_setg(errp, "Top image file %s not found", want);
+            return false;
+        }
+    }
+    /* base: by node-name or file name, default the bottom of the chain */
+    if (args->has_base_node || args->has_base) {
+        const char *want = args->has_base_node ? args->base_node : args->base;
+        for (BlockNode *n = top->backing; n != NULL; n = n->backing) {
+            if (strcmp(args->has_base_node ? n->node_name : n->filename,
+                       want) == 0) {
+                base = n;
+                break;
+            }
+        }
+        if (base == NULL) {
+            if (args->has_base_node &&
+                (blk_find_node(g, want) == top ||
+                 blk_find_node(g, want) == dev)) {
+                error_setg(errp, "cannot commit an image into itself");
+            } else if (args->has_base_node) {
+                error_setg(errp, "Node '%s' is not a backing image of '%s'",
+                           want, blk_node_name(top));
+            } else {
+                error_setg(errp, "Can't find '%s' to use as base", want);
+            }
+            return false;
+        }
+    } else {
+        for (BlockNode *n = top->backing; n != NULL; n = n->backing) {
+            base = n;
+        }
+        if (base == NULL) {
+            error_setg(errp, "Cannot commit '%s': it has no backing file",
+                       blk_node_name(top));
+            return false;
+        }
+    }
+    if (top == dev) {
+        error_setg(errp, "Active commit (top is the device '%s') is not "
+                   "supported yet", blk_node_name(dev));
+        return false;
+    }
+    if (base->read_only) {
+        error_setg(errp, "Block node '%s' is read-only: add it with "
+                   "read-only=false to commit into it", blk_node_name(base));
+        return false;
+    }
+    if (overlay->drv->change_backing_file == NULL) {
+        error_setg(errp, "Driver '%s' cannot change the backing file of "
+                   "'%s'", overlay->drv->format_name,
+                   blk_node_name(overlay));
+        return false;
+    }
+    if (blk_getlength(base) < blk_getlength(top)) {
+        error_setg(errp, "Base '%s' is smaller than top '%s'",
+                   blk_node_name(base), blk_node_name(top));
+        return false;
+    }
+    depth = stream_chain_depth(top, base);
+    job = job_create(g, &commit_driver, sizeof(StreamJob),
+                     args->has_job_id ? args->job_id : args->device,
+                     args->auto_finalize, args->auto_dismiss, errp);
+    if (job == NULL) {
+        return false;
+    }
+    s = container_of(job, StreamJob, job);
+    job->on_source_error = job->on_target_error = args->on_error;
+    job->speed = args->speed;
+    if (!job_claim_node(job, base, true, errp) ||
+        !job_claim_node(job, top, false, errp) ||
+        !job_claim_node(job, overlay, false, errp)) {
+        job_early_fail(job);
+        return false;
+    }
+    s->is_commit = true;
+    s->top = top;
+    s->overlay = overlay;
+    blk_ref(base);
+    s->base = base;
+    s->base_depth = depth;
+    stream_setup(s, (uint64_t)blk_getlength(top));
     job_start(job);
     return true;
 }

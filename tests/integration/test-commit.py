@@ -1,0 +1,128 @@
+"""block-commit against qemu-img commit: committing mid into base in a
+chain base <- mid <- top gives the base qemu-img commit gives, top reads
+as before with base as its backing file; bad input."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import QmpError, requires
+
+MIB = 1 << 20
+SIZE = 8 * MIB
+
+
+def run(*cmd):
+    return subprocess.run(cmd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def info(path):
+    return json.loads(run("qemu-img", "info", "--output=json", path))
+
+
+def make_chain(d):
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(d, "base.qcow2")
+    mid = os.path.join(d, "mid.qcow2")
+    top = os.path.join(d, "top.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, str(SIZE))
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 8M", base)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
+        "-F", "qcow2", mid)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 2M",
+        "-c", "write -P 0x03 6M 64k", "-c", "write -z 7M 512k", mid)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2",
+        "-F", "qcow2", top)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x04 1536k 64k", top)
+    return base, mid, top
+
+
+def add_chain(blockd, base, mid, top):
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "base",
+                                "read-only": False,
+                                "file": {"driver": "file",
+                                         "filename": base}})
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "mid",
+                                "backing": "base",
+                                "file": {"driver": "file",
+                                         "filename": mid}})
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "backing": "mid",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+
+
+def wait_end(q, job):
+    statuses, end = [], None
+    while not statuses or statuses[-1] != "null":
+        ev = q.get_event(timeout=60)
+        d = ev.get("data", {})
+        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
+            statuses.append(d["status"])
+        elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
+            end = ev
+    return end
+
+
+def test_commit_like_qemu_img(blockd, tmp_path):
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    shutil.copytree(str(tmp_path / "a"), str(tmp_path / "ref"))
+    before = str(tmp_path / "before.raw")
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", top, before)
+    run("qemu-img", "commit", "-q", "-f", "qcow2",
+        str(tmp_path / "ref" / "mid.qcow2"))
+
+    add_chain(blockd, base, mid, top)
+    blockd.cmd("block-commit", {"job-id": "c", "device": "top",
+                                "top-node": "mid", "base-node": "base"})
+    end = wait_end(blockd.conn, "c")
+    assert end["event"] == "BLOCK_JOB_COMPLETED"
+    assert end["data"]["type"] == "commit"
+    assert "error" not in end["data"], end
+    # mid is out of the chain: it can go now
+    blockd.cmd("blockdev-del", node_name="mid")
+    blockd.cmd("blockdev-del", node_name="top")
+    blockd.cmd("blockdev-del", node_name="base")
+    run("qemu-img", "check", base)
+    run("qemu-img", "check", top)
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2",
+        str(tmp_path / "ref" / "base.qcow2"), base)
+    assert info(top)["full-backing-filename"] == base
+    os.unlink(mid)
+    run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", before, top)
+
+
+def test_commit_bad_input(blockd, tmp_path):
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    add_chain(blockd, base, mid, top)
+
+    def err(args):
+        with pytest.raises(QmpError) as e:
+            blockd.cmd("block-commit", args)
+        return e.value.desc
+
+    assert "nope" in err({"device": "nope"})
+    assert err({"device": "top", "top-node": "nope"}) == \
+        "Top image file nope not found"
+    assert err({"device": "top", "top-node": "mid", "base-node": "mid"}) \
+        == "cannot commit an image into itself"
+    assert err({"device": "top", "top-node": "base"}) == \
+        "Cannot commit 'base': it has no backing file"
+    assert err({"device": "top"}).startswith("Active commit")
+    assert err({"device": "top", "top-node": "mid", "base-node": "base",
+                "top": "x"}) == \
+        "'top' and 'top-node' cannot be specified at the same time"
+    blockd.cmd("block-commit", {"job-id": "c", "device": "top",
+                                "top-node": "mid", "speed": 1})
+    assert err({"job-id": "d", "device": "top", "top-node": "mid"}) == \
+        "Node 'base' is busy: block device is in use by block job: commit"
+    blockd.cmd("job-cancel", id="c")
+    assert wait_end(blockd.conn, "c")["event"] == "BLOCK_JOB_CANCELLED"
+    blockd.cmd("blockdev-del", node_name="top")
+    # a cancelled commit keeps the chain
+    assert info(top)["backing-filename"] == "mid.qcow2"
