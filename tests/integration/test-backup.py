@@ -397,3 +397,34 @@ def test_sigterm_with_job_running(blockd_factory, tmp_path):
           sync="full", speed=MIB)
     assert d.cmd("query-jobs")[0]["status"] == "running"
     assert d.stop() == 0
+
+
+def test_sync_top(blockd, tmp_path):
+    """sync=top copies what the top layer allocates, not its backing:
+    the target allocates the same ranges, and over the same backing
+    file it reads as the source."""
+    requires("qemu-img", "qemu-io")
+    base = qcow2(str(tmp_path / "base.qcow2"), 8 * MIB)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x61 0 8M", base)
+    top = qcow2(str(tmp_path / "top.qcow2"), 8 * MIB, backing=base)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x62 1M 128k",
+        "-c", "write -P 0x63 5M 64k", top)
+    dst = qcow2(str(tmp_path / "dst.qcow2"), 8 * MIB, backing=base)
+    add_qcow2(blockd, "src", top)
+    add_qcow2(blockd, "dst", dst, backing=False)
+    blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
+               sync="top")
+    end, _ = wait_job_end(blockd.conn, "j")
+    assert "error" not in end["data"]
+    assert end["data"]["len"] == 128 * 1024 + 64 * 1024
+    blockd.cmd("blockdev-del", node_name="src")
+    blockd.cmd("blockdev-del", node_name="dst")
+
+    def alloc(path):
+        m = json.loads(run("qemu-img", "map", "--output=json", "-f",
+                           "qcow2", path))
+        return [(e["start"], e["length"]) for e in m
+                if e["depth"] == 0 and e["data"]]
+    assert alloc(dst) == alloc(top) == [(1 * MIB, 128 * 1024),
+                                        (5 * MIB, 64 * 1024)]
+    run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", top, dst)
