@@ -22,6 +22,7 @@
  * serialised per node.
  */
 #include "blockdev/block.h"
+#include "blockdev/create.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1042,6 +1043,180 @@ static void file_query_image(BlockNode *bs, ImageInfo *info)
         info->has_actual_size = true;
         info->actual_size = (int64_t)st.st_blocks * 512;
     }
+}
+
+/* ---- creating a file (blockdev-create) ------------------------------- */
+
+#define FILE_ZERO_CHUNK (1024 * 1024)
+
+static bool file_create_cancelled(BlockCreateProgress *pr)
+{
+    return pr != NULL && __atomic_load_n(&pr->cancel, __ATOMIC_ACQUIRE);
+}
+
+static void file_create_count(BlockCreateProgress *pr, uint64_t bytes)
+{
+    if (pr != NULL) {
+        __atomic_add_fetch(&pr->done, bytes, __ATOMIC_RELAXED);
+    }
+}
+
+/* Allocate [offset, offset+bytes) of fd (QEMU's raw_regular_truncate
+ * for the grown part): falloc reserves blocks, full writes zeroes. */
+static int file_fd_preallocate(int fd, uint64_t offset, uint64_t bytes,
+                               PreallocMode mode, BlockCreateProgress *pr)
+{
+    CLEANUP_FREE void *zero = NULL;
+
+    if (bytes == 0 || mode == PREALLOC_MODE_OFF) {
+        return 0;
+    }
+    if (mode == PREALLOC_MODE_FALLOC) {
+        while (fallocate(fd, 0, (off_t)offset, (off_t)bytes) != 0) {
+            if (errno != EINTR) {
+                return errno == EOPNOTSUPP ? -ENOTSUP : -errno;
+            }
+        }
+        file_create_count(pr, bytes);
+        return 0;
+    }
+    if (mode != PREALLOC_MODE_FULL) {
+        return -ENOTSUP;
+    }
+    zero = xcalloc(1, FILE_ZERO_CHUNK);
+    while (bytes > 0) {
+        size_t n = (size_t)MIN(bytes, (uint64_t)FILE_ZERO_CHUNK);
+        ssize_t r;
+
+        if (file_create_cancelled(pr)) {
+            return -ECANCELED;
+        }
+        r = pwrite(fd, zero, n, (off_t)offset);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        offset += (uint64_t)r;
+        bytes -= (uint64_t)r;
+        file_create_count(pr, (uint64_t)r);
+    }
+    return 0;
+}
+
+int blk_file_preallocate(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                         PreallocMode mode, BlockCreateProgress *pr)
+{
+    FileState *s;
+    uint64_t size;
+    int ret;
+
+    if (bs->drv != &blk_drv_file) {
+        return -ENODEV;
+    }
+    s = bs->opaque;
+    if (s->is_blockdev) {
+        return -ENODEV;
+    }
+    ret = file_fd_preallocate(s->fd, offset, bytes, mode, pr);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = file_size_now(s, &size);
+    if (ret == 0) {
+        __atomic_store_n(&bs->total_size, (int64_t)size, __ATOMIC_RELEASE);
+    }
+    return ret;
+}
+
+/* Best effort, as QEMU: FS_NOCOW_FL on btrfs, an extent size hint on
+ * XFS (file systems without them are not an error). */
+static void file_create_hints(int fd, const BlockdevCreateOptionsFile *o)
+{
+    if (o->has_nocow && o->nocow) {
+        int attr;
+
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0) {
+            attr |= FS_NOCOW_FL;
+            (void)ioctl(fd, FS_IOC_SETFLAGS, &attr);
+        }
+    }
+    {
+        struct fsxattr attr;
+        uint64_t hint = o->has_extent_size_hint ? o->extent_size_hint
+                                                : 1024 * 1024;
+
+        if (hint != 0 && hint <= UINT32_MAX &&
+            ioctl(fd, FS_IOC_FSGETXATTR, &attr) == 0) {
+            attr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+            attr.fsx_extsize = (uint32_t)hint;
+            (void)ioctl(fd, FS_IOC_FSSETXATTR, &attr);
+        }
+    }
+}
+
+bool blk_file_create(const BlockdevCreateOptionsFile *o,
+                     BlockCreateProgress *pr, Error **errp)
+{
+    PreallocMode mode = o->has_preallocation ? o->preallocation
+                                             : PREALLOC_MODE_OFF;
+    CLEANUP_CLOSE int fd = -1;
+    struct stat st;
+    int ret;
+
+    if (mode != PREALLOC_MODE_OFF && mode != PREALLOC_MODE_FALLOC &&
+        mode != PREALLOC_MODE_FULL) {
+        error_setg(errp, "Unsupported preallocation mode: %s",
+                   PreallocMode_str(mode));
+        return false;
+    }
+    if (o->size > INT64_MAX) {
+        error_setg(errp, "Image size cannot be larger than %lld bytes",
+                   (long long)INT64_MAX);
+        return false;
+    }
+    fd = open(o->filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not create '%s'", o->filename);
+        return false;
+    }
+    file_create_hints(fd, o);
+    /* Write and resize, sharing everything else: another writer fails
+     * us here as it would fail QEMU. */
+    ret = file_lock(fd, (1u << PERM_WRITE) | (1u << PERM_RESIZE),
+                    (1u << PERM_CONSISTENT_READ) |
+                    (1u << PERM_WRITE_UNCHANGED),
+                    o->filename, errp);
+    if (ret == -EAGAIN) {
+        return false;
+    }
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* A device keeps its size: nothing to clear or grow. */
+        return true;
+    }
+    if (ftruncate(fd, 0) != 0) {
+        error_setg_errno(errp, errno, "Could not clear '%s'", o->filename);
+        return false;
+    }
+    if (pr != NULL) {
+        __atomic_store_n(&pr->total, mode == PREALLOC_MODE_OFF ? 0 : o->size,
+                         __ATOMIC_RELAXED);
+    }
+    ret = file_fd_preallocate(fd, 0, o->size, mode, pr);
+    if (ret == -ECANCELED) {
+        error_setg(errp, "Operation canceled");
+        return false;
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not preallocate new data");
+        return false;
+    }
+    if (ftruncate(fd, (off_t)o->size) != 0) {
+        error_setg_errno(errp, errno, "Could not resize file");
+        return false;
+    }
+    return true;
 }
 
 const BlockDriver blk_drv_file = {

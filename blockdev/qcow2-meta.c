@@ -1263,3 +1263,197 @@ too_big:
                "header cluster");
     return false;
 }
+
+/* ---- creating an image ----------------------------------------------- */
+
+static uint64_t div_round_up(uint64_t a, uint64_t b)
+{
+    return a / b + (a % b != 0);
+}
+
+bool qcow2_create_layout(const Qcow2CreateParams *p, Qcow2CreateLayout *l,
+                         Error **errp)
+{
+    uint64_t cs, rb_entries, fixed, total, refblocks, rt_clusters;
+    uint32_t l2_entry = p->extended_l2 ? 16 : 8;
+    size_t blen = p->backing_file ? strlen(p->backing_file) : 0;
+
+    memset(l, 0, sizeof(*l));
+    if ((p->version != 2 && p->version != 3) ||
+        p->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+        p->cluster_bits > QCOW2_MAX_CLUSTER_BITS ||
+        p->refcount_order > QCOW2_MAX_REFCOUNT_ORDER ||
+        p->compression_type > 1 || p->size % 512 != 0 ||
+        (p->version == 2 && (p->refcount_order != 4 || p->extended_l2 ||
+                             p->lazy_refcounts ||
+                             p->compression_type != 0)) ||
+        (p->backing_format != NULL && p->backing_file == NULL)) {
+        error_setg(errp, "qcow2: invalid parameters for a new image");
+        return false;
+    }
+    if (blen > QCOW2_MAX_BACKING_NAME) {
+        error_setg(errp, "Backing file name too long");
+        return false;
+    }
+    cs = 1ULL << p->cluster_bits;
+    l->cluster_size = cs;
+    l->l2_entries = (uint32_t)(cs / l2_entry);
+    /* Header, extensions (backing format, end) and the name must fit in
+     * cluster 0. */
+    if (QCOW2_CREATE_HEADER_LEN + 8 +
+        (p->backing_format ? 8 + ((strlen(p->backing_format) + 7) & ~7u)
+                           : 0) + blen > cs) {
+        error_setg(errp, "Could not assign backing file '%s': the name "
+                   "does not fit in the header cluster", p->backing_file);
+        return false;
+    }
+    l->l1_entries = div_round_up(p->size, cs * l->l2_entries);
+    if (l->l1_entries * 8 > QCOW2_MAX_L1_BYTES) {
+        error_setg(errp, "Could not resize image: Failed to grow the L1 "
+                   "table: File too large");
+        return false;
+    }
+    l->l1_clusters = div_round_up(l->l1_entries * 8, cs);
+    if (p->preallocate) {
+        l->data_clusters = div_round_up(p->size, cs);
+        l->l2_tables = l->l1_entries;
+    }
+    /* Every cluster but the refcount structures, then the fixed point
+     * of: refcount blocks cover every cluster including themselves and
+     * the table, which covers every block. */
+    fixed = 1 + l->l1_clusters + l->l2_tables + l->data_clusters;
+    rb_entries = (cs * 8) >> p->refcount_order;
+    rt_clusters = 1;
+    refblocks = 1;
+    for (int i = 0; i < 64; i++) {
+        uint64_t rb, rt;
+
+        total = fixed + rt_clusters + refblocks;
+        rb = div_round_up(total, rb_entries);
+        rt = div_round_up(rb * 8, cs);
+        if (rb == refblocks && rt == rt_clusters) {
+            break;
+        }
+        refblocks = MAX(rb, refblocks);
+        rt_clusters = MAX(rt, rt_clusters);
+    }
+    if (rt_clusters * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        error_setg(errp, "Could not resize image: Failed to grow the "
+                   "refcount table: File too large");
+        return false;
+    }
+    l->reftable_offset = cs;
+    l->reftable_clusters = rt_clusters;
+    l->refblocks_offset = l->reftable_offset + rt_clusters * cs;
+    l->refblocks = refblocks;
+    l->l1_offset = l->refblocks_offset + refblocks * cs;
+    if (p->preallocate) {
+        l->l2_offset = l->l1_offset + l->l1_clusters * cs;
+        l->data_offset = l->l2_offset + l->l2_tables * cs;
+    }
+    l->total_clusters = 1 + rt_clusters + refblocks + l->l1_clusters +
+                        l->l2_tables + l->data_clusters;
+    return true;
+}
+
+uint64_t qcow2_create_meta_clusters(const Qcow2CreateLayout *l)
+{
+    return l->total_clusters - l->data_clusters;
+}
+
+/* Cluster 0: qcow2.txt "Header" and "Header extensions". */
+static void create_header(const Qcow2CreateParams *p,
+                          const Qcow2CreateLayout *l, uint8_t *buf)
+{
+    size_t pos = p->version >= 3 ? QCOW2_CREATE_HEADER_LEN
+                                 : QCOW2_V2_HEADER_LEN;
+
+    put_be32(buf, QCOW2_MAGIC);
+    put_be32(buf + 4, p->version);
+    put_be32(buf + 20, p->cluster_bits);
+    put_be64(buf + 24, p->size);
+    put_be32(buf + 36, (uint32_t)l->l1_entries);
+    put_be64(buf + 40, l->l1_entries ? l->l1_offset : 0);
+    put_be64(buf + 48, l->reftable_offset);
+    put_be32(buf + 56, (uint32_t)l->reftable_clusters);
+    if (p->version >= 3) {
+        uint64_t incompat = 0;
+
+        if (p->extended_l2) {
+            incompat |= QCOW2_INCOMPAT_EXTL2;
+        }
+        if (p->compression_type != 0) {
+            incompat |= QCOW2_INCOMPAT_COMPRESSION;
+        }
+        put_be64(buf + 72, incompat);
+        put_be64(buf + 80, p->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS
+                                             : 0);
+        put_be32(buf + 96, p->refcount_order);
+        put_be32(buf + 100, QCOW2_CREATE_HEADER_LEN);
+        buf[104] = p->compression_type;
+    }
+    if (p->backing_format != NULL) {
+        size_t flen = strlen(p->backing_format);
+
+        put_be32(buf + pos, QCOW2_EXT_BACKING_FORMAT);
+        put_be32(buf + pos + 4, (uint32_t)flen);
+        memcpy(buf + pos + 8, p->backing_format, flen);
+        pos += 8 + ((flen + 7) & ~(size_t)7);
+    }
+    pos += 8;                   /* the end extension: zeroes */
+    if (p->backing_file != NULL) {
+        size_t blen = strlen(p->backing_file);
+
+        put_be64(buf + 8, pos);
+        put_be32(buf + 16, (uint32_t)blen);
+        memcpy(buf + pos, p->backing_file, blen);
+    }
+}
+
+void qcow2_create_cluster(const Qcow2CreateParams *p,
+                          const Qcow2CreateLayout *l, uint64_t index,
+                          uint8_t *buf)
+{
+    uint64_t cs = l->cluster_size;
+    uint64_t off = index * cs;
+
+    memset(buf, 0, cs);
+    if (index == 0) {
+        create_header(p, l, buf);
+    } else if (off < l->refblocks_offset) {
+        /* Refcount table: entry i points to block i. */
+        uint64_t first = (off - l->reftable_offset) / 8;
+
+        for (uint64_t i = 0; i < cs / 8 && first + i < l->refblocks; i++) {
+            put_be64(buf + 8 * i, l->refblocks_offset + (first + i) * cs);
+        }
+    } else if (off < l->l1_offset) {
+        /* Refcount block: every cluster of the image counted once. */
+        uint64_t per = (cs * 8) >> p->refcount_order;
+        uint64_t first = (off - l->refblocks_offset) / cs * per;
+
+        for (uint64_t i = 0; i < per && first + i < l->total_clusters; i++) {
+            qcow2_refcount_set(buf, p->refcount_order, i, 1);
+        }
+    } else if (off < l->l1_offset + l->l1_clusters * cs) {
+        /* L1: with preallocation entry i points to L2 table i. */
+        uint64_t first = (off - l->l1_offset) / 8;
+
+        for (uint64_t i = 0; i < cs / 8 && first + i < l->l2_tables; i++) {
+            put_be64(buf + 8 * i, (l->l2_offset + (first + i) * cs) |
+                     QCOW2_OFLAG_COPIED);
+        }
+    } else if (l->l2_tables > 0 && off >= l->l2_offset &&
+               off < l->data_offset) {
+        /* L2 table t maps data clusters t * l2_entries onwards. */
+        uint64_t first = (off - l->l2_offset) / cs * l->l2_entries;
+        size_t step = p->extended_l2 ? 16 : 8;
+
+        for (uint64_t i = 0; i < l->l2_entries &&
+             first + i < l->data_clusters; i++) {
+            put_be64(buf + step * i,
+                     qcow2_l2_entry_normal(l->data_offset + (first + i) * cs,
+                                           true));
+        }
+    }
+}

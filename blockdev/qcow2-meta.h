@@ -344,4 +344,72 @@ bool qcow2_header_update_bitmaps(uint8_t *buf, size_t len, uint32_t nb,
 bool qcow2_header_set_backing(uint8_t *buf, size_t len, const char *name,
                               const char *fmt, size_t *end, Error **errp);
 
+/* ---- creating an image ------------------------------------------------
+ *
+ * What blockdev-create (and qemu-img create) writes, as pure functions
+ * over cluster buffers.  A new image is laid out in one run of clusters:
+ *
+ *     0                     header, extensions, backing file name
+ *     reftable_offset       refcount table (reftable_clusters)
+ *     refblocks_offset      refcount blocks (refblocks), covering every
+ *                           cluster of the image, each counted once
+ *     l1_offset             L1 table (l1_clusters; none for size 0)
+ *     l2_offset             preallocated only: every L2 table, in L1 order
+ *     data_offset           preallocated only: every data cluster, in
+ *                           guest order, mapped by the L2 tables
+ *
+ * Without preallocation the L1 table is all zeroes (nothing allocated).
+ * With it, L2 entries are normal clusters with the COPIED bit (with
+ * extended L2: the host cluster is set and every subcluster left
+ * unallocated, which reads as zeroes or from the backing file, as QEMU
+ * does).  The clusters past the metadata are data: zeroes. */
+
+#define QCOW2_CREATE_HEADER_LEN 112  /* v3 header with compression type */
+
+typedef struct Qcow2CreateParams {
+    uint64_t size;              /* virtual size, bytes, multiple of 512 */
+    uint32_t version;           /* 2 or 3 */
+    uint32_t cluster_bits;      /* 9..21 (14..21 with extended L2) */
+    uint32_t refcount_order;    /* 0..6; 4 for version 2 */
+    bool extended_l2;           /* version 3 only */
+    bool lazy_refcounts;        /* version 3 only */
+    uint8_t compression_type;   /* 0 zlib, 1 zstd (version 3 only) */
+    const char *backing_file;   /* NULL: none; <= 1023 bytes */
+    const char *backing_format; /* NULL: none; needs backing_file */
+    bool preallocate;           /* allocate every L2 table and cluster */
+} Qcow2CreateParams;
+
+typedef struct Qcow2CreateLayout {
+    uint64_t cluster_size;      /* bytes */
+    uint32_t l2_entries;        /* entries per L2 table */
+    uint64_t l1_entries;        /* header l1_size */
+    uint64_t reftable_offset, reftable_clusters;
+    uint64_t refblocks_offset, refblocks;
+    uint64_t l1_offset, l1_clusters;
+    uint64_t l2_offset, l2_tables;         /* 0 without preallocation */
+    uint64_t data_offset, data_clusters;   /* 0 without preallocation */
+    uint64_t total_clusters;    /* the image file's length / cluster */
+} Qcow2CreateLayout;
+
+/* Compute the layout of the new image.  p must hold valid parameters
+ * (blockdev/create.c checks the user's options with QEMU's messages
+ * first); this fails on parameters out of range and when the image
+ * would need an L1 table or a refcount table beyond QEMU's limits
+ * ("Could not resize image: Failed to grow the L1 table: File too
+ * large"). */
+bool qcow2_create_layout(const Qcow2CreateParams *p, Qcow2CreateLayout *l,
+                         Error **errp);
+
+/* Fill buf (one cluster) with the contents of metadata cluster index
+ * (0 .. l->data_offset / cluster_size - 1, or total_clusters without
+ * preallocation): the header, a refcount table or block, an L1 or an L2
+ * table.  Any other index is data and reads as zeroes. */
+void qcow2_create_cluster(const Qcow2CreateParams *p,
+                          const Qcow2CreateLayout *l, uint64_t index,
+                          uint8_t *buf);
+
+/* Clusters of metadata at the start of the image (everything before
+ * the data clusters). */
+uint64_t qcow2_create_meta_clusters(const Qcow2CreateLayout *l);
+
 #endif
