@@ -368,7 +368,22 @@ static bool create_raw(BlockCreate *c, Error **errp)
     return true;
 }
 
-/* The metadata clusters [first, end) in runs of CREATE_CHUNK. */
+/* Bytes of a cluster up to its last non-zero byte, rounded up to 4 KiB
+ * (the rest stays a hole: the node was emptied first, so it reads as
+ * zeroes; a 2 MiB cluster holding a 112-byte header costs 4 KiB). */
+static uint64_t create_used(const uint8_t *buf, uint64_t cs)
+{
+    uint64_t end = cs;
+
+    while (end > 0 && blk_buffer_is_zero(buf + end - MIN(end, 4096),
+                                         MIN(end, 4096))) {
+        end -= MIN(end, 4096);
+    }
+    return end;
+}
+
+/* The metadata clusters [first, end): filled CREATE_CHUNK bytes at a
+ * time and written in runs, skipping zero tails. */
 static bool create_qcow2_meta(BlockCreate *c, const Qcow2CreateLayout *l,
                               uint64_t first, uint64_t end, Error **errp)
 {
@@ -378,7 +393,7 @@ static bool create_qcow2_meta(BlockCreate *c, const Qcow2CreateLayout *l,
 
     for (uint64_t i = first; i < end;) {
         uint64_t n = MIN(per_run, end - i);
-        int ret;
+        uint64_t run = 0;        /* start of the pending run in buf */
 
         if (create_cancelled(c, errp)) {
             return false;
@@ -386,10 +401,23 @@ static bool create_qcow2_meta(BlockCreate *c, const Qcow2CreateLayout *l,
         for (uint64_t k = 0; k < n; k++) {
             qcow2_create_cluster(&c->qcow2, l, i + k, buf + k * cs);
         }
-        ret = blk_pwrite(c->file, i * cs, n * cs, buf, 0);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "Could not write qcow2 header");
-            return false;
+        for (uint64_t k = 0; k < n; k++) {
+            uint64_t used = create_used(buf + k * cs, cs);
+            uint64_t stop = k * cs + used;
+            int ret = 0;
+
+            if (used == cs && k + 1 < n) {
+                continue;        /* the run goes on */
+            }
+            if (stop > run) {
+                ret = blk_pwrite(c->file, i * cs + run, stop - run,
+                                 buf + run, 0);
+            }
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "Could not write qcow2 header");
+                return false;
+            }
+            run = (k + 1) * cs;
         }
         create_count(c, n * cs);
         i += n;

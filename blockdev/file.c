@@ -1182,10 +1182,11 @@ bool blk_file_create(const BlockdevCreateOptionsFile *o,
         return false;
     }
     file_create_hints(fd, o);
-    /* Write and resize, sharing everything else: another writer fails
-     * us here as it would fail QEMU. */
+    /* Write and resize, sharing all but resize (QEMU's raw_co_create):
+     * a user that does not share writes (a writable blockd or QEMU
+     * node) or holds resize fails us, as it fails QEMU. */
     ret = file_lock(fd, (1u << PERM_WRITE) | (1u << PERM_RESIZE),
-                    (1u << PERM_CONSISTENT_READ) |
+                    (1u << PERM_CONSISTENT_READ) | (1u << PERM_WRITE) |
                     (1u << PERM_WRITE_UNCHANGED),
                     o->filename, errp);
     if (ret == -EAGAIN) {

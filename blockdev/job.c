@@ -299,6 +299,11 @@ void job_progress_add(Job *job, int64_t done)
     job->progress_current += done;
 }
 
+bool job_is_block_job(const Job *job)
+{
+    return job->drv->type != JOB_TYPE_CREATE;
+}
+
 void job_progress_add_total(Job *job, int64_t more)
 {
     job->progress_total += more;
@@ -381,7 +386,9 @@ static void job_conclude(Job *job)
         job->drv->clean(job);
     }
     job_release_nodes(job);
-    if (cancelled) {
+    if (!job_is_block_job(job)) {
+        /* No BLOCK_JOB_* events for the others (create), as QEMU. */
+    } else if (cancelled) {
         qapi_event_send_block_job_cancelled(job->events, job->drv->type,
                                             job->id, job->progress_total,
                                             job->progress_current,
@@ -426,7 +433,10 @@ void job_finish(Job *job, int ret, const char *msg)
     }
     job_set_status(job, JOB_STATUS_WAITING);
     job_set_status(job, JOB_STATUS_PENDING);
-    qapi_event_send_block_job_pending(job->events, job->drv->type, job->id);
+    if (job_is_block_job(job)) {
+        qapi_event_send_block_job_pending(job->events, job->drv->type,
+                                          job->id);
+    }
     if (job->auto_finalize) {
         job_conclude(job);
     }

@@ -133,6 +133,9 @@ void job_kick(Job *job);
 uint64_t job_rate_check(Job *job, uint64_t bytes);
 /* Call run after usec (one timer per job; re-arming replaces). */
 void job_sleep(Job *job, uint64_t usec);
+/* A block job (every type but create): it emits the BLOCK_JOB_*
+ * events and query-block-jobs lists it, as in QEMU. */
+bool job_is_block_job(const Job *job);
 void job_progress_add(Job *job, int64_t done);
 void job_progress_add_total(Job *job, int64_t more);
 /* A mirror-like job copied everything: running -> ready and

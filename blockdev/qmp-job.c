@@ -72,7 +72,7 @@ bool qmp_query_block_jobs(QmpCtx *ctx, const QmpQueryBlockJobsArgs *args,
     (void)errp;
     for (Job *j = job_first(ctx->graph); j != NULL; j = j->next) {
         /* QEMU lists block jobs until they are concluded. */
-        if (j->status == JOB_STATUS_CONCLUDED) {
+        if (j->status == JOB_STATUS_CONCLUDED || !job_is_block_job(j)) {
             continue;
         }
         l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));

@@ -124,6 +124,10 @@ static const unsigned long sandbox_ioctls[] = {
     0x1260,                   /* BLKGETSIZE */
     0x125f,                   /* BLKRRPART: partitions of a kernel NBD
                                * device once it is bound */
+    0x80086601,               /* FS_IOC_GETFLAGS, */
+    0x40086602,               /* FS_IOC_SETFLAGS: blockdev-create's nocow */
+    0x801c581f,               /* FS_IOC_FSGETXATTR, */
+    0x401c5820,               /* FS_IOC_FSSETXATTR: its extent size hint */
     0x541b,                   /* FIONREAD */
     0x5421,                   /* FIONBIO */
     0x5401,                   /* TCGETS: isatty() */
