@@ -42,6 +42,7 @@ BlockctlParse blockctl_parse(BlockctlOptions *o, int argc, char **argv)
         { "events", no_argument, NULL, 'e' },
         { "timeout", required_argument, NULL, 't' },
         { "count", required_argument, NULL, 'n' },
+        { "wait", no_argument, NULL, 'w' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -56,7 +57,7 @@ BlockctlParse blockctl_parse(BlockctlOptions *o, int argc, char **argv)
      * '-'. */
     optind = 0;
     opterr = 1;
-    while ((opt = getopt_long(argc, argv, "+s:j:pet:n:hV", longopts,
+    while ((opt = getopt_long(argc, argv, "+s:j:pet:n:whV", longopts,
                               NULL)) != -1) {
         switch (opt) {
         case 's':
@@ -84,6 +85,9 @@ BlockctlParse blockctl_parse(BlockctlOptions *o, int argc, char **argv)
                 return BLOCKCTL_PARSE_ERROR;
             }
             o->count = (unsigned)u;
+            break;
+        case 'w':
+            o->wait = true;
             break;
         case 'h':
             return BLOCKCTL_PARSE_HELP;
@@ -147,6 +151,12 @@ bool blockctl_build_request(const BlockctlOptions *o, json_object **req,
     if (o->nwords == 2 && strcmp(o->words[0], "save-config") == 0 &&
         strchr(o->words[1], '=') == NULL) {
         *req = save_config_request(o->words[1]);
+    } else if (o->nwords > 0 && strcmp(o->words[0], "job-wait") == 0) {
+        if (o->nwords != 2 || strchr(o->words[1], '=') != NULL) {
+            error_setg(errp, "job-wait takes one job ID");
+            return false;
+        }
+        return true;             /* no request: blockctl follows the job */
     } else if (o->json) {
         *req = qmpc_parse_raw(o->json, errp);
     } else if (o->nwords > 0 && !script) {

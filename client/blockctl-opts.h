@@ -42,6 +42,7 @@ typedef struct BlockctlOptions {
     bool events;
     int timeout_ms;         /* --timeout; -1 = none */
     unsigned count;         /* --count; 0 = no limit */
+    bool wait;              /* --wait: a job command waits for its job */
     char **words;           /* COMMAND key=value ... (argv, borrowed) */
     int nwords;
 } BlockctlOptions;
@@ -52,8 +53,8 @@ BlockctlParse blockctl_parse(BlockctlOptions *o, int argc, char **argv);
 
 /* The one request o asks for (save-config FILE, --json, COMMAND
  * key=value...) in *req, owned by the caller; *req = NULL when there is
- * none (script on stdin, --events, the shell).  false with errp set on
- * bad arguments. */
+ * none (script on stdin, --events, the shell, job-wait ID).  false with
+ * errp set on bad arguments. */
 bool blockctl_build_request(const BlockctlOptions *o, json_object **req,
                             Error **errp);
 

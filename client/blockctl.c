@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -48,6 +49,7 @@ static void usage(FILE *f)
 "       blockctl [OPTIONS] -s SOCKET --events\n"
 "       blockctl [OPTIONS] -s SOCKET\n"
 "       blockctl [OPTIONS] -s SOCKET save-config FILE\n"
+"       blockctl [OPTIONS] -s SOCKET job-wait ID\n"
 "       blockctl list [-s PATH | --host HOST [--port PORT] | --fd N]\n"
 "                     [--timeout SECS]\n"
 "\n"
@@ -76,6 +78,12 @@ static void usage(FILE *f)
 "'blockctl save-config FILE' writes the daemon's state as a file for\n"
 "'blockd --config FILE' (x-blockd-save-config; FILE relative to here).\n"
 "\n"
+"'blockctl job-wait ID' follows the job ID (query-jobs and its events)\n"
+"with a progress bar on standard error (done, rate, time left) until\n"
+"it concludes, and exits 0 when it succeeded, 1 when it failed or was\n"
+"cancelled (the error on standard error).  --wait does the same after\n"
+"a command that starts a job (its job-id argument).\n"
+"\n"
 "'blockctl list' lists the exports of an NBD server (blockd, qemu-nbd,\n"
 "nbdkit, nbd-server...) with their size, flags, block sizes and meta\n"
 "contexts, printed as 'qemu-nbd -L' prints them.  Its options: -s,\n"
@@ -95,6 +103,8 @@ static void usage(FILE *f)
 "                       bounds connecting and the wait for the greeting;\n"
 "                       30 seconds by default)\n"
 "  -n, --count N        with --events: exit after N events\n"
+"  -w, --wait           after a command with a job-id argument, wait for\n"
+"                       the job as job-wait does\n"
 "  -h, --help           show this help and exit\n"
 "  -V, --version        show the version and exit\n"
 "\n"
@@ -110,6 +120,8 @@ static void usage(FILE *f)
 "      file.driver=file file.filename=disk.qcow2 read-only=on\n"
 "  blockctl -s /tmp/qmp.sock --json '{\"execute\": \"query-commands\"}'\n"
 "  blockctl -s /tmp/qmp.sock --events --count 1 --timeout 10\n"
+"  blockctl -s /tmp/qmp.sock --wait blockdev-create job-id=c0 \\\n"
+"      options.driver=file options.filename=new.img options.size=1G\n"
 "  blockctl list -s /tmp/nbd.sock\n"
 "  blockctl list --host 127.0.0.1 --port 10809\n");
 }
@@ -205,6 +217,231 @@ static int run_events(QmpClient *c, const Options *o)
     return 0;
 }
 
+/*
+ * blockctl job-wait ID: follow a job to its end.
+ */
+
+#define JOB_WAIT_POLL_MS 500
+
+typedef struct JobWait {
+    const char *id;
+    bool tty;                    /* stderr is a terminal: redraw a line */
+    int64_t t0_ms, last_print_ms;
+    int64_t cur0;                /* progress when we started */
+    int64_t cur, total;
+    char status[32];
+    bool seen;                   /* the job was in query-jobs once */
+    bool ended;                  /* concluded, or gone with a result */
+    bool failed;
+    char *error;                 /* why it failed; owned */
+} JobWait;
+
+static void job_wait_set_error(JobWait *w, const char *msg)
+{
+    free(w->error);
+    w->error = xstrdup(msg);
+    w->failed = true;
+}
+
+static void human_bytes(char *buf, size_t len, double v)
+{
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    unsigned u = 0;
+
+    while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+}
+
+/* One progress line: [####....]  45.0%  1.2 GiB/2.0 GiB  30.5 MiB/s
+ * ETA 0:27  running */
+static void job_wait_draw(JobWait *w, bool final)
+{
+    int64_t now = now_ms();
+    double secs = (double)(now - w->t0_ms) / 1000.0;
+    double frac = w->total > 0 ? (double)w->cur / (double)w->total : 0;
+    double rate = secs > 0 ? (double)(w->cur - w->cur0) / secs : 0;
+    char bar[31], done[32], total[32], speed[32], eta[32] = "--:--";
+    int fill;
+
+    if (!final && !w->tty && now - w->last_print_ms < 1000) {
+        return;
+    }
+    w->last_print_ms = now;
+    frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
+    fill = (int)(frac * 30);
+    memset(bar, '#', (size_t)fill);
+    memset(bar + fill, '.', (size_t)(30 - fill));
+    bar[30] = '\0';
+    human_bytes(done, sizeof(done), (double)w->cur);
+    human_bytes(total, sizeof(total), (double)w->total);
+    human_bytes(speed, sizeof(speed), rate);
+    if (rate > 0 && w->total >= w->cur) {
+        int64_t left = (int64_t)((double)(w->total - w->cur) / rate);
+
+        snprintf(eta, sizeof(eta), "%" PRId64 ":%02" PRId64, left / 60,
+                 left % 60);
+    }
+    fprintf(stderr, "%s%s: [%s] %5.1f%%  %s/%s  %s/s  ETA %s  %s%s",
+            w->tty ? "\r" : "", w->id, bar, frac * 100, done, total, speed,
+            eta, w->status, w->tty ? "\033[K" : "\n");
+    if (final && w->tty) {
+        fputc('\n', stderr);
+    }
+    fflush(stderr);
+}
+
+/* An event about the job: its end when it is dismissed at once. */
+static void job_wait_event(JobWait *w, json_object *ev)
+{
+    const char *name = json_object_get_string(json_object_object_get(ev,
+                                                                     "event"));
+    json_object *data = json_object_object_get(ev, "data");
+    json_object *dev = json_object_object_get(data, "device");
+    json_object *e;
+
+    if (dev == NULL || strcmp(json_object_get_string(dev), w->id) != 0) {
+        return;
+    }
+    if (strcmp(name, "BLOCK_JOB_CANCELLED") == 0) {
+        job_wait_set_error(w, "cancelled");
+    } else if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0 &&
+               (e = json_object_object_get(data, "error")) != NULL) {
+        job_wait_set_error(w, json_object_get_string(e));
+    }
+}
+
+/* query-jobs: update w from the job's entry.  False on a connection
+ * failure (*status set). */
+static bool job_wait_query(QmpClient *c, JobWait *w, int *status)
+{
+    CLEANUP_JSON json_object *reply = NULL;
+    Error *err = NULL;
+    json_object *list, *job = NULL;
+    const char *cls, *desc;
+
+    if (!qmpc_execute(c, "query-jobs", NULL, &reply, &err)) {
+        *status = fail_connection(err);
+        return false;
+    }
+    if (qmpc_reply_is_error(reply, &cls, &desc)) {
+        fprintf(stderr, "blockctl: %s: %s\n", cls, desc);
+        *status = EXIT_REPLY_ERROR;
+        return false;
+    }
+    list = json_object_object_get(reply, "return");
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *j = json_object_array_get_idx(list, i);
+        json_object *id = json_object_object_get(j, "id");
+
+        if (id != NULL && strcmp(json_object_get_string(id), w->id) == 0) {
+            job = j;
+        }
+    }
+    if (job == NULL) {
+        if (!w->seen) {
+            fprintf(stderr, "blockctl: Job '%s' not found\n", w->id);
+            *status = EXIT_REPLY_ERROR;
+            return false;
+        }
+        /* Dismissed (auto-dismiss): its events (queued before this
+         * reply) tell the result. */
+        json_object *ev;
+
+        while (qmpc_next_event(c, 0, &ev, NULL) == 1) {
+            job_wait_event(w, ev);
+            json_object_put(ev);
+        }
+        snprintf(w->status, sizeof(w->status), "%s",
+                 w->failed ? "failed" : "done");
+        w->ended = true;
+        return true;
+    }
+    w->seen = true;
+    w->cur = json_object_get_int64(json_object_object_get(job,
+                                                          "current-progress"));
+    w->total = json_object_get_int64(json_object_object_get(job,
+                                                            "total-progress"));
+    snprintf(w->status, sizeof(w->status), "%s",
+             json_object_get_string(json_object_object_get(job, "status")));
+    if (strcmp(w->status, "concluded") == 0) {
+        json_object *e = json_object_object_get(job, "error");
+
+        w->ended = true;
+        if (e != NULL) {
+            job_wait_set_error(w, json_object_get_string(e));
+        }
+    }
+    return true;
+}
+
+static int run_job_wait(QmpClient *c, const char *id, const Options *o)
+{
+    JobWait w = { .id = id, .tty = isatty(STDERR_FILENO) == 1 };
+    int64_t deadline = o->timeout_ms >= 0 ? now_ms() + o->timeout_ms : -1;
+    int status = 0;
+
+    w.t0_ms = now_ms();
+    if (!job_wait_query(c, &w, &status)) {
+        return status;
+    }
+    w.cur0 = w.cur;
+    while (!w.ended) {
+        CLEANUP_ERROR Error *err = NULL;
+        int64_t until = now_ms() + JOB_WAIT_POLL_MS;
+        json_object *ev;
+        int rc;
+
+        job_wait_draw(&w, false);
+        if (deadline >= 0 && now_ms() >= deadline) {
+            fprintf(stderr, "blockctl: timed out waiting for job '%s'\n",
+                    id);
+            free(w.error);
+            return EXIT_REPLY_ERROR;
+        }
+        /* Events until the next poll: a status change polls at once. */
+        while ((rc = qmpc_next_event(c, (int)MAX(0, until - now_ms()), &ev,
+                                     &err)) == 1) {
+            json_object *data = json_object_object_get(ev, "data");
+            json_object *jid = json_object_object_get(data, "id");
+            bool changed = jid != NULL &&
+                strcmp(json_object_get_string(jid), id) == 0;
+
+            job_wait_event(&w, ev);
+            json_object_put(ev);
+            if (changed) {
+                break;
+            }
+        }
+        if (rc < 0) {
+            free(w.error);
+            return fail_connection(TAKE_PTR(err));
+        }
+        if (!job_wait_query(c, &w, &status)) {
+            free(w.error);
+            return status;
+        }
+    }
+    job_wait_draw(&w, true);
+    if (w.failed) {
+        fprintf(stderr, "blockctl: job '%s' failed: %s\n", id, w.error);
+        status = EXIT_REPLY_ERROR;
+    }
+    free(w.error);
+    return status;
+}
+
+/* The job-id argument of a request, or NULL (borrowed). */
+static const char *request_job_id(json_object *req)
+{
+    json_object *args = json_object_object_get(req, "arguments");
+    json_object *id = json_object_object_get(args, "job-id");
+
+    return id != NULL ? json_object_get_string(id) : NULL;
+}
+
 /* Send one request and print its return value (command and --json). */
 static int run_one(QmpClient *c, json_object *req, const Options *o)
 {
@@ -216,6 +453,9 @@ static int run_one(QmpClient *c, json_object *req, const Options *o)
         return fail_connection(err);
     }
     status = print_reply_value(reply, o->pretty);
+    if (status == 0 && o->wait && request_job_id(req) != NULL) {
+        return run_job_wait(c, request_job_id(req), o);
+    }
     if (o->events) {
         int st = run_events(c, o);
         if (st != 0) {
@@ -948,7 +1188,7 @@ int main(int argc, char **argv)
     Options o;
     QmpClient *c;
     Error *err = NULL;
-    bool script;
+    bool script, job_wait;
     int status;
 
     signal(SIGPIPE, SIG_IGN);
@@ -970,6 +1210,7 @@ int main(int argc, char **argv)
     script = o.nwords == 1 && strcmp(o.words[0], "-") == 0;
 
     /* Bad arguments fail before connecting. */
+    job_wait = o.nwords == 2 && strcmp(o.words[0], "job-wait") == 0;
     if (!blockctl_build_request(&o, &req, &err)) {
         fprintf(stderr, "blockctl: %s\n", error_get_pretty(err));
         error_free(err);
@@ -986,7 +1227,9 @@ int main(int argc, char **argv)
         return fail_connection(err);
     }
 
-    if (req) {
+    if (job_wait) {
+        status = run_job_wait(c, o.words[1], &o);
+    } else if (req) {
         status = run_one(c, req, &o);
     } else if (script) {
         status = run_script(c, &o);
