@@ -10,6 +10,7 @@
  */
 #include "blockdev/block.h"
 #include "blockdev/bitmap.h"
+#include "blockdev/block-drivers.h"
 #include "blockdev/job.h"
 
 #include <assert.h>
@@ -57,6 +58,9 @@ static const BlockDriver *const blk_drivers[] = {
     &blk_drv_null_aio,
     &blk_drv_qcow2,
     &blk_drv_blkdebug,
+#ifdef BLK_HAVE_RBD
+    &blk_drv_rbd,
+#endif
 };
 
 const BlockDriver *blk_find_driver(const char *name)

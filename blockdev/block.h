@@ -307,6 +307,7 @@ extern const BlockDriver blk_drv_null_co;
 extern const BlockDriver blk_drv_null_aio;
 extern const BlockDriver blk_drv_qcow2;   /* blockdev/qcow2.c */
 extern const BlockDriver blk_drv_blkdebug; /* test tool: blkdebug.c */
+extern const BlockDriver blk_drv_rbd;     /* with librbd: rbd.c */
 
 #define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
 #define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */
