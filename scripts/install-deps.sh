@@ -11,7 +11,7 @@ PACKAGES="
   python3-libnbd python3-pytest libnbd-dev
   gnutls-bin openssl fio socat util-linux procps tmux
   python3-docutils groff-base man-db curl systemd xz-utils
-  ceph-mon ceph-osd ceph-common librbd-dev
+  ceph-mon ceph-osd ceph-common librbd-dev qemu-block-extra
 "
 
 missing=""
