@@ -35,6 +35,15 @@ def missing_programs():
     return [p for p in PROGRAMS if shutil.which(p) is None]
 
 
+def _die_with_parent():
+    """preexec_fn: the daemon gets SIGTERM when this process dies, so a
+    killed test run leaves no Ceph behind."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG,
+                                            signal.SIGTERM)
+
+
 def _free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -80,7 +89,8 @@ class CephCluster:
         log = open(os.path.join(self.dir, name + ".out"), "wb")
         p = subprocess.Popen(("nice", "-n", "10") + argv, env=self.env,
                              stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent)
         log.close()
         return p
 
