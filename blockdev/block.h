@@ -37,6 +37,7 @@
 #include "qapi-types.h"
 #include "qmp/qmp.h"
 #include "util/error.h"
+#include "util/lathist.h"
 #include "util/loop.h"
 #include "util/worker.h"
 
@@ -248,8 +249,15 @@ struct BlockNode {
      * open.  The open chain walked by the backing loop check. */
     BlockNode *opening_parent;
     uint64_t wr_highest_offset;  /* bytes, for query-blockstats */
-    uint64_t rd_total_ns, wr_total_ns, flush_total_ns, discard_total_ns;
     uint64_t discard_bytes;
+    /* Per kind of request (the schema's BlockStatsOp; a CACHE hint is
+     * not counted), atomic, from any thread: the latencies of those
+     * that succeeded (their sum is the total time), those running now
+     * (in the driver: not those waiting for a worker), and those
+     * refused before they ran (range, read-only). */
+    LatHist lat[BLOCK_STATS_OP__MAX];
+    uint64_t in_flight[BLOCK_STATS_OP__MAX];
+    uint64_t invalid_ops[BLOCK_STATS_OP__MAX];
     uint64_t failed_rd_ops, failed_wr_ops, failed_flush_ops,
         failed_discard_ops;      /* failed_ops counts them all */
     pthread_mutex_t rmw_lock;    /* serialises read-modify-write cycles
@@ -536,6 +544,13 @@ typedef int BlockStatusFn(BlockNode *bs, uint64_t offset, uint64_t bytes,
 uint32_t blk_get_request_alignment(BlockNode *bs);
 /* The node's node-name; valid while the node lives. */
 const char *blk_node_name(const BlockNode *bs);
+/* A histogram (bs->lat[op], an export's) in QEMU's shape for
+ * query-blockstats (allocated, the caller frees it with the result);
+ * *count gets its number of requests, *sum_ns their total time.  Any
+ * thread. */
+BlockLatencyHistogramInfo *blk_lathist_info(const LatHist *h,
+                                            uint64_t *count,
+                                            uint64_t *sum_ns);
 
 /* What bs does with each kind of request (see BlockCaps): its driver's
  * answer over its children, less what the node's options rule out.

@@ -23,6 +23,8 @@ static const uint8_t blk_zero_buf[BLK_ZERO_BUF_SIZE]
 
 #define STAT_ADD(field, v) \
     __atomic_fetch_add(&(field), (v), __ATOMIC_RELAXED)
+#define STAT_SUB(field, v) \
+    __atomic_fetch_sub(&(field), (v), __ATOMIC_RELAXED)
 
 static uint64_t blk_now_ns(void)
 {
@@ -30,6 +32,60 @@ static uint64_t blk_now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- statistics ---------------------------------------------------
+ *
+ * Per node and kind of request: a request is in flight from
+ * blk_stat_begin() to blk_stat_end(), and its latency goes into the
+ * kind's histogram when it succeeded.  Relaxed atomics only (several
+ * workers run one node's requests at once): two adds and a subtract
+ * per request beside the counters below, no lock. */
+
+/* A request of kind op starts on bs; returns its start time. */
+static uint64_t blk_stat_begin(BlockNode *bs, BlockStatsOp op)
+{
+    STAT_ADD(bs->in_flight[op], 1);
+    return blk_now_ns();
+}
+
+/* The request of kind op that started at t0 is over (ok: it succeeded
+ * and its latency counts). */
+static void blk_stat_end(BlockNode *bs, BlockStatsOp op, uint64_t t0,
+                         bool ok)
+{
+    if (ok) {
+        lathist_record(&bs->lat[op], blk_now_ns() - t0);
+    }
+    STAT_SUB(bs->in_flight[op], 1);
+}
+
+/* A request of kind op was refused before it ran. */
+static void blk_stat_invalid(BlockNode *bs, BlockStatsOp op)
+{
+    STAT_ADD(bs->invalid_ops[op], 1);
+}
+
+/* The statistics kind of a request type; -1 for CACHE (not counted). */
+static int blk_stat_op(BlockRequestType type)
+{
+    switch (type) {
+    case BLK_OP_READ:
+        return BLOCK_STATS_OP_READ;
+    case BLK_OP_WRITE:
+        return BLOCK_STATS_OP_WRITE;
+    case BLK_OP_WRITE_ZEROES:
+        return BLOCK_STATS_OP_WRITE_ZEROES;
+    case BLK_OP_DISCARD:
+        return BLOCK_STATS_OP_DISCARD;
+    case BLK_OP_FLUSH:
+        return BLOCK_STATS_OP_FLUSH;
+    case BLK_OP_BLOCK_STATUS:
+        return BLOCK_STATS_OP_BLOCK_STATUS;
+    case BLK_OP_CACHE:
+        break;
+    }
+    return -1;
 }
 
 int64_t blk_getlength(BlockNode *bs)
@@ -176,10 +232,14 @@ int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
     uint64_t t0, done = 0;
     int ret = blk_check_request(bs, offset, bytes, false);
 
-    if (ret < 0 || bytes == 0) {
+    if (ret < 0) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_READ);
         return ret;
     }
-    t0 = blk_now_ns();
+    if (bytes == 0) {
+        return 0;
+    }
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_READ);
     while (done < bytes) {
         uint64_t n = bytes - done;
         if (bs->max_transfer != 0 && n > bs->max_transfer) {
@@ -190,13 +250,14 @@ int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
         if (ret < 0) {
             STAT_ADD(bs->failed_ops, 1);
             STAT_ADD(bs->failed_rd_ops, 1);
+            blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, false);
             return ret;
         }
         done += n;
     }
     STAT_ADD(bs->rd_ops, 1);
     STAT_ADD(bs->rd_bytes, bytes);
-    STAT_ADD(bs->rd_total_ns, blk_now_ns() - t0);
+    blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, true);
     return 0;
 }
 
@@ -210,11 +271,16 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     int ret;
 
     if (bs->read_only) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE);
         return -EPERM;
     }
     ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0 || bytes == 0) {
+    if (ret < 0) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE);
         return ret;
+    }
+    if (bytes == 0) {
+        return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
         ret = blk_before_write(bs, offset, bytes);
@@ -223,6 +289,7 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         }
     }
     flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_WRITE);
     if (bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
         blk_buffer_is_zero(buf, bytes)) {
         uint32_t zflags = flags & BLK_REQ_FUA;
@@ -235,9 +302,9 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             STAT_ADD(bs->wr_bytes, bytes);
             blk_note_highest(bs, offset + bytes);
         }
+        blk_stat_end(bs, BLOCK_STATS_OP_WRITE, t0, ret == 0);
         return ret;
     }
-    t0 = blk_now_ns();
     while (done < bytes) {
         uint64_t n = bytes - done;
         if (bs->max_transfer != 0 && n > bs->max_transfer) {
@@ -250,6 +317,7 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             STAT_ADD(bs->failed_wr_ops, 1);
             /* a failed write may have changed part of the range */
             blk_dirty_mark(bs, offset, done + n);
+            blk_stat_end(bs, BLOCK_STATS_OP_WRITE, t0, false);
             return ret;
         }
         done += n;
@@ -260,7 +328,7 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     blk_dirty_mark(bs, offset, bytes);
     STAT_ADD(bs->wr_ops, 1);
     STAT_ADD(bs->wr_bytes, bytes);
-    STAT_ADD(bs->wr_total_ns, blk_now_ns() - t0);
+    blk_stat_end(bs, BLOCK_STATS_OP_WRITE, t0, true);
     blk_note_highest(bs, offset + bytes);
     return 0;
 }
@@ -321,14 +389,20 @@ static int blk_do_write_zeroes(BlockNode *bs, uint64_t offset,
 int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
                       uint32_t flags)
 {
+    uint64_t t0;
     int ret;
 
     if (bs->read_only) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE_ZEROES);
         return -EPERM;
     }
     ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0 || bytes == 0) {
+    if (ret < 0) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE_ZEROES);
         return ret;
+    }
+    if (bytes == 0) {
+        return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
         ret = blk_before_write(bs, offset, bytes);
@@ -337,10 +411,12 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
         }
     }
     flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_WRITE_ZEROES);
     ret = blk_do_write_zeroes(bs, offset, bytes, flags);
     if (ret == 0) {
         blk_note_highest(bs, offset + bytes);
     }
+    blk_stat_end(bs, BLOCK_STATS_OP_WRITE_ZEROES, t0, ret == 0);
     return ret;
 }
 
@@ -350,11 +426,16 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     int ret;
 
     if (bs->read_only) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_DISCARD);
         return -EPERM;
     }
     ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0 || bytes == 0) {
+    if (ret < 0) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_DISCARD);
         return ret;
+    }
+    if (bytes == 0) {
+        return 0;
     }
     /* discard=ignore: a discard is only a hint, and it is dropped. */
     if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP ||
@@ -365,17 +446,17 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     if (ret < 0) {
         return ret;
     }
-    t0 = blk_now_ns();
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_DISCARD);
     ret = bs->drv->pdiscard(bs, offset, bytes);
     blk_dirty_mark(bs, offset, bytes);
     if (ret == 0) {
         STAT_ADD(bs->discard_ops, 1);
         STAT_ADD(bs->discard_bytes, bytes);
-        STAT_ADD(bs->discard_total_ns, blk_now_ns() - t0);
     } else {
         STAT_ADD(bs->failed_ops, 1);
         STAT_ADD(bs->failed_discard_ops, 1);
     }
+    blk_stat_end(bs, BLOCK_STATS_OP_DISCARD, t0, ret == 0);
     return ret;
 }
 
@@ -395,7 +476,7 @@ int blk_flush(BlockNode *bs)
     if (bs->cache_no_flush && bs->file == NULL) {
         return 0;
     }
-    t0 = blk_now_ns();
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_FLUSH);
     if (bs->drv->flush != NULL) {
         ret = bs->drv->flush(bs);
     }
@@ -406,11 +487,11 @@ int blk_flush(BlockNode *bs)
     }
     if (ret == 0) {
         STAT_ADD(bs->flush_ops, 1);
-        STAT_ADD(bs->flush_total_ns, blk_now_ns() - t0);
     } else {
         STAT_ADD(bs->failed_ops, 1);
         STAT_ADD(bs->failed_flush_ops, 1);
     }
+    blk_stat_end(bs, BLOCK_STATS_OP_FLUSH, t0, ret == 0);
     return ret;
 }
 
@@ -566,12 +647,14 @@ static int blk_status_walk(BlockRequest *req)
 {
     BlockNode *bs = req->bs;
     uint64_t pos = req->offset;
-    uint64_t end;
+    uint64_t end, t0;
 
     if (req->bytes > INT64_MAX || pos > INT64_MAX - req->bytes ||
         (!bs->drv->is_protocol && pos >= (uint64_t)blk_getlength(bs))) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_BLOCK_STATUS);
         return -EINVAL;
     }
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_BLOCK_STATUS);
     end = pos + req->bytes;
     while (pos < end) {
         uint64_t pnum = 0;
@@ -579,6 +662,7 @@ static int blk_status_walk(BlockRequest *req)
                                  req->status_opaque);
 
         if (ret < 0) {
+            blk_stat_end(bs, BLOCK_STATS_OP_BLOCK_STATUS, t0, false);
             return ret;
         }
         if (pnum == 0 || pnum > end - pos) {
@@ -589,6 +673,7 @@ static int blk_status_walk(BlockRequest *req)
             break;
         }
     }
+    blk_stat_end(bs, BLOCK_STATS_OP_BLOCK_STATUS, t0, true);
     return 0;
 }
 
@@ -610,25 +695,32 @@ int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
     uint64_t t0;
     int ret = blk_check_request(bs, offset, bytes, false);
 
-    if (ret < 0 || bytes == 0) {
+    if (ret < 0) {
+        blk_stat_invalid(bs, BLOCK_STATS_OP_READ);
         return ret;
+    }
+    if (bytes == 0) {
+        return 0;
     }
     if (bs->drv->splice_read == NULL) {
         return -ENOTSUP;
     }
-    t0 = blk_now_ns();
+    t0 = blk_stat_begin(bs, BLOCK_STATS_OP_READ);
     ret = bs->drv->splice_read(bs, offset, bytes, pipe_fd, flags);
     if (ret == -ENOTSUP || (ret == -EAGAIN && (flags & BLK_REQ_NOWAIT))) {
-        return ret;              /* not a failure: read another way */
+        /* not a failure: read another way (and counted then) */
+        blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, false);
+        return ret;
     }
     if (ret < 0) {
         STAT_ADD(bs->failed_ops, 1);
         STAT_ADD(bs->failed_rd_ops, 1);
+        blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, false);
         return ret;
     }
     STAT_ADD(bs->rd_ops, 1);
     STAT_ADD(bs->rd_bytes, bytes);
-    STAT_ADD(bs->rd_total_ns, blk_now_ns() - t0);
+    blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, true);
     return 0;
 }
 
@@ -874,10 +966,16 @@ static int blk_aio_check(BlockNode *bs, BlockRequest *req)
                ? 1 : 0;
     }
     if (write && bs->read_only) {
-        return -EPERM;
+        ret = -EPERM;
+    } else {
+        ret = blk_check_request(bs, req->offset, req->bytes, write);
     }
-    ret = blk_check_request(bs, req->offset, req->bytes, write);
     if (ret < 0) {
+        int op = blk_stat_op(req->type);
+
+        if (op >= 0) {
+            blk_stat_invalid(bs, (BlockStatsOp)op);
+        }
         return ret;
     }
     if (req->bytes == 0) {
@@ -897,8 +995,11 @@ static int blk_aio_check(BlockNode *bs, BlockRequest *req)
 /* Count a finished driver request as the synchronous wrappers do. */
 static void blk_aio_account(BlockNode *bs, const BlockRequest *req, int ret)
 {
-    uint64_t ns = blk_now_ns() - req->start_ns;
+    int op = blk_stat_op(req->type);
 
+    if (op >= 0) {
+        blk_stat_end(bs, (BlockStatsOp)op, req->start_ns, ret >= 0);
+    }
     if (ret < 0) {
         STAT_ADD(bs->failed_ops, 1);
         switch (req->type) {
@@ -924,12 +1025,10 @@ static void blk_aio_account(BlockNode *bs, const BlockRequest *req, int ret)
     case BLK_OP_READ:
         STAT_ADD(bs->rd_ops, 1);
         STAT_ADD(bs->rd_bytes, req->bytes);
-        STAT_ADD(bs->rd_total_ns, ns);
         break;
     case BLK_OP_WRITE:
         STAT_ADD(bs->wr_ops, 1);
         STAT_ADD(bs->wr_bytes, req->bytes);
-        STAT_ADD(bs->wr_total_ns, ns);
         blk_note_highest(bs, req->offset + req->bytes);
         break;
     case BLK_OP_WRITE_ZEROES:
@@ -938,12 +1037,10 @@ static void blk_aio_account(BlockNode *bs, const BlockRequest *req, int ret)
         break;
     case BLK_OP_FLUSH:
         STAT_ADD(bs->flush_ops, 1);
-        STAT_ADD(bs->flush_total_ns, ns);
         break;
     case BLK_OP_DISCARD:
         STAT_ADD(bs->discard_ops, 1);
         STAT_ADD(bs->discard_bytes, req->bytes);
-        STAT_ADD(bs->discard_total_ns, ns);
         break;
     default:
         break;
@@ -972,6 +1069,8 @@ void blk_aio_complete(BlockRequest *req, int ret)
      * counts the request itself). */
     if (req->type == BLK_OP_WRITE_ZEROES && ret == -ENOTSUP &&
         !(req->flags & BLK_REQ_NO_FALLBACK) && pool != NULL) {
+        /* no longer in the driver; the pool path counts it again */
+        STAT_SUB(req->bs->in_flight[BLOCK_STATS_OP_WRITE_ZEROES], 1);
         worker_submit(pool, &req->job);
         return;
     }
@@ -992,6 +1091,7 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
     BlockNode *bs = req->bs;
     Loop *loop = blk_node_loop(bs);
+    int op;
 
     blk_trace_submit(req);
     blk_ref(bs);
@@ -1006,7 +1106,9 @@ void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
             blk_aio_finish(req, ret < 0 ? ret : 0);
             return;
         }
-        req->start_ns = blk_now_ns();
+        op = blk_stat_op(req->type);
+        req->start_ns = op >= 0 ? blk_stat_begin(bs, (BlockStatsOp)op)
+                                : blk_now_ns();
         bs->drv->aio_submit(bs, req);
         return;
     }

@@ -308,6 +308,95 @@ static bool stats_expand_once(StatsCtx *c, BlockNode *bs)
     return true;
 }
 
+BlockLatencyHistogramInfo *blk_lathist_info(const LatHist *src,
+                                            uint64_t *count,
+                                            uint64_t *sum_ns)
+{
+    BlockLatencyHistogramInfo *h = XNEW(BlockLatencyHistogramInfo);
+    LatHist copy;
+
+    lathist_read(src, &copy, count);
+    *sum_ns = copy.sum_ns;
+    h->boundaries = XNEW(uint64List);
+    h->boundaries->n = LATHIST_BINS - 1;
+    h->boundaries->v = xcalloc(LATHIST_BINS - 1, sizeof(uint64_t));
+    for (unsigned i = 0; i < LATHIST_BINS - 1; i++) {
+        h->boundaries->v[i] = lathist_boundary(i);
+    }
+    h->bins = XNEW(uint64List);
+    h->bins->n = LATHIST_BINS;
+    h->bins->v = xcalloc(LATHIST_BINS, sizeof(uint64_t));
+    memcpy(h->bins->v, copy.bins, sizeof(copy.bins));
+    return h;
+}
+
+/* The failed-request counter of kind op (zeroes fail as writes, and
+ * block status is not counted apart). */
+static uint64_t blk_stats_failed(BlockNode *bs, BlockStatsOp op)
+{
+    switch (op) {
+    case BLOCK_STATS_OP_READ:
+        return LOAD(bs->failed_rd_ops);
+    case BLOCK_STATS_OP_WRITE:
+    case BLOCK_STATS_OP_WRITE_ZEROES:
+        return LOAD(bs->failed_wr_ops);
+    case BLOCK_STATS_OP_DISCARD:
+        return LOAD(bs->failed_discard_ops);
+    case BLOCK_STATS_OP_FLUSH:
+        return LOAD(bs->failed_flush_ops);
+    default:
+        return 0;
+    }
+}
+
+/* op-stats and QEMU's latency histograms and invalid_* counters. */
+static void blk_stats_ops(BlockNode *bs, BlockDeviceStats *d)
+{
+    BlockOpStatsList *l = XNEW(BlockOpStatsList);
+    uint64_t n, sum;
+
+    l->n = BLOCK_STATS_OP__MAX;
+    l->v = xcalloc(BLOCK_STATS_OP__MAX, sizeof(*l->v));
+    for (int op = 0; op < BLOCK_STATS_OP__MAX; op++) {
+        BlockOpStats *o = XNEW(BlockOpStats);
+
+        o->op = (BlockStatsOp)op;
+        o->latency = blk_lathist_info(&bs->lat[op], &o->operations,
+                                    &o->total_time_ns);
+        o->failed = blk_stats_failed(bs, (BlockStatsOp)op);
+        o->invalid = LOAD(bs->invalid_ops[op]);
+        o->in_flight = LOAD(bs->in_flight[op]);
+        l->v[op] = o;
+    }
+    d->has_op_stats = true;
+    d->op_stats = l;
+    d->rd_total_time_ns =
+        (int64_t)l->v[BLOCK_STATS_OP_READ]->total_time_ns;
+    d->wr_total_time_ns =
+        (int64_t)l->v[BLOCK_STATS_OP_WRITE]->total_time_ns;
+    d->flush_total_time_ns =
+        (int64_t)l->v[BLOCK_STATS_OP_FLUSH]->total_time_ns;
+    d->unmap_total_time_ns =
+        (int64_t)l->v[BLOCK_STATS_OP_DISCARD]->total_time_ns;
+    d->invalid_rd_operations = LOAD(bs->invalid_ops[BLOCK_STATS_OP_READ]);
+    d->invalid_wr_operations =
+        LOAD(bs->invalid_ops[BLOCK_STATS_OP_WRITE]) +
+        LOAD(bs->invalid_ops[BLOCK_STATS_OP_WRITE_ZEROES]);
+    d->invalid_flush_operations =
+        LOAD(bs->invalid_ops[BLOCK_STATS_OP_FLUSH]);
+    d->invalid_unmap_operations =
+        LOAD(bs->invalid_ops[BLOCK_STATS_OP_DISCARD]);
+    d->account_invalid = true;
+    d->has_rd_latency_histogram = d->has_wr_latency_histogram =
+        d->has_flush_latency_histogram = true;
+    d->rd_latency_histogram =
+        blk_lathist_info(&bs->lat[BLOCK_STATS_OP_READ], &n, &sum);
+    d->wr_latency_histogram =
+        blk_lathist_info(&bs->lat[BLOCK_STATS_OP_WRITE], &n, &sum);
+    d->flush_latency_histogram =
+        blk_lathist_info(&bs->lat[BLOCK_STATS_OP_FLUSH], &n, &sum);
+}
+
 /* The counters of bs alone. */
 static BlockStats *blk_stats_own(BlockNode *bs)
 {
@@ -324,17 +413,13 @@ static BlockStats *blk_stats_own(BlockNode *bs)
     d->wr_operations = LOAD(bs->wr_ops);
     d->flush_operations = LOAD(bs->flush_ops);
     d->unmap_operations = LOAD(bs->discard_ops);
-    d->rd_total_time_ns = LOAD(bs->rd_total_ns);
-    d->wr_total_time_ns = LOAD(bs->wr_total_ns);
-    d->flush_total_time_ns = LOAD(bs->flush_total_ns);
-    d->unmap_total_time_ns = LOAD(bs->discard_total_ns);
     d->wr_highest_offset = LOAD(bs->wr_highest_offset);
     d->failed_rd_operations = LOAD(bs->failed_rd_ops);
     d->failed_wr_operations = LOAD(bs->failed_wr_ops);
     d->failed_flush_operations = LOAD(bs->failed_flush_ops);
     d->failed_unmap_operations = LOAD(bs->failed_discard_ops);
-    d->account_invalid = false;
     d->account_failed = true;
+    blk_stats_ops(bs, d);
     return st;
 }
 

@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/sock.h"
 #include "util/util.h"
+#include "util/vector.h"
 
 /* A request is small; anything larger is not a scrape. */
 #define METRICS_MAX_REQUEST 8192
@@ -163,6 +164,256 @@ static void node_family(Text *t, json_object *stats, const char *name,
     }
 }
 
+/* ---- by kind of request (op-stats) ------------------------------------ */
+
+/* One object's op-stats (a node's, an export's) and the labels that
+ * name the object ("node=\"n0\"", escaped), for the families below. */
+typedef struct OpSource {
+    char *labels;
+    json_object *ops;            /* borrowed from the query's answer */
+} OpSource;
+
+DEFINE_VECTOR_TYPE(OpSourceVec, OpSource);
+
+static void op_sources_free(OpSourceVec *v)
+{
+    for (size_t i = 0; i < v->len; i++) {
+        free(v->ptr[i].labels);
+    }
+    OpSourceVec_reset(v);
+}
+
+static const char *op_name(json_object *o)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(o, "op", &v)
+           ? json_object_get_string(v) : "";
+}
+
+/* A counter or gauge family: member of every op of every source. */
+static void op_family(Text *t, const OpSourceVec *src, const char *name,
+                      const char *type, const char *help,
+                      const char *member)
+{
+    header(t, name, type, help);
+    for (size_t i = 0; i < src->len; i++) {
+        json_object *ops = src->ptr[i].ops;
+
+        for (size_t k = 0; k < json_object_array_length(ops); k++) {
+            json_object *o = json_object_array_get_idx(ops, k);
+
+            text_add(t, "%s{%s,op=\"%s\"} %" PRId64 "\n", name,
+                     src->ptr[i].labels, op_name(o), int_member(o, member));
+        }
+    }
+}
+
+/* A histogram family (name_bucket/_sum/_count, in seconds) from the
+ * latency histograms, whose boundaries are in ns. */
+static void op_histogram(Text *t, const OpSourceVec *src, const char *name,
+                         const char *help)
+{
+    header(t, name, "histogram", help);
+    for (size_t i = 0; i < src->len; i++) {
+        json_object *ops = src->ptr[i].ops;
+        const char *labels = src->ptr[i].labels;
+
+        for (size_t k = 0; k < json_object_array_length(ops); k++) {
+            json_object *o = json_object_array_get_idx(ops, k);
+            json_object *lat, *bounds, *bins;
+            const char *op = op_name(o);
+            int64_t cum = 0;
+            size_t nb;
+
+            if (!json_object_object_get_ex(o, "latency", &lat) ||
+                !json_object_object_get_ex(lat, "boundaries", &bounds) ||
+                !json_object_object_get_ex(lat, "bins", &bins)) {
+                continue;
+            }
+            nb = json_object_array_length(bounds);
+            for (size_t b = 0; b < nb; b++) {
+                cum += json_object_get_int64(
+                    json_object_array_get_idx(bins, b));
+                text_add(t, "%s_bucket{%s,op=\"%s\",le=\"%.9g\"} %" PRId64
+                         "\n", name, labels, op,
+                         (double)json_object_get_int64(
+                             json_object_array_get_idx(bounds, b)) * 1e-9,
+                         cum);
+            }
+            cum += json_object_get_int64(json_object_array_get_idx(bins, nb));
+            text_add(t, "%s_bucket{%s,op=\"%s\",le=\"+Inf\"} %" PRId64 "\n",
+                     name, labels, op, cum);
+            text_add(t, "%s_sum{%s,op=\"%s\"} %.9f\n", name, labels, op,
+                     (double)int_member(o, "total-time-ns") * 1e-9);
+            text_add(t, "%s_count{%s,op=\"%s\"} %" PRId64 "\n", name,
+                     labels, op, cum);
+        }
+    }
+}
+
+/* The op-stats of every entry of list (query-blockstats' or
+ * query-block-exports' answer): key is the member naming the entry,
+ * label the label it becomes; sub the object holding op-stats (NULL:
+ * the entry itself). */
+static void op_sources(OpSourceVec *v, json_object *list, const char *key,
+                       const char *label, const char *sub)
+{
+    for (size_t i = 0; list != NULL && i < json_object_array_length(list);
+         i++) {
+        json_object *e = json_object_array_get_idx(list, i);
+        json_object *id, *holder = e, *ops;
+        CLEANUP_FREE char *esc = NULL;
+
+        if (!json_object_object_get_ex(e, key, &id) ||
+            (sub != NULL && !json_object_object_get_ex(e, sub, &holder)) ||
+            !json_object_object_get_ex(holder, "op-stats", &ops)) {
+            continue;
+        }
+        esc = label_escape(json_object_get_string(id));
+        OpSourceVec_append(v, (OpSource){
+            .labels = xasprintf("%s=\"%s\"", label, esc),
+            .ops = ops,
+        });
+    }
+}
+
+static void render_ops(Text *t, json_object *stats, json_object *exports)
+{
+    OpSourceVec nodes = { 0 }, exps = { 0 };
+
+    op_sources(&nodes, stats, "node-name", "node", "stats");
+    op_sources(&exps, exports, "id", "export", NULL);
+    op_histogram(t, &nodes, "blockd_node_latency_seconds",
+                 "Latency of the node's requests that succeeded, by "
+                 "kind.");
+    op_family(t, &nodes, "blockd_node_in_flight", "gauge",
+              "Requests the node's driver runs now, by kind.", "in-flight");
+    op_family(t, &nodes, "blockd_node_invalid_operations_total", "counter",
+              "Requests refused before they ran (range, read-only), by "
+              "kind.", "invalid");
+    op_histogram(t, &exps, "blockd_export_latency_seconds",
+                 "Latency of the export's requests that succeeded, from "
+                 "the request read to its reply queued, by kind.");
+    op_family(t, &exps, "blockd_export_in_flight", "gauge",
+              "Requests of the export's clients running now, by kind.",
+              "in-flight");
+    op_family(t, &exps, "blockd_export_failed_operations_total", "counter",
+              "Requests of the export's clients that failed, by kind.",
+              "failed");
+    op_family(t, &exps, "blockd_export_invalid_operations_total", "counter",
+              "Requests of the export's clients refused by the checks, by "
+              "kind.", "invalid");
+    op_sources_free(&nodes);
+    op_sources_free(&exps);
+}
+
+/* ---- per client ------------------------------------------------------- */
+
+typedef void ClientFn(Text *t, const char *export, const char *client,
+                      json_object *ci, const void *arg);
+
+/* Call fn for every client of every export (labels escaped). */
+static void each_client(Text *t, json_object *exports, ClientFn *fn,
+                        const void *arg)
+{
+    for (size_t i = 0; i < json_object_array_length(exports); i++) {
+        json_object *e = json_object_array_get_idx(exports, i);
+        json_object *id, *clients;
+        CLEANUP_FREE char *eid = NULL;
+
+        if (!json_object_object_get_ex(e, "id", &id) ||
+            !json_object_object_get_ex(e, "connected-clients", &clients)) {
+            continue;
+        }
+        eid = label_escape(json_object_get_string(id));
+        for (size_t k = 0; k < json_object_array_length(clients); k++) {
+            json_object *ci = json_object_array_get_idx(clients, k);
+            char client[24];
+
+            snprintf(client, sizeof(client), "%" PRId64,
+                     int_member(ci, "id"));
+            fn(t, eid, client, ci, arg);
+        }
+    }
+}
+
+static void client_info(Text *t, const char *export, const char *client,
+                        json_object *ci, const void *arg)
+{
+    json_object *v;
+    CLEANUP_FREE char *addr = NULL;
+    CLEANUP_FREE char *tls = NULL;
+
+    (void)arg;
+    addr = label_escape(json_object_object_get_ex(ci, "addr", &v)
+                        ? json_object_get_string(v) : "");
+    tls = label_escape(json_object_object_get_ex(ci, "tls-identity", &v)
+                       ? json_object_get_string(v) : "");
+    text_add(t, "blockd_export_client_info{export=\"%s\",client=\"%s\","
+             "addr=\"%s\",tls_identity=\"%s\"} 1\n", export, client, addr,
+             tls);
+}
+
+typedef struct ClientMember {
+    const char *name, *member, *op;
+} ClientMember;
+
+static void client_value(Text *t, const char *export, const char *client,
+                         json_object *ci, const void *arg)
+{
+    const ClientMember *m = arg;
+
+    for (; m->name != NULL; m++) {
+        if (m->op != NULL) {
+            text_add(t, "%s{export=\"%s\",client=\"%s\",op=\"%s\"} %"
+                     PRId64 "\n", m->name, export, client, m->op,
+                     int_member(ci, m->member));
+        } else {
+            text_add(t, "%s{export=\"%s\",client=\"%s\"} %" PRId64 "\n",
+                     m->name, export, client, int_member(ci, m->member));
+        }
+    }
+}
+
+static void render_clients(Text *t, json_object *exports)
+{
+    static const ClientMember rd[] = {
+        { "blockd_export_client_read_bytes_total", "rd-bytes", NULL },
+        { NULL, NULL, NULL },
+    };
+    static const ClientMember wr[] = {
+        { "blockd_export_client_write_bytes_total", "wr-bytes", NULL },
+        { NULL, NULL, NULL },
+    };
+    static const ClientMember ops[] = {
+        { "blockd_export_client_operations_total", "rd-operations",
+          "read" },
+        { "blockd_export_client_operations_total", "wr-operations",
+          "write" },
+        { "blockd_export_client_operations_total", "other-operations",
+          "other" },
+        { NULL, NULL, NULL },
+    };
+
+    if (exports == NULL) {
+        return;
+    }
+    header(t, "blockd_export_client_info", "gauge",
+           "A client connected to an export: its address and TLS "
+           "identity (client is its connection number).");
+    each_client(t, exports, client_info, NULL);
+    header(t, "blockd_export_client_read_bytes_total", "counter",
+           "Bytes read by the client.");
+    each_client(t, exports, client_value, rd);
+    header(t, "blockd_export_client_write_bytes_total", "counter",
+           "Bytes written by the client.");
+    each_client(t, exports, client_value, wr);
+    header(t, "blockd_export_client_operations_total", "counter",
+           "Requests the client made, by kind (read, write, other).");
+    each_client(t, exports, client_value, ops);
+}
+
 static void render_nodes(Text *t, json_object *stats)
 {
     static const NodeOp rd[] = { { NULL, "rd_bytes" } };
@@ -306,6 +557,8 @@ char *metrics_render(const QmpCtx *ctx)
     text_add(&t, "blockd_info{version=\"%s\"} 1\n", BLOCKD_VERSION);
     render_nodes(&t, stats);
     render_exports(&t, exports);
+    render_ops(&t, stats, exports);
+    render_clients(&t, exports);
     render_server(&t, srv);
     return t.buf;
 }

@@ -16,6 +16,13 @@
  *   blockd_export_clients{export="..."}
  *   blockd_export_read_bytes_total{export="..."}     (also write)
  *   blockd_export_operations_total{export="...",op="read|write"}
+ *   blockd_node_latency_seconds_bucket{node,op,le} / _sum / _count
+ *   blockd_node_in_flight{node,op}, blockd_node_invalid_operations_total
+ *   blockd_export_latency_seconds_bucket{export,op,le} / _sum / _count
+ *   blockd_export_in_flight{export,op}, ..._failed/invalid_operations_total
+ *   blockd_export_client_info{export,client,addr,tls_identity} 1
+ *   blockd_export_client_read_bytes_total{export,client}  (also write)
+ *   blockd_export_client_operations_total{export,client,op=read|write|other}
  *   blockd_nbd_server_clients, blockd_nbd_tls_sessions_total, ...
  *
  * Loop thread only.

@@ -695,6 +695,7 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
     c->ctx = srv->ctx;
     c->tls_required = srv->tls != NULL;
     c->peer = conn_peer_name(fd);
+    c->serial = ++srv->conn_serial;
     xport_init_plain(&c->xp, fd);
     c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
     c->idle_timer = loop_timer_new(srv->ctx->loop, conn_idle_cb, c);

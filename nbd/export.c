@@ -379,4 +379,5 @@ void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
     info->rd_ops = exp->rd_ops;
     info->wr_ops = exp->wr_ops;
     info->other_ops = exp->other_ops;
+    info->ops = &exp->ops;
 }

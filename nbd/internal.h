@@ -143,6 +143,7 @@ struct NbdExport {
     unsigned refcnt;             /* registry + connections */
     unsigned nconns;             /* connections that did GO on it */
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
+    NbdOpCounters ops;
 };
 
 void nbd_export_ref(NbdExport *exp);
@@ -174,6 +175,7 @@ struct NbdServer {
                                   * no TLS */
     Authz *authz;                /* pinned; NULL: no authorization */
     NbdServerStats stats;        /* the counters; ids unused */
+    uint64_t conn_serial;        /* the last connection's serial */
     bool stopping;
 };
 
@@ -287,6 +289,7 @@ typedef struct NbdSlot {
     uint32_t err;                /* NBD_E* of the pending error reply */
     char errmsg[NBD_ERRMSG_MAX];
     bool flush_after;            /* TRIM with FUA: flush when done */
+    uint64_t start_ns;           /* when the request was read (stats) */
     NbdSeg segs[NBD_MAX_SEGS];
     unsigned nsegs;
     /* Block status: one buffer per selected context (ext_n of them,
@@ -342,6 +345,7 @@ struct NbdConn {
     /* who: for NBD_EXPORT_CLIENT_CONNECTED/DISCONNECTED */
     char *peer;                  /* "HOST:PORT", "unix:pid=N" or "unix" */
     char *tls_identity;          /* after TLS: DN or PSK user, or NULL */
+    uint64_t serial;             /* 1, 2, ...: unique in the server */
     bool announced;              /* CONNECTED sent; DISCONNECTED due */
 
     /* transmission */
@@ -350,6 +354,8 @@ struct NbdConn {
     uint16_t tflags;
     bool read_only;              /* refuse writes even if exp allows */
     bool disc_received;          /* the client sent NBD_CMD_DISC */
+    /* this client's requests served (query-block-exports, metrics) */
+    uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
     void (*on_close)(void *opaque, NbdConn *c);  /* NbdConnOptions */
     void *close_opaque;
 

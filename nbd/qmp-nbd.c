@@ -56,17 +56,47 @@ static bool server_listen_fd(NbdServer *srv, Monitor *mon, const char *str,
     return true;
 }
 
-static void add_client_info(void *opaque, const char *addr,
-                            const char *tls_identity)
+static void add_client_info(void *opaque, const NbdClientInfo *c)
 {
     NbdExportClientInfoList *l = opaque;
     NbdExportClientInfo *ci = XNEW(NbdExportClientInfo);
 
-    ci->addr = xstrdup(addr);
-    ci->has_tls_identity = tls_identity != NULL;
-    ci->tls_identity = tls_identity ? xstrdup(tls_identity) : NULL;
+    ci->has_id = true;
+    ci->id = c->serial;
+    ci->addr = xstrdup(c->addr);
+    ci->has_tls_identity = c->tls_identity != NULL;
+    ci->tls_identity = c->tls_identity ? xstrdup(c->tls_identity) : NULL;
+    ci->has_rd_bytes = ci->has_wr_bytes = true;
+    ci->rd_bytes = c->rd_bytes;
+    ci->wr_bytes = c->wr_bytes;
+    ci->has_rd_operations = ci->has_wr_operations = true;
+    ci->rd_operations = c->rd_ops;
+    ci->wr_operations = c->wr_ops;
+    ci->has_other_operations = true;
+    ci->other_operations = c->other_ops;
     l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
     l->v[l->n++] = ci;
+}
+
+/* The export's counters by kind, in query-blockstats' shape. */
+static BlockOpStatsList *export_op_stats(const NbdOpCounters *o)
+{
+    BlockOpStatsList *l = XNEW(BlockOpStatsList);
+
+    l->n = BLOCK_STATS_OP__MAX;
+    l->v = xcalloc(BLOCK_STATS_OP__MAX, sizeof(*l->v));
+    for (int op = 0; op < BLOCK_STATS_OP__MAX; op++) {
+        BlockOpStats *s = XNEW(BlockOpStats);
+
+        s->latency = blk_lathist_info(&o->lat[op], &s->operations,
+                                      &s->total_time_ns);
+        s->op = (BlockStatsOp)op;
+        s->failed = o->failed[op];
+        s->invalid = o->invalid[op];
+        s->in_flight = o->in_flight[op];
+        l->v[op] = s;
+    }
+    return l;
 }
 
 static bool server_listen(NbdServer *srv, Monitor *mon,
@@ -350,6 +380,8 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
         info->connected_clients = XNEW(NbdExportClientInfoList);
         nbd_export_each_client(srv, ei.id, add_client_info,
                                info->connected_clients);
+        info->has_op_stats = true;
+        info->op_stats = export_op_stats(ei.ops);
         list->v[i] = info;
     }
     *ret = list;

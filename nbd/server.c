@@ -198,8 +198,8 @@ void nbd_server_free(NbdServer *srv)
 }
 
 void nbd_export_each_client(const NbdServer *srv, const char *id,
-                            void (*fn)(void *opaque, const char *addr,
-                                       const char *tls_identity),
+                            void (*fn)(void *opaque,
+                                       const NbdClientInfo *ci),
                             void *opaque)
 {
     if (srv == NULL) {
@@ -209,7 +209,17 @@ void nbd_export_each_client(const NbdServer *srv, const char *id,
         const NbdConn *c = srv->conns.ptr[i];
 
         if (c->announced && c->exp != NULL && strcmp(c->exp->id, id) == 0) {
-            fn(opaque, c->peer, c->tls_identity);
+            NbdClientInfo ci = {
+                .serial = c->serial,
+                .addr = c->peer,
+                .tls_identity = c->tls_identity,
+                .rd_bytes = c->rd_bytes,
+                .wr_bytes = c->wr_bytes,
+                .rd_ops = c->rd_ops,
+                .wr_ops = c->wr_ops,
+                .other_ops = c->other_ops,
+            };
+            fn(opaque, &ci);
         }
     }
 }

@@ -17,6 +17,7 @@
 
 #include "qmp/qmp.h"
 #include "util/error.h"
+#include "util/lathist.h"
 #include "util/loop.h"
 #include "util/sock.h"
 #include "util/worker.h"
@@ -160,6 +161,16 @@ NbdConn *nbd_conn_start_transmission(NbdServer *srv, int fd, NbdExport *exp,
                                      const NbdConnOptions *opts,
                                      Error **errp);
 
+/* An export's requests by kind (the schema's BlockStatsOp; CACHE is
+ * not counted), as its clients see them: from the request read to its
+ * reply queued.  Loop thread. */
+typedef struct NbdOpCounters {
+    LatHist lat[BLOCK_STATS_OP__MAX];     /* those that succeeded */
+    uint64_t failed[BLOCK_STATS_OP__MAX];
+    uint64_t invalid[BLOCK_STATS_OP__MAX]; /* refused by the checks */
+    uint64_t in_flight[BLOCK_STATS_OP__MAX];
+} NbdOpCounters;
+
 /* For query-block-exports. */
 typedef struct NbdExportInfo {
     const char *id, *name, *node_name;
@@ -167,13 +178,20 @@ typedef struct NbdExportInfo {
     bool writable;
     unsigned clients;
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
+    const NbdOpCounters *ops;    /* the export's; valid for the call */
 } NbdExportInfo;
+/* One client in transmission on an export; strings borrowed. */
+typedef struct NbdClientInfo {
+    uint64_t serial;             /* unique among the server's clients */
+    const char *addr;
+    const char *tls_identity;    /* NULL if none */
+    uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
+} NbdClientInfo;
 /* The clients in transmission on export id, oldest first: calls fn with
- * each one's address and TLS identity (NULL if none), borrowed for the
- * call.  Loop thread. */
+ * each one, borrowed for the call.  Loop thread. */
 void nbd_export_each_client(const NbdServer *srv, const char *id,
-                            void (*fn)(void *opaque, const char *addr,
-                                       const char *tls_identity),
+                            void (*fn)(void *opaque,
+                                       const NbdClientInfo *ci),
                             void *opaque);
 /* Number of exports, and the i-th one (0 <= i < count). */
 size_t nbd_export_count(const NbdServer *srv);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nbd/internal.h"
 #include "qapi-events.h"
@@ -258,6 +259,70 @@ static void slot_reply_block_status(NbdSlot *s)
     }
 }
 
+/* ---- statistics ----------------------------------------------------------
+ *
+ * Each executed request counts on its export (by kind, with its latency
+ * from the request read to the reply queued) and on its client (bytes
+ * and requests).  Loop thread: plain increments. */
+
+/* The statistics kind of an NBD command; -1 for one not counted. */
+static int tx_stat_op(uint16_t type)
+{
+    switch (type) {
+    case NBD_CMD_READ:
+        return BLOCK_STATS_OP_READ;
+    case NBD_CMD_WRITE:
+        return BLOCK_STATS_OP_WRITE;
+    case NBD_CMD_WRITE_ZEROES:
+        return BLOCK_STATS_OP_WRITE_ZEROES;
+    case NBD_CMD_TRIM:
+        return BLOCK_STATS_OP_DISCARD;
+    case NBD_CMD_FLUSH:
+        return BLOCK_STATS_OP_FLUSH;
+    case NBD_CMD_BLOCK_STATUS:
+        return BLOCK_STATS_OP_BLOCK_STATUS;
+    default:
+        return -1;
+    }
+}
+
+static uint64_t tx_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* s's request starts: in flight on its export. */
+static void tx_stat_begin(NbdSlot *s)
+{
+    int op = tx_stat_op(s->req.type);
+
+    s->start_ns = tx_now_ns();
+    if (op >= 0) {
+        s->conn->exp->ops.in_flight[op]++;
+    }
+}
+
+/* s's request is over with ret (0 or -errno).  The connection holds
+ * its export while requests run, closed or not. */
+static void tx_stat_end(NbdSlot *s, int ret)
+{
+    NbdOpCounters *o = &s->conn->exp->ops;
+    int op = tx_stat_op(s->req.type);
+
+    if (op < 0) {
+        return;
+    }
+    o->in_flight[op]--;
+    if (ret < 0) {
+        o->failed[op]++;
+    } else {
+        lathist_record(&o->lat[op], tx_now_ns() - s->start_ns);
+    }
+}
+
 /* ---- block status -------------------------------------------------------- *
  *
  * One BLK_OP_BLOCK_STATUS walk per selected context, one after the
@@ -351,6 +416,7 @@ static void slot_bs_done(BlockRequest *r)
     NbdConn *c = s->conn;
 
     if (c->closed) {
+        tx_stat_end(s, r->ret);
         nbd_slot_put(s);
         return;
     }
@@ -358,7 +424,9 @@ static void slot_bs_done(BlockRequest *r)
         slot_bs_submit(s);
         return;
     }
+    tx_stat_end(s, r->ret);
     c->exp->other_ops++;
+    c->other_ops++;
     if (r->ret < 0) {
         slot_reply_error(s, nbd_errno(r->ret), "block status failed: %s",
                          strerror(-r->ret));
@@ -394,6 +462,7 @@ static void slot_io_done(BlockRequest *r)
     NbdExport *exp = c->exp;
 
     if (c->closed) {
+        tx_stat_end(s, r->ret);
         nbd_slot_put(s);
         return;
     }
@@ -419,17 +488,23 @@ static void slot_io_done(BlockRequest *r)
         blk_aio_submit(c->ctx->pool, r);
         return;
     }
+    tx_stat_end(s, r->ret);
     switch (s->req.type) {
     case NBD_CMD_READ:
         exp->rd_ops++;
         exp->rd_bytes += s->req.length;
+        c->rd_ops++;
+        c->rd_bytes += s->req.length;
         break;
     case NBD_CMD_WRITE:
         exp->wr_ops++;
         exp->wr_bytes += s->req.length;
+        c->wr_ops++;
+        c->wr_bytes += s->req.length;
         break;
     default:
         exp->other_ops++;
+        c->other_ops++;
         break;
     }
     if (r->ret < 0) {
@@ -518,6 +593,7 @@ static void slot_execute(NbdSlot *s)
         nbd_conn_queue(c, s);
         return;
     }
+    tx_stat_begin(s);
     switch (q->type) {
     case NBD_CMD_READ:
         if (slot_submit_splice(s)) {
@@ -598,6 +674,11 @@ void nbd_tx_on_req_hdr(NbdConn *c)
     }
     err = nbd_check_request(&s->req, &lim, &payload, &why);
     if (err) {
+        int op = tx_stat_op(s->req.type);
+
+        if (op >= 0) {
+            c->exp->ops.invalid[op]++;
+        }
         slot_reply_error(s, err, "%s: %s", nbd_cmd_name(s->req.type), why);
         s->err = err;
     }

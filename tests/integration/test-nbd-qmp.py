@@ -107,6 +107,9 @@ def test_query_and_default_name(blockd, node):
     sock = start(blockd)
     export(blockd, "e0", writable=True)
     q = blockd.cmd("query-block-exports")
+    # op-stats: test-metrics
+    assert [o["op"] for o in q[0].pop("op-stats")] == [
+        "read", "write", "write-zeroes", "discard", "flush", "block-status"]
     assert q == [{"id": "e0", "type": "nbd", "node-name": node,
                   "shutting-down": False, "name": node, "writable": True,
                   "clients": 0, "rd-bytes": 0, "wr-bytes": 0,
