@@ -183,16 +183,147 @@ void config_log_commit(ConfigLog *log, const char *name, json_object *args,
                      json_object_get(args));
         }
     }
-    /* Dirty bitmaps (issue 12, branch `bitmap`): their non-persistent
-     * settings are to be kept here once block-dirty-bitmap-* exist in
-     * this build -- on block-dirty-bitmap-add without persistent=true,
-     * remember "bitmap:NODE:NAME" with its arguments (node, name,
-     * granularity, disabled); on -remove forget it; on -enable/-disable
-     * set "disabled" in the record.  Persistent bitmaps live in the
-     * image and need no line.  The record must come after its node's,
-     * which remember() gives for free.  Not done yet: those commands
-     * are not in this build. */
+    /* Dirty bitmaps are not logged: what block-dirty-bitmap-add,
+     * -remove, -enable, -disable, -merge and transactions leave is read
+     * back from the nodes when saving (save_bitmaps). */
     json_object_put(norm);
+}
+
+/* ---- dirty bitmaps --------------------------------------------------
+ *
+ * A non-persistent bitmap is written as the block-dirty-bitmap-add that
+ * makes it again: its node, name, granularity and, when it does not
+ * record, disabled.  Its bits are not (a restarted daemon's bitmap
+ * starts clean); persistent bitmaps are loaded by their image and need
+ * no line.  A bitmap's line follows the record that creates its node:
+ * the node's own blockdev-add, or the one that names it as a child
+ * inline (so before any export that exposes it).  Bitmaps of nodes
+ * without a name given by the user (#blockN) cannot be named again and
+ * are left out. */
+
+/* Every named node's answer in query-named-block-nodes, by name; NULL
+ * if the query fails. */
+static json_object *query_nodes(QmpCtx *ctx)
+{
+    CLEANUP_JSON json_object *ret = NULL;
+    json_object *by_name;
+    QmpCtx c = *ctx;
+
+    c.defer = NULL;
+    c.committed = NULL;
+    if (!qmp_execute(&c, "query-named-block-nodes", NULL, 0, &ret, NULL) ||
+        !json_object_is_type(ret, json_type_array)) {
+        return NULL;
+    }
+    by_name = json_object_new_object();
+    for (size_t i = 0; i < json_object_array_length(ret); i++) {
+        json_object *n = json_object_array_get_idx(ret, i);
+        const char *name = str_member(n, "node-name");
+
+        if (name != NULL) {
+            json_object_object_add(by_name, name, json_object_get(n));
+        }
+    }
+    return by_name;
+}
+
+/* The block-dirty-bitmap-add lines of node's non-persistent bitmaps
+ * (info: its query-named-block-nodes entry), appended to out. */
+static void bitmap_lines(const char *node, json_object *info,
+                         json_object *out)
+{
+    json_object *bitmaps;
+
+    if (node[0] == '#' ||
+        !json_object_object_get_ex(info, "dirty-bitmaps", &bitmaps)) {
+        return;
+    }
+    for (size_t i = 0; i < json_object_array_length(bitmaps); i++) {
+        json_object *b = json_object_array_get_idx(bitmaps, i);
+        json_object *v, *args, *cmd;
+        const char *name = str_member(b, "name");
+
+        if (name == NULL ||
+            (json_object_object_get_ex(b, "persistent", &v) &&
+             json_object_get_boolean(v))) {
+            continue;
+        }
+        args = json_object_new_object();
+        json_object_object_add(args, "node", json_object_new_string(node));
+        json_object_object_add(args, "name", json_object_new_string(name));
+        if (json_object_object_get_ex(b, "granularity", &v)) {
+            json_object_object_add(args, "granularity",
+                                   json_object_get(v));
+        }
+        if (json_object_object_get_ex(b, "recording", &v) &&
+            !json_object_get_boolean(v)) {
+            json_object_object_add(args, "disabled",
+                                   json_object_new_boolean(true));
+        }
+        cmd = json_object_new_object();
+        json_object_object_add(cmd, "execute",
+                               json_object_new_string(
+                                   "block-dirty-bitmap-add"));
+        json_object_object_add(cmd, "arguments", args);
+        json_object_array_add(out, cmd);
+    }
+}
+
+/* Add to names every "node-name" string in the options tree o. */
+static void collect_node_names(json_object *o, json_object *names)
+{
+    if (json_object_is_type(o, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            collect_node_names(json_object_array_get_idx(o, i), names);
+        }
+        return;
+    }
+    if (!json_object_is_type(o, json_type_object)) {
+        return;
+    }
+    json_object_object_foreach(o, key, val) {
+        if (strcmp(key, "node-name") == 0 &&
+            json_object_is_type(val, json_type_string)) {
+            json_object_object_add(names, json_object_get_string(val),
+                                   NULL);
+        } else {
+            collect_node_names(val, names);
+        }
+    }
+}
+
+/* Append to out the bitmap lines that follow rec (a blockdev-add
+ * record): those of the nodes it creates, its own and its inline
+ * children, except those that have their own record.  Each node once:
+ * done keeps the names already written. */
+static void record_bitmaps(ConfigLog *log, const ConfigRecord *rec,
+                           json_object *nodes, json_object *done,
+                           json_object *out)
+{
+    CLEANUP_JSON json_object *names = json_object_new_object();
+
+    if (nodes == NULL || strncmp(rec->key, "node:", 5) != 0) {
+        return;
+    }
+    collect_node_names(rec->args, names);
+    json_object_object_foreach(names, name, unused) {
+        json_object *info;
+        bool own = strcmp(name, rec->key + 5) == 0;
+
+        (void)unused;
+        if (json_object_object_get_ex(done, name, NULL) ||
+            !json_object_object_get_ex(nodes, name, &info)) {
+            continue;
+        }
+        if (!own) {
+            CLEANUP_FREE char *key = xasprintf("node:%s", name);
+            if (find(log, key) >= 0) {
+                continue;
+            }
+        }
+        json_object_object_add(done, name, NULL);
+        bitmap_lines(name, info, out);
+    }
 }
 
 /* The names a query returns in member (one list of objects); NULL when
@@ -273,6 +404,8 @@ bool config_log_save(ConfigLog *log, QmpCtx *ctx, const char *filename,
 {
     CLEANUP_JSON json_object *nodes =
         query_names(ctx, "query-named-block-nodes", "node-name");
+    CLEANUP_JSON json_object *node_info = query_nodes(ctx);
+    CLEANUP_JSON json_object *bitmaps_done = json_object_new_object();
     CLEANUP_JSON json_object *objects =
         query_names(ctx, "query-objects", "id");
     CLEANUP_JSON json_object *exports =
@@ -310,21 +443,28 @@ bool config_log_save(ConfigLog *log, QmpCtx *ctx, const char *filename,
     }
     for (size_t i = 0; i < log->recs.len; i++) {
         const ConfigRecord *r = &log->recs.ptr[i];
-        CLEANUP_JSON json_object *cmd = NULL;
-        CLEANUP_FREE char *line = NULL;
+        CLEANUP_JSON json_object *cmds = NULL;
+        json_object *cmd;
 
         if (!record_live(r, nodes, objects, exports, server)) {
             continue;
         }
+        cmds = json_object_new_array();
         cmd = json_object_new_object();
         json_object_object_add(cmd, "execute",
                                json_object_new_string(r->command));
         json_object_object_add(cmd, "arguments", json_object_get(r->args));
-        line = xasprintf("%s\n", json_object_to_json_string_ext(
-                             cmd, JSON_C_TO_STRING_SPACED |
-                             JSON_C_TO_STRING_NOSLASHESCAPE));
-        if (!write_all(fd, line, errp)) {
-            goto fail;
+        json_object_array_add(cmds, cmd);
+        record_bitmaps(log, r, node_info, bitmaps_done, cmds);
+        for (size_t k = 0; k < json_object_array_length(cmds); k++) {
+            CLEANUP_FREE char *line = xasprintf(
+                "%s\n", json_object_to_json_string_ext(
+                    json_object_array_get_idx(cmds, k),
+                    JSON_C_TO_STRING_SPACED |
+                    JSON_C_TO_STRING_NOSLASHESCAPE));
+            if (!write_all(fd, line, errp)) {
+                goto fail;
+            }
         }
     }
     if (fsync(fd) < 0) {

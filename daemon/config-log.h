@@ -11,8 +11,12 @@
  *   nbd-server-start  "nbd-server"     removed by nbd-server-stop
  *   block-export-add  "export:ID"      removed by block-export-del
  *   nbd-server-add    "export:NAME"    removed by nbd-server-remove
- *   block-dirty-bitmap-add "bitmap:NODE:NAME" (non-persistent ones; see
- *                     config.c: written once the bitmap commands land)
+ *
+ * Dirty bitmaps are not logged but read from the nodes when saving:
+ * each non-persistent one is written as a block-dirty-bitmap-add (node,
+ * name, granularity, disabled) right after the blockdev-add that creates
+ * its node; its bits are not saved.  Persistent ones come back with
+ * their image.
  *
  * Saving keeps only records whose thing still exists (asked with the
  * query-* commands), so what went away by other means (an export closed

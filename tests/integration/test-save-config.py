@@ -15,7 +15,8 @@ from conftest import BLOCKCTL, BLOCKD, QmpError, requires
 VOLATILE = {"rd-bytes", "wr-bytes", "rd-operations", "wr-operations",
             "clients", "actual-size", "tls-sessions",
             "tls-handshake-failures", "tls-peer-refused",
-            "tls-authz-denied", "tls-required-refusals"}
+            "tls-authz-denied", "tls-required-refusals", "op-stats",
+            "count"}
 
 
 def scrub(v):
@@ -112,7 +113,9 @@ def test_save_restart_identical(blockd_factory, tmp_path):
     assert d.stop() == 0
 
     d2 = blockd_factory("--config", conf)
-    assert state(d2) == before
+    # Bitmaps list in creation order: the image's persistent p1 now
+    # comes first (loaded at open), before those the file adds.
+    assert sorted_bitmaps(state(d2)) == sorted_bitmaps(before)
     h = nbd.NBD()
     h.connect_uri("nbd+unix:///disk?socket=%s" % nbd_sock)
     assert h.get_size() == 4 << 20
@@ -174,3 +177,88 @@ def test_config_comments_and_errors(blockd_factory, tmp_path):
                        capture_output=True, timeout=60)
     assert r.returncode == 1
     assert b"--config: Could not open" in r.stderr
+
+
+def bitmaps(d):
+    """{node: [(name, granularity, recording, persistent)]}"""
+    return {n["node-name"]: sorted((b["name"], b["granularity"],
+                                    b["recording"], b["persistent"])
+                                   for b in n.get("dirty-bitmaps", []))
+            for n in d.cmd("query-named-block-nodes")}
+
+
+def sorted_bitmaps(st):
+    """Bitmaps by name; the host file's length left out (the image grew
+    when its persistent bitmap was stored at stop)."""
+    for n in st["nodes"]:
+        n.get("dirty-bitmaps", []).sort(key=lambda b: b["name"])
+        if n["drv"] == "file":
+            n["image"].pop("virtual-size")
+    return st
+
+
+def test_bitmaps_saved(blockd_factory, tmp_path):
+    """Non-persistent bitmaps come back with their granularity and
+    disabled state (not their bits); a persistent one comes back from
+    the qcow2 image itself, not from the file; an exported bitmap's line
+    comes before its export."""
+    q, _, _ = make_images(tmp_path)
+    # The persistent bitmap is in the image from the start, so the
+    # image's own metadata is the same before and after.
+    subprocess.run(["qemu-img", "bitmap", "--add", q, "p1"], check=True)
+    nbd_sock = str(tmp_path / "nbd.sock")
+    d = blockd_factory(
+        "--blockdev", "driver=qcow2,node-name=q0,file.driver=file,"
+        "file.node-name=qf,file.filename=%s" % q,
+        "--blockdev", "driver=null-co,node-name=n0,size=1048576")
+    add = "block-dirty-bitmap-add"
+    d.cmd(add, {"node": "q0", "name": "b1", "granularity": 131072})
+    d.cmd(add, {"node": "n0", "name": "b2", "disabled": True})
+    d.cmd(add, {"node": "n0", "name": "b3"})
+    d.cmd("block-dirty-bitmap-disable", {"node": "n0", "name": "b3"})
+    d.cmd(add, {"node": "qf", "name": "bf", "granularity": 4096})
+    d.cmd(add, {"node": "n0", "name": "gone"})
+    d.cmd("block-dirty-bitmap-remove", {"node": "n0", "name": "gone"})
+    d.cmd("nbd-server-start", addr={"type": "unix",
+                                    "data": {"path": nbd_sock}})
+    d.cmd("block-export-add", type="nbd", id="e0", node_name="q0",
+          writable=True, bitmaps=["b1"])
+    # Some bits: they are not saved.
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///q0?socket=%s" % nbd_sock)
+    h.pwrite(b"x" * 65536, 0)
+    h.shutdown()
+    b1 = [b for n in d.cmd("query-named-block-nodes") if n["node-name"]
+          == "q0" for b in n["dirty-bitmaps"] if b["name"] == "b1"][0]
+    assert b1["count"] > 0
+
+    before = state(d)
+    marks = bitmaps(d)
+    assert marks["n0"] == [("b2", 65536, False, False),
+                           ("b3", 65536, False, False)]
+    conf = str(tmp_path / "saved.conf")
+    d.cmd("x-blockd-save-config", filename=conf)
+    commands = [json.loads(line) for line in open(conf).read().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert [(c["execute"], c["arguments"].get("name"))
+            for c in commands if c["execute"] != "blockdev-add"] == [
+        ("block-dirty-bitmap-add", "b1"), ("block-dirty-bitmap-add", "bf"),
+        ("block-dirty-bitmap-add", "b2"), ("block-dirty-bitmap-add", "b3"),
+        ("nbd-server-start", None), ("block-export-add", None)]
+    adds = {c["arguments"]["name"]: c["arguments"] for c in commands
+            if c["execute"] == add}
+    assert adds["b1"] == {"node": "q0", "name": "b1", "granularity": 131072}
+    assert adds["b2"] == {"node": "n0", "name": "b2", "granularity": 65536,
+                          "disabled": True}
+    assert adds["bf"]["node"] == "qf"
+    assert d.stop() == 0
+
+    d2 = blockd_factory("--config", conf)
+    assert bitmaps(d2) == marks
+    # Bitmaps list in creation order: the image's persistent p1 now
+    # comes first (loaded at open), before those the file adds.
+    assert sorted_bitmaps(state(d2)) == sorted_bitmaps(before)
+    # The bits were not saved: the restored b1 is clean.
+    b1 = [b for n in d2.cmd("query-named-block-nodes") if n["node-name"]
+          == "q0" for b in n["dirty-bitmaps"] if b["name"] == "b1"][0]
+    assert b1["count"] == 0
