@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BLOCKD, BUILDDIR, SRCDIR, requires
+from conftest import BLOCKD, BLOCKD_NBD, BUILDDIR, SRCDIR, requires
 
 MANDIR = os.path.join(BUILDDIR, "docs", "man")
 PAGES = ["blockd.8", "blockd-nbd.8", "blockctl.1", "blockd-qmp.7"]
@@ -114,7 +114,7 @@ ALL_EXAMPLES = [(os.path.basename(p), s, b)
 
 def test_pages_have_examples():
     pages = {p for (p, _, _) in ALL_EXAMPLES}
-    assert {"blockd.8.rst", "blockctl.1.rst"} <= pages
+    assert {"blockd.8.rst", "blockctl.1.rst", "blockd-nbd.8.rst"} <= pages
 
 
 @pytest.mark.parametrize("rst,section,block", ALL_EXAMPLES,
@@ -179,3 +179,19 @@ def test_completion(tmp_path):
     cmds = json.load(open(os.path.join(BUILDDIR, "schema",
                                        "qmp-commands.json")))
     assert set(cmds) <= complete("blockctl", "")
+
+
+def test_blockd_nbd_page_has_every_option():
+    """Every option blockd-nbd --help lists has an entry in its page."""
+    helptext = subprocess.run([BLOCKD_NBD, "--help"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+    longs = set(re.findall(r"^\s+(?:-\w, )?(--[a-z-]+)", helptext, re.M))
+    assert "--socket" in longs and "--print-qmp" in longs
+    rst = open(os.path.join(SRCDIR, "docs", "man",
+                            "blockd-nbd.8.rst")).read()
+    # The terms of the OPTIONS definition list: lines starting "**-".
+    entries = set(re.findall(r"\*\*(--[a-z-]+)\*\*",
+                             "\n".join(line for line in rst.splitlines()
+                                       if line.startswith("**-"))))
+    missing = sorted(o for o in longs if o not in entries)
+    assert not missing, missing
