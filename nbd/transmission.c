@@ -540,6 +540,10 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
     r->offset = s->req.offset;
     r->bytes = s->req.length;
     r->buf = (type == BLK_OP_READ || type == BLK_OP_WRITE) ? s->buf : NULL;
+    if (flags & BLK_REQ_PIPE) {
+        r->buf = NULL;
+        r->pipe_fd = s->pipe_fd[1];
+    }
     r->cb = slot_io_done;
     r->opaque = s;
     blk_aio_submit(c->ctx->pool, r);
@@ -551,26 +555,16 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
 static bool slot_submit_splice(NbdSlot *s)
 {
     NbdConn *c = s->conn;
-    BlockRequest *r = &s->breq;
 
     if (!c->can_splice || s->req.length < NBD_SPLICE_MIN ||
         !nbd_slot_get_pipe(s, s->req.length)) {
         return false;
     }
-    memset(r, 0, sizeof(*r));
-    r->bs = c->exp->node;
-    r->type = BLK_OP_READ;
-    r->flags = BLK_REQ_PIPE;
-    if (c->structured && !(s->req.flags & NBD_CMD_FLAG_DF)) {
-        r->flags |= BLK_REQ_DATA_ONLY;     /* holes go as hole chunks */
-    }
-    r->offset = s->req.offset;
-    r->bytes = s->req.length;
-    r->pipe_fd = s->pipe_fd[1];
-    r->cb = slot_io_done;
-    r->opaque = s;
     s->splicing = true;
-    blk_aio_submit(c->ctx->pool, r);
+    slot_submit(s, BLK_OP_READ,
+                BLK_REQ_PIPE |
+                (c->structured && !(s->req.flags & NBD_CMD_FLAG_DF)
+                 ? BLK_REQ_DATA_ONLY : 0));  /* holes go as hole chunks */
     return true;
 }
 
