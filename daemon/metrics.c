@@ -549,7 +549,7 @@ char *metrics_render(const QmpCtx *ctx)
     CLEANUP_JSON json_object *stats =
         query(ctx, "query-blockstats", "{\"query-nodes\": true}");
     CLEANUP_JSON json_object *exports =
-        query(ctx, "query-block-exports", NULL);
+        query(ctx, "query-block-exports", "{\"op-stats\": true}");
     CLEANUP_JSON json_object *srv = query(ctx, "query-nbd-server", NULL);
     Text t = { 0 };
 

@@ -351,7 +351,6 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
     size_t n = nbd_export_count(srv);
     BlockExportInfoList *list = XNEW(BlockExportInfoList);
 
-    (void)args;
     (void)errp;
     list->n = n;
     list->v = xcalloc(n ? n : 1, sizeof(*list->v));
@@ -380,8 +379,10 @@ bool qmp_query_block_exports(QmpCtx *ctx, const QmpQueryBlockExportsArgs *args,
         info->connected_clients = XNEW(NbdExportClientInfoList);
         nbd_export_each_client(srv, ei.id, add_client_info,
                                info->connected_clients);
-        info->has_op_stats = true;
-        info->op_stats = export_op_stats(ei.ops);
+        if (args->op_stats) {
+            info->has_op_stats = true;
+            info->op_stats = export_op_stats(ei.ops);
+        }
         list->v[i] = info;
     }
     *ret = list;

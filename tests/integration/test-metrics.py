@@ -293,7 +293,7 @@ def test_latency_histograms_move(blockd_factory, tmp_path):
     assert sorted(ops) == sorted(OPS)
     assert ops["write-zeroes"]["operations"] == 1
     assert ops["read"]["total-time-ns"] == st["rd_total_time_ns"]
-    e = d.cmd("query-block-exports")[0]
+    e = d.cmd("query-block-exports", {"op-stats": True})[0]
     eops = {o["op"]: o for o in e["op-stats"]}
     assert eops["block-status"]["operations"] == 1
     assert sum(eops["read"]["latency"]["bins"]) == 5

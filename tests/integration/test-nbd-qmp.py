@@ -106,10 +106,12 @@ def test_export_add_errors(blockd, node):
 def test_query_and_default_name(blockd, node):
     sock = start(blockd)
     export(blockd, "e0", writable=True)
-    q = blockd.cmd("query-block-exports")
-    # op-stats: test-metrics
+    # op-stats only when asked for (their values: test-metrics)
+    q = blockd.cmd("query-block-exports", {"op-stats": True})
     assert [o["op"] for o in q[0].pop("op-stats")] == [
         "read", "write", "write-zeroes", "discard", "flush", "block-status"]
+    assert q == blockd.cmd("query-block-exports")
+    assert q == blockd.cmd("query-block-exports", {"op-stats": False})
     assert q == [{"id": "e0", "type": "nbd", "node-name": node,
                   "shutting-down": False, "name": node, "writable": True,
                   "clients": 0, "rd-bytes": 0, "wr-bytes": 0,
