@@ -105,8 +105,15 @@ static void out_string(Out *o, const char *s, size_t n)
             break;
         }
         if (c >= 0x20 && c < 0x7f) {
-            out_bytes(o, (const char *)&p[i], 1);
-            i++;
+            /* A run of characters that stand for themselves, at once. */
+            size_t j = i + 1;
+
+            while (j < n && p[j] >= 0x20 && p[j] < 0x7f && p[j] != '"' &&
+                   p[j] != '\\') {
+                j++;
+            }
+            out_bytes(o, (const char *)&p[i], j - i);
+            i = j;
             continue;
         }
         l = utf8_decode(&p[i], n - i, &cp);

@@ -209,6 +209,9 @@ static void test_qjson_format(void)
                  "[\"\\u00e9\\u20ac\\ud83d\\ude00\"]", false);
     check_format("[\"a\\\"b\\\\c\\n\\t\\u0001\"]",
                  "[\"a\\\"b\\\\c\\n\\t\\u0001\"]", false);
+    /* Runs of plain characters between escapes, at both ends. */
+    check_format("[\"plain, \\\"q\\\" a\\\\b\xc3\xa9tail~\", \"~\"]",
+                 "[\"plain, \\\"q\\\" a\\\\b\\u00e9tail~\", \"~\"]", false);
     check_format("{\"a\":[1,2],\"b\":{}}",
                  "{\n    \"a\": [\n        1,\n        2\n    ],\n"
                  "    \"b\": {}\n}", true);
