@@ -770,7 +770,19 @@ class CGen:
              'typedef enum QType {',
              '    QTYPE_NONE,', '    QTYPE_QNULL,', '    QTYPE_QNUM,',
              '    QTYPE_QSTRING,', '    QTYPE_QDICT,', '    QTYPE_QLIST,',
-             '    QTYPE_QBOOL,', '} QType;', '']
+             '    QTYPE_QBOOL,', '} QType;', '',
+             '/* Add member key (a string literal of the schema, unique in',
+             ' * its object: the schema allows no two members of one name)',
+             ' * to o: json-c neither copies the key nor looks for an',
+             ' * existing one, which halves the cost of a large reply. */',
+             'static inline void qapi_add_member(json_object *o, '
+             'const char *key,',
+             '                                   json_object *val)',
+             '{',
+             '    json_object_object_add_ex(o, key, val,',
+             '                              JSON_C_OBJECT_ADD_KEY_IS_NEW |',
+             '                              JSON_C_OBJECT_KEY_IS_CONSTANT);',
+             '}', '']
         o.append('/* Built-in scalar parsers (same contract as '
                  'qapi_parse_T). */')
         for n, b in Builtin.TABLE.items():
@@ -940,7 +952,7 @@ class CGen:
             if m.optional:
                 o.append('    if (v->has_%s) {' % m.c)
                 ind = '        '
-            o.append('%sjson_object_object_add(o, %s, %s);'
+            o.append('%sqapi_add_member(o, %s, %s);'
                      % (ind, c_string(m.name), m.type.to_json('v->' + m.c)))
             if m.optional:
                 o.append('    }')
@@ -1381,7 +1393,7 @@ class CGen:
                 if m.optional:
                     o.append('    if (has_%s) {' % m.c)
                     ind = '        '
-                o.append('%sjson_object_object_add(o, %s, %s);'
+                o.append('%sqapi_add_member(o, %s, %s);'
                          % (ind, c_string(m.name), m.type.to_json(m.c)))
                 if m.optional:
                     o.append('    }')
