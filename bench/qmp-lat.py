@@ -54,7 +54,13 @@ class Qmp:
         return json.loads(line)
 
     def cmd(self, name):
-        self.sock.sendall(json.dumps({"execute": name}).encode() + b"\n")
+        return self.call(name)
+
+    def call(self, name, args=None):
+        req = {"execute": name}
+        if args is not None:
+            req["arguments"] = args
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
         while True:
             msg = self.recv()
             if "event" in msg:
