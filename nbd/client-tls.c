@@ -41,6 +41,26 @@ static int tls_wait(ClientTls *t, short events)
     return 0;
 }
 
+/* After a send or receive failed with errno: true to try again (EINTR,
+ * or a blocking session's socket became ready for events); false after
+ * telling gnutls why it failed. */
+static bool tls_io_again(ClientTls *t, short events)
+{
+    if (errno == EINTR) {
+        return true;
+    }
+    if (errno == EAGAIN && t->nonblocking) {
+        gnutls_transport_set_errno(t->session, EAGAIN);
+        return false;
+    }
+    if (errno != EAGAIN || tls_wait(t, events) < 0) {
+        t->err = errno == EAGAIN ? t->err : errno;
+        gnutls_transport_set_errno(t->session, EIO);
+        return false;
+    }
+    return true;
+}
+
 static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
                         int iovcnt)
 {
@@ -56,16 +76,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov,
         if (n >= 0) {
             return n;
         }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN && t->nonblocking) {
-            gnutls_transport_set_errno(t->session, EAGAIN);
-            return -1;
-        }
-        if (errno != EAGAIN || tls_wait(t, POLLOUT) < 0) {
-            t->err = errno == EAGAIN ? t->err : errno;
-            gnutls_transport_set_errno(t->session, EIO);
+        if (!tls_io_again(t, POLLOUT)) {
             return -1;
         }
     }
@@ -81,16 +92,7 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
         if (n >= 0) {
             return n;
         }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN && t->nonblocking) {
-            gnutls_transport_set_errno(t->session, EAGAIN);
-            return -1;
-        }
-        if (errno != EAGAIN || tls_wait(t, POLLIN) < 0) {
-            t->err = errno == EAGAIN ? t->err : errno;
-            gnutls_transport_set_errno(t->session, EIO);
+        if (!tls_io_again(t, POLLIN)) {
             return -1;
         }
     }
