@@ -701,19 +701,12 @@ static void test_file_and_raw(void)
 
 static int images_init(void)
 {
-    if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
-        system("qemu-io --version >/dev/null 2>&1") != 0) {
-        return 1;
-    }
-    graph = blk_graph_new(NULL);
-    return 0;
+    return unit_qemu_graph_init(&graph);
 }
 
 static int images_cleanup(void)
 {
-    blk_graph_free(graph);
-    graph = NULL;
-    return 0;
+    return unit_graph_cleanup(&graph);
 }
 
 static CU_TestInfo layout_tests[] = {

@@ -18,6 +18,7 @@
 #include "blockdev/block.h"
 #include "blockdev/qcow2-meta.h"
 #include "cunit-main.h"
+#include "unit-block.h"
 #include "util/util.h"
 
 /* ---- building headers by hand ------------------------------------------ */
@@ -2697,19 +2698,12 @@ static CU_TestInfo qcow2_driver_tests[] = {
 
 static int driver_init(void)
 {
-    if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
-        system("qemu-io --version >/dev/null 2>&1") != 0) {
-        return 1;
-    }
-    graph = blk_graph_new(NULL);
-    return 0;
+    return unit_qemu_graph_init(&graph);
 }
 
 static int driver_cleanup(void)
 {
-    blk_graph_free(graph);
-    graph = NULL;
-    return 0;
+    return unit_graph_cleanup(&graph);
 }
 
 const CU_SuiteInfo unit_suites[] = {

@@ -2,6 +2,7 @@
 #include "unit-block.h"
 
 #include <json-c/json.h>
+#include <stdlib.h>
 
 #include "cunit-main.h"
 
@@ -18,4 +19,21 @@ BlockNode *unit_open_json(BlockGraph *g, const char *json, Error **errp)
     }
     json_object_put(obj);
     return bs;
+}
+
+int unit_qemu_graph_init(BlockGraph **g)
+{
+    if (system("qemu-img --version >/dev/null 2>&1") != 0 ||
+        system("qemu-io --version >/dev/null 2>&1") != 0) {
+        return 1;
+    }
+    *g = blk_graph_new(NULL);
+    return 0;
+}
+
+int unit_graph_cleanup(BlockGraph **g)
+{
+    blk_graph_free(*g);
+    *g = NULL;
+    return 0;
 }
