@@ -397,6 +397,7 @@ static void monitor_handle(Monitor *mon, json_object *req)
     CLEANUP_JSON json_object *reply = NULL;
 
     ctx.mon = mon;
+    ctx.text_replies = !mon->pretty;
     reply = qmp_dispatch(&ctx, req);
     if (reply != NULL) {
         monitor_send(mon, reply);

@@ -43,6 +43,11 @@ typedef struct QmpCtx {
                                * for the command line and scripts */
     QmpDeferSlot *defer;      /* private to qmp/: set by dispatch when the
                                * handler may answer later (qmp_defer) */
+    /* The reply goes out as one line (a monitor without pretty=on): a
+     * command's return value may be JSON text already (qjson_new_raw),
+     * written straight from the C types instead of through json-c
+     * objects.  Callers that read the value leave it false. */
+    bool text_replies;
 } QmpCtx;
 
 /* Check and run one request object; returns the reply object (owned by

@@ -115,6 +115,10 @@ class Type:
     def to_json(self, expr):
         return 'qapi_%s_to_json(%s)' % (self.name, expr)
 
+    # a statement writing expr's JSON text to QText *t
+    def to_text(self, expr):
+        return 'qapi_%s_to_text(t, %s);' % (self.name, expr)
+
     def free_stmt(self, expr):
         return None
 
@@ -180,6 +184,22 @@ class Builtin(Type):
             return 'json_object_get(%s)' % expr
         return 'NULL'
 
+    def to_text(self, expr):
+        f = self.family
+        if f == 'str':
+            return 'qtext_str(t, (%s) ? (%s) : "");' % (expr, expr)
+        if f == 'bool':
+            return 'qtext_raw(t, (%s) ? "true" : "false");' % expr
+        if f == 'int':
+            return 'qtext_int(t, %s);' % expr
+        if f in ('uint', 'size'):
+            return 'qtext_uint(t, %s);' % expr
+        if f == 'number':
+            return 'qtext_double(t, %s);' % expr
+        if f == 'any':
+            return 'qtext_value(t, %s);' % expr
+        return 'qtext_raw(t, "null");'
+
     def free_stmt(self, expr):
         if self.family == 'str':
             return 'free(%s);' % expr
@@ -232,6 +252,9 @@ class Enum(Type):
 
     def to_json(self, expr):
         return 'json_object_new_string(%s_str(%s))' % (self.name, expr)
+
+    def to_text(self, expr):
+        return 'qtext_str(t, %s_str(%s));' % (self.name, expr)
 
 
 class Boxed(Type):
@@ -762,7 +785,7 @@ class CGen:
         o = [HDR, '#ifndef BLOCKD_QAPI_TYPES_H', '#define BLOCKD_QAPI_TYPES_H',
              '', '#include <json-c/json.h>', '#include <stdbool.h>',
              '#include <stddef.h>', '#include <stdint.h>', '',
-             '#include "util/error.h"', '',
+             '#include "util/error.h"', '#include "util/json.h"', '',
              '/* Accept JSON strings for scalars and convert them by the',
              ' * member type, like QEMU\'s keyval visitor. */',
              '#define QAPI_PARSE_KEYVAL 1u', '',
@@ -839,6 +862,8 @@ class CGen:
             'unsigned flags,' % t.name,
             '    %s **out, Error **errp);' % t.name,
             'json_object *qapi_%s_to_json(const %s *v);' % (t.name, t.name),
+            '/* The same value as JSON text (see util/json.h). */',
+            'void qapi_%s_to_text(QText *t, const %s *v);' % (t.name, t.name),
             'void qapi_free_%s(%s *v);' % (t.name, t.name),
             '']
 
@@ -885,6 +910,8 @@ class CGen:
                 o.append('    %s *v, Error **errp);' % t.name)
                 o.append('static void qapi_add_%s(json_object *o, const %s '
                          '*v);' % (t.name, t.name))
+                o.append('static void qapi_text_%s(QText *t, const %s *v, '
+                         'bool *first);' % (t.name, t.name))
                 o.append('static void qapi_clear_%s(%s *v);'
                          % (t.name, t.name))
         o.append('')
@@ -954,6 +981,17 @@ class CGen:
                 ind = '        '
             o.append('%sqapi_add_member(o, %s, %s);'
                      % (ind, c_string(m.name), m.type.to_json('v->' + m.c)))
+            if m.optional:
+                o.append('    }')
+
+    def _text_members(self, members, o):
+        for m in members:
+            ind = '    '
+            if m.optional:
+                o.append('    if (v->has_%s) {' % m.c)
+                ind = '        '
+            o.append('%sqtext_key(t, first, %s);' % (ind, c_string(m.name)))
+            o.append('%s%s' % (ind, m.type.to_text('v->' + m.c)))
             if m.optional:
                 o.append('    }')
 
@@ -1035,6 +1073,25 @@ class CGen:
               '    json_object *o = json_object_new_object();', '',
               '    if (v) {', '        qapi_add_%s(o, v);' % n, '    }',
               '    return o;', '}', '']
+        # text: the same members in the same order as add
+        o += ['static void qapi_text_%s(QText *t, const %s *v, bool *first)'
+              % (n, n), '{', '    (void)t;', '    (void)v;',
+              '    (void)first;']
+        self._text_members(t.members, o)
+        if t.kind == 'union' and t.branches:
+            o.append('    switch (v->%s) {' % t.tag.c)
+            for case, st in t.branches:
+                o.append('    case %s:' % t.tag.type.const(case))
+                o.append('        qapi_text_%s(t, &v->u.%s, first);'
+                         % (st.name, c_name(case)))
+                o.append('        break;')
+            o += ['    default:', '        break;', '    }']
+        o += ['}', '',
+              'void qapi_%s_to_text(QText *t, const %s *v)' % (n, n), '{',
+              '    bool first = true;', '',
+              '    qtext_raw(t, "{");',
+              '    if (v) {', '        qapi_text_%s(t, v, &first);' % n,
+              '    }', '    qtext_raw(t, "}");', '}', '']
         # clear / free
         o += ['static void qapi_clear_%s(%s *v)' % (n, n), '{',
               '    (void)v;']
@@ -1145,6 +1202,16 @@ class CGen:
             else:
                 o.append('        return %s;' % ty.to_json('v->u.' + c))
         o += ['    default:', '        return NULL;', '    }', '}', '']
+        o += ['void qapi_%s_to_text(QText *t, const %s *v)' % (n, n), '{',
+              '    switch (v ? v->type : QTYPE_NONE) {']
+        for (b, c, ty, k) in t.branches:
+            if k == 'null':
+                continue
+            o.append('    case %s:' % Alternate.QTYPES[k])
+            o.append('        %s' % ty.to_text('v->u.' + c))
+            o.append('        break;')
+        o += ['    default:', '        qtext_raw(t, "null");',
+              '        break;', '    }', '}', '']
         # free
         o += ['void qapi_free_%s(%s *v)' % (n, n), '{',
               '    if (!v) {', '        return;', '    }',
@@ -1187,6 +1254,13 @@ class CGen:
              '    for (size_t i = 0; v && i < v->n; i++) {',
              '        json_object_array_add(o, %s);' % e.to_json('v->v[i]'),
              '    }', '    return o;', '}', '',
+             'void qapi_%s_to_text(QText *t, const %s *v)' % (n, n), '{',
+             '    qtext_raw(t, "[");',
+             '    for (size_t i = 0; v && i < v->n; i++) {',
+             '        if (i > 0) {', '            qtext_raw(t, ", ");',
+             '        }',
+             '        %s' % e.to_text('v->v[i]'),
+             '    }', '    qtext_raw(t, "]");', '}', '',
              'void qapi_free_%s(%s *v)' % (n, n), '{',
              '    if (!v) {', '        return;', '    }']
         if st:
@@ -1270,16 +1344,21 @@ class CGen:
                   '    json_object **ret, Error **errp)', '{',
                   '    CLEANUP_JSON json_object *empty = NULL;',
                   '    %s *a = NULL;' % a]
+            text = c.ret_type is not None and not c.returns_json
             if c.ret_type is not None:
                 rt = ('json_object *' if c.returns_json
                       else c.ret_type.c_type())
                 o.append('    %s = 0;' % decl(rt, 'r'))
+            if text:
+                o.append('    const bool text = ctx->text_replies;')
             o += ['    bool ok;', '',
                   '    if (!args) {',
                   '        args = empty = json_object_new_object();',
                   '    }',
                   '    if (!qapi_parse_%s(args, NULL, flags, &a, errp)) {'
                   % a, '        return false;', '    }']
+            # Commands the handler runs in turn answer it, not a monitor.
+            o.append('    ctx->text_replies = false;')
             if c.ret_type is not None:
                 o.append('    ok = qmp_%s(ctx, a, &r, errp);' % c.c)
             else:
@@ -1298,7 +1377,13 @@ class CGen:
             elif c.returns_json:
                 o.append('    *ret = r;')
             else:
-                o.append('    *ret = %s;' % c.ret_type.to_json('r'))
+                o += ['    if (text) {',
+                      '        QText tx = { 0 }, *t = &tx;', '',
+                      '        %s' % c.ret_type.to_text('r'),
+                      '        *ret = qjson_new_raw(t);',
+                      '    } else {',
+                      '        *ret = %s;' % c.ret_type.to_json('r'),
+                      '    }']
                 st = c.ret_type.free_stmt('r')
                 if st:
                     o.append('    ' + st)

@@ -8,6 +8,9 @@
 
 #include "util/util.h"
 
+/* The userdata of a json-c string that holds JSON text (qjson_new_raw). */
+static char raw_tag;
+
 typedef struct Out {
     char **buf;
     size_t *len, *cap;
@@ -160,6 +163,11 @@ static void out_value(Out *o, json_object *obj, bool pretty, int depth)
         out_str(o, json_object_to_json_string(obj));
         break;
     case json_type_string:
+        if (json_object_get_userdata(obj) == &raw_tag) {
+            out_bytes(o, json_object_get_string(obj),
+                      json_object_get_string_len(obj));
+            break;
+        }
         out_string(o, json_object_get_string(obj),
                    json_object_get_string_len(obj));
         break;
@@ -221,4 +229,78 @@ char *qjson_format(json_object *obj, bool pretty)
 
     qjson_append(&buf, &len, &cap, obj, pretty);
     return buf;
+}
+
+json_object *qjson_new_raw(QText *t)
+{
+    json_object *obj = json_object_new_string_len(t->buf ? t->buf : "null",
+                                                  t->buf ? (int)t->len : 4);
+
+    json_object_set_userdata(obj, &raw_tag, NULL);
+    free(t->buf);
+    t->buf = NULL;
+    t->len = t->cap = 0;
+    return obj;
+}
+
+static Out text_out(QText *t)
+{
+    return (Out) { .buf = &t->buf, .len = &t->len, .cap = &t->cap };
+}
+
+void qtext_raw(QText *t, const char *s)
+{
+    Out o = text_out(t);
+
+    out_str(&o, s);
+}
+
+void qtext_str(QText *t, const char *s)
+{
+    Out o = text_out(t);
+
+    out_string(&o, s, strlen(s));
+}
+
+void qtext_key(QText *t, bool *first, const char *key)
+{
+    Out o = text_out(t);
+
+    if (!*first) {
+        out_str(&o, ", ");
+    }
+    *first = false;
+    out_string(&o, key, strlen(key));
+    out_str(&o, ": ");
+}
+
+void qtext_int(QText *t, int64_t v)
+{
+    char tmp[32];
+
+    snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    qtext_raw(t, tmp);
+}
+
+void qtext_uint(QText *t, uint64_t v)
+{
+    char tmp[32];
+
+    snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+    qtext_raw(t, tmp);
+}
+
+void qtext_value(QText *t, json_object *obj)
+{
+    Out o = text_out(t);
+
+    out_value(&o, obj, false, 0);
+}
+
+void qtext_double(QText *t, double v)
+{
+    json_object *obj = json_object_new_double(v);
+
+    qtext_value(t, obj);
+    json_object_put(obj);
 }

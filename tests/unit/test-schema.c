@@ -7,6 +7,7 @@
 #include "qapi-commands.h"
 #include "qapi-types.h"
 #include "util/cleanup.h"
+#include "util/json.h"
 #include "util/keyval.h"
 #include "util/util.h"
 
@@ -581,6 +582,29 @@ static void test_keyval(void)
 }
 
 /* Parse JSON text as T, print it back, compare with the input. */
+/* The text printer writes what the json-c printer writes for the same
+ * value: the object built, on one line, and as a raw reply object. */
+static void check_text(json_object *want, void (*fn)(QText *, const void *),
+                       const void *v)
+{
+    CLEANUP_FREE char *want_text = qjson_format(want, false);
+    CLEANUP_FREE char *raw_text = NULL;
+    CLEANUP_JSON json_object *raw = NULL;
+    QText t = { 0 };
+
+    fn(&t, v);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t.buf);
+    if (strcmp(t.buf, want_text) != 0) {
+        fprintf(stderr, "\ntext   %s\n  != json %s\n", t.buf, want_text);
+    }
+    CU_ASSERT_STRING_EQUAL(t.buf, want_text);
+    CU_ASSERT_EQUAL(t.len, strlen(want_text));
+    raw = qjson_new_raw(&t);
+    CU_ASSERT_PTR_NULL(t.buf);
+    raw_text = qjson_format(raw, false);
+    CU_ASSERT_STRING_EQUAL(raw_text, want_text);
+}
+
 #define ROUND_TRIP(T, text)                                               \
     do {                                                                  \
         CLEANUP_JSON json_object *in_ = js(text);                         \
@@ -594,6 +618,8 @@ static void test_keyval(void)
                     json_object_to_json_string(out_));                    \
         }                                                                 \
         CU_ASSERT_TRUE(json_object_equal(in_, out_));                     \
+        check_text(out_, (void (*)(QText *, const void *))                \
+                   qapi_##T##_to_text, v_);                               \
         qapi_free_##T(v_);                                                \
     } while (0)
 
