@@ -58,9 +58,6 @@ static const BlockDriver *const blk_drivers[] = {
     &blk_drv_null_aio,
     &blk_drv_qcow2,
     &blk_drv_blkdebug,
-#ifdef BLK_HAVE_RBD
-    &blk_drv_rbd,
-#endif
 };
 
 const BlockDriver *blk_find_driver(const char *name)
@@ -564,8 +561,14 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     bool ok;
 
     if (drv == NULL) {
-        error_setg(errp, "Driver '%s' is not supported", drvname);
-        return NULL;
+        int r = blk_module_load(drvname, &drv, errp);
+
+        if (r == 0) {
+            error_setg(errp, "Driver '%s' is not supported", drvname);
+        }
+        if (r <= 0) {
+            return NULL;
+        }
     }
     if (o->has_node_name && !blk_check_node_name(g, o->node_name, errp)) {
         return NULL;

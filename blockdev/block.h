@@ -315,7 +315,17 @@ extern const BlockDriver blk_drv_null_co;
 extern const BlockDriver blk_drv_null_aio;
 extern const BlockDriver blk_drv_qcow2;   /* blockdev/qcow2.c */
 extern const BlockDriver blk_drv_blkdebug; /* test tool: blkdebug.c */
-extern const BlockDriver blk_drv_rbd;     /* with librbd: rbd.c */
+extern const BlockDriver blk_drv_rbd;     /* module block-rbd.so: rbd.c */
+
+/* Drivers built as modules (blockdev/module.c): the module for driver
+ * name is loaded the first time it is asked for (any thread).  1 and
+ * *drv set when loaded, 0 when no module has that name, -1 with errp set
+ * when the module could not be loaded (missing, from another build). */
+int blk_module_load(const char *name, const BlockDriver **drv,
+                    Error **errp);
+/* What a module exports besides its driver, compared with the loading
+ * executable's (const char blk_module_stamp[]; needs config.h). */
+#define BLK_MODULE_STAMP "blockd " BLOCKD_VERSION
 
 #define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
 #define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "crypto/object.h"
 #include "util/cleanup.h"
 #include "util/util.h"
@@ -547,6 +548,9 @@ static void rbd_drv_aio_submit(BlockNode *bs, BlockRequest *req)
         blk_aio_complete(req, r);
     }
 }
+
+/* Built as the module block-rbd.so (blockdev/module.c loads it). */
+const char blk_module_stamp[] = BLK_MODULE_STAMP;
 
 const BlockDriver blk_drv_rbd = {
     .format_name = "rbd",
