@@ -69,8 +69,9 @@ bool tls_creds_session_new(TlsCreds *creds, TlsEndpoint endpoint,
 /* After a successful gnutls_handshake: check the peer.  x509 with
  * verify-peer: the peer's certificate chain must verify against the CA
  * (and CRL), be within its validity period, be made for the peer's
- * role (its extended key usage, when it has one) and, on a client with
- * hostname not NULL, name hostname; a missing peer certificate fails.
+ * role (its extended key usage, when it has one) and, on a client,
+ * name hostname (NULL fails: "No hostname for certificate
+ * validation", as QEMU); a missing peer certificate fails.
  * x509 without verify-peer checks nothing.  *identity (if identity is
  * not NULL) becomes a new string the caller frees: the peer
  * certificate's distinguished name ("C=GB,O=Example,CN=client" as

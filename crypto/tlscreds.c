@@ -952,7 +952,15 @@ static bool x509_check_peer(TlsCreds *c, gnutls_session_t s,
                    gnutls_strerror(r));
         return false;
     }
-    if (c->endpoint == TLS_ENDPOINT_CLIENT && hostname &&
+    /* A client checks whom it talks to, as QEMU's TLS sessions do: a
+     * certificate proves nothing about a peer without a name to match
+     * (a unix socket without tls-hostname is refused, not trusted). */
+    if (c->endpoint == TLS_ENDPOINT_CLIENT && hostname == NULL) {
+        gnutls_x509_crt_deinit(crt);
+        error_setg(errp, "No hostname for certificate validation");
+        return false;
+    }
+    if (c->endpoint == TLS_ENDPOINT_CLIENT &&
         !gnutls_x509_crt_check_hostname(crt, hostname)) {
         gnutls_x509_crt_deinit(crt);
         error_setg(errp, "Certificate does not match the hostname %s",

@@ -310,9 +310,15 @@ def test_errors(blockd, sockdir, tmp_path, certs, upstreams):
     # Nothing kept them.
     for id in ("c0", "rogue", "srv", "sec0"):
         blockd.cmd("object-del", id=id)
-    # The same node with good credentials opens.
     add_x509_client(blockd, certs)
-    blockd.cmd("blockdev-add", nbd_opts(up.sock, **{"tls-creds": "c0"}))
+    # A unix socket without tls-hostname: no name to check the server's
+    # certificate against, refused as QEMU's nbd driver does.
+    desc = blockdev_add_error(blockd, nbd_opts(up.sock, **{
+        "tls-creds": "c0"}))
+    assert desc.endswith("No hostname for certificate validation"), desc
+    # The same node with good credentials opens.
+    blockd.cmd("blockdev-add", nbd_opts(up.sock, **{
+        "tls-creds": "c0", "tls-hostname": "localhost"}))
 
 
 def test_wrong_psk_key(blockd, sockdir, tmp_path, certs, upstreams):
@@ -330,14 +336,15 @@ def test_object_del_refused_while_node_uses_creds(blockd, sockdir, tmp_path,
     up = QemuNbd(sockdir, disk(tmp_path), x509_server(certs))
     upstreams.append(up)
     add_x509_client(blockd, certs)
-    blockd.cmd("blockdev-add", nbd_opts(up.sock, **{"tls-creds": "c0"}))
+    blockd.cmd("blockdev-add", nbd_opts(up.sock, **{
+        "tls-creds": "c0", "tls-hostname": "localhost"}))
     with pytest.raises(QmpError) as e:
         blockd.cmd("object-del", id="c0")
     assert "'c0' is in use" in e.value.desc and \
         up.sock in e.value.desc, e.value.desc
     # A second node on the same credentials pins them too.
-    blockd.cmd("blockdev-add", nbd_opts(up.sock, node="n1",
-                                        **{"tls-creds": "c0"}))
+    blockd.cmd("blockdev-add", nbd_opts(up.sock, node="n1", **{
+        "tls-creds": "c0", "tls-hostname": "localhost"}))
     blockd.cmd("blockdev-del", node_name="n0")
     with pytest.raises(QmpError):
         blockd.cmd("object-del", id="c0")
@@ -358,7 +365,8 @@ def test_reconnect_runs_the_tls_handshake_again(blockd, sockdir, tmp_path,
     upstreams.append(up)
     add_x509_client(blockd, certs)
     blockd.cmd("blockdev-add", nbd_opts(up.sock, **{
-        "tls-creds": "c0", "reconnect-delay": 60}))
+        "tls-creds": "c0", "tls-hostname": "localhost",
+        "reconnect-delay": 60}))
     uri = export_clear(blockd)
     qemu_io(uri, "write -P 0x22 0 64k")
     up.kill()
