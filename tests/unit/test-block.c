@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blockdev/block.h"
+#include "blockdev/block-drivers.h"
 #include "cunit-main.h"
 #include "unit-block.h"
 #include "util/loop.h"
@@ -974,8 +975,32 @@ static void test_register_driver(void)
     blk_graph_free(g);
 }
 
+/* Module drivers (blockdev/module.c): a name no module has is not an
+ * error (0: the caller says "not supported"); a module that cannot be
+ * loaded is, with the path tried in the message. */
+static void test_module_load(void)
+{
+    const BlockDriver *drv = NULL;
+    Error *err = NULL;
+
+    CU_ASSERT_EQUAL(blk_module_load("vmdk", &drv, &err), 0);
+    CU_ASSERT_PTR_NULL(err);
+#ifdef BLK_RBD_MODULE
+    setenv("BLOCKD_MODULE_DIR", "/nonexistent-blockd-modules", 1);
+    CU_ASSERT_EQUAL(blk_module_load("rbd", &drv, &err), -1);
+    CU_ASSERT_PTR_NULL(drv);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error_get_pretty(err),
+        "Driver 'rbd' is not available: could not load its module: "
+        "/nonexistent-blockd-modules/block-rbd.so"));
+    error_free(err);
+    unsetenv("BLOCKD_MODULE_DIR");
+#endif
+}
+
 static CU_TestInfo block_tests[] = {
     { "register_driver", test_register_driver },
+    { "module_load", test_module_load },
     { "aio_driver_hook", test_aio_driver_hook },
     { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
