@@ -256,6 +256,17 @@ static int64_t rbd_drv_get_length(BlockNode *bs)
 
 /* ---- synchronous I/O (worker threads) ----------------------------- */
 
+/* librbd's failures as the data path reports them.  A request that
+ * timed out (rados_osd_op_timeout, set in the node's conf: librbd has
+ * no timeout by default and waits for the cluster, as under QEMU) and
+ * a client the cluster blocklisted (librados' EBLOCKLISTED is
+ * ESHUTDOWN) are I/O errors: NBD would otherwise carry them as EINVAL
+ * (a bad request) and ESHUTDOWN (the server going away). */
+static int rbd_drv_errno(int r)
+{
+    return r == -ETIMEDOUT || r == -ESHUTDOWN ? -EIO : r;
+}
+
 static int rbd_drv_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
                          void *buf, uint32_t flags)
 {
@@ -268,7 +279,7 @@ static int rbd_drv_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         ssize_t r = rbd_read2(s->image, offset, n, (char *)p, 0);
 
         if (r < 0) {
-            return (int)r;
+            return rbd_drv_errno((int)r);
         }
         if ((size_t)r < n) {
             memset(p + r, 0, n - (size_t)r);
@@ -284,7 +295,7 @@ static int rbd_drv_flush_image(BlockNode *bs)
 {
     RbdState *s = bs->opaque;
 
-    return rbd_flush(s->image);
+    return rbd_drv_errno(rbd_flush(s->image));
 }
 
 static int rbd_drv_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
@@ -298,7 +309,7 @@ static int rbd_drv_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         ssize_t r = rbd_write2(s->image, offset, n, (const char *)p, 0);
 
         if (r < 0) {
-            return (int)r;
+            return rbd_drv_errno((int)r);
         }
         if ((size_t)r != n) {
             return -EIO;
@@ -320,7 +331,7 @@ static int rbd_drv_pwrite_zeroes(BlockNode *bs, uint64_t offset,
         ssize_t r = rbd_write_zeroes(s->image, offset, n, 0, 0);
 
         if (r < 0) {
-            return (int)r;
+            return rbd_drv_errno((int)r);
         }
         offset += n;
         bytes -= n;
@@ -337,7 +348,7 @@ static int rbd_drv_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
         int r = rbd_discard(s->image, offset, n);
 
         if (r < 0) {
-            return r;
+            return rbd_drv_errno(r);
         }
         offset += n;
         bytes -= n;
@@ -398,7 +409,7 @@ static int rbd_drv_block_status(BlockNode *bs, uint64_t offset,
     r = rbd_diff_iterate2(s->image, NULL, offset, bytes, 1, 1,
                           rbd_drv_diff_cb, &w);
     if (r < 0 && r != RBD_DIFF_STOP) {
-        return r;
+        return rbd_drv_errno(r);
     }
     if (w.found && w.dstart <= offset) {
         *pnum = w.dend - offset;
@@ -467,7 +478,7 @@ static void rbd_drv_aio_done(rbd_completion_t c, void *opaque)
         }
     }
     free(a);
-    blk_aio_complete(req, r < 0 ? (int)r : 0);
+    blk_aio_complete(req, r < 0 ? rbd_drv_errno((int)r) : 0);
 }
 
 /* Issue a's next librbd call: 0 (rbd_aio_done runs later) or -errno
@@ -545,7 +556,7 @@ static void rbd_drv_aio_submit(BlockNode *bs, BlockRequest *req)
     r = rbd_drv_aio_start(a);
     if (r < 0) {
         free(a);
-        blk_aio_complete(req, r);
+        blk_aio_complete(req, rbd_drv_errno(r));
     }
 }
 

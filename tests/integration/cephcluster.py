@@ -86,7 +86,7 @@ class CephCluster:
         return p.stdout
 
     def _daemon(self, name, *argv):
-        log = open(os.path.join(self.dir, name + ".out"), "wb")
+        log = open(os.path.join(self.dir, name + ".out"), "ab")
         p = subprocess.Popen(("nice", "-n", "10") + argv, env=self.env,
                              stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL,
@@ -149,6 +149,7 @@ osd max object namespace len = 64
 osd op num shards = 1
 osd op num threads per shard = 2
 osd heartbeat grace = 120
+osd fast shutdown = false
 mon osd down out interval = 0
 debug ms = 0
 log to stderr = false
@@ -187,9 +188,7 @@ keyring = %(d)s/osd/keyring
                  "a", "[v1:127.0.0.1:%d]" % self.mon_port, monmap)
         self.run("ceph-mon", "--mkfs", "-i", "a", "--monmap", monmap,
                  "--keyring", monkr)
-        self.mon = self._daemon("mon.a", "ceph-mon", "-f", "-i", "a")
-        self._wait("the monitor", lambda: self.run(
-            "ceph", "mon", "stat", timeout=10) is not None)
+        self.start_mon()
 
         osd_uuid = str(uuid.uuid4())
         self.osd_id = int(self.run("ceph", "osd", "new", osd_uuid).strip())
@@ -199,11 +198,7 @@ keyring = %(d)s/osd/keyring
                  "allow *", "mon", "allow profile osd", "mgr",
                  "allow profile osd", "-i",
                  os.path.join(d, "osd", "keyring"))
-        self.osd = self._daemon("osd.0", "ceph-osd", "-f", "-i",
-                                str(self.osd_id))
-        self._wait("the OSD to be up", lambda: '"num_up_osds":1' in
-                   self.run("ceph", "osd", "stat", "-f", "json",
-                            timeout=10).replace(" ", ""))
+        self.start_osd(wait_pgs=False)
         self.run("ceph", "osd", "pool", "create", "rbd", "8", "8")
         self._wait("the pool's placement groups", self._pgs_active)
         self.run("rbd", "pool", "init", "rbd", timeout=120)
@@ -233,25 +228,63 @@ keyring = %(d)s/osd/keyring
                         out[name] = int(line.split()[1])
         return out
 
-    def stop_osd(self):
-        """Stop the OSD (SIGSTOP): I/O to the cluster hangs until
-        resume_osd()."""
+    def freeze_osd(self):
+        """Freeze the OSD (SIGSTOP): I/O to the cluster hangs until
+        thaw_osd()."""
         os.kill(self.osd.pid, signal.SIGSTOP)
 
-    def resume_osd(self):
+    def thaw_osd(self):
         os.kill(self.osd.pid, signal.SIGCONT)
 
+    # Restarts keep the data dir, the fsid, the keys and the monitor's
+    # port (ceph.conf): the clients of the old daemons find the new
+    # ones.  The OSD's memstore survives because "osd fast shutdown =
+    # false" makes a terminated OSD unmount it, which saves it to its
+    # data dir; mount loads it back.  (kill -9 would lose it.)
+
+    def start_mon(self):
+        """Start the monitor (again) and wait until it answers."""
+        self.mon = self._daemon("mon.a", "ceph-mon", "-f", "-i", "a")
+        self._wait("the monitor", lambda: self.run(
+            "ceph", "mon", "stat", timeout=10) is not None)
+
+    def start_osd(self, wait_pgs=True):
+        """Start the OSD (again) and wait until the monitor has it up
+        and (wait_pgs) the pool takes writes."""
+        self.osd = self._daemon("osd.%d" % self.osd_id, "ceph-osd", "-f",
+                                "-i", str(self.osd_id))
+        self._wait("the OSD to be up", lambda: '"num_up_osds":1' in
+                   self.run("ceph", "osd", "stat", "-f", "json",
+                            timeout=10).replace(" ", ""))
+        if wait_pgs:
+            self._wait("the pool's placement groups", self._pgs_active)
+
+    def _stop_daemon(self, p, timeout=60):
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.kill(p.pid, signal.SIGCONT)
+            p.terminate()
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def stop_osd(self):
+        """Stop the OSD by PID (SIGTERM, a clean shutdown that saves its
+        memstore) and wait for it to exit; start_osd() brings it back."""
+        self._stop_daemon(self.osd)
+        self.osd = None
+
+    def stop_mon(self):
+        """Stop the monitor by PID and wait for it; start_mon() brings
+        it back on the same port with the same store."""
+        self._stop_daemon(self.mon)
+        self.mon = None
+
     def stop(self):
-        for p in (self.osd, self.mon):
-            if p is None or p.poll() is not None:
-                continue
-            try:
-                os.kill(p.pid, signal.SIGCONT)
-                p.terminate()
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self._stop_daemon(self.osd, timeout=20)
+        self._stop_daemon(self.mon, timeout=20)
         self.osd = self.mon = None
 
     def __enter__(self):

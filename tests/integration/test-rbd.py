@@ -4,11 +4,13 @@ once for this file and stopped by PID at the end).  Images are made
 and checked with Ceph's own rbd tool; blockd serves them over NBD to
 real clients (python3-libnbd, qemu-io, nbdinfo).
 """
+import errno
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 
 import nbd
@@ -402,7 +404,7 @@ def test_cluster_stopped_under_load(ceph, blockd, tmp_path):
     patient = connect(serve(blockd, "patient", name="patient",
                             writable=False))
     assert patient.pread(4096, 0) == b"\x5e" * 4096
-    ceph.stop_osd()
+    ceph.freeze_osd()
     try:
         bufs = [nbd.Buffer(65536) for _ in range(8)]
         failing = [short.aio_pread(b, i * 65536 + 2 * MiB)
@@ -435,7 +437,7 @@ def test_cluster_stopped_under_load(ceph, blockd, tmp_path):
             stats["short"]["failed_wr_operations"]
         assert failed == errors
     finally:
-        ceph.resume_osd()
+        ceph.thaw_osd()
     # the request without a timeout was waiting: it completes now
     while not patient.aio_command_completed(waiting):
         patient.poll(1)
@@ -446,3 +448,166 @@ def test_cluster_stopped_under_load(ceph, blockd, tmp_path):
     assert short.pread(4096, 0) == b"\x5e" * 4096
     for h in (short, other, patient):
         h.shutdown()
+
+
+SLOT = 65536                     # the restart test writes each slot once
+
+
+class Load:
+    """Reads and writes kept in flight on one libnbd handle: every
+    write goes to a fresh 64 KiB slot (a pattern naming the slot), every
+    read checks a slot already acknowledged.  Completions are harvested
+    by pump(); acked/failed say which writes made it."""
+
+    def __init__(self, h, slots):
+        self.h = h
+        self.free = list(range(slots))
+        self.acked = {}          # slot -> bytes
+        self.failed = []         # nbd.Error of every failed command
+        self.failed_slots = set()
+        self.pending = []        # (cookie, kind, slot, data or buffer)
+        self.submitted = 0
+
+    @staticmethod
+    def pattern(slot):
+        return (b"%06d" % slot) * (SLOT // 6) + b"\xee" * (SLOT % 6)
+
+    def submit(self, writes, reads):
+        for _ in range(writes):
+            slot = self.free.pop(0)
+            data = self.pattern(slot)
+            c = self.h.aio_pwrite(data, slot * SLOT)
+            self.pending.append((c, "w", slot, data))
+        done = sorted(self.acked)
+        for i in range(reads if done else 0):
+            slot = done[(self.submitted + i) % len(done)]
+            buf = nbd.Buffer(SLOT)
+            c = self.h.aio_pread(buf, slot * SLOT)
+            self.pending.append((c, "r", slot, buf))
+        self.submitted += writes + reads
+
+    def flush(self):
+        c = self.h.aio_flush()
+        self.pending.append((c, "f", None, None))
+        return c
+
+    def pump(self, timeout=0.0):
+        """Poll once and harvest what completed; returns how many
+        commands are still in flight."""
+        if self.pending:
+            self.h.poll(int(timeout * 1000))
+        left = []
+        for c, kind, slot, x in self.pending:
+            try:
+                if not self.h.aio_command_completed(c):
+                    left.append((c, kind, slot, x))
+                    continue
+            except nbd.Error as e:
+                self.failed.append(e)
+                if kind == "w":
+                    self.failed_slots.add(slot)
+                continue
+            if kind == "w":
+                self.acked[slot] = x
+            elif kind == "r":
+                assert bytes(x.to_bytearray()) == self.acked[slot], slot
+        self.pending = left
+        return len(left)
+
+    def drain(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.pump(1.0) and time.monotonic() < deadline:
+            pass
+        assert not self.pending, "%d requests still in flight after " \
+            "%d s" % (len(self.pending), timeout)
+
+
+def test_cluster_restarted_under_load(ceph, blockd, tmp_path):
+    """The OSD, then the monitor, are stopped by PID while libnbd
+    clients read and write two rbd exports.  The export whose node has
+    "rados osd op timeout" in its conf gets clean NBD errors (EIO); the
+    one with librbd's defaults (no timeout, as QEMU) waits.  Meanwhile
+    blockd answers QMP and serves its other export.  Once the cluster
+    is back (same data dir and ports) the waiting requests complete,
+    new requests succeed on both, and `rbd export` has every write that
+    was acknowledged."""
+    rbd_schema(blockd)
+    slots = 512
+    img_p = new_image(ceph, size="%dM" % (slots * SLOT // MiB))
+    img_s = new_image(ceph, size="%dM" % (slots * SLOT // MiB))
+    conf = str(tmp_path / "timeout.conf")
+    with open(ceph.conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("[global]\n",
+                             "[global]\nrados osd op timeout = 5\n", 1))
+    blockd.cmd("blockdev-add", rbd_opts(ceph, img_p,
+                                        **{"node-name": "patient"}))
+    blockd.cmd("blockdev-add", rbd_opts(ceph, img_s, conf=conf,
+                                        cache={"direct": True},
+                                        **{"node-name": "short"}))
+    blockd.cmd("blockdev-add", {"driver": "null-co", "node-name": "n0",
+                                "read-zeroes": True})
+    patient = Load(connect(serve(blockd, "patient", name="patient")), slots)
+    short = Load(connect(serve(blockd, "short", name="short")), slots)
+    other = connect(serve(blockd, "n0", name="other"))
+    for load in (patient, short):
+        for _ in range(4):
+            load.submit(8, 8)
+            load.drain(120)
+        load.flush()
+        load.drain(120)
+        assert not load.failed
+    # Requests in flight as the OSD goes, more once it is gone.
+    for load in (patient, short):
+        load.submit(8, 8)
+    try:
+        ceph.stop_osd()
+        for load in (patient, short):
+            load.pump()
+            load.submit(8, 8)
+        patient_flush = patient.flush()
+        # the short node's requests end, each with EIO or its data
+        short.drain(120)
+        assert short.failed
+        for e in short.failed:
+            assert e.errnum == errno.EIO, e
+        # the control path and the other export do not wait for Ceph
+        blockd.cmd("query-version")
+        assert other.pread(4096, 0) == b"\0" * 4096
+        ceph.stop_mon()
+        blockd.cmd("query-blockstats", {"query-nodes": True})
+        assert other.pread(4096, 4096) == b"\0" * 4096
+        patient.pump()
+        # a flush after writes the OSD never saw cannot have completed
+        assert not patient.h.aio_command_completed(patient_flush)
+        assert not patient.failed
+    finally:
+        if ceph.mon is None:
+            ceph.start_mon()
+        if ceph.osd is None:
+            ceph.start_osd()
+    # the waiting requests complete, and both exports take new ones
+    patient.drain(300)
+    assert not patient.failed
+    deadline = time.monotonic() + 300
+    while True:
+        before = len(short.failed)
+        short.submit(4, 4)
+        short.drain(120)
+        if len(short.failed) == before:
+            break
+        assert time.monotonic() < deadline, short.failed[-1]
+    for load in (patient, short):
+        load.submit(8, 8)
+        load.flush()
+        load.drain(120)
+    assert patient.free and short.free
+    # Ceph has every acknowledged write
+    for load, img in ((patient, img_p), (short, img_s)):
+        data = rbd_export(ceph, "rbd/" + img, tmp_path)
+        assert len(load.acked) >= 4 * 8 + 4 + 8
+        for slot, want in load.acked.items():
+            assert data[slot * SLOT:(slot + 1) * SLOT] == want, (img, slot)
+        load.h.shutdown()
+    other.shutdown()
