@@ -940,8 +940,29 @@ class CGen:
               % (t.name, t.prefix), '}', '',
               'bool qapi_parse_%s(json_object *obj, const char *name, '
               'unsigned flags,' % t.name,
-              '    %s *out, Error **errp)' % t.name, '{',
-              '    int v = qapi_parse_enum(obj, name, flags, %s_names, '
+              '    %s *out, Error **errp)' % t.name, '{']
+        # A value whose condition is not built in is refused by name:
+        # the user learns it is missing from this build, not misspelt.
+        absent = [v for v in t.all_values if v not in t.values]
+        if absent:
+            o += ['    static const char *const absent[][2] = {']
+            o += ['        { %s, %s },' % (c_string(v[0]), c_string(v[3]))
+                  for v in absent]
+            o += ['    };', '    const char *s = obj && '
+                  'json_object_is_type(obj, json_type_string)',
+                  '        ? json_object_get_string(obj) : NULL;',
+                  '    int v;', '',
+                  '    for (size_t i = 0; s && i < sizeof(absent) / '
+                  'sizeof(absent[0]); i++) {',
+                  '        if (strcmp(s, absent[i][0]) == 0) {',
+                  '            error_setg(errp, "Parameter \'%s\' does '
+                  'not accept value \'%s\': blockd was built without "',
+                  '                       "%s", qapi_name(name), s, '
+                  'absent[i][1]);',
+                  '            return false;', '        }', '    }']
+        else:
+            o += ['    int v;', '']
+        o += ['    v = qapi_parse_enum(obj, name, flags, %s_names, '
               '%s__MAX, errp);' % (t.name, t.prefix), '',
               '    if (v < 0) {', '        return false;', '    }',
               '    *out = (%s)v;' % t.name, '    return true;', '}', '',

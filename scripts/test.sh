@@ -1,7 +1,8 @@
 #!/bin/bash
 # test.sh - build blockd twice (gcc; then clang with ASan+UBSan and the
 # fuzz targets; warnings are errors in both) and run every test suite in
-# both builds.  The last line is the total:
+# both builds; between them, blockd alone built without librbd and its
+# one test (test-rbd-optional.py).  The last line is the total:
 #   tests: N passed, N failed, N skipped
 # Exit status 0 only when nothing failed.
 #
@@ -45,7 +46,26 @@ PY
   return $st
 }
 
+# The build without librbd (-Drbd=disabled): only blockd, unoptimised,
+# and the one test file about it (~25 s), so CI, which has librbd,
+# still checks that the driver goes away cleanly.
+run_norbd() {
+  local dir=build-norbd
+  if [ ! -d "$dir" ]; then
+    meson setup "$dir" -Dwerror=true -Drbd=disabled -Doptimization=0 \
+      >/dev/null || return 1
+  fi
+  ninja -C "$dir" -j "$JOBS" blockd >/dev/null || return 1
+  BLOCKD=$PWD/$dir/blockd BLOCKD_EXPECT_RBD=no /usr/bin/python3 -m pytest \
+    -q -rs -p no:cacheprovider tests/integration/test-rbd-optional.py
+}
+
 run_build build -Dwerror=true || rc=1
+if run_norbd; then
+  pass=$((pass + 1)); echo "build-norbd: test-rbd-optional passed"
+else
+  fail=$((fail + 1)); rc=1; echo "build-norbd: test-rbd-optional FAILED"
+fi
 if [ $QUICK = 0 ]; then
   # Sanitizers: every unit and integration test again under ASan+UBSan,
   # built with clang (a second compiler's warnings, and libFuzzer: the

@@ -40,13 +40,15 @@ def ceph():
 
 
 def rbd_schema(blockd):
-    """Skip unless this blockd was built with the rbd driver."""
-    drivers = blockd.cmd("query-qmp-schema")
-    for t in drivers:
-        if t.get("name") == "BlockdevDriver":
+    """Skip unless this blockd was built with the rbd driver
+    (BlockdevDriver: query-qmp-schema names types by number, so it is
+    the enum holding the drivers)."""
+    for t in blockd.cmd("query-qmp-schema"):
+        if t["meta-type"] == "enum" and "null-co" in t["values"]:
             if "rbd" not in t["values"]:
                 pytest.skip("blockd was built without librbd (-Drbd)")
             return
+    raise AssertionError("no BlockdevDriver in query-qmp-schema")
 
 
 def new_image(ceph, size="64M", name=None):
