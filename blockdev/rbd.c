@@ -321,6 +321,15 @@ static int rbd_drv_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return (flags & BLK_REQ_FUA) ? rbd_drv_flush_image(bs) : 0;
 }
 
+/* Without MAY_UNMAP (NBD's NO_HOLE, or discard=ignore on the node) the
+ * zeroed range stays allocated, as QEMU asks librbd too; otherwise
+ * librbd may deallocate whole objects. */
+static int rbd_drv_zero_flags(uint32_t flags)
+{
+    return (flags & BLK_REQ_MAY_UNMAP)
+           ? 0 : RBD_WRITE_ZEROES_FLAG_THICK_PROVISION;
+}
+
 static int rbd_drv_pwrite_zeroes(BlockNode *bs, uint64_t offset,
                                  uint64_t bytes, uint32_t flags)
 {
@@ -328,7 +337,8 @@ static int rbd_drv_pwrite_zeroes(BlockNode *bs, uint64_t offset,
 
     while (bytes > 0) {
         size_t n = (size_t)MIN(bytes, RBD_MAX_CHUNK);
-        ssize_t r = rbd_write_zeroes(s->image, offset, n, 0, 0);
+        ssize_t r = rbd_write_zeroes(s->image, offset, n,
+                                     rbd_drv_zero_flags(flags), 0);
 
         if (r < 0) {
             return rbd_drv_errno((int)r);
@@ -509,7 +519,8 @@ static int rbd_drv_aio_start(RbdAio *a)
         break;
     case BLK_OP_WRITE_ZEROES:
         n = MIN(a->end - a->pos, RBD_MAX_CHUNK);
-        r = rbd_aio_write_zeroes(s->image, a->pos, n, c, 0, 0);
+        r = rbd_aio_write_zeroes(s->image, a->pos, n, c,
+                                 rbd_drv_zero_flags(req->flags), 0);
         a->pos += n;
         break;
     case BLK_OP_DISCARD:

@@ -63,6 +63,18 @@ def rbd_opts(ceph, image, **extra):
     return o
 
 
+def timeout_conf(ceph, tmp_path):
+    """The cluster's ceph.conf plus a 5 s client op timeout (librbd's
+    default is none: requests wait for the cluster)."""
+    conf = str(tmp_path / "timeout.conf")
+    with open(ceph.conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("[global]\n",
+                             "[global]\nrados osd op timeout = 5\n", 1))
+    return conf
+
+
 def serve(blockd, node, name="disk", **extra):
     sock = os.path.join(blockd.sockdir, "nbd.sock")
     if not os.path.exists(sock):
@@ -133,20 +145,33 @@ def test_write_read_rbd_export_matches(ceph, blockd, tmp_path):
     assert stats["r0"]["rd_operations"] >= 2
 
 
+def merge_runs(extents):
+    """(offset, length) pairs in order, adjacent ones merged."""
+    runs = []
+    for off, n in extents:
+        if runs and runs[-1][0] + runs[-1][1] == off:
+            runs[-1][1] += n
+        else:
+            runs.append([off, n])
+    return [tuple(r) for r in runs]
+
+
 def data_extents(uri):
     """nbdinfo --map: the merged (offset, length) runs that are data."""
     out = subprocess.run(["nbdinfo", "--map", "--json", uri],
                          capture_output=True, text=True, timeout=120,
                          check=True).stdout
-    runs = []
-    for e in json.loads(out):
-        if e["type"] & 1:        # a hole
-            continue
-        if runs and runs[-1][0] + runs[-1][1] == e["offset"]:
-            runs[-1][1] += e["length"]
-        else:
-            runs.append([e["offset"], e["length"]])
-    return [tuple(r) for r in runs]
+    return merge_runs((e["offset"], e["length"]) for e in json.loads(out)
+                      if not e["type"] & 1)     # not a hole
+
+
+def allocated_runs(ceph, img):
+    """rbd diff's allocated objects, merged: [(offset, length)]."""
+    diff = json.loads(ceph.run("rbd", "diff", "--whole-object", "--format",
+                               "json", "rbd/" + img))
+    return merge_runs((e["offset"], e["length"])
+                      for e in sorted(diff, key=lambda e: e["offset"])
+                      if e["exists"] in ("true", True))
 
 
 def test_block_status_matches_rbd_diff(ceph, blockd):
@@ -167,17 +192,7 @@ def test_block_status_matches_rbd_diff(ceph, blockd):
     h.trim(OBJ, 12 * OBJ)
     h.flush()
     h.shutdown()
-    diff = json.loads(ceph.run("rbd", "diff", "--whole-object", "--format",
-                               "json", "rbd/" + img))
-    want = []
-    for e in sorted(diff, key=lambda e: e["offset"]):
-        if e["exists"] != "true" and e["exists"] is not True:
-            continue
-        if want and want[-1][0] + want[-1][1] == e["offset"]:
-            want[-1][1] += e["length"]
-        else:
-            want.append([e["offset"], e["length"]])
-    want = [tuple(w) for w in want]
+    want = allocated_runs(ceph, img)
     assert want == [(0, OBJ), (3 * OBJ, 2 * OBJ), (9 * OBJ, OBJ)]
     assert data_extents(uri) == want
 
@@ -384,12 +399,7 @@ def test_cluster_stopped_under_load(ceph, blockd, tmp_path):
     right data."""
     rbd_schema(blockd)
     img = new_image(ceph, size="16M")
-    conf = str(tmp_path / "timeout.conf")
-    with open(ceph.conf) as f:
-        text = f.read()
-    with open(conf, "w") as f:
-        f.write(text.replace("[global]\n",
-                             "[global]\nrados osd op timeout = 5\n", 1))
+    conf = timeout_conf(ceph, tmp_path)
     # cache.direct: no librbd write-back cache to absorb the write
     blockd.cmd("blockdev-add", rbd_opts(ceph, img, conf=conf,
                                         cache={"direct": True},
@@ -537,12 +547,7 @@ def test_cluster_restarted_under_load(ceph, blockd, tmp_path):
     slots = 512
     img_p = new_image(ceph, size="%dM" % (slots * SLOT // MiB))
     img_s = new_image(ceph, size="%dM" % (slots * SLOT // MiB))
-    conf = str(tmp_path / "timeout.conf")
-    with open(ceph.conf) as f:
-        text = f.read()
-    with open(conf, "w") as f:
-        f.write(text.replace("[global]\n",
-                             "[global]\nrados osd op timeout = 5\n", 1))
+    conf = timeout_conf(ceph, tmp_path)
     blockd.cmd("blockdev-add", rbd_opts(ceph, img_p,
                                         **{"node-name": "patient"}))
     blockd.cmd("blockdev-add", rbd_opts(ceph, img_s, conf=conf,
@@ -613,3 +618,23 @@ def test_cluster_restarted_under_load(ceph, blockd, tmp_path):
             assert data[slot * SLOT:(slot + 1) * SLOT] == want, (img, slot)
         load.h.shutdown()
     other.shutdown()
+
+
+def test_write_zeroes_no_hole_stays_allocated(ceph, blockd):
+    """NBD_CMD_WRITE_ZEROES with NO_HOLE zeroes an object but leaves it
+    allocated in Ceph (librbd's thick-provision flag, as QEMU asks);
+    without NO_HOLE, on a discard=unmap node, the object goes."""
+    rbd_schema(blockd)
+    img = new_image(ceph, size="16M")
+    blockd.cmd("blockdev-add", rbd_opts(ceph, img, **{"node-name": "r0",
+                                                      "discard": "unmap"}))
+    h = connect(serve(blockd, "r0"))
+    h.pwrite(b"\x11" * (2 * OBJ), 0)
+    h.flush()
+    assert allocated_runs(ceph, img) == [(0, 2 * OBJ)]
+    h.zero(OBJ, 0, nbd.CMD_FLAG_NO_HOLE)
+    h.zero(OBJ, OBJ)
+    h.flush()
+    assert h.pread(2 * OBJ, 0) == b"\0" * (2 * OBJ)
+    h.shutdown()
+    assert allocated_runs(ceph, img) == [(0, OBJ)]
