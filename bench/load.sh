@@ -120,32 +120,10 @@ RAW=$RESULTS/raw.txt
   echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); image $SIZE bytes on /dev/shm; server CPU 0, nbdload CPU 1"
 } > "$RAW"
 read -r -a SRV <<< "$SERVERS"
-for round in $(seq "$ROUNDS"); do
-  n=${#SRV[@]}
-  for i in $(seq 0 $((n - 1))); do
-    name=${SRV[$(( (i + round - 1) % n ))]}
-    for w in $WORKLOADS; do
-      start "$name"
-      # shellcheck disable=SC2046
-      exp=""; [ "$name" = nbd-server ] && exp=bench
-      j=$(taskset -c 1 "$NBDLOAD" --unix "$SOCK" --export "$exp" $(args_for "$w") \
-            --seconds "$SECONDS_PER_RUN" --server-pid "$SRV_PID" --json) ||
-        { echo "bench/load.sh: nbdload failed against $name ($w)" >&2; stop; continue; }
-      stop
-      /usr/bin/python3 - "$w" "$name" "$round" "$j" >> "$RAW" <<'PY'
-import json, sys
-w, name, rep, j = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-seq = w.startswith("seq")
-rate, unit = (j["mib_s"], "MiB/s") if seq else (j["iops"], "IOPS")
-cpu, cunit = ((j["server_s_per_gib"], "s") if seq
-              else (j["server_us_per_op"], "us"))
-common = "transport=unix name=%s rep=%s" % (name, rep)
-print("RUN workload=%s %s value=%.1f unit=%s" % (w, common, rate, unit))
-print("RUN workload=%s-cpu %s value=%.4f unit=%s" % (w, common, cpu, cunit))
-print("RUN workload=%s-p99 %s value=%d unit=us" % (w, common, j["p99_us"]))
-PY
-      tail -3 "$RAW" | cut -c1-120
-    done
-  done
-done
+export_for() {
+  if [ "$1" = nbd-server ]; then echo bench; fi
+}
+# shellcheck source=bench/rounds.sh
+. "$HERE/rounds.sh"
+bench_rounds unix
 /usr/bin/python3 "$HERE/ratios.py" "$RAW" | tee "$RESULTS/ratios.txt"

@@ -17,7 +17,8 @@
 #   randread   4 KiB random reads, QD 16
 #   randwrite  4 KiB random writes, QD 16
 # Output: RUN lines in DIR/raw.txt and bench/ratios.py's table (blockd /
-# qemu-storage-daemon, > 1 means blockd did better).
+# qemu-storage-daemon, > 1 means blockd did better); librbd's counters of
+# each run in DIR/counters.txt (see after_run).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --conf) CONF=$2; shift 2 ;;
     --workloads) WORKLOADS=${2//,/ }; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/rbd.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -131,32 +132,37 @@ RAW=$RESULTS/raw.txt
   echo "# bench/rbd.sh --rounds $ROUNDS --seconds $SECONDS_PER_RUN --size $SIZE_MIB ($(date -u '+%F %H:%M') UTC, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
   echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); one-node Ceph (memstore OSD) on 127.0.0.1; server CPU 0, nbdload CPU 1"
 } > "$RAW"
-SRV=(blockd qemu-storage-daemon)
-for round in $(seq "$ROUNDS"); do
-  for i in 0 1; do
-    name=${SRV[$(( (i + round - 1) % 2 ))]}
-    for w in $WORKLOADS; do
-      start "$name"
-      # shellcheck disable=SC2046
-      j=$(taskset -c 1 "$NBDLOAD" --unix "$SOCK" $(args_for "$w") \
-            --seconds "$SECONDS_PER_RUN" --server-pid "$SRV_PID" --json) ||
-        { echo "bench/rbd.sh: nbdload failed against $name ($w)" >&2; stop; continue; }
-      stop
-      /usr/bin/python3 - "$w" "$name" "$round" "$j" >> "$RAW" <<'PY'
+# librbd's own counters of each server (its client admin socket, if the
+# conf gives one: cephcluster.py's does), so both are compared on what
+# librbd saw, not only on timings: writes, their mean latency inside
+# librbd, the writes in flight there on average (latency sum / run
+# time), OSD write ops and flushes.  One line per run in counters.txt.
+ASOK=$(ceph-conf -c "$CONF" -n client.admin --show-config-value admin_socket \
+         2>/dev/null || true)
+after_run() {
+  [ -n "$ASOK" ] && [ -S "$ASOK" ] || return 0
+  ceph daemon "$ASOK" perf dump > "$RESULTS/perf-$1-$2-$3.json" 2>/dev/null ||
+    return 0
+  /usr/bin/python3 - "$1" "$2" "$3" "$SECONDS_PER_RUN" \
+      "$RESULTS/perf-$1-$2-$3.json" >> "$RESULTS/counters.txt" <<'PY'
 import json, sys
-w, name, rep, j = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-seq = w.startswith("seq")
-rate, unit = (j["mib_s"], "MiB/s") if seq else (j["iops"], "IOPS")
-cpu, cunit = ((j["server_s_per_gib"], "s") if seq
-              else (j["server_us_per_op"], "us"))
-common = "transport=rbd name=%s rep=%s" % (name, rep)
-print("RUN workload=%s %s value=%.1f unit=%s" % (w, common, rate, unit))
-print("RUN workload=%s-cpu %s value=%.4f unit=%s" % (w, common, cpu, cunit))
-print("RUN workload=%s-p99 %s value=%d unit=us" % (w, common, j["p99_us"]))
+name, w, rep, secs, path = sys.argv[1:]
+p = json.load(open(path))
+rbd = next(v for k, v in p.items() if k.startswith("librbd-"))
+o = p["objecter"]
+ops, lat = (rbd["wr"], rbd["wr_latency"]) if "write" in w else \
+    (rbd["rd"], rbd["rd_latency"])
+print("COUNTERS workload=%s name=%s rep=%s librbd_ops=%d mean_ms=%.2f "
+      "in_librbd=%.1f osd_ops=%d flush=%d" %
+      (w, name, rep, ops, 1000 * lat["sum"] / max(1, lat["avgcount"]),
+       lat["sum"] / float(secs), o["op_w"] if "write" in w else o["op_r"],
+       rbd["flush"]))
 PY
-      tail -3 "$RAW" | cut -c1-120
-    done
-  done
-done
+  tail -1 "$RESULTS/counters.txt"
+}
+SRV=(blockd qemu-storage-daemon)
+# shellcheck source=bench/rounds.sh
+. "$HERE/rounds.sh"
+bench_rounds rbd
 rbd rm "rbd/$IMAGE" > /dev/null 2>&1 || true
 /usr/bin/python3 "$HERE/ratios.py" "$RAW" | tee "$RESULTS/ratios.txt"
