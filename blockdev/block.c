@@ -41,6 +41,8 @@ struct BlockGraph {
     PathVec backing_roots;       /* realpath()s; empty: no confinement */
     BlockOpenJob *opening;       /* opens in flight: names reserved */
     struct Job *jobs;            /* blockdev/job.c's list */
+    BlockReplaceFn *replace_fn;  /* pivots users above; may be NULL */
+    void *replace_opaque;
 };
 
 /* One registered user of a node (an export, a job). */
@@ -1287,4 +1289,47 @@ bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp)
         blk_unref(old);
     }
     return true;
+}
+
+void blk_graph_set_replace_fn(BlockGraph *g, BlockReplaceFn *fn,
+                              void *opaque)
+{
+    g->replace_fn = fn;
+    g->replace_opaque = opaque;
+}
+
+/* Is n bs or below it (file and backing children, recursively)? */
+static bool blk_subtree_contains(BlockNode *bs, BlockNode *n)
+{
+    if (bs == NULL) {
+        return false;
+    }
+    return bs == n || blk_subtree_contains(bs->file, n) ||
+           blk_subtree_contains(bs->backing, n);
+}
+
+void blk_replace_node(BlockNode *from, BlockNode *to)
+{
+    BlockGraph *g = from->graph;
+
+    for (size_t i = 0; g != NULL && i < g->nodes.len; i++) {
+        BlockNode *p = g->nodes.ptr[i];
+
+        if (blk_subtree_contains(to, p)) {
+            continue;
+        }
+        if (p->file == from) {
+            blk_ref(to);
+            p->file = to;
+            blk_unref(from);
+        }
+        if (p->backing == from) {
+            blk_ref(to);
+            p->backing = to;
+            blk_unref(from);
+        }
+    }
+    if (g != NULL && g->replace_fn != NULL) {
+        g->replace_fn(from, to, g->replace_opaque);
+    }
 }

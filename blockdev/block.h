@@ -285,14 +285,31 @@ struct BlockNode {
     struct BlockWriteHook *before_write;
 };
 
-/* A hook on a node's writes (copy-before-write).  fn runs on a worker
- * before the write reaches the driver: 0 or -errno (the write then
- * fails with it).  users counts workers inside fn, under the node's
- * hook_lock; the owner frees the hook after blk_write_hook_remove()
- * once users is 0 (done is posted to the loop then). */
+/* A hook on a node's writes (write, write-zeroes, discard): backup's
+ * copy-before-write, stream's serialisation, mirror's dirty tracking
+ * and write-blocking copy.  Either callback may be NULL.
+ *
+ * fn runs on a worker before the write reaches the driver: 0 or -errno
+ * (the write then fails with it).
+ *
+ * after runs once the driver ran the request (ret: its result), on the
+ * thread that ran it: buf is a WRITE's data, NULL for write-zeroes
+ * (discard false) and discard (discard true); before_ran says fn ran
+ * for this same request on this thread (false for a write that started
+ * before the hook was installed, and for an asynchronous driver's
+ * completion, which may run on its own thread and must not block).
+ * Returns the request's result (ret, or an error of its own).
+ *
+ * users counts requests between fn and after (or inside after), under
+ * the node's hook_lock; the owner frees the hook after
+ * blk_write_hook_remove() once users is 0 (done is posted to the loop
+ * then). */
 typedef struct BlockWriteHook {
     int (*fn)(struct BlockWriteHook *hook, BlockNode *bs, uint64_t offset,
               uint64_t bytes);
+    int (*after)(struct BlockWriteHook *hook, BlockNode *bs, uint64_t offset,
+                 uint64_t bytes, const void *buf, bool discard, int ret,
+                 bool before_ran);
     void *opaque;
     unsigned users;              /* under hook_lock */
     bool removed;                /* under hook_lock */
@@ -454,6 +471,17 @@ void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
  * thread; base must already be in bs's chain or be safe to read
  * from).  Fails when the driver cannot record a backing file. */
 bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp);
+/* What the layers above hand the graph for a pivot: make every user
+ * of from that lives above the block layer (an export) use to instead
+ * (loop thread). */
+typedef void BlockReplaceFn(BlockNode *from, BlockNode *to, void *opaque);
+void blk_graph_set_replace_fn(BlockGraph *g, BlockReplaceFn *fn,
+                              void *opaque);
+/* A job's pivot (mirror, active commit; loop thread): every node that
+ * has from as its file or backing child (but those below to, which
+ * would make a loop) and every user above (blk_graph_set_replace_fn)
+ * now uses to.  Requests already submitted to from finish there. */
+void blk_replace_node(BlockNode *from, BlockNode *to);
 /* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
 

@@ -191,27 +191,11 @@ void blk_write_hook_remove(BlockNode *bs, BlockWriteHook *hook)
     }
 }
 
-/* Run bs's write hook, if any, for a write to [offset, offset+bytes)
- * (any thread): 0 or -errno. */
-static int blk_before_write(BlockNode *bs, uint64_t offset, uint64_t bytes)
+/* A request leaves hook (it was counted in users). */
+static void blk_write_hook_leave(BlockNode *bs, BlockWriteHook *hook)
 {
-    BlockWriteHook *hook;
     bool last;
-    int ret;
 
-    if (__atomic_load_n(&bs->before_write, __ATOMIC_ACQUIRE) == NULL) {
-        return 0;
-    }
-    pthread_mutex_lock(&bs->hook_lock);
-    hook = bs->before_write;
-    if (hook != NULL) {
-        hook->users++;
-    }
-    pthread_mutex_unlock(&bs->hook_lock);
-    if (hook == NULL) {
-        return 0;
-    }
-    ret = hook->fn(hook, bs, offset, bytes);
     pthread_mutex_lock(&bs->hook_lock);
     last = --hook->users == 0 && hook->removed;
     pthread_mutex_unlock(&bs->hook_lock);
@@ -223,6 +207,66 @@ static int blk_before_write(BlockNode *bs, uint64_t offset, uint64_t bytes)
             hook->done(hook);
         }
     }
+}
+
+/* bs's hook, counted in its users, or NULL. */
+static BlockWriteHook *blk_write_hook_enter(BlockNode *bs)
+{
+    BlockWriteHook *hook;
+
+    if (__atomic_load_n(&bs->before_write, __ATOMIC_ACQUIRE) == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&bs->hook_lock);
+    hook = bs->before_write;
+    if (hook != NULL) {
+        hook->users++;
+    }
+    pthread_mutex_unlock(&bs->hook_lock);
+    return hook;
+}
+
+/* Run bs's write hook, if any, for a write to [offset, offset+bytes)
+ * (any thread): 0 or -errno.  *held gets the hook, still counted in its
+ * users, for blk_after_write() (NULL: none, or fn failed). */
+static int blk_before_write(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            BlockWriteHook **held)
+{
+    BlockWriteHook *hook = blk_write_hook_enter(bs);
+    int ret = 0;
+
+    *held = NULL;
+    if (hook == NULL) {
+        return 0;
+    }
+    if (hook->fn != NULL) {
+        ret = hook->fn(hook, bs, offset, bytes);
+    }
+    if (ret < 0) {
+        blk_write_hook_leave(bs, hook);
+        return ret;
+    }
+    *held = hook;
+    return 0;
+}
+
+/* The driver ran a write (ret: its result): the hook's after part, for
+ * held (from blk_before_write) or, when that is NULL, for a hook
+ * installed meanwhile.  Returns the request's result. */
+static int blk_after_write(BlockNode *bs, BlockWriteHook *held,
+                           uint64_t offset, uint64_t bytes, const void *buf,
+                           bool discard, int ret)
+{
+    BlockWriteHook *hook = held != NULL ? held : blk_write_hook_enter(bs);
+
+    if (hook == NULL) {
+        return ret;
+    }
+    if (hook->after != NULL) {
+        ret = hook->after(hook, bs, offset, bytes, buf, discard, ret,
+                          held != NULL);
+    }
+    blk_write_hook_leave(bs, hook);
     return ret;
 }
 
@@ -283,10 +327,14 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
-        ret = blk_before_write(bs, offset, bytes);
+        BlockWriteHook *hook;
+
+        ret = blk_before_write(bs, offset, bytes, &hook);
         if (ret < 0) {
             return ret;
         }
+        ret = blk_pwrite(bs, offset, bytes, buf, flags | BLK_REQ_NO_HOOK);
+        return blk_after_write(bs, hook, offset, bytes, buf, false, ret);
     }
     flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
     t0 = blk_stat_begin(bs, BLOCK_STATS_OP_WRITE);
@@ -405,10 +453,14 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
         return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
-        ret = blk_before_write(bs, offset, bytes);
+        BlockWriteHook *hook;
+
+        ret = blk_before_write(bs, offset, bytes, &hook);
         if (ret < 0) {
             return ret;
         }
+        ret = blk_pwrite_zeroes(bs, offset, bytes, flags | BLK_REQ_NO_HOOK);
+        return blk_after_write(bs, hook, offset, bytes, NULL, false, ret);
     }
     flags &= ~(uint32_t)BLK_REQ_NO_HOOK;
     t0 = blk_stat_begin(bs, BLOCK_STATS_OP_WRITE_ZEROES);
@@ -422,6 +474,7 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
 
 int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
+    BlockWriteHook *hook;
     uint64_t t0;
     int ret;
 
@@ -442,13 +495,14 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
         bs->drv->pdiscard == NULL) {
         return 0;
     }
-    ret = blk_before_write(bs, offset, bytes);
+    ret = blk_before_write(bs, offset, bytes, &hook);
     if (ret < 0) {
         return ret;
     }
     t0 = blk_stat_begin(bs, BLOCK_STATS_OP_DISCARD);
     ret = bs->drv->pdiscard(bs, offset, bytes);
     blk_dirty_mark(bs, offset, bytes);
+    ret = blk_after_write(bs, hook, offset, bytes, NULL, true, ret);
     if (ret == 0) {
         STAT_ADD(bs->discard_ops, 1);
         STAT_ADD(bs->discard_bytes, bytes);
@@ -1082,6 +1136,11 @@ void blk_aio_complete(BlockRequest *req, int ret)
     if (req->type == BLK_OP_WRITE || req->type == BLK_OP_WRITE_ZEROES ||
         req->type == BLK_OP_DISCARD) {
         blk_dirty_mark(req->bs, req->offset, req->bytes);
+        /* A hook installed after the request went to the driver still
+         * learns of it (it must not block here). */
+        ret = blk_after_write(req->bs, NULL, req->offset, req->bytes,
+                              req->type == BLK_OP_WRITE ? req->buf : NULL,
+                              req->type == BLK_OP_DISCARD, ret);
     }
     blk_aio_account(req->bs, req, ret);
     blk_aio_finish(req, ret);

@@ -13,6 +13,12 @@
 #include "qmp/monitor.h"
 #include "util/util.h"
 
+/* A job pivots: the exports follow (blk_replace_node). */
+static void daemon_replace_node(BlockNode *from, BlockNode *to, void *opaque)
+{
+    nbd_exports_replace_node(opaque, from, to);
+}
+
 static void daemon_quit_cb(void *host, ShutdownCause reason)
 {
     daemon_request_quit(host, reason);
@@ -66,6 +72,7 @@ Daemon *daemon_new(Error **errp)
         .loop = d->loop, .pool = d->pool, .graph = d->graph,
         .events = d->monitors, .objects = d->objects,
     };
+    blk_graph_set_replace_fn(d->graph, daemon_replace_node, &d->nbd);
     d->qmp = (QmpCtx) {
         .monitors = d->monitors, .graph = d->graph, .nbd = &d->nbd,
         .objects = d->objects,

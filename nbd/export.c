@@ -381,3 +381,24 @@ void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
     info->other_ops = exp->other_ops;
     info->ops = &exp->ops;
 }
+
+void nbd_exports_replace_node(NbdContext *ctx, BlockNode *from,
+                              BlockNode *to)
+{
+    NbdServer *srv = ctx->server;
+
+    for (size_t i = 0; srv != NULL && i < srv->exports.len; i++) {
+        NbdExport *exp = srv->exports.ptr[i];
+
+        if (exp->node != from) {
+            continue;
+        }
+        /* The user moves with the export; the job holding to already
+         * checked it can be written. */
+        blk_node_add_user(to, exp->user, exp->writable, NULL);
+        blk_ref(to);
+        exp->node = to;
+        blk_node_remove_user(from, exp->user);
+        blk_unref(from);
+    }
+}

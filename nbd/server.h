@@ -125,6 +125,10 @@ NbdExport *nbd_export_find_name(NbdServer *srv, const char *name);
  * ("export 'x' is in use"? QEMU: "export '%s' still in use").  The export
  * stays visible as shutting-down until its last request completes. */
 bool nbd_export_del(NbdExport *exp, bool hard, Error **errp);
+/* A job's pivot (blk_replace_node): every export of from serves to from
+ * now on; requests already running on from finish there. */
+void nbd_exports_replace_node(NbdContext *ctx, BlockNode *from,
+                              BlockNode *to);
 
 /* ---- connections that skip the handshake --------------------------- */
 

@@ -998,9 +998,141 @@ static void test_module_load(void)
 #endif
 }
 
+/* ---- write hooks: before and after --------------------------------- */
+
+typedef struct HookSeen {
+    BlockWriteHook hook;
+    int before, after;
+    bool before_ran;
+    const void *buf;
+    uint64_t offset, bytes;
+    int ret;                     /* after returns this when < 0 */
+    bool done;
+} HookSeen;
+
+static int hook_seen_before(BlockWriteHook *hook, BlockNode *bs,
+                            uint64_t offset, uint64_t bytes)
+{
+    HookSeen *h = container_of(hook, HookSeen, hook);
+
+    (void)bs;
+    h->before++;
+    h->offset = offset;
+    h->bytes = bytes;
+    return 0;
+}
+
+static int hook_seen_after(BlockWriteHook *hook, BlockNode *bs,
+                           uint64_t offset, uint64_t bytes, const void *buf,
+                           bool discard, int ret, bool before_ran)
+{
+    HookSeen *h = container_of(hook, HookSeen, hook);
+
+    (void)bs;
+    (void)discard;
+    CU_ASSERT_EQUAL(offset, h->offset);
+    CU_ASSERT_EQUAL(bytes, h->bytes);
+    CU_ASSERT_EQUAL(ret, 0);
+    /* fn ran, and the hook is still counted as in use */
+    CU_ASSERT_EQUAL(hook->users, 1);
+    h->after++;
+    h->buf = buf;
+    h->before_ran = before_ran;
+    return h->ret < 0 ? h->ret : ret;
+}
+
+static void hook_seen_done(BlockWriteHook *hook)
+{
+    container_of(hook, HookSeen, hook)->done = true;
+}
+
+/* A write runs fn, then the driver, then after with the data; the
+ * hook's users cover the whole request; after's error fails it;
+ * BLK_REQ_NO_HOOK skips both. */
+static void test_write_hook_after(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    BlockNode *bs = add_json(g, "{\"driver\": \"null-co\", "
+                             "\"node-name\": \"n\", \"size\": 1048576}",
+                             NULL);
+    HookSeen h = {
+        .hook = { .fn = hook_seen_before, .after = hook_seen_after,
+                  .done = hook_seen_done },
+    };
+    uint8_t buf[4096] = { 1 };
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    blk_write_hook_add(bs, &h.hook);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 8192, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(h.before, 1);
+    CU_ASSERT_EQUAL(h.after, 1);
+    CU_ASSERT_PTR_EQUAL(h.buf, buf);
+    CU_ASSERT_TRUE(h.before_ran);
+    CU_ASSERT_EQUAL(blk_pwrite_zeroes(bs, 0, 65536, 0), 0);
+    CU_ASSERT_EQUAL(h.after, 2);
+    CU_ASSERT_PTR_NULL(h.buf);
+    h.ret = -EIO;
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 8192, sizeof(buf), buf, 0), -EIO);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 8192, sizeof(buf), buf,
+                               BLK_REQ_NO_HOOK), 0);
+    CU_ASSERT_EQUAL(h.before, 3);
+    CU_ASSERT_EQUAL(h.after, 3);
+    CU_ASSERT_EQUAL(h.hook.users, 0);
+    blk_write_hook_remove(bs, &h.hook);
+    CU_ASSERT_TRUE(h.done);
+    CU_ASSERT_EQUAL(blk_pwrite(bs, 0, sizeof(buf), buf, 0), 0);
+    CU_ASSERT_EQUAL(h.after, 3);
+    blk_graph_free(g);
+}
+
+typedef struct ReplaceSeen {
+    BlockNode *from, *to;
+    int calls;
+} ReplaceSeen;
+
+static void replace_seen(BlockNode *from, BlockNode *to, void *opaque)
+{
+    ReplaceSeen *r = opaque;
+
+    r->from = from;
+    r->to = to;
+    r->calls++;
+}
+
+/* A pivot moves parents (not the new node's own subtree) and tells the
+ * layers above. */
+static void test_replace_node(void)
+{
+    BlockGraph *g = blk_graph_new(NULL);
+    ReplaceSeen r = { 0 };
+    BlockNode *a, *b, *top, *wrap;
+
+    a = add_json(g, "{\"driver\": \"null-co\", \"node-name\": \"a\"}",
+                 NULL);
+    top = add_json(g, "{\"driver\": \"raw\", \"node-name\": \"top\", "
+                   "\"file\": \"a\"}", NULL);
+    /* b's own child is a: b must not end up over itself */
+    b = add_json(g, "{\"driver\": \"raw\", \"node-name\": \"b\", "
+                 "\"file\": \"a\"}", NULL);
+    wrap = add_json(g, "{\"driver\": \"raw\", \"node-name\": \"w\", "
+                    "\"file\": \"top\"}", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(wrap);
+    blk_graph_set_replace_fn(g, replace_seen, &r);
+    blk_replace_node(a, b);
+    CU_ASSERT_PTR_EQUAL(top->file, b);
+    CU_ASSERT_PTR_EQUAL(b->file, a);
+    CU_ASSERT_PTR_EQUAL(wrap->file, top);
+    CU_ASSERT_EQUAL(r.calls, 1);
+    CU_ASSERT_PTR_EQUAL(r.from, a);
+    CU_ASSERT_PTR_EQUAL(r.to, b);
+    blk_graph_free(g);
+}
+
 static CU_TestInfo block_tests[] = {
     { "register_driver", test_register_driver },
     { "module_load", test_module_load },
+    { "write_hook_after", test_write_hook_after },
+    { "replace_node", test_replace_node },
     { "aio_driver_hook", test_aio_driver_hook },
     { "header_backing", test_header_backing },
     { "chain_status", test_chain_status },
