@@ -24,6 +24,7 @@
 #include "blockdev/bitmap.h"
 #include "blockdev/block.h"
 #include "blockdev/job.h"
+#include "blockdev/mirror.h"
 #include "qapi-commands.h"
 #include "qmp/qmp.h"
 #include "util/util.h"
@@ -616,15 +617,22 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
             return false;
         }
     }
-    if (top == dev) {
-        error_setg(errp, "Active commit (top is the device '%s') is not "
-                   "supported yet", blk_node_name(dev));
-        return false;
-    }
     if (base->read_only) {
         error_setg(errp, "Block node '%s' is read-only: add it with "
                    "read-only=false to commit into it", blk_node_name(base));
         return false;
+    }
+    if (top == dev) {
+        /* Active commit: a mirror of the active layer into base. */
+        if (blk_getlength(base) < blk_getlength(top)) {
+            error_setg(errp, "Base '%s' is smaller than top '%s'",
+                       blk_node_name(base), blk_node_name(top));
+            return false;
+        }
+        return mirror_start_active_commit(
+            g, args->has_job_id ? args->job_id : args->device, top, base,
+            args->speed, args->on_error, args->auto_finalize,
+            args->auto_dismiss, errp);
     }
     if (overlay->drv->change_backing_file == NULL) {
         error_setg(errp, "Driver '%s' cannot change the backing file of "
