@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""bench/mirror.py - blockdev-mirror of one image, blockd against
+qemu-storage-daemon doing the same over its QMP, in interleaved rounds.
+
+    bench/mirror.py [--size 1G] [--rounds 3] [--dir DIR] [--fmt raw|qcow2]
+
+Each round starts a fresh daemon (blockd, then qemu-storage-daemon, ...)
+with a QMP socket, adds the source image (random data, written once)
+and an empty target of the same size as nodes, runs blockdev-mirror
+sync=full, waits for BLOCK_JOB_READY, sends job-complete and waits for
+BLOCK_JOB_COMPLETED.  The time from blockdev-mirror to the end is the
+round's result; the daemon's CPU time (user + system, from /proc) too.
+Prints each round, the medians and the ratios qsd / blockd (> 1: blockd
+faster or cheaper).  Environment: BLOCKD (default build/blockd), QSD
+(default qemu-storage-daemon).
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BLOCKD = os.environ.get("BLOCKD", os.path.join(ROOT, "build", "blockd"))
+QSD = os.environ.get("QSD", shutil.which("qemu-storage-daemon") or
+                     "qemu-storage-daemon")
+
+
+def parse_size(s):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if s[-1].upper() in units:
+        return int(s[:-1]) * units[s[-1].upper()]
+    return int(s)
+
+
+class Qmp:
+    def __init__(self, path, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.f = self.sock.makefile("rw")
+        self.events = []
+        json.loads(self.f.readline())           # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.f.flush()
+        while True:
+            msg = json.loads(self.f.readline())
+            if "event" in msg:
+                self.events.append(msg)
+            elif "error" in msg:
+                raise RuntimeError("%s: %s" % (name, msg["error"]))
+            elif "return" in msg:
+                return msg["return"]
+
+    def event(self, name, timeout=3600.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev["event"] == name:
+                    return self.events.pop(i)
+            if time.monotonic() > deadline:
+                raise TimeoutError(name)
+            line = self.f.readline()
+            if not line:
+                raise RuntimeError("daemon closed QMP waiting for " + name)
+            msg = json.loads(line)
+            if "event" in msg:
+                self.events.append(msg)
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_round(daemon, workdir, src, fmt, size):
+    sock = os.path.join(workdir, "qmp-%s.sock" % daemon)
+    dst = os.path.join(workdir, "dst." + fmt)
+    if os.path.exists(dst):
+        os.unlink(dst)
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, dst, str(size)],
+                   check=True)
+    monitor = ["--chardev", "socket,id=m0,path=%s,server=on,wait=off" % sock,
+               "--monitor", "chardev=m0"]
+    prog = BLOCKD if daemon == "blockd" else QSD
+    proc = subprocess.Popen([prog] + monitor, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        q = Qmp(sock)
+        for name, path in (("src", src), ("dst", dst)):
+            q.cmd("blockdev-add", **{
+                "driver": fmt, "node-name": name,
+                "file": {"driver": "file", "filename": path}})
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.monotonic()
+        q.cmd("blockdev-mirror", **{"job-id": "m", "device": "src",
+                                    "target": "dst", "sync": "full"})
+        q.event("BLOCK_JOB_READY")
+        q.cmd("job-complete", id="m")
+        ev = q.event("BLOCK_JOB_COMPLETED")
+        secs = time.monotonic() - t0
+        cpu = cpu_seconds(proc.pid) - cpu0
+        if "error" in ev["data"]:
+            raise RuntimeError("%s: %s" % (daemon, ev["data"]["error"]))
+        q.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    subprocess.run(["qemu-img", "compare", "-q", "-f", fmt, "-F", fmt,
+                    src, dst], check=True)
+    return secs, cpu
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dir", default=None,
+                    help="where the images go (default: a temporary "
+                    "directory under /var/tmp)")
+    ap.add_argument("--fmt", default="raw", choices=("raw", "qcow2"))
+    a = ap.parse_args()
+    size = parse_size(a.size)
+    workdir = tempfile.mkdtemp(prefix="bench-mirror-", dir=a.dir or
+                               "/var/tmp")
+    try:
+        raw = os.path.join(workdir, "src.raw")
+        with open(raw, "wb") as f:
+            left = size
+            while left > 0:
+                n = min(left, 1 << 24)
+                f.write(os.urandom(n))
+                left -= n
+        src = raw
+        if a.fmt == "qcow2":
+            src = os.path.join(workdir, "src.qcow2")
+            subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, src],
+                           check=True)
+            os.unlink(raw)
+        res = {"blockd": [], "qsd": []}
+        for r in range(a.rounds):
+            for daemon in ("blockd", "qsd"):
+                secs, cpu = one_round(daemon, workdir, src, a.fmt, size)
+                res[daemon].append((secs, cpu))
+                print("round %d %-6s %8.3f s  %7.3f s CPU  %8.1f MiB/s" %
+                      (r + 1, daemon, secs, cpu, size / secs / (1 << 20)),
+                      flush=True)
+        med = {d: (statistics.median(s for s, _ in v),
+                   statistics.median(c for _, c in v))
+               for d, v in res.items()}
+        for d, (s, c) in med.items():
+            print("median %-6s %8.3f s  %7.3f s CPU" % (d, s, c))
+        print("mirror %s %s: time ratio qsd/blockd %.2fx, CPU ratio "
+              "qsd/blockd %.2fx" %
+              (a.size, a.fmt, med["qsd"][0] / med["blockd"][0],
+               med["qsd"][1] / max(med["blockd"][1], 1e-6)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
