@@ -425,3 +425,46 @@ def test_mirror_sigterm_while_ready(blockd_factory, tmp_path):
           sync="full", copy_mode="write-blocking")
     wait_event(q, "BLOCK_JOB_READY", "m")
     assert d.stop() == 0
+
+
+def test_mirror_nbd_target_dies(blockd, tmp_path):
+    """The target is an nbd node whose server (nbdkit) is killed while
+    the (rate-limited) mirror copies: BLOCK_JOB_ERROR on a write with
+    action report, and the job ends with the error; the source is
+    untouched."""
+    requires("nbdkit")
+    size = 8 * MIB
+    src = str(tmp_path / "s")
+    with open(src, "wb") as f:
+        f.write(random.Random(5).randbytes(size))
+    sock = str(tmp_path / "kit.sock")
+    kit = subprocess.Popen(["nbdkit", "-f", "-U", sock, "memory", "8M"])
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline, "nbdkit did not start"
+            time.sleep(0.02)
+        blockd.cmd("blockdev-add", driver="raw", node_name="src",
+                   file={"driver": "file", "filename": src})
+        blockd.cmd("blockdev-add", {"driver": "nbd", "node-name": "dst",
+                                    "server": {"type": "unix",
+                                               "path": sock}})
+        q = blockd.conn
+        blockd.cmd("blockdev-mirror", job_id="m", device="src",
+                   target="dst", sync="full", speed=2 * MIB,
+                   buf_size=65536, on_target_error="report")
+        time.sleep(0.5)
+    finally:
+        kit.kill()
+        kit.wait()
+    ev = wait_event(q, "BLOCK_JOB_ERROR", "m")
+    assert ev["data"] == {"device": "m", "operation": "write",
+                          "action": "report"}
+    end = wait_end(q, "m")
+    assert end["event"] == "BLOCK_JOB_COMPLETED"
+    assert end["data"]["error"]
+    assert blockd.cmd("query-jobs") == []
+    blockd.cmd("blockdev-del", node_name="dst")
+    blockd.cmd("blockdev-del", node_name="src")
+    with open(src, "rb") as f:
+        assert f.read() == random.Random(5).randbytes(size)
