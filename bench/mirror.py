@@ -3,6 +3,7 @@
 qemu-storage-daemon doing the same over its QMP, in interleaved rounds.
 
     bench/mirror.py [--size 1G] [--rounds 3] [--dir DIR] [--fmt raw|qcow2]
+                    [--export-load]
 
 Each round starts a fresh daemon (blockd, then qemu-storage-daemon, ...)
 with a QMP socket, adds the source image (random data, written once)
@@ -13,6 +14,13 @@ round's result; the daemon's CPU time (user + system, from /proc) too.
 Prints each round, the medians and the ratios qsd / blockd (> 1: blockd
 faster or cheaper).  Environment: BLOCKD (default build/blockd), QSD
 (default qemu-storage-daemon).
+
+--export-load also exports the source over NBD (a unix socket) and
+reads it sequentially in 1 MiB requests with libnbd: for 2 s before
+the job (idle) and while the job runs; it prints the export's read
+throughput during the job as a fraction of the idle one (the issue's
+target: within 20%, a fraction >= 0.8).  The mirror times then include
+the competition with that reader.
 """
 import argparse
 import json
@@ -23,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,15 +66,16 @@ class Qmp:
         json.loads(self.f.readline())           # greeting
         self.cmd("qmp_capabilities")
 
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+    def cmd(self, command, **args):
+        self.f.write(json.dumps({"execute": command, "arguments": args}) +
+                     "\n")
         self.f.flush()
         while True:
             msg = json.loads(self.f.readline())
             if "event" in msg:
                 self.events.append(msg)
             elif "error" in msg:
-                raise RuntimeError("%s: %s" % (name, msg["error"]))
+                raise RuntimeError("%s: %s" % (command, msg["error"]))
             elif "return" in msg:
                 return msg["return"]
 
@@ -95,7 +105,43 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_round(daemon, workdir, src, fmt, size):
+class Reader:
+    """Sequential 1 MiB reads of an NBD export until stopped."""
+
+    def __init__(self, uri, size):
+        import nbd
+        self.h = nbd.NBD()
+        self.h.connect_uri(uri)
+        self.size = size
+        self.bytes = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        off = 0
+        while not self.stop.is_set():
+            self.h.pread(1 << 20, off)
+            self.bytes += 1 << 20
+            off = (off + (1 << 20)) % self.size
+
+    def rate(self, secs=None, until=None):
+        """MiB/s over secs seconds, or until until() returns."""
+        b0, t0 = self.bytes, time.monotonic()
+        if not self.thread.is_alive():
+            self.thread.start()
+        if secs is not None:
+            time.sleep(secs)
+        else:
+            until()
+        return (self.bytes - b0) / (time.monotonic() - t0) / (1 << 20)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(30)
+        self.h.shutdown()
+
+
+def one_round(daemon, workdir, src, fmt, size, export_load=False):
     sock = os.path.join(workdir, "qmp-%s.sock" % daemon)
     dst = os.path.join(workdir, "dst." + fmt)
     if os.path.exists(dst):
@@ -113,13 +159,32 @@ def one_round(daemon, workdir, src, fmt, size):
             q.cmd("blockdev-add", **{
                 "driver": fmt, "node-name": name,
                 "file": {"driver": "file", "filename": path}})
+        reader = idle = busy = None
+        if export_load:
+            nsock = os.path.join(workdir, "nbd-%s.sock" % daemon)
+            q.cmd("nbd-server-start",
+                  addr={"type": "unix", "data": {"path": nsock}})
+            q.cmd("block-export-add", **{"type": "nbd", "id": "e0",
+                                         "node-name": "src", "name": "e0"})
+            reader = Reader("nbd+unix:///e0?socket=" + nsock, size)
+            idle = reader.rate(secs=2.0)
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic()
         q.cmd("blockdev-mirror", **{"job-id": "m", "device": "src",
                                     "target": "dst", "sync": "full"})
-        q.event("BLOCK_JOB_READY")
-        q.cmd("job-complete", id="m")
-        ev = q.event("BLOCK_JOB_COMPLETED")
+        result = {}
+
+        def job():
+            q.event("BLOCK_JOB_READY")
+            q.cmd("job-complete", id="m")
+            result["ev"] = q.event("BLOCK_JOB_COMPLETED")
+
+        if reader is not None:
+            busy = reader.rate(until=job)
+            reader.close()
+        else:
+            job()
+        ev = result["ev"]
         secs = time.monotonic() - t0
         cpu = cpu_seconds(proc.pid) - cpu0
         if "error" in ev["data"]:
@@ -130,7 +195,7 @@ def one_round(daemon, workdir, src, fmt, size):
         proc.wait(30)
     subprocess.run(["qemu-img", "compare", "-q", "-f", fmt, "-F", fmt,
                     src, dst], check=True)
-    return secs, cpu
+    return secs, cpu, idle, busy
 
 
 def main():
@@ -141,6 +206,7 @@ def main():
                     help="where the images go (default: a temporary "
                     "directory under /var/tmp)")
     ap.add_argument("--fmt", default="raw", choices=("raw", "qcow2"))
+    ap.add_argument("--export-load", action="store_true")
     a = ap.parse_args()
     size = parse_size(a.size)
     workdir = tempfile.mkdtemp(prefix="bench-mirror-", dir=a.dir or
@@ -160,13 +226,20 @@ def main():
                            check=True)
             os.unlink(raw)
         res = {"blockd": [], "qsd": []}
+        loads = {}
         for r in range(a.rounds):
             for daemon in ("blockd", "qsd"):
-                secs, cpu = one_round(daemon, workdir, src, a.fmt, size)
+                secs, cpu, idle, busy = one_round(daemon, workdir, src,
+                                                  a.fmt, size,
+                                                  a.export_load)
                 res[daemon].append((secs, cpu))
-                print("round %d %-6s %8.3f s  %7.3f s CPU  %8.1f MiB/s" %
-                      (r + 1, daemon, secs, cpu, size / secs / (1 << 20)),
-                      flush=True)
+                line = "round %d %-6s %8.3f s  %7.3f s CPU  %8.1f MiB/s" % (
+                    r + 1, daemon, secs, cpu, size / secs / (1 << 20))
+                if idle is not None:
+                    line += ("  export %7.1f MiB/s idle, %7.1f during "
+                             "(%.2f)" % (idle, busy, busy / idle))
+                    loads.setdefault(daemon, []).append(busy / idle)
+                print(line, flush=True)
         med = {d: (statistics.median(s for s, _ in v),
                    statistics.median(c for _, c in v))
                for d, v in res.items()}
@@ -176,6 +249,9 @@ def main():
               "qsd/blockd %.2fx" %
               (a.size, a.fmt, med["qsd"][0] / med["blockd"][0],
                med["qsd"][1] / max(med["blockd"][1], 1e-6)))
+        for d, v in loads.items():
+            print("export on the source during the job, %s: %.2f of its "
+                  "idle throughput (median)" % (d, statistics.median(v)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

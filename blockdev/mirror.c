@@ -54,7 +54,7 @@
 
 #define MIRROR_CHUNK_MAX (1024 * 1024)      /* bytes per job request */
 #define MIRROR_BUF_DEFAULT (16 * 1024 * 1024)
-#define MIRROR_MAX_INFLIGHT 16
+#define MIRROR_MAX_INFLIGHT 4        /* chunks, as backup and stream */
 #define MIRROR_GRAN_MIN 512u
 #define MIRROR_GRAN_MAX (64u * 1024 * 1024)
 #define MIRROR_POLL_US 20000    /* ready: look for new dirty ranges */
