@@ -366,7 +366,11 @@ static bool job_wait_query(QmpClient *c, JobWait *w, int *status)
                                                             "total-progress"));
     snprintf(w->status, sizeof(w->status), "%s",
              json_object_get_string(json_object_object_get(job, "status")));
-    if (strcmp(w->status, "concluded") == 0) {
+    if (strcmp(w->status, "ready") == 0) {
+        /* A mirror (or active commit) in sync: it runs until someone
+         * sends job-complete, so waiting ends here, successfully. */
+        w->ended = true;
+    } else if (strcmp(w->status, "concluded") == 0) {
         json_object *e = json_object_object_get(job, "error");
 
         w->ended = true;

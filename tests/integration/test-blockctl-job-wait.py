@@ -143,3 +143,21 @@ def test_job_wait_backup_cancelled(blockd, tmp_path):
             p.wait()
     assert p.returncode == 1
     assert err.splitlines()[-1] == "blockctl: job 'b1' failed: cancelled"
+
+
+def test_job_wait_mirror_ready(blockd, tmp_path):
+    """A mirror never concludes by itself: job-wait ends (0) once it is
+    ready for job-complete."""
+    for name in ("s", "d"):
+        with open(str(tmp_path / name), "wb") as f:
+            f.truncate(4 * MIB)
+        blockd.cmd("blockdev-add", driver="raw", node_name=name,
+                   file={"driver": "file",
+                         "filename": str(tmp_path / name)})
+    blockd.cmd("blockdev-mirror", job_id="m", device="s", target="d",
+               sync="full")
+    r = blockctl(blockd, "job-wait", "m")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[-1].endswith("ready")
+    assert blockd.cmd("query-jobs")[0]["status"] == "ready"
+    blockd.cmd("job-complete", id="m")
