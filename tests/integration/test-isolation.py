@@ -10,69 +10,15 @@ not per wall second, because the machine is shared and its load moves
 wall-clock rates several times over between two phases; both ratios
 are printed (pytest -s shows them)."""
 import os
-import threading
 import time
 
 import nbd
 
 from conftest import requires
+from throughput import MIB, measure
 
-MIB = 1 << 20
-# Reads above BLK_INLINE_MAX (128 KiB) go to the worker pool even on a
-# node that never waits (null-co), as reads from a disk would.
-READ = 256 * 1024
 N_OTHERS = 10
 PHASE = 2.0             # seconds of reading per measurement round
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measure(pid, handles, seconds, rounds=2):
-    """(bytes, blockd's CPU seconds) of the read_for() round with the
-    most bytes per CPU second: the best of a few, since a neighbour's
-    burst of load can halve one round."""
-    best = None
-    for _ in range(rounds):
-        c0 = cpu_seconds(pid)
-        n = read_for(handles, seconds)
-        r = (n, max(cpu_seconds(pid) - c0, 0.01))
-        if best is None or r[0] / r[1] > best[0] / best[1]:
-            best = r
-    return best
-
-
-def read_for(handles, seconds):
-    """Every handle reads in a loop (one request in flight each, in its
-    own thread) for `seconds`; total bytes read.  A request that does
-    not complete by the deadline ends that thread's count."""
-    total = [0] * len(handles)
-    deadline = time.monotonic() + seconds
-
-    def run(i, h):
-        buf = nbd.Buffer(READ)
-        off = 0
-        while time.monotonic() < deadline:
-            c = h.aio_pread(buf, off)
-            while not h.aio_command_completed(c):
-                if time.monotonic() > deadline + 30:
-                    return          # starved: this client made no progress
-                h.poll(100)
-            total[i] += READ
-            off = (off + READ) % (64 * MIB)
-        # drain nothing: one request at a time, already completed
-
-    threads = [threading.Thread(target=run, args=(i, h))
-               for i, h in enumerate(handles)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(total)
 
 
 def test_stalled_export_does_not_starve_others(blockd):
