@@ -384,6 +384,51 @@ void blk_node_remove_user(BlockNode *bs, const char *user)
     }
 }
 
+/* Whether nothing but parent (a node, or NULL) and user (or NULL) uses
+ * bs: no other registered user, no other node with bs as a child. */
+static bool blk_node_only_used_by(BlockNode *bs, const BlockNode *parent,
+                                  const char *user)
+{
+    UserVec *users = bs->users;
+    BlockGraph *g = bs->graph;
+
+    for (size_t i = 0; users != NULL && i < users->len; i++) {
+        if (user == NULL || strcmp(users->ptr[i].name, user) != 0) {
+            return false;
+        }
+    }
+    for (size_t i = 0; g != NULL && i < g->nodes.len; i++) {
+        BlockNode *p = g->nodes.ptr[i];
+        if (p != parent && (p->backing == bs || p->file == bs)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void blk_abort_tree(BlockNode *bs)
+{
+    if (bs->drv != NULL && bs->drv->abort_requests != NULL) {
+        bs->drv->abort_requests(bs);
+    }
+    if (bs->file != NULL && blk_node_only_used_by(bs->file, bs, NULL)) {
+        blk_abort_tree(bs->file);
+    }
+    if (bs->backing != NULL &&
+        blk_node_only_used_by(bs->backing, bs, NULL)) {
+        blk_abort_tree(bs->backing);
+    }
+}
+
+bool blk_node_abort_requests(BlockNode *bs, const char *user)
+{
+    if (!blk_node_only_used_by(bs, NULL, user)) {
+        return false;
+    }
+    blk_abort_tree(bs);
+    return true;
+}
+
 /* The first node of the graph that has bs as a child; *role says which
  * child. */
 static BlockNode *blk_find_parent(BlockNode *bs, const char **role)

@@ -184,6 +184,14 @@ struct BlockDriver {
      * callbacks (which the driver must still provide: block status,
      * qcow2 on top and the command line use them). */
     void (*aio_submit)(BlockNode *bs, BlockRequest *req);
+    /* Fail every request queued or in flight with -EIO now, without
+     * waiting for a remote server (blk_node_abort_requests(): the
+     * node's last user goes hard).  Completions still come through
+     * blk_aio_complete() / the synchronous callbacks' returns, but
+     * soon, and no buffer is touched after them.  The node stays
+     * usable.  Loop thread; must not block.  NULL: requests end on
+     * their own. */
+    void (*abort_requests)(BlockNode *bs);
     /* Persistent dirty bitmaps (blockdev/bitmap.h).  A driver that can
      * store them loads them in open (blk_dirty_bitmap_create, then the
      * bits) and stores the persistent ones in close, before its
@@ -424,6 +432,14 @@ void blk_unref(BlockNode *bs);
 bool blk_node_add_user(BlockNode *bs, const char *user, bool write,
                        Error **errp);
 void blk_node_remove_user(BlockNode *bs, const char *user);
+/* user (registered on bs) goes hard, e.g. a hard block-export-del
+ * dropped its clients, and its requests would keep it until they end:
+ * when no other user and no parent node needs bs, ask its driver, and
+ * those of its children that nothing else needs, to fail their
+ * requests now (BlockDriver.abort_requests), so a server that hangs
+ * does not hold the user and the node.  Returns whether it asked.
+ * Loop thread. */
+bool blk_node_abort_requests(BlockNode *bs, const char *user);
 
 /* Open parent's child for role ("file" or "backing") from ref, an
  * inline definition or a node-name, and store it in parent->file /

@@ -154,6 +154,9 @@ struct NbdcEngine {
     pthread_cond_t cond;
     NbdcCmd *submit_head, *submit_tail;     /* lock */
     bool stop;                  /* lock */
+    bool abort;                 /* lock: nbdc_engine_abort() asked */
+    NbdcCmd *abort_last;        /* lock: the last command submitted
+                                 * before it (NULL: none waiting) */
     bool stopped;               /* lock: the thread is gone */
     bool joined;                /* nbdc_engine_stop() is over */
     unsigned up;                /* lock (written by the I/O thread) */
@@ -1051,11 +1054,54 @@ backoff:
     c->backoff_us = MIN(c->backoff_us * 2, (uint64_t)NBDC_BACKOFF_MAX_US);
 }
 
-/* Move submitted commands to the pending list (or fail them). */
+/* Whether any piece or command is queued or in flight (I/O thread). */
+static bool engine_busy(const NbdcEngine *e)
+{
+    if (e->pending_head != NULL || e->retry_head != NULL) {
+        return true;
+    }
+    for (size_t i = 0; i < NBDC_MAX_SLOTS; i++) {
+        if (e->slots[i].state != SLOT_FREE) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void list_append_pending(NbdcEngine *e, NbdcCmd *cmd)
+{
+    if (e->pending_tail != NULL) {
+        e->pending_tail->next = cmd;
+    } else {
+        e->pending_head = cmd;
+    }
+    e->pending_tail = cmd;
+}
+
+/* nbdc_engine_abort() on the I/O thread: the connections go (their
+ * pieces back to the retry list, the sockets closed: nothing can land
+ * in a buffer after this), then everything waiting fails with -EIO.
+ * Reconnects wait for the back-off, as after a protocol violation. */
+static void engine_abort(NbdcEngine *e)
+{
+    if (!engine_busy(e)) {
+        return;
+    }
+    log_warn("nbd '%s': requests aborted, connections dropped", e->name);
+    for (unsigned i = 0; i < e->nconns; i++) {
+        conn_lost_why(e, i, "requests aborted", true);
+    }
+    fail_waiting(e);
+}
+
+/* Move submitted commands to the pending list (or fail them).  An
+ * abort asked for runs once the commands submitted before it are
+ * pending, so it fails those and not the ones submitted after it.
+ * Returns whether the engine stops. */
 static bool take_submitted(NbdcEngine *e)
 {
-    NbdcCmd *list;
-    bool stop;
+    NbdcCmd *list, *abort_last;
+    bool stop, abort_now;
     uint64_t junk;
 
     if (read(e->efd, &junk, sizeof(junk)) < 0) {
@@ -1065,21 +1111,30 @@ static bool take_submitted(NbdcEngine *e)
     list = e->submit_head;
     e->submit_head = e->submit_tail = NULL;
     stop = e->stop;
+    abort_now = e->abort;
+    abort_last = e->abort_last;
+    e->abort = false;
+    e->abort_last = NULL;
     pthread_mutex_unlock(&e->lock);
+    if (abort_now && !stop && abort_last == NULL) {
+        engine_abort(e);
+        abort_now = false;
+    }
     while (list != NULL) {
         NbdcCmd *cmd = list;
         list = cmd->next;
         cmd->next = NULL;
+        if (cmd == abort_last && abort_now && !stop) {
+            abort_now = false;
+            list_append_pending(e, cmd);
+            engine_abort(e);
+            continue;
+        }
         if (e->fail_fast || stop) {
             cmd_complete(e, cmd, -EIO);
             continue;
         }
-        if (e->pending_tail != NULL) {
-            e->pending_tail->next = cmd;
-        } else {
-            e->pending_head = cmd;
-        }
-        e->pending_tail = cmd;
+        list_append_pending(e, cmd);
     }
     return stop;
 }
@@ -1284,11 +1339,23 @@ void nbdc_engine_stop(NbdcEngine *e)
     e->stop = true;
     pthread_mutex_unlock(&e->lock);
     if (e->cfg.cancel != NULL) {
-        e->cfg.cancel(e->cfg.opaque);
+        e->cfg.cancel(e->cfg.opaque, true);
     }
     engine_kick(e);
     pthread_join(e->thread, NULL);
     e->joined = true;
+}
+
+void nbdc_engine_abort(NbdcEngine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->abort = true;
+    e->abort_last = e->submit_tail;
+    pthread_mutex_unlock(&e->lock);
+    if (e->cfg.cancel != NULL) {
+        e->cfg.cancel(e->cfg.opaque, false);
+    }
+    engine_kick(e);
 }
 
 void nbdc_engine_free(NbdcEngine *e)

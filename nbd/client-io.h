@@ -69,10 +69,11 @@ typedef struct NbdcConfig {
                                  * NBD_MAX_PAYLOAD */
     uint32_t reconnect_delay;   /* seconds */
     NbdcConnectFn *connect;     /* NULL: never reconnect */
-    /* Called by nbdc_engine_stop() (its caller's thread) before it
-     * waits for the I/O thread: make a connect in progress fail now.
-     * NULL: none. */
-    void (*cancel)(void *opaque);
+    /* Called by nbdc_engine_stop() (stop = true) before it waits for
+     * the I/O thread, and by nbdc_engine_abort() (stop = false), on
+     * their caller's thread: make a connect in progress fail now; after
+     * a stop, every later one too.  Must not block.  NULL: none. */
+    void (*cancel)(void *opaque, bool stop);
     NbdcStateFn *state;         /* NULL: not told */
     void *opaque;
 } NbdcConfig;
@@ -114,6 +115,16 @@ void nbdc_engine_stop(NbdcEngine *e);
 /* nbdc_engine_stop(), then free everything.  The caller must not
  * submit concurrently. */
 void nbdc_engine_free(NbdcEngine *e);
+
+/* Abort (any thread; does not wait): the I/O thread drops every live
+ * connection (the sockets are closed, so no reply can arrive into a
+ * buffer any more) and fails every command queued or in flight with
+ * -EIO, without waiting for the server; a connect in progress is cut
+ * short.  Then the engine goes on as after a connection loss
+ * (reconnects after the back-off, reconnect_delay for new commands).
+ * For a node whose last user goes while a server hangs.  With nothing
+ * queued or in flight it does nothing. */
+void nbdc_engine_abort(NbdcEngine *e);
 
 /* Queue cmd (any thread).  cmd lives until done runs. */
 void nbdc_submit(NbdcEngine *e, NbdcCmd *cmd);

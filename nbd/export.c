@@ -355,6 +355,13 @@ bool nbd_export_del(NbdExport *exp, bool hard, Error **errp)
     }
     exp->shutting_down = true;
     export_detach_clients(exp, hard);
+    /* Connections still finishing requests hold the export (their
+     * buffers are the node's until the driver completes them).  With
+     * no other user of the node, a driver waiting on a server that
+     * hangs (nbd) fails them now, so the export and the node go. */
+    if (hard && exp->refcnt > 1) {
+        blk_node_abort_requests(exp->node, exp->user);
+    }
     nbd_export_unref(exp);
     return true;
 }

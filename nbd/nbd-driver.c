@@ -124,13 +124,14 @@ static bool nbd_connect_cancellable(BDRVNbd *s, const NbdClientOpts *o,
     return ok;
 }
 
-/* The engine stops (any thread): a handshake in progress fails now. */
-static void nbd_cancel(void *opaque)
+/* The engine stops or aborts (any thread): a handshake in progress
+ * fails now; after a stop, every later one too. */
+static void nbd_cancel(void *opaque, bool stop)
 {
     BDRVNbd *s = opaque;
 
     pthread_mutex_lock(&s->lock);
-    s->cancelled = true;
+    s->cancelled = s->cancelled || stop;
     if (s->connecting_fd >= 0) {
         shutdown(s->connecting_fd, SHUT_RDWR);
     }
@@ -798,6 +799,17 @@ static void nbd_aio_done(NbdcCmd *cmd)
     blk_aio_complete(req, ret);
 }
 
+/* The node's last user goes (a hard export delete) while requests may
+ * wait on a server that does not answer: fail them now (loop thread). */
+static void nbd_abort_requests(BlockNode *bs)
+{
+    BDRVNbd *s = bs->opaque;
+
+    if (s->eng != NULL) {
+        nbdc_engine_abort(s->eng);
+    }
+}
+
 static void nbd_aio_submit(BlockNode *bs, BlockRequest *req)
 {
     BDRVNbd *s = bs->opaque;
@@ -830,6 +842,7 @@ const BlockDriver nbd_block_driver = {
     .get_caps = nbd_get_caps,
     .prefetch = nbd_prefetch,
     .aio_submit = nbd_aio_submit,
+    .abort_requests = nbd_abort_requests,
 };
 
 void nbd_driver_register(BlockGraph *g)

@@ -5,82 +5,37 @@ wait in the node's client engine (its own I/O thread, not the worker
 pool); ten other exports keep serving and QMP answers.  Then:
 
 * block-export-del mode=hard drops the hung export's clients at once
-  (their requests fail); the export stays shutting-down, and the node
-  in use, until the driver completes the requests upstream never
-  answered (their buffers are the node's meanwhile): when the upstream
-  resumes (SIGCONT) the export goes and blockdev-del works;
+  (their requests fail) and, the export being the node's last user,
+  the nbd driver fails the requests it has upstream with EIO and drops
+  its connections (the buffers are free then): the export goes and
+  blockdev-del works while the upstream is still stopped;
+* with another user on the node (a second export), the driver is left
+  alone: the deleted export goes when the upstream answers;
+* SIGTERM with requests hung upstream exits cleanly;
 * the upstream dying (SIGKILL while stopped) fails the waiting
   requests with reconnect-delay 0, and after reconnect-delay seconds
   otherwise (the node reconnects to nothing).
 
 The nbd driver, like QEMU's, has no per-request timeout: a server that
-keeps its connection open and never answers holds its requests (and
-a deleted export's teardown) until it answers or the connection dies.
+keeps its connection open and never answers holds its requests until it
+answers, the connection dies or the node's last user goes.
 
 Throughput of the others is a loose guard, bytes per CPU second of
 blockd (the machine is shared: no wall-clock rate is compared)."""
 import errno
 import os
 import signal
-import threading
 import time
 
 import nbd
 import pytest
 
-from conftest import QmpError, requires
+from conftest import requires
+from throughput import MIB, measure, read_for
 from upstream import Upstream, export, nbd_node, requires_nbd_driver
 
-MIB = 1 << 20
-READ = 256 * 1024       # above BLK_INLINE_MAX: the worker pool serves it
 N_OTHERS = 10
 PHASE = 2.0
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def read_for(handles, seconds):
-    """Each handle reads in its own thread, one request in flight, for
-    `seconds`; total bytes.  A request not done 30 s after the deadline
-    ends that thread's count (starved)."""
-    total = [0] * len(handles)
-    deadline = time.monotonic() + seconds
-
-    def run(i, h):
-        buf = nbd.Buffer(READ)
-        off = 0
-        while time.monotonic() < deadline:
-            c = h.aio_pread(buf, off)
-            while not h.aio_command_completed(c):
-                if time.monotonic() > deadline + 30:
-                    return
-                h.poll(100)
-            total[i] += READ
-            off = (off + READ) % (64 * MIB)
-
-    threads = [threading.Thread(target=run, args=(i, h))
-               for i, h in enumerate(handles)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(total)
-
-
-def measure(pid, handles, rounds=2):
-    """(bytes, CPU seconds) of the best of a few rounds."""
-    best = None
-    for _ in range(rounds):
-        c0 = cpu_seconds(pid)
-        n = read_for(handles, PHASE)
-        r = (n, max(cpu_seconds(pid) - c0, 0.01))
-        if best is None or r[0] / r[1] > best[0] / best[1]:
-            best = r
-    return best
 
 
 def wait_until(cond, what, timeout=60):
@@ -89,6 +44,13 @@ def wait_until(cond, what, timeout=60):
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.05)
+
+
+def wait_export_gone(q, eid, what):
+    """Wait until query-block-exports (on QMP connection or blockd q) no
+    longer lists export eid."""
+    wait_until(lambda: all(e["id"] != eid
+                           for e in q.cmd("query-block-exports")), what)
 
 
 @pytest.fixture
@@ -194,11 +156,11 @@ def hang(c, nclients=2, nreq=16):
 
 def test_hung_upstream_isolated_then_hard_delete(hung):
     d = hung["blockd"]
-    before, before_cpu = measure(d.pid, hung["others"])
+    before, before_cpu = measure(d.pid, hung["others"], PHASE)
     assert before > 0
     pending = hang(hung)
 
-    during, during_cpu = measure(d.pid, hung["others"])
+    during, during_cpu = measure(d.pid, hung["others"], PHASE)
     for cmd in ("query-named-block-nodes", "query-block-exports",
                 "query-blockstats", "query-nbd-server"):
         d.cmd(cmd)
@@ -213,32 +175,94 @@ def test_hung_upstream_isolated_then_hard_delete(hung):
     assert not pending.ended(), "the stopped server answered?"
 
     # The operator gives up on the export: its clients are dropped at
-    # once, their requests fail.
+    # once, their requests fail (libnbd reports an error for each read
+    # in flight).
     q = d.qmp()
     q.sock.settimeout(60)
     q.cmd("block-export-del", id="e-hung", mode="hard")
     wait_until(pending.ended, "hung clients dropped")
     assert len(pending.failed()) == len(pending.reqs)
-    # The export stays (shutting down, hidden from new clients) while
-    # its requests are unanswered upstream: their buffers are the
-    # node's until the nbd driver completes them, so neither it nor the
-    # node can go yet (blockdev-del says the node is in use).
-    exports = {e["id"]: e for e in q.cmd("query-block-exports")}
-    assert exports["e-hung"]["shutting-down"], exports
-    with pytest.raises(QmpError):
-        q.cmd("blockdev-del", node_name="hung")
+    # The export was the node's last user: the nbd driver fails what it
+    # has upstream and drops its connection, so the export goes while
+    # the upstream is still stopped, and the node can be deleted.
+    wait_export_gone(q, "e-hung", "export gone with the upstream stopped")
     assert read_for(hung["others"], 0.5) > 0
-    # The upstream comes back: the requests complete (to nobody), the
-    # export goes, and the node can be deleted.
-    hung["up"].proc.send_signal(signal.SIGCONT)
-    wait_until(lambda: all(e["id"] != "e-hung"
-                           for e in q.cmd("query-block-exports")),
-               "export gone")
     q.cmd("blockdev-del", node_name="hung")
     assert all(n["node-name"] != "hung"
                for n in q.cmd("query-named-block-nodes"))
+    assert stopped(hung["up"].proc.pid), "the upstream resumed?"
     q.close()
     assert read_for(hung["others"], 0.5) > 0
+    # Deleting a hung node left nothing behind: the daemon still
+    # serves, and exits 0 on SIGTERM (the fixture checks).
+
+
+def test_hung_under_raw_hard_delete(hung):
+    """A raw node over the hung nbd node, exported: the hard delete
+    reaches the nbd driver through the raw node (its only parent)."""
+    d = hung["blockd"]
+    # nothing else may use the nbd node: its own export goes first
+    d.cmd("block-export-del", id="e-hung")
+    wait_export_gone(d, "e-hung", "idle export gone")
+    d.cmd("blockdev-add", {"driver": "raw", "node-name": "r",
+                           "file": "hung"})
+    uri = export(d, "r", "r")
+    p = hang(dict(hung, uri=uri), nclients=1, nreq=8)
+    d.cmd("block-export-del", id="e-r", mode="hard")
+    wait_until(p.ended, "hung clients dropped")
+    assert len(p.failed()) == len(p.reqs)
+    wait_export_gone(d, "e-r", "export gone with the upstream stopped")
+    d.cmd("blockdev-del", node_name="r")
+    d.cmd("blockdev-del", node_name="hung")
+    names = [n["node-name"] for n in d.cmd("query-named-block-nodes")]
+    assert "r" not in names and "hung" not in names, names
+    assert read_for(hung["others"], 0.5) > 0
+
+
+def test_hung_shared_node_not_aborted(hung):
+    """Two exports of the hung node: a hard delete of one must not fail
+    the other's requests, so it waits for the upstream as before."""
+    d = hung["blockd"]
+    d.cmd("block-export-add", {"type": "nbd", "id": "e-hung2",
+                               "node-name": "hung", "name": "hung2"})
+    uri2 = hung["uri"].replace("///hung?", "///hung2?")
+    p = hang(hung, nclients=1, nreq=4)
+    h2 = nbd.NBD()
+    h2.connect_uri(uri2)
+    p2 = Pending()
+    p2.add(h2, h2.aio_pread(nbd.Buffer(4096), 0))
+    d.cmd("block-export-del", id="e-hung", mode="hard")
+    wait_until(p.ended, "hung clients dropped")
+    time.sleep(1)
+    exports = {e["id"]: e for e in d.cmd("query-block-exports")}
+    assert exports["e-hung"]["shutting-down"], exports
+    assert not p2.ended(), "the other export's request was failed"
+    hung["up"].proc.send_signal(signal.SIGCONT)
+    wait_until(p2.ended, "the other export's request answered")
+    assert p2.failed() == [], p2.outcome
+    wait_export_gone(d, "e-hung", "export gone")
+
+
+def test_hung_upstream_sigterm(blockd_factory, tmp_path):
+    """SIGTERM while requests hang upstream: blockd fails them, drops
+    the clients and exits 0 (sanitizer builds: no report)."""
+    requires("nbdkit")
+    d = blockd_factory()
+    requires_nbd_driver(d)
+    up = Upstream(["nbdkit", "memory", "64M"], str(tmp_path / "up.sock"))
+    try:
+        c = attach_all(d, up)
+        p = hang(c, nclients=2, nreq=8)
+        assert read_for(c["others"], 0.5) > 0
+        rc = d.stop()
+        assert rc == 0, d.logtext()
+        wait_until(p.ended, "clients dropped")
+        assert len(p.failed()) == len(p.reqs)
+        assert stopped(up.proc.pid), "the upstream resumed?"
+    finally:
+        if up.proc is not None and up.proc.poll() is None:
+            up.proc.send_signal(signal.SIGCONT)
+        up.stop()
 
 
 @pytest.mark.parametrize("delay", [0, 2])

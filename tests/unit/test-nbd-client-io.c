@@ -27,6 +27,7 @@ typedef enum Misbehave {
     ERROR_CHUNK,        /* NBD_EPERM in an error chunk */
     SIMPLE_ERROR,       /* NBD_ENOSPC in a simple reply */
     EARLY_ERROR,        /* refuse a write before draining its payload */
+    SILENT,             /* take every request, answer none (hung) */
 } Misbehave;
 
 typedef struct Srv {
@@ -199,6 +200,9 @@ static void *srv_thread(void *opaque)
         }
         if (s->mode == DROP_FIRST) {
             break;
+        }
+        if (s->mode == SILENT) {
+            continue;
         }
         if (s->shared != NULL) {
             held[nheld++] = r;
@@ -568,6 +572,35 @@ static void reco_state(void *opaque, bool up, const char *reason)
     }
 }
 
+/* r's first server (mode first, over pattern_mem()) and an engine on
+ * it with cfg; reconnects find r->mode servers reporting r->size. */
+static NbdcEngine *reco_start(Reco *r, const NbdcConfig *cfg,
+                              Misbehave first)
+{
+    NbdcLink link;
+    NbdcEngine *e;
+
+    r->mem = pattern_mem();
+    r->srv[0].mode = first;
+    r->srv[0].mem = r->mem;
+    r->nsrv = 1;
+    srv_start(&r->srv[0], &link);
+    e = nbdc_engine_new(cfg, &link, 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    return e;
+}
+
+/* Free e, join r's servers, free r. */
+static void reco_end(Reco *r, NbdcEngine *e)
+{
+    nbdc_engine_free(e);
+    for (int i = 0; i < r->nsrv; i++) {
+        srv_join(&r->srv[i]);
+    }
+    free(r->mem);
+    free(r);
+}
+
 /* The server hangs up on a request: it is sent again on the new
  * connection and completes; the state callback saw down, then up. */
 static void test_reconnect(void)
@@ -576,29 +609,18 @@ static void test_reconnect(void)
     NbdcConfig cfg = { .name = "test", .reconnect_delay = 30,
                        .connect = reco_connect, .state = reco_state,
                        .opaque = r };
-    NbdcLink link;
     NbdcEngine *e;
     uint8_t buf[4096];
 
-    r->mem = pattern_mem();
     r->size = MEM_SIZE;
-    r->srv[0].mode = DROP_FIRST;
-    r->srv[0].mem = r->mem;
-    r->nsrv = 1;
-    srv_start(&r->srv[0], &link);
-    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    e = reco_start(r, &cfg, DROP_FIRST);
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 4096, sizeof(buf), buf), 0);
     CU_ASSERT_EQUAL(memcmp(buf, r->mem + 4096, sizeof(buf)), 0);
     CU_ASSERT_EQUAL(r->nsrv, 2);
     CU_ASSERT_EQUAL(r->downs, 1);
     CU_ASSERT_EQUAL(r->ups, 1);
     CU_ASSERT_EQUAL(nbdc_connections_up(e), 1);
-    nbdc_engine_free(e);
-    for (int i = 0; i < r->nsrv; i++) {
-        srv_join(&r->srv[i]);
-    }
-    free(r->mem);
-    free(r);
+    reco_end(r, e);
 }
 
 /* A reconnect that finds another size is refused; with
@@ -609,27 +631,16 @@ static void test_reconnect_size_changed(void)
     NbdcConfig cfg = { .name = "test", .reconnect_delay = 0,
                        .connect = reco_connect, .state = reco_state,
                        .opaque = r };
-    NbdcLink link;
     NbdcEngine *e;
     uint8_t buf[512];
 
-    r->mem = pattern_mem();
     r->size = MEM_SIZE / 2;
-    r->srv[0].mode = DROP_FIRST;
-    r->srv[0].mem = r->mem;
-    r->nsrv = 1;
-    srv_start(&r->srv[0], &link);
-    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    e = reco_start(r, &cfg, DROP_FIRST);
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
     CU_ASSERT_EQUAL(nbdc_connections_up(e), 0);
     CU_ASSERT_EQUAL(r->ups, 0);
-    nbdc_engine_free(e);
-    for (int i = 0; i < r->nsrv; i++) {
-        srv_join(&r->srv[i]);
-    }
-    free(r->mem);
-    free(r);
+    reco_end(r, e);
 }
 
 /* Two connections (multi-conn): requests spread over both; one hangs
@@ -700,27 +711,16 @@ static void test_persistent_violation(void)
     NbdcConfig cfg = { .name = "test", .reconnect_delay = 1,
                        .connect = reco_connect, .state = reco_state,
                        .opaque = r };
-    NbdcLink link;
     NbdcEngine *e;
     uint8_t buf[512];
 
-    r->mem = pattern_mem();
     r->size = MEM_SIZE;
     r->mode = BAD_COOKIE;
-    r->srv[0].mode = BAD_COOKIE;
-    r->srv[0].mem = r->mem;
-    r->nsrv = 1;
-    srv_start(&r->srv[0], &link);
-    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    e = reco_start(r, &cfg, BAD_COOKIE);
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
     /* 1 s of back-off from 50 ms doubling: a handful, not thousands */
     CU_ASSERT(r->nsrv < 20);
-    nbdc_engine_free(e);
-    for (int i = 0; i < r->nsrv; i++) {
-        srv_join(&r->srv[i]);
-    }
-    free(r->mem);
-    free(r);
+    reco_end(r, e);
 }
 
 /* reconnect-delay 0: a request lost with its connection fails at once,
@@ -730,30 +730,69 @@ static void test_delay_zero_fails_lost_request(void)
     Reco *r = XNEW(Reco);
     NbdcConfig cfg = { .name = "test", .connect = reco_connect,
                        .state = reco_state, .opaque = r };
-    NbdcLink link;
     NbdcEngine *e;
     uint8_t buf[512];
 
-    r->mem = pattern_mem();
     r->size = MEM_SIZE;
-    r->srv[0].mode = DROP_FIRST;
-    r->srv[0].mem = r->mem;
-    r->nsrv = 1;
-    srv_start(&r->srv[0], &link);
-    e = nbdc_engine_new(&cfg, &link, 1, NULL);
+    e = reco_start(r, &cfg, DROP_FIRST);
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), -EIO);
     /* the node recovers: the next request goes to the new connection */
     CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), 0);
     CU_ASSERT_EQUAL(memcmp(buf, r->mem, sizeof(buf)), 0);
-    nbdc_engine_free(e);
-    for (int i = 0; i < r->nsrv; i++) {
-        srv_join(&r->srv[i]);
+    reco_end(r, e);
+}
+
+/* A server that takes requests and never answers: nbdc_engine_abort()
+ * fails the ones in flight (sent or still queued) with EIO at once, the
+ * connection is dropped and comes back after the back-off, and the
+ * engine serves again; an abort with nothing in flight drops nothing. */
+static void test_abort_hung(void)
+{
+    Reco *r = XNEW(Reco);
+    NbdcConfig cfg = { .name = "test", .reconnect_delay = 30,
+                       .connect = reco_connect, .state = reco_state,
+                       .opaque = r };
+    static uint8_t bufs[6][4096];
+    NbdcCmd cmds[6];
+    NbdcEngine *e;
+    uint8_t buf[512];
+
+    r->size = MEM_SIZE;
+    e = reco_start(r, &cfg, SILENT);
+    for (int i = 0; i < 6; i++) {
+        cmds[i] = (NbdcCmd) {
+            .type = i == 5 ? NBD_CMD_WRITE : NBD_CMD_READ,
+            .offset = i * 4096u, .length = 4096, .buf = bufs[i],
+            .done = waiter_done,
+        };
+        nbdc_submit(e, &cmds[i]);
     }
-    free(r->mem);
-    free(r);
+    /* the server has them (it never answers): then give up on them */
+    while (__atomic_load_n(&r->srv[0].nreq, __ATOMIC_SEQ_CST) < 6) {
+        usleep(1000);
+    }
+    nbdc_engine_abort(e);
+    waiter_wait(6);
+    for (int i = 0; i < 6; i++) {
+        CU_ASSERT_EQUAL(cmds[i].ret, -EIO);
+    }
+    CU_ASSERT_EQUAL(r->downs, 1);
+    /* the node serves again over a new connection */
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 0, sizeof(buf), buf), 0);
+    CU_ASSERT_EQUAL(memcmp(buf, r->mem, sizeof(buf)), 0);
+    CU_ASSERT_EQUAL(r->nsrv, 2);
+    CU_ASSERT_EQUAL(r->ups, 1);
+    /* nothing in flight: the connection stays */
+    nbdc_engine_abort(e);
+    CU_ASSERT_EQUAL(run_cmd(e, NBD_CMD_READ, 512, sizeof(buf), buf), 0);
+    CU_ASSERT_EQUAL(memcmp(buf, r->mem + 512, sizeof(buf)), 0);
+    CU_ASSERT_EQUAL(r->downs, 1);
+    CU_ASSERT_EQUAL(r->nsrv, 2);
+    reco_end(r, e);
 }
 
 static CU_TestInfo client_io_tests[] = {
+    { "abort_hung", test_abort_hung },
     { "persistent_violation", test_persistent_violation },
     { "delay_zero_fails_lost_request", test_delay_zero_fails_lost_request },
     { "two_connections", test_two_connections },
