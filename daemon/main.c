@@ -312,6 +312,10 @@ static int daemonize_start(void)
     return fds[1];
 }
 
+/* Every socket listens: stdin, stdout and stderr go to /dev/null, as
+ * qemu-storage-daemon --daemonize (and qemu-nbd --fork) do; the log
+ * goes on only where one was asked for, and a sanitizer build reports
+ * to its log_path (ASAN_OPTIONS / UBSAN_OPTIONS), which tests set. */
 static void daemonize_finish(int fd)
 {
     char ok = 0;

@@ -45,6 +45,11 @@ wait_file() {
 grep -q nbd /proc/modules && ok module-loaded || fail module-loaded "no nbd"
 
 dd if=/dev/urandom of=/tmp/trim.img bs=1M count=4 2>/dev/null
+# --daemonize points stderr at /dev/null once the sockets listen, as
+# qemu-storage-daemon does, so a sanitizer build's report at exit goes
+# to a file of its own (log_path, /tmp/blockd.san.PID).
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=/tmp/blockd.san" \
+UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=/tmp/blockd.san" \
 blockd --qmp unix:$Q \
     --blockdev driver=file,node-name=f0,filename=$S/raw.img \
     --blockdev driver=raw,node-name=r0,file=f0 \
@@ -331,9 +336,10 @@ grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd5 | grep -q "server stopp
     ok event-server-stopped || fail event-server-stopped "$(grep nbd5 /tmp/events.txt)"
 grep NBD_DEVICE_DISCONNECTED /tmp/events.txt | grep nbd8 | grep -q "export deleted" &&
     ok event-export-deleted || fail event-export-deleted "$(grep nbd8 /tmp/events.txt)"
-# blockd's stderr (a sanitizer build reports there at exit)
-grep -q "Sanitizer\|runtime error" /tmp/blockd.err &&
-    fail blockd-clean-exit "$(head -c 600 /tmp/blockd.err)" || ok blockd-clean-exit
+# blockd's stderr until it daemonized, then a sanitizer build's log
+cat /tmp/blockd.err /tmp/blockd.san.* >/tmp/blockd.all 2>/dev/null
+grep -q "Sanitizer\|runtime error" /tmp/blockd.all &&
+    fail blockd-clean-exit "$(head -c 600 /tmp/blockd.all)" || ok blockd-clean-exit
 cat /tmp/blockd.err | head -20
 
 # ---- blockd-nbd -c / -d, beside qemu-nbd -c in the same boot -------------
