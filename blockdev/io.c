@@ -934,9 +934,10 @@ static void blk_aio_done_posted(void *opaque)
 
 /* May req run on the loop thread of an aio_inline node?  Only when its
  * cost is bounded: every request kind with a range is capped by
- * BLK_INLINE_MAX, zeroes and discards too (a NO_HOLE zero on tmpfs
- * writes zero buffers, a discard frees pages: both grow with the
- * length, which extended headers let reach the whole export).  A flush
+ * BLK_INLINE_MAX (writes by BLK_INLINE_WRITE_MAX, see block.h), zeroes
+ * and discards too (a NO_HOLE zero on tmpfs writes zero buffers, a
+ * discard frees pages: both grow with the length, which extended
+ * headers let reach the whole export).  A flush
  * writes out at most a driver's bounded caches; a cache hint only asks
  * for readahead (file's prefetch), which an in-memory file has nothing
  * to do for. */
@@ -954,6 +955,7 @@ static bool blk_aio_may_inline(const BlockRequest *req)
         }
         return req->bytes <= BLK_INLINE_MAX;
     case BLK_OP_WRITE:
+        return req->bytes <= BLK_INLINE_WRITE_MAX;
     case BLK_OP_WRITE_ZEROES:
     case BLK_OP_DISCARD:
         return req->bytes <= BLK_INLINE_MAX;
