@@ -9,6 +9,12 @@
 #
 #   bench/hotpath.sh OLD_BLOCKD NEW_BLOCKD [ROUNDS [SECONDS]]
 #
+# HOTPATH_OP=write measures the write path instead, on the raw file
+# only: "seqwrite" (256 KiB sequential writes, QD 8) and "randwrite"
+# (4 KiB random writes, QD 16), load.sh's two write workloads, with
+# the server CPU per GiB and per request of each binary beside the
+# ratio.
+#
 # OLD_BLOCKD is typically built from main in a scratch directory
 # (git archive main | tar -x -C DIR; meson setup DIR/build; ninja -C
 # DIR/build blockd).
@@ -27,12 +33,24 @@ cleanup() {
     rm -rf "$D" "$IMG"
 }
 trap cleanup EXIT
-truncate -s 256M "$IMG"
+OP=${HOTPATH_OP:-read}
+KINDS="null raw"
+if [ "$OP" = write ]; then
+    KINDS="seqwrite randwrite"
+    fallocate -l 1G "$IMG"     # pages allocated: every run overwrites
+else
+    truncate -s 256M "$IMG"
+fi
 for r in $(seq 1 "$ROUNDS"); do
-    for kind in null raw; do
+    for kind in $KINDS; do
         for which in old new; do
             bin=$OLD
             [ $which = new ] && bin=$NEW
+            case $kind in
+            seqwrite) args="--op write --pattern seq --bs 262144 --qd 8" ;;
+            randwrite) args="--op write --pattern rand --bs 4096 --qd 16" ;;
+            *) args="--op read --pattern rand --bs 4096 --qd 16" ;;
+            esac
             if [ $kind = null ]; then
                 node="driver=null-co,node-name=n0,size=1073741824,read-zeroes=on"
             else
@@ -41,15 +59,15 @@ for r in $(seq 1 "$ROUNDS"); do
             rm -f "$D/s.sock"
             "$bin" --blockdev "$node" \
                 --nbd-server "addr.type=unix,addr.path=$D/s.sock" \
-                --export nbd,id=e0,node-name=n0 >"$D/log" 2>&1 &
+                --export nbd,id=e0,node-name=n0,writable=on >"$D/log" 2>&1 &
             pid=$!
             for _ in $(seq 200); do
                 [ -S "$D/s.sock" ] && break
                 sleep 0.05
             done
-            out=$("$LOAD" --unix "$D/s.sock" --export n0 --op read \
-                  --pattern rand --bs 4096 --qd 16 --seconds "$SECS" \
-                  --server-pid "$pid" --json)
+            # shellcheck disable=SC2086
+            out=$("$LOAD" --unix "$D/s.sock" --export n0 $args \
+                  --seconds "$SECS" --server-pid "$pid" --json)
             echo "$r $kind $which $(cut -d' ' -f1 /proc/loadavg) $out"
             kill "$pid"
             wait "$pid" 2>/dev/null || true
@@ -63,10 +81,16 @@ rows = {}
 for line in open(sys.argv[1]):
     r, kind, which, load, js = line.split(" ", 4)
     rows[(r, kind, which)] = json.loads(js)
-for kind in ("null", "raw"):
+for kind in sorted({k[1] for k in rows}):
     rounds = sorted({k[0] for k in rows if k[1] == kind})
     ratio = [rows[(r, kind, "new")]["server_us_per_op"] /
              rows[(r, kind, "old")]["server_us_per_op"] for r in rounds]
+    med = {w: {f: statistics.median(rows[(r, kind, w)][f] for r in rounds)
+               for f in ("server_us_per_op", "server_s_per_gib")}
+           for w in ("old", "new")}
     print("%s: new/old server CPU per request, median of %d rounds: %.3f"
-          % (kind, len(ratio), statistics.median(ratio)))
+          " (old %.2f us/op %.4f s/GiB, new %.2f us/op %.4f s/GiB)"
+          % (kind, len(ratio), statistics.median(ratio),
+             med["old"]["server_us_per_op"], med["old"]["server_s_per_gib"],
+             med["new"]["server_us_per_op"], med["new"]["server_s_per_gib"]))
 PY
