@@ -326,6 +326,8 @@ struct NbdConn {
     bool free_posted;
     bool in_input, input_again, input_paused;
     bool in_flush;
+    bool flush_posted;           /* conn_flush_posted() queued: replies
+                                  * wait for it (see nbd_conn_queue) */
     bool want_write;
 
     /* negotiation */
@@ -393,7 +395,9 @@ void nbd_conn_input(NbdConn *c);
 void nbd_conn_maybe_finish(NbdConn *c);
 /* Stop reading; close once in-flight requests are answered. */
 void nbd_conn_start_closing(NbdConn *c);
-/* Queue a slot's reply and try to send it. */
+/* Queue a slot's reply; it is sent once the loop has run what is
+ * already posted (the other completions of the batch), so one sendmsg
+ * carries many replies. */
 void nbd_conn_queue(NbdConn *c, NbdSlot *s);
 void nbd_slot_put(NbdSlot *s);
 /* Make s->buf at least len bytes (zeroed when newly mapped). */
