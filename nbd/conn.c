@@ -370,6 +370,46 @@ static void conn_dispatch(NbdConn *c)
     }
 }
 
+/* Receive up to need bytes straight into c->rd_dst.  A request payload
+ * on a plain socket takes the next request's header behind it into the
+ * (empty) input buffer in the same recvmsg: that header is then read
+ * without a recv of its own, and the next payload goes straight to its
+ * buffer too instead of partly through the input buffer and a copy.
+ * Returns what recv returned (all bytes taken, header included);
+ * *want is what was asked for. */
+static ssize_t conn_recv_direct(NbdConn *c, uint64_t need, size_t *want)
+{
+    size_t len = (size_t)MIN(need, (uint64_t)SSIZE_MAX - NBD_EXT_REQ_SIZE);
+    struct iovec iov[2];
+    ssize_t n;
+
+    if (c->state != NBD_CS_REQ_PAYLOAD || c->xp.ops->recvv == NULL) {
+        *want = len;
+        n = xport_recv(&c->xp, c->rd_dst + c->rd_got, len);
+        if (n > 0) {
+            c->rd_got += n;
+        }
+        return n;
+    }
+    if (!c->inbuf) {
+        c->inbuf = nbd_mem_alloc(NBD_INBUF_SIZE);
+    }
+    iov[0].iov_base = c->rd_dst + c->rd_got;
+    iov[0].iov_len = len;
+    iov[1].iov_base = c->inbuf;
+    iov[1].iov_len = c->extended ? NBD_EXT_REQ_SIZE : NBD_REQ_SIZE;
+    *want = len + iov[1].iov_len;
+    n = c->xp.ops->recvv(&c->xp, iov, 2);
+    if (n > (ssize_t)len) {
+        c->in_start = 0;
+        c->in_end = (size_t)n - len;
+        c->rd_got += len;
+    } else if (n > 0) {
+        c->rd_got += n;
+    }
+    return n;
+}
+
 static void conn_input_loop(NbdConn *c)
 {
     /* A short read from a plain socket took all there was: asking again
@@ -421,11 +461,7 @@ static void conn_input_loop(NbdConn *c)
                     return;
                 }
                 if (c->rd_dst && need >= NBD_INBUF_SIZE / 2) {
-                    want = (size_t)MIN(need, (uint64_t)SSIZE_MAX);
-                    n = xport_recv(&c->xp, c->rd_dst + c->rd_got, want);
-                    if (n > 0) {
-                        c->rd_got += n;
-                    }
+                    n = conn_recv_direct(c, need, &want);
                 } else {
                     if (!c->inbuf) {
                         c->inbuf = nbd_mem_alloc(NBD_INBUF_SIZE);

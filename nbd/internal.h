@@ -46,6 +46,9 @@ typedef struct XportOps {
     const char *name;                       /* "plain", "tls" */
     /* > 0 bytes read, 0 on EOF, -errno (-EAGAIN when nothing yet). */
     ssize_t (*recv)(Xport *xp, void *buf, size_t len);
+    /* recv into several buffers in turn (one recvmsg); NULL when the
+     * transport has no cheaper way than recv (TLS). */
+    ssize_t (*recvv)(Xport *xp, const struct iovec *iov, int iovcnt);
     /* >= 0 bytes sent (may be short), -errno (-EAGAIN). */
     ssize_t (*sendv)(Xport *xp, const struct iovec *iov, int iovcnt);
     /* Bytes already received and decrypted but not yet read (TLS

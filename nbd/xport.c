@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "nbd/internal.h"
@@ -20,6 +21,32 @@ static ssize_t plain_recv(Xport *xp, void *buf, size_t len)
         }
         if (errno == ENOTSOCK) {
             n = read(xp->fd, buf, len);
+            if (n >= 0) {
+                return n;
+            }
+        }
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+static ssize_t plain_recvv(Xport *xp, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = {
+        .msg_iov = (struct iovec *)iov,
+        .msg_iovlen = iovcnt,
+    };
+
+    for (;;) {
+        ssize_t n = recvmsg(xp->fd, &msg, 0);
+
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == ENOTSOCK) {
+            n = readv(xp->fd, iov, iovcnt);
             if (n >= 0) {
                 return n;
             }
@@ -84,6 +111,7 @@ static void plain_close(Xport *xp)
 static const XportOps plain_ops = {
     .name = "plain",
     .recv = plain_recv,
+    .recvv = plain_recvv,
     .sendv = plain_sendv,
     .close = plain_close,
     .splice = plain_splice,

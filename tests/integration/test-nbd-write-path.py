@@ -203,3 +203,34 @@ def test_enospc_from_the_file(blockd, small_tmpfs):
     assert rep[0][1] == 0 and rep[0][2] == ok
     c.request(nbdraw.CMD_DISC)
     blockd.cmd("query-version")
+
+
+@pytest.mark.parametrize("split", [1, 10, 27])
+def test_header_split_behind_a_payload(blockd, shm_img, split):
+    """A large payload's last recvmsg also takes the next request's
+    header into the input buffer (nbd/conn.c conn_recv_direct): a header
+    of which only split bytes came with the payload is completed by the
+    next read, and both writes land."""
+    import time
+    sock = serve(blockd, shm_img)
+    c = raw_client(sock)
+    a = pattern(256 * KIB, 5)
+    b = pattern(128 * KIB, 6)
+    h1 = struct.pack(">IHHQQI", nbdraw.REQ_MAGIC, 0, nbdraw.CMD_WRITE, 1,
+                     0, len(a))
+    h2 = struct.pack(">IHHQQI", nbdraw.REQ_MAGIC, nbdraw.F_FUA,
+                     nbdraw.CMD_WRITE, 2, MIB, len(b))
+    c.s.sendall(h1 + a + h2[:split])
+    magic, err, cookie = struct.unpack(">IIQ", c.recv(16))
+    assert (magic, err, cookie) == (nbdraw.SIMPLE_MAGIC, 0, 1)
+    time.sleep(0.2)
+    c.s.sendall(h2[split:] + b)
+    magic, err, cookie = struct.unpack(">IIQ", c.recv(16))
+    assert (magic, err, cookie) == (nbdraw.SIMPLE_MAGIC, 0, 2)
+    assert file_bytes(shm_img, 0, len(a)) == a
+    assert file_bytes(shm_img, MIB, len(b)) == b
+    # And a hang-up with half a header behind a payload.
+    c.s.sendall(h1 + a + h2[:split])
+    assert struct.unpack(">IIQ", c.recv(16))[1] == 0
+    c.s.close()
+    blockd.cmd("query-version")
