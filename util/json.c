@@ -9,7 +9,7 @@
 #include "util/util.h"
 
 /* The userdata of a json-c string that holds JSON text (qjson_new_raw). */
-static char raw_tag;
+static char qjson_raw_tag;
 
 typedef struct Out {
     char **buf;
@@ -163,7 +163,7 @@ static void out_value(Out *o, json_object *obj, bool pretty, int depth)
         out_str(o, json_object_to_json_string(obj));
         break;
     case json_type_string:
-        if (json_object_get_userdata(obj) == &raw_tag) {
+        if (json_object_get_userdata(obj) == &qjson_raw_tag) {
             out_bytes(o, json_object_get_string(obj),
                       json_object_get_string_len(obj));
             break;
@@ -236,7 +236,7 @@ json_object *qjson_new_raw(QText *t)
     json_object *obj = json_object_new_string_len(t->buf ? t->buf : "null",
                                                   t->buf ? (int)t->len : 4);
 
-    json_object_set_userdata(obj, &raw_tag, NULL);
+    json_object_set_userdata(obj, &qjson_raw_tag, NULL);
     free(t->buf);
     t->buf = NULL;
     t->len = t->cap = 0;
