@@ -62,8 +62,10 @@ def test_install_file_list(tmp_path):
     missing = want - got
     assert not missing, "not installed: %s" % sorted(missing)
     # Nothing strays outside the usual places.
+    # Block driver modules (block-rbd.so) live in $libdir/blockd.
     allowed = (bindir + "/", mandir + "/", units + "/", sysconf + "/blockd/",
-               datadir + "/bash-completion/", datadir + "/doc/blockd/")
+               datadir + "/bash-completion/", datadir + "/doc/blockd/",
+               os.path.join(prefix, opts["libdir"], "blockd") + "/")
     stray = [f for f in got if not f.startswith(allowed)]
     assert not stray, "unexpected: %s" % sorted(stray)
     # Programs are executable; the units run the installed blockd with
