@@ -78,6 +78,8 @@ def test_unix_socket(pki, tmp_path, server):
             assert st == 1, n
             assert ("Certificate does not match the hostname "
                     "wrong.example") in err, n
+        # The same message, with nothing before it.
+        assert outs["blockd-nbd"][2] == outs["qemu-nbd"][2]
     finally:
         stop(p)
 
@@ -114,5 +116,6 @@ def test_tcp_bind_address_is_the_name(pki, tmp_path):
             st, _, err = outs[n]
             assert st == 1, n
             assert "Certificate does not match the hostname 0.0.0.0" in err
+        assert outs["blockd-nbd"][2] == outs["qemu-nbd"][2]
     finally:
         stop(p)

@@ -417,8 +417,8 @@ static void test_x509_refusals(void)
     CU_ASSERT_FALSE(tls_connect(&x509_srv, good, "wrong.example", &xp,
                                 &info, &msg));
     CU_ASSERT_PTR_NOT_NULL_FATAL(msg);
-    CU_ASSERT(strstr(msg, "Server's TLS credentials refused") != NULL);
-    CU_ASSERT(strstr(msg, "wrong.example") != NULL);
+    CU_ASSERT_STRING_EQUAL(msg, "Certificate does not match the hostname "
+                           "wrong.example");
     free(msg);
     msg = NULL;
     /* The server's certificate is from a CA this client does not
