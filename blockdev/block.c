@@ -60,6 +60,8 @@ static const BlockDriver *const blk_drivers[] = {
     &blk_drv_null_aio,
     &blk_drv_qcow2,
     &blk_drv_blkdebug,
+    &blk_drv_copy_before_write,
+    &blk_drv_snapshot_access,
 };
 
 const BlockDriver *blk_find_driver(const char *name)
@@ -308,7 +310,7 @@ static void blk_graph_remove(BlockGraph *g, BlockNode *bs)
 
 void blk_unref(BlockNode *bs)
 {
-    BlockNode *file, *backing;
+    BlockNode *file, *backing, *target;
     unsigned old;
 
     if (bs == NULL) {
@@ -329,8 +331,10 @@ void blk_unref(BlockNode *bs)
     blk_dirty_bitmaps_release_all(bs);
     file = bs->file;
     backing = bs->backing;
-    bs->file = bs->backing = NULL;
+    target = bs->target;
+    bs->file = bs->backing = bs->target = NULL;
     blk_node_free(bs);
+    blk_unref(target);
     blk_unref(backing);
     blk_unref(file);
 }
@@ -445,6 +449,10 @@ static BlockNode *blk_find_parent(BlockNode *bs, const char **role)
             *role = "file";
             return p;
         }
+        if (p->target == bs) {
+            *role = "target";
+            return p;
+        }
     }
     return NULL;
 }
@@ -537,6 +545,9 @@ static BlockNode **blk_child_slot(BlockNode *parent, const char *role)
     }
     if (strcmp(role, "backing") == 0) {
         return &parent->backing;
+    }
+    if (strcmp(role, "target") == 0) {
+        return &parent->target;
     }
     return NULL;
 }

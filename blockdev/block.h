@@ -219,6 +219,8 @@ struct BlockNode {
     void *opaque;                /* drv->instance_size bytes, zeroed */
     BlockNode *file;             /* "file" child or NULL */
     BlockNode *backing;          /* "backing" child or NULL */
+    BlockNode *target;           /* "target" child (copy-before-write's:
+                                  * where old data goes) or NULL */
     char *filename;              /* for messages and query; never NULL */
     bool read_only;
     bool auto_read_only;         /* may fall back to read-only on EACCES */
@@ -340,6 +342,8 @@ extern const BlockDriver blk_drv_null_co;
 extern const BlockDriver blk_drv_null_aio;
 extern const BlockDriver blk_drv_qcow2;   /* blockdev/qcow2.c */
 extern const BlockDriver blk_drv_blkdebug; /* test tool: blkdebug.c */
+extern const BlockDriver blk_drv_copy_before_write; /* cbw.c */
+extern const BlockDriver blk_drv_snapshot_access;   /* cbw.c */
 extern const BlockDriver blk_drv_rbd;     /* module block-rbd.so: rbd.c */
 
 /* Drivers built as modules (blockdev/module.c): the module for driver
@@ -441,7 +445,7 @@ void blk_node_remove_user(BlockNode *bs, const char *user);
  * Loop thread. */
 bool blk_node_abort_requests(BlockNode *bs, const char *user);
 
-/* Open parent's child for role ("file" or "backing") from ref, an
+/* Open parent's child for role ("file", "backing" or "target") from ref, an
  * inline definition or a node-name, and store it in parent->file /
  * parent->backing (which must be NULL; the generic close drops it).  A
  * driver's open calls this for each child.  An inline child inherits
