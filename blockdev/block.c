@@ -339,6 +339,50 @@ void blk_unref(BlockNode *bs)
     blk_unref(file);
 }
 
+/* ---- reopen ------------------------------------------------------- */
+
+bool blk_reopen(BlockNode *bs, bool read_only, Error **errp)
+{
+    bool file_switched = false;
+
+    if (read_only) {
+        if (!bs->reopened_rw) {
+            return true;
+        }
+        if (!bs->drv->reopen(bs, true, errp)) {
+            return false;
+        }
+        bs->read_only = true;
+        bs->write_perm = false;
+        bs->reopened_rw = false;
+        return bs->file == NULL || blk_reopen(bs->file, true, errp);
+    }
+    if (!bs->read_only) {
+        return true;
+    }
+    if (bs->drv->reopen == NULL) {
+        error_setg(errp, "Could not reopen '%s' read-write: driver '%s' "
+                   "cannot switch", bs->node_name, bs->drv->format_name);
+        return false;
+    }
+    if (bs->file != NULL && bs->file->read_only) {
+        if (!blk_reopen(bs->file, false, errp)) {
+            return false;
+        }
+        file_switched = true;
+    }
+    if (!bs->drv->reopen(bs, false, errp)) {
+        if (file_switched) {
+            blk_reopen(bs->file, true, NULL);
+        }
+        return false;
+    }
+    bs->read_only = false;
+    bs->write_perm = true;
+    bs->reopened_rw = true;
+    return true;
+}
+
 /* ---- users and busy checks ---------------------------------------- */
 
 /* The user a resize on the pool registers (blk_truncate_async). */

@@ -211,6 +211,12 @@ struct BlockDriver {
      * NULL: the format cannot change its backing file. */
     bool (*change_backing_file)(BlockNode *bs, const char *name,
                                 const char *fmt, Error **errp);
+    /* Switch the open node to read-only or read-write (loop thread;
+     * bs->read_only still has the old value; reads may be in flight,
+     * no writes).  blk_reopen() switches the file child first when
+     * going read-write and after when going read-only.  NULL: the
+     * node cannot switch. */
+    bool (*reopen)(BlockNode *bs, bool read_only, Error **errp);
 };
 
 struct BlockNode {
@@ -293,6 +299,9 @@ struct BlockNode {
      * it calls the hook (see blk_write_hook_*() in io.c). */
     pthread_mutex_t hook_lock;
     struct BlockWriteHook *before_write;
+    /* blk_reopen() made this read-only node read-write (loop thread):
+     * blk_reopen(bs, true) switches it back. */
+    bool reopened_rw;
 };
 
 /* A hook on a node's writes (write, write-zeroes, discard): backup's
@@ -502,6 +511,13 @@ void blk_graph_set_replace_fn(BlockGraph *g, BlockReplaceFn *fn,
  * would make a loop) and every user above (blk_graph_set_replace_fn)
  * now uses to.  Requests already submitted to from finish there. */
 void blk_replace_node(BlockNode *from, BlockNode *to);
+/* Reopen bs read-write (read_only false) or back read-only, as QEMU
+ * does for block-commit's base: read-write switches the file child too
+ * when it is read-only; read-only undoes only what an earlier
+ * read-write switch did (bs->reopened_rw).  Loop thread.  Fails with
+ * "Could not reopen 'F' read-write: ..." (e.g. an immutable file, a
+ * lock held by another process). */
+bool blk_reopen(BlockNode *bs, bool read_only, Error **errp);
 /* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
 

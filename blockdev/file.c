@@ -76,6 +76,7 @@ typedef struct FileState {
      * answer is harmless: a hole sent as data reads the same. */
     bool data_busy;
     uint64_t data_lo, data_hi;
+    bool locked;                 /* holds QEMU's permission locks */
 } FileState;
 
 static void file_data_lock(FileState *s)
@@ -922,6 +923,62 @@ static bool file_in_memory(int fd)
            (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
 }
 
+/* Open the file again with the other access mode and its locks, then
+ * put the new open file description under the same fd number (dup2):
+ * a read in flight on a worker finishes on the old one, and closing it
+ * drops the old locks. */
+static bool file_reopen(BlockNode *bs, bool read_only, Error **errp)
+{
+    FileState *s = bs->opaque;
+    int fl = fcntl(s->fd, F_GETFL);
+    int fd;
+
+    fd = open(bs->filename, O_CLOEXEC | (fl >= 0 ? fl & O_DIRECT : 0) |
+              (read_only ? O_RDONLY : O_RDWR));
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not reopen '%s' %s",
+                         bs->filename, read_only ? "read-only"
+                                                 : "read-write");
+        return false;
+    }
+    if (s->locked) {
+        unsigned perm = 1u << PERM_CONSISTENT_READ;
+        unsigned shared = (1u << PERM_COUNT) - 1;
+
+        if (!read_only) {
+            perm |= 1u << PERM_WRITE;
+            shared &= ~((1u << PERM_WRITE) | (1u << PERM_RESIZE));
+        }
+        Error *lerr = NULL;
+        int ret = file_lock(fd, perm, shared, bs->filename, &lerr);
+
+        if (ret < 0) {
+            if (lerr != NULL) {
+                error_propagate(errp, lerr);
+            } else {
+                error_setg_errno(errp, -ret, "Could not lock '%s'",
+                                 bs->filename);
+            }
+            close(fd);
+            return false;
+        }
+        error_free(lerr);
+    }
+    if (dup2(fd, s->fd) < 0) {
+        error_setg_errno(errp, errno, "Could not reopen '%s'",
+                         bs->filename);
+        close(fd);
+        return false;
+    }
+    close(fd);
+    if (!read_only) {
+        bs->read_only = false;   /* file_probe_caps() asks it */
+        file_probe_caps(bs, s);
+        bs->read_only = true;    /* blk_reopen() sets it */
+    }
+    return true;
+}
+
 static bool file_open(BlockNode *bs, const void *opts, Error **errp)
 {
     const BlockdevOptionsFile *f = opts;
@@ -1007,6 +1064,7 @@ static bool file_open(BlockNode *bs, const void *opts, Error **errp)
             goto fail;
         }
         error_free(lerr);
+        s->locked = ret == 0;
         if (ret < 0 && locking == ON_OFF_AUTO_ON) {
             error_setg_errno(errp, -ret, "Failed to lock '%s' (locking=on)",
                              f->filename);
@@ -1234,6 +1292,7 @@ const BlockDriver blk_drv_file = {
     .flush = file_flush,
     .block_status = file_block_status,
     .truncate = file_truncate,
+    .reopen = file_reopen,
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
@@ -1255,6 +1314,7 @@ const BlockDriver blk_drv_host_device = {
     .flush = file_flush,
     .block_status = file_block_status,
     .truncate = file_truncate,
+    .reopen = file_reopen,
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,

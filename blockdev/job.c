@@ -167,6 +167,15 @@ static void job_release_nodes(Job *job)
         if (bs->job == job) {
             bs->job = NULL;
         }
+        if (bs->reopened_rw) {
+            /* Opened read-write for the job (block-commit's base). */
+            Error *err = NULL;
+            if (!blk_reopen(bs, true, &err)) {
+                log_error("block job '%s': %s", job->id,
+                          error_get_pretty(err));
+                error_free(err);
+            }
+        }
         blk_unref(bs);
     }
     job->n_nodes = 0;

@@ -2371,6 +2371,71 @@ static bool open_backing(BlockNode *bs, BDRVQcow2 *s, Error **errp)
 
 static void qcow2_close(BlockNode *bs);
 
+/* We do not maintain what autoclear bits other than the bitmaps' promise:
+ * clear them before the first write, as qcow2.txt requires. */
+static bool qcow2_clear_autoclear(BlockNode *bs, BDRVQcow2 *s, Error **errp)
+{
+    uint8_t be[8];
+    int ret;
+
+    if (!(s->h.autoclear_features & ~(uint64_t)QCOW2_AUTOCLEAR_BITMAPS)) {
+        return true;
+    }
+    put_be64(be, s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
+    ret = blk_pwrite(bs->file, 88, 8, be, 0);
+    if (ret == 0) {
+        ret = blk_flush(bs->file);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not update the header");
+        return false;
+    }
+    s->h.autoclear_features &= QCOW2_AUTOCLEAR_BITMAPS;
+    return true;
+}
+
+/* Read-only <-> read-write, for block-commit's base (loop thread; no
+ * write in flight).  Going read-only writes the cached metadata out.
+ * Read-write is refused where an open read-write would have had more
+ * to do (repair a dirty image, mark stored bitmaps in use). */
+static bool qcow2_reopen(BlockNode *bs, bool read_only, Error **errp)
+{
+    BDRVQcow2 *s = bs->opaque;
+    int ret;
+
+    if (read_only) {
+        pthread_mutex_lock(&s->lock);
+        ret = flush_locked(s);
+        if (ret == 0) {
+            s->read_only = true;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not write the "
+                             "metadata of '%s'", bs->filename);
+            return false;
+        }
+        return true;
+    }
+    if (s->snapshot_view != NULL || s->h.nb_bitmaps > 0 ||
+        (s->h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        error_setg(errp, "Could not reopen '%s' read-write: the image %s",
+                   bs->filename, s->snapshot_view != NULL
+                   ? "is opened at a snapshot"
+                   : s->h.nb_bitmaps > 0 ? "stores dirty bitmaps"
+                                         : "needs a repair (dirty)");
+        return false;
+    }
+    if (!qcow2_header_check_features(&s->h, true, true, errp) ||
+        !qcow2_clear_autoclear(bs, s, errp)) {
+        return false;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->read_only = false;
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
 static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
                              const BlockdevOptionsQcow2 *o, Error **errp);
 
@@ -2540,23 +2605,8 @@ static bool qcow2_open_inner(BlockNode *bs, BDRVQcow2 *s,
     if (!qcow2_bitmaps_load(s, flen, errp)) {
         return false;
     }
-    if (writable && (s->h.autoclear_features & ~(uint64_t)
-                     QCOW2_AUTOCLEAR_BITMAPS)) {
-        /* We do not maintain what other autoclear bits promise: clear
-         * them before the first write, as qcow2.txt requires. */
-        uint8_t be[8];
-
-        put_be64(be, s->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS);
-        ret = blk_pwrite(bs->file, 88, 8, be, 0);
-        if (ret == 0) {
-            ret = blk_flush(bs->file);
-        }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "qcow2: could not update the "
-                             "header");
-            return false;
-        }
-        s->h.autoclear_features &= QCOW2_AUTOCLEAR_BITMAPS;
+    if (writable && !qcow2_clear_autoclear(bs, s, errp)) {
+        return false;
     }
 
     if (bs->backing == NULL && s->h.has_backing_file &&
@@ -2793,4 +2843,5 @@ const BlockDriver blk_drv_qcow2 = {
     .bitmap_can_store = qcow2_bitmap_can_store,
     .bitmap_remove_persistent = qcow2_bitmap_remove_persistent,
     .change_backing_file = qcow2_change_backing,
+    .reopen = qcow2_reopen,
 };

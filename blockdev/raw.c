@@ -93,6 +93,15 @@ static bool raw_open(BlockNode *bs, const void *opts, Error **errp)
     return true;
 }
 
+/* Nothing of its own: blk_reopen() switches the file child. */
+static bool raw_reopen(BlockNode *bs, bool read_only, Error **errp)
+{
+    (void)bs;
+    (void)read_only;
+    (void)errp;
+    return true;
+}
+
 static int64_t raw_get_length(BlockNode *bs)
 {
     RawState *s = bs->opaque;
@@ -241,4 +250,5 @@ const BlockDriver blk_drv_raw = {
     .get_caps = raw_get_caps,
     .prefetch = raw_prefetch,
     .splice_read = raw_splice_read,
+    .reopen = raw_reopen,
 };

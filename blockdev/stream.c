@@ -617,22 +617,28 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
             return false;
         }
     }
-    if (base->read_only) {
-        error_setg(errp, "Block node '%s' is read-only: add it with "
-                   "read-only=false to commit into it", blk_node_name(base));
-        return false;
-    }
     if (top == dev) {
-        /* Active commit: a mirror of the active layer into base. */
+        /* Active commit: a mirror of the active layer into base (a
+         * read-only base is reopened as below; the job claims it, so
+         * its release switches it back). */
+        bool ok;
+
         if (blk_getlength(base) < blk_getlength(top)) {
             error_setg(errp, "Base '%s' is smaller than top '%s'",
                        blk_node_name(base), blk_node_name(top));
             return false;
         }
-        return mirror_start_active_commit(
+        if (base->read_only && !blk_reopen(base, false, errp)) {
+            return false;
+        }
+        ok = mirror_start_active_commit(
             g, args->has_job_id ? args->job_id : args->device, top, base,
             args->speed, args->on_error, args->auto_finalize,
             args->auto_dismiss, errp);
+        if (!ok) {
+            blk_reopen(base, true, NULL);
+        }
+        return ok;
     }
     if (overlay->drv->change_backing_file == NULL) {
         error_setg(errp, "Driver '%s' cannot change the backing file of "
@@ -646,10 +652,17 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
         return false;
     }
     depth = stream_chain_depth(top, base);
+    /* A backing node is normally read-only: QEMU reopens base
+     * read-write for the commit, and read-only again when the job
+     * releases it (job.c). */
+    if (base->read_only && !blk_reopen(base, false, errp)) {
+        return false;
+    }
     job = job_create(g, &commit_driver, sizeof(StreamJob),
                      args->has_job_id ? args->job_id : args->device,
                      args->auto_finalize, args->auto_dismiss, errp);
     if (job == NULL) {
+        blk_reopen(base, true, NULL);
         return false;
     }
     s = container_of(job, StreamJob, job);
@@ -659,6 +672,7 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
         !job_claim_node(job, top, false, errp) ||
         !job_claim_node(job, overlay, false, errp)) {
         job_early_fail(job);
+        blk_reopen(base, true, NULL);
         return false;
     }
     s->is_commit = true;
