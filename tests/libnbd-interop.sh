@@ -26,35 +26,10 @@ CACHE=${LIBNBD_CACHE:-/var/tmp/blockd-libnbd-interop}
 FETCH_ONLY=0
 [ "${1:-}" = --fetch-only ] && { FETCH_ONLY=1; shift; }
 
-fetch() {
-    local list=$CACHE/apt/sources.list
-    local opts=(-o "Dir::Etc::SourceList=$list"
-                -o "Dir::Etc::SourceParts=$CACHE/apt/parts.d"
-                -o "Dir::State::Lists=$CACHE/apt/lists"
-                -o "Dir::Cache=$CACHE/apt/cache"
-                -o "APT::Get::List-Cleanup=false")
-    mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/cache" \
-             "$CACHE/apt/parts.d" "$CACHE/src"
-    cat > "$list" <<LIST
-deb-src http://deb.debian.org/debian bookworm main
-deb-src http://deb.debian.org/debian-security bookworm-security main
-deb-src http://deb.debian.org/debian bookworm-updates main
-LIST
-    local ver
-    ver=$(dpkg-query -W -f '${source:Version}' libnbd0)
-    apt-get -q "${opts[@]}" update >/dev/null || return 1
-    (cd "$CACHE/src" && apt-get -q "${opts[@]}" source "libnbd=$ver") \
-        || return 1
-}
-
-SRC=$(ls -d "$CACHE"/src/libnbd-*/ 2>/dev/null | head -1)
-if [ -z "$SRC" ]; then
-    echo "fetching libnbd's source into $CACHE ..." >&2
-    fetch || { echo "libnbd-interop.sh: could not fetch libnbd's source" >&2
-               exit 77; }
-    SRC=$(ls -d "$CACHE"/src/libnbd-*/ | head -1)
-fi
-SRC=${SRC%/}
+. "$HERE/debsrc.sh"
+SRC=$(debsrc_dir "$CACHE" libnbd libnbd0) ||
+    { echo "libnbd-interop.sh: could not fetch libnbd's source" >&2
+      exit 77; }
 [ "$FETCH_ONLY" = 1 ] && { echo "$SRC"; exit 0; }
 [ -x "$BLOCKD_NBD" ] || { echo "no blockd-nbd at $BLOCKD_NBD" >&2; exit 1; }
 BLOCKD_NBD=$(readlink -f "$BLOCKD_NBD")

@@ -7,6 +7,13 @@
 # minutes).
 #
 #   tests/qemu-iotests.sh [--fetch-only] [TEST...]
+#   tests/qemu-iotests.sh --qsd [TEST...]
+#
+# --qsd: the tests that start qemu-storage-daemon (QSD_PROG; default:
+# those naming $QSD or qsd, e.g. tests/qsd-jobs), -qcow2, run with
+# Debian's qemu-storage-daemon and with blockd through
+# tests/qsd-blockd.py (which maps qemu-storage-daemon's stdio monitor),
+# side by side.
 #
 # QEMU's source comes from `apt-get source qemu` (the version of the
 # installed qemu-utils) through a private deb-src list: the system's apt
@@ -28,35 +35,12 @@ BLOCKD_NBD=${BLOCKD_NBD:-$ROOT/build/blockd-nbd}
 CACHE=${IOTESTS_CACHE:-/var/tmp/blockd-qemu-iotests}
 FETCH_ONLY=0
 [ "${1:-}" = --fetch-only ] && { FETCH_ONLY=1; shift; }
+QSD_MODE=0
+[ "${1:-}" = --qsd ] && { QSD_MODE=1; shift; }
 
-fetch() {
-    local list=$CACHE/apt/sources.list
-    local opts=(-o "Dir::Etc::SourceList=$list"
-                -o "Dir::Etc::SourceParts=$CACHE/apt/parts.d"
-                -o "Dir::State::Lists=$CACHE/apt/lists"
-                -o "Dir::Cache=$CACHE/apt/cache"
-                -o "APT::Get::List-Cleanup=false")
-    mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/cache" \
-             "$CACHE/apt/parts.d" "$CACHE/src"
-    cat > "$list" <<LIST
-deb-src http://deb.debian.org/debian bookworm main
-deb-src http://deb.debian.org/debian-security bookworm-security main
-deb-src http://deb.debian.org/debian bookworm-updates main
-LIST
-    local ver
-    ver=$(dpkg-query -W -f '${source:Version}' qemu-utils)
-    apt-get -q "${opts[@]}" update >/dev/null || return 1
-    (cd "$CACHE/src" && apt-get -q "${opts[@]}" source "qemu=$ver") \
-        || return 1
-}
-
-SRC=$(ls -d "$CACHE"/src/qemu-*/ 2>/dev/null | head -1)
-if [ -z "$SRC" ]; then
-    echo "fetching QEMU's source into $CACHE ..." >&2
-    fetch || { echo "qemu-iotests.sh: could not fetch QEMU's source" >&2
-               exit 77; }
-    SRC=$(ls -d "$CACHE"/src/qemu-*/ | head -1)
-fi
+. "$HERE/debsrc.sh"
+SRC=$(debsrc_dir "$CACHE" qemu qemu-utils) ||
+    { echo "qemu-iotests.sh: could not fetch QEMU's source" >&2; exit 77; }
 [ "$FETCH_ONLY" = 1 ] && { echo "$SRC"; exit 0; }
 IOT=$SRC/tests/qemu-iotests
 [ -x "$BLOCKD_NBD" ] || { echo "no blockd-nbd at $BLOCKD_NBD" >&2; exit 1; }
@@ -67,6 +51,12 @@ select_tests() {
     (cd "$IOT" && grep -lE 'QEMU_NBD|qemu_nbd|_qemu_nbd|nbd_server' \
         [0-9][0-9][0-9] tests/* 2>/dev/null | grep -v '\.out$' |
         sed 's|^tests/||' | sort -u)
+}
+
+# The tests that start qemu-storage-daemon, for --qsd.
+select_qsd_tests() {
+    (cd "$IOT" && grep -lE '\$QSD\b|qsd' [0-9][0-9][0-9] tests/* \
+        2>/dev/null | grep -v '\.out$' | sed 's|^tests/||' | sort -u)
 }
 
 # The tests `check -nbd` can run: their declared protocols include nbd
@@ -116,7 +106,7 @@ PY
 # DIR/python points at QEMU's python packages, the images and *.out.bad
 # go to DIR/scratch and the sockets to a private short directory under
 # /tmp.  Two runs never share a file and may run at the same time.
-run_check() {   # NBD_PROG FORMAT DIR TESTS...
+run_check() {   # NBD_PROG FORMAT DIR TESTS... (QSD: QSD_PROG)
     local nbd=$1 fmt=$2 dir=$3 sock rc
     shift 3
     mkdir -p "$dir/tests" "$dir/scratch"
@@ -127,7 +117,7 @@ run_check() {   # NBD_PROG FORMAT DIR TESTS...
     (cd "$dir/tests/qemu-iotests" &&
      QEMU_PROG=/usr/bin/qemu-system-x86_64 \
      QEMU_IMG_PROG=/usr/bin/qemu-img QEMU_IO_PROG=/usr/bin/qemu-io \
-     QEMU_NBD_PROG=$nbd QSD_PROG=/usr/bin/qemu-storage-daemon \
+     QEMU_NBD_PROG=$nbd QSD_PROG=${QSD:-/usr/bin/qemu-storage-daemon} \
      TEST_DIR=$dir/scratch SOCK_DIR=$sock PYTHON=/usr/bin/python3 \
      timeout "${IOTESTS_TIMEOUT:-3600}" nice -n 10 /usr/bin/python3 \
          ./check --color off "-$fmt" "$@") > "$dir/log.txt" 2>&1
@@ -145,11 +135,18 @@ run_check() {   # NBD_PROG FORMAT DIR TESTS...
 
 TESTS=("$@")
 FORMATS=${IOTESTS_FORMATS:-raw qcow2 nbd}
+REF=qemu-nbd OURS=blockd-nbd
+if [ "$QSD_MODE" = 1 ]; then
+    FORMATS=${IOTESTS_FORMATS:-qcow2}
+    REF=qemu-storage-daemon OURS=blockd
+fi
 RES=$CACHE/results/$(date +%F-%H%M%S)
 mkdir -p "$RES"
 for fmt in $FORMATS; do
     if [ ${#TESTS[@]} -gt 0 ]; then
         list=("${TESTS[@]}")
+    elif [ "$QSD_MODE" = 1 ]; then
+        mapfile -t list < <(select_qsd_tests)
     elif [ "$fmt" = nbd ]; then
         mapfile -t list < <(select_nbd_tests)
     else
@@ -157,13 +154,20 @@ for fmt in $FORMATS; do
     fi
     echo "-$fmt: ${list[*]}" >&2
     # Both programs at once, each in its own directory.
-    run_check /usr/bin/qemu-nbd "$fmt" "$RES/qemu-nbd-$fmt" "${list[@]}" &
-    run_check "$BLOCKD_NBD" "$fmt" "$RES/blockd-nbd-$fmt" "${list[@]}" &
+    if [ "$QSD_MODE" = 1 ]; then
+        run_check /usr/bin/qemu-nbd "$fmt" "$RES/$REF-$fmt" "${list[@]}" &
+        QSD=$HERE/qsd-blockd.py BLOCKD=${BLOCKD:-$ROOT/build/blockd} \
+            run_check /usr/bin/qemu-nbd "$fmt" "$RES/$OURS-$fmt" \
+            "${list[@]}" &
+    else
+        run_check /usr/bin/qemu-nbd "$fmt" "$RES/$REF-$fmt" "${list[@]}" &
+        run_check "$BLOCKD_NBD" "$fmt" "$RES/$OURS-$fmt" "${list[@]}" &
+    fi
     wait
 done
-/usr/bin/python3 - "$RES" $FORMATS <<'PY'
+/usr/bin/python3 - "$RES" "$REF" "$OURS" $FORMATS <<'PY'
 import os, re, sys
-res, fmts = sys.argv[1], sys.argv[2:]
+res, ref, ours, fmts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 def parse(path):
     # check rewrites each status line with '\r'; the last part counts.
     out = {}
@@ -179,20 +183,20 @@ def parse(path):
     return out
 worse = 0
 for fmt in fmts:
-    q = parse(os.path.join(res, "qemu-nbd-%s" % fmt, "log.txt"))
-    b = parse(os.path.join(res, "blockd-nbd-%s" % fmt, "log.txt"))
+    q = parse(os.path.join(res, "%s-%s" % (ref, fmt), "log.txt"))
+    b = parse(os.path.join(res, "%s-%s" % (ours, fmt), "log.txt"))
     cnt = {}
     for t in sorted(set(q) | set(b)):
         k = (q.get(t), b.get(t))
         cnt.setdefault(k, []).append(t)
     print("-%s: %d tests" % (fmt, len(set(q) | set(b))))
     for (qs, bs), ts in sorted(cnt.items(), key=lambda kv: str(kv[0])):
-        print("  qemu-nbd %-8s blockd-nbd %-8s %3d: %s" % (
-            qs, bs, len(ts), " ".join(ts)))
+        print("  %s %-8s %s %-8s %3d: %s" % (
+            ref, qs, ours, bs, len(ts), " ".join(ts)))
         if qs == "pass" and bs != "pass":
             worse += len(ts)
     if not q:
-        print("  no results from qemu-nbd: see the log")
+        print("  no results from %s: see the log" % ref)
         worse += 1
 print("results in", res)
 sys.exit(1 if worse else 0)

@@ -1,0 +1,44 @@
+# tests/debsrc.sh - sourced by the scripts that run a project's own tests
+# from its Debian source package (libnbd-interop.sh, qemu-iotests.sh).
+#
+#   debsrc_dir CACHE SOURCE BINARY
+#
+# prints the directory of SOURCE's unpacked source under CACHE/src,
+# fetching it first when it is not there: `apt-get source SOURCE=V`,
+# V being the source version of the installed package BINARY, through
+# a private deb-src list under CACHE/apt (the system's apt lists are
+# not touched).  Fails (status 1, nothing printed) when it cannot.
+
+debsrc_fetch() {   # CACHE SOURCE BINARY
+    local cache=$1 src=$2 bin=$3
+    local list=$cache/apt/sources.list
+    local opts=(-o "Dir::Etc::SourceList=$list"
+                -o "Dir::Etc::SourceParts=$cache/apt/parts.d"
+                -o "Dir::State::Lists=$cache/apt/lists"
+                -o "Dir::Cache=$cache/apt/cache"
+                -o "APT::Get::List-Cleanup=false")
+    mkdir -p "$cache/apt/lists/partial" "$cache/apt/cache" \
+             "$cache/apt/parts.d" "$cache/src"
+    cat > "$list" <<LIST
+deb-src http://deb.debian.org/debian bookworm main
+deb-src http://deb.debian.org/debian-security bookworm-security main
+deb-src http://deb.debian.org/debian bookworm-updates main
+LIST
+    local ver
+    ver=$(dpkg-query -W -f '${source:Version}' "$bin")
+    apt-get -q "${opts[@]}" update >/dev/null || return 1
+    (cd "$cache/src" && apt-get -q "${opts[@]}" source "$src=$ver") \
+        || return 1
+}
+
+debsrc_dir() {   # CACHE SOURCE BINARY
+    local cache=$1 src=$2 bin=$3 dir
+    dir=$(ls -d "$cache"/src/"$src"-*/ 2>/dev/null | head -1)
+    if [ -z "$dir" ]; then
+        echo "fetching $src's source into $cache ..." >&2
+        debsrc_fetch "$cache" "$src" "$bin" || return 1
+        dir=$(ls -d "$cache"/src/"$src"-*/ 2>/dev/null | head -1)
+    fi
+    [ -n "$dir" ] || return 1
+    echo "${dir%/}"
+}
