@@ -501,6 +501,18 @@ static BlockNode *blk_find_parent(BlockNode *bs, const char **role)
     return NULL;
 }
 
+char *blk_node_writer(BlockNode *bs)
+{
+    UserVec *users = bs->users;
+
+    for (size_t i = 0; users != NULL && i < users->len; i++) {
+        if (users->ptr[i].write) {
+            return xstrdup(users->ptr[i].name);
+        }
+    }
+    return NULL;
+}
+
 char *blk_node_busy_reason(BlockNode *bs)
 {
     UserVec *users = bs->users;

@@ -552,6 +552,10 @@ bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
 /* Delete a monitor-owned node (blockdev-del): fails with QEMU's
  * messages when the node is unknown, not monitor-owned, or in use. */
 bool blk_node_delete(BlockGraph *g, const char *node_name, Error **errp);
+/* Name of the first user registered with write access (an export
+ * that is writable, a job writing it), or NULL.  Returns a new
+ * string. */
+char *blk_node_writer(BlockNode *bs);
 /* Name of the user or parent that keeps bs busy, or NULL when only the
  * caller's reference remains.  Returns a new string. */
 char *blk_node_busy_reason(BlockNode *bs);

@@ -27,6 +27,7 @@
 #include "blockdev/mirror.h"
 #include "qapi-commands.h"
 #include "qmp/qmp.h"
+#include "util/cleanup.h"
 #include "util/util.h"
 
 #define STREAM_GRANULE 512
@@ -419,6 +420,32 @@ static const JobDriver commit_driver = {
     .free = stream_free,
 };
 
+/* QEMU's stream job unshares write on the nodes it copies from (top's
+ * backing chain above base): a writer there, such as a writable
+ * export, would change data under the copy.  QEMU's message (its
+ * exports are unnamed block devices). */
+static bool stream_check_writers(Job *job, BlockNode *top, BlockNode *base,
+                                 Error **errp)
+{
+    for (BlockNode *n = top->backing; n != NULL && n != base;
+         n = n->backing) {
+        CLEANUP_FREE char *w = blk_node_writer(n);
+
+        if (w != NULL) {
+            error_setg(errp, "Permission conflict on node '%s': permissions "
+                       "'write' are both required by %s (uses node '%s' as "
+                       "'root' child) and unshared by stream job '%s' (uses "
+                       "node '%s' as 'intermediate node' child).",
+                       blk_node_name(n),
+                       strncmp(w, "export ", 7) == 0
+                       ? "an unnamed block device" : w,
+                       blk_node_name(n), job->id, blk_node_name(n));
+            return false;
+        }
+    }
+    return true;
+}
+
 /* base's depth in top's chain (top = 1), or 0 when it is not there. */
 static int stream_chain_depth(BlockNode *top, BlockNode *base)
 {
@@ -516,7 +543,8 @@ bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
     s = container_of(job, StreamJob, job);
     job->on_source_error = job->on_target_error = args->on_error;
     job->speed = args->speed;
-    if (!job_claim_node(job, top, true, errp)) {
+    if (!stream_check_writers(job, top, base, errp) ||
+        !job_claim_node(job, top, true, errp)) {
         job_early_fail(job);
         return false;
     }

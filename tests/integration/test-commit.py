@@ -1,43 +1,14 @@
 """block-commit against qemu-img commit: committing mid into base in a
 chain base <- mid <- top gives the base qemu-img commit gives, top reads
 as before with base as its backing file; bad input."""
-import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
+from chain import info, make_chain, run, wait_end
 from conftest import QmpError, requires
-
-MIB = 1 << 20
-SIZE = 8 * MIB
-
-
-def run(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def info(path):
-    return json.loads(run("qemu-img", "info", "--output=json", path))
-
-
-def make_chain(d):
-    os.makedirs(d, exist_ok=True)
-    base = os.path.join(d, "base.qcow2")
-    mid = os.path.join(d, "mid.qcow2")
-    top = os.path.join(d, "top.qcow2")
-    run("qemu-img", "create", "-q", "-f", "qcow2", base, str(SIZE))
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 8M", base)
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
-        "-F", "qcow2", mid)
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 2M",
-        "-c", "write -P 0x03 6M 64k", "-c", "write -z 7M 512k", mid)
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2",
-        "-F", "qcow2", top)
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x04 1536k 64k", top)
-    return base, mid, top
 
 
 def add_chain(blockd, base, mid, top):
@@ -53,18 +24,6 @@ def add_chain(blockd, base, mid, top):
                                 "backing": "mid",
                                 "file": {"driver": "file",
                                          "filename": top}})
-
-
-def wait_end(q, job):
-    statuses, end = [], None
-    while not statuses or statuses[-1] != "null":
-        ev = q.get_event(timeout=60)
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            statuses.append(d["status"])
-        elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-            end = ev
-    return end
 
 
 def test_commit_like_qemu_img(blockd, tmp_path):

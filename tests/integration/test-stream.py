@@ -3,58 +3,20 @@ streamed into top (down to base, or the whole chain) reads the same as
 before and as `qemu-img rebase` of a copy makes it, and records the same
 backing file; libnbd writes during a slow stream win over the job's
 copies; bad input."""
-import json
 import os
 import shutil
-import subprocess
 
 import nbd
 import pytest
 
+from chain import MIB, SIZE, info, make_chain as _make_chain, run, wait_end
 from conftest import QmpError, requires
-
-MIB = 1 << 20
-SIZE = 8 * MIB
-
-
-def run(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def info(path):
-    return json.loads(run("qemu-img", "info", "--output=json", path))
 
 
 def make_chain(d):
     """base <- mid <- top in directory d, data in every layer."""
-    os.makedirs(d, exist_ok=True)
-    base = os.path.join(d, "base.qcow2")
-    mid = os.path.join(d, "mid.qcow2")
-    top = os.path.join(d, "top.qcow2")
-    run("qemu-img", "create", "-q", "-f", "qcow2", base, str(SIZE))
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 8M", base)
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
-        "-F", "qcow2", mid)
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 2M",
-        "-c", "write -P 0x03 6M 64k", "-c", "write -z 7M 512k", mid)
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2",
-        "-F", "qcow2", top)
-    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x04 1536k 64k",
-        "-c", "write -P 0x05 6M 4k", top)
-    return base, mid, top
-
-
-def wait_end(q, job):
-    statuses, end = [], None
-    while not statuses or statuses[-1] != "null":
-        ev = q.get_event(timeout=60)
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            statuses.append(d["status"])
-        elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-            end = ev
-    return end
+    return _make_chain(d, ("write -P 0x04 1536k 64k",
+                           "write -P 0x05 6M 4k"))
 
 
 def flat(path, out):
@@ -180,3 +142,43 @@ def test_stream_bad_input(blockd, tmp_path):
     # a cancelled stream keeps the chain
     blockd.cmd("blockdev-del", node_name="top")
     assert info(top)["backing-filename"] == "mid.qcow2"
+
+
+def test_stream_refuses_written_intermediate(blockd, tmp_path):
+    """A writable export on a node the stream copies from (QEMU's
+    qsd-jobs case): refused with QEMU's permission conflict, after the
+    job's created and null events; read-only it is fine."""
+    requires("qemu-img", "qemu-io")
+    base, mid, top = make_chain(str(tmp_path / "a"))
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "base",
+                                "file": {"driver": "file",
+                                         "filename": base}})
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "backing": "base",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "base", "name": "e0",
+                                    "writable": True})
+    with pytest.raises(QmpError) as e:
+        blockd.cmd("block-stream", {"job-id": "job0", "device": "top"})
+    assert e.value.cls == "GenericError"
+    assert e.value.desc == (
+        "Permission conflict on node 'base': permissions 'write' are both "
+        "required by an unnamed block device (uses node 'base' as 'root' "
+        "child) and unshared by stream job 'job0' (uses node 'base' as "
+        "'intermediate node' child).")
+    for status in ("created", "null"):
+        ev = blockd.conn.get_event("JOB_STATUS_CHANGE")
+        assert ev["data"] == {"id": "job0", "status": status}
+    assert blockd.cmd("query-jobs") == []
+    blockd.cmd("block-export-del", id="e0")
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e1",
+                                    "node-name": "base", "name": "e1"})
+    blockd.cmd("block-stream", {"job-id": "job1", "device": "top"})
+    end = wait_end(blockd.conn, "job1")
+    assert end["event"] == "BLOCK_JOB_COMPLETED"
+    assert "error" not in end["data"], end

@@ -1,0 +1,54 @@
+"""The backing chain the block-commit and block-stream tests share:
+base <- mid <- top (qcow2, SIZE bytes) with data in every layer, and
+the helpers they both use."""
+import json
+import os
+import subprocess
+
+MIB = 1 << 20
+SIZE = 8 * MIB
+
+
+def run(*cmd):
+    return subprocess.run(cmd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def info(path):
+    return json.loads(run("qemu-img", "info", "--output=json", path))
+
+
+def make_chain(d, top_writes=("write -P 0x04 1536k 64k",)):
+    """base <- mid <- top in directory d; top_writes are qemu-io
+    commands for top.  Returns the three paths."""
+    os.makedirs(d, exist_ok=True)
+    base = os.path.join(d, "base.qcow2")
+    mid = os.path.join(d, "mid.qcow2")
+    top = os.path.join(d, "top.qcow2")
+    run("qemu-img", "create", "-q", "-f", "qcow2", base, str(SIZE))
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 8M", base)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
+        "-F", "qcow2", mid)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 2M",
+        "-c", "write -P 0x03 6M 64k", "-c", "write -z 7M 512k", mid)
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2",
+        "-F", "qcow2", top)
+    args = []
+    for w in top_writes:
+        args += ["-c", w]
+    run("qemu-io", "-f", "qcow2", *args, top)
+    return base, mid, top
+
+
+def wait_end(q, job):
+    """The BLOCK_JOB_COMPLETED/CANCELLED event of job, once it is gone
+    (status null)."""
+    statuses, end = [], None
+    while not statuses or statuses[-1] != "null":
+        ev = q.get_event(timeout=60)
+        d = ev.get("data", {})
+        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
+            statuses.append(d["status"])
+        elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
+            end = ev
+    return end
