@@ -26,6 +26,12 @@
  * never sees a cluster half copied.  Entries live on the stack of a
  * worker doing I/O, so every wait ends.
  *
+ * cbw-timeout: a copy then runs on a thread of its own and the guest's
+ * write waits for it at most that long; past it the copy counts as
+ * failed (-ETIMEDOUT, then on-cbw-error decides) and its late result is
+ * dropped: its clusters are neither done nor, with break-guest-write,
+ * taken out of todo.
+ *
  * Threads: the data path runs on workers (neither node is aio_inline);
  * open and close as block.h says.
  */
@@ -33,6 +39,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blockdev/bitmap.h"
 #include "blockdev/block.h"
@@ -53,6 +60,7 @@ typedef struct CbwRange {
 typedef struct CbwState {
     uint64_t len;                /* bytes of the source at open */
     OnCbwError on_error;
+    uint32_t timeout_s;          /* cbw-timeout: seconds, 0 = none */
     pthread_mutex_t lock;
     pthread_cond_t cond;         /* a range left the list */
     HBitmap *todo, *done, *access;   /* under lock, see above */
@@ -97,6 +105,83 @@ static int cbw_copy(BlockNode *bs, uint64_t start, uint64_t end,
     return blk_pwrite(bs->target, start, end - start, buf, 0);
 }
 
+/* A copy with a time limit (cbw-timeout) runs on its own thread, so the
+ * guest's write can stop waiting for it.  The thread holds a reference
+ * to the node; whoever of the thread and the waiter comes last frees
+ * the copy (under the node's lock). */
+typedef struct CbwTimedCopy {
+    BlockNode *bs;
+    uint64_t start, end;
+    uint8_t *buf;
+    int ret;
+    bool finished;               /* under the node's lock */
+    bool abandoned;              /* the waiter gave up (under the lock) */
+} CbwTimedCopy;
+
+static void *cbw_timed_copy_thread(void *opaque)
+{
+    CbwTimedCopy *c = opaque;
+    BlockNode *bs = c->bs;
+    CbwState *s = bs->opaque;
+    int ret = cbw_copy(bs, c->start, c->end, c->buf);
+    bool abandoned;
+
+    pthread_mutex_lock(&s->lock);
+    c->ret = ret;
+    c->finished = true;
+    abandoned = c->abandoned;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (abandoned) {
+        free(c->buf);
+        free(c);
+    }
+    blk_unref(bs);
+    return NULL;
+}
+
+/* cbw_copy() within s->timeout_s seconds: -ETIMEDOUT when it takes
+ * longer (it goes on, and its result is dropped).  Called and returns
+ * with s->lock held (released while waiting). */
+static int cbw_copy_timed(BlockNode *bs, uint64_t start, uint64_t end)
+{
+    CbwState *s = bs->opaque;
+    CbwTimedCopy *c = XNEW(CbwTimedCopy);
+    struct timespec deadline;
+    pthread_attr_t attr;
+    pthread_t th;
+    int ret;
+
+    c->bs = bs;
+    c->start = start;
+    c->end = end;
+    c->buf = xmalloc(end - start);
+    blk_ref(bs);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    ret = pthread_create(&th, &attr, cbw_timed_copy_thread, c);
+    pthread_attr_destroy(&attr);
+    if (ret != 0) {
+        blk_unref(bs);
+        free(c->buf);
+        free(c);
+        return -ret;
+    }
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += s->timeout_s;
+    while (!c->finished) {
+        if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) ==
+            ETIMEDOUT && !c->finished) {
+            c->abandoned = true;     /* the thread frees it */
+            return -ETIMEDOUT;
+        }
+    }
+    ret = c->ret;
+    free(c->buf);
+    free(c);
+    return ret;
+}
+
 /* Before a request changes [offset, offset+bytes) of the source: copy
  * the old data of the clusters still in todo.  0, or -errno to fail the
  * guest's request (on-cbw-error=break-guest-write). */
@@ -137,12 +222,16 @@ static int cbw_before_write(BlockNode *bs, uint64_t offset, uint64_t bytes)
         s->inflight = &me;
         pthread_mutex_unlock(&s->lock);
 
-        if (buf == NULL) {
-            buf = xmalloc(CBW_COPY_MAX);
+        if (s->timeout_s > 0) {
+            pthread_mutex_lock(&s->lock);
+            ret = cbw_copy_timed(bs, me.start, me.end);
+        } else {
+            if (buf == NULL) {
+                buf = xmalloc(CBW_COPY_MAX);
+            }
+            ret = cbw_copy(bs, me.start, me.end, buf);
+            pthread_mutex_lock(&s->lock);
         }
-        ret = cbw_copy(bs, me.start, me.end, buf);
-
-        pthread_mutex_lock(&s->lock);
         cbw_range_remove(s, &me);
         if (ret == 0) {
             hbm_set(s->done, me.start, me.end - me.start);
@@ -218,12 +307,8 @@ static bool cbw_open(BlockNode *bs, const void *opts, Error **errp)
 
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
-    if (o->cbw_timeout != 0) {
-        error_setg(errp, "cbw-timeout is not supported (only 0, no limit)");
-        cbw_close(bs);           /* not opened: close will not run */
-        return false;
-    }
     s->on_error = o->on_cbw_error;
+    s->timeout_s = o->cbw_timeout;
     if (!blk_open_child(bs, "file", o->file, errp) ||
         !blk_open_child(bs, "target", o->target, errp)) {
         cbw_close(bs);
