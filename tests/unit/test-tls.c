@@ -196,6 +196,7 @@ typedef struct End {
     bool handshake_ok;
     bool peer_ok;
     gnutls_group_t group;     /* the key exchange group negotiated */
+    gnutls_cipher_algorithm_t cipher; /* the cipher negotiated */
     char *identity;
     char *why;                /* the first failure */
 } End;
@@ -223,6 +224,7 @@ static void *run_end(void *opaque)
         e->why = xstrdup(gnutls_strerror(r));
     } else {
         e->group = gnutls_group_get(s);
+        e->cipher = gnutls_cipher_get(s);
         e->peer_ok = tls_creds_check_peer(e->creds, s, e->hostname,
                                           &e->identity, &err);
         if (!e->peer_ok) {
@@ -297,7 +299,9 @@ static void test_x509_mutual(void)
 }
 
 /* The default server priority picks X25519 over SECP256R1 when a
- * client offers both in the other order (crypto/tlscreds.c). */
+ * client offers both in the other order, and AES-128-GCM (whose SHA-256
+ * key schedule is cheaper) over NORMAL's first, AES-256-GCM with SHA-384
+ * (crypto/tlscreds.c). */
 static void test_x509_default_group(void)
 {
     End se, ce;
@@ -306,6 +310,8 @@ static void test_x509_default_group(void)
     CU_ASSERT_TRUE(se.handshake_ok && ce.handshake_ok);
     CU_ASSERT_EQUAL(se.group, GNUTLS_GROUP_X25519);
     CU_ASSERT_EQUAL(ce.group, GNUTLS_GROUP_X25519);
+    CU_ASSERT_EQUAL(se.cipher, GNUTLS_CIPHER_AES_128_GCM);
+    CU_ASSERT_EQUAL(ce.cipher, GNUTLS_CIPHER_AES_128_GCM);
     end_clear(&se);
     end_clear(&ce);
 }
