@@ -21,6 +21,10 @@
 #             server CPU per GiB or per request)
 #   tls/      bench/tls.sh: blockd and qemu-nbd over TLS
 #   qmp/      bench/qmp-lat.py: QMP p99 while 200 clients read
+#   scale/    bench/many-exports.py: 1,000 exports' RSS and query time
+#   jobs/     bench/backup.py and bench/mirror.py: a 1 GiB full backup
+#             and mirror (with an export on the source), beside
+#             qemu-storage-daemon
 # --quick runs 1 round with short runs (a smoke test of the whole chain;
 # its figures mean nothing).  Needs what scripts/install-deps.sh installs
 # (gnuplot included) and a quiet machine: it takes about an hour with
@@ -39,11 +43,11 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     --quick) QUICK=1; ROUNDS=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$RESULTS"/{clients,load,tls,qmp}
+mkdir -p "$RESULTS"/{clients,load,tls,qmp,scale,jobs}
 log() { echo "== bench/all.sh: $* ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"; }
 {
   echo "# bench/all.sh --rounds $ROUNDS$([ "$QUICK" = 1 ] && echo ' --quick') ($(date -u '+%F %H:%M') UTC, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
@@ -55,11 +59,15 @@ if [ "$QUICK" = 1 ]; then
   LOAD_ARGS=(--seconds 1 --size $((256 << 20)))
   TLS_ARGS=(--size $((128 << 20)))
   QMP_ARGS=(--seconds 1 --conns 50)
+  SCALE_ARGS=(--exports 100 --queries 10)
+  JOB_SIZE=$((64 << 20))
 else
   CLIENT_ARGS=()
   LOAD_ARGS=()
   TLS_ARGS=()
   QMP_ARGS=()
+  SCALE_ARGS=()
+  JOB_SIZE=$((1 << 30))
 fi
 
 log "third-party clients (bench/run.sh)"
@@ -76,6 +84,16 @@ log "TLS (bench/tls.sh)"
 log "QMP under load (bench/qmp-lat.py)"
 /usr/bin/python3 "$HERE/qmp-lat.py" --rounds "$ROUNDS" "${QMP_ARGS[@]}" \
   | tee "$RESULTS/qmp/raw.txt"
+
+log "many exports (bench/many-exports.py)"
+/usr/bin/python3 "$HERE/many-exports.py" "${SCALE_ARGS[@]}" \
+  | tee "$RESULTS/scale/many-exports.txt"
+
+log "jobs (bench/backup.py, bench/mirror.py)"
+/usr/bin/python3 "$HERE/backup.py" --rounds "$ROUNDS" --size "$JOB_SIZE" \
+  | tee "$RESULTS/jobs/backup.txt"
+/usr/bin/python3 "$HERE/mirror.py" --rounds "$ROUNDS" --size "$JOB_SIZE" \
+  --export-load | tee "$RESULTS/jobs/mirror.txt"
 
 log "summary"
 /usr/bin/python3 "$HERE/summary.py" "$RESULTS" | tee "$RESULTS/summary.txt"

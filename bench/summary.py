@@ -161,6 +161,13 @@ def main():
     print()
     for line in ceiling(d):
         print(line)
+    for name in ("scale/many-exports.txt", "jobs/backup.txt",
+                 "jobs/mirror.txt"):
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            # the scripts' own summaries: their last lines
+            lines = open(path).read().rstrip().splitlines()
+            print("\n%s:\n%s" % (name, "\n".join(lines[-4:])))
     rss = os.path.join(d, "clients", "idle-rss.txt")
     if os.path.exists(rss):
         print("\nidle connections (bench/idle-rss.py):")
