@@ -225,33 +225,30 @@ static void backup_sync_progress(BackupJob *b)
 
 static void backup_run(Job *job);
 
+static void backup_init_extent(void *opaque, uint64_t pos, uint64_t n,
+                               int depth)
+{
+    BackupCbw *c = opaque;
+
+    if (depth != 1) {
+        pthread_mutex_lock(&c->lock);
+        hbm_reset(c->todo, pos, n);
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
 /* On a worker: for sync=top, drop from todo what the source's own layer
  * does not allocate. */
 static void backup_init_work(WorkerJob *wj)
 {
     BackupJob *b = container_of(wj, BackupJob, init_wj);
-    BackupCbw *c = b->cbw;
-    uint64_t pos = 0;
 
     b->init_ret = 0;
     if (b->sync != MIRROR_SYNC_MODE_TOP) {
         return;
     }
-    while (pos < c->len) {
-        uint64_t pnum = 0;
-        int depth = blk_allocation_depth(b->source, pos, c->len - pos,
-                                         &pnum);
-        if (depth < 0) {
-            b->init_ret = depth;
-            return;
-        }
-        if (depth != 1) {
-            pthread_mutex_lock(&c->lock);
-            hbm_reset(c->todo, pos, pnum);
-            pthread_mutex_unlock(&c->lock);
-        }
-        pos += pnum;
-    }
+    b->init_ret = job_walk_depth(b->source, b->cbw->len, backup_init_extent,
+                                 b->cbw);
 }
 
 static void backup_init_done(WorkerJob *wj)

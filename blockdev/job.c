@@ -591,6 +591,26 @@ bool job_set_speed(Job *job, int64_t speed, Error **errp)
     return true;
 }
 
+int job_walk_depth(BlockNode *bs, uint64_t len,
+                   void (*fn)(void *opaque, uint64_t pos, uint64_t n,
+                              int depth),
+                   void *opaque)
+{
+    uint64_t pos = 0;
+
+    while (pos < len) {
+        uint64_t pnum = 0;
+        int depth = blk_allocation_depth(bs, pos, len - pos, &pnum);
+
+        if (depth < 0) {
+            return depth;
+        }
+        fn(opaque, pos, pnum, depth);
+        pos += pnum;
+    }
+    return 0;
+}
+
 void job_cancel_all(BlockGraph *g)
 {
     Job *next;

@@ -136,6 +136,14 @@ void job_sleep(Job *job, uint64_t usec);
 /* A block job (every type but create): it emits the BLOCK_JOB_*
  * events and query-block-jobs lists it, as in QEMU. */
 bool job_is_block_job(const Job *job);
+/* On a worker, before a job's copy starts: fn(opaque, pos, n, depth)
+ * for each extent of [0, len) of bs with its allocation depth
+ * (blk_allocation_depth: 0 unallocated, 1 in bs itself, ...).  Returns
+ * 0, or the first error of blk_allocation_depth. */
+int job_walk_depth(BlockNode *bs, uint64_t len,
+                   void (*fn)(void *opaque, uint64_t pos, uint64_t n,
+                              int depth),
+                   void *opaque);
 void job_progress_add(Job *job, int64_t done);
 void job_progress_add_total(Job *job, int64_t more);
 /* A mirror-like job copied everything: running -> ready and

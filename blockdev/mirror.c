@@ -303,37 +303,30 @@ static void mirror_hook_done(BlockWriteHook *hook)
 
 static void mirror_run(Job *job);
 
+/* sync=top copies the top layer; commit, the layers above the base. */
+static void mirror_init_extent(void *opaque, uint64_t pos, uint64_t n,
+                               int depth)
+{
+    MirrorJob *m = opaque;
+
+    if (m->is_commit ? depth >= 1 && depth < m->base_depth : depth == 1) {
+        pthread_mutex_lock(&m->sh->lock);
+        hbm_set(m->sh->dirty, pos, n);
+        pthread_mutex_unlock(&m->sh->lock);
+    }
+}
+
 /* On a worker: the initial dirty ranges for sync=top and active
  * commit (full has them all already). */
 static void mirror_init_work(WorkerJob *wj)
 {
     MirrorJob *m = container_of(wj, MirrorJob, init_wj);
-    MirrorShared *sh = m->sh;
-    uint64_t pos = 0;
 
     m->init_ret = 0;
     if (m->sync != MIRROR_SYNC_MODE_TOP && !m->is_commit) {
         return;
     }
-    while (pos < m->len) {
-        uint64_t pnum = 0;
-        int depth = blk_allocation_depth(m->source, pos, m->len - pos,
-                                         &pnum);
-        bool copy;
-
-        if (depth < 0) {
-            m->init_ret = depth;
-            return;
-        }
-        copy = m->is_commit ? depth >= 1 && depth < m->base_depth
-                            : depth == 1;
-        if (copy) {
-            pthread_mutex_lock(&sh->lock);
-            hbm_set(sh->dirty, pos, pnum);
-            pthread_mutex_unlock(&sh->lock);
-        }
-        pos += pnum;
-    }
+    m->init_ret = job_walk_depth(m->source, m->len, mirror_init_extent, m);
 }
 
 static void mirror_update_progress(MirrorJob *m)
