@@ -308,23 +308,37 @@ int blk_pread(BlockNode *bs, uint64_t offset, uint64_t bytes, void *buf,
 static int blk_do_write_zeroes(BlockNode *bs, uint64_t offset,
                                uint64_t bytes, uint32_t flags);
 
+/* The checks a write, write-zeroes or discard starts with: 1 to go on,
+ * 0 when there is nothing to do (no bytes), or -errno for a request
+ * refused before it ran (a read-only node, out of range: counted as
+ * invalid for op). */
+static int blk_modify_check(BlockNode *bs, BlockStatsOp op, uint64_t offset,
+                            uint64_t bytes)
+{
+    int ret;
+
+    if (bs->read_only) {
+        blk_stat_invalid(bs, op);
+        return -EPERM;
+    }
+    ret = blk_check_request(bs, offset, bytes, true);
+    if (ret < 0) {
+        blk_stat_invalid(bs, op);
+        return ret;
+    }
+    return bytes > 0;
+}
+
+
 int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
                const void *buf, uint32_t flags)
 {
     uint64_t t0, done = 0;
     int ret;
 
-    if (bs->read_only) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE);
-        return -EPERM;
-    }
-    ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE);
+    ret = blk_modify_check(bs, BLOCK_STATS_OP_WRITE, offset, bytes);
+    if (ret <= 0) {
         return ret;
-    }
-    if (bytes == 0) {
-        return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
         BlockWriteHook *hook;
@@ -440,17 +454,9 @@ int blk_pwrite_zeroes(BlockNode *bs, uint64_t offset, uint64_t bytes,
     uint64_t t0;
     int ret;
 
-    if (bs->read_only) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE_ZEROES);
-        return -EPERM;
-    }
-    ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_WRITE_ZEROES);
+    ret = blk_modify_check(bs, BLOCK_STATS_OP_WRITE_ZEROES, offset, bytes);
+    if (ret <= 0) {
         return ret;
-    }
-    if (bytes == 0) {
-        return 0;
     }
     if (!(flags & BLK_REQ_NO_HOOK)) {
         BlockWriteHook *hook;
@@ -478,17 +484,9 @@ int blk_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     uint64_t t0;
     int ret;
 
-    if (bs->read_only) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_DISCARD);
-        return -EPERM;
-    }
-    ret = blk_check_request(bs, offset, bytes, true);
-    if (ret < 0) {
-        blk_stat_invalid(bs, BLOCK_STATS_OP_DISCARD);
+    ret = blk_modify_check(bs, BLOCK_STATS_OP_DISCARD, offset, bytes);
+    if (ret <= 0) {
         return ret;
-    }
-    if (bytes == 0) {
-        return 0;
     }
     /* discard=ignore: a discard is only a hint, and it is dropped. */
     if (bs->discard != BLOCKDEV_DISCARD_OPTIONS_UNMAP ||
