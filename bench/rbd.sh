@@ -110,13 +110,6 @@ start() {
   [ -S "$SOCK" ] || { echo "bench/rbd.sh: $1 did not start" >&2; exit 1; }
 }
 
-stop() {
-  kill "$SRV_PID" 2>/dev/null || true
-  wait "$SRV_PID" 2>/dev/null || true
-  while kill -0 "$SRV_PID" 2>/dev/null; do sleep 0.05; done
-  SRV_PID=""
-}
-
 args_for() {
   case "$1" in
     seqread) echo "--op read --pattern seq --bs 262144 --qd 8 --conns 2" ;;

@@ -4,13 +4,20 @@
 # round every server of the SRV array (the order rotating by one each
 # round) serves every workload of WORKLOADS on a fresh start:
 #   start NAME        the caller's: starts NAME on $SOCK, sets SRV_PID
-#   stop              the caller's: stops SRV_PID
+#   stop              here: stops SRV_PID and waits until it is gone
 #   args_for W        the caller's: nbdload's arguments for workload W
 #   export_for NAME   optional: the export name NAME serves ("" if unset)
 #   after_run NAME W ROUND  optional: runs after nbdload, server still up
 # and appends three RUN lines per run to $RAW (the rate, the server CPU
 # per unit, the p99 latency) with transport=TRANSPORT, for ratios.py.
 # nbdload runs on CPU 1 for SECONDS_PER_RUN seconds.
+
+stop() {
+  kill "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
+  while kill -0 "$SRV_PID" 2>/dev/null; do sleep 0.05; done
+  SRV_PID=""
+}
 
 bench_rounds() {
   local transport=$1 round i n name w exp j

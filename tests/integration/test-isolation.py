@@ -15,7 +15,7 @@ import time
 import nbd
 
 from conftest import requires
-from throughput import MIB, measure
+from throughput import MIB, add_others, measure
 
 N_OTHERS = 10
 PHASE = 2.0             # seconds of reading per measurement round
@@ -33,17 +33,7 @@ def test_stalled_export_does_not_starve_others(blockd):
                   "read-zeroes": True}})
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e-stuck",
                                     "node-name": "stuck", "name": "stuck"})
-    handles = []
-    for i in range(N_OTHERS):
-        blockd.cmd("blockdev-add", {"driver": "null-co",
-                                    "node-name": "n%d" % i,
-                                    "size": 64 * MIB, "read-zeroes": True})
-        blockd.cmd("block-export-add", {"type": "nbd", "id": "e%d" % i,
-                                        "node-name": "n%d" % i,
-                                        "name": "n%d" % i})
-        h = nbd.NBD()
-        h.connect_uri("nbd+unix:///n%d?socket=%s" % (i, sock))
-        handles.append(h)
+    handles = add_others(blockd, sock, N_OTHERS)
 
     before, before_cpu = measure(blockd.pid, handles, PHASE)
     assert before > 0

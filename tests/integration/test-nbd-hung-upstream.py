@@ -31,7 +31,7 @@ import nbd
 import pytest
 
 from conftest import requires
-from throughput import MIB, measure, read_for
+from throughput import MIB, add_others, measure, read_for
 from upstream import Upstream, export, nbd_node, requires_nbd_driver
 
 N_OTHERS = 10
@@ -72,17 +72,7 @@ def attach_all(blockd, up, **nbd_opts):
     nbd_node(blockd, "hung", up.sock, **nbd_opts)
     uri = export(blockd, "hung", "hung")
     sock = uri.split("socket=")[1]
-    others = []
-    for i in range(N_OTHERS):
-        blockd.cmd("blockdev-add", {"driver": "null-co",
-                                    "node-name": "n%d" % i,
-                                    "size": 64 * MIB, "read-zeroes": True})
-        blockd.cmd("block-export-add", {"type": "nbd", "id": "e%d" % i,
-                                        "node-name": "n%d" % i,
-                                        "name": "n%d" % i})
-        h = nbd.NBD()
-        h.connect_uri("nbd+unix:///n%d?socket=%s" % (i, sock))
-        others.append(h)
+    others = add_others(blockd, sock, N_OTHERS)
     return dict(blockd=blockd, up=up, uri=uri, others=others)
 
 

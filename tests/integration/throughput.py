@@ -62,3 +62,21 @@ def measure(pid, handles, seconds, rounds=2):
         if best is None or r[0] / r[1] > best[0] / best[1]:
             best = r
     return best
+
+
+def add_others(blockd, sock, n, size=64 * MIB):
+    """n exports n0..n{n-1} of null-co nodes (zeroes, never waiting) on
+    blockd's NBD server at unix socket sock, each with a connected
+    libnbd handle; the handles."""
+    handles = []
+    for i in range(n):
+        blockd.cmd("blockdev-add", {"driver": "null-co",
+                                    "node-name": "n%d" % i,
+                                    "size": size, "read-zeroes": True})
+        blockd.cmd("block-export-add", {"type": "nbd", "id": "e%d" % i,
+                                        "node-name": "n%d" % i,
+                                        "name": "n%d" % i})
+        h = nbd.NBD()
+        h.connect_uri("nbd+unix:///n%d?socket=%s" % (i, sock))
+        handles.append(h)
+    return handles
