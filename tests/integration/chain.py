@@ -14,6 +14,16 @@ def run(*cmd):
                           text=True).stdout
 
 
+def qcow2(path, size, backing=None):
+    """qemu-img create of a qcow2 image (backing: a qcow2 file name);
+    returns path."""
+    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
+    if backing is not None:
+        args += ["-b", backing, "-F", "qcow2"]
+    run(*args, path, str(size))
+    return path
+
+
 def info(path):
     return json.loads(run("qemu-img", "info", "--output=json", path))
 

@@ -5,25 +5,10 @@ per on-target-error, the bitmap of the failed incremental kept, and a
 retry to a new target succeeds."""
 import json
 import os
-import subprocess
 import time
 
+from chain import MIB, qcow2, run
 from conftest import requires
-
-MIB = 1 << 20
-
-
-def run(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def qcow2(path, size, backing=None):
-    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
-    if backing is not None:
-        args += ["-b", backing, "-F", "qcow2"]
-    run(*args, path, str(size))
-    return path
 
 
 def serve(d, node_opts, name):

@@ -5,28 +5,13 @@ the job verbs in the wrong state, bad input, and SIGTERM with a job
 running."""
 import json
 import os
-import subprocess
 import time
 
 import nbd
 import pytest
 
+from chain import MIB, qcow2, run
 from conftest import QmpError, requires
-
-MIB = 1 << 20
-
-
-def run(*cmd):
-    return subprocess.run(cmd, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def qcow2(path, size, backing=None):
-    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
-    if backing is not None:
-        args += ["-b", backing, "-F", "qcow2"]
-    run(*args, path, str(size))
-    return path
 
 
 def add_qcow2(blockd, name, path, backing=True):
