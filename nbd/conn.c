@@ -746,14 +746,14 @@ static char *conn_peer_name(int fd)
     return xstrdup("unix");
 }
 
-NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
+/* A connection on fd without its peer name yet. */
+static NbdConn *conn_alloc_unnamed(NbdServer *srv, int fd)
 {
     NbdConn *c = XNEW(NbdConn);
 
     c->srv = srv;
     c->ctx = srv->ctx;
     c->tls_required = srv->tls != NULL;
-    c->peer = conn_peer_name(fd);
     c->serial = ++srv->conn_serial;
     xport_init_plain(&c->xp, fd);
     c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
@@ -761,12 +761,24 @@ NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
     return c;
 }
 
+NbdConn *nbd_conn_alloc(NbdServer *srv, int fd)
+{
+    NbdConn *c = conn_alloc_unnamed(srv, fd);
+
+    c->peer = conn_peer_name(fd);
+    return c;
+}
+
 NbdConn *nbd_conn_new(NbdServer *srv, int fd)
 {
-    NbdConn *c = nbd_conn_alloc(srv, fd);
+    NbdConn *c = conn_alloc_unnamed(srv, fd);
 
+    /* The greeting first: the client waits for it, not for the two
+     * system calls that name the peer (nothing reads the name before
+     * this function returns). */
     nbd_hs_start(c);
     nbd_conn_flush_output(c);
+    c->peer = c->closed ? xstrdup("unix") : conn_peer_name(fd);
     nbd_conn_update_events(c);
     return c;
 }
