@@ -14,6 +14,10 @@
 #
 #   bench/tls.sh [--rounds N] [--size BYTES] [--results DIR]
 #
+# SERVERS="blockd blockd-b qemu-nbd" picks the servers (default: blockd
+# qemu-nbd blockd-plain); blockd-b is $BLOCKD_B over TLS, for an A/B of
+# two builds in one run (ratios.py's "blockd-b" column: A over B).
+#
 # Output: RUN lines in DIR/raw.txt, then bench/ratios.py: "qemu-nbd" is
 # blockd-over-TLS / qemu-nbd-over-TLS (> 1: blockd better) and
 # "blockd-plain" is blockd-over-TLS / blockd-in-clear (for rates: the
@@ -37,13 +41,15 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/tls.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 for t in certtool qemu-nbd nbdcopy fio taskset setpriv; do
   command -v $t >/dev/null || { echo "bench/tls.sh: $t is missing" >&2; exit 1; }
 done
+[[ " ${SERVERS:-} " != *" blockd-b "* ]] || [ -x "${BLOCKD_B:-}" ] ||
+  { echo "bench/tls.sh: blockd-b needs BLOCKD_B=binary" >&2; exit 1; }
 [ -x "$BLOCKD" ] || { echo "no blockd at $BLOCKD (set BLOCKD=)" >&2; exit 1; }
 [ -f "$HARNESS/nbdbench.py" ] || { echo "no harness at $HARNESS" >&2; exit 1; }
 
@@ -89,6 +95,9 @@ start() {
     blockd) taskset -c 0 "$BLOCKD" --object "$OBJ" "${NODES[@]}" \
               --nbd-server "addr.type=unix,addr.path=$SOCK,tls-creds=t0" \
               "${EXPORT[@]}" 2>>"$RESULTS/blockd.log" & ;;
+    blockd-b) taskset -c 0 "$BLOCKD_B" --object "$OBJ" "${NODES[@]}" \
+              --nbd-server "addr.type=unix,addr.path=$SOCK,tls-creds=t0" \
+              "${EXPORT[@]}" 2>>"$RESULTS/blockd.log" & ;;
     blockd-plain) taskset -c 0 "$BLOCKD" "${NODES[@]}" \
               --nbd-server "addr.type=unix,addr.path=$SOCK" \
               "${EXPORT[@]}" 2>>"$RESULTS/blockd.log" & ;;
@@ -104,7 +113,7 @@ stop() {
   SRV_PID=""
 }
 
-SERVERS=(blockd qemu-nbd blockd-plain)
+read -r -a SERVERS <<< "${SERVERS:-blockd qemu-nbd blockd-plain}"
 RAW=$RESULTS/raw.txt
 : > "$RAW"
 for round in $(seq "$ROUNDS"); do
