@@ -60,6 +60,26 @@ def camel_from_cmd(name):
                    if p)
 
 
+def qemu_dict_order(names):
+    """names in the order QEMU writes the members of a JSON object.
+
+    QEMU builds event data in a QDict, a hash table of 512 buckets, and
+    prints it bucket by bucket; a bucket lists its newest member first.
+    So its order is neither the declaration order nor sorted (e.g.
+    JOB_STATUS_CHANGE is declared id, status and printed status, id).
+    The bucket is gdbm's string hash (as tdb and module-init-tools use
+    it) modulo 512.  Tests that compare text output with QEMU's (the
+    qsd-jobs iotest) need the same order."""
+    def bucket(name):
+        raw = name.encode()
+        h = (0x238F13AF * len(raw)) & 0xffffffff
+        for i, ch in enumerate(raw):
+            h = (h + (ch << (i * 5 % 24))) & 0xffffffff
+        return ((1103515243 * h + 12345) & 0xffffffff) % 512
+    pos = {n: i for i, n in enumerate(names)}
+    return sorted(names, key=lambda n: (bucket(n), -pos[n]))
+
+
 def c_string(s):
     """A C string literal for s (ASCII only, escaped)."""
     out = []
@@ -1494,7 +1514,10 @@ class CGen:
                       % c_string(e.name), '}', '']
                 continue
             o += ['    json_object *o = json_object_new_object();', '']
-            for m in ms:
+            # Members go out in QEMU's order (qemu_dict_order).
+            by_name = {m.name: m for m in ms}
+            for m in (by_name[n] for n in
+                      qemu_dict_order([m.name for m in ms])):
                 ind = '    '
                 if m.optional:
                     o.append('    if (has_%s) {' % m.c)

@@ -67,6 +67,21 @@ class Names(unittest.TestCase):
         self.assertEqual(gen.c_string('a"b\\c\n'), '"a\\"b\\\\c\\n"')
         self.assertEqual(gen.c_string('\x01'), '"\\001"')
 
+    def test_qemu_dict_order(self):
+        # What QEMU 7.2's qemu-storage-daemon prints (tests/qsd-jobs.out
+        # and the QMP envelope).
+        self.assertEqual(gen.qemu_dict_order(['id', 'status']),
+                         ['status', 'id'])
+        self.assertEqual(
+            gen.qemu_dict_order(['type', 'device', 'len', 'offset',
+                                 'speed']),
+            ['device', 'len', 'offset', 'speed', 'type'])
+        self.assertEqual(gen.qemu_dict_order(['data', 'event',
+                                              'timestamp']),
+                         ['timestamp', 'event', 'data'])
+        self.assertEqual(gen.qemu_dict_order(['microseconds', 'seconds']),
+                         ['seconds', 'microseconds'])
+
 
 class Checks(unittest.TestCase):
     def bad(self, defs, words):
