@@ -1048,6 +1048,8 @@ BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
                                             : parent->filename;
     CLEANUP_FREE char *path = blk_path_combine(base, filename);
     CLEANUP_FREE char *open_path = NULL;
+    bool audit = parent->graph != NULL &&
+                 parent->graph->backing_roots.len > 0;
     BlockNode *bs;
     Error *local = NULL;
 
@@ -1056,9 +1058,12 @@ BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
         return NULL;
     }
     /* A name from image content, not from the user: say what it
-     * opens (docs/security.md). */
-    log_info("'%s': opening backing file '%s' named in its header",
-             parent->filename, open_path);
+     * opens (docs/security.md).  An audit line where backing roots
+     * confine such names; otherwise only with -v, so that blockd
+     * started as qemu-storage-daemon says what it says (nothing). */
+    log_msg(audit ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG,
+            "'%s': opening backing file '%s' named in its header",
+            parent->filename, open_path);
     bs = blk_open_image_under(parent->graph, parent, open_path, format,
                               NULL, true, &local);
     if (bs == NULL) {
