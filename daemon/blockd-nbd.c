@@ -43,7 +43,7 @@ static void on_signal(void *opaque)
 {
     QnbdRun *r = opaque;
 
-    daemon_request_quit(r->d, SHUTDOWN_CAUSE_HOST_SIGNAL);
+    daemon_request_quit(r->d, NULL);
 }
 
 /* qemu-nbd's nbd_client_closed: the last client that negotiated ends
@@ -54,7 +54,7 @@ static void on_client_closed(void *opaque, bool negotiated,
     QnbdRun *r = opaque;
 
     if (negotiated && remaining == 0 && !r->o->persistent) {
-        daemon_request_quit(r->d, SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+        daemon_request_quit(r->d, NULL);
     }
 }
 

@@ -19,9 +19,9 @@ static void daemon_replace_node(BlockNode *from, BlockNode *to, void *opaque)
     nbd_exports_replace_node(opaque, from, to);
 }
 
-static void daemon_quit_cb(void *host, ShutdownCause reason)
+static void daemon_quit_cb(void *host, QmpPending *reply)
 {
-    daemon_request_quit(host, reason);
+    daemon_request_quit(host, reply);
 }
 
 static void daemon_committed_cb(void *host, const char *name,
@@ -93,15 +93,24 @@ void daemon_free(Daemon *d)
     nbd_driver_shutdown(d->graph);
     /* Jobs stop issuing I/O; each aborts once its requests drain. */
     job_cancel_all(d->graph);
-    /* Closed now, freed last: completions and deferred frees below may
-     * still emit events (to nobody). */
-    monitor_set_close(d->monitors);
     /* Requests still on the pool hold node references: drain first, then
-     * run their completions and the deferred frees of exports, which
-     * drop node references, before the graph goes. */
+     * run their completions (the jobs conclude: BLOCK_JOB_CANCELLED)
+     * and the deferred frees of exports (BLOCK_EXPORT_DELETED), which
+     * drop node references, before the graph goes.  The monitors are
+     * still open: qemu-storage-daemon sends these events, then quit's
+     * reply, then closes them (QEMU's qsd-jobs iotest). */
     worker_pool_free(d->pool);
     d->pool = NULL;
     loop_run_posted(d->loop);
+    for (size_t i = 0; i < d->nquit_replies; i++) {
+        qmp_complete(d->quit_replies[i], NULL, NULL);
+    }
+    free(d->quit_replies);
+    d->quit_replies = NULL;
+    d->nquit_replies = 0;
+    /* Closed now, freed last: what runs below may still emit events (to
+     * nobody). */
+    monitor_set_close(d->monitors);
     blk_graph_free(d->graph);
     /* What nbd nodes' I/O threads posted before they were joined
      * (events) still sees the monitor set. */
@@ -119,18 +128,21 @@ static void daemon_quit_now(void *opaque)
 {
     Daemon *d = opaque;
 
-    qapi_event_send_shutdown(d->monitors, false, d->quit_reason);
     loop_stop(d->loop);
 }
 
-void daemon_request_quit(Daemon *d, ShutdownCause reason)
+void daemon_request_quit(Daemon *d, QmpPending *reply)
 {
+    if (reply != NULL) {
+        d->quit_replies = xrealloc(d->quit_replies,
+                                   (d->nquit_replies + 1) *
+                                   sizeof(*d->quit_replies));
+        d->quit_replies[d->nquit_replies++] = reply;
+    }
     if (d->quitting) {
         return;
     }
     d->quitting = true;
-    d->quit_reason = reason;
-    /* After the current callback: quit's reply goes out before the
-     * SHUTDOWN event, as in QEMU. */
+    /* After the current callback. */
     loop_post(d->loop, daemon_quit_now, d);
 }

@@ -37,15 +37,21 @@ typedef struct Daemon {
     QmpCtx qmp;               /* every command's context (mon = NULL) */
     ConfigLog *config;        /* what x-blockd-save-config writes */
     bool quitting;            /* quit requested: loop is stopping */
-    ShutdownCause quit_reason;
+    QmpPending **quit_replies;  /* quit commands answered at the end */
+    size_t nquit_replies;
 } Daemon;
 
 /* Create the loop, pool, monitor set and graph.  NULL with errp set on
  * failure. */
 Daemon *daemon_new(Error **errp);
-/* Tear everything down in order: NBD, monitors, pool, graph, loop. */
+/* Tear everything down in order, as qemu-storage-daemon does: exports
+ * (BLOCK_EXPORT_DELETED), jobs (cancelled, their events sent), quit's
+ * replies, monitors, pool, graph, loop. */
 void daemon_free(Daemon *d);
-/* Emit SHUTDOWN and stop the loop at the next turn (once). */
-void daemon_request_quit(Daemon *d, ShutdownCause reason);
+/* Stop the loop at the next turn.  reply (may be NULL) is a quit
+ * command's deferred reply, which daemon_free() sends; taken.  No
+ * SHUTDOWN event: qemu-storage-daemon has none (its schema leaves out
+ * QEMU's run-state.json). */
+void daemon_request_quit(Daemon *d, QmpPending *reply);
 
 #endif

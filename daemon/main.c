@@ -35,7 +35,7 @@ typedef struct StartState {
 
 static void on_signal(void *opaque)
 {
-    daemon_request_quit(opaque, SHUTDOWN_CAUSE_HOST_SIGNAL);
+    daemon_request_quit(opaque, NULL);
 }
 
 static ChardevSpec *find_chardev(StartState *st, const char *id)

@@ -80,7 +80,7 @@ bool qmp_quit(QmpCtx *ctx, const QmpQuitArgs *args, Error **errp)
     (void)args;
     (void)errp;
     if (ctx->request_quit != NULL) {
-        ctx->request_quit(ctx->host, SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+        ctx->request_quit(ctx->host, qmp_defer(ctx));
     }
     return true;
 }

@@ -873,7 +873,7 @@ void monitor_set_close(MonitorSet *ms)
     }
     while (ms->monitors != NULL) {
         Monitor *mon = ms->monitors;
-        /* Last chance for queued replies (the SHUTDOWN event, quit's
+        /* Last chance for queued replies (the shutdown events, quit's
          * reply): one non-blocking attempt. */
         if (mon->out_pos < mon->out_len) {
             ssize_t n = send(mon->fd, mon->out + mon->out_pos,

@@ -30,8 +30,11 @@ typedef struct QmpCtx {
     BlockGraph *graph;        /* the node graph (blockdev/ commands) */
     NbdContext *nbd;          /* the NBD layer (nbd/ commands) */
     ObjectSet *objects;       /* user-creatable objects (object-add) */
-    /* quit: ask the process to stop after this reply (once). */
-    void (*request_quit)(void *host, ShutdownCause cause);
+    /* quit: ask the process to stop.  reply is quit's deferred reply
+     * (NULL: none to send, e.g. from the command line): the host
+     * completes it once exports and jobs are gone, just before the
+     * monitors close, as qemu-storage-daemon answers quit last. */
+    void (*request_quit)(void *host, QmpPending *reply);
     void *host;               /* request_quit's and committed's argument */
     /* Called after a command succeeded (for a deferred one, when it
      * completes without error), with its name, arguments (borrowed; NULL

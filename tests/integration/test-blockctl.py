@@ -402,17 +402,22 @@ def test_events_timeout(blockd):
     assert time.monotonic() - t < 15
 
 
-def test_quit_and_shutdown_event(blockd_factory):
+def test_quit_and_shutdown_events(blockd_factory):
     d = blockd_factory()
+    d.cmd("blockdev-add", driver="null-co", node_name="n0")
+    d.cmd("nbd-server-start", addr={"type": "unix", "data": {
+        "path": os.path.join(d.sockdir, "nbd.sock")}})
+    d.cmd("block-export-add", type="nbd", id="e0", node_name="n0")
     w = watcher(d, "-t", "20")
     assert ok(blockctl(d, "quit")) == "{}\n"
     d.proc.wait(10)
     out, err = w.communicate(timeout=20)
-    # the watcher ends cleanly when the daemon goes away
+    # the watcher ends cleanly when the daemon goes away, with what quit
+    # did (no SHUTDOWN event: qemu-storage-daemon has none)
     assert w.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
-    assert events[-1]["event"] == "SHUTDOWN"
-    assert events[-1]["data"] == {"guest": False, "reason": "host-qmp-quit"}
+    assert [e["event"] for e in events] == ["BLOCK_EXPORT_DELETED"]
+    assert events[-1]["data"] == {"id": "e0"}
 
 
 # --- interactive shell ------------------------------------------------------

@@ -36,9 +36,6 @@ def test_scenario(blockd_factory, path):
             out.append("<- " + filtered(ev))
         q.events.clear()
         out.append("<- " + filtered(reply))
-        if json.loads(line).get("execute") == "quit":
-            ev = q.get_event("SHUTDOWN")
-            out.append("<- " + filtered(ev))
     text = "\n".join(out) + "\n"
     golden = path[:-4] + ".out"
     if os.environ.get("BLOCKD_GOLDEN_UPDATE"):
