@@ -389,6 +389,30 @@ void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
     info->ops = &exp->ops;
 }
 
+/* The export leaves from (a pivot): its qemu:dirty-bitmap contexts
+ * keep the bitmaps they were given at block-export-add, as QEMU's
+ * export keeps the bitmaps it looked up while its BlockBackend moves to
+ * the target.  Those on from were held through the export's own user
+ * of from: they now get one of their own, as a bitmap on another node
+ * has (export_add_bitmaps), so from stays alive and blockdev-del
+ * refuses it until the export goes. */
+static void export_pin_bitmaps(NbdExport *exp, BlockNode *from)
+{
+    for (size_t i = 0; i < exp->n_bitmaps; i++) {
+        DirtyBitmap *bm = exp->bitmaps[i];
+
+        if (exp->bitmap_users[i] != NULL || dirty_bitmap_node(bm) != from) {
+            continue;
+        }
+        exp->bitmap_users[i] = xasprintf("export '%s' bitmap '%s'",
+                                         exp->id, dirty_bitmap_name(bm));
+        /* Should a resize refuse the user, the reference still keeps
+         * the bitmap's memory. */
+        blk_node_add_user(from, exp->bitmap_users[i], false, NULL);
+        blk_ref(from);
+    }
+}
+
 void nbd_exports_replace_node(NbdContext *ctx, BlockNode *from,
                               BlockNode *to)
 {
@@ -405,6 +429,7 @@ void nbd_exports_replace_node(NbdContext *ctx, BlockNode *from,
         blk_node_add_user(to, exp->user, exp->writable, NULL);
         blk_ref(to);
         exp->node = to;
+        export_pin_bitmaps(exp, from);
         blk_node_remove_user(from, exp->user);
         blk_unref(from);
     }
