@@ -316,6 +316,7 @@ const BlockDriver blk_drv_blkdebug = {
     /* Bounds are the child's: over a file, reads past the end return
      * zeroes and writes grow it (a qcow2 above appends clusters). */
     .is_protocol = true,
+    .is_filter = true,
     .open = blkdebug_open,
     .close = blkdebug_close,
     .get_length = blkdebug_get_length,

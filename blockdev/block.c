@@ -1415,14 +1415,16 @@ void blk_graph_set_replace_fn(BlockGraph *g, BlockReplaceFn *fn,
     g->replace_opaque = opaque;
 }
 
-/* Is n bs or below it (file and backing children, recursively)? */
+/* Is n bs or below it (file, backing and target children,
+ * recursively)? */
 static bool blk_subtree_contains(BlockNode *bs, BlockNode *n)
 {
     if (bs == NULL) {
         return false;
     }
     return bs == n || blk_subtree_contains(bs->file, n) ||
-           blk_subtree_contains(bs->backing, n);
+           blk_subtree_contains(bs->backing, n) ||
+           blk_subtree_contains(bs->target, n);
 }
 
 void blk_replace_node(BlockNode *from, BlockNode *to)
@@ -1445,8 +1447,59 @@ void blk_replace_node(BlockNode *from, BlockNode *to)
             p->backing = to;
             blk_unref(from);
         }
+        if (p->target == from) {
+            blk_ref(to);
+            p->target = to;
+            blk_unref(from);
+        }
     }
     if (g != NULL && g->replace_fn != NULL) {
         g->replace_fn(from, to, g->replace_opaque);
     }
+}
+
+BlockNode *blk_insert_filter(BlockNode *bs, const BlockDriver *drv,
+                             const char *node_name, Error **errp)
+{
+    BlockGraph *g = bs->graph;
+    BlockNode *f;
+
+    assert(drv->is_filter && drv->open == NULL);
+    if (node_name != NULL && !blk_check_node_name(g, node_name, errp)) {
+        return NULL;
+    }
+    f = XNEW(BlockNode);
+    f->drv = drv;
+    f->refcnt = 1;
+    f->graph = g;
+    pthread_mutex_init(&f->rmw_lock, NULL);
+    pthread_mutex_init(&f->hook_lock, NULL);
+    pthread_mutex_init(&f->bitmap_lock, NULL);
+    f->opaque = drv->instance_size ? xzalloc(drv->instance_size) : NULL;
+    blk_ref(bs);
+    f->file = bs;
+    f->filename = xstrdup(bs->filename);
+    f->read_only = bs->read_only;
+    f->write_perm = bs->write_perm;
+    f->discard = bs->discard;
+    f->request_alignment = bs->request_alignment;
+    f->max_transfer = bs->max_transfer;
+    f->total_size = drv->get_length(f);
+    f->opened = true;
+    f->node_name = node_name != NULL ? xstrdup(node_name)
+                                     : xasprintf("#block%u", g->next_auto++);
+    NodeVec_append(&g->nodes, f);
+    blk_replace_node(bs, f);
+    return f;
+}
+
+bool blk_can_replace(BlockNode *bs, BlockNode *to_replace)
+{
+    while (bs != NULL) {
+        if (bs == to_replace) {
+            return true;
+        }
+        bs = bs->drv->is_filter ? bs->file : NULL;
+    }
+    return false;
 }

@@ -118,6 +118,12 @@ struct BlockDriver {
      * drivers above need (qcow2 appends clusters).  Other nodes refuse
      * requests past their end (see "Bounds" below). */
     bool is_protocol;
+    /* A filter (QEMU's is_filter): its data is its file child's,
+     * unchanged.  blockdev-mirror's replaces may name a node below it
+     * (QEMU's bdrv_recurse_can_replace).  A filter without block_status
+     * is transparent there too: block status and allocation depth are
+     * its file child's (the filter is no layer of its own). */
+    bool is_filter;
 
     /* Score how well buf (the first bytes of a file) matches the format:
      * 0 no, 100 certain.  Used for probing when no driver is given. */
@@ -511,6 +517,19 @@ void blk_graph_set_replace_fn(BlockGraph *g, BlockReplaceFn *fn,
  * would make a loop) and every user above (blk_graph_set_replace_fn)
  * now uses to.  Requests already submitted to from finish there. */
 void blk_replace_node(BlockNode *from, BlockNode *to);
+/* Put a new node of the filter driver drv (is_filter; no open: it only
+ * passes requests to its file child) named node_name (NULL: "#blockN")
+ * above bs: bs's parents and the users above move to it
+ * (blk_replace_node).  Returns it with a reference for the caller, who
+ * removes it with blk_replace_node(filter, bs or another node) and
+ * blk_unref(); NULL with errp set when the name is invalid or taken.
+ * Loop thread. */
+BlockNode *blk_insert_filter(BlockNode *bs, const BlockDriver *drv,
+                             const char *node_name, Error **errp);
+/* Whether to_replace is bs or lies below it through filters only, so
+ * that replacing it shows the same data (QEMU's
+ * bdrv_recurse_can_replace). */
+bool blk_can_replace(BlockNode *bs, BlockNode *to_replace);
 /* Reopen bs read-write (read_only false) or back read-only, as QEMU
  * does for block-commit's base: read-write switches the file child too
  * when it is read-only; read-only undoes only what an earlier

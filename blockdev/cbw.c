@@ -424,6 +424,7 @@ static void cbw_get_caps(BlockNode *bs, BlockCaps *caps)
 const BlockDriver blk_drv_copy_before_write = {
     .format_name = "copy-before-write",
     .instance_size = sizeof(CbwState),
+    .is_filter = true,
     .open = cbw_open,
     .close = cbw_close,
     .get_length = cbw_get_length,

@@ -625,6 +625,11 @@ static int blk_chain_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
     }
     for (;;) {
         uint64_t n;
+        /* A transparent filter (mirror_top) is no layer: its child is. */
+        while (cur->drv->is_filter && cur->drv->block_status == NULL &&
+               cur->file != NULL) {
+            cur = cur->file;
+        }
         ret = blk_layer_status(cur, offset, bytes, &n);
         if (ret < 0) {
             return ret;

@@ -105,6 +105,10 @@ struct MirrorJob {
     Job job;
     MirrorShared *sh;
     BlockNode *source, *target;
+    BlockNode *filter;           /* filter-node-name's mirror_top over the
+                                  * source while the job runs, or NULL */
+    BlockNode *to_replace;       /* replaces: what the pivot replaces
+                                  * (the source or below it), or NULL */
     MirrorSyncMode sync;
     int base_depth;              /* active commit: base's depth from
                                   * source (1 = source), else 0 */
@@ -663,14 +667,21 @@ static bool mirror_complete(Job *job, Error **errp)
     return true;
 }
 
+/* Pivot: the node replaced (replaces, or the source) gives its parents
+ * and exports to the target.  For the source that means those the
+ * filter holds now. */
 static void mirror_commit(Job *job)
 {
     MirrorJob *m = container_of(job, MirrorJob, job);
+    BlockNode *from = m->to_replace != NULL ? m->to_replace : m->source;
 
     if (job->cancelled) {
         return;                /* soft cancel: the target is a copy */
     }
-    blk_replace_node(m->source, m->target);
+    if (from == m->source && m->filter != NULL) {
+        from = m->filter;
+    }
+    blk_replace_node(from, m->target);
 }
 
 static void mirror_clean(Job *job)
@@ -685,6 +696,14 @@ static void mirror_clean(Job *job)
         mirror_set_draining(sh, false);
         blk_write_hook_remove(m->source, &sh->hook);
     }
+    if (m->filter != NULL) {
+        /* What the pivot left on the filter goes back to the source;
+         * the job's claim holds the filter until the job lets go. */
+        BlockNode *f = m->filter;
+        m->filter = NULL;
+        blk_replace_node(f, m->source);
+        blk_unref(f);
+    }
 }
 
 static void mirror_free(Job *job)
@@ -695,6 +714,59 @@ static void mirror_free(Job *job)
         free(m->chunks[i].buf);
     }
 }
+
+/* ---- the mirror_top filter (filter-node-name) ------------------------ */
+
+/* QEMU's mirror_top: the node filter-node-name names, over the source
+ * while the job runs; the source's parents and exports use it.  It only
+ * passes requests down: the source's write hook does the mirroring.
+ * Transparent for block status (no block_status: the source is the
+ * layer).  Not a blockdev-add driver. */
+static int64_t mirror_top_get_length(BlockNode *bs)
+{
+    return blk_getlength(bs->file);
+}
+
+static int mirror_top_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                            void *buf, uint32_t flags)
+{
+    return blk_pread(bs->file, offset, bytes, buf, flags);
+}
+
+static int mirror_top_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             const void *buf, uint32_t flags)
+{
+    return blk_pwrite(bs->file, offset, bytes, buf, flags);
+}
+
+static int mirror_top_pwrite_zeroes(BlockNode *bs, uint64_t offset,
+                                    uint64_t bytes, uint32_t flags)
+{
+    return blk_pwrite_zeroes(bs->file, offset, bytes, flags);
+}
+
+static int mirror_top_pdiscard(BlockNode *bs, uint64_t offset,
+                               uint64_t bytes)
+{
+    return blk_pdiscard(bs->file, offset, bytes);
+}
+
+static void mirror_top_get_caps(BlockNode *bs, BlockCaps *caps)
+{
+    blk_get_caps(bs->file, caps);
+    caps->splice_read = false;
+}
+
+static const BlockDriver mirror_top_driver = {
+    .format_name = "mirror_top",
+    .is_filter = true,
+    .get_length = mirror_top_get_length,
+    .pread = mirror_top_pread,
+    .pwrite = mirror_top_pwrite,
+    .pwrite_zeroes = mirror_top_pwrite_zeroes,
+    .pdiscard = mirror_top_pdiscard,
+    .get_caps = mirror_top_get_caps,
+};
 
 static const JobDriver mirror_driver = {
     .type = JOB_TYPE_MIRROR,
@@ -729,7 +801,8 @@ static bool mirror_chain_contains(BlockNode *bs, BlockNode *n)
  * active commit.  Returns false (errp set) with nothing left behind. */
 static bool mirror_start(BlockGraph *g, const JobDriver *drv,
                          const char *id, BlockNode *source,
-                         BlockNode *target, MirrorSyncMode sync,
+                         BlockNode *target, BlockNode *to_replace,
+                         const char *filter_node_name, MirrorSyncMode sync,
                          int base_depth, uint32_t granularity,
                          int64_t buf_size, int64_t speed,
                          BlockdevOnError on_source_error,
@@ -757,10 +830,23 @@ static bool mirror_start(BlockGraph *g, const JobDriver *drv,
     job->on_target_error = on_target_error;
     job->speed = speed;
     if (!job_claim_node(job, source, false, errp) ||
-        !job_claim_node(job, target, true, errp)) {
+        !job_claim_node(job, target, true, errp) ||
+        (to_replace != NULL && to_replace != source &&
+         !job_claim_node(job, to_replace, false, errp))) {
         job_early_fail(job);
         return false;
     }
+    if (filter_node_name != NULL) {
+        m->filter = blk_insert_filter(source, &mirror_top_driver,
+                                      filter_node_name, errp);
+        if (m->filter == NULL) {
+            job_early_fail(job);
+            return false;
+        }
+        /* Cannot fail: a new node has no job and no resize. */
+        job_claim_node(job, m->filter, false, NULL);
+    }
+    m->to_replace = to_replace;
     if (granularity == 0) {
         granularity = MAX(blk_dirty_bitmap_default_granularity(target),
                           (uint32_t)BITMAP_DEFAULT_GRANULARITY);
@@ -804,11 +890,44 @@ static bool mirror_start(BlockGraph *g, const JobDriver *drv,
     return true;
 }
 
+/* replaces: the node must exist and be the source or lie below it
+ * through filters only, with the source's size (QEMU's
+ * check_to_replace_node and its messages).  Returns it, or NULL with
+ * errp set. */
+static BlockNode *mirror_check_replaces(BlockGraph *g, BlockNode *source,
+                                        const char *name, Error **errp)
+{
+    BlockNode *n = blk_find_node(g, name);
+
+    if (n == NULL) {
+        error_setg(errp, "Failed to find node with node-name='%s'", name);
+        return NULL;
+    }
+    if (n != source && n->job != NULL) {
+        error_setg(errp, "Node '%s' is busy: block device is in use by "
+                   "block job: %s", name, JobType_str(n->job->drv->type));
+        return NULL;
+    }
+    if (!blk_can_replace(source, n)) {
+        error_setg(errp, "Cannot replace '%s' by a node mirrored from '%s', "
+                   "because it cannot be guaranteed that doing so would not "
+                   "lead to an abrupt change of visible data", name,
+                   blk_node_name(source));
+        return NULL;
+    }
+    if (blk_getlength(n) != blk_getlength(source)) {
+        error_setg(errp, "cannot replace image with a mirror image of "
+                   "different size");
+        return NULL;
+    }
+    return n;
+}
+
 bool qmp_blockdev_mirror(QmpCtx *ctx, const QmpBlockdevMirrorArgs *args,
                          Error **errp)
 {
     BlockGraph *g = ctx->graph;
-    BlockNode *source, *target;
+    BlockNode *source, *target, *to_replace = NULL;
     MirrorSyncMode sync = args->sync;
     uint32_t gran = args->granularity;
 
@@ -818,14 +937,6 @@ bool qmp_blockdev_mirror(QmpCtx *ctx, const QmpBlockdevMirrorArgs *args,
     }
     target = blk_lookup_bs(g, args->target, args->target, errp);
     if (target == NULL) {
-        return false;
-    }
-    if (args->has_replaces) {
-        error_setg(errp, "replaces is not supported");
-        return false;
-    }
-    if (args->has_filter_node_name) {
-        error_setg(errp, "filter-node-name is not supported");
         return false;
     }
     if (args->speed < 0) {
@@ -870,9 +981,18 @@ bool qmp_blockdev_mirror(QmpCtx *ctx, const QmpBlockdevMirrorArgs *args,
                    "source's backing chain");
         return false;
     }
+    if (args->has_replaces) {
+        to_replace = mirror_check_replaces(g, source, args->replaces, errp);
+        if (to_replace == NULL) {
+            return false;
+        }
+    }
     return mirror_start(g, &mirror_driver,
                         args->has_job_id ? args->job_id : args->device,
-                        source, target, sync, 0, gran, args->buf_size,
+                        source, target, to_replace,
+                        args->has_filter_node_name ? args->filter_node_name
+                                                   : NULL,
+                        sync, 0, gran, args->buf_size,
                         args->speed, args->on_source_error,
                         args->on_target_error, args->copy_mode,
                         args->auto_finalize, args->auto_dismiss, errp);
@@ -889,8 +1009,8 @@ bool mirror_start_active_commit(BlockGraph *g, const char *id,
     for (BlockNode *n = top; n != NULL && n != base; n = n->backing) {
         depth++;
     }
-    return mirror_start(g, &commit_active_driver, id, top, base,
-                        MIRROR_SYNC_MODE_TOP, depth, 0, 0, speed, on_error,
-                        on_error, MIRROR_COPY_MODE_BACKGROUND,
+    return mirror_start(g, &commit_active_driver, id, top, base, NULL,
+                        NULL, MIRROR_SYNC_MODE_TOP, depth, 0, 0, speed,
+                        on_error, on_error, MIRROR_COPY_MODE_BACKGROUND,
                         auto_finalize, auto_dismiss, errp);
 }

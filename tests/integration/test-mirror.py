@@ -264,9 +264,6 @@ def test_mirror_bad_input(blockd, tmp_path):
         == ("GenericError", "Parameter 'granularity' expects a power of 2")
     assert err(device="a", target="b", sync="full", buf_size=-1) == \
         ("GenericError", "Invalid parameter 'buf-size'")
-    assert err(device="a", target="b", sync="full",
-               filter_node_name="f")[1] == \
-        "filter-node-name is not supported"
     # a job on the node: a second job is refused, as QEMU does
     q = blockd.conn
     blockd.cmd("blockdev-mirror", job_id="m", device="a", target="b",
