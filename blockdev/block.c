@@ -1075,8 +1075,10 @@ BlockNode *blk_open_backing_file(BlockNode *parent, const char *filename,
 
 /* ---- resize -------------------------------------------------------- */
 
-/* What block_resize checks before touching the node (loop thread). */
-static bool blk_truncate_check(BlockNode *bs, uint64_t size, Error **errp)
+/* What block_resize checks before touching the node (loop thread);
+ * user (NULL: none) is the one user that may hold bs. */
+static bool blk_truncate_check(BlockNode *bs, uint64_t size,
+                               const char *user, Error **errp)
 {
     if (bs->read_only) {
         error_setg(errp, "Block node is read-only");
@@ -1093,10 +1095,15 @@ static bool blk_truncate_check(BlockNode *bs, uint64_t size, Error **errp)
     }
     /* Users (exports) do not share resizing, as in QEMU: a client must
      * not see the size change under it. */
-    if (bs->users != NULL && ((UserVec *)bs->users)->len > 0) {
-        error_setg(errp, "Node '%s' is busy: node is used by %s",
-                   bs->node_name, ((UserVec *)bs->users)->ptr[0].name);
-        return false;
+    for (size_t i = 0; bs->users != NULL &&
+         i < ((UserVec *)bs->users)->len; i++) {
+        const char *name = ((UserVec *)bs->users)->ptr[i].name;
+
+        if (user == NULL || strcmp(name, user) != 0) {
+            error_setg(errp, "Node '%s' is busy: node is used by %s",
+                       bs->node_name, name);
+            return false;
+        }
     }
     return true;
 }
@@ -1118,7 +1125,14 @@ static bool blk_truncate_run(BlockNode *bs, uint64_t size, Error **errp)
 
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp)
 {
-    return blk_truncate_check(bs, size, errp) &&
+    return blk_truncate_check(bs, size, NULL, errp) &&
+           blk_truncate_run(bs, size, errp);
+}
+
+bool blk_truncate_for_user(BlockNode *bs, uint64_t size, const char *user,
+                           Error **errp)
+{
+    return blk_truncate_check(bs, size, user, errp) &&
            blk_truncate_run(bs, size, errp);
 }
 
@@ -1362,7 +1376,7 @@ bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
     WorkerPool *pool = bs->graph ? bs->graph->host.pool : NULL;
 
     assert(pool != NULL);
-    if (!blk_truncate_check(bs, size, errp)) {
+    if (!blk_truncate_check(bs, size, NULL, errp)) {
         return false;
     }
     job = XNEW(BlockTruncateJob);

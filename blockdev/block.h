@@ -539,6 +539,10 @@ bool blk_can_replace(BlockNode *bs, BlockNode *to_replace);
 bool blk_reopen(BlockNode *bs, bool read_only, Error **errp);
 /* Resize (loop thread): for block_resize.  Fails on read-only nodes. */
 bool blk_truncate(BlockNode *bs, uint64_t size, Error **errp);
+/* blk_truncate() for the user named user (a job that claimed bs): the
+ * other users still refuse it. */
+bool blk_truncate_for_user(BlockNode *bs, uint64_t size, const char *user,
+                           Error **errp);
 
 /* ---- long graph work on the pool (loop thread) ----------------------
  *

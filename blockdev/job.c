@@ -231,6 +231,14 @@ bool job_claim_node(Job *job, BlockNode *bs, bool write, Error **errp)
     return true;
 }
 
+bool job_truncate_node(Job *job, BlockNode *bs, uint64_t size,
+                       Error **errp)
+{
+    CLEANUP_FREE char *user = xasprintf("block job '%s'", job->id);
+
+    return blk_truncate_for_user(bs, size, user, errp);
+}
+
 static void job_run_posted(void *opaque)
 {
     Job *job = opaque;

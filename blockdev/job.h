@@ -117,6 +117,11 @@ void job_early_fail(Job *job);
  * write: the job writes bs (fails on a read-only node).  Released when
  * the job is cleaned up. */
 bool job_claim_node(Job *job, BlockNode *bs, bool write, Error **errp);
+/* Grow (or shrink) bs, which job claimed, to size: block commit's base
+ * when it is smaller than top, as QEMU grows it.  Fails like
+ * block_resize when anyone but the job uses bs (loop thread). */
+bool job_truncate_node(Job *job, BlockNode *bs, uint64_t size,
+                       Error **errp);
 
 /* ---- for drivers ---------------------------------------------------- */
 

@@ -836,6 +836,12 @@ static bool mirror_start(BlockGraph *g, const JobDriver *drv,
         job_early_fail(job);
         return false;
     }
+    /* Active commit into a smaller base: QEMU grows the base. */
+    if (base_depth > 0 && blk_getlength(target) < len &&
+        !job_truncate_node(job, target, (uint64_t)len, errp)) {
+        job_early_fail(job);
+        return false;
+    }
     if (filter_node_name != NULL) {
         m->filter = blk_insert_filter(source, &mirror_top_driver,
                                       filter_node_name, errp);

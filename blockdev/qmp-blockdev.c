@@ -174,6 +174,9 @@ static BlockDeviceInfo *blk_device_info(BlockNode *bs, bool flat)
     if (bs->backing != NULL) {
         blk_add_child(info->children, "backing", bs->backing);
     }
+    if (bs->target != NULL) {
+        blk_add_child(info->children, "target", bs->target);
+    }
     info->active = true;
     info->encrypted = false;
     info->detect_zeroes = bs->detect_zeroes;

@@ -651,11 +651,6 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
          * its release switches it back). */
         bool ok;
 
-        if (blk_getlength(base) < blk_getlength(top)) {
-            error_setg(errp, "Base '%s' is smaller than top '%s'",
-                       blk_node_name(base), blk_node_name(top));
-            return false;
-        }
         if (base->read_only && !blk_reopen(base, false, errp)) {
             return false;
         }
@@ -672,11 +667,6 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
         error_setg(errp, "Driver '%s' cannot change the backing file of "
                    "'%s'", overlay->drv->format_name,
                    blk_node_name(overlay));
-        return false;
-    }
-    if (blk_getlength(base) < blk_getlength(top)) {
-        error_setg(errp, "Base '%s' is smaller than top '%s'",
-                   blk_node_name(base), blk_node_name(top));
         return false;
     }
     depth = stream_chain_depth(top, base);
@@ -698,7 +688,11 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
     job->speed = args->speed;
     if (!job_claim_node(job, base, true, errp) ||
         !job_claim_node(job, top, false, errp) ||
-        !job_claim_node(job, overlay, false, errp)) {
+        !job_claim_node(job, overlay, false, errp) ||
+        /* A base smaller than top grows, as QEMU's commit does. */
+        (blk_getlength(base) < blk_getlength(top) &&
+         !job_truncate_node(job, base, (uint64_t)blk_getlength(top),
+                            errp))) {
         job_early_fail(job);
         blk_reopen(base, true, NULL);
         return false;

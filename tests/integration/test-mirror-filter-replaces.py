@@ -231,6 +231,44 @@ def test_replaces_below_a_filter(blockd, tmp_path):
         str(tmp_path / "dst"), str(tmp_path / "expect"))
 
 
+def test_pivot_moves_cbw_target(blockd, tmp_path):
+    """Mirroring a copy-before-write filter's target node: the pivot
+    moves the filter's target child too (blk_replace_node), so the old
+    data of later writes lands on the new target."""
+    requires("qemu-img", "qemu-io")
+    src = image(str(tmp_path / "src"))
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", src)
+    add(blockd, "src", src)
+    add(blockd, "tmp", image(str(tmp_path / "tmp")))
+    tmp2 = image(str(tmp_path / "tmp2"))
+    add(blockd, "tmp2", tmp2)
+    blockd.cmd("blockdev-add", {"driver": "copy-before-write",
+                                "node-name": "cbw", "file": "src",
+                                "target": "tmp"})
+    assert children(nodes(blockd)["cbw"]) == {"file": "src",
+                                              "target": "tmp"}
+    h = serve(blockd, "cbw")
+    blockd.cmd("blockdev-mirror", job_id="m", device="tmp", target="tmp2",
+               sync="full")
+    wait_status(blockd, "m", "ready")
+    blockd.cmd("job-complete", id="m")
+    assert wait_end(blockd.conn, "m")["event"] == "BLOCK_JOB_COMPLETED"
+    assert children(nodes(blockd)["cbw"]) == {"file": "src",
+                                              "target": "tmp2"}
+    h.pwrite(b"\xa5" * 65536, 0)
+    h.shutdown()
+    blockd.cmd("block-export-del", id="e0")
+    deadline = time.monotonic() + 30
+    while blockd.cmd("query-block-exports"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for n in ("cbw", "src", "tmp", "tmp2"):
+        blockd.cmd("blockdev-del", node_name=n)
+    # the old data went to the new target
+    run("qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 0 64k", tmp2)
+    run("qemu-io", "-f", "qcow2", "-c", "read -P 0xa5 0 64k", src)
+
+
 def test_bad_input(blockd):
     for name in ("a", "b", "c", "d"):
         blockd.cmd("blockdev-add", driver="null-co", node_name=name,
