@@ -140,7 +140,9 @@ if [ "$QSD_MODE" = 1 ]; then
     FORMATS=${IOTESTS_FORMATS:-qcow2}
     REF=qemu-storage-daemon OURS=blockd
 fi
-RES=$CACHE/results/$(date +%F-%H%M%S)
+mkdir -p "$CACHE/results"
+# Unique even for two runs in the same second (build trees in parallel).
+RES=$(mktemp -d "$CACHE/results/$(date +%F-%H%M%S).XXXX")
 mkdir -p "$RES"
 for fmt in $FORMATS; do
     if [ ${#TESTS[@]} -gt 0 ]; then
