@@ -112,6 +112,8 @@ static void file_data_forget(FileState *s, uint64_t off, uint64_t len)
     file_data_unlock(s);
 }
 
+static void file_data_note(FileState *s, uint64_t off, uint64_t hole);
+
 /* Is [off, off+len) all data (not a hole, not past the end)?  1 yes,
  * 0 no, -EAGAIN when only a search could tell and nowait is set. */
 static int file_is_data(FileState *s, uint64_t off, uint64_t len,
@@ -134,17 +136,36 @@ static int file_is_data(FileState *s, uint64_t off, uint64_t len,
     if (hole < 0 || (uint64_t)hole < end) {
         return 0;
     }
+    file_data_note(s, off, (uint64_t)hole);
+    return 1;
+}
+
+/* SEEK_HOLE found [off, hole) to be data: remember it. */
+static void file_data_note(FileState *s, uint64_t off, uint64_t hole)
+{
     file_data_lock(s);
-    if (off <= s->data_hi && (uint64_t)hole >= s->data_lo &&
+    if (off <= s->data_hi && hole >= s->data_lo &&
         s->data_lo < s->data_hi) {
         s->data_lo = MIN(s->data_lo, off);       /* overlapping: join */
-        s->data_hi = MAX(s->data_hi, (uint64_t)hole);
+        s->data_hi = MAX(s->data_hi, hole);
     } else {
         s->data_lo = off;
-        s->data_hi = (uint64_t)hole;
+        s->data_hi = hole;
     }
     file_data_unlock(s);
-    return 1;
+}
+
+/* Bytes from off known to be data (0: not known). */
+static uint64_t file_data_known(FileState *s, uint64_t off)
+{
+    uint64_t n = 0;
+
+    file_data_lock(s);
+    if (off >= s->data_lo && off < s->data_hi) {
+        n = s->data_hi - off;
+    }
+    file_data_unlock(s);
+    return n;
 }
 
 /* ---- locking ------------------------------------------------------ */
@@ -558,7 +579,8 @@ static int file_size_now(FileState *s, uint64_t *size)
 static int file_fallocate(FileState *s, int mode, uint64_t off,
                           uint64_t len)
 {
-    if (mode & FALLOC_FL_PUNCH_HOLE) {
+    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+        /* holes, or unwritten extents SEEK_DATA may skip */
         file_data_forget(s, off, len);
     }
     while (fallocate(s->fd, mode, (off_t)off, (off_t)len) != 0) {
@@ -702,10 +724,19 @@ static int file_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
                              BlockNode **file)
 {
     FileState *s = bs->opaque;
+    uint64_t known = s->is_blockdev ? 0 : file_data_known(s, offset);
     off_t data, hole;
 
     *map = offset;
     *file = bs;
+    if (known > 0) {
+        /* Asked before (SEEK_HOLE walks every page of a tmpfs file up
+         * to the next hole: a job asking chunk by chunk would walk the
+         * image once per chunk). */
+        *pnum = MIN(bytes, known);
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    }
     data = lseek(s->fd, (off_t)offset, SEEK_DATA);
     if (data < 0) {
         if (errno == ENXIO) {
@@ -728,6 +759,9 @@ static int file_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
         *pnum = hole < 0 ? bytes : 1;   /* raced with a writer */
     } else {
         *pnum = MIN(bytes, (uint64_t)hole - offset);
+        if (!s->is_blockdev) {
+            file_data_note(s, offset, (uint64_t)hole);
+        }
     }
     return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID;
 }
