@@ -179,6 +179,15 @@ struct BlockDriver {
      * pipe.  NULL: never (get_caps says splice_read only when it can). */
     int (*splice_read)(BlockNode *bs, uint64_t offset, uint64_t bytes,
                        int pipe_fd, uint32_t flags);
+    /* Write [offset, offset+bytes) of bs with the bytes at src_off of
+     * src, a protocol node (blk_copy_range() found them there), without
+     * passing them through user space: copy_file_range(2) between two
+     * files, through raw's window.  0, -ENOTSUP when this pair cannot
+     * (src of another driver, another file system; part of the range
+     * may be written: the caller reads and writes all of it instead),
+     * other -errno.  Worker thread.  NULL: never. */
+    int (*copy_range_to)(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                         BlockNode *src, uint64_t src_off, uint32_t flags);
     /* Asynchronous drivers (nbd): take req (READ, WRITE, WRITE_ZEROES,
      * DISCARD, FLUSH or CACHE) and complete it later, from any thread,
      * with blk_aio_complete(req, ret) -- exactly once, possibly inside
@@ -623,6 +632,20 @@ int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes);
  * failure may leave part of the range in it. */
 int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
                     int pipe_fd, uint32_t flags);
+/* Copy [src_off, src_off+bytes) of src to dst_off in dst inside the
+ * kernel (a job's copy between two image files): src is followed down
+ * its format layers (raw, qcow2 data clusters) to the file holding the
+ * bytes, and dst's driver copies them from there (copy_range_to).
+ * Counted as a read of src and a write of dst; the bounds and
+ * read-only checks of blk_pread() and blk_pwrite().  -ENOTSUP when
+ * the range cannot be copied this way (a hole, a zero, compressed or
+ * backing range in src, a driver without copy_range_to, dst with
+ * detect-zeroes or a write hook not skipped by BLK_REQ_NO_HOOK): part
+ * of it may be written, so the caller reads and writes it all.  Only
+ * BLK_REQ_FUA and BLK_REQ_NO_HOOK are allowed in flags.  Any thread;
+ * blocks. */
+int blk_copy_range(BlockNode *src, uint64_t src_off, BlockNode *dst,
+                   uint64_t dst_off, uint64_t bytes, uint32_t flags);
 /* Status over the whole backing chain: BLK_STATUS_DATA/ZERO for the
  * first *pnum bytes as a reader sees them (unallocated at the bottom of
  * a chain of formats reads as ZERO, not DATA).  ALLOCATED says whether

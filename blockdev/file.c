@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
@@ -936,6 +937,53 @@ static int file_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+/* copy_file_range(2) from src, another file node: the kernel copies
+ * page cache to page cache (or shares extents, on file systems that
+ * can), so the data never crosses into the daemon.  Not under
+ * O_DIRECT (alignment rules of their own), nor across file systems
+ * (EXDEV) or on files that do not support it: -ENOTSUP, the caller
+ * reads and writes. */
+static int file_copy_range_to(BlockNode *bs, uint64_t offset,
+                              uint64_t bytes, BlockNode *src,
+                              uint64_t src_off, uint32_t flags)
+{
+    FileState *s = bs->opaque;
+    FileState *from;
+    loff_t in = (loff_t)src_off, out = (loff_t)offset;
+    uint64_t left = bytes;
+
+    if (src->drv->copy_range_to != file_copy_range_to ||
+        bs->cache_direct || src->cache_direct || s->is_blockdev) {
+        return -ENOTSUP;
+    }
+    from = src->opaque;
+    if (from->is_blockdev) {
+        return -ENOTSUP;
+    }
+    while (left > 0) {
+        ssize_t n = copy_file_range(from->fd, &in, s->fd, &out,
+                                    MIN(left, (uint64_t)SSIZE_MAX), 0);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            int ret = -errno;
+            return file_unsupported(ret) || ret == -EXDEV ||
+                   ret == -EBADF ? -ENOTSUP : ret;
+        }
+        if (n == 0) {
+            return -ENOTSUP;     /* end of src: zeroes, written by hand */
+        }
+        left -= (uint64_t)n;
+    }
+    if ((flags & BLK_REQ_FUA) && !bs->cache_no_flush &&
+        fdatasync(s->fd) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
 static void file_close(BlockNode *bs)
 {
     FileState *s = bs->opaque;
@@ -1331,6 +1379,7 @@ const BlockDriver blk_drv_file = {
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
     .splice_read = file_splice_read,
+    .copy_range_to = file_copy_range_to,
 };
 
 /* host_device: the same driver under QEMU's name for block devices. */
@@ -1353,4 +1402,5 @@ const BlockDriver blk_drv_host_device = {
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
     .splice_read = file_splice_read,
+    .copy_range_to = file_copy_range_to,
 };

@@ -395,6 +395,100 @@ int blk_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+/* Where [offset, offset+*bytes) of bs lives on a protocol node,
+ * through the format layers' OFFSET_VALID answers: that node, with
+ * *leaf_off its offset there and *bytes cut to what maps in one piece;
+ * NULL when a layer holds no plain data for offset (a hole, a zero or
+ * compressed cluster, a range of the backing file).  Only format
+ * drivers are followed: a filter (blkdebug) must see its reads. */
+static BlockNode *blk_copy_source(BlockNode *bs, uint64_t offset,
+                                  uint64_t *bytes, uint64_t *leaf_off)
+{
+    for (int i = 0; i < BLK_BACKING_CHAIN_MAX; i++) {
+        uint64_t n = 0, map = 0;
+        BlockNode *file = NULL;
+        int ret;
+
+        if (bs->drv->is_protocol) {
+            *leaf_off = offset;
+            return bs;
+        }
+        if (!bs->drv->is_format || bs->drv->block_status == NULL) {
+            return NULL;
+        }
+        ret = bs->drv->block_status(bs, offset, *bytes, &n, &map, &file);
+        if (ret < 0 || !(ret & BLK_STATUS_DATA) ||
+            !(ret & BLK_STATUS_OFFSET_VALID) || file == NULL ||
+            file == bs) {
+            return NULL;
+        }
+        if (n > 0 && n < *bytes) {
+            *bytes = n;
+        }
+        offset = map;
+        bs = file;
+    }
+    return NULL;
+}
+
+int blk_copy_range(BlockNode *src, uint64_t src_off, BlockNode *dst,
+                   uint64_t dst_off, uint64_t bytes, uint32_t flags)
+{
+    uint64_t t0, done = 0;
+    int ret = blk_check_request(src, src_off, bytes, false);
+
+    if (ret < 0) {
+        blk_stat_invalid(src, BLOCK_STATS_OP_READ);
+        return ret;
+    }
+    ret = blk_modify_check(dst, BLOCK_STATS_OP_WRITE, dst_off, bytes);
+    if (ret <= 0) {
+        return ret;
+    }
+    if (dst->drv->copy_range_to == NULL ||
+        dst->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF ||
+        (!(flags & BLK_REQ_NO_HOOK) &&
+         __atomic_load_n(&dst->before_write, __ATOMIC_ACQUIRE) != NULL)) {
+        return -ENOTSUP;
+    }
+    flags &= BLK_REQ_FUA;
+    t0 = blk_stat_begin(dst, BLOCK_STATS_OP_WRITE);
+    while (done < bytes) {
+        uint64_t n = bytes - done, leaf_off = 0;
+        BlockNode *leaf;
+
+        if (dst->max_transfer != 0 && n > dst->max_transfer) {
+            n = dst->max_transfer;
+        }
+        leaf = blk_copy_source(src, src_off + done, &n, &leaf_off);
+        ret = leaf == NULL ? -ENOTSUP
+              : dst->drv->copy_range_to(dst, dst_off + done, n, leaf,
+                                        leaf_off, flags);
+        if (ret < 0) {
+            if (ret != -ENOTSUP) {
+                STAT_ADD(dst->failed_ops, 1);
+                STAT_ADD(dst->failed_wr_ops, 1);
+            }
+            /* part of the range may have changed */
+            blk_dirty_mark(dst, dst_off, done + n);
+            blk_stat_end(dst, BLOCK_STATS_OP_WRITE, t0, false);
+            return ret;
+        }
+        done += n;
+    }
+    if (dst->drv->is_protocol) {
+        blk_grow_to(dst, dst_off + bytes);
+    }
+    blk_dirty_mark(dst, dst_off, bytes);
+    STAT_ADD(src->rd_ops, 1);
+    STAT_ADD(src->rd_bytes, bytes);
+    STAT_ADD(dst->wr_ops, 1);
+    STAT_ADD(dst->wr_bytes, bytes);
+    blk_stat_end(dst, BLOCK_STATS_OP_WRITE, t0, true);
+    blk_note_highest(dst, dst_off + bytes);
+    return 0;
+}
+
 /* Write zeroes with plain writes from the static zero buffer. */
 static int blk_write_zero_buffer(BlockNode *bs, uint64_t offset,
                                  uint64_t bytes, uint32_t flags)

@@ -116,6 +116,7 @@ struct MirrorJob {
     uint64_t len;
     uint32_t granularity;
     uint64_t chunk_size;
+    uint32_t zero_flags;         /* zeroing the target: BLK_REQ_* */
     unsigned max_chunks;
     bool init_started, init_done;
     WorkerJob init_wj;
@@ -362,27 +363,86 @@ static void mirror_init_done(WorkerJob *wj)
     mirror_run(&m->job);
 }
 
+/* Copy [off, off+n), data in the source, to the target: inside the
+ * kernel when both are files (blk_copy_range), else read into buf and
+ * write (zeroes found in the data written as zeroes).  0 or -errno,
+ * *failed_read for a source read failure. */
+static int mirror_copy_data(MirrorJob *m, uint8_t *buf, uint64_t off,
+                            uint64_t n, bool *failed_read)
+{
+    int ret = blk_copy_range(m->source, off, m->target, off, n,
+                             BLK_REQ_NO_HOOK);
+
+    if (ret != -ENOTSUP) {
+        return ret;
+    }
+    ret = blk_pread(m->source, off, n, buf, 0);
+    if (ret < 0) {
+        *failed_read = true;
+        return ret;
+    }
+    return blk_buffer_is_zero(buf, n)
+           ? blk_pwrite_zeroes(m->target, off, n, m->zero_flags)
+           : blk_pwrite(m->target, off, n, buf, BLK_REQ_NO_HOOK);
+}
+
+/* [off, off+n) reads as zeroes in the source: leave what the target
+ * itself holds as zeroes (a hole of a fresh raw target, a qcow2 zero
+ * cluster: it stays sparse), zero the rest.  A range the target does
+ * not allocate is zeroed all the same: its image may name a backing
+ * file this node was opened without. */
+static int mirror_copy_zeroes(MirrorJob *m, uint64_t off, uint64_t n)
+{
+    while (n > 0) {
+        uint64_t pnum = n;
+        int st = blk_block_status(m->target, off, n, &pnum);
+        int ret;
+
+        if (st < 0) {
+            pnum = n;
+        }
+        if (st < 0 || !(st & BLK_STATUS_ZERO) ||
+            !(st & BLK_STATUS_ALLOCATED)) {
+            ret = blk_pwrite_zeroes(m->target, off, pnum, m->zero_flags);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        off += pnum;
+        n -= pnum;
+    }
+    return 0;
+}
+
+/* On a worker: copy the chunk's range extent by extent, as the
+ * source's block status divides it (a status that fails: data). */
 static void mirror_chunk_work(WorkerJob *wj)
 {
     MirrorChunk *ch = container_of(wj, MirrorChunk, wj);
     MirrorJob *m = ch->m;
     MirrorShared *sh = m->sh;
-    uint64_t n = ch->op.end - ch->op.start;
-    int ret;
+    uint64_t pos = ch->op.start, end = ch->op.end;
+    int ret = 0;
 
-    ret = blk_pread(m->source, ch->op.start, n, ch->buf, 0);
-    ch->failed_read = ret < 0;
-    if (ret == 0) {
-        ret = blk_buffer_is_zero(ch->buf, n)
-              ? blk_pwrite_zeroes(m->target, ch->op.start, n,
-                                  BLK_REQ_NO_HOOK)
-              : blk_pwrite(m->target, ch->op.start, n, ch->buf,
-                           BLK_REQ_NO_HOOK);
+    ch->failed_read = false;
+    while (pos < end && ret == 0) {
+        uint64_t pnum = end - pos;
+        int st = blk_block_status(m->source, pos, end - pos, &pnum);
+
+        if (st >= 0 && (st & BLK_STATUS_ZERO)) {
+            ret = mirror_copy_zeroes(m, pos, pnum);
+        } else {
+            if (st < 0) {
+                pnum = end - pos;
+            }
+            ret = mirror_copy_data(m, ch->buf, pos, pnum, &ch->failed_read);
+        }
+        pos += pnum;
     }
     pthread_mutex_lock(&sh->lock);
     mirror_unlink(sh, &ch->op);
     if (ret < 0) {
-        hbm_set(sh->dirty, ch->op.start, n);
+        hbm_set(sh->dirty, ch->op.start, end - ch->op.start);
     }
     pthread_cond_broadcast(&sh->cond);
     pthread_mutex_unlock(&sh->lock);
@@ -867,6 +927,10 @@ static bool mirror_start(BlockGraph *g, const JobDriver *drv,
     m->base_depth = base_depth;
     m->len = (uint64_t)len;
     m->granularity = granularity;
+    /* blockdev-mirror's unmap=true (its default): zeroes may be holes
+     * in the target. */
+    m->zero_flags = BLK_REQ_NO_HOOK |
+                    (base_depth == 0 ? BLK_REQ_MAY_UNMAP : 0);
     m->chunk_size = MAX((uint64_t)granularity,
                         ALIGN_DOWN(MIN((uint64_t)MIRROR_CHUNK_MAX,
                                        (uint64_t)buf_size),

@@ -173,6 +173,19 @@ static int raw_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
     return blk_pdiscard(bs->file, s->offset + offset, bytes);
 }
 
+static int raw_copy_range_to(BlockNode *bs, uint64_t offset,
+                             uint64_t bytes, BlockNode *src,
+                             uint64_t src_off, uint32_t flags)
+{
+    RawState *s = bs->opaque;
+
+    if (bs->probed_raw && offset < RAW_SECTOR) {
+        return -ENOTSUP;        /* the guard needs to see the data */
+    }
+    return blk_copy_range(src, src_off, bs->file, s->offset + offset,
+                          bytes, flags);
+}
+
 static int raw_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
                             uint64_t *pnum, uint64_t *map, BlockNode **file)
 {
@@ -244,6 +257,7 @@ const BlockDriver blk_drv_raw = {
     .pwrite = raw_pwrite,
     .pwrite_zeroes = raw_pwrite_zeroes,
     .pdiscard = raw_pdiscard,
+    .copy_range_to = raw_copy_range_to,
     .block_status = raw_block_status,
     .truncate = raw_truncate,
     .query_image = raw_query_image,

@@ -72,6 +72,8 @@ static const char *const sandbox_allowed[] = {
     "ftruncate", "readlink",
     /* Big NBD reads of raw files: page cache -> pipe -> socket. */
     "splice",
+    /* A job's copy between two image files (blk_copy_range). */
+    "copy_file_range",
     "readlinkat", "getcwd", "chdir", "access", "faccessat", "faccessat2",
     "unlink", "unlinkat", "getdents", "getdents64", "umask", "fchmod", "chmod",
     "fchmodat", "uname", "sysinfo",
