@@ -376,9 +376,7 @@ extern const BlockDriver blk_drv_rbd;     /* module block-rbd.so: rbd.c */
  * when the module could not be loaded (missing, from another build). */
 int blk_module_load(const char *name, const BlockDriver **drv,
                     Error **errp);
-/* What a module exports besides its driver, compared with the loading
- * executable's (const char blk_module_stamp[]; needs config.h). */
-#define BLK_MODULE_STAMP "blockd " BLOCKD_VERSION
+/* A module also exports blockd_module_stamp (util/module.h). */
 
 #define BLK_NODE_NAME_MAX 32     /* bytes with the NUL, as QEMU */
 #define BLK_PROBE_BUF_SIZE 2048  /* bytes handed to probe() */

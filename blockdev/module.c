@@ -5,28 +5,16 @@
  * block-<name>.so, so that a process that never opens such a node does
  * not pay for loading, relocating and constructing those libraries at
  * every start (most of blockd-nbd's start-up time before this).  The
- * first open of a node with that driver dlopen()s the module; it stays
- * loaded for the life of the process.  The module takes the few
- * symbols it needs from the executable (which exports exactly those:
- * the build generates the list from the module's undefined symbols).
- *
- * Where the module is looked for:
- *   $BLOCKD_MODULE_DIR     when set, and nowhere else
- *   the executable's dir   the build tree (tests run from there)
- *   BLOCKD_MODULE_DIR      the install dir ($libdir/blockd)
+ * first open of a node with that driver loads the module
+ * (util/module.h: where it is looked for, what it exports).
  */
 #include "blockdev/block.h"
 
-#include <dlfcn.h>
-#include <limits.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "blockdev/block-drivers.h"
-#include "config.h"
-#include "util/cleanup.h"
+#include "util/module.h"
 #include "util/util.h"
 
 typedef struct BlockModule {
@@ -46,78 +34,20 @@ static const BlockModule blk_modules[] = {
 static pthread_mutex_t blk_module_lock = PTHREAD_MUTEX_INITIALIZER;
 static const BlockDriver *blk_module_drivers[ARRAY_SIZE(blk_modules)];
 
-/* The directory of the running executable, or NULL. */
-static char *blk_module_exe_dir(void)
-{
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    char *slash;
-
-    if (n <= 0) {
-        return NULL;
-    }
-    self[n] = '\0';
-    slash = strrchr(self, '/');
-    if (slash == NULL) {
-        return NULL;
-    }
-    *slash = '\0';
-    return xstrdup(self);
-}
-
-/* The path to try for file: a new string. */
-static char *blk_module_path(const char *file)
-{
-    const char *env = getenv("BLOCKD_MODULE_DIR");
-    CLEANUP_FREE char *exe_dir = NULL;
-
-    if (env != NULL && env[0] != '\0') {
-        return xasprintf("%s/%s", env, file);
-    }
-    exe_dir = blk_module_exe_dir();
-    if (exe_dir != NULL) {
-        char *p = xasprintf("%s/%s", exe_dir, file);
-
-        if (access(p, F_OK) == 0) {
-            return p;
-        }
-        free(p);
-    }
-    return xasprintf("%s/%s", BLOCKD_MODULE_DIR, file);
-}
-
 static const BlockDriver *blk_module_open(const BlockModule *m,
                                           Error **errp)
 {
-    CLEANUP_FREE char *path = blk_module_path(m->file);
-    const char *stamp;
+    void *h = module_open(m->file, errp);
     const BlockDriver *drv;
-    void *h;
 
-    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL) {
-        error_setg(errp, "Driver '%s' is not available: could not load "
-                   "its module: %s", m->driver, dlerror());
-        return NULL;
+    if (h != NULL) {
+        drv = module_symbol(h, m->file, m->symbol, errp);
+        if (drv != NULL) {
+            return drv;
+        }
     }
-    /* A module from another build would read our structures wrong. */
-    stamp = dlsym(h, "blk_module_stamp");
-    if (stamp == NULL || strcmp(stamp, BLK_MODULE_STAMP) != 0) {
-        error_setg(errp, "Driver '%s' is not available: module '%s' is "
-                   "from another build of blockd (%s, this is %s)",
-                   m->driver, path, stamp != NULL ? stamp : "no stamp",
-                   BLK_MODULE_STAMP);
-        dlclose(h);
-        return NULL;
-    }
-    drv = dlsym(h, m->symbol);
-    if (drv == NULL) {
-        error_setg(errp, "Driver '%s' is not available: module '%s' "
-                   "lacks '%s'", m->driver, path, m->symbol);
-        dlclose(h);
-        return NULL;
-    }
-    return drv;
+    error_prepend(errp, "Driver '%s' is not available: ", m->driver);
+    return NULL;
 }
 
 int blk_module_load(const char *name, const BlockDriver **drv,

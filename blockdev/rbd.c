@@ -33,6 +33,7 @@
 #include "config.h"
 #include "crypto/object.h"
 #include "util/cleanup.h"
+#include "util/module.h"
 #include "util/util.h"
 
 #define RBD_MAX_CHUNK (1ull << 30)   /* bytes per librbd call */
@@ -572,7 +573,7 @@ static void rbd_drv_aio_submit(BlockNode *bs, BlockRequest *req)
 }
 
 /* Built as the module block-rbd.so (blockdev/module.c loads it). */
-const char blk_module_stamp[] = BLK_MODULE_STAMP;
+const char blockd_module_stamp[] = MODULE_STAMP;
 
 const BlockDriver blk_drv_rbd = {
     .format_name = "rbd",

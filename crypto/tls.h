@@ -82,6 +82,11 @@ bool tls_creds_check_peer(TlsCreds *creds, gnutls_session_t session,
                           const char *hostname, char **identity,
                           Error **errp);
 
+/* Who the peer of an established session says it is, for a log line
+ * about a refusal: its certificate's DN or its PSK username (a new
+ * string), NULL when it showed neither. */
+char *tls_session_peer_name(gnutls_session_t session);
+
 /* Whether identity may connect.  NULL identity is denied.
  * authz-listfile re-reads its file first when it changed (refresh=on);
  * a file that no longer parses keeps the last good rules (logged).

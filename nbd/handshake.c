@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/x509.h>
-
 #include "nbd/internal.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -550,35 +548,6 @@ void nbd_hs_on_client_flags(NbdConn *c)
 
 /* ---- TLS ----------------------------------------------------------------- */
 
-/* Who the peer says it is, for a log line about a refusal: its
- * certificate's DN or its PSK username (a new string), NULL when it
- * showed neither. */
-static char *tls_peer_name(gnutls_session_t s)
-{
-    const gnutls_datum_t *certs;
-    unsigned int n = 0;
-    const char *user;
-    gnutls_x509_crt_t crt;
-    gnutls_datum_t dn = { NULL, 0 };
-    char *name = NULL;
-
-    if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
-        user = gnutls_psk_server_get_username(s);
-        return user ? xstrdup(user) : NULL;
-    }
-    certs = gnutls_certificate_get_peers(s, &n);
-    if (!certs || n == 0 || gnutls_x509_crt_init(&crt) < 0) {
-        return NULL;
-    }
-    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
-        gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
-        name = xstrdup((const char *)dn.data);
-    }
-    gnutls_free(dn.data);
-    gnutls_x509_crt_deinit(crt);
-    return name;
-}
-
 /* The first step swaps the transport: from here the socket carries TLS
  * records only. */
 static bool tls_begin(NbdConn *c)
@@ -617,7 +586,7 @@ static bool tls_accept_peer(NbdConn *c)
     CLEANUP_FREE char *peer = NULL;
 
     if (!tls_creds_check_peer(srv->tls, s, NULL, &identity, &err)) {
-        peer = tls_peer_name(s);
+        peer = tls_session_peer_name(s);
         srv->stats.tls_peer_refused++;
         log_info("nbd: TLS client '%s' refused: %s",
                  peer ? peer : "(no identity)", error_get_pretty(err));
