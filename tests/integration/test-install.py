@@ -3,6 +3,7 @@ units, default configuration, bash completion and docs at the usual
 paths (for the build's prefix), and the installed units name the
 installed programs."""
 import os
+import signal
 import subprocess
 
 import pytest
@@ -58,6 +59,7 @@ def test_install_file_list(tmp_path):
         datadir + "/doc/blockd/README.md",
         datadir + "/doc/blockd/qmp-reference.md",
         datadir + "/doc/blockd/architecture.md",
+        os.path.join(prefix, opts["libdir"], "blockd", "crypto-tls.so"),
     }
     missing = want - got
     assert not missing, "not installed: %s" % sorted(missing)
@@ -80,3 +82,24 @@ def test_install_file_list(tmp_path):
                         dest + mandir + "/man8/blockd.8"],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stderr == b""
+    # The installed blockd-nbd loads the installed TLS module (it looks
+    # in $libdir/blockd; here under DESTDIR, so named by
+    # BLOCKD_MODULE_DIR): --fork returns 0 once it listens with TLS.
+    moddir = dest + os.path.join(prefix, opts["libdir"], "blockd")
+    (tmp_path / "keys.psk").write_text("alice:0123456789abcdef\n")
+    img = tmp_path / "img.raw"
+    img.write_bytes(b"\0" * 65536)
+    pidfile = tmp_path / "pid"
+    sock = "/tmp/bti-%d.sock" % os.getpid()
+    r = subprocess.run(
+        [dest + bindir + "/blockd-nbd", "--fork", "--pid-file",
+         str(pidfile), "--object",
+         "tls-creds-psk,id=t0,endpoint=server,dir=%s" % tmp_path,
+         "--tls-creds", "t0", "-t", "-f", "raw", "-k", sock, str(img)],
+        env=dict(os.environ, BLOCKD_MODULE_DIR=moddir),
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid = int(pidfile.read_text())
+    with open("/proc/%d/maps" % pid) as f:
+        assert moddir + "/crypto-tls.so" in f.read()
+    os.kill(pid, signal.SIGTERM)
