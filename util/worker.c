@@ -2,6 +2,10 @@
  *
  * One FIFO queue, one mutex, one condition variable.  Threads sleep on
  * the condition when the queue is empty; a submit wakes one of them.
+ * One thread starts with the pool, the others as the queue needs them
+ * (a submit that finds more queued jobs than idle threads starts one,
+ * up to the pool's size): a start-up that queues nothing, like
+ * blockd-nbd's, does not pay for creating ncpu * 4 threads.
  */
 #include "util/worker.h"
 
@@ -16,10 +20,12 @@ struct WorkerPool {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     WorkerJob *head, *tail;
+    size_t queued;              /* jobs in head..tail */
     size_t idle;
     bool stop;
-    size_t nthreads;
-    pthread_t *threads;
+    size_t max;                 /* the pool's size */
+    size_t nthreads;            /* started so far (1..max) */
+    pthread_t *threads;         /* max of them */
 };
 
 static void worker_job_done(void *opaque)
@@ -45,6 +51,7 @@ static void *worker_main(void *opaque)
             break;                      /* stop requested, queue drained */
         }
         job = pool->head;
+        pool->queued--;
         pool->head = job->next;
         if (pool->head == NULL) {
             pool->tail = NULL;
@@ -65,7 +72,6 @@ static void *worker_main(void *opaque)
 WorkerPool *worker_pool_new(Loop *loop, size_t nthreads)
 {
     WorkerPool *pool = XNEW(WorkerPool);
-    size_t i;
 
     if (nthreads == 0) {
         nthreads = 1;
@@ -74,17 +80,15 @@ WorkerPool *worker_pool_new(Loop *loop, size_t nthreads)
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->cond, NULL);
     pool->threads = xcalloc(nthreads, sizeof(pthread_t));
-    for (i = 0; i < nthreads; i++) {
-        if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0) {
-            break;
-        }
-    }
-    pool->nthreads = i;
-    if (i == 0) {
+    pool->max = nthreads;
+    /* The first thread now, so that a pool that exists can run jobs;
+     * the others in worker_submit. */
+    if (pthread_create(&pool->threads[0], NULL, worker_main, pool) != 0) {
         free(pool->threads);
         free(pool);
         return NULL;
     }
+    pool->nthreads = 1;
     return pool;
 }
 
@@ -110,7 +114,7 @@ void worker_pool_free(WorkerPool *pool)
 
 size_t worker_pool_size(const WorkerPool *pool)
 {
-    return pool->nthreads;
+    return pool->max;
 }
 
 void worker_submit(WorkerPool *pool, WorkerJob *job)
@@ -123,8 +127,18 @@ void worker_submit(WorkerPool *pool, WorkerJob *job)
         pool->head = job;
     }
     pool->tail = job;
+    pool->queued++;
     if (pool->idle > 0) {
         pthread_cond_signal(&pool->cond);
+    }
+    /* A thread already signalled still counts as idle until it takes
+     * its job, so this starts one only for jobs no thread is coming
+     * for.  If it cannot start, the running threads take the job. */
+    if (pool->queued > pool->idle && pool->nthreads < pool->max &&
+        !pool->stop &&
+        pthread_create(&pool->threads[pool->nthreads], NULL, worker_main,
+                       pool) == 0) {
+        pool->nthreads++;
     }
     pthread_mutex_unlock(&pool->lock);
 }

@@ -21,12 +21,13 @@ struct WorkerJob {
     WorkerJob *next;                 /* private to the pool */
 };
 
-/* Start nthreads threads (at least 1) that complete to loop. */
+/* A pool of up to nthreads threads (at least 1) that complete to
+ * loop: one starts now, the others when queued jobs find no idle one. */
 WorkerPool *worker_pool_new(Loop *loop, size_t nthreads);
 /* Wait for queued and running jobs, run their done() callbacks' posts
  * are dropped; stop the threads and free the pool. */
 void worker_pool_free(WorkerPool *pool);
-/* The number of threads (at least 1). */
+/* The pool's size: the most threads it runs (at least 1). */
 size_t worker_pool_size(const WorkerPool *pool);
 /* Queue job; may be called from the loop thread or a worker. */
 void worker_submit(WorkerPool *pool, WorkerJob *job);
