@@ -109,6 +109,13 @@ bool authz_rules_load_file(const char *filename, AuthzRules *out,
 bool authz_rules_check(const AuthzRules *r, const char *identity);
 void authz_rules_clear(AuthzRules *r);
 
+/* ---- iothreads (iothread.c) ------------------------------------------ */
+
+/* Start the thread and its loop; iothread_free stops and joins it. */
+Object *iothread_new(ObjectSet *set, const ObjectOptions *opts,
+                     Error **errp);
+void iothread_free(Object *obj);
+
 Object *authz_new(ObjectSet *set, const ObjectOptions *opts,
                   Error **errp);
 void authz_free(Object *obj);

@@ -43,6 +43,9 @@ static void object_free(Object *obj)
     case OBJECT_TYPE_TLS_CREDS_X509:
         tls_creds_free(obj);
         break;
+    case OBJECT_TYPE_IOTHREAD:
+        iothread_free(obj);
+        break;
     default:
         authz_free(obj);
         break;
@@ -117,6 +120,9 @@ static bool object_add_locked(ObjectSet *set, const ObjectOptions *opts,
     case OBJECT_TYPE_AUTHZ_LISTFILE:
     case OBJECT_TYPE_AUTHZ_SIMPLE:
         obj = authz_new(set, opts, errp);
+        break;
+    case OBJECT_TYPE_IOTHREAD:
+        obj = iothread_new(set, opts, errp);
         break;
     default:
         error_setg(errp, "Invalid object type '%s'",

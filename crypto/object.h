@@ -6,7 +6,8 @@
  *    ├── "sec0"  secret          bytes, decoded and decrypted at add
  *    ├── "tls0"  tls-creds-x509  gnutls credentials, files read at add
  *    ├── "psk0"  tls-creds-psk   keys.psk read at add
- *    └── "az0"   authz-list      rules
+ *    ├── "az0"   authz-list      rules
+ *    └── "io0"   iothread        a thread running its own event loop
  *
  * An object is complete when object_add returns: every file it names was
  * read and checked then, so a bad file is an error at object-add and the
@@ -56,6 +57,16 @@ void object_remove_user(ObjectSet *set, const char *id, const char *user);
 /* The objects for query-objects, in the order they were added (caller
  * frees it with qapi_free_ObjectInfoList). */
 ObjectInfoList *object_set_list(ObjectSet *set);
+
+/* The loop of iothread id, pinned by user until object_remove_user:
+ * "iothread \"X\" not found" when there is no such iothread.  The
+ * loop lives as long as the object. */
+struct Loop;
+struct Loop *object_use_iothread(ObjectSet *set, const char *id,
+                                 const char *user, Error **errp);
+/* The iothreads for query-iothreads, in the order they were added
+ * (caller frees it with qapi_free_IOThreadInfoList). */
+IOThreadInfoList *object_iothread_list(ObjectSet *set);
 
 /* The bytes of secret id (borrowed: valid while the object exists; a
  * NUL follows them).  "No secret with id 'X'" / "Object 'X' is not a

@@ -26,6 +26,15 @@ bool qmp_query_objects(QmpCtx *ctx, const QmpQueryObjectsArgs *args,
     return true;
 }
 
+bool qmp_query_iothreads(QmpCtx *ctx, const QmpQueryIothreadsArgs *args,
+                         IOThreadInfoList **ret, Error **errp)
+{
+    (void)args;
+    (void)errp;
+    *ret = object_iothread_list(ctx->objects);
+    return true;
+}
+
 /* QEMU's QOM tree reduced to what blockd has: the container "/objects"
  * and its children.  Tools that look objects up with qom-list (libvirt
  * does) see what qemu-storage-daemon shows them. */

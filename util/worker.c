@@ -60,7 +60,7 @@ static void *worker_main(void *opaque)
 
         job->run(job);
         if (job->done != NULL) {
-            loop_post(pool->loop, worker_job_done, job);
+            loop_post(job->loop, worker_job_done, job);
         }
 
         pthread_mutex_lock(&pool->lock);
@@ -119,7 +119,13 @@ size_t worker_pool_size(const WorkerPool *pool)
 
 void worker_submit(WorkerPool *pool, WorkerJob *job)
 {
+    worker_submit_to(pool, job, pool->loop);
+}
+
+void worker_submit_to(WorkerPool *pool, WorkerJob *job, Loop *loop)
+{
     job->next = NULL;
+    job->loop = loop;
     pthread_mutex_lock(&pool->lock);
     if (pool->tail != NULL) {
         pool->tail->next = job;

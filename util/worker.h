@@ -19,6 +19,7 @@ struct WorkerJob {
     void (*run)(WorkerJob *job);     /* on a pool thread */
     void (*done)(WorkerJob *job);    /* on the loop thread, after run */
     WorkerJob *next;                 /* private to the pool */
+    Loop *loop;                      /* private: where done() runs */
 };
 
 /* A pool of up to nthreads threads (at least 1) that complete to
@@ -29,7 +30,11 @@ WorkerPool *worker_pool_new(Loop *loop, size_t nthreads);
 void worker_pool_free(WorkerPool *pool);
 /* The pool's size: the most threads it runs (at least 1). */
 size_t worker_pool_size(const WorkerPool *pool);
-/* Queue job; may be called from the loop thread or a worker. */
+/* Queue job; may be called from the loop thread or a worker.  Its
+ * done() runs on the pool's loop. */
 void worker_submit(WorkerPool *pool, WorkerJob *job);
+/* The same, with done() posted to loop instead (an I/O thread's loop
+ * submitting its own requests).  Any thread. */
+void worker_submit_to(WorkerPool *pool, WorkerJob *job, Loop *loop);
 
 #endif
