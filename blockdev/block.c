@@ -290,6 +290,7 @@ static void blk_node_free(BlockNode *bs)
     }
     pthread_mutex_destroy(&bs->rmw_lock);
     pthread_mutex_destroy(&bs->hook_lock);
+    pthread_mutex_destroy(&bs->pool_lock);
     pthread_mutex_destroy(&bs->bitmap_lock);
     free(bs->opaque);
     free(bs->node_name);
@@ -695,6 +696,7 @@ static BlockNode *blk_open_inherit(BlockGraph *g, const BlockdevOptions *o,
     bs->request_alignment = 1;
     pthread_mutex_init(&bs->rmw_lock, NULL);
     pthread_mutex_init(&bs->hook_lock, NULL);
+    pthread_mutex_init(&bs->pool_lock, NULL);
     pthread_mutex_init(&bs->bitmap_lock, NULL);
     bs->read_only = o->has_read_only ? o->read_only
                                      : (inh != NULL && inh->read_only);

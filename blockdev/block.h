@@ -124,6 +124,10 @@ struct BlockDriver {
      * is transparent there too: block status and allocation depth are
      * its file child's (the filter is no layer of its own). */
     bool is_filter;
+    /* Its request callbacks may run from any thread at once and it has
+     * no aio_submit: a node of it (over children that are too) takes
+     * requests from an I/O thread's loop (blk_node_iothread_ok). */
+    bool iothread_ok;
 
     /* Score how well buf (the first bytes of a file) matches the format:
      * 0 no, 100 certain.  Used for probing when no driver is given. */
@@ -299,8 +303,10 @@ struct BlockNode {
     pthread_mutex_t bitmap_lock;
     struct DirtyBitmap *bitmaps; /* creation order; NULL = none */
     unsigned bitmap_count;       /* bitmaps on the list */
-    /* Isolation (loop thread): requests of this node on the worker
-     * pool, and those waiting for a share (blk_aio_submit). */
+    /* Isolation (under pool_lock: the main loop and I/O threads
+     * submit): requests of this node on the worker pool, and those
+     * waiting for a share (blk_aio_submit). */
+    pthread_mutex_t pool_lock;
     unsigned pool_inflight;
     BlockRequest *pool_wait_head, *pool_wait_tail;
     /* The job working on this node (blockdev/job.h), NULL if none: a
@@ -718,6 +724,7 @@ struct BlockRequest {
     bool (*extent_cb)(BlockRequest *req, uint64_t len, uint32_t flags);
     uint64_t start_ns;           /* private: for the statistics */
     WorkerPool *pool;            /* private: counted in the node's share */
+    Loop *loop;                  /* private: where cb runs (submitter's) */
     BlockRequest *pool_next;     /* private: waiting for that share */
 };
 
@@ -749,6 +756,14 @@ unsigned blk_pool_share(const WorkerPool *pool);
  * concurrently and complete in any order; a FLUSH covers the writes that
  * completed before it was submitted. */
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req);
+/* The same from the thread running loop (an I/O thread's): req->cb runs
+ * there.  Only for a node that blk_node_iothread_ok() accepts when loop
+ * is not the graph's. */
+void blk_aio_submit_on(WorkerPool *pool, BlockRequest *req, Loop *loop);
+/* Whether bs may take requests from another loop than the graph's: its
+ * driver and every child's are iothread_ok (file, raw, null-co) and no
+ * job works on it.  Loop thread (the graph's). */
+bool blk_node_iothread_ok(const BlockNode *bs);
 
 /* Asynchronous drivers (BlockDriver.aio_submit).  blk_aio_submit()
  * first applies what the synchronous wrappers do: the bounds (see

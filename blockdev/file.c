@@ -1362,6 +1362,7 @@ bool blk_file_create(const BlockdevCreateOptionsFile *o,
 
 const BlockDriver blk_drv_file = {
     .format_name = "file",
+    .iothread_ok = true,
     .instance_size = sizeof(FileState),
     .is_protocol = true,
     .open = file_open,
@@ -1385,6 +1386,7 @@ const BlockDriver blk_drv_file = {
 /* host_device: the same driver under QEMU's name for block devices. */
 const BlockDriver blk_drv_host_device = {
     .format_name = "host_device",
+    .iothread_ok = true,
     .instance_size = sizeof(FileState),
     .is_protocol = true,
     .open = file_open,

@@ -933,6 +933,7 @@ static void blk_pool_submit(WorkerPool *pool, BlockRequest *req)
     BlockNode *bs = req->bs;
 
     req->pool = pool;
+    pthread_mutex_lock(&bs->pool_lock);
     if (bs->pool_inflight >= blk_pool_share(pool)) {
         req->pool_next = NULL;
         if (bs->pool_wait_tail != NULL) {
@@ -941,27 +942,35 @@ static void blk_pool_submit(WorkerPool *pool, BlockRequest *req)
             bs->pool_wait_head = req;
         }
         bs->pool_wait_tail = req;
+        pthread_mutex_unlock(&bs->pool_lock);
         return;
     }
     bs->pool_inflight++;
-    worker_submit(pool, &req->job);
+    pthread_mutex_unlock(&bs->pool_lock);
+    worker_submit_to(pool, &req->job, req->loop);
 }
 
-/* A counted request finished: its share goes to the next waiting one. */
+/* A counted request finished: its share goes to the next waiting one
+ * (which completes to its own submitter's loop). */
 static void blk_pool_release(BlockRequest *req)
 {
     BlockNode *bs = req->bs;
-    BlockRequest *next = bs->pool_wait_head;
+    BlockRequest *next;
 
     req->pool = NULL;
+    pthread_mutex_lock(&bs->pool_lock);
     bs->pool_inflight--;
+    next = bs->pool_wait_head;
     if (next != NULL) {
         bs->pool_wait_head = next->pool_next;
         if (bs->pool_wait_head == NULL) {
             bs->pool_wait_tail = NULL;
         }
         bs->pool_inflight++;
-        worker_submit(next->pool, &next->job);
+    }
+    pthread_mutex_unlock(&bs->pool_lock);
+    if (next != NULL) {
+        worker_submit_to(next->pool, &next->job, next->loop);
     }
 }
 
@@ -1019,6 +1028,15 @@ static void blk_aio_done(WorkerJob *job)
 
     if (req->pool != NULL) {
         blk_pool_release(req);
+    }
+    if (req->loop != NULL && req->loop != blk_node_loop(bs)) {
+        /* An I/O thread's request: its owner may let the main loop
+         * free what holds the node (a connection, its export) from
+         * inside cb, and blockdev-del there must not find this
+         * reference.  The owner's own reference keeps bs through cb. */
+        blk_unref(bs);
+        req->cb(req);
+        return;
     }
     req->cb(req);
     blk_unref(bs);
@@ -1200,14 +1218,13 @@ static void blk_aio_account(BlockNode *bs, const BlockRequest *req, int ret)
     }
 }
 
-/* Post req's completion to the loop (or, with none, run it now). */
+/* Post req's completion to its submitter's loop (or, with none, run it
+ * now). */
 static void blk_aio_finish(BlockRequest *req, int ret)
 {
-    Loop *loop = blk_node_loop(req->bs);
-
     req->ret = ret;
-    if (loop != NULL) {
-        loop_post(loop, blk_aio_done_posted, &req->job);
+    if (req->loop != NULL) {
+        loop_post(req->loop, blk_aio_done_posted, &req->job);
     } else {
         blk_aio_done(&req->job);
     }
@@ -1224,7 +1241,11 @@ void blk_aio_complete(BlockRequest *req, int ret)
         !(req->flags & BLK_REQ_NO_FALLBACK) && pool != NULL) {
         /* no longer in the driver; the pool path counts it again */
         STAT_SUB(req->bs->in_flight[BLOCK_STATS_OP_WRITE_ZEROES], 1);
-        worker_submit(pool, &req->job);
+        if (req->loop != NULL) {
+            worker_submit_to(pool, &req->job, req->loop);
+        } else {
+            worker_submit(pool, &req->job);
+        }
         return;
     }
     /* A CACHE request is a hint: its failure fails nothing. */
@@ -1245,16 +1266,32 @@ void blk_aio_complete(BlockRequest *req, int ret)
     blk_aio_finish(req, ret);
 }
 
+bool blk_node_iothread_ok(const BlockNode *bs)
+{
+    if (bs == NULL) {
+        return true;
+    }
+    return bs->drv->iothread_ok && bs->drv->aio_submit == NULL &&
+           bs->job == NULL && blk_node_iothread_ok(bs->file) &&
+           blk_node_iothread_ok(bs->backing) &&
+           blk_node_iothread_ok(bs->target);
+}
+
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
+    blk_aio_submit_on(pool, req, blk_node_loop(req->bs));
+}
+
+void blk_aio_submit_on(WorkerPool *pool, BlockRequest *req, Loop *loop)
+{
     BlockNode *bs = req->bs;
-    Loop *loop = blk_node_loop(bs);
     int op;
 
     blk_trace_submit(req);
     blk_ref(bs);
     req->ret = 0;
     req->pool = NULL;
+    req->loop = loop;
     req->job.run = blk_aio_run;
     req->job.done = blk_aio_done;
     if (blk_aio_driver_takes(bs, req)) {

@@ -149,6 +149,7 @@ static void null_get_caps(BlockNode *bs, BlockCaps *caps)
 
 const BlockDriver blk_drv_null_co = {
     .format_name = "null-co",
+    .iothread_ok = true,
     .instance_size = sizeof(NullState),
     .open = null_open,
     .get_length = null_get_length,
@@ -164,6 +165,7 @@ const BlockDriver blk_drv_null_co = {
 
 const BlockDriver blk_drv_null_aio = {
     .format_name = "null-aio",
+    .iothread_ok = true,
     .instance_size = sizeof(NullState),
     .open = null_open,
     .get_length = null_get_length,

@@ -248,6 +248,7 @@ static void raw_query_image(BlockNode *bs, ImageInfo *info)
 
 const BlockDriver blk_drv_raw = {
     .format_name = "raw",
+    .iothread_ok = true,
     .instance_size = sizeof(RawState),
     .is_format = true,
     .probe = raw_probe,

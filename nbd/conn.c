@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <netdb.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "nbd/internal.h"
@@ -321,7 +322,7 @@ void nbd_conn_queue(NbdConn *c, NbdSlot *s)
      * 16.  A post from the loop thread is no system call. */
     if (!c->flush_posted) {
         c->flush_posted = true;
-        loop_post(c->ctx->loop, conn_flush_posted, c);
+        loop_post(c->loop, conn_flush_posted, c);
     }
 }
 
@@ -418,7 +419,7 @@ static void conn_input_loop(NbdConn *c)
      * wake us.  gnutls may hold decrypted records back: not for TLS. */
     bool drained = false;
 
-    while (conn_reading(c)) {
+    while (conn_reading(c) && !c->handoff) {
         uint64_t need;
 
         if (c->state == NBD_CS_OPT_HDR && c->hs_off < c->hs_len) {
@@ -493,6 +494,8 @@ static void conn_input_loop(NbdConn *c)
     }
 }
 
+static void conn_move(NbdConn *c);
+
 static void conn_input(NbdConn *c)
 {
     if (c->in_input) {
@@ -503,8 +506,13 @@ static void conn_input(NbdConn *c)
     do {
         c->input_again = false;
         conn_input_loop(c);
-    } while (c->input_again && !c->closed && !c->input_paused);
+    } while (c->input_again && !c->closed && !c->input_paused &&
+             !c->handoff);
     c->in_input = false;
+    if (c->handoff && !c->closed) {
+        conn_move(c);
+        return;
+    }
     nbd_conn_update_events(c);
 }
 
@@ -753,11 +761,12 @@ static NbdConn *conn_alloc_unnamed(NbdServer *srv, int fd)
 
     c->srv = srv;
     c->ctx = srv->ctx;
+    c->loop = srv->ctx->loop;
     c->tls_required = srv->tls != NULL;
     c->serial = ++srv->conn_serial;
     xport_init_plain(&c->xp, fd);
-    c->watch = loop_fd_add(srv->ctx->loop, fd, 0, conn_fd_cb, c);
-    c->idle_timer = loop_timer_new(srv->ctx->loop, conn_idle_cb, c);
+    c->watch = loop_fd_add(c->loop, fd, 0, conn_fd_cb, c);
+    c->idle_timer = loop_timer_new(c->loop, conn_idle_cb, c);
     return c;
 }
 
@@ -794,10 +803,15 @@ static void conn_release_export(NbdConn *c)
     }
 }
 
+/* Main loop: the struct goes (no request in flight any more). */
 static void conn_free_cb(void *opaque)
 {
     NbdConn *c = opaque;
 
+    if (c->close_posts > 0) {
+        c->free_pending = true;  /* a posted close still names it */
+        return;
+    }
     if (c->srv) {
         nbd_server_conn_freed(c->srv, c);
     }
@@ -812,16 +826,112 @@ static void conn_free_cb(void *opaque)
     free(c);
 }
 
+/* What nbd_conn_shutdown() waits on: the connection closed on its loop
+ * with nothing in flight (its free posted to the main loop). */
+struct NbdConnWait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+};
+
+static void conn_wait_done(NbdConnWait *w)
+{
+    if (w != NULL) {
+        pthread_mutex_lock(&w->lock);
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+/* A remote connection's loop, on the turn after the one that found it
+ * quiet (whatever called conn_maybe_free may still use it then): hand
+ * the free to the main loop, and touch it no more. */
+static void conn_free_remote_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+    NbdConnWait *w = c->wait;
+
+    c->wait = NULL;
+    loop_post(c->ctx->loop, conn_free_cb, c);
+    conn_wait_done(w);           /* the waiter holds off the free */
+}
+
 static void conn_maybe_free(NbdConn *c)
 {
     if (c->closed && c->busy == 0 && !c->free_posted && !c->flush_posted) {
         c->free_posted = true;
-        loop_post(c->ctx->loop, conn_free_cb, c);
+        /* The server's list and the export's reference are the main
+         * loop's, whichever loop the connection ran on. */
+        loop_post(c->remote ? c->loop : c->ctx->loop,
+                  c->remote ? conn_free_remote_cb : conn_free_cb, c);
     }
+}
+
+/* Main loop: the half of a close that touches what the main loop owns
+ * (the export's client count, events, the server's counts). */
+static void conn_closed_main(NbdConn *c)
+{
+    if (c->main_closed) {
+        return;
+    }
+    c->main_closed = true;
+    if (c->exp) {
+        c->exp->nconns--;
+        if (c->announced) {
+            c->announced = false;
+            qapi_event_send_nbd_export_client_disconnected(
+                c->ctx->events, c->exp->id, c->peer,
+                c->tls_identity != NULL, c->tls_identity);
+        }
+    }
+    if (c->srv) {
+        nbd_server_conn_closed(c->srv, c);
+    }
+    if (c->on_close) {
+        void (*fn)(void *, NbdConn *) = c->on_close;
+
+        c->on_close = NULL;
+        fn(c->close_opaque, c);
+    }
+}
+
+static void conn_closed_main_cb(void *opaque)
+{
+    conn_closed_main(opaque);
+}
+
+/* Main loop: a close posted to a remote connection's loop was done. */
+static void conn_close_ack_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    c->close_posts--;
+    if (c->close_posts == 0 && c->free_pending) {
+        c->free_pending = false;
+        conn_free_cb(c);
+    }
+}
+
+/* The connection's loop: a close asked by the main loop. */
+static void conn_close_remote_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    nbd_conn_close(c);
+    loop_post(c->ctx->loop, conn_close_ack_cb, c);
 }
 
 void nbd_conn_close(NbdConn *c)
 {
+    if (c->remote && !loop_is_current(c->loop)) {
+        /* From the main loop: the owner closes it. */
+        if (!c->main_closed) {
+            c->close_posts++;
+            loop_post(c->loop, conn_close_remote_cb, c);
+        }
+        return;
+    }
     if (c->closed) {
         return;
     }
@@ -852,25 +962,48 @@ void nbd_conn_close(NbdConn *c)
         c->cur = NULL;
         nbd_slot_put(s);
     }
-    if (c->exp) {
-        c->exp->nconns--;
-        if (c->announced) {
-            c->announced = false;
-            qapi_event_send_nbd_export_client_disconnected(
-                c->ctx->events, c->exp->id, c->peer,
-                c->tls_identity != NULL, c->tls_identity);
-        }
-    }
-    if (c->srv) {
-        nbd_server_conn_closed(c->srv, c);
-    }
-    if (c->on_close) {
-        void (*fn)(void *, NbdConn *) = c->on_close;
-
-        c->on_close = NULL;
-        fn(c->close_opaque, c);
+    if (c->remote) {
+        loop_post(c->ctx->loop, conn_closed_main_cb, c);
+    } else {
+        conn_closed_main(c);
     }
     conn_maybe_free(c);
+}
+
+/* ---- moving to an iothread ----------------------------------------------- */
+
+/* The iothread's loop: take the connection over and carry on where the
+ * main loop stopped (the GO reply may still be unsent, requests may
+ * already be in the input buffer). */
+static void conn_adopt_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    c->watch = loop_fd_add(c->loop, c->xp.fd, 0, conn_fd_cb, c);
+    c->idle_timer = loop_timer_new(c->loop, conn_idle_cb, c);
+    nbd_conn_flush_output(c);
+    if (!c->closed) {
+        conn_input(c);
+    }
+}
+
+/* Main loop, right after GO on an export with an iothread: stop
+ * watching the connection here and hand it to the iothread's loop.
+ * Nothing of it is pending on the main loop: the handshake posts
+ * nothing, its time limit went at GO. */
+static void conn_move(NbdConn *c)
+{
+    c->handoff = false;
+    loop_fd_del(c->watch);
+    c->watch = NULL;
+    loop_timer_free(c->idle_timer);
+    c->idle_timer = NULL;
+    c->idle_armed = false;
+    c->remote = true;
+    c->loop = c->exp->loop;
+    log_debug("nbd: client %" PRIu64 " moves to iothread '%s'", c->serial,
+              c->exp->iothread);
+    loop_post(c->loop, conn_adopt_cb, c);
 }
 
 NbdExport *nbd_conn_export(const NbdConn *c)
@@ -880,19 +1013,69 @@ NbdExport *nbd_conn_export(const NbdConn *c)
 
 bool nbd_conn_closed(const NbdConn *c)
 {
-    return c->closed;
+    return c->remote ? c->main_closed : c->closed;
 }
 
 void nbd_conn_forget_export(NbdConn *c, const NbdExport *exp)
 {
-    if (c->meta_exp == exp) {
+    /* A remote connection is in transmission: its selection stays its
+     * own (and its loop's). */
+    if (!c->remote && c->meta_exp == exp) {
         nbd_conn_meta_clear(c);
     }
+}
+
+/* Main loop: close a remote connection on its loop and wait until it
+ * has nothing in flight (its requests complete to that loop, which
+ * keeps running), then do the main half of the close now. */
+static void conn_quiesce_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (c->free_posted) {
+        /* Quiet already: its free is posted (to the main loop, which
+         * waits for us, or behind us to this loop, which then finds
+         * no waiter). */
+        conn_wait_done(c->wait_req);
+        return;
+    }
+    c->wait = c->wait_req;
+    nbd_conn_close(c);           /* conn_free_remote_cb signals */
+}
+
+static void conn_shutdown_remote(NbdConn *c)
+{
+    NbdConnWait w = { .done = false };
+
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    c->close_posts++;            /* the struct outlives the post */
+    c->wait_req = &w;            /* read by the owner in the post */
+    loop_post(c->loop, conn_quiesce_cb, c);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done) {
+        pthread_cond_wait(&w.cond, &w.lock);
+    }
+    pthread_mutex_unlock(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    c->wait_req = NULL;
+    c->close_posts--;
+    /* Its main half and its free are posted behind us: the first now
+     * (events while the monitors are still there), then let go of the
+     * export so the node closes cleanly at exit; the posted free
+     * finds both done. */
+    conn_closed_main(c);
+    conn_release_export(c);
 }
 
 void nbd_conn_shutdown(NbdConn *c)
 {
     c->srv = NULL;
+    if (c->remote) {
+        conn_shutdown_remote(c);
+        return;
+    }
     if (c->closed) {
         /* Its free is posted (or due when requests end).  The post may
          * never run if the daemon is exiting, so let go of the export

@@ -14,7 +14,9 @@
 #include "blockdev/block.h"
 #include "nbd/internal.h"
 #include "nbd/kernel.h"
+#include "crypto/object.h"
 #include "qapi-events.h"
+#include "util/log.h"
 #include "util/util.h"
 
 /* ---- meta contexts -------------------------------------------------------
@@ -135,6 +137,10 @@ void nbd_export_unref(NbdExport *exp)
     }
     free(exp->bitmaps);
     free(exp->bitmap_users);
+    if (exp->iothread != NULL) {
+        object_remove_user(exp->ctx->objects, exp->iothread, exp->user);
+        free(exp->iothread);
+    }
     blk_node_remove_user(exp->node, exp->user);
     blk_unref(exp->node);
     /* The export is really gone now: tell the monitors. */
@@ -252,11 +258,44 @@ static bool export_add_bitmaps(NbdExport *exp, const NbdExportConfig *cfg,
     return true;
 }
 
+/* cfg->iothread for the export that user names: *loop its loop
+ * (pinned), or NULL when the node cannot be used from another thread
+ * and the iothread is not fixed: its clients stay on the main loop, as
+ * QEMU keeps an export in the node's AioContext then. */
+static bool export_pick_iothread(NbdServer *srv, const NbdExportConfig *cfg,
+                                 const char *user, Loop **loop, Error **errp)
+{
+    Loop *l = object_use_iothread(srv->ctx->objects, cfg->iothread, user,
+                                  errp);
+
+    if (l == NULL) {
+        return false;
+    }
+    if (!blk_node_iothread_ok(cfg->node)) {
+        object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        if (cfg->fixed_iothread) {
+            /* QEMU's words (block/block-backend.c) */
+            error_setg(errp, "Cannot change iothread of active block "
+                       "backend");
+            return false;
+        }
+        log_info("export '%s': node '%s' cannot be used from iothread "
+                 "'%s' (only file, raw and null-co nodes without a job "
+                 "can): its clients stay on the main loop", cfg->id,
+                 blk_node_name(cfg->node), cfg->iothread);
+        *loop = NULL;
+        return true;
+    }
+    *loop = l;
+    return true;
+}
+
 NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
                           Error **errp)
 {
     const char *name = cfg->name ? cfg->name : blk_node_name(cfg->node);
     NbdExport *exp;
+    Loop *loop = NULL;
     char *user;
 
     if (nbd_export_find_id(srv, cfg->id)) {
@@ -277,7 +316,15 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
         return NULL;
     }
     user = xasprintf("export '%s'", cfg->id);
+    if (cfg->iothread != NULL &&
+        !export_pick_iothread(srv, cfg, user, &loop, errp)) {
+        free(user);
+        return NULL;
+    }
     if (!blk_node_add_user(cfg->node, user, cfg->writable, errp)) {
+        if (loop != NULL) {
+            object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        }
         free(user);
         return NULL;
     }
@@ -299,6 +346,9 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
                         NULL);
     }
     if (!export_add_bitmaps(exp, cfg, errp)) {
+        if (loop != NULL) {
+            object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        }
         blk_node_remove_user(cfg->node, user);
         blk_unref(cfg->node);
         for (size_t i = 0; i < exp->meta.len; i++) {
@@ -311,6 +361,10 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
         free(user);
         free(exp);
         return NULL;
+    }
+    if (loop != NULL) {
+        exp->loop = loop;
+        exp->iothread = xstrdup(cfg->iothread);
     }
     exp->refcnt = 1;
     exp->in_registry = true;
@@ -381,11 +435,11 @@ void nbd_export_info(const NbdServer *srv, size_t i, NbdExportInfo *info)
     info->shutting_down = exp->shutting_down;
     info->writable = exp->writable;
     info->clients = exp->nconns;
-    info->rd_bytes = exp->rd_bytes;
-    info->wr_bytes = exp->wr_bytes;
-    info->rd_ops = exp->rd_ops;
-    info->wr_ops = exp->wr_ops;
-    info->other_ops = exp->other_ops;
+    info->rd_bytes = NBD_STAT_GET(exp->rd_bytes);
+    info->wr_bytes = NBD_STAT_GET(exp->wr_bytes);
+    info->rd_ops = NBD_STAT_GET(exp->rd_ops);
+    info->wr_ops = NBD_STAT_GET(exp->wr_ops);
+    info->other_ops = NBD_STAT_GET(exp->other_ops);
     info->ops = &exp->ops;
 }
 
@@ -428,7 +482,7 @@ void nbd_exports_replace_node(NbdContext *ctx, BlockNode *from,
          * checked it can be written. */
         blk_node_add_user(to, exp->user, exp->writable, NULL);
         blk_ref(to);
-        exp->node = to;
+        __atomic_store_n(&exp->node, to, __ATOMIC_RELEASE);
         export_pin_bitmaps(exp, from);
         blk_node_remove_user(from, exp->user);
         blk_unref(from);

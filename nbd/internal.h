@@ -147,11 +147,34 @@ struct NbdExport {
     size_t n_bitmaps;
     bool shutting_down;          /* deleted: no new clients */
     bool in_registry;
-    unsigned refcnt;             /* registry + connections */
+    unsigned refcnt;             /* registry + connections (main loop) */
     unsigned nconns;             /* connections that did GO on it */
+    /* The iothread whose loop serves its clients in transmission (the
+     * object pinned by user), or NULL and NULL: the main loop. */
+    char *iothread;
+    Loop *loop;
+    /* Counters: connections on several loops add to them (NBD_STAT_ADD),
+     * queries read them with relaxed loads. */
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
     NbdOpCounters ops;
 };
+
+/* A counter that connections on several loops add to (an export's). */
+#define NBD_STAT_ADD(field, v) \
+    ((void)__atomic_fetch_add(&(field), (v), __ATOMIC_RELAXED))
+/* A counter only its connection's loop writes and a query on the main
+ * loop reads: a plain add, stored whole (no lock prefix). */
+#define NBD_CONN_STAT_ADD(field, v) \
+    __atomic_store_n(&(field), (field) + (v), __ATOMIC_RELAXED)
+#define NBD_STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/* The node exp serves now: a job's pivot (nbd_exports_replace_node, on
+ * the main loop) may change it while a connection on an iothread reads
+ * it. */
+static inline BlockNode *nbd_export_node(const NbdExport *exp)
+{
+    return __atomic_load_n(&exp->node, __ATOMIC_ACQUIRE);
+}
 
 void nbd_export_ref(NbdExport *exp);
 void nbd_export_unref(NbdExport *exp);
@@ -319,9 +342,43 @@ typedef struct NbdSlot {
 
 DEFINE_VECTOR_TYPE(NbdMetaSel, uint32_t);
 
+typedef struct NbdConnWait NbdConnWait;
+
+/* Which thread touches a connection:
+ *
+ *   main loop ── handshake ── GO on an export with an iothread ──┐
+ *     (everything, as without iothreads)       conn_move: watch and
+ *                                              timers dropped, loop_post
+ *   iothread loop <─────────── conn_adopt ─────────────────────┘
+ *     the connection's fields, its slots, its requests (completing
+ *     to this loop: blk_aio_submit_on)
+ *
+ * Once moved (remote), the main loop reads only what no longer changes
+ * (exp, serial, peer, tls_identity), the NBD_CONN_STAT_ADD counters,
+ * and the main-only fields below.  What the main loop owns (the
+ * server's lists, the export's nconns and refcnt, events) the iothread
+ * posts to it: the close (conn_closed_main) and the free.  The main
+ * loop posts a close the other way (nbd_conn_close from the main loop)
+ * and, at nbd-server-stop and exit, waits for the connection to
+ * quiesce (nbd_conn_shutdown). */
 struct NbdConn {
-    NbdServer *srv;              /* NULL once the server is gone */
+    NbdServer *srv;              /* NULL once the server is gone (main) */
     NbdContext *ctx;             /* what the layer above handed us */
+    Loop *loop;                  /* the loop that owns it: ctx->loop
+                                  * until moved to its export's */
+    bool handoff;                /* GO on an iothread export: move once
+                                  * the input loop unwinds */
+    bool remote;                 /* moved (set before the move) */
+    /* main loop only, for a remote connection: closes posted to its
+     * loop and not yet acknowledged (the struct must outlive them), a
+     * free that waits for them, the close's main half done, and who
+     * waits for it to quiesce */
+    unsigned close_posts;
+    bool free_pending;
+    bool main_closed;
+    NbdConnWait *wait_req;       /* set by nbd_conn_shutdown, main */
+    NbdConnWait *wait;           /* the owner's copy: signalled when the
+                                  * free is posted */
     Xport xp;
     LoopFd *watch;
     LoopTimer *hs_timer;         /* handshake limit; NULL after GO */

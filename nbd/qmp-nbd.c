@@ -91,9 +91,9 @@ static BlockOpStatsList *export_op_stats(const NbdOpCounters *o)
         s->latency = blk_lathist_info(&o->lat[op], &s->operations,
                                       &s->total_time_ns);
         s->op = (BlockStatsOp)op;
-        s->failed = o->failed[op];
-        s->invalid = o->invalid[op];
-        s->in_flight = o->in_flight[op];
+        s->failed = __atomic_load_n(&o->failed[op], __ATOMIC_RELAXED);
+        s->invalid = __atomic_load_n(&o->invalid[op], __ATOMIC_RELAXED);
+        s->in_flight = __atomic_load_n(&o->in_flight[op], __ATOMIC_RELAXED);
         l->v[op] = s;
     }
     return l;
@@ -320,6 +320,8 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
     cfg.writable = args->writable;
     cfg.writethrough = args->writethrough;
     cfg.allocation_depth = o->allocation_depth;
+    cfg.iothread = args->has_iothread ? args->iothread : NULL;
+    cfg.fixed_iothread = args->has_fixed_iothread && args->fixed_iothread;
     return export_add(nc, &cfg, errp);
 }
 

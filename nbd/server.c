@@ -213,11 +213,11 @@ void nbd_export_each_client(const NbdServer *srv, const char *id,
                 .serial = c->serial,
                 .addr = c->peer,
                 .tls_identity = c->tls_identity,
-                .rd_bytes = c->rd_bytes,
-                .wr_bytes = c->wr_bytes,
-                .rd_ops = c->rd_ops,
-                .wr_ops = c->wr_ops,
-                .other_ops = c->other_ops,
+                .rd_bytes = NBD_STAT_GET(c->rd_bytes),
+                .wr_bytes = NBD_STAT_GET(c->wr_bytes),
+                .rd_ops = NBD_STAT_GET(c->rd_ops),
+                .wr_ops = NBD_STAT_GET(c->wr_ops),
+                .other_ops = NBD_STAT_GET(c->other_ops),
             };
             fn(opaque, &ci);
         }

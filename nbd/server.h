@@ -114,6 +114,11 @@ typedef struct NbdExportConfig {
      * nodes referenced and in use) until it goes. */
     struct DirtyBitmap *const *bitmaps;
     size_t n_bitmaps;
+    /* The iothread object whose loop serves the clients in transmission
+     * (NULL: the main loop); with fixed_iothread a node that cannot
+     * move fails the export instead of staying on the main loop. */
+    const char *iothread;
+    bool fixed_iothread;
 } NbdExportConfig;
 
 /* Add an export; errors: duplicate id/name, node not writable... */

@@ -301,7 +301,7 @@ static void tx_stat_begin(NbdSlot *s)
 
     s->start_ns = tx_now_ns();
     if (op >= 0) {
-        s->conn->exp->ops.in_flight[op]++;
+        NBD_STAT_ADD(s->conn->exp->ops.in_flight[op], 1);
     }
 }
 
@@ -315,9 +315,9 @@ static void tx_stat_end(NbdSlot *s, int ret)
     if (op < 0) {
         return;
     }
-    o->in_flight[op]--;
+    NBD_STAT_ADD(o->in_flight[op], -1);
     if (ret < 0) {
-        o->failed[op]++;
+        NBD_STAT_ADD(o->failed[op], 1);
     } else {
         lathist_record(&o->lat[op], tx_now_ns() - s->start_ns);
     }
@@ -398,7 +398,7 @@ static void slot_bs_submit(NbdSlot *s)
     ext_reset(&s->ext[s->ext_cur], c->extended,
               s->req.flags & NBD_CMD_FLAG_REQ_ONE);
     memset(r, 0, sizeof(*r));
-    r->bs = c->exp->node;
+    r->bs = nbd_export_node(c->exp);
     r->type = BLK_OP_BLOCK_STATUS;
     r->offset = s->req.offset;
     r->bytes = s->req.length;
@@ -407,7 +407,7 @@ static void slot_bs_submit(NbdSlot *s)
     r->extent_cb = ext_add;
     r->cb = slot_bs_done;
     r->opaque = s;
-    blk_aio_submit(c->ctx->pool, r);
+    blk_aio_submit_on(c->ctx->pool, r, c->loop);
 }
 
 static void slot_bs_done(BlockRequest *r)
@@ -425,8 +425,8 @@ static void slot_bs_done(BlockRequest *r)
         return;
     }
     tx_stat_end(s, r->ret);
-    c->exp->other_ops++;
-    c->other_ops++;
+    NBD_STAT_ADD(c->exp->other_ops, 1);
+    NBD_CONN_STAT_ADD(c->other_ops, 1);
     if (r->ret < 0) {
         slot_reply_error(s, nbd_errno(r->ret), "block status failed: %s",
                          strerror(-r->ret));
@@ -485,26 +485,26 @@ static void slot_io_done(BlockRequest *r)
         s->flush_after = false;
         r->type = BLK_OP_FLUSH;
         r->flags = 0;
-        blk_aio_submit(c->ctx->pool, r);
+        blk_aio_submit_on(c->ctx->pool, r, c->loop);
         return;
     }
     tx_stat_end(s, r->ret);
     switch (s->req.type) {
     case NBD_CMD_READ:
-        exp->rd_ops++;
-        exp->rd_bytes += s->req.length;
-        c->rd_ops++;
-        c->rd_bytes += s->req.length;
+        NBD_STAT_ADD(exp->rd_ops, 1);
+        NBD_STAT_ADD(exp->rd_bytes, s->req.length);
+        NBD_CONN_STAT_ADD(c->rd_ops, 1);
+        NBD_CONN_STAT_ADD(c->rd_bytes, s->req.length);
         break;
     case NBD_CMD_WRITE:
-        exp->wr_ops++;
-        exp->wr_bytes += s->req.length;
-        c->wr_ops++;
-        c->wr_bytes += s->req.length;
+        NBD_STAT_ADD(exp->wr_ops, 1);
+        NBD_STAT_ADD(exp->wr_bytes, s->req.length);
+        NBD_CONN_STAT_ADD(c->wr_ops, 1);
+        NBD_CONN_STAT_ADD(c->wr_bytes, s->req.length);
         break;
     default:
-        exp->other_ops++;
-        c->other_ops++;
+        NBD_STAT_ADD(exp->other_ops, 1);
+        NBD_CONN_STAT_ADD(c->other_ops, 1);
         break;
     }
     if (r->ret < 0) {
@@ -534,7 +534,7 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
     BlockRequest *r = &s->breq;
 
     memset(r, 0, sizeof(*r));
-    r->bs = c->exp->node;
+    r->bs = nbd_export_node(c->exp);
     r->type = type;
     r->flags = flags;
     r->offset = s->req.offset;
@@ -546,7 +546,7 @@ static void slot_submit(NbdSlot *s, BlockRequestType type, uint32_t flags)
     }
     r->cb = slot_io_done;
     r->opaque = s;
-    blk_aio_submit(c->ctx->pool, r);
+    blk_aio_submit_on(c->ctx->pool, r, c->loop);
 }
 
 /* A big read from a node that can splice, over a transport that can:
@@ -671,7 +671,7 @@ void nbd_tx_on_req_hdr(NbdConn *c)
         int op = tx_stat_op(s->req.type);
 
         if (op >= 0) {
-            c->exp->ops.invalid[op]++;
+            NBD_STAT_ADD(c->exp->ops.invalid[op], 1);
         }
         slot_reply_error(s, err, "%s: %s", nbd_cmd_name(s->req.type), why);
         s->err = err;
@@ -740,6 +740,12 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
         c->ctx->events, exp->id, c->peer ? c->peer : "unix",
         c->tls_identity != NULL, c->tls_identity);
     nbd_tx_next_request(c);
+    /* A client of the listeners on an export with an iothread moves to
+     * that loop once its input loop unwinds (conn.c, conn_move); a
+     * kernel device's (on_close) stays. */
+    if (exp->loop != NULL && c->on_close == NULL) {
+        c->handoff = true;
+    }
 }
 
 NbdConn *nbd_conn_start_transmission(NbdServer *srv, int fd, NbdExport *exp,
