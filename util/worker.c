@@ -125,7 +125,7 @@ void worker_submit(WorkerPool *pool, WorkerJob *job)
 void worker_submit_to(WorkerPool *pool, WorkerJob *job, Loop *loop)
 {
     job->next = NULL;
-    job->loop = loop;
+    job->loop = loop != NULL ? loop : pool->loop;
     pthread_mutex_lock(&pool->lock);
     if (pool->tail != NULL) {
         pool->tail->next = job;

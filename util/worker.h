@@ -34,7 +34,7 @@ size_t worker_pool_size(const WorkerPool *pool);
  * done() runs on the pool's loop. */
 void worker_submit(WorkerPool *pool, WorkerJob *job);
 /* The same, with done() posted to loop instead (an I/O thread's loop
- * submitting its own requests).  Any thread. */
+ * submitting its own requests; NULL: the pool's).  Any thread. */
 void worker_submit_to(WorkerPool *pool, WorkerJob *job, Loop *loop);
 
 #endif
