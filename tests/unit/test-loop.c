@@ -6,8 +6,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include "cunit-main.h"
 #include "util/loop.h"
+#include "util/util.h"
+#include "util/worker.h"
 
 typedef struct Rec {
     Loop *loop;
@@ -207,7 +211,132 @@ static void test_post_before_run(void)
     loop_free(r.loop);
 }
 
+/* Two loops on two threads, as with an iothread: an fd watched on the
+ * first is handed to the second (watch dropped, a post, watched again
+ * there), whose requests to the worker pool complete on it
+ * (worker_submit_to), and which reports back to the first by a post. */
+typedef struct Handoff {
+    Loop *main, *io;
+    WorkerPool *pool;
+    int fds[2];
+    LoopFd *watch;
+    pthread_t main_thread, io_thread;
+    pthread_t read_on, run_on, done_on;
+    char got;
+    bool io_current_in_io, main_current_in_io;
+    WorkerJob job;
+} Handoff;
+
+static void *io_main(void *opaque)
+{
+    Handoff *h = opaque;
+
+    loop_run(h->io);
+    return NULL;
+}
+
+static void handoff_finish(void *opaque)
+{
+    Handoff *h = opaque;
+
+    loop_stop(h->main);
+}
+
+static void handoff_job_run(WorkerJob *job)
+{
+    Handoff *h = container_of(job, Handoff, job);
+
+    h->run_on = pthread_self();
+}
+
+static void handoff_job_done(WorkerJob *job)
+{
+    Handoff *h = container_of(job, Handoff, job);
+
+    h->done_on = pthread_self();
+    loop_post(h->main, handoff_finish, h);
+}
+
+static void handoff_io_read(int fd, int events, void *opaque)
+{
+    Handoff *h = opaque;
+
+    (void)events;
+    CU_ASSERT(read(fd, &h->got, 1) == 1);
+    h->read_on = pthread_self();
+    h->io_current_in_io = loop_is_current(h->io);
+    h->main_current_in_io = loop_is_current(h->main);
+    loop_fd_del(h->watch);
+    h->watch = NULL;
+    h->job.run = handoff_job_run;
+    h->job.done = handoff_job_done;
+    worker_submit_to(h->pool, &h->job, h->io);
+}
+
+static void handoff_adopt(void *opaque)
+{
+    Handoff *h = opaque;
+
+    h->watch = loop_fd_add(h->io, h->fds[0], LOOP_READ, handoff_io_read, h);
+}
+
+static void handoff_main_read(int fd, int events, void *opaque)
+{
+    Handoff *h = opaque;
+
+    (void)fd;
+    (void)events;
+    /* Readable on the main loop: hand it over without reading. */
+    loop_fd_del(h->watch);
+    h->watch = NULL;
+    loop_post(h->io, handoff_adopt, h);
+}
+
+static void handoff_stop_io(void *opaque)
+{
+    loop_stop(opaque);
+}
+
+static void test_handoff_between_loops(void)
+{
+    Handoff h = { .main = loop_new(), .io = loop_new() };
+    LoopTimer *guard;
+    pthread_t th;
+
+    CU_ASSERT_FATAL(h.main != NULL && h.io != NULL);
+    CU_ASSERT_FATAL(pipe(h.fds) == 0);
+    h.pool = worker_pool_new(h.main, 2);
+    CU_ASSERT_FATAL(h.pool != NULL);
+    h.main_thread = pthread_self();
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, io_main, &h) == 0);
+    h.io_thread = th;
+    guard = loop_timer_new(h.main, stop_loop, h.main);
+    loop_timer_arm(guard, 20 * 1000 * 1000);      /* a guard, not a wait */
+    h.watch = loop_fd_add(h.main, h.fds[0], LOOP_READ, handoff_main_read,
+                          &h);
+    CU_ASSERT(write(h.fds[1], "x", 1) == 1);
+    CU_ASSERT(loop_run(h.main) == 0);
+    loop_post(h.io, handoff_stop_io, h.io);
+    pthread_join(th, NULL);
+    worker_pool_free(h.pool);
+    loop_run_posted(h.main);
+    CU_ASSERT_EQUAL(h.got, 'x');
+    CU_ASSERT(pthread_equal(h.read_on, h.io_thread));
+    CU_ASSERT(h.io_current_in_io);
+    CU_ASSERT_FALSE(h.main_current_in_io);
+    CU_ASSERT_FALSE(pthread_equal(h.run_on, h.io_thread));
+    CU_ASSERT_FALSE(pthread_equal(h.run_on, h.main_thread));
+    CU_ASSERT(pthread_equal(h.done_on, h.io_thread));
+    CU_ASSERT(h.watch == NULL);
+    loop_timer_free(guard);
+    close(h.fds[0]);
+    close(h.fds[1]);
+    loop_free(h.io);
+    loop_free(h.main);
+}
+
 static CU_TestInfo loop_tests[] = {
+    { "handoff_between_loops", test_handoff_between_loops },
     { "post_from_loop_thread", test_post_from_loop_thread },
     { "post_from_threads", test_post_from_threads },
     { "post_before_run", test_post_before_run },
