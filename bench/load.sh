@@ -8,7 +8,9 @@
 #                 [--servers LIST] [--workloads LIST] [--results DIR]
 #
 # Servers (default all): blockd qemu-nbd qemu-storage-daemon nbdkit-file
-# nbd-server, each serving the same raw image (random data on
+# nbd-server; also blockd-iothread (not in the default list: blockd
+# with its export on an iothread, for the A/B of a second loop against
+# blockd's main loop, --servers blockd,blockd-iothread), each serving the same raw image (random data on
 # /dev/shm) over a unix socket, started fresh for every run, pinned to
 # CPU 0 with nbdload on CPU 1 (taskset).  Rounds are interleaved and the
 # server order rotates each round.  Workloads:
@@ -70,6 +72,12 @@ start() {
               --blockdev driver=raw,node-name=d0,file=f0 \
               --nbd-server "addr.type=unix,addr.path=$SOCK" \
               --export type=nbd,id=e0,node-name=d0,name=,writable=on \
+              2>>"$RESULTS/server.log" & ;;
+    blockd-iothread) taskset -c 0 "$BLOCKD" --object iothread,id=io0 \
+              --blockdev "driver=file,node-name=f0,filename=$IMG" \
+              --blockdev driver=raw,node-name=d0,file=f0 \
+              --nbd-server "addr.type=unix,addr.path=$SOCK" \
+              --export type=nbd,id=e0,node-name=d0,name=,writable=on,iothread=io0,fixed-iothread=on \
               2>>"$RESULTS/server.log" & ;;
     qemu-nbd) taskset -c 0 qemu-nbd -f raw -t -e 0 -x "" -k "$SOCK" "$IMG" \
               2>>"$RESULTS/server.log" & ;;

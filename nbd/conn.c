@@ -993,6 +993,8 @@ static void conn_adopt_cb(void *opaque)
  * nothing, its time limit went at GO. */
 static void conn_move(NbdConn *c)
 {
+    const char *name;
+
     c->handoff = false;
     loop_fd_del(c->watch);
     c->watch = NULL;
@@ -1000,9 +1002,9 @@ static void conn_move(NbdConn *c)
     c->idle_timer = NULL;
     c->idle_armed = false;
     c->remote = true;
-    c->loop = c->exp->loop;
+    c->loop = nbd_export_next_loop(c->exp, &name);
     log_debug("nbd: client %" PRIu64 " moves to iothread '%s'", c->serial,
-              c->exp->iothread);
+              name);
     loop_post(c->loop, conn_adopt_cb, c);
 }
 

@@ -137,10 +137,12 @@ void nbd_export_unref(NbdExport *exp)
     }
     free(exp->bitmaps);
     free(exp->bitmap_users);
-    if (exp->iothread != NULL) {
-        object_remove_user(exp->ctx->objects, exp->iothread, exp->user);
-        free(exp->iothread);
+    for (size_t i = 0; i < exp->n_loops; i++) {
+        object_remove_user(exp->ctx->objects, exp->iothreads[i], exp->user);
+        free(exp->iothreads[i]);
     }
+    free(exp->iothreads);
+    free(exp->loops);
     blk_node_remove_user(exp->node, exp->user);
     blk_unref(exp->node);
     /* The export is really gone now: tell the monitors. */
@@ -258,35 +260,69 @@ static bool export_add_bitmaps(NbdExport *exp, const NbdExportConfig *cfg,
     return true;
 }
 
-/* cfg->iothread for the export that user names: *loop its loop
- * (pinned), or NULL when the node cannot be used from another thread
- * and the iothread is not fixed: its clients stay on the main loop, as
- * QEMU keeps an export in the node's AioContext then. */
-static bool export_pick_iothread(NbdServer *srv, const NbdExportConfig *cfg,
-                                 const char *user, Loop **loop, Error **errp)
+Loop *nbd_export_next_loop(NbdExport *exp, const char **name)
 {
-    Loop *l = object_use_iothread(srv->ctx->objects, cfg->iothread, user,
-                                  errp);
+    size_t i;
 
-    if (l == NULL) {
+    if (exp->n_loops == 0) {
+        *name = NULL;
+        return NULL;
+    }
+    i = exp->next_loop++ % exp->n_loops;
+    *name = exp->iothreads[i];
+    return exp->loops[i];
+}
+
+static void export_put_iothreads(NbdServer *srv, const NbdExportConfig *cfg,
+                                 const char *user, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        object_remove_user(srv->ctx->objects, cfg->iothreads[i], user);
+    }
+}
+
+/* cfg->iothreads for the export that user names: their loops in *loops
+ * (pinned; n_iothreads of them), or *loops NULL when the node cannot be
+ * used from another thread and the iothread is not fixed: its clients
+ * stay on the main loop, as QEMU keeps an export in the node's
+ * AioContext then. */
+static bool export_get_iothreads(NbdServer *srv, const NbdExportConfig *cfg,
+                                 const char *user, Loop ***loops,
+                                 Error **errp)
+{
+    Loop **l;
+
+    if (cfg->fixed_iothread && cfg->n_iothreads > 1) {
+        error_setg(errp, "fixed-iothread takes one iothread, not a list");
         return false;
     }
+    l = xcalloc(cfg->n_iothreads, sizeof(*l));
+    for (size_t i = 0; i < cfg->n_iothreads; i++) {
+        l[i] = object_use_iothread(srv->ctx->objects, cfg->iothreads[i],
+                                   user, errp);
+        if (l[i] == NULL) {
+            export_put_iothreads(srv, cfg, user, i);
+            free(l);
+            return false;
+        }
+    }
     if (!blk_node_iothread_ok(cfg->node)) {
-        object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        export_put_iothreads(srv, cfg, user, cfg->n_iothreads);
+        free(l);
         if (cfg->fixed_iothread) {
             /* QEMU's words (block/block-backend.c) */
             error_setg(errp, "Cannot change iothread of active block "
                        "backend");
             return false;
         }
-        log_info("export '%s': node '%s' cannot be used from iothread "
-                 "'%s' (only file, raw and null-co nodes without a job "
-                 "can): its clients stay on the main loop", cfg->id,
-                 blk_node_name(cfg->node), cfg->iothread);
-        *loop = NULL;
+        log_info("export '%s': node '%s' cannot be used from an iothread "
+                 "(only file, raw and null-co nodes without a job can): "
+                 "its clients stay on the main loop", cfg->id,
+                 blk_node_name(cfg->node));
+        *loops = NULL;
         return true;
     }
-    *loop = l;
+    *loops = l;
     return true;
 }
 
@@ -295,7 +331,7 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
 {
     const char *name = cfg->name ? cfg->name : blk_node_name(cfg->node);
     NbdExport *exp;
-    Loop *loop = NULL;
+    Loop **loops = NULL;
     char *user;
 
     if (nbd_export_find_id(srv, cfg->id)) {
@@ -316,14 +352,15 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
         return NULL;
     }
     user = xasprintf("export '%s'", cfg->id);
-    if (cfg->iothread != NULL &&
-        !export_pick_iothread(srv, cfg, user, &loop, errp)) {
+    if (cfg->n_iothreads > 0 &&
+        !export_get_iothreads(srv, cfg, user, &loops, errp)) {
         free(user);
         return NULL;
     }
     if (!blk_node_add_user(cfg->node, user, cfg->writable, errp)) {
-        if (loop != NULL) {
-            object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        if (loops != NULL) {
+            export_put_iothreads(srv, cfg, user, cfg->n_iothreads);
+            free(loops);
         }
         free(user);
         return NULL;
@@ -346,8 +383,9 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
                         NULL);
     }
     if (!export_add_bitmaps(exp, cfg, errp)) {
-        if (loop != NULL) {
-            object_remove_user(srv->ctx->objects, cfg->iothread, user);
+        if (loops != NULL) {
+            export_put_iothreads(srv, cfg, user, cfg->n_iothreads);
+            free(loops);
         }
         blk_node_remove_user(cfg->node, user);
         blk_unref(cfg->node);
@@ -362,9 +400,13 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
         free(exp);
         return NULL;
     }
-    if (loop != NULL) {
-        exp->loop = loop;
-        exp->iothread = xstrdup(cfg->iothread);
+    if (loops != NULL) {
+        exp->loops = loops;
+        exp->n_loops = cfg->n_iothreads;
+        exp->iothreads = xcalloc(cfg->n_iothreads, sizeof(char *));
+        for (size_t i = 0; i < cfg->n_iothreads; i++) {
+            exp->iothreads[i] = xstrdup(cfg->iothreads[i]);
+        }
     }
     exp->refcnt = 1;
     exp->in_registry = true;

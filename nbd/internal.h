@@ -149,10 +149,12 @@ struct NbdExport {
     bool in_registry;
     unsigned refcnt;             /* registry + connections (main loop) */
     unsigned nconns;             /* connections that did GO on it */
-    /* The iothread whose loop serves its clients in transmission (the
-     * object pinned by user), or NULL and NULL: the main loop. */
-    char *iothread;
-    Loop *loop;
+    /* The iothreads whose loops serve its clients in transmission
+     * (the objects pinned by user), n_loops of them: none, the main
+     * loop; several, in turn (next_loop, main loop). */
+    char **iothreads;
+    Loop **loops;
+    size_t n_loops, next_loop;
     /* Counters: connections on several loops add to them (NBD_STAT_ADD),
      * queries read them with relaxed loads. */
     uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, other_ops;
@@ -177,6 +179,10 @@ static inline BlockNode *nbd_export_node(const NbdExport *exp)
 }
 
 void nbd_export_ref(NbdExport *exp);
+/* The loop a client entering transmission on exp goes to: NULL, the
+ * main loop's; else the next of its iothreads (its name in *name).
+ * Main loop. */
+Loop *nbd_export_next_loop(NbdExport *exp, const char **name);
 void nbd_export_unref(NbdExport *exp);
 /* Transmission flags for a connection that negotiated structured/
  * extended replies (DF depends on it). */

@@ -320,7 +320,13 @@ bool qmp_block_export_add(QmpCtx *ctx, const BlockExportOptions *args,
     cfg.writable = args->writable;
     cfg.writethrough = args->writethrough;
     cfg.allocation_depth = o->allocation_depth;
-    cfg.iothread = args->has_iothread ? args->iothread : NULL;
+    if (args->has_iothread && args->iothread->type == QTYPE_QSTRING) {
+        cfg.iothreads = (const char *const *)&args->iothread->u.single;
+        cfg.n_iothreads = 1;
+    } else if (args->has_iothread) {
+        cfg.iothreads = (const char *const *)args->iothread->u.multi->v;
+        cfg.n_iothreads = args->iothread->u.multi->n;
+    }
     cfg.fixed_iothread = args->has_fixed_iothread && args->fixed_iothread;
     return export_add(nc, &cfg, errp);
 }

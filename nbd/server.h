@@ -114,10 +114,13 @@ typedef struct NbdExportConfig {
      * nodes referenced and in use) until it goes. */
     struct DirtyBitmap *const *bitmaps;
     size_t n_bitmaps;
-    /* The iothread object whose loop serves the clients in transmission
-     * (NULL: the main loop); with fixed_iothread a node that cannot
-     * move fails the export instead of staying on the main loop. */
-    const char *iothread;
+    /* The iothread objects whose loops serve the clients in
+     * transmission, n_iothreads of them (0: the main loop; several:
+     * each new client goes to the next in turn); with fixed_iothread
+     * (one iothread only) a node that cannot move fails the export
+     * instead of staying on the main loop. */
+    const char *const *iothreads;
+    size_t n_iothreads;
     bool fixed_iothread;
 } NbdExportConfig;
 

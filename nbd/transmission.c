@@ -743,7 +743,7 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
     /* A client of the listeners on an export with an iothread moves to
      * that loop once its input loop unwinds (conn.c, conn_move); a
      * kernel device's (on_close) stays. */
-    if (exp->loop != NULL && c->on_close == NULL) {
+    if (exp->n_loops > 0 && c->on_close == NULL) {
         c->handoff = true;
     }
 }

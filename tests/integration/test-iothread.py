@@ -76,10 +76,57 @@ def test_requests_run_on_the_iothread(blockd_factory, tmp_path):
     d.cmd("block-export-add", type="nbd", id="e0", node_name="n0",
           iothread="busy", fixed_iothread=True)
     before = {k: cpu_ns(d.pid, t) for k, t in tids.items()}
-    subprocess.run(["nbdcopy", uri(sock, "n0"), "null:"], check=True)
+    subprocess.run(["nbdcopy", "--no-extents", uri(sock, "n0"), "null:"],
+                   check=True)
     used = {k: cpu_ns(d.pid, t) - before[k] for k, t in tids.items()}
     assert used["busy"] > 1000000, used         # > 1 ms of CPU
     assert used["busy"] > 20 * used["idle"], used
+
+
+def test_clients_spread_over_a_list(blockd_factory, tmp_path):
+    """iothread as a list: clients go to each in turn (the
+    command-line form too); every thread in the list serves."""
+    d = blockd_factory("--object", "iothread,id=io0",
+                       "--object", "iothread,id=io1",
+                       "--object", "iothread,id=io2",
+                       "--blockdev", "driver=null-co,node-name=n0,size=%d"
+                       % (128 * MIB),
+                       "--nbd-server", "addr.type=unix,addr.path=%s"
+                       % os.path.join(tmp_path, "n.sock"),
+                       "--export", "type=nbd,id=e0,node-name=n0,"
+                       "iothread.0=io0,iothread.1=io1")
+    sock = os.path.join(tmp_path, "n.sock")
+    with pytest.raises(QmpError) as e:
+        d.cmd("block-export-add", {"type": "nbd", "id": "e1",
+                                   "node-name": "n0", "name": "x",
+                                   "iothread": ["io0", "io2"],
+                                   "fixed-iothread": True})
+    assert e.value.desc.startswith("fixed-iothread takes one iothread")
+    with pytest.raises(QmpError) as e:
+        d.cmd("block-export-add", {"type": "nbd", "id": "e1",
+                                   "node-name": "n0", "name": "x",
+                                   "iothread": ["io0", "nope"]})
+    assert e.value.desc == 'iothread "nope" not found'
+    # Nothing stayed pinned by the failed adds.
+    d.cmd("object-del", id="io2")
+    tids = {t["id"]: t["thread-id"] for t in d.cmd("query-iothreads")}
+    before = {k: cpu_ns(d.pid, t) for k, t in tids.items()}
+    # Four clients connected one after the other: two on each.
+    handles = []
+    for _ in range(4):
+        h = nbd.NBD()
+        h.connect_uri(uri(sock, "n0"))
+        handles.append(h)
+    for h in handles:
+        for i in range(64):
+            assert h.pread(MIB, i * MIB) == bytes(MIB)
+    used = {k: cpu_ns(d.pid, t) - before[k] for k, t in tids.items()}
+    assert used["io0"] > 1000000 and used["io1"] > 1000000, used
+    with pytest.raises(QmpError) as e:
+        d.cmd("object-del", id="io1")
+    assert e.value.desc.startswith("object 'io1' is in use")
+    for h in handles:
+        h.shutdown()
 
 
 def test_export_iothread_errors(blockd, tmp_path):
