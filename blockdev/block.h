@@ -312,6 +312,9 @@ struct BlockNode {
     /* The job working on this node (blockdev/job.h), NULL if none: a
      * node takes part in one job at a time (loop thread). */
     struct Job *job;
+    /* Exports whose clients run on iothreads and reach this node (it
+     * or a parent is exported): a job refuses it (main loop). */
+    unsigned iothread_users;
     /* Copy-before-write (a backup's hook): when set, every write,
      * write-zeroes and discard that reaches this node first calls
      * before_write->fn on the worker running it, which copies the old
@@ -764,6 +767,10 @@ void blk_aio_submit_on(WorkerPool *pool, BlockRequest *req, Loop *loop);
  * driver and every child's are iothread_ok (file, raw, null-co) and no
  * job works on it.  Loop thread (the graph's). */
 bool blk_node_iothread_ok(const BlockNode *bs);
+/* An export on iothreads starts (+1) or stops (-1) using bs and its
+ * children: job_claim_node() refuses them meanwhile, since a job's
+ * pivot and drain only see requests of the main loop.  Main loop. */
+void blk_node_iothread_use(BlockNode *bs, int delta);
 
 /* Asynchronous drivers (BlockDriver.aio_submit).  blk_aio_submit()
  * first applies what the synchronous wrappers do: the bounds (see

@@ -1277,6 +1277,17 @@ bool blk_node_iothread_ok(const BlockNode *bs)
            blk_node_iothread_ok(bs->target);
 }
 
+void blk_node_iothread_use(BlockNode *bs, int delta)
+{
+    if (bs == NULL) {
+        return;
+    }
+    bs->iothread_users += delta;
+    blk_node_iothread_use(bs->file, delta);
+    blk_node_iothread_use(bs->backing, delta);
+    blk_node_iothread_use(bs->target, delta);
+}
+
 void blk_aio_submit(WorkerPool *pool, BlockRequest *req)
 {
     blk_aio_submit_on(pool, req, blk_node_loop(req->bs));

@@ -217,6 +217,12 @@ bool job_claim_node(Job *job, BlockNode *bs, bool write, Error **errp)
                    JobType_str(bs->job->drv->type));
         return false;
     }
+    if (bs->iothread_users > 0) {
+        error_setg(errp, "Node '%s' is busy: an export serves it from an "
+                   "iothread (a block job needs its clients on the main "
+                   "loop)", blk_node_name(bs));
+        return false;
+    }
     if (job->n_nodes >= ARRAY_SIZE(job->nodes)) {
         error_setg(errp, "Too many nodes in one job");
         return false;

@@ -137,6 +137,9 @@ void nbd_export_unref(NbdExport *exp)
     }
     free(exp->bitmaps);
     free(exp->bitmap_users);
+    if (exp->n_loops > 0) {
+        blk_node_iothread_use(exp->node, -1);
+    }
     for (size_t i = 0; i < exp->n_loops; i++) {
         object_remove_user(exp->ctx->objects, exp->iothreads[i], exp->user);
         free(exp->iothreads[i]);
@@ -401,6 +404,7 @@ NbdExport *nbd_export_add(NbdServer *srv, const NbdExportConfig *cfg,
         return NULL;
     }
     if (loops != NULL) {
+        blk_node_iothread_use(cfg->node, 1);
         exp->loops = loops;
         exp->n_loops = cfg->n_iothreads;
         exp->iothreads = xcalloc(cfg->n_iothreads, sizeof(char *));

@@ -375,3 +375,33 @@ def test_client_disconnect_events(blockd_factory, tmp_path):
     assert exp["clients"] == 0
     assert exp["wr-bytes"] == 65536
     d.cmd("block-export-del", id="e0")
+
+
+def test_jobs_refused_on_iothread_nodes(blockd_factory, tmp_path):
+    """A job's drain and pivot only see the main loop's requests: a node
+    an export serves from an iothread (or its file child) takes no job
+    while that export lives; the same export on the main loop does."""
+    d = blockd_factory("--object", "iothread,id=io0")
+    sock, names = setup_busy(d, tmp_path, ["io0"])
+    d.cmd("blockdev-add", driver="raw", node_name="r0", file="f0")
+    d.cmd("blockdev-add", driver="null-co", node_name="t0", size=4 * MIB)
+    d.cmd("block-export-add", type="nbd", id="er", node_name="r0",
+          iothread="io0", fixed_iothread=True)
+    for node in ["f0", "r0"]:
+        with pytest.raises(QmpError) as e:
+            d.cmd("blockdev-mirror", job_id="j0", device=node,
+                  target="t0", sync="full")
+        assert e.value.desc.startswith(
+            "Node '%s' is busy: an export serves it from an iothread"
+            % node), e.value.desc
+    d.cmd("block-export-del", id="er")
+    d.cmd("block-export-del", id="e0")
+    for _ in range(500):
+        if d.cmd("query-block-exports") == []:
+            break
+        threading.Event().wait(0.02)
+    d.cmd("block-export-add", type="nbd", id="e1", node_name="f0")
+    q = d.qmp()
+    d.cmd("blockdev-backup", job_id="j1", device="f0", target="t0",
+          sync="full")
+    q.get_event("BLOCK_JOB_COMPLETED", timeout=60)
