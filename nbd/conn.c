@@ -193,30 +193,31 @@ static void conn_free_slots(NbdConn *c)
     }
 }
 
-/* Give back every slot with nothing in flight and the input buffer
- * when it holds nothing. */
-static void conn_release_buffers(NbdConn *c)
+/* Give back the input buffer when it holds nothing. */
+static void conn_release_inbuf(NbdConn *c)
 {
-    if (c->cur && c->state == NBD_CS_REQ_HDR && c->rd_got == 0) {
-        /* Waiting for a header that has not begun (it is read into
-         * c->hdrbuf): the slot is taken again when bytes arrive. */
-        c->cur->next = c->free_slots;
-        c->free_slots = c->cur;
-        c->cur = NULL;
-        c->busy--;
-    }
-    conn_free_slots(c);
-    if (c->cur && c->state == NBD_CS_REQ_HDR) {
-        /* Waiting for a header: nothing of it is in its buffers. */
-        slot_free_buf(c->cur);
-        slot_free_ext(c->cur);
-        nbd_slot_drop_pipe(c->cur);
-    }
-    if (c->inbuf && c->in_start == c->in_end && !c->in_input) {
+    if (c->inbuf && c->in_start == c->in_end) {
         nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
         c->inbuf = NULL;
         c->in_start = c->in_end = 0;
     }
+}
+
+/* Give back every slot with nothing in flight and the input buffer
+ * when it holds nothing.  (A request header is read into c->hdrbuf and
+ * takes its slot once complete, so a connection waiting for one holds
+ * no slot.) */
+static void conn_release_buffers(NbdConn *c)
+{
+    conn_free_slots(c);
+    if (!c->in_input) {
+        conn_release_inbuf(c);
+    }
+}
+
+void nbd_conn_release_inbuf(NbdConn *c)
+{
+    conn_release_inbuf(c);
 }
 
 /* Loop thread: the idle timer.  It runs at most once per
@@ -428,12 +429,9 @@ static void conn_input_loop(NbdConn *c)
             c->input_paused = true;
             return;
         }
-        if (c->state == NBD_CS_REQ_HDR && !c->cur) {
-            c->cur = slot_get(c);
-            if (!c->cur) {
-                c->input_paused = true;   /* back-pressure: 16 in flight */
-                return;
-            }
+        if (c->state == NBD_CS_REQ_HDR && c->busy >= NBD_SLOTS) {
+            c->input_paused = true;       /* back-pressure: 16 in flight */
+            return;
         }
         need = c->rd_len - c->rd_got;
         if (need) {
@@ -489,6 +487,11 @@ static void conn_input_loop(NbdConn *c)
                 }
                 continue;
             }
+        }
+        if (c->state == NBD_CS_REQ_HDR) {
+            /* The header is in c->hdrbuf: only now does the request
+             * need a slot (an idle connection holds none). */
+            c->cur = slot_get(c);
         }
         conn_dispatch(c);
     }

@@ -463,6 +463,9 @@ void nbd_conn_update_events(NbdConn *c);
  * the engine did not make, e.g. the TLS handshake done). */
 void nbd_conn_input(NbdConn *c);
 void nbd_conn_maybe_finish(NbdConn *c);
+/* Unmap the input buffer if it holds no unread bytes (it comes back
+ * when input needs it). */
+void nbd_conn_release_inbuf(NbdConn *c);
 /* Stop reading; close once in-flight requests are answered. */
 void nbd_conn_start_closing(NbdConn *c);
 /* Queue a slot's reply; it is sent once the loop has run what is

@@ -739,6 +739,9 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
     qapi_event_send_nbd_export_client_connected(
         c->ctx->events, exp->id, c->peer ? c->peer : "unix",
         c->tls_identity != NULL, c->tls_identity);
+    /* The handshake's input buffer is done with: a connection that
+     * stays idle after GO should not hold its page. */
+    nbd_conn_release_inbuf(c);
     nbd_tx_next_request(c);
     /* A client of the listeners on an export with an iothread moves to
      * that loop once its input loop unwinds (conn.c, conn_move); a

@@ -75,3 +75,47 @@ def test_idle_connections_are_cheap(blockd, tmp_path):
         for h in handles:
             h.shutdown()
         first.shutdown()
+
+
+# A connection that finished its handshake and sent nothing yet holds
+# neither a request slot (a header is read into the connection and
+# takes its slot once complete) nor the handshake's input page: the
+# issue's target is 1,000 such connections in 4 MiB.  Before, each held
+# a slot and a page of input buffer, 7.3 KiB.
+PER_FRESH_CONN = (16 if sanitized() else 4) << 10
+
+
+def test_connections_that_never_sent_a_request(blockd, tmp_path):
+    img = str(tmp_path / "b.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("blockdev-add", {"driver": "file", "node-name": "f0",
+                                "filename": img})
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}},
+               **{"max-connections": 0})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "f0", "name": ""})
+    first = nbd.NBD()
+    first.connect_unix(sock)
+    first.pread(4096, 0)
+    before = vmrss(blockd.pid)
+    handles = []
+    try:
+        for _ in range(NCONN):
+            h = nbd.NBD()
+            h.add_meta_context("base:allocation")
+            h.connect_unix(sock)
+            handles.append(h)
+        # No waiting for the idle release: nothing is held to release.
+        grew = vmrss(blockd.pid) - before
+        assert grew < NCONN * PER_FRESH_CONN, \
+            "%d fresh connections grew RSS by %d KiB (%.1f KiB each)" % (
+                NCONN, grew >> 10, grew / 1024 / NCONN)
+        for h in handles[::50]:
+            assert h.pread(4, 0) == b"\0" * 4
+    finally:
+        for h in handles:
+            h.shutdown()
+        first.shutdown()
