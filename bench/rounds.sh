@@ -21,6 +21,9 @@ stop() {
 
 bench_rounds() {
   local transport=$1 round i n name w exp j
+  local target=(--unix "$SOCK")
+  # tcp: the caller sets TCP_ADDR (HOST:PORT).
+  [ "$transport" = tcp ] && target=(--tcp "$TCP_ADDR")
   n=${#SRV[@]}
   for round in $(seq "$ROUNDS"); do
     for i in $(seq 0 $((n - 1))); do
@@ -32,7 +35,7 @@ bench_rounds() {
           exp=$(export_for "$name")
         fi
         # shellcheck disable=SC2046
-        j=$(taskset -c 1 "$NBDLOAD" --unix "$SOCK" --export "$exp" \
+        j=$(taskset -c 1 "$NBDLOAD" "${target[@]}" --export "$exp" \
               $(args_for "$w") --seconds "$SECONDS_PER_RUN" \
               --server-pid "$SRV_PID" --json) ||
           { echo "bench: nbdload failed against $name ($w)" >&2; stop; continue; }
