@@ -67,6 +67,21 @@ def wait_socket(path, proc=None, timeout=30.0):
             s.close()
 
 
+def wait_no_clients(blockd, export=None, timeout=30.0):
+    """Wait until blockd has seen every client of EXPORT (default: of
+    every export) leave.  A client that closed its socket is gone for
+    the client at once, for the server only once its loop has read the
+    end of file: a `block-export-del` (mode safe) sent meanwhile fails
+    with "still in use"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(e["clients"] == 0 for e in blockd.cmd("query-block-exports")
+               if export is None or e["id"] == export):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("clients still connected")
+
+
 class QmpError(Exception):
     """An {"error": ...} reply."""
 

@@ -8,7 +8,7 @@ import os
 import time
 
 from chain import MIB, qcow2, run
-from conftest import requires
+from conftest import requires, wait_no_clients
 
 
 def serve(d, node_opts, name):
@@ -26,6 +26,7 @@ def serve(d, node_opts, name):
 
 
 def unserve(d, name, node):
+    wait_no_clients(d, name)     # the other daemon's nbd node just left
     d.cmd("block-export-del", id=name)
     d.cmd("blockdev-del", node_name=node)
 

@@ -8,7 +8,7 @@ import time
 import nbd
 import pytest
 
-from conftest import QmpError
+from conftest import QmpError, wait_no_clients
 
 
 def start(blockd, **kw):
@@ -29,17 +29,6 @@ def client(sock, name):
     h = nbd.NBD()
     h.connect_uri("nbd+unix:///%s?socket=%s" % (name, sock))
     return h
-
-
-def wait_no_clients(blockd, timeout=10):
-    """Wait until the server has seen every client leave."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(e["clients"] == 0
-               for e in blockd.cmd("query-block-exports")):
-            return
-        time.sleep(0.01)
-    raise TimeoutError("clients still connected")
 
 
 def err(blockd, name, args):
