@@ -747,9 +747,6 @@ static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
     mon->framer = qmp_framer_new(MONITOR_MAX_MESSAGE);
     set_nonblock(fd);
     mon->watch = loop_fd_add(ms->loop, fd, LOOP_READ, monitor_io, mon);
-    /* A command waits for at most a few NBD callbacks, not for a turn
-     * of the loop over every busy client. */
-    loop_fd_set_urgent(mon->watch);
     mon->next = ms->monitors;
     if (ms->monitors != NULL) {
         ms->monitors->prev = mon;

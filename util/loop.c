@@ -42,23 +42,11 @@ struct Loop {
     pthread_t owner;               /* the thread that runs it */
 };
 
-/* Two libevent priorities: the control plane's watches (urgent) run
- * before everything else that is ready, and after LOOP_MAX_BATCH
- * callbacks of the normal priority libevent polls again, so an urgent
- * fd that became readable meanwhile waits for at most that many data
- * path callbacks, not for a whole round over every busy connection. */
-#define LOOP_PRI_URGENT 0
-#define LOOP_PRI_NORMAL 1
-#define LOOP_MAX_BATCH 16
-/* Posted calls (completions) run per callback of the post event. */
-#define LOOP_MAX_POSTS 64
-
 struct LoopFd {
     Loop *loop;
     struct event *ev;
     int fd;
     int events;
-    bool urgent;
     LoopFdFn *fn;
     void *opaque;
 };
@@ -68,30 +56,6 @@ struct LoopTimer {
     LoopFn *fn;
     void *opaque;
 };
-
-/* Put list (posts taken but not run) back in front of the queue, and
- * have the loop come back to them after a poll (the eventfd, not
- * event_active(), which would run them before polling): a burst of
- * completions does not hold off an urgent watch for the whole burst. */
-static void loop_post_requeue(Loop *loop, LoopPost *list)
-{
-    static const uint64_t one = 1;
-    LoopPost *last = list;
-
-    while (last->next != NULL) {
-        last = last->next;
-    }
-    pthread_mutex_lock(&loop->post_lock);
-    last->next = loop->post_head;
-    if (loop->post_head == NULL) {
-        loop->post_tail = last;
-    }
-    loop->post_head = list;
-    pthread_mutex_unlock(&loop->post_lock);
-    if (write(loop->post_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-        log_warn("eventfd write failed: %m");
-    }
-}
 
 static void loop_post_cb(evutil_socket_t fd, short what, void *opaque)
 {
@@ -110,11 +74,7 @@ static void loop_post_cb(evutil_socket_t fd, short what, void *opaque)
     loop->post_head = loop->post_tail = NULL;
     pthread_mutex_unlock(&loop->post_lock);
 
-    for (unsigned n = 0; list != NULL; n++) {
-        if (n == LOOP_MAX_POSTS && loop->running) {
-            loop_post_requeue(loop, list);
-            return;
-        }
+    while (list != NULL) {
         p = list;
         list = p->next;
         p->fn(p->opaque);
@@ -128,21 +88,8 @@ static void loop_post_cb(evutil_socket_t fd, short what, void *opaque)
 Loop *loop_new(void)
 {
     Loop *loop = XNEW(Loop);
-    struct event_config *cfg = event_config_new();
 
-    if (cfg == NULL) {
-        free(loop);
-        return NULL;
-    }
-    event_config_set_max_dispatch_interval(cfg, NULL, LOOP_MAX_BATCH,
-                                           LOOP_PRI_NORMAL);
-    loop->base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
-    if (loop->base != NULL &&
-        event_base_priority_init(loop->base, LOOP_PRI_NORMAL + 1) < 0) {
-        event_base_free(loop->base);
-        loop->base = NULL;
-    }
+    loop->base = event_base_new();
     if (loop->base == NULL) {
         free(loop);
         return NULL;
@@ -259,8 +206,6 @@ static void loop_fd_apply(LoopFd *w)
     } else {
         w->ev = event_new(w->loop->base, w->fd, what, loop_fd_cb, w);
     }
-    event_priority_set(w->ev, w->urgent ? LOOP_PRI_URGENT
-                                        : LOOP_PRI_NORMAL);
     if (w->events != 0) {
         event_add(w->ev, NULL);
     }
@@ -284,14 +229,6 @@ void loop_fd_set_events(LoopFd *w, int events)
 {
     if (w->events != events) {
         w->events = events;
-        loop_fd_apply(w);
-    }
-}
-
-void loop_fd_set_urgent(LoopFd *w)
-{
-    if (!w->urgent) {
-        w->urgent = true;
         loop_fd_apply(w);
     }
 }

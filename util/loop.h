@@ -40,10 +40,6 @@ LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
                     void *opaque);
 void loop_fd_set_events(LoopFd *w, int events);
 int loop_fd_events(const LoopFd *w);
-/* Run w's callback before any other ready one, and within a bounded
- * number of callbacks of becoming ready however busy the loop is (the
- * control plane: QMP must answer while the data path is saturated). */
-void loop_fd_set_urgent(LoopFd *w);
 /* Remove and free the watch (safe from inside its own callback). */
 void loop_fd_del(LoopFd *w);
 

@@ -1,11 +1,11 @@
 /* test-loop.c - util/loop.c's posts: from the loop thread (the event
  * made active, no eventfd) and from other threads (the eventfd), in
- * FIFO order, never inside the caller, and not spinning afterwards; and
- * urgent watches, which a busy loop serves between its other work. */
+ * FIFO order, never inside the caller, and not spinning afterwards. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
 #include <unistd.h>
 
 #include "cunit-main.h"
@@ -335,136 +335,11 @@ static void test_handoff_between_loops(void)
     loop_free(h.main);
 }
 
-/* ---- urgent watches ------------------------------------------------------ */
-
-/* Fewer fds than one epoll_wait returns (libevent asks for 32 at
- * first), so without a bound all of them run before the next poll. */
-#define BUSY_FDS 24
-#define BUSY_POSTS 256
-
-typedef struct Busy {
-    Loop *loop;
-    int pipes[BUSY_FDS][2];
-    LoopFd *watches[BUSY_FDS];
-    int urgent[2];
-    LoopFd *urgent_watch;
-    int normal_runs;             /* busy callbacks and posts run so far */
-    int urgent_at;               /* normal_runs when the urgent one ran */
-} Busy;
-
-static void busy_fd_cb(int fd, int events, void *opaque)
-{
-    Busy *b = opaque;
-    char c;
-
-    (void)events;
-    CU_ASSERT(read(fd, &c, 1) == 1);
-    if (b->normal_runs++ == 0) {
-        /* The control socket becomes readable while the data path has
-         * a full round of ready fds to serve. */
-        CU_ASSERT(write(b->urgent[1], "u", 1) == 1);
-    }
-}
-
-static void busy_urgent_cb(int fd, int events, void *opaque)
-{
-    Busy *b = opaque;
-    char c;
-
-    (void)events;
-    CU_ASSERT(read(fd, &c, 1) == 1);
-    b->urgent_at = b->normal_runs;
-    loop_stop(b->loop);
-}
-
-static void busy_setup(Busy *b)
-{
-    memset(b, 0, sizeof(*b));
-    b->loop = loop_new();
-    b->urgent_at = -1;
-    CU_ASSERT_FATAL(pipe(b->urgent) == 0);
-    b->urgent_watch = loop_fd_add(b->loop, b->urgent[0], LOOP_READ,
-                                  busy_urgent_cb, b);
-    loop_fd_set_urgent(b->urgent_watch);
-}
-
-static void busy_teardown(Busy *b)
-{
-    loop_fd_del(b->urgent_watch);
-    close(b->urgent[0]);
-    close(b->urgent[1]);
-    loop_run_posted(b->loop);
-    loop_free(b->loop);
-}
-
-/* An urgent watch that becomes ready while BUSY_FDS normal watches are
- * ready runs after some of them, not after all. */
-static void test_urgent_fd_between_busy_fds(void)
-{
-    Busy b;
-
-    busy_setup(&b);
-    for (int i = 0; i < BUSY_FDS; i++) {
-        CU_ASSERT_FATAL(pipe(b.pipes[i]) == 0);
-        CU_ASSERT(write(b.pipes[i][1], "x", 1) == 1);
-        b.watches[i] = loop_fd_add(b.loop, b.pipes[i][0], LOOP_READ,
-                                   busy_fd_cb, &b);
-    }
-    CU_ASSERT(loop_run(b.loop) == 0);
-    CU_ASSERT(b.urgent_at > 0);
-    CU_ASSERT(b.urgent_at < BUSY_FDS);
-    for (int i = 0; i < BUSY_FDS; i++) {
-        loop_fd_del(b.watches[i]);
-        close(b.pipes[i][0]);
-        close(b.pipes[i][1]);
-    }
-    busy_teardown(&b);
-}
-
-static void busy_post(void *opaque)
-{
-    Busy *b = opaque;
-
-    if (b->normal_runs++ == 0) {
-        CU_ASSERT(write(b->urgent[1], "u", 1) == 1);
-    }
-}
-
-static void busy_kick(void *opaque)
-{
-    Busy *b = opaque;
-
-    for (int i = 0; i < BUSY_POSTS; i++) {
-        loop_post(b->loop, busy_post, b);
-    }
-}
-
-/* The same for a burst of posted calls (completions): the urgent
- * watch does not wait for the whole burst, and the rest of the burst
- * still runs, in order, afterwards. */
-static void test_urgent_fd_between_posts(void)
-{
-    Busy b;
-    LoopTimer *kick;
-
-    busy_setup(&b);
-    kick = loop_timer_new(b.loop, busy_kick, &b);
-    loop_timer_arm(kick, 1000);
-    CU_ASSERT(loop_run(b.loop) == 0);
-    CU_ASSERT(b.urgent_at > 0);
-    CU_ASSERT(b.urgent_at < BUSY_POSTS);
-    loop_timer_free(kick);
-    busy_teardown(&b);
-    CU_ASSERT_EQUAL(b.normal_runs, BUSY_POSTS);
-}
-
 static CU_TestInfo loop_tests[] = {
     { "handoff_between_loops", test_handoff_between_loops },
     { "post_from_loop_thread", test_post_from_loop_thread },
     { "post_from_threads", test_post_from_threads },
     { "post_before_run", test_post_before_run },
-    { "urgent_fd_between_busy_fds", test_urgent_fd_between_busy_fds },
-    { "urgent_fd_between_posts", test_urgent_fd_between_posts },
     CU_TEST_INFO_NULL,
 };
 
