@@ -4,6 +4,7 @@ the helpers they both use."""
 import json
 import os
 import subprocess
+import time
 
 MIB = 1 << 20
 SIZE = 8 * MIB
@@ -62,3 +63,15 @@ def wait_end(q, job):
         elif ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
             end = ev
     return end
+
+
+def wait_end_event(q, job, timeout=120):
+    """The BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED event of job, as
+    soon as it comes (the job may still be waiting to be dismissed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = q.get_event(timeout=deadline - time.monotonic())
+        if ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") \
+                and ev["data"]["device"] == job:
+            return ev
+    raise TimeoutError(job)

@@ -12,6 +12,7 @@ import time
 import nbd
 import pytest
 
+from chain import wait_end_event
 from conftest import QmpError, requires
 
 MIB = 1 << 20
@@ -57,16 +58,6 @@ def dirty(h):
     return out
 
 
-def wait_end(q, job):
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ev = q.get_event(timeout=deadline - time.monotonic())
-        if ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") \
-                and ev["data"]["device"] == job:
-            return ev
-    raise TimeoutError(job)
-
-
 def test_bitmap_context_after_pivot(blockd, tmp_path):
     requires("qemu-img")
     for name in ("src", "dst"):
@@ -94,7 +85,7 @@ def test_bitmap_context_after_pivot(blockd, tmp_path):
                   for j in blockd.cmd("query-jobs")):
         time.sleep(0.02)
     blockd.cmd("job-complete", id="m")
-    assert wait_end(q, "m")["event"] == "BLOCK_JOB_COMPLETED"
+    assert wait_end_event(q, "m")["event"] == "BLOCK_JOB_COMPLETED"
     assert [e["node-name"] for e in blockd.cmd("query-block-exports")] \
         == ["dst"]
 

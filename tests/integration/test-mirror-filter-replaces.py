@@ -14,6 +14,7 @@ import time
 import nbd
 import pytest
 
+from chain import wait_end_event
 from conftest import QmpError, requires
 
 MIB = 1 << 20
@@ -72,16 +73,6 @@ def wait_status(blockd, job, status):
                   for j in blockd.cmd("query-jobs")):
         assert time.monotonic() < deadline, blockd.cmd("query-jobs")
         time.sleep(0.02)
-
-
-def wait_end(q, job):
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ev = q.get_event(timeout=deadline - time.monotonic())
-        if ev["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED") \
-                and ev["data"]["device"] == job:
-            return ev
-    raise TimeoutError(job)
 
 
 def depth_map(h):
@@ -149,7 +140,7 @@ def test_filter_node_name_pivot_under_writes(blockd, tmp_path):
     wait_status(blockd, "m", "ready")
     time.sleep(0.2)
     blockd.cmd("job-complete", id="m")
-    end = wait_end(blockd.conn, "m")
+    end = wait_end_event(blockd.conn, "m")
     stop.set()
     t.join(60)
     assert not errors, errors
@@ -181,7 +172,7 @@ def test_filter_node_name_cancel(blockd, tmp_path):
     wait_status(blockd, "m", "ready")
     assert export_node(blockd) == ["mtop"]
     blockd.cmd("job-cancel", id="m")
-    assert wait_end(blockd.conn, "m")["event"] == "BLOCK_JOB_CANCELLED"
+    assert wait_end_event(blockd.conn, "m")["event"] == "BLOCK_JOB_CANCELLED"
     assert export_node(blockd) == ["src"]
     assert "mtop" not in nodes(blockd)
     h.pwrite(b"\x77" * 4096, 0)
@@ -214,7 +205,7 @@ def test_replaces_below_a_filter(blockd, tmp_path):
     wait_status(blockd, "m", "ready")
     h.pwrite(b"\xa5" * 65536, 5 * MIB)
     blockd.cmd("job-complete", id="m")
-    assert wait_end(blockd.conn, "m")["event"] == "BLOCK_JOB_COMPLETED"
+    assert wait_end_event(blockd.conn, "m")["event"] == "BLOCK_JOB_COMPLETED"
     assert children(nodes(blockd)["cbw"])["file"] == "dst"
     assert export_node(blockd) == ["cbw"]
     assert h.pread(65536, 0) == b"\x5a" * 65536
@@ -252,7 +243,7 @@ def test_pivot_moves_cbw_target(blockd, tmp_path):
                sync="full")
     wait_status(blockd, "m", "ready")
     blockd.cmd("job-complete", id="m")
-    assert wait_end(blockd.conn, "m")["event"] == "BLOCK_JOB_COMPLETED"
+    assert wait_end_event(blockd.conn, "m")["event"] == "BLOCK_JOB_COMPLETED"
     assert children(nodes(blockd)["cbw"]) == {"file": "src",
                                               "target": "tmp2"}
     h.pwrite(b"\xa5" * 65536, 0)
@@ -302,7 +293,7 @@ def test_bad_input(blockd):
     assert err(device="f", target="b", replaces="a") == \
         "Node 'a' is busy: block device is in use by block job: mirror"
     blockd.cmd("job-cancel", id="busy")
-    assert wait_end(blockd.conn, "busy")["event"] == "BLOCK_JOB_CANCELLED"
+    assert wait_end_event(blockd.conn, "busy")["event"] == "BLOCK_JOB_CANCELLED"
     # nothing left behind by the refusals
     assert blockd.cmd("query-jobs") == []
     assert sorted(nodes(blockd)) == ["a", "b", "c", "d", "f"]
