@@ -579,10 +579,6 @@ bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
                    blk_node_name(target));
         return false;
     }
-    if (args->has_filter_node_name) {
-        error_setg(errp, "filter-node-name is not supported");
-        return false;
-    }
     if (args->speed < 0) {
         error_setg(errp, "Parameter 'speed' expects a non-negative value");
         return false;
@@ -619,6 +615,12 @@ bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
     job->speed = args->speed;
     if (!job_claim_node(job, source, false, errp) ||
         !job_claim_node(job, target, true, errp)) {
+        job_early_fail(job);
+        return false;
+    }
+    if (args->has_filter_node_name &&
+        !job_insert_filter(job, source, JOB_FILTER_COPY_BEFORE_WRITE,
+                           args->filter_node_name, errp)) {
         job_early_fail(job);
         return false;
     }

@@ -1396,7 +1396,8 @@ bool blk_truncate_async(BlockNode *bs, uint64_t size, BlockDoneCb *cb,
     return true;
 }
 
-bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp)
+bool blk_change_backing(BlockNode *bs, BlockNode *base,
+                        const char *backing_file, Error **errp)
 {
     BlockNode *old = bs->backing;
     const char *name = NULL, *fmt = NULL;
@@ -1408,7 +1409,8 @@ bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp)
     }
     if (base != NULL) {
         /* The name an image header records: the file's path. */
-        name = base->file != NULL ? base->file->filename : base->filename;
+        name = backing_file != NULL ? backing_file
+               : base->file != NULL ? base->file->filename : base->filename;
         fmt = base->drv->format_name;
     }
     if (!bs->drv->change_backing_file(bs, name, fmt, errp)) {

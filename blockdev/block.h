@@ -520,8 +520,11 @@ void blk_foreach_node(BlockGraph *g, void (*fn)(BlockNode *bs, void *opaque),
 /* Make base (NULL: none) bs's backing node, in the image header and
  * in the graph: the old backing node loses bs's reference (loop
  * thread; base must already be in bs's chain or be safe to read
- * from).  Fails when the driver cannot record a backing file. */
-bool blk_change_backing(BlockNode *bs, BlockNode *base, Error **errp);
+ * from).  The header records backing_file if not NULL (the jobs'
+ * backing-file, not checked, as QEMU), else base's file name.  Fails
+ * when the driver cannot record a backing file. */
+bool blk_change_backing(BlockNode *bs, BlockNode *base,
+                        const char *backing_file, Error **errp);
 /* What the layers above hand the graph for a pivot: make every user
  * of from that lives above the block layer (an export) use to instead
  * (loop thread). */

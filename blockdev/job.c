@@ -156,6 +156,15 @@ static void job_unlink(Job *job)
     }
 }
 
+/* The driver lets go of what it holds, then the filter goes. */
+static void job_clean(Job *job)
+{
+    if (job->drv->clean != NULL) {
+        job->drv->clean(job);
+    }
+    job_remove_filter(job);
+}
+
 static void job_release_nodes(Job *job)
 {
     for (unsigned i = 0; i < job->n_nodes; i++) {
@@ -405,9 +414,7 @@ static void job_conclude(Job *job)
     } else if (job->drv->abort != NULL) {
         job->drv->abort(job);
     }
-    if (job->drv->clean != NULL) {
-        job->drv->clean(job);
-    }
+    job_clean(job);
     job_release_nodes(job);
     if (!job_is_block_job(job)) {
         /* No BLOCK_JOB_* events for the others (create), as QEMU. */
@@ -469,9 +476,7 @@ void job_early_fail(Job *job)
 {
     job->finished = true;
     job->ret = -ECANCELED;
-    if (job->drv->clean != NULL) {
-        job->drv->clean(job);
-    }
+    job_clean(job);
     job_set_status(job, JOB_STATUS_NULL);
     job_free(job);
 }
@@ -649,8 +654,8 @@ void job_free_all(BlockGraph *g)
     while ((j = job_first(g)) != NULL) {
         /* Concluded jobs were cleaned; a pending one (auto-finalize
          * off) or one stuck in flight was not. */
-        if (j->status != JOB_STATUS_CONCLUDED && j->drv->clean != NULL) {
-            j->drv->clean(j);
+        if (j->status != JOB_STATUS_CONCLUDED) {
+            job_clean(j);
         }
         job_free(j);
     }

@@ -91,6 +91,7 @@ struct Job {
     LoopTimer *timer;            /* job_sleep() */
     bool run_posted;             /* a run is posted to the loop */
     bool free_pending;           /* freed: the posted run frees memory */
+    BlockNode *filter;           /* job_insert_filter()'s node, or NULL */
     BlockNode *nodes[4];         /* nodes claimed by job_claim_node() */
     unsigned n_nodes;
     Job *next;                   /* the graph's list, creation order */
@@ -122,6 +123,25 @@ bool job_claim_node(Job *job, BlockNode *bs, bool write, Error **errp);
  * block_resize when anyone but the job uses bs (loop thread). */
 bool job_truncate_node(Job *job, BlockNode *bs, uint64_t size,
                        Error **errp);
+
+/* filter-node-name (job-filter.c): QEMU's filter driver a job puts
+ * above the node it works on. */
+typedef enum JobFilterKind {
+    JOB_FILTER_MIRROR_TOP,       /* blockdev-mirror, active commit */
+    JOB_FILTER_COMMIT_TOP,       /* block-commit below the active layer */
+    JOB_FILTER_COPY_ON_READ,     /* block-stream */
+    JOB_FILTER_COPY_BEFORE_WRITE,/* blockdev-backup */
+} JobFilterKind;
+
+/* Put a pass-through node named node_name, of kind's driver, above bs
+ * (blk_insert_filter: bs's parents and exports use it).  The job claims
+ * it; after the driver's clean it is taken out again, and what still
+ * uses it goes back to bs (after a pivot that moved its users, nothing
+ * does).  Fails (errp) on a bad or taken node name.  One per job. */
+bool job_insert_filter(Job *job, BlockNode *bs, JobFilterKind kind,
+                       const char *node_name, Error **errp);
+/* The job's filter out now (job.c calls it after the driver's clean). */
+void job_remove_filter(Job *job);
 
 /* ---- for drivers ---------------------------------------------------- */
 

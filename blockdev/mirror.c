@@ -105,8 +105,6 @@ struct MirrorJob {
     Job job;
     MirrorShared *sh;
     BlockNode *source, *target;
-    BlockNode *filter;           /* filter-node-name's mirror_top over the
-                                  * source while the job runs, or NULL */
     BlockNode *to_replace;       /* replaces: what the pivot replaces
                                   * (the source or below it), or NULL */
     MirrorSyncMode sync;
@@ -738,8 +736,8 @@ static void mirror_commit(Job *job)
     if (job->cancelled) {
         return;                /* soft cancel: the target is a copy */
     }
-    if (from == m->source && m->filter != NULL) {
-        from = m->filter;
+    if (from == m->source && job->filter != NULL) {
+        from = job->filter;
     }
     blk_replace_node(from, m->target);
 }
@@ -756,14 +754,6 @@ static void mirror_clean(Job *job)
         mirror_set_draining(sh, false);
         blk_write_hook_remove(m->source, &sh->hook);
     }
-    if (m->filter != NULL) {
-        /* What the pivot left on the filter goes back to the source;
-         * the job's claim holds the filter until the job lets go. */
-        BlockNode *f = m->filter;
-        m->filter = NULL;
-        blk_replace_node(f, m->source);
-        blk_unref(f);
-    }
 }
 
 static void mirror_free(Job *job)
@@ -774,59 +764,6 @@ static void mirror_free(Job *job)
         free(m->chunks[i].buf);
     }
 }
-
-/* ---- the mirror_top filter (filter-node-name) ------------------------ */
-
-/* QEMU's mirror_top: the node filter-node-name names, over the source
- * while the job runs; the source's parents and exports use it.  It only
- * passes requests down: the source's write hook does the mirroring.
- * Transparent for block status (no block_status: the source is the
- * layer).  Not a blockdev-add driver. */
-static int64_t mirror_top_get_length(BlockNode *bs)
-{
-    return blk_getlength(bs->file);
-}
-
-static int mirror_top_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                            void *buf, uint32_t flags)
-{
-    return blk_pread(bs->file, offset, bytes, buf, flags);
-}
-
-static int mirror_top_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                             const void *buf, uint32_t flags)
-{
-    return blk_pwrite(bs->file, offset, bytes, buf, flags);
-}
-
-static int mirror_top_pwrite_zeroes(BlockNode *bs, uint64_t offset,
-                                    uint64_t bytes, uint32_t flags)
-{
-    return blk_pwrite_zeroes(bs->file, offset, bytes, flags);
-}
-
-static int mirror_top_pdiscard(BlockNode *bs, uint64_t offset,
-                               uint64_t bytes)
-{
-    return blk_pdiscard(bs->file, offset, bytes);
-}
-
-static void mirror_top_get_caps(BlockNode *bs, BlockCaps *caps)
-{
-    blk_get_caps(bs->file, caps);
-    caps->splice_read = false;
-}
-
-static const BlockDriver mirror_top_driver = {
-    .format_name = "mirror_top",
-    .is_filter = true,
-    .get_length = mirror_top_get_length,
-    .pread = mirror_top_pread,
-    .pwrite = mirror_top_pwrite,
-    .pwrite_zeroes = mirror_top_pwrite_zeroes,
-    .pdiscard = mirror_top_pdiscard,
-    .get_caps = mirror_top_get_caps,
-};
 
 static const JobDriver mirror_driver = {
     .type = JOB_TYPE_MIRROR,
@@ -902,15 +839,11 @@ static bool mirror_start(BlockGraph *g, const JobDriver *drv,
         job_early_fail(job);
         return false;
     }
-    if (filter_node_name != NULL) {
-        m->filter = blk_insert_filter(source, &mirror_top_driver,
-                                      filter_node_name, errp);
-        if (m->filter == NULL) {
-            job_early_fail(job);
-            return false;
-        }
-        /* Cannot fail: a new node has no job and no resize. */
-        job_claim_node(job, m->filter, false, NULL);
+    if (filter_node_name != NULL &&
+        !job_insert_filter(job, source, JOB_FILTER_MIRROR_TOP,
+                           filter_node_name, errp)) {
+        job_early_fail(job);
+        return false;
     }
     m->to_replace = to_replace;
     if (granularity == 0) {
@@ -1070,6 +1003,7 @@ bool qmp_blockdev_mirror(QmpCtx *ctx, const QmpBlockdevMirrorArgs *args,
 
 bool mirror_start_active_commit(BlockGraph *g, const char *id,
                                 BlockNode *top, BlockNode *base,
+                                const char *filter_node_name,
                                 int64_t speed, BlockdevOnError on_error,
                                 bool auto_finalize, bool auto_dismiss,
                                 Error **errp)
@@ -1080,7 +1014,7 @@ bool mirror_start_active_commit(BlockGraph *g, const char *id,
         depth++;
     }
     return mirror_start(g, &commit_active_driver, id, top, base, NULL,
-                        NULL, MIRROR_SYNC_MODE_TOP, depth, 0, 0, speed,
+                        filter_node_name, MIRROR_SYNC_MODE_TOP, depth, 0, 0, speed,
                         on_error, on_error, MIRROR_COPY_MODE_BACKGROUND,
                         auto_finalize, auto_dismiss, errp);
 }

@@ -71,6 +71,8 @@ struct StreamJob {
      * else writes top or base (they are backing nodes). */
     bool is_commit;
     BlockNode *overlay;
+    char *backing_file;          /* backing-file: recorded instead of
+                                  * base's file name, or NULL */
     bool init_started, init_done;
     WorkerJob init_wj;
     int init_ret;
@@ -369,7 +371,7 @@ static void stream_commit(Job *job)
     /* Every range above base is in top (stream) or base (commit) now:
      * drop the layers between. */
     if (!blk_change_backing(s->is_commit ? s->overlay : s->top, s->base,
-                            &err)) {
+                            s->backing_file, &err)) {
         free(job->error);
         job->error = xstrdup(error_get_pretty(err));
         error_free(err);
@@ -402,6 +404,7 @@ static void stream_free(Job *job)
     for (unsigned i = 0; i < STREAM_MAX_INFLIGHT; i++) {
         free(s->chunks[i].buf);
     }
+    free(s->backing_file);
 }
 
 static const JobDriver stream_driver = {
@@ -495,11 +498,9 @@ bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
                    "the same time");
         return false;
     }
-    if (args->has_backing_file || args->has_bottom ||
-        args->has_filter_node_name) {
-        error_setg(errp, "%s is not supported",
-                   args->has_backing_file ? "backing-file"
-                   : args->has_bottom ? "bottom" : "filter-node-name");
+    if (args->has_bottom && (args->has_base || args->has_base_node)) {
+        error_setg(errp, "'%s' and 'bottom' cannot be specified at the "
+                   "same time", args->has_base ? "base" : "base-node");
         return false;
     }
     if (args->speed < 0) {
@@ -527,6 +528,29 @@ bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
             error_setg(errp, "Cannot find '%s'", args->base);
             return false;
         }
+    } else if (args->has_bottom) {
+        /* bottom: the lowest node streamed; base is what is below it. */
+        BlockNode *bottom = blk_lookup_bs(g, NULL, args->bottom, errp);
+
+        if (bottom == NULL) {
+            return false;
+        }
+        if (bottom->drv->is_filter) {
+            error_setg(errp, "Node '%s' is a filter, use a non-filter node "
+                       "as 'bottom'", args->bottom);
+            return false;
+        }
+        if (stream_chain_depth(top, bottom) == 0) {
+            error_setg(errp, "Node '%s' is not in a chain starting from "
+                       "'%s'", args->bottom, args->device);
+            return false;
+        }
+        base = bottom->backing;
+    }
+    if (args->has_backing_file && base == NULL) {
+        error_setg(errp, "backing file specified, but streaming the entire "
+                   "chain");
+        return false;
     }
     if (top->drv->change_backing_file == NULL) {
         error_setg(errp, "Driver '%s' cannot change the backing file of "
@@ -553,6 +577,15 @@ bool qmp_block_stream(QmpCtx *ctx, const QmpBlockStreamArgs *args,
         blk_ref(base);
         s->base = base;
         s->base_depth = stream_chain_depth(top, base);
+    }
+    if (args->has_backing_file) {
+        s->backing_file = xstrdup(args->backing_file);
+    }
+    if (args->has_filter_node_name &&
+        !job_insert_filter(job, top, JOB_FILTER_COPY_ON_READ,
+                           args->filter_node_name, errp)) {
+        job_early_fail(job);
+        return false;
     }
     stream_setup(s, (uint64_t)len);
     blk_write_hook_add(top, &s->sh->hook);
@@ -583,11 +616,6 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
     if (args->has_base && args->has_base_node) {
         error_setg(errp, "'base' and 'base-node' cannot be specified at "
                    "the same time");
-        return false;
-    }
-    if (args->has_backing_file || args->has_filter_node_name) {
-        error_setg(errp, "%s is not supported", args->has_backing_file
-                   ? "backing-file" : "filter-node-name");
         return false;
     }
     if (args->speed < 0) {
@@ -645,6 +673,11 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
             return false;
         }
     }
+    if (top == dev && args->has_backing_file) {
+        error_setg(errp, "'backing-file' specified, but 'top' is the "
+                   "active layer");
+        return false;
+    }
     if (top == dev) {
         /* Active commit: a mirror of the active layer into base (a
          * read-only base is reopened as below; the job claims it, so
@@ -656,6 +689,7 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
         }
         ok = mirror_start_active_commit(
             g, args->has_job_id ? args->job_id : args->device, top, base,
+            args->has_filter_node_name ? args->filter_node_name : NULL,
             args->speed, args->on_error, args->auto_finalize,
             args->auto_dismiss, errp);
         if (!ok) {
@@ -697,9 +731,19 @@ bool qmp_block_commit(QmpCtx *ctx, const QmpBlockCommitArgs *args,
         blk_reopen(base, true, NULL);
         return false;
     }
+    if (args->has_filter_node_name &&
+        !job_insert_filter(job, top, JOB_FILTER_COMMIT_TOP,
+                           args->filter_node_name, errp)) {
+        job_early_fail(job);
+        blk_reopen(base, true, NULL);
+        return false;
+    }
     s->is_commit = true;
     s->top = top;
     s->overlay = overlay;
+    if (args->has_backing_file) {
+        s->backing_file = xstrdup(args->backing_file);
+    }
     blk_ref(base);
     s->base = base;
     s->base_depth = depth;
