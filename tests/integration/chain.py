@@ -51,6 +51,21 @@ def make_chain(d, top_writes=("write -P 0x04 1536k 64k",)):
     return base, mid, top
 
 
+def export_top(blockd, top):
+    """Open the qcow2 image top as node "top" and export it writable as
+    "e0" on a new unix NBD server; returns the socket path."""
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
+                                "file": {"driver": "file",
+                                         "filename": top}})
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "top", "name": "e0",
+                                    "writable": True})
+    return sock
+
+
 def wait_end(q, job):
     """The BLOCK_JOB_COMPLETED/CANCELLED event of job, once it is gone
     (status null)."""

@@ -14,7 +14,8 @@ import os
 import nbd
 import pytest
 
-from chain import MIB, SIZE, info, make_chain, qcow2, run, wait_end_event
+from chain import MIB, SIZE, export_top, info, make_chain, qcow2, run, \
+    wait_end_event
 from conftest import QmpError, requires, wait_no_clients
 
 SLOW = 64 * 1024        # bytes per second: the job is still running
@@ -57,15 +58,7 @@ def setup(blockd, tmp_path):
     requires("qemu-img", "qemu-io")
     base, mid, top = make_chain(str(tmp_path / "a"))
     before = flat(top, str(tmp_path / "before.raw"))
-    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
-                                "file": {"driver": "file",
-                                         "filename": top}})
-    sock = os.path.join(blockd.sockdir, "nbd.sock")
-    blockd.cmd("nbd-server-start",
-               addr={"type": "unix", "data": {"path": sock}})
-    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
-                                    "node-name": "top", "name": "e0",
-                                    "writable": True})
+    sock = export_top(blockd, top)
     h = nbd.NBD()
     h.connect_uri("nbd+unix:///e0?socket=" + sock)
     yield blockd, h, (base, mid, top), before
@@ -73,12 +66,17 @@ def setup(blockd, tmp_path):
         h.shutdown()
 
 
-def close(blockd, h):
-    """The client leaves and top is closed (its header may be read)."""
+def check_recorded(blockd, h, top, base):
+    """The client leaves and top is closed; its header records
+    "base.qcow2", which qemu-img resolves to base."""
     h.shutdown()
     wait_no_clients(blockd)
     blockd.cmd("block-export-del", id="e0")
     blockd.cmd("blockdev-del", node_name="top")
+    got = info(top)
+    assert got["backing-filename"] == "base.qcow2"
+    assert got["full-backing-filename"] == base
+    run("qemu-img", "check", top)
 
 
 # kind: (command and arguments, filter driver, node under the filter,
@@ -229,11 +227,7 @@ def test_stream_backing_file(setup):
     end = wait_end_event(blockd.conn, "s")
     assert "error" not in end["data"], end
     assert whole(h) == before
-    close(blockd, h)
-    got = info(top)
-    assert got["backing-filename"] == "base.qcow2"
-    assert got["full-backing-filename"] == base
-    run("qemu-img", "check", top)
+    check_recorded(blockd, h, top, base)
 
 
 def test_commit_backing_file(setup, tmp_path):
@@ -250,9 +244,5 @@ def test_commit_backing_file(setup, tmp_path):
     assert "error" not in end["data"], end
     assert children(nodes(blockd)["top"])["backing"] == base_node
     assert whole(h) == before
-    close(blockd, h)
-    got = info(top)
-    assert got["backing-filename"] == "base.qcow2"
-    assert got["full-backing-filename"] == base
-    run("qemu-img", "check", top)
+    check_recorded(blockd, h, top, base)
     assert flat(top, str(tmp_path / "after.raw")) == before

@@ -9,7 +9,8 @@ import shutil
 import nbd
 import pytest
 
-from chain import MIB, SIZE, info, make_chain as _make_chain, run, wait_end
+from chain import MIB, SIZE, export_top, info, make_chain as _make_chain, \
+    run, wait_end
 from conftest import QmpError, requires
 
 
@@ -78,15 +79,7 @@ def test_writes_during_stream(blockd, tmp_path):
     requires("qemu-img", "qemu-io")
     base, mid, top = make_chain(str(tmp_path / "a"))
     before = flat(top, str(tmp_path / "before.raw"))
-    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "top",
-                                "file": {"driver": "file",
-                                         "filename": top}})
-    sock = os.path.join(blockd.sockdir, "nbd.sock")
-    blockd.cmd("nbd-server-start",
-               addr={"type": "unix", "data": {"path": sock}})
-    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
-                                    "node-name": "top", "name": "e0",
-                                    "writable": True})
+    sock = export_top(blockd, top)
     blockd.cmd("block-stream", {"job-id": "s", "device": "top",
                                 "speed": MIB})
     h = nbd.NBD()
