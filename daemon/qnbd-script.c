@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "blockdev/block.h"
+#include "blockdev/qcow2-meta.h"
 #include "qapi-cmdtable.h"
 #include "qapi-types.h"
 #include "util/cleanup.h"
@@ -613,78 +614,54 @@ void qnbd_script_print(const QnbdScript *s, const QnbdOptions *o, FILE *f)
 
 /* ---- the -s overlay ----------------------------------------------------
  *
- * An empty qcow2 v3 (docs: qcow2.txt), 64 KiB clusters, 16-bit
- * refcounts:
- *
- *   cluster 0   header, backing format extension, end, backing name
- *   cluster 1   refcount table (one entry: cluster 2)
- *   cluster 2   refcount block (clusters 0 .. 2 + l1 clusters: 1)
- *   cluster 3.. L1 table, all zero (nothing allocated)
- */
-#define OVL_CLUSTER_BITS 16
-#define OVL_CLUSTER ((uint64_t)1 << OVL_CLUSTER_BITS)
-
+ * An empty qcow2 as qemu-nbd makes it (bdrv_img_create with the
+ * backing node's size): version 3, 64 KiB clusters, 16-bit refcounts,
+ * the size rounded up to 512 bytes.  The layout and the clusters come
+ * from blockdev's qcow2 creation (qcow2-meta.h), as blockdev-create
+ * writes them; here they go straight to the temporary file, which no
+ * node holds yet. */
 bool qnbd_overlay_create(const char *path, uint64_t size,
                          const char *backing_file, const char *backing_fmt,
                          Error **errp)
 {
-    /* One L1 entry maps cluster_size / 8 L2 entries of a cluster each. */
-    uint64_t per_l1 = OVL_CLUSTER * (OVL_CLUSTER / 8);
-    uint64_t l1_size = (size + per_l1 - 1) / per_l1;
-    uint64_t l1_clusters = (l1_size * 8 + OVL_CLUSTER - 1) / OVL_CLUSTER;
-    uint64_t nclusters;
+    Qcow2CreateParams p = {
+        .size = DIV_ROUND_UP(size, 512) * 512,
+        .version = 3,
+        .cluster_bits = 16,
+        .refcount_order = 4,
+        .backing_file = backing_file,
+        .backing_format = backing_file != NULL ? backing_fmt : NULL,
+    };
+    Qcow2CreateLayout l;
     CLEANUP_FREE uint8_t *buf = NULL;
     CLEANUP_CLOSE int fd = -1;
-    size_t pos = 104, blen = backing_file ? strlen(backing_file) : 0;
+    uint64_t meta;
 
-    if (l1_clusters == 0) {
-        l1_clusters = 1;
-    }
-    nclusters = 3 + l1_clusters;
-    if (l1_size > UINT32_MAX || nclusters > OVL_CLUSTER / 2 ||
-        blen > 1023) {
+    if ((backing_file != NULL && strlen(backing_file) > 1023) ||
+        !qcow2_create_layout(&p, &l, NULL)) {
         error_setg(errp, "Could not create temporary overlay: image too "
                    "large or backing file name too long");
         return false;
     }
-    buf = xcalloc(3, OVL_CLUSTER);
-    memcpy(buf, "QFI\xfb", 4);
-    put_be32(buf + 4, 3);                       /* version */
-    put_be32(buf + 20, OVL_CLUSTER_BITS);
-    put_be64(buf + 24, size);
-    put_be32(buf + 36, (uint32_t)l1_size);
-    put_be64(buf + 40, 3 * OVL_CLUSTER);        /* L1 table */
-    put_be64(buf + 48, 1 * OVL_CLUSTER);        /* refcount table */
-    put_be32(buf + 56, 1);                      /* its clusters */
-    put_be32(buf + 96, 4);                      /* refcount_order */
-    put_be32(buf + 100, 104);                   /* header_length */
-    if (backing_fmt != NULL && backing_file != NULL) {
-        size_t flen = strlen(backing_fmt);
-
-        if (flen > 64) {
-            flen = 64;
-        }
-        put_be32(buf + pos, 0xe2792acaU);       /* backing format */
-        put_be32(buf + pos + 4, (uint32_t)flen);
-        memcpy(buf + pos + 8, backing_fmt, flen);
-        pos += 8 + ((flen + 7) & ~(size_t)7);
-    }
-    pos += 8;                                   /* end of extensions */
-    if (backing_file != NULL) {
-        put_be64(buf + 8, pos);
-        put_be32(buf + 16, (uint32_t)blen);
-        memcpy(buf + pos, backing_file, blen);
-    }
-    put_be64(buf + OVL_CLUSTER, 2 * OVL_CLUSTER);
-    for (uint64_t i = 0; i < nclusters; i++) {
-        put_be16(buf + 2 * OVL_CLUSTER + 2 * i, 1);
-    }
+    meta = qcow2_create_meta_clusters(&l);
+    buf = xmalloc(l.cluster_size);
     fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-    if (fd < 0 || write_full(fd, buf, 3 * OVL_CLUSTER) < 0 ||
-        ftruncate(fd, (off_t)(nclusters * OVL_CLUSTER)) < 0) {
-        error_setg_errno(errp, errno, "Could not create temporary overlay "
-                         "'%s'", path);
-        return false;
+    if (fd < 0) {
+        goto fail;
+    }
+    for (uint64_t i = 0; i < meta; i++) {       /* in order from 0 */
+        qcow2_create_cluster(&p, &l, i, buf);
+        if (write_full(fd, buf, l.cluster_size) < 0) {
+            goto fail;
+        }
+    }
+    if (ftruncate(fd, (off_t)(l.total_clusters * l.cluster_size)) < 0) {
+        goto fail;
     }
     return true;
+
+fail:
+    error_setg_errno(errp, errno, "Could not create temporary overlay "
+                     "'%s'", path);
+    return false;
 }

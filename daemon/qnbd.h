@@ -138,9 +138,9 @@ void qnbd_script_free(QnbdScript *s);
  * and "backing-fmt" for its header when known) once that node is open,
  * with qnbd_overlay_create(). */
 bool qnbd_script_is_overlay(const QnbdCmd *c);
-/* Write an empty qcow2 (v3, 64 KiB clusters) of size bytes at path,
- * naming backing_file (may be NULL) of format backing_fmt (may be
- * NULL) in its header. */
+/* Write an empty qcow2 (v3, 64 KiB clusters) of size bytes (rounded up
+ * to 512, as QEMU) at path, naming backing_file (may be NULL) of format
+ * backing_fmt (may be NULL) in its header. */
 bool qnbd_overlay_create(const char *path, uint64_t size,
                          const char *backing_file, const char *backing_fmt,
                          Error **errp);

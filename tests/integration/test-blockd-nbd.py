@@ -305,6 +305,23 @@ def test_snapshot_leaves_image_untouched(tmp_path, qcow2, raw):
         assert os.listdir(str(tmpdir)) == []
 
 
+def test_snapshot_of_odd_sized_image(tmp_path):
+    """-s over a raw image of 1000 bytes: the overlay's size is rounded
+    up to 512 as qemu-nbd's is (1024), and its data is the image's."""
+    image = str(tmp_path / "odd.raw")
+    data = os.urandom(1000)
+    with open(image, "wb") as f:
+        f.write(data)
+    infos = {}
+    for n in BOTH:
+        with Served(PROGS[n], tmp_path / (n + ".sock"),
+                    ["-t", "-s", "-f", "raw", image]) as s:
+            infos[n] = nbdinfo_json(s.uri())["exports"][0]
+            assert read_all(s.uri(), 1024) == data + b"\0" * 24, n
+    assert infos["blockd-nbd"]["export-size"] == 1024
+    assert infos["qemu-nbd"]["export-size"] == 1024
+
+
 def test_allocation_depth_map(tmp_path):
     """-A over a backing chain: nbdinfo --map=qemu:allocation-depth is
     the same."""
