@@ -499,7 +499,7 @@ static const JobDriver backup_driver = {
 /* QEMU's checks of the bitmap arguments (blockdev.c
  * do_backup_common), with its messages.  Turns incremental into
  * bitmap. */
-static bool backup_check_bitmap_args(const QmpBlockdevBackupArgs *a,
+static bool backup_check_bitmap_args(const BlockdevBackup *a,
                                      MirrorSyncMode *sync,
                                      BitmapSyncMode *mode, Error **errp)
 {
@@ -550,8 +550,7 @@ static bool backup_check_bitmap_args(const QmpBlockdevBackupArgs *a,
     return true;
 }
 
-bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
-                         Error **errp)
+Job *backup_prepare(QmpCtx *ctx, const BlockdevBackup *args, Error **errp)
 {
     BlockGraph *g = ctx->graph;
     BlockNode *source, *target;
@@ -565,49 +564,49 @@ bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
 
     source = blk_lookup_bs(g, args->device, NULL, errp);
     if (source == NULL) {
-        return false;
+        return NULL;
     }
     target = blk_lookup_bs(g, args->target, NULL, errp);
     if (target == NULL) {
-        return false;
+        return NULL;
     }
     if (!backup_check_bitmap_args(args, &sync, &mode, errp)) {
-        return false;
+        return NULL;
     }
     if (args->compress) {
         error_setg(errp, "Compression is not supported for this drive %s",
                    blk_node_name(target));
-        return false;
+        return NULL;
     }
     if (args->speed < 0) {
         error_setg(errp, "Parameter 'speed' expects a non-negative value");
-        return false;
+        return NULL;
     }
     if (source == target) {
         error_setg(errp, "Source and target cannot be the same");
-        return false;
+        return NULL;
     }
     len = blk_getlength(source);
     if (len < 0 || blk_getlength(target) != len) {
         error_setg(errp, "Source and target image have different sizes");
-        return false;
+        return NULL;
     }
     if (args->has_bitmap) {
         bm = blk_dirty_bitmap_find(source, args->bitmap);
         if (bm == NULL) {
             error_setg(errp, "Bitmap '%s' could not be found",
                        args->bitmap);
-            return false;
+            return NULL;
         }
         if (!dirty_bitmap_check(bm, BM_CHECK_ALLOW_RO, errp)) {
-            return false;
+            return NULL;
         }
     }
     job = job_create(g, &backup_driver, sizeof(BackupJob),
                      args->has_job_id ? args->job_id : args->device,
                      args->auto_finalize, args->auto_dismiss, errp);
     if (job == NULL) {
-        return false;
+        return NULL;
     }
     b = container_of(job, BackupJob, job);
     job->on_source_error = args->on_source_error;
@@ -616,13 +615,13 @@ bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
     if (!job_claim_node(job, source, false, errp) ||
         !job_claim_node(job, target, true, errp)) {
         job_early_fail(job);
-        return false;
+        return NULL;
     }
     if (args->has_filter_node_name &&
         !job_insert_filter(job, source, JOB_FILTER_COPY_BEFORE_WRITE,
                            args->filter_node_name, errp)) {
         job_early_fail(job);
-        return false;
+        return NULL;
     }
     b->source = source;
     b->target = target;
@@ -673,6 +672,17 @@ bool qmp_blockdev_backup(QmpCtx *ctx, const QmpBlockdevBackupArgs *args,
     }
     job->progress_total = (int64_t)hbm_count(c->todo);
     blk_write_hook_add(source, &c->hook);
+    return job;
+}
+
+bool qmp_blockdev_backup(QmpCtx *ctx, const BlockdevBackup *args,
+                         Error **errp)
+{
+    Job *job = backup_prepare(ctx, args, errp);
+
+    if (job == NULL) {
+        return false;
+    }
     job_start(job);
     return true;
 }

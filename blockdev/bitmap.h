@@ -175,6 +175,12 @@ enum {
 #define BM_CHECK_DEFAULT (BM_CHECK_BUSY | BM_CHECK_RO | BM_CHECK_INCONSISTENT)
 #define BM_CHECK_ALLOW_RO (BM_CHECK_BUSY | BM_CHECK_INCONSISTENT)
 
+/* block-dirty-bitmap-remove's checks and the removal of the stored
+ * copy (qmp-bitmap.c): the bitmap, still in memory, for the caller to
+ * release (blk_dirty_bitmap_release), or NULL with errp set. */
+DirtyBitmap *blk_dirty_bitmap_remove_prepare(BlockGraph *g, const char *node,
+                                             const char *name, Error **errp);
+
 /* False with QEMU's message when bm is in a state flags refuse. */
 bool dirty_bitmap_check(const DirtyBitmap *bm, unsigned flags, Error **errp);
 /* The bitmap name on node, with QEMU's messages: "Node 'N' not found",

@@ -33,8 +33,19 @@ DEFINE_VECTOR_TYPE(NameVec, const char *);
 
 typedef struct BlockOpenJob BlockOpenJob;
 
+/* The write gate (block.h). */
+typedef struct BlockWriteGate {
+    bool closed;
+    uint64_t in_flight;          /* BLK_REQ_GATED writes not yet done */
+    BlockRequest *held;          /* waiting while closed, by pool_next */
+    BlockRequest **held_tail;
+    void (*drained)(void *opaque);
+    void *drained_opaque;
+} BlockWriteGate;
+
 struct BlockGraph {
     BlockHost host;
+    BlockWriteGate gate;
     DriverVec drivers;           /* registered from above */
     NodeVec nodes;               /* every open node, creation order */
     unsigned next_auto;          /* for "#blockN" */
@@ -100,7 +111,95 @@ BlockGraph *blk_graph_new(const BlockHost *host)
     if (host != NULL) {
         g->host = *host;
     }
+    g->gate.held_tail = &g->gate.held;
     return g;
+}
+
+/* ---- the write gate ------------------------------------------------- */
+
+static bool blk_req_writes(const BlockRequest *req)
+{
+    return req->type == BLK_OP_WRITE || req->type == BLK_OP_WRITE_ZEROES ||
+           req->type == BLK_OP_DISCARD;
+}
+
+static void blk_write_gate_drained(BlockWriteGate *gate)
+{
+    void (*fn)(void *) = gate->drained;
+
+    gate->drained = NULL;
+    fn(gate->drained_opaque);
+}
+
+bool blk_write_gate_close(BlockGraph *g, void (*drained)(void *opaque),
+                          void *opaque)
+{
+    BlockWriteGate *gate = &g->gate;
+
+    if (gate->closed) {
+        return false;
+    }
+    gate->closed = true;
+    gate->drained = drained;
+    gate->drained_opaque = opaque;
+    if (gate->in_flight == 0) {
+        blk_write_gate_drained(gate);
+    }
+    return true;
+}
+
+void blk_write_gate_open(BlockGraph *g)
+{
+    BlockWriteGate *gate = &g->gate;
+    BlockRequest *req = gate->held;
+
+    gate->closed = false;
+    gate->drained = NULL;
+    gate->held = NULL;
+    gate->held_tail = &gate->held;
+    while (req != NULL) {
+        BlockRequest *next = req->pool_next;
+
+        req->pool_next = NULL;
+        blk_aio_submit_on(req->pool, req, req->loop);
+        req = next;
+    }
+}
+
+bool blk_write_gate_enter(BlockRequest *req, WorkerPool *pool, Loop *loop)
+{
+    BlockGraph *g = req->bs->graph;
+
+    if (g == NULL || loop == NULL || loop != g->host.loop ||
+        !blk_req_writes(req)) {
+        return false;
+    }
+    if (g->gate.closed) {
+        req->pool = pool;
+        req->loop = loop;
+        req->pool_next = NULL;
+        *g->gate.held_tail = req;
+        g->gate.held_tail = &req->pool_next;
+        return true;
+    }
+    req->flags |= BLK_REQ_GATED;
+    g->gate.in_flight++;
+    return false;
+}
+
+void blk_write_gate_leave(BlockRequest *req)
+{
+    BlockGraph *g = req->bs->graph;
+
+    if (!(req->flags & BLK_REQ_GATED)) {
+        return;
+    }
+    req->flags &= ~(uint32_t)BLK_REQ_GATED;
+    if (--g->gate.in_flight == 0 && g->gate.drained != NULL) {
+        /* Not inside req's completion: on the next loop turn. */
+        loop_post(g->host.loop, g->gate.drained, g->gate.drained_opaque);
+        g->gate.drained = NULL;
+    }
 }
 
 static void blk_graph_clear_roots(BlockGraph *g)

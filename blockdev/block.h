@@ -62,6 +62,7 @@ enum {
     BLK_REQ_NOWAIT = 1 << 5,
     BLK_REQ_NO_HOOK = 1 << 6,    /* a job's own write: skip the node's
                                   * write hook (never reaches drivers) */
+    BLK_REQ_GATED = 1 << 7,      /* private: counted by the write gate */
 };
 
 /* Block status flags, as returned by block_status callbacks and
@@ -774,6 +775,28 @@ bool blk_node_iothread_ok(const BlockNode *bs);
  * children: job_claim_node() refuses them meanwhile, since a job's
  * pivot and drain only see requests of the main loop.  Main loop. */
 void blk_node_iothread_use(BlockNode *bs, int delta);
+
+/* ---- the write gate (transaction) ---------------------------------
+ *
+ * While a graph's gate is closed, the writes (write, write-zeroes,
+ * discard) that blk_aio_submit() gets on the graph's loop wait, in
+ * order, and are submitted when it opens; reads, flushes and the jobs'
+ * own I/O go on.  So a transaction's actions run with no guest write
+ * between them, as QEMU's drained section gives.  Requests of an I/O
+ * thread's loop do not pass the gate: callers refuse nodes such
+ * exports use (BlockNode.iothread_users).  Loop thread. */
+
+/* Close the gate; drained(opaque) runs on the loop (maybe before this
+ * returns) once no write submitted before it is still in flight.  A
+ * gate already closed fails (false). */
+bool blk_write_gate_close(BlockGraph *g, void (*drained)(void *opaque),
+                          void *opaque);
+/* Open it: the writes that waited are submitted, in order. */
+void blk_write_gate_open(BlockGraph *g);
+/* For blockdev/io.c: at submit, true when req waits at the gate (it is
+ * then the gate's); at completion, before req's callback. */
+bool blk_write_gate_enter(BlockRequest *req, WorkerPool *pool, Loop *loop);
+void blk_write_gate_leave(BlockRequest *req);
 
 /* Asynchronous drivers (BlockDriver.aio_submit).  blk_aio_submit()
  * first applies what the synchronous wrappers do: the bounds (see

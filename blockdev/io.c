@@ -1029,6 +1029,7 @@ static void blk_aio_done(WorkerJob *job)
     if (req->pool != NULL) {
         blk_pool_release(req);
     }
+    blk_write_gate_leave(req);
     if (req->loop != NULL && req->loop != blk_node_loop(bs)) {
         /* An I/O thread's request: its owner may let the main loop
          * free what holds the node (a connection, its export) from
@@ -1298,6 +1299,9 @@ void blk_aio_submit_on(WorkerPool *pool, BlockRequest *req, Loop *loop)
     BlockNode *bs = req->bs;
     int op;
 
+    if (blk_write_gate_enter(req, pool, loop)) {
+        return;                  /* a transaction runs: later */
+    }
     blk_trace_submit(req);
     blk_ref(bs);
     req->ret = 0;

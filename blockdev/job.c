@@ -472,6 +472,14 @@ void job_finish(Job *job, int ret, const char *msg)
     }
 }
 
+void job_abort_created(Job *job)
+{
+    if (job->drv->abort != NULL) {
+        job->drv->abort(job);
+    }
+    job_early_fail(job);
+}
+
 void job_early_fail(Job *job)
 {
     job->finished = true;

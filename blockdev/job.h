@@ -111,6 +111,16 @@ void job_start(Job *job);
 /* Undo a job_create() whose setup failed before job_start() (no
  * events beyond "created"; clean and free run). */
 void job_early_fail(Job *job);
+/* blockdev-backup's job set up but not started (backup.c): from now
+ * on writes to the source copy their old data first; job_start() starts
+ * it, job_abort_created() undoes it (the transaction command).  NULL
+ * with errp set, with blockdev-backup's messages. */
+struct QmpCtx;
+Job *backup_prepare(struct QmpCtx *ctx, const BlockdevBackup *args,
+                    Error **errp);
+/* Undo a job fully set up but not started (a transaction that failed
+ * later): its driver's abort runs first, then as job_early_fail. */
+void job_abort_created(Job *job);
 
 /* Make bs the job's: it holds a reference and the user "block job
  * 'ID'" (blockdev-del refuses), and a second job on bs is refused with

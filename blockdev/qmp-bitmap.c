@@ -119,23 +119,34 @@ bool qmp_block_dirty_bitmap_add(QmpCtx *ctx, const BlockDirtyBitmapAdd *args,
     return true;
 }
 
-bool qmp_block_dirty_bitmap_remove(QmpCtx *ctx, const BlockDirtyBitmap *args,
-                                   Error **errp)
+DirtyBitmap *blk_dirty_bitmap_remove_prepare(BlockGraph *g, const char *node,
+                                             const char *name, Error **errp)
 {
-    DirtyBitmap *bm = blk_dirty_bitmap_lookup(ctx->graph, args->node,
-                                              args->name, errp);
+    DirtyBitmap *bm = blk_dirty_bitmap_lookup(g, node, name, errp);
     BlockNode *bs;
 
     if (bm == NULL ||
         !dirty_bitmap_check(bm, BM_CHECK_BUSY | BM_CHECK_RO, errp)) {
-        return false;
+        return NULL;
     }
     bs = dirty_bitmap_node(bm);
     /* The stored copy goes at once: a crash after this reply must not
      * bring the bitmap back. */
     if (dirty_bitmap_persistent(bm) &&
         bs->drv->bitmap_remove_persistent != NULL &&
-        !bs->drv->bitmap_remove_persistent(bs, args->name, errp)) {
+        !bs->drv->bitmap_remove_persistent(bs, name, errp)) {
+        return NULL;
+    }
+    return bm;
+}
+
+bool qmp_block_dirty_bitmap_remove(QmpCtx *ctx, const BlockDirtyBitmap *args,
+                                   Error **errp)
+{
+    DirtyBitmap *bm = blk_dirty_bitmap_remove_prepare(ctx->graph, args->node,
+                                                      args->name, errp);
+
+    if (bm == NULL) {
         return false;
     }
     blk_dirty_bitmap_release(bm);
