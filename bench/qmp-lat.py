@@ -14,6 +14,21 @@ IOPS the data path kept meanwhile) and the medians:
 
     bench/qmp-lat.py [--rounds 3] [--seconds 5] [--conns 200]
                      [--servers blockd,qemu-storage-daemon]
+                     [--qmp-cpu any|0|1] [--qmp-rt] [--sched]
+
+Servers: blockd, qemu-storage-daemon, and blockd-iothread (the export
+on an iothread, the main loop left to QMP and handshakes).
+qemu-storage-daemon-iothread is accepted but qemu-storage-daemon 7.2
+aborts when an NBD client leaves an export on an iothread
+(nbd_blockdev_client_closed asserts it runs in the main thread).
+--qmp-cpu pins the QMP client (default: unpinned, as before), --qmp-rt
+makes it SCHED_FIFO so the figure is the server's, not the measuring
+client's wait for a CPU.
+
+--sched adds one SCHED line per run: how long, in the slowest 1% of
+round trips, the QMP client and the server's main thread (the one that
+serves QMP) waited for a CPU (Linux schedstat), and the p50/p99 without
+those waits.
 
 Environment: BLOCKD, NBDLOAD (default build/blockd, build/nbdload).
 """
@@ -71,18 +86,71 @@ class Qmp:
 
 
 def server_argv(name, img, nbd, qmp):
+    # NAME-iothread: the export's connections on an iothread (its own
+    # loop and thread), the main loop left to QMP and handshakes.
+    io = name.endswith("-iothread")
     common = ["--blockdev", "driver=file,node-name=f0,filename=" + img,
               "--blockdev", "driver=raw,node-name=d0,file=f0",
               "--nbd-server",
               "addr.type=unix,addr.path=%s,max-connections=0" % nbd,
-              "--export", "type=nbd,id=e0,node-name=d0,name=,writable=off"]
-    if name == "blockd":
+              "--export", "type=nbd,id=e0,node-name=d0,name=,writable=off"
+              + (",iothread=io0" if io else "")]
+    if io:
+        common = ["--object", "iothread,id=io0"] + common
+    if name in ("blockd", "blockd-iothread"):
         return [BLOCKD, "--qmp", "unix:" + qmp] + common
-    if name == "qemu-storage-daemon":
+    if name in ("qemu-storage-daemon", "qemu-storage-daemon-iothread"):
         return (["qemu-storage-daemon", "--chardev",
                  "socket,id=m0,path=%s,server=on,wait=off" % qmp,
                  "--monitor", "chardev=m0"] + common)
     sys.exit("bench/qmp-lat.py: unknown server %s" % name)
+
+
+class Sched:
+    """--sched: split each round trip with the kernel's schedstat (CPU
+    time, time spent runnable but waiting for a CPU) of the QMP client
+    thread and of the server's main thread (its QMP loop), read just before and
+    after it, to tell a busy server loop from a thread not scheduled.
+    server_cpu is the loop's work (data path included) during the round
+    trip, client_wait and server_wait the time each was runnable but
+    not running."""
+
+    def __init__(self, pid):
+        self.fds = [os.open("/proc/thread-self/schedstat", os.O_RDONLY),
+                    os.open("/proc/%d/task/%d/schedstat" % (pid, pid),
+                            os.O_RDONLY)]
+        self.rows = []
+
+    def sample(self):
+        # cpu ns, run-queue wait ns for the client, then the server
+        out = []
+        for fd in self.fds:
+            f = os.pread(fd, 128, 0).split()
+            out += [int(f[0]), int(f[1])]
+        return out
+
+    def record(self, ms, a, b):
+        d = [(y - x) / 1e6 for x, y in zip(a, b)]
+        self.rows.append((ms, d[1], d[2], d[3]))
+
+    def report(self, name):
+        rows = sorted(self.rows)
+        slow = rows[int(len(rows) * 0.99):]
+        if not slow:
+            return
+        med = lambda i: statistics.median(r[i] for r in slow)
+        waited = sum(1 for r in slow if r[1] + r[3] >= 0.5 * r[0])
+        # What the round trips would be without the run-queue waits of
+        # either thread (they rarely overlap: one of the two is running).
+        bare = sorted(max(0.0, r[0] - r[1] - r[3]) for r in rows)
+        print("SCHED name=%s slowest 1%%: %d round trips, %.2f..%.2f ms; "
+              "medians: client_wait=%.2f server_wait=%.2f server_cpu=%.2f "
+              "ms; %d mostly waiting for a CPU; without the waits p50=%.3f "
+              "p99=%.3f ms"
+              % (name, len(slow), slow[0][0], slow[-1][0], med(1), med(3),
+                 med(2), waited, bare[len(bare) // 2],
+                 bare[min(len(bare) - 1, int(len(bare) * 0.99))]),
+              flush=True)
 
 
 def wait_for(paths, proc):
@@ -120,14 +188,25 @@ def one(name, d, img, args):
             exps = q.cmd("query-block-exports")
             clients = sum(len(e.get("connected-clients", []))
                           for e in exps)
-            if name != "blockd" or clients >= args.conns:
+            if not name.startswith("blockd") or clients >= args.conns:
                 break
             time.sleep(0.01)
+        if args.qmp_cpu != "any":
+            os.sched_setaffinity(0, {int(args.qmp_cpu)})
+        if args.qmp_rt:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
         lat = []
+        sched = Sched(srv.pid) if args.sched else None
         while load.poll() is None:
+            if sched:
+                s0 = sched.sample()
             t0 = time.perf_counter()
             q.cmd("query-block-exports")
             lat.append((time.perf_counter() - t0) * 1000.0)
+            if sched:
+                sched.record(lat[-1], s0, sched.sample())
+        if sched:
+            sched.report(name)
         out = json.loads(load.stdout.read())
         load = None
         lat.sort()
@@ -142,6 +221,9 @@ def one(name, d, img, args):
             load.wait()
         srv.terminate()
         srv.wait()
+        os.sched_setaffinity(0, range(os.cpu_count()))
+        if args.qmp_rt:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def main():
@@ -151,6 +233,16 @@ def main():
     ap.add_argument("--conns", type=int, default=200)
     ap.add_argument("--servers", default="blockd,qemu-storage-daemon")
     ap.add_argument("--size", type=int, default=256 << 20)
+    ap.add_argument("--qmp-cpu", default="any",
+                    help="the CPU the QMP client runs on: 'any' (default, "
+                    "unpinned), 1 (the load client's), 0 (the server's)")
+    ap.add_argument("--qmp-rt", action="store_true",
+                    help="run the QMP client as SCHED_FIFO 1 (needs "
+                    "CAP_SYS_NICE), so that its own wake-ups do not wait "
+                    "behind the load client's threads")
+    ap.add_argument("--sched", action="store_true",
+                    help="split the slowest 1%% of round trips into run-"
+                    "queue waits and server CPU (Linux schedstat)")
     args = ap.parse_args()
     servers = args.servers.split(",")
     res = {s: [] for s in servers}
