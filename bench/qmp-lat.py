@@ -143,13 +143,17 @@ class Sched:
         # What the round trips would be without the run-queue waits of
         # either thread (they rarely overlap: one of the two is running).
         bare = sorted(max(0.0, r[0] - r[1] - r[3]) for r in rows)
+        # The main thread's CPU in a round trip: the command's own work
+        # and the loop's other work it waited behind (load-independent).
+        cpu = sorted(r[2] for r in rows)
+        pct = lambda v, q: v[min(len(v) - 1, int(len(v) * q))]
         print("SCHED name=%s slowest 1%%: %d round trips, %.2f..%.2f ms; "
               "medians: client_wait=%.2f server_wait=%.2f server_cpu=%.2f "
               "ms; %d mostly waiting for a CPU; without the waits p50=%.3f "
-              "p99=%.3f ms"
+              "p99=%.3f ms; server_cpu per round trip p50=%.3f p99=%.3f ms"
               % (name, len(slow), slow[0][0], slow[-1][0], med(1), med(3),
-                 med(2), waited, bare[len(bare) // 2],
-                 bare[min(len(bare) - 1, int(len(bare) * 0.99))]),
+                 med(2), waited, pct(bare, 0.5), pct(bare, 0.99),
+                 pct(cpu, 0.5), pct(cpu, 0.99)),
               flush=True)
 
 
