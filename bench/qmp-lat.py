@@ -109,8 +109,9 @@ def server_argv(name, img, nbd, qmp):
 class Sched:
     """--sched: split each round trip with the kernel's schedstat (CPU
     time, time spent runnable but waiting for a CPU) of the QMP client
-    thread and of the server's main thread (its QMP loop), read just before and
-    after it, to tell a busy server loop from a thread not scheduled.
+    thread and of the server's main thread (its QMP loop), read just
+    before and after it, to tell a busy server loop from a thread not
+    scheduled.
     server_cpu is the loop's work (data path included) during the round
     trip, client_wait and server_wait the time each was runnable but
     not running."""
@@ -134,6 +135,8 @@ class Sched:
         self.rows.append((ms, d[1], d[2], d[3]))
 
     def report(self, name):
+        for fd in self.fds:
+            os.close(fd)
         rows = sorted(self.rows)
         slow = rows[int(len(rows) * 0.99):]
         if not slow:
