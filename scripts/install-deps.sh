@@ -8,7 +8,7 @@ PACKAGES="
   libjson-c-dev libevent-dev libgnutls28-dev libseccomp-dev libcunit1-dev
   zlib1g-dev libzstd-dev libedit-dev
   qemu-utils qemu-system-common qemu-system-x86 nbd-server libnbd-bin nbdkit
-  python3-libnbd python3-pytest libnbd-dev
+  python3-libnbd python3-pytest libnbd-dev liburing-dev
   gnutls-bin openssl fio socat util-linux procps tmux gnuplot-nox
   python3-docutils groff-base man-db curl systemd xz-utils
   ceph-mon ceph-osd ceph-common librbd-dev qemu-block-extra
