@@ -19,6 +19,8 @@
 #   load/     bench/load.sh: the same servers driven by bench/nbdload,
 #             a client that is not the bottleneck (throughput, p99 and
 #             server CPU per GiB or per request)
+#   qd1/      bench/qd1.sh: blockd's QD1 reads beside tceil's round
+#             trip and bench/qd1floor's server shapes (epoll, io_uring)
 #   tls/      bench/tls.sh: blockd and qemu-nbd over TLS
 #   qmp/      bench/qmp-lat.py: QMP p99 while 200 clients read
 #   scale/    bench/many-exports.py: 1,000 exports' RSS and query time
@@ -43,11 +45,11 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     --quick) QUICK=1; ROUNDS=1; shift ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$RESULTS"/{clients,load,tls,qmp,scale,jobs}
+mkdir -p "$RESULTS"/{clients,load,qd1,tls,qmp,scale,jobs}
 log() { echo "== bench/all.sh: $* ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"; }
 {
   echo "# bench/all.sh --rounds $ROUNDS$([ "$QUICK" = 1 ] && echo ' --quick') ($(date -u '+%F %H:%M') UTC, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
@@ -57,6 +59,7 @@ log() { echo "== bench/all.sh: $* ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f
 if [ "$QUICK" = 1 ]; then
   CLIENT_ARGS=(--workloads seqread,randread4k_qd16,connect --idle-rss 100)
   LOAD_ARGS=(--seconds 1 --size $((256 << 20)))
+  QD1_ARGS=(--seconds 1 --size $((256 << 20)))
   TLS_ARGS=(--size $((128 << 20)))
   QMP_ARGS=(--seconds 1 --conns 50)
   SCALE_ARGS=(--exports 100 --queries 10)
@@ -64,6 +67,7 @@ if [ "$QUICK" = 1 ]; then
 else
   CLIENT_ARGS=()
   LOAD_ARGS=()
+  QD1_ARGS=()
   TLS_ARGS=()
   QMP_ARGS=()
   SCALE_ARGS=()
@@ -77,6 +81,9 @@ log "third-party clients (bench/run.sh)"
 
 log "nbdload (bench/load.sh)"
 "$HERE/load.sh" --rounds "$ROUNDS" --results "$RESULTS/load" "${LOAD_ARGS[@]}"
+
+log "QD1 (bench/qd1.sh)"
+"$HERE/qd1.sh" --rounds "$ROUNDS" --results "$RESULTS/qd1" "${QD1_ARGS[@]}"
 
 log "TLS (bench/tls.sh)"
 "$HERE/tls.sh" --rounds "$ROUNDS" --results "$RESULTS/tls" "${TLS_ARGS[@]}"

@@ -6,15 +6,16 @@
 # the server-side floor of each server shape (bench/qd1floor: the bare
 # ping-pong, blockd's epoll shape, io_uring shapes).
 #
-#   bench/qd1.sh [--rounds N] [--seconds S] [--results DIR]
+#   bench/qd1.sh [--rounds N] [--seconds S] [--size BYTES] [--results DIR]
 #
 # BLOCKD= picks the binary (default build/blockd); BLOCKD_B= adds a
 # second one to the same rounds (an A/B: "blockd-b" in the output).
 # Every round runs each item once, in the same order, pinned as
 # bench/load.sh pins (server CPU 0, client CPU 1); blockd starts fresh
-# each round on a 1 GiB image of random data on /dev/shm.  Prints the
-# per-round lines, then medians and blockd's rate as a share of tceil's
-# (paired by round: the target is >= 0.85).
+# each round on an image of random data on /dev/shm (1 GiB unless
+# --size); tceil.c comes from the shared harness (BENCH_HARNESS=).
+# Prints the per-round lines, then medians and blockd's rate as a share
+# of tceil's (paired by round: the target is >= 0.85).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -22,9 +23,11 @@ BLOCKD=${BLOCKD:-$ROOT/build/blockd}
 BLOCKD_B=${BLOCKD_B:-}
 NBDLOAD=${NBDLOAD:-$ROOT/build/nbdload}
 QD1FLOOR=${QD1FLOOR:-$ROOT/build/qd1floor}
-TCEIL_SRC=${TCEIL_SRC:-$ROOT/../../shared/bench/tceil.c}
-[ -f "$TCEIL_SRC" ] || TCEIL_SRC=/work/shared/bench/tceil.c
+HARNESS=${BENCH_HARNESS:-$(dirname "$ROOT")/shared/bench}
+[ -d "$HARNESS" ] || HARNESS=$(dirname "$(dirname "$ROOT")")/shared/bench
+TCEIL_SRC=$HARNESS/tceil.c
 ROUNDS=5
+SIZE=$((1024 * 1024 * 1024))
 SECS=3
 RESULTS=/tmp/blockd-bench/qd1-$(date +%F-%H%M%S)
 
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/qd1.sh: unknown argument $1" >&2; exit 2 ;;
@@ -40,6 +44,7 @@ done
 for f in "$BLOCKD" "$NBDLOAD" "$QD1FLOOR"; do
   [ -x "$f" ] || { echo "bench/qd1.sh: no $f" >&2; exit 1; }
 done
+[ -f "$TCEIL_SRC" ] || { echo "bench/qd1.sh: no $TCEIL_SRC" >&2; exit 1; }
 
 mkdir -p "$RESULTS"
 WORK=$(mktemp -d /dev/shm/blockd-qd1.XXXXXX)
@@ -54,7 +59,7 @@ cleanup() {
 trap cleanup EXIT
 IMG=$WORK/disk.img
 SOCK=$WORK/nbd.sock
-head -c $((1024 * 1024 * 1024)) /dev/urandom > "$IMG"
+head -c "$SIZE" /dev/urandom > "$IMG"
 TCEIL=$WORK/tceil
 gcc -O2 -o "$TCEIL" "$TCEIL_SRC"
 
