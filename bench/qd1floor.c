@@ -267,8 +267,9 @@ static int ring_wait_recv(struct io_uring *ring)
         unsigned head, seen = 0;
         int res = 0;
         bool got = false;
+        int ret = io_uring_submit_and_wait(ring, 1);
 
-        if (io_uring_submit_and_wait(ring, 1) < 0 && errno != EINTR) {
+        if (ret < 0 && ret != -EINTR) {
             return -EIO;
         }
         io_uring_for_each_cqe(ring, head, cqe) {
