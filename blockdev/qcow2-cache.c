@@ -186,6 +186,17 @@ int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, bool read, void **table)
     return 0;
 }
 
+void *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset)
+{
+    int32_t slot = lookup(c, offset);
+
+    if (slot < 0) {
+        return NULL;
+    }
+    c->e[slot].lru = ++c->clock;
+    return slot_mem(c, slot);
+}
+
 void qcow2_cache_mark_dirty(Qcow2Cache *c, const void *table)
 {
     size_t slot = ((const uint8_t *)table - c->mem) / c->table_size;

@@ -916,6 +916,58 @@ bad:
     return -EIO;
 }
 
+/* The data path's fast lookup: when [off, off+*bytes) starts in a
+ * plain allocated cluster (NORMAL; no extended L2, no compression, no
+ * zero flag) whose L2 table is already cached, set *host to its host
+ * offset, shorten *bytes to the run of host-contiguous clusters with the
+ * same COPIED flag (*copied), and return true.  False: anything else
+ * (an L1 or L2 entry to load, decode or report as corrupt), for
+ * get_mapping() to decide.  A cached table was checked against the
+ * fixed metadata when l2_get() loaded it or allocated by us.  No
+ * allocation, no I/O: a few dozen instructions.  Lock held. */
+static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
+                     uint64_t *host, bool *copied)
+{
+    uint64_t cs = s->h.cluster_size;
+    uint64_t idx = l1_index(s, off);
+    uint64_t nent = 1ULL << s->h.l2_bits;
+    uint64_t l2_off, e, first, run, flag;
+    const uint64_t *t;
+
+    if (s->h.extended_l2 || idx >= s->l1_size) {
+        return false;
+    }
+    l2_off = s->l1[idx] & QCOW2_L1E_OFFSET_MASK;
+    if (l2_off == 0 || !IS_ALIGNED(l2_off, cs)) {
+        return false;
+    }
+    t = qcow2_cache_peek(s->l2_cache, l2_off);
+    if (t == NULL) {
+        return false;
+    }
+    e = be64toh(t[l2_index(s, off)]);
+    first = e & QCOW2_L2E_OFFSET_MASK;
+    if ((e & (QCOW2_OFLAG_COMPRESSED | QCOW2_OFLAG_ZERO)) || first == 0 ||
+        !IS_ALIGNED(first, cs)) {
+        return false;
+    }
+    flag = e & QCOW2_OFLAG_COPIED;
+    run = cs - offset_in_cluster(s, off);
+    for (uint64_t i = l2_index(s, off) + 1, next = first + cs;
+         run < *bytes && i < nent; i++, next += cs) {
+        /* Same flags (COPIED or not, nothing else) and the next host
+         * cluster. */
+        if (be64toh(t[i]) != (next | flag)) {
+            break;
+        }
+        run += cs;
+    }
+    *host = first + offset_in_cluster(s, off);
+    *bytes = MIN(*bytes, run);
+    *copied = flag != 0;
+    return true;
+}
+
 /* ---- compressed clusters ----------------------------------------------- */
 
 static int inflate_zlib(BDRVQcow2 *s, const uint8_t *in, size_t in_len,
@@ -1058,9 +1110,26 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
     (void)flags;
     while (bytes > 0) {
         uint64_t n = bytes;
+        uint64_t host;
         Qcow2Mapping m;
+        bool copied;
 
         qcow2_lock(s);
+        if (fast_map(s, offset, &n, &host, &copied)) {
+            /* An L2 cache hit on allocated clusters: straight to the
+             * file, outside the lock. */
+            __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+            pthread_mutex_unlock(&s->lock);
+            ret = blk_pread(bs->file, host, n, buf, 0);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+            if (ret < 0) {
+                return ret;
+            }
+            offset += n;
+            buf += n;
+            bytes -= n;
+            continue;
+        }
         ret = get_mapping(s, offset, &n, &m);
         if (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED) {
             ret = read_compressed(s, &m);
@@ -1530,9 +1599,25 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     }
     while (bytes > 0 && ret == 0) {
         uint64_t n = bytes;
+        uint64_t host;
         Qcow2Mapping m;
+        bool copied;
 
         qcow2_lock(s);
+        if (fast_map(s, offset, &n, &host, &copied) && copied &&
+            !overlaps_fixed_metadata(s, host, n)) {
+            /* An L2 cache hit on clusters written in place (refcount
+             * 1): as the fast path below, without decoding. */
+            __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+            pthread_mutex_unlock(&s->lock);
+            ret = blk_pwrite(bs->file, host, n, buf, 0);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+            offset += n;
+            buf += n;
+            bytes -= n;
+            continue;
+        }
+        n = bytes;
         ret = get_mapping(s, offset, &n, &m);
         if (ret < 0) {
             pthread_mutex_unlock(&s->lock);

@@ -45,6 +45,9 @@ void qcow2_cache_free(Qcow2Cache *c);
  * it (read=false, for a freshly allocated table).  0 or -errno. */
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, bool read,
                     void **table);
+/* The table at offset if it is cached (counted as a use), else NULL;
+ * never reads or evicts.  The data path's fast lookup. */
+void *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, const void *table);
 /* Write every dirty table (no flush of the file).  0 or -errno. */
 int qcow2_cache_flush(Qcow2Cache *c);
