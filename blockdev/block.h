@@ -103,7 +103,28 @@ typedef struct BlockCaps {
     /* READ with BLK_REQ_PIPE moves the data into a pipe without copying
      * it through user space (page cache references: blk_splice_read). */
     bool splice_read;
+    /* With splice_read: the node may give storage it freed to other
+     * data (qcow2 reuses freed clusters), so a spliced read hands back
+     * a BlockSplicePin that its reader must keep until no pipe or
+     * socket references the spliced pages any more (see
+     * BlockSplicePin).  A reader that cannot tell must not splice. */
+    bool splice_pin;
 } BlockCaps;
+
+/* A spliced read of a node that reuses freed storage (BlockCaps.
+ * splice_pin): the pipe, then the socket it is spliced into, hold
+ * references to page cache pages of the node's file, and a write into
+ * a page changes what those references read.  If the node freed the
+ * storage and gave it to other data (another guest offset, metadata)
+ * while a reply still held its pages, that reply would carry the new
+ * data.  So storage the node frees while pins are taken is quarantined
+ * (blk_splice_reusable()) until every pin taken before the free is
+ * released.  node == NULL: nothing to release.  The node is referenced
+ * while pinned. */
+typedef struct BlockSplicePin {
+    BlockNode *node;
+    uint64_t epoch;              /* the node's splice_epoch when taken */
+} BlockSplicePin;
 
 struct BlockDriver {
     const char *format_name;     /* "file", "raw", "qcow2", "null-co" */
@@ -182,8 +203,13 @@ struct BlockDriver {
      * BLK_REQ_DATA_ONLY in flags, the range is not all data (the pipe
      * untouched), other -errno with part of the range possibly in the
      * pipe.  NULL: never (get_caps says splice_read only when it can). */
+    /* A driver with BlockCaps.splice_pin takes *pin (blk_splice_pin_take,
+     * under the lock that orders it with its frees) before it looks up
+     * where the data lives, and leaves it taken whenever the pipe may
+     * hold some of the range (success or failure); -ENOTSUP leaves no
+     * pin.  Others never touch *pin. */
     int (*splice_read)(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                       int pipe_fd, uint32_t flags);
+                       int pipe_fd, uint32_t flags, BlockSplicePin *pin);
     /* Write [offset, offset+bytes) of bs with the bytes at src_off of
      * src, a protocol node (blk_copy_range() found them there), without
      * passing them through user space: copy_file_range(2) between two
@@ -308,6 +334,12 @@ struct BlockNode {
      * submit): requests of this node on the worker pool, and those
      * waiting for a share (blk_aio_submit). */
     pthread_mutex_t pool_lock;
+    /* Spliced reads that may still reference this node's pages
+     * (BlockSplicePin): the epoch (under the driver's lock), the pins
+     * by epoch parity (atomic), and whether a pin was lost (atomic). */
+    uint64_t splice_epoch;
+    unsigned splice_pins[2];
+    bool splice_lost;
     unsigned pool_inflight;
     BlockRequest *pool_wait_head, *pool_wait_tail;
     /* The job working on this node (blockdev/job.h), NULL if none: a
@@ -640,9 +672,31 @@ int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes);
  * counted as a read when it succeeds.  A BLK_OP_READ request with
  * BLK_REQ_PIPE runs this with req->pipe_fd (never an asynchronous
  * driver's aio_submit).  -ENOTSUP leaves the pipe untouched; any other
- * failure may leave part of the range in it. */
+ * failure may leave part of the range in it.  *pin (zeroed by the
+ * caller) may be taken (see BlockSplicePin): release it with
+ * blk_splice_unpin() once the pipe's pages are no longer referenced
+ * (the pipe closed, or its bytes consumed by the socket's peer). */
 int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                    int pipe_fd, uint32_t flags);
+                    int pipe_fd, uint32_t flags, BlockSplicePin *pin);
+/* Release a pin (no-op when pin->node is NULL) and clear it.  Any
+ * thread. */
+void blk_splice_unpin(BlockSplicePin *pin);
+/* Release a pin whose pages may still be referenced and can no longer
+ * be watched (a connection closed with spliced bytes its peer had not
+ * read): the node then never reuses storage freed from now on until
+ * it is closed (those clusters leak, which qemu-img check reports and
+ * repairs, rather than leak data).  Any thread. */
+void blk_splice_unpin_lost(BlockSplicePin *pin);
+/* For drivers, under the lock that orders their lookups and frees:
+ * take a pin on bs; may storage freed at splice epoch `epoch` (bs's
+ * splice_epoch when it was freed) be reused now?  The epoch only
+ * advances (blk_splice_epoch_advance) when no pin of the one before is
+ * left, so pins are of the current epoch or the one before: a free of
+ * epoch e is safe once no pin is left, or once e is past and the
+ * previous epoch's pins are gone. */
+void blk_splice_pin_take(BlockNode *bs, BlockSplicePin *pin);
+bool blk_splice_reusable(BlockNode *bs, uint64_t epoch);
+void blk_splice_epoch_advance(BlockNode *bs);
 /* Copy [src_off, src_off+bytes) of src to dst_off in dst inside the
  * kernel (a job's copy between two image files): src is followed down
  * its format layers (raw, qcow2 data clusters) to the file holding the
@@ -715,6 +769,8 @@ struct BlockRequest {
     uint64_t offset, bytes;
     void *buf;                   /* READ/WRITE: bytes long, caller-owned */
     int pipe_fd;                 /* READ with BLK_REQ_PIPE: see below */
+    BlockSplicePin pin;          /* READ with BLK_REQ_PIPE: the caller's
+                                  * to release (blk_splice_unpin) */
     int ret;                     /* 0 or -errno, valid in cb */
     void (*cb)(BlockRequest *req);   /* loop thread */
     void *opaque;

@@ -889,13 +889,14 @@ static void file_get_caps(BlockNode *bs, BlockCaps *caps)
  * socket, so the data is never copied by the daemon.  Not under
  * O_DIRECT (no page cache to share). */
 static int file_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                            int pipe_fd, uint32_t flags)
+                            int pipe_fd, uint32_t flags, BlockSplicePin *pin)
 {
     static const uint8_t zeroes[4096];
     FileState *s = bs->opaque;
     loff_t pos = (loff_t)offset;
     uint64_t left = bytes;
 
+    (void)pin;                   /* a file never reuses its own pages */
     if (bs->cache_direct) {
         return -ENOTSUP;
     }

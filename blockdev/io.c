@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/log.h"
 #include "util/trace.h"
 #include "util/util.h"
 
@@ -841,7 +842,7 @@ int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
 }
 
 int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                    int pipe_fd, uint32_t flags)
+                    int pipe_fd, uint32_t flags, BlockSplicePin *pin)
 {
     uint64_t t0;
     int ret = blk_check_request(bs, offset, bytes, false);
@@ -857,7 +858,7 @@ int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
         return -ENOTSUP;
     }
     t0 = blk_stat_begin(bs, BLOCK_STATS_OP_READ);
-    ret = bs->drv->splice_read(bs, offset, bytes, pipe_fd, flags);
+    ret = bs->drv->splice_read(bs, offset, bytes, pipe_fd, flags, pin);
     if (ret == -ENOTSUP || (ret == -EAGAIN && (flags & BLK_REQ_NOWAIT))) {
         /* not a failure: read another way (and counted then) */
         blk_stat_end(bs, BLOCK_STATS_OP_READ, t0, false);
@@ -875,6 +876,66 @@ int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+void blk_splice_pin_take(BlockNode *bs, BlockSplicePin *pin)
+{
+    blk_ref(bs);
+    pin->node = bs;
+    pin->epoch = bs->splice_epoch;
+    __atomic_add_fetch(&bs->splice_pins[pin->epoch & 1], 1,
+                       __ATOMIC_ACQ_REL);
+}
+
+void blk_splice_unpin(BlockSplicePin *pin)
+{
+    BlockNode *bs = pin->node;
+
+    if (bs == NULL) {
+        return;
+    }
+    pin->node = NULL;
+    __atomic_sub_fetch(&bs->splice_pins[pin->epoch & 1], 1,
+                       __ATOMIC_ACQ_REL);
+    blk_unref(bs);
+}
+
+void blk_splice_unpin_lost(BlockSplicePin *pin)
+{
+    if (pin->node != NULL) {
+        __atomic_store_n(&pin->node->splice_lost, true, __ATOMIC_RELEASE);
+        log_debug("node '%s': a spliced reply was not seen consumed; "
+                  "freed clusters are not reused until the node closes",
+                  pin->node->node_name);
+    }
+    blk_splice_unpin(pin);
+}
+
+/* Pins are only taken under the driver's lock, which the caller holds,
+ * and only released elsewhere: counts read here can only be too high,
+ * which is the safe side. */
+bool blk_splice_reusable(BlockNode *bs, uint64_t epoch)
+{
+    uint64_t cur = bs->splice_epoch;
+    unsigned prev = __atomic_load_n(&bs->splice_pins[(cur - 1) & 1],
+                                    __ATOMIC_ACQUIRE);
+    unsigned now = __atomic_load_n(&bs->splice_pins[cur & 1],
+                                   __ATOMIC_ACQUIRE);
+
+    if (__atomic_load_n(&bs->splice_lost, __ATOMIC_ACQUIRE)) {
+        return false;
+    }
+    return (prev == 0 && now == 0) || (epoch < cur && prev == 0);
+}
+
+void blk_splice_epoch_advance(BlockNode *bs)
+{
+    uint64_t cur = bs->splice_epoch;
+
+    if (__atomic_load_n(&bs->splice_pins[(cur - 1) & 1],
+                        __ATOMIC_ACQUIRE) == 0) {
+        bs->splice_epoch = cur + 1;
+    }
+}
+
 static void blk_aio_run(WorkerJob *job)
 {
     BlockRequest *req = container_of(job, BlockRequest, job);
@@ -884,7 +945,7 @@ static void blk_aio_run(WorkerJob *job)
     case BLK_OP_READ:
         if (req->flags & BLK_REQ_PIPE) {
             req->ret = blk_splice_read(bs, req->offset, req->bytes,
-                                       req->pipe_fd, req->flags);
+                                       req->pipe_fd, req->flags, &req->pin);
             break;
         }
         req->ret = blk_pread(bs, req->offset, req->bytes, req->buf,

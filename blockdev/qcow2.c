@@ -624,7 +624,22 @@ static void queue_free(BDRVQcow2 *s, uint64_t off, uint64_t bytes)
         s->pending = xrealloc(s->pending,
                               s->cap_pending * sizeof(*s->pending));
     }
-    s->pending[s->nb_pending++] = (Qcow2Free){ off, bytes };
+    s->pending[s->nb_pending++] = (Qcow2Free){ off, bytes,
+                                               s->bs->splice_epoch };
+}
+
+/* May some pending frees be applied now?  Not while a request does I/O
+ * outside the lock on a mapping it looked up before (it could be one of
+ * them), nor while spliced replies may still reference them (see
+ * BlockSplicePin and qcow2_splice_read).  Lock held. */
+static bool frees_releasable(BDRVQcow2 *s)
+{
+    if (s->nb_pending == 0 ||
+        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) != 0) {
+        return false;
+    }
+    /* The oldest free is the first to become safe. */
+    return blk_splice_reusable(s->bs, s->pending[0].epoch);
 }
 
 /* Write all metadata in the safe order and make it durable. */
@@ -649,19 +664,25 @@ static int flush_locked(BDRVQcow2 *s)
     if (ret < 0) {
         return ret;
     }
-    /* Freed clusters become reusable only when no request is doing I/O
-     * outside the lock on a mapping it looked up before (it could be
-     * one of them); otherwise they wait for the next flush. */
-    if (s->nb_pending > 0 &&
-        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) == 0) {
+    /* Freed clusters become reusable only when frees_releasable() says
+     * so; the others wait for a later flush.  The epoch moves on first,
+     * so that frees of the current epoch become safe once the pins
+     * taken until now are released. */
+    if (s->nb_pending > 0) {
+        blk_splice_epoch_advance(s->bs);
+    }
+    if (frees_releasable(s)) {
+        size_t keep = 0;
+
         for (size_t i = 0; i < s->nb_pending; i++) {
-            ret = update_refcounts(s, s->pending[i].offset,
-                                   s->pending[i].bytes, -1);
-            if (ret < 0) {
-                break;
+            if (ret == 0 && blk_splice_reusable(s->bs, s->pending[i].epoch)) {
+                ret = update_refcounts(s, s->pending[i].offset,
+                                       s->pending[i].bytes, -1);
+            } else if (ret == 0) {
+                s->pending[keep++] = s->pending[i];
             }
         }
-        s->nb_pending = 0;
+        s->nb_pending = keep;
         if (ret == 0) {
             ret = qcow2_cache_flush(s->rb_cache);
         }
@@ -1169,6 +1190,86 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
     return 0;
 }
 
+/* Runs of host clusters one spliced read may cover: a request of a
+ * preallocated or sequentially written image is one or two runs. */
+#define QCOW2_SPLICE_RUNS 8
+
+/* A read spliced from the page cache of the file child (see
+ * BlockSplicePin in block.h for why it pins).  Only when the whole range
+ * is allocated data clusters (NORMAL): anything else (holes, zeroes,
+ * compressed, backing, too many runs) is -ENOTSUP before the pipe is
+ * touched, and the caller reads it the ordinary way.
+ *
+ * The safety argument: the pin is taken under s->lock before the
+ * mapping is looked up, so any cluster this read can reference is
+ * freed (queue_free, under s->lock) after the pin exists, at an epoch
+ * >= the pin's.  flush_locked() gives freed clusters back only when
+ * blk_splice_reusable() says no pin of that epoch or older is left,
+ * and the reader releases the pin only once no pipe or socket holds
+ * the pages (nbd/conn.c: the socket's peer consumed the reply).  Until
+ * then the cluster stays allocated, so nothing else is written into
+ * its pages.  A write of the same guest offset (same cluster, in place)
+ * may still change the bytes of a reply in flight, as with raw: that is
+ * a read racing a write of the same range, whose result NBD leaves
+ * undefined. */
+static int qcow2_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
+                             int pipe_fd, uint32_t flags, BlockSplicePin *pin)
+{
+    BDRVQcow2 *s = bs->opaque;
+    uint64_t host[QCOW2_SPLICE_RUNS], len[QCOW2_SPLICE_RUNS];
+    unsigned nruns = 0;
+    uint64_t pos = offset, left = bytes;
+    int ret = 0;
+
+    qcow2_lock(s);
+    blk_splice_pin_take(bs, pin);
+    while (left > 0) {
+        uint64_t n = left;
+        Qcow2Mapping m;
+        bool copied;
+
+        if (nruns == QCOW2_SPLICE_RUNS) {
+            ret = -ENOTSUP;
+            break;
+        }
+        if (!fast_map(s, pos, &n, &host[nruns], &copied)) {
+            ret = get_mapping(s, pos, &n, &m);
+            if (ret == 0 && m.type != QCOW2_CLUSTER_NORMAL) {
+                ret = -ENOTSUP;
+            }
+            if (ret < 0) {
+                break;
+            }
+            host[nruns] = m.host_offset;
+        }
+        len[nruns++] = n;
+        pos += n;
+        left -= n;
+    }
+    if (ret < 0) {
+        pthread_mutex_unlock(&s->lock);
+        blk_splice_unpin(pin);      /* nothing in the pipe */
+        return ret;
+    }
+    __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_unlock(&s->lock);
+    /* NORMAL clusters are data: no hole search below (which could
+     * also refuse a later run after an earlier one is in the pipe). */
+    flags &= ~(uint32_t)BLK_REQ_DATA_ONLY;
+    for (unsigned i = 0; i < nruns && ret == 0; i++) {
+        ret = blk_splice_read(bs->file, host[i], len[i], pipe_fd, flags,
+                              NULL);
+        if (ret == -ENOTSUP && i > 0) {
+            ret = -EIO;             /* part of it is in the pipe */
+        }
+    }
+    __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+    if (ret == -ENOTSUP) {
+        blk_splice_unpin(pin);
+    }
+    return ret;
+}
+
 /* ---- write -------------------------------------------------------------- */
 
 /* Fill s->cow_buf with the current content of the guest cluster at
@@ -1228,8 +1329,7 @@ static void free_entry(BDRVQcow2 *s, const Qcow2Mapping *m)
 static int maybe_flush_pending(BDRVQcow2 *s)
 {
     /* Bound the pending list: frees wait for an L2 flush. */
-    if (s->nb_pending >= 4096 &&
-        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) == 0) {
+    if (s->nb_pending >= 4096 && frees_releasable(s)) {
         return flush_locked(s);
     }
     return 0;
@@ -2840,6 +2940,11 @@ static void qcow2_get_caps(BlockNode *bs, BlockCaps *caps)
     caps->discard = true;
     caps->cache = false;
     caps->multi_conn = file.multi_conn;
+    /* Data clusters straight from the file's page cache; freed clusters
+     * wait for the readers' pins (qcow2_splice_read). */
+    caps->splice_read = file.splice_read && !file.splice_pin &&
+                        !s->h.extended_l2;
+    caps->splice_pin = caps->splice_read;
     if (bs->backing != NULL) {
         BlockCaps b;
 
@@ -2928,5 +3033,6 @@ const BlockDriver blk_drv_qcow2 = {
     .bitmap_can_store = qcow2_bitmap_can_store,
     .bitmap_remove_persistent = qcow2_bitmap_remove_persistent,
     .change_backing_file = qcow2_change_backing,
+    .splice_read = qcow2_splice_read,
     .reopen = qcow2_reopen,
 };

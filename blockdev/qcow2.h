@@ -57,6 +57,7 @@ void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 typedef struct Qcow2Free {
     uint64_t offset;        /* host byte offset */
     uint64_t bytes;         /* clusters covered: [offset, offset+bytes) */
+    uint64_t epoch;         /* bs->splice_epoch when freed */
 } Qcow2Free;
 
 struct BDRVQcow2 {

@@ -224,12 +224,12 @@ static int raw_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
 }
 
 static int raw_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
-                           int pipe_fd, uint32_t flags)
+                           int pipe_fd, uint32_t flags, BlockSplicePin *pin)
 {
     RawState *s = bs->opaque;
 
     return blk_splice_read(bs->file, s->offset + offset, bytes, pipe_fd,
-                           flags);
+                           flags, pin);
 }
 
 /* A window over the child: requests only shift, so the child's answers

@@ -133,6 +133,8 @@ static const unsigned long sandbox_ioctls[] = {
     0x541b,                   /* FIONREAD */
     0x5421,                   /* FIONBIO */
     0x5401,                   /* TCGETS: isatty() */
+    0x5411,                   /* SIOCOUTQ: a spliced qcow2 reply read by
+                               * the peer (nbd/conn.c) */
 };
 
 /* socket() domains: unix (QMP, NBD), IPv4/IPv6 (NBD over TCP, the nbd

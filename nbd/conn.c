@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include <netdb.h>
 #include <pthread.h>
@@ -131,8 +133,66 @@ void nbd_slot_drop_pipe(NbdSlot *s)
         s->pipe_cap = 0;
         __atomic_fetch_sub(&nbd_pipes_open, 1, __ATOMIC_RELAXED);
     }
+    /* The pipe's page references went with it. */
+    blk_splice_unpin(&s->pin);
     s->splicing = false;
     s->pipe_fill = 0;
+}
+
+/* A spliced reply's last byte is in the socket: its pin waits there
+ * until the peer has consumed it. */
+static void conn_keep_pin(NbdConn *c, NbdSlot *s)
+{
+    if (s->pin.node == NULL) {
+        return;
+    }
+    if (c->npins == c->cap_pins) {
+        c->cap_pins = c->cap_pins ? 2 * c->cap_pins : 16;
+        c->pins = xrealloc(c->pins, c->cap_pins * sizeof(*c->pins));
+    }
+    c->pins[c->npins++] = (NbdPinRec){ s->pin, c->sent };
+    s->pin.node = NULL;
+}
+
+/* Release the pins of spliced replies the peer has consumed.  Only on
+ * an AF_UNIX stream socket (nbd_conn_enter_transmission): there every
+ * queued skb is charged to the sender (sk_wmem_alloc, which SIOCOUTQ
+ * returns) with its truesize, at least its bytes, until the receiver
+ * has consumed and freed it, and skbs are consumed in order.  So the
+ * skbs still alive (the only ones holding our pages) carry at most the
+ * last outq bytes sent, and a reply that ended outq bytes or more
+ * before c->sent is no longer referenced.  (Not TCP: over loopback the
+ * receiver's queue keeps the pages after the data is acknowledged.  A
+ * peer that splices the socket into a pipe of its own keeps references
+ * we cannot see: those pages it took are its own business, as with a
+ * raw export.) */
+static void conn_release_pins(NbdConn *c)
+{
+    size_t k = 0;
+    int outq;
+
+    if (c->npins == 0 || ioctl(c->xp.fd, SIOCOUTQ, &outq) < 0 || outq < 0) {
+        return;
+    }
+    while (k < c->npins && c->sent - c->pins[k].end >= (uint64_t)outq) {
+        blk_splice_unpin(&c->pins[k].pin);
+        k++;
+    }
+    memmove(c->pins, c->pins + k, (c->npins - k) * sizeof(*c->pins));
+    c->npins -= k;
+}
+
+/* The socket is closing: whatever was not seen consumed is lost. */
+static void conn_drop_pins(NbdConn *c)
+{
+    conn_release_pins(c);
+    for (size_t i = 0; i < c->npins; i++) {
+        blk_splice_unpin_lost(&c->pins[i].pin);
+    }
+    c->npins = 0;
+    free(c->pins);
+    c->pins = NULL;
+    c->cap_pins = 0;
 }
 
 bool nbd_slot_get_pipe(NbdSlot *s, uint64_t len)
@@ -234,8 +294,14 @@ static void conn_idle_cb(void *opaque)
     if (c->closed) {
         return;
     }
+    conn_release_pins(c);
     if (in_flight == 0 && now - c->last_active_us >= NBD_IDLE_RELEASE_US) {
         conn_release_buffers(c);
+        if (c->npins > 0) {
+            /* Look again until the peer has read them. */
+            c->idle_armed = true;
+            loop_timer_arm(c->idle_timer, NBD_PIN_CHECK_US);
+        }
         return;
     }
     c->idle_armed = true;
@@ -544,6 +610,7 @@ void nbd_conn_flush_output(NbdConn *c)
         if (n < 0) {
             goto fail;
         }
+        c->sent += (uint64_t)n;
         c->hs_off += n;
     }
     c->hs_off = c->hs_len = 0;
@@ -573,8 +640,10 @@ void nbd_conn_flush_output(NbdConn *c)
             if (n <= 0) {
                 goto fail;
             }
+            c->sent += (uint64_t)n;
             h->pipe_fill -= (uint64_t)n;
             if (h->pipe_fill == 0) {
+                conn_keep_pin(c, h);
                 c->out_head = h->next;
                 if (!c->out_head) {
                     c->out_tail = NULL;
@@ -606,6 +675,7 @@ void nbd_conn_flush_output(NbdConn *c)
         if (n < 0) {
             goto fail;
         }
+        c->sent += (uint64_t)n;
         /* Account for every byte sent before releasing any slot:
          * releasing can queue new replies. */
         NbdSlot *done = NULL, **tail = &done;
@@ -654,6 +724,7 @@ out:
         nbd_hs_tls_step(c);
         return;
     }
+    conn_release_pins(c);
     if (resume) {
         c->input_paused = false;
         conn_input(c);
@@ -951,6 +1022,12 @@ void nbd_conn_close(NbdConn *c)
     }
     loop_fd_del(c->watch);
     c->watch = NULL;
+    /* A reply cut short may have part of its spliced bytes in the
+     * socket already: its pin goes with the others. */
+    for (NbdSlot *s = c->out_head; s; s = s->next) {
+        conn_keep_pin(c, s);
+    }
+    conn_drop_pins(c);
     xport_close(&c->xp);
     while (c->out_head) {
         NbdSlot *s = c->out_head;

@@ -250,6 +250,9 @@ void nbd_server_conn_added(NbdServer *srv, NbdConn *c);
  * buffers back to the system (NBD_BUF_KEEP is a burst cache, not a
  * reservation). */
 #define NBD_IDLE_RELEASE_US (1000 * 1000)
+/* While an idle connection holds pins of spliced replies its peer has
+ * not read yet: how often to look again (conn_release_pins). */
+#define NBD_PIN_CHECK_US (100 * 1000)
 /* Reads this big or bigger go from the page cache to the socket by
  * splice(2) through a pipe of the slot's, when the export's node and
  * the transport allow it (a raw file without O_DIRECT, no TLS): no
@@ -344,7 +347,17 @@ typedef struct NbdSlot {
     size_t pipe_cap;
     bool splicing;
     uint64_t pipe_fill;
+    /* The spliced read's pin (BlockSplicePin; node NULL: none) while its
+     * bytes are in the pipe; then the connection's (NbdConn.pins). */
+    BlockSplicePin pin;
 } NbdSlot;
+
+/* A spliced reply's pin, kept until the socket's peer consumed it:
+ * end is NbdConn.sent once its last byte was in the socket. */
+typedef struct NbdPinRec {
+    BlockSplicePin pin;
+    uint64_t end;
+} NbdPinRec;
 
 DEFINE_VECTOR_TYPE(NbdMetaSel, uint32_t);
 
@@ -403,6 +416,12 @@ struct NbdConn {
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;
     bool can_splice;             /* big reads by splice (transmission) */
+    /* Pins of spliced replies in the socket, maybe unread, oldest first
+     * (conn_release_pins), and the bytes written to the socket so far
+     * (transmission; nothing but their differences matters). */
+    NbdPinRec *pins;
+    size_t npins, cap_pins;
+    uint64_t sent;
     bool tls_required;           /* the server has tls-creds */
     bool tls_want_write;         /* TLS handshake waits to write */
     /* Selected meta contexts: indexes in meta_exp->meta, ascending.

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 
 #include "nbd/internal.h"
 #include "qapi-events.h"
@@ -461,6 +462,11 @@ static void slot_io_done(BlockRequest *r)
     NbdConn *c = s->conn;
     NbdExport *exp = c->exp;
 
+    if (r->pin.node != NULL) {
+        /* The slot keeps it until its pipe is empty or closed. */
+        s->pin = r->pin;
+        r->pin.node = NULL;
+    }
     if (c->closed) {
         tx_stat_end(s, r->ret);
         nbd_slot_put(s);
@@ -726,12 +732,25 @@ void nbd_tx_on_req_drain(NbdConn *c)
 
 /* ---- entering transmission ----------------------------------------------- */
 
+/* Can the connection tell when its peer consumed what it sent (which a
+ * node with BlockCaps.splice_pin needs before it splices)?  Only an
+ * AF_UNIX stream socket (see conn_release_pins in conn.c). */
+static bool nbd_conn_sees_consumed(NbdConn *c)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+
+    return getsockopt(c->xp.fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+           domain == AF_UNIX;
+}
+
 void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
 {
     BlockCaps caps;
 
     blk_get_caps(exp->node, &caps);
-    c->can_splice = caps.splice_read && c->xp.ops->splice != NULL;
+    c->can_splice = caps.splice_read && c->xp.ops->splice != NULL &&
+                    (!caps.splice_pin || nbd_conn_sees_consumed(c));
     nbd_export_ref(exp);
     exp->nconns++;
     c->exp = exp;
