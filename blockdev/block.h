@@ -63,6 +63,10 @@ enum {
     BLK_REQ_NO_HOOK = 1 << 6,    /* a job's own write: skip the node's
                                   * write hook (never reaches drivers) */
     BLK_REQ_GATED = 1 << 7,      /* private: counted by the write gate */
+    /* With BLK_REQ_PIPE: the reader watches a BlockSplicePin until its
+     * pages are no longer referenced; without it, a node that needs
+     * pins (BlockCaps.splice_pin) answers -ENOTSUP. */
+    BLK_REQ_PIN_OK = 1 << 8,
 };
 
 /* Block status flags, as returned by block_status callbacks and

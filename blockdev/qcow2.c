@@ -1221,6 +1221,9 @@ static int qcow2_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
     uint64_t pos = offset, left = bytes;
     int ret = 0;
 
+    if (!(flags & BLK_REQ_PIN_OK) || pin == NULL) {
+        return -ENOTSUP;            /* nobody would watch the pin */
+    }
     qcow2_lock(s);
     blk_splice_pin_take(bs, pin);
     while (left > 0) {

@@ -416,6 +416,7 @@ struct NbdConn {
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;
     bool can_splice;             /* big reads by splice (transmission) */
+    bool sees_consumed;          /* conn_release_pins can work (AF_UNIX) */
     /* Pins of spliced replies in the socket, maybe unread, oldest first
      * (conn_release_pins), and the bytes written to the socket so far
      * (transmission; nothing but their differences matters). */

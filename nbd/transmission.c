@@ -568,7 +568,7 @@ static bool slot_submit_splice(NbdSlot *s)
     }
     s->splicing = true;
     slot_submit(s, BLK_OP_READ,
-                BLK_REQ_PIPE |
+                BLK_REQ_PIPE | (c->sees_consumed ? BLK_REQ_PIN_OK : 0) |
                 (c->structured && !(s->req.flags & NBD_CMD_FLAG_DF)
                  ? BLK_REQ_DATA_ONLY : 0));  /* holes go as hole chunks */
     return true;
@@ -749,8 +749,11 @@ void nbd_conn_enter_transmission(NbdConn *c, NbdExport *exp)
     BlockCaps caps;
 
     blk_get_caps(exp->node, &caps);
+    /* The export's node may change (a job's pivot): the driver checks
+     * BLK_REQ_PIN_OK on every read. */
+    c->sees_consumed = nbd_conn_sees_consumed(c);
     c->can_splice = caps.splice_read && c->xp.ops->splice != NULL &&
-                    (!caps.splice_pin || nbd_conn_sees_consumed(c));
+                    (!caps.splice_pin || c->sees_consumed);
     nbd_export_ref(exp);
     exp->nconns++;
     c->exp = exp;

@@ -22,6 +22,7 @@ import nbd
 
 from conftest import SLOW
 from nbdraw import Raw, CMD_READ, SIMPLE_MAGIC
+from qnbd import free_port
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -214,3 +215,33 @@ def test_connection_closed_with_unread_reply(blockd, shm_dir):
     # Leaked clusters only (exit 3), never corruption.
     assert report.get("corruptions", 0) == 0, report
     assert out.returncode in (0, 3), out.stdout + out.stderr
+
+
+def test_tcp_reads_are_copied(blockd, shm_dir):
+    """Over TCP the peer's consumption cannot be seen (over loopback the
+    receiver's queue keeps the pages after the data is acknowledged):
+    qcow2 reads are copied, not spliced, and are right."""
+    img = make_image(shm_dir)
+    port = free_port()
+    blockd.cmd("blockdev-add", {"driver": "file", "node-name": "f0",
+                                "filename": img})
+    blockd.cmd("blockdev-add", {"driver": "qcow2", "node-name": "d0",
+                                "file": "f0"})
+    blockd.cmd("nbd-server-start",
+               {"addr": {"type": "inet",
+                         "data": {"host": "127.0.0.1",
+                                  "port": str(port)}}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "d0", "name": "disk",
+                                    "writable": True})
+    data = pattern(MIB, 5)
+    h = nbd.NBD()
+    h.set_export_name("disk")
+    h.connect_tcp("127.0.0.1", str(port))
+    h.pwrite(data, 0)
+    h.flush()
+    before = pipes(blockd.pid)
+    for off in (0, 256 * KIB, 512 * KIB):
+        assert h.pread(256 * KIB, off) == data[off:off + 256 * KIB]
+    assert pipes(blockd.pid) == before, "a qcow2 read was spliced over TCP"
+    h.shutdown()
