@@ -4,6 +4,8 @@
  *
  * Input goes through a 64 KiB buffer (several small headers per recv);
  * large payloads are received straight into the request's buffer.
+ * Until its first request a connection reads through a small buffer in
+ * its struct instead.
  * Replies are iovecs queued per request slot and sent with one sendmsg
  * for as many queued replies as fit.  Requests complete out of order.
  *
@@ -253,14 +255,38 @@ static void conn_free_slots(NbdConn *c)
     }
 }
 
+static void conn_free_inbuf(NbdConn *c)
+{
+    if (c->inbuf != c->insmall) {
+        nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
+    }
+    c->inbuf = NULL;
+}
+
 /* Give back the input buffer when it holds nothing. */
 static void conn_release_inbuf(NbdConn *c)
 {
     if (c->inbuf && c->in_start == c->in_end) {
-        nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
-        c->inbuf = NULL;
+        conn_free_inbuf(c);
         c->in_start = c->in_end = 0;
     }
+}
+
+/* The input buffer for a recv, empty: while negotiating the small one
+ * inside the struct (a connection that only negotiates, or connects
+ * and disconnects, maps and unmaps no page: an munmap costs a TLB
+ * flush, on a virtual machine a dear one), else the page-backed one.
+ * Returns its size. */
+static size_t conn_inbuf_get(NbdConn *c)
+{
+    if (c->inbuf == c->insmall && !c->negotiating) {
+        c->inbuf = NULL;
+    }
+    if (!c->inbuf) {
+        c->inbuf = c->negotiating ? c->insmall
+                                  : nbd_mem_alloc(NBD_INBUF_SIZE);
+    }
+    return c->inbuf == c->insmall ? NBD_INBUF_SMALL : NBD_INBUF_SIZE;
 }
 
 /* Give back every slot with nothing in flight and the input buffer
@@ -459,9 +485,7 @@ static ssize_t conn_recv_direct(NbdConn *c, uint64_t need, size_t *want)
         }
         return n;
     }
-    if (!c->inbuf) {
-        c->inbuf = nbd_mem_alloc(NBD_INBUF_SIZE);
-    }
+    conn_inbuf_get(c);           /* the header fits the small one */
     iov[0].iov_base = c->rd_dst + c->rd_got;
     iov[0].iov_len = len;
     iov[1].iov_base = c->inbuf;
@@ -525,13 +549,12 @@ static void conn_input_loop(NbdConn *c)
                 if (drained) {
                     return;
                 }
-                if (c->rd_dst && need >= NBD_INBUF_SIZE / 2) {
+                if (c->rd_dst &&
+                    need >= (c->negotiating ? NBD_INBUF_SMALL
+                                            : NBD_INBUF_SIZE) / 2) {
                     n = conn_recv_direct(c, need, &want);
                 } else {
-                    if (!c->inbuf) {
-                        c->inbuf = nbd_mem_alloc(NBD_INBUF_SIZE);
-                    }
-                    want = NBD_INBUF_SIZE;
+                    want = conn_inbuf_get(c);
                     n = xport_recv(&c->xp, c->inbuf, want);
                     if (n > 0) {
                         c->in_start = 0;
@@ -558,6 +581,7 @@ static void conn_input_loop(NbdConn *c)
             /* The header is in c->hdrbuf: only now does the request
              * need a slot (an idle connection holds none). */
             c->cur = slot_get(c);
+            c->negotiating = false;
         }
         conn_dispatch(c);
     }
@@ -859,6 +883,7 @@ NbdConn *nbd_conn_new(NbdServer *srv, int fd)
     /* The greeting first: the client waits for it, not for the two
      * system calls that name the peer (nothing reads the name before
      * this function returns). */
+    c->negotiating = true;
     nbd_hs_start(c);
     nbd_conn_flush_output(c);
     c->peer = c->closed ? xstrdup("unix") : conn_peer_name(fd);
@@ -891,7 +916,7 @@ static void conn_free_cb(void *opaque)
     }
     conn_release_export(c);
     conn_free_slots(c);          /* no request in flight: all of them */
-    nbd_mem_free(c->inbuf, NBD_INBUF_SIZE);
+    conn_free_inbuf(c);
     free(c->hs);
     free(c->optbuf);
     free(c->peer);

@@ -240,6 +240,9 @@ void nbd_server_conn_added(NbdServer *srv, NbdConn *c);
 
 #define NBD_SLOTS 16                 /* requests in flight per connection */
 #define NBD_INBUF_SIZE (64 * 1024)
+/* The input buffer inside the struct, while negotiating: every option a
+ * client sends in one go and a first request header fit. */
+#define NBD_INBUF_SMALL 256
 #define NBD_MAX_SEGS 16              /* chunks per sparse read reply */
 #define NBD_ERRMSG_MAX 200
 #define NBD_SLOT_IOV (2 * NBD_MAX_SEGS + 4)
@@ -412,6 +415,9 @@ struct NbdConn {
     bool flush_posted;           /* conn_flush_posted() queued: replies
                                   * wait for it (see nbd_conn_queue) */
     bool want_write;
+    /* From accept until the first request's header: the input goes
+     * through insmall */
+    bool negotiating;
 
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;
@@ -452,7 +458,9 @@ struct NbdConn {
     void *close_opaque;
 
     /* input */
-    uint8_t *inbuf;              /* NBD_INBUF_SIZE (nbd_mem) or NULL */
+    uint8_t *inbuf;              /* NBD_INBUF_SIZE (nbd_mem), insmall
+                                  * or NULL */
+    uint8_t insmall[NBD_INBUF_SMALL];
     size_t in_start, in_end;
     uint8_t *rd_dst;             /* NULL: discard */
     uint64_t rd_len, rd_got;
