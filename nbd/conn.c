@@ -5,7 +5,8 @@
  * Input goes through a 64 KiB buffer (several small headers per recv);
  * large payloads are received straight into the request's buffer.
  * Until its first request a connection reads through a small buffer in
- * its struct instead.
+ * its struct instead, and its loop polls briefly for the client's next
+ * message (see "polling while negotiating").
  * Replies are iovecs queued per request slot and sent with one sendmsg
  * for as many queued replies as fit.  Requests complete out of order.
  *
@@ -581,7 +582,7 @@ static void conn_input_loop(NbdConn *c)
             /* The header is in c->hdrbuf: only now does the request
              * need a slot (an idle connection holds none). */
             c->cur = slot_get(c);
-            c->negotiating = false;
+            c->negotiating = false;   /* negotiated: no more polling */
         }
         conn_dispatch(c);
     }
@@ -804,6 +805,56 @@ void nbd_conn_update_events(NbdConn *c)
     }
 }
 
+/* ---- polling while negotiating ------------------------------------------ */
+
+/* Whether c waits for its client's next message in the ping-pong of the
+ * negotiation (up to its first request): the client answers within
+ * microseconds, and a sleeping loop would pay a wake-up per round trip.
+ * Not during the TLS handshake: there the client computes keys and
+ * checks certificates, hundreds of microseconds. */
+static bool conn_poll_waits(const NbdConn *c)
+{
+    if (!c->negotiating || c->closed || c->remote || c->handoff ||
+        c->want_write || c->input_paused) {
+        return false;
+    }
+    switch (c->state) {
+    case NBD_CS_CLIENT_FLAGS:
+    case NBD_CS_OPT_HDR:
+    case NBD_CS_OPT_DATA:
+    case NBD_CS_OPT_DISCARD:
+    case NBD_CS_REQ_HDR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* After a callback of c: if it now waits for its client, note when the
+ * wait began and ask the loop to poll before sleeping. */
+static void conn_poll_arm(NbdConn *c)
+{
+    NbdServer *srv = c->srv;
+
+    c->poll_start_ns = 0;
+    if (srv == NULL || srv->hs_poll.max_ns == 0 || !conn_poll_waits(c)) {
+        return;
+    }
+    c->poll_used_ns = loop_poll_window_next(&srv->hs_poll);
+    c->poll_start_ns = loop_now_ns();
+    loop_poll_hint(c->loop, c->poll_used_ns);
+}
+
+/* c's client answered: how long it took teaches the window. */
+static void conn_poll_answered(NbdConn *c)
+{
+    if (c->poll_start_ns && c->srv) {
+        loop_poll_window_update(&c->srv->hs_poll, c->poll_used_ns,
+                                loop_now_ns() - c->poll_start_ns);
+    }
+    c->poll_start_ns = 0;
+}
+
 static void conn_fd_cb(int fd, int events, void *opaque)
 {
     NbdConn *c = opaque;
@@ -815,7 +866,11 @@ static void conn_fd_cb(int fd, int events, void *opaque)
         } else {
             nbd_hs_tls_step(c);
         }
+        conn_poll_arm(c);
         return;
+    }
+    if (c->poll_start_ns && (events & LOOP_READ)) {
+        conn_poll_answered(c);
     }
     if (events & LOOP_WRITE) {
         nbd_conn_flush_output(c);
@@ -823,6 +878,7 @@ static void conn_fd_cb(int fd, int events, void *opaque)
     if (!c->closed && (events & LOOP_READ)) {
         conn_input(c);
     }
+    conn_poll_arm(c);
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -888,6 +944,7 @@ NbdConn *nbd_conn_new(NbdServer *srv, int fd)
     nbd_conn_flush_output(c);
     c->peer = c->closed ? xstrdup("unix") : conn_peer_name(fd);
     nbd_conn_update_events(c);
+    conn_poll_arm(c);
     return c;
 }
 

@@ -206,6 +206,7 @@ struct NbdServer {
     unsigned nclients;           /* connections not yet closed */
     uint32_t max_connections;
     uint64_t handshake_limit_us;
+    LoopPollWindow hs_poll;      /* negotiating clients' answers */
     char *tls_creds, *tls_authz; /* object ids, NULL when not set */
     TlsCreds *tls;               /* pinned (user "nbd-server"); NULL:
                                   * no TLS */
@@ -416,8 +417,11 @@ struct NbdConn {
                                   * wait for it (see nbd_conn_queue) */
     bool want_write;
     /* From accept until the first request's header: the input goes
-     * through insmall */
+     * through insmall, and the loop polls for the client's answers
+     * (conn.c, conn_poll_arm); when the wait for an answer began (0:
+     * not waiting) and how long the loop was asked to poll, ns */
     bool negotiating;
+    uint64_t poll_start_ns, poll_used_ns;
 
     /* negotiation */
     bool fixed, no_zeroes, structured, extended;

@@ -135,6 +135,7 @@ bool qmp_nbd_server_start(QmpCtx *ctx, const QmpNbdServerStartArgs *args,
         .max_connections = args->max_connections,
         .handshake_limit_us =
             (uint64_t)args->handshake_max_seconds * 1000 * 1000,
+        .handshake_poll_max_ns = args->handshake_poll_max_ns,
         .tls_creds = args->has_tls_creds ? args->tls_creds : NULL,
         .tls_authz = args->has_tls_authz ? args->tls_authz : NULL,
     };
@@ -195,6 +196,7 @@ bool qmp_query_nbd_server(QmpCtx *ctx, const QmpQueryNbdServerArgs *args,
     info->tls_peer_refused = st.tls_peer_refused;
     info->tls_authz_denied = st.tls_authz_denied;
     info->tls_required_refusals = st.tls_required;
+    info->handshake_poll_ns = st.handshake_poll_ns;
     *ret = info;
     return true;
 }

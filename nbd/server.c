@@ -91,6 +91,7 @@ NbdServer *nbd_server_new(NbdContext *ctx, const NbdServerConfig *cfg,
     }
     srv->max_connections = cfg->max_connections;
     srv->handshake_limit_us = cfg->handshake_limit_us;
+    loop_poll_window_init(&srv->hs_poll, cfg->handshake_poll_max_ns);
     srv->acceptor = acceptor_new(ctx->loop, "nbd", server_accept, srv);
     return srv;
 }
@@ -153,6 +154,7 @@ void nbd_server_stats(const NbdServer *srv, NbdServerStats *st)
     st->tls_creds = srv->tls_creds;
     st->tls_authz = srv->tls_authz;
     st->clients = srv->nclients;
+    st->handshake_poll_ns = srv->hs_poll.cur_ns;
 }
 
 void nbd_server_free(NbdServer *srv)

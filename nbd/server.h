@@ -51,6 +51,10 @@ struct NbdContext {
 typedef struct NbdServerConfig {
     uint32_t max_connections;     /* 0 = unlimited; QEMU's default 100 */
     uint64_t handshake_limit_us;  /* 0 = none; default 10 s */
+    /* While a client negotiates (and until its first request), poll
+     * for its next message up to this long before sleeping: an
+     * adaptive window (util/loop.h LoopPollWindow).  0 = never. */
+    uint64_t handshake_poll_max_ns;
     /* TLS: the id of a tls-creds-* object with endpoint=server makes
      * TLS mandatory; tls_authz (needs tls_creds) names the authz-*
      * object every client's identity must pass.  Both are looked up in
@@ -62,6 +66,7 @@ typedef struct NbdServerConfig {
 
 #define NBD_DEFAULT_MAX_CONNECTIONS 100
 #define NBD_DEFAULT_HANDSHAKE_LIMIT_US (10ULL * 1000 * 1000)
+#define NBD_DEFAULT_HANDSHAKE_POLL_MAX_NS 50000
 
 /* Create a server with no listener yet.  Strings in cfg are copied.
  * NULL with errp set when a TLS object is missing or of the wrong kind
@@ -95,6 +100,7 @@ typedef struct NbdServerStats {
     uint64_t tls_peer_refused;    /* peer check failed (certificate) */
     uint64_t tls_authz_denied;    /* identity refused by tls-authz */
     uint64_t tls_required;        /* options refused before STARTTLS */
+    uint64_t handshake_poll_ns;   /* the poll window now */
 } NbdServerStats;
 void nbd_server_stats(const NbdServer *srv, NbdServerStats *st);
 

@@ -40,6 +40,10 @@ struct Loop {
     LoopFn *signal_fn[65];
     void *signal_opaque[65];
     pthread_t owner;               /* the thread that runs it */
+    uint64_t poll_ns;              /* loop_poll_hint() since the last
+                                    * wait: poll this long first, ns */
+    unsigned dispatched;           /* fd callbacks run (wraps): what
+                                    * polling waits to see change */
 };
 
 struct LoopFd {
@@ -152,6 +156,24 @@ void loop_run_posted(Loop *loop)
     }
 }
 
+/* Before sleeping, as loop_poll_hint() asked: check the watches
+ * without blocking until one fires or the time is up.  false if
+ * libevent failed. */
+static bool loop_poll(Loop *loop)
+{
+    uint64_t until = loop_now_ns() + loop->poll_ns;
+    unsigned seen = loop->dispatched;
+
+    loop->poll_ns = 0;
+    do {
+        if (event_base_loop(loop->base, EVLOOP_NONBLOCK) < 0) {
+            return false;
+        }
+    } while (seen == loop->dispatched && loop->poll_ns == 0 &&
+             !loop->stopping && loop_now_ns() < until);
+    return true;
+}
+
 int loop_run(Loop *loop)
 {
     int ret = 0;
@@ -161,6 +183,13 @@ int loop_run(Loop *loop)
     loop->thread = pthread_self();
     __atomic_store_n(&loop->running, true, __ATOMIC_RELEASE);
     while (!loop->stopping) {
+        if (loop->poll_ns) {
+            if (!loop_poll(loop)) {
+                ret = -1;
+                break;
+            }
+            continue;
+        }
         if (event_base_loop(loop->base, EVLOOP_ONCE) < 0) {
             ret = -1;
             break;
@@ -181,6 +210,7 @@ static void loop_fd_cb(evutil_socket_t fd, short what, void *opaque)
     LoopFd *w = opaque;
     int events = 0;
 
+    w->loop->dispatched++;
     if (what & EV_READ) {
         events |= LOOP_READ;
     }
@@ -348,6 +378,59 @@ bool loop_signal(Loop *loop, int signum, LoopFn *fn, void *opaque)
                                          loop_signal_cb, loop);
     return loop->signals[signum] != NULL &&
            evsignal_add(loop->signals[signum], NULL) == 0;
+}
+
+void loop_poll_hint(Loop *loop, uint64_t ns)
+{
+    if (ns > loop->poll_ns) {
+        loop->poll_ns = ns;
+    }
+}
+
+void loop_poll_window_init(LoopPollWindow *w, uint64_t max_ns)
+{
+    w->max_ns = max_ns;
+    w->cur_ns = max_ns;
+    w->waits = 0;
+}
+
+uint64_t loop_poll_window_next(LoopPollWindow *w)
+{
+    if (w->max_ns == 0) {
+        return 0;
+    }
+    if (w->cur_ns < w->max_ns && ++w->waits % LOOP_POLL_PROBE == 0) {
+        return w->max_ns;
+    }
+    return w->cur_ns;
+}
+
+void loop_poll_window_update(LoopPollWindow *w, uint64_t polled_ns,
+                             uint64_t waited_ns)
+{
+    uint64_t grown;
+
+    if (waited_ns <= polled_ns) {
+        /* Caught (a probe's catch opens the window that far). */
+        if (waited_ns > w->cur_ns) {
+            w->cur_ns = MIN(w->max_ns, 2 * waited_ns);
+        }
+        return;
+    }
+    if (waited_ns > w->max_ns) {
+        w->cur_ns /= 2;            /* too slow to poll for */
+        return;
+    }
+    grown = MAX(2 * w->cur_ns, (uint64_t)LOOP_POLL_GROW_MIN_NS);
+    w->cur_ns = MIN(w->max_ns, MAX(grown, waited_ns));
+}
+
+uint64_t loop_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 uint64_t loop_now_us(void)

@@ -64,6 +64,41 @@ bool loop_is_current(const Loop *loop);
 /* Call fn(opaque) on the loop thread when signal signum arrives. */
 bool loop_signal(Loop *loop, int signum, LoopFn *fn, void *opaque);
 
+/* An event is expected within ns nanoseconds (a client's answer in a
+ * ping-pong): before it next sleeps, the loop keeps checking its watches
+ * without blocking for up to ns, and sleeps only if none fired by then.
+ * Waking a sleeping thread costs tens of microseconds on a virtual
+ * machine; polling costs the CPU it spins.  The longest hint since the
+ * last wait is used once.  0: no effect. */
+void loop_poll_hint(Loop *loop, uint64_t ns);
+
+/* How long to poll for an answer, learnt from how long answers took
+ * (the idea of QEMU's adaptive poll-max-ns): a wait that polling would
+ * have caught within max_ns grows the window, a wait longer than max_ns
+ * halves it, one caught keeps it.  One wait in LOOP_POLL_PROBE polls
+ * for max_ns whatever the window, so a window that shrank to nothing
+ * learns again that answers are quick (a wait that slept also counts
+ * the wake-up, which alone may exceed max_ns).  Loop thread only. */
+typedef struct LoopPollWindow {
+    uint64_t max_ns;               /* 0: never poll */
+    uint64_t cur_ns;               /* the window now, <= max_ns */
+    unsigned waits;                /* for the probes */
+} LoopPollWindow;
+
+#define LOOP_POLL_PROBE 16
+#define LOOP_POLL_GROW_MIN_NS 4000 /* growing from 0 starts here */
+
+/* Start with the whole window (0: polling off). */
+void loop_poll_window_init(LoopPollWindow *w, uint64_t max_ns);
+/* How long to poll for the next answer (then loop_poll_hint()). */
+uint64_t loop_poll_window_next(LoopPollWindow *w);
+/* The answer came waited_ns after the wait began; polled_ns is what
+ * loop_poll_window_next() gave that wait. */
+void loop_poll_window_update(LoopPollWindow *w, uint64_t polled_ns,
+                             uint64_t waited_ns);
+
+/* Nanoseconds on the monotonic clock. */
+uint64_t loop_now_ns(void);
 /* Microseconds on the monotonic clock. */
 uint64_t loop_now_us(void);
 

@@ -335,7 +335,116 @@ static void test_handoff_between_loops(void)
     loop_free(h.main);
 }
 
+/* ---- the adaptive poll window ---- */
+
+static void test_poll_window_adapts(void)
+{
+    LoopPollWindow w;
+    unsigned full = 0;
+
+    loop_poll_window_init(&w, 0);
+    CU_ASSERT_EQUAL(loop_poll_window_next(&w), 0);
+
+    loop_poll_window_init(&w, 50000);
+    CU_ASSERT_EQUAL(loop_poll_window_next(&w), 50000);
+    /* Caught while polling, or already there: the window stays. */
+    loop_poll_window_update(&w, 50000, 20000);
+    loop_poll_window_update(&w, 50000, 0);
+    CU_ASSERT_EQUAL(w.cur_ns, 50000);
+    /* Answers slower than the maximum halve it, down to nothing. */
+    for (int i = 0; i < 40; i++) {
+        loop_poll_window_update(&w, loop_poll_window_next(&w), 900000);
+    }
+    CU_ASSERT_EQUAL(w.cur_ns, 0);
+    /* A wait that slept but came within the maximum grows it. */
+    loop_poll_window_update(&w, 0, 3000);
+    CU_ASSERT_EQUAL(w.cur_ns, LOOP_POLL_GROW_MIN_NS);
+    loop_poll_window_update(&w, w.cur_ns, 30000);
+    CU_ASSERT_EQUAL(w.cur_ns, 30000);
+    loop_poll_window_update(&w, w.cur_ns, 45000);
+    CU_ASSERT_EQUAL(w.cur_ns, 50000);      /* never past the maximum */
+
+    /* Shrunk to nothing, one wait in LOOP_POLL_PROBE still polls the
+     * whole window; one such probe that catches the answer opens it. */
+    w.cur_ns = 0;
+    for (int i = 0; i < 4 * LOOP_POLL_PROBE; i++) {
+        if (loop_poll_window_next(&w) == 50000) {
+            full++;
+        }
+    }
+    CU_ASSERT_EQUAL(full, 4);
+    loop_poll_window_update(&w, 50000, 12000);
+    CU_ASSERT_EQUAL(w.cur_ns, 24000);
+}
+
+static int poll_fds[2];
+static int poll_seen;
+
+static void poll_read(int fd, int events, void *opaque)
+{
+    char b;
+
+    (void)events;
+    CU_ASSERT(read(fd, &b, 1) == 1);
+    poll_seen++;
+    loop_stop(opaque);
+}
+
+static void *poll_writer(void *opaque)
+{
+    (void)opaque;
+    usleep(2000);
+    CU_ASSERT(write(poll_fds[1], "x", 1) == 1);
+    return NULL;
+}
+
+static void *poll_writer_late(void *opaque)
+{
+    (void)opaque;
+    usleep(200 * 1000);
+    CU_ASSERT(write(poll_fds[1], "x", 1) == 1);
+    return NULL;
+}
+
+/* A hint makes the loop poll, not sleep, for that long; what arrives
+ * while it polls is handled, and a hint spent without an event leaves
+ * the loop asleep as before (its CPU time stays far below the wait). */
+static void test_poll_hint(void)
+{
+    Loop *loop = loop_new();
+    LoopFd *w;
+    pthread_t t;
+    double cpu0;
+
+    CU_ASSERT_FATAL(pipe(poll_fds) == 0);
+    w = loop_fd_add(loop, poll_fds[0], LOOP_READ, poll_read, loop);
+
+    /* The event comes 2 ms in, within a 1 s hint: caught by polling. */
+    loop_poll_hint(loop, 1000ULL * 1000 * 1000);
+    pthread_create(&t, NULL, poll_writer, NULL);
+    loop_run(loop);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(poll_seen, 1);
+
+    /* A 1 ms hint, then 200 ms of nothing: the loop sleeps. */
+    cpu0 = cpu_seconds();
+    loop_poll_hint(loop, 1000 * 1000);
+    loop_poll_hint(loop, 1000);            /* the longest one counts */
+    pthread_create(&t, NULL, poll_writer_late, NULL);
+    loop_run(loop);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(poll_seen, 2);
+    CU_ASSERT(cpu_seconds() - cpu0 < 0.1);
+
+    loop_fd_del(w);
+    close(poll_fds[0]);
+    close(poll_fds[1]);
+    loop_free(loop);
+}
+
 static CU_TestInfo loop_tests[] = {
+    { "poll_window_adapts", test_poll_window_adapts },
+    { "poll_hint", test_poll_hint },
     { "handoff_between_loops", test_handoff_between_loops },
     { "post_from_loop_thread", test_post_from_loop_thread },
     { "post_from_threads", test_post_from_threads },
