@@ -67,6 +67,12 @@ enum {
      * pages are no longer referenced; without it, a node that needs
      * pins (BlockCaps.splice_pin) answers -ENOTSUP. */
     BLK_REQ_PIN_OK = 1 << 8,
+    /* blk_copy_range() of a bulk copy the caller flushes at its end (a
+     * job): the driver may allocate the range first and start writing
+     * it back at once, so the disk works while the copy goes on and
+     * the final flush finds little left.  A hint: no effect on what
+     * the range reads, nor on its durability before the flush. */
+    BLK_REQ_STREAM = 1 << 9,
 };
 
 /* Block status flags, as returned by block_status callbacks and
@@ -711,7 +717,8 @@ void blk_splice_epoch_advance(BlockNode *bs);
  * backing range in src, a driver without copy_range_to, dst with
  * detect-zeroes or a write hook not skipped by BLK_REQ_NO_HOOK): part
  * of it may be written, so the caller reads and writes it all.  Only
- * BLK_REQ_FUA and BLK_REQ_NO_HOOK are allowed in flags.  Any thread;
+ * BLK_REQ_FUA, BLK_REQ_NO_HOOK and BLK_REQ_STREAM are allowed in
+ * flags.  Any thread;
  * blocks. */
 int blk_copy_range(BlockNode *src, uint64_t src_off, BlockNode *dst,
                    uint64_t dst_off, uint64_t bytes, uint32_t flags);

@@ -961,6 +961,12 @@ static int file_copy_range_to(BlockNode *bs, uint64_t offset,
     if (from->is_blockdev) {
         return -ENOTSUP;
     }
+    if (flags & BLK_REQ_STREAM) {
+        /* Allocate the whole range before the copy dirties it page by
+         * page (ext4 allocates delayed ranges only at writeback, then
+         * a piece at a time); a failure only loses the hint. */
+        (void)fallocate(s->fd, FALLOC_FL_KEEP_SIZE, out, (off_t)bytes);
+    }
     while (left > 0) {
         ssize_t n = copy_file_range(from->fd, &in, s->fd, &out,
                                     MIN(left, (uint64_t)SSIZE_MAX), 0);
@@ -981,6 +987,11 @@ static int file_copy_range_to(BlockNode *bs, uint64_t offset,
     if ((flags & BLK_REQ_FUA) && !bs->cache_no_flush &&
         fdatasync(s->fd) != 0) {
         return -errno;
+    }
+    if ((flags & BLK_REQ_STREAM) && !bs->cache_no_flush) {
+        /* Start writing the range back now, without waiting for it. */
+        (void)sync_file_range(s->fd, (off_t)offset, (off_t)bytes,
+                              SYNC_FILE_RANGE_WRITE);
     }
     return 0;
 }

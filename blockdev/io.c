@@ -452,7 +452,7 @@ int blk_copy_range(BlockNode *src, uint64_t src_off, BlockNode *dst,
          __atomic_load_n(&dst->before_write, __ATOMIC_ACQUIRE) != NULL)) {
         return -ENOTSUP;
     }
-    flags &= BLK_REQ_FUA;
+    flags &= BLK_REQ_FUA | BLK_REQ_STREAM;
     t0 = blk_stat_begin(dst, BLOCK_STATS_OP_WRITE);
     while (done < bytes) {
         uint64_t n = bytes - done, leaf_off = 0;

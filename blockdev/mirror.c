@@ -369,7 +369,7 @@ static int mirror_copy_data(MirrorJob *m, uint8_t *buf, uint64_t off,
                             uint64_t n, bool *failed_read)
 {
     int ret = blk_copy_range(m->source, off, m->target, off, n,
-                             BLK_REQ_NO_HOOK);
+                             BLK_REQ_NO_HOOK | BLK_REQ_STREAM);
 
     if (ret != -ENOTSUP) {
         return ret;

@@ -72,8 +72,9 @@ static const char *const sandbox_allowed[] = {
     "ftruncate", "readlink",
     /* Big NBD reads of raw files: page cache -> pipe -> socket. */
     "splice",
-    /* A job's copy between two image files (blk_copy_range). */
-    "copy_file_range",
+    /* A job's copy between two image files (blk_copy_range), its
+     * writeback started as it goes (BLK_REQ_STREAM). */
+    "copy_file_range", "sync_file_range",
     "readlinkat", "getcwd", "chdir", "access", "faccessat", "faccessat2",
     "unlink", "unlinkat", "getdents", "getdents64", "umask", "fchmod", "chmod",
     "fchmodat", "uname", "sysinfo",
