@@ -207,6 +207,10 @@ struct BlockDriver {
     /* Prefetch [offset, offset+bytes) into a cache later reads hit
      * (CACHE requests): 0 or -errno.  NULL: CACHE does nothing. */
     int (*prefetch)(BlockNode *bs, uint64_t offset, uint64_t bytes);
+    /* Start writing back what the node holds in a cache (page cache)
+     * without waiting for it: see blk_start_writeback().  NULL: the
+     * request goes on to bs->file, if any. */
+    void (*start_writeback)(BlockNode *bs);
     /* Put [offset, offset+bytes) into the pipe pipe_fd (its write end,
      * non-blocking, with room for every byte) by splice(2): 0 when all
      * of it is there, -ENOTSUP when the driver cannot or, with
@@ -676,6 +680,12 @@ int blk_flush(BlockNode *bs);
 /* Prefetch hint (NBD_CMD_CACHE): bounds are checked as for a read; the
  * driver's prefetch, if any, runs and its failure is ignored. */
 int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes);
+/* A hint from a bulk writer that flushes at its end (a job): start
+ * writing back what bs's files hold dirty now, without waiting, so the
+ * disk works while the copy goes on and the flush finds little left.
+ * Goes down bs->file to the first driver with start_writeback.  Worker
+ * thread (may block briefly while the disk queue is full). */
+void blk_start_writeback(BlockNode *bs);
 /* Read [offset, offset+bytes) into the pipe pipe_fd without a copy
  * through user space, when blk_get_caps() says splice_read: the
  * driver's splice_read (see BlockDriver) after the bounds checks, and

@@ -798,6 +798,18 @@ static bool file_truncate(BlockNode *bs, uint64_t size, Error **errp)
 
 /* Prefetch into the page cache (NBD_CMD_CACHE): the kernel reads the
  * range ahead without us waiting for it. */
+/* Whole file: a format's writes land at host offsets its caller does
+ * not know.  Nothing to do without a page cache or when flushes are
+ * ignored (cache.no-flush: nobody waits for the disk). */
+static void file_start_writeback(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    if (!bs->cache_direct && !bs->cache_no_flush) {
+        (void)sync_file_range(s->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 static int file_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
 {
     FileState *s = bs->opaque;
@@ -1391,6 +1403,7 @@ const BlockDriver blk_drv_file = {
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
+    .start_writeback = file_start_writeback,
     .splice_read = file_splice_read,
     .copy_range_to = file_copy_range_to,
 };
@@ -1415,6 +1428,7 @@ const BlockDriver blk_drv_host_device = {
     .query_image = file_query_image,
     .get_caps = file_get_caps,
     .prefetch = file_prefetch,
+    .start_writeback = file_start_writeback,
     .splice_read = file_splice_read,
     .copy_range_to = file_copy_range_to,
 };

@@ -841,6 +841,16 @@ int blk_prefetch(BlockNode *bs, uint64_t offset, uint64_t bytes)
     return 0;
 }
 
+void blk_start_writeback(BlockNode *bs)
+{
+    while (bs != NULL && bs->drv->start_writeback == NULL) {
+        bs = bs->file;
+    }
+    if (bs != NULL) {
+        bs->drv->start_writeback(bs);
+    }
+}
+
 int blk_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
                     int pipe_fd, uint32_t flags, BlockSplicePin *pin)
 {

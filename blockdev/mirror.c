@@ -379,9 +379,14 @@ static int mirror_copy_data(MirrorJob *m, uint8_t *buf, uint64_t off,
         *failed_read = true;
         return ret;
     }
-    return blk_buffer_is_zero(buf, n)
-           ? blk_pwrite_zeroes(m->target, off, n, m->zero_flags)
-           : blk_pwrite(m->target, off, n, buf, BLK_REQ_NO_HOOK);
+    if (blk_buffer_is_zero(buf, n)) {
+        return blk_pwrite_zeroes(m->target, off, n, m->zero_flags);
+    }
+    ret = blk_pwrite(m->target, off, n, buf, BLK_REQ_NO_HOOK);
+    if (ret == 0) {
+        blk_start_writeback(m->target);    /* as BLK_REQ_STREAM does */
+    }
+    return ret;
 }
 
 /* [off, off+n) reads as zeroes in the source: leave what the target

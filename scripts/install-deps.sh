@@ -9,7 +9,7 @@ PACKAGES="
   zlib1g-dev libzstd-dev libedit-dev
   qemu-utils qemu-system-common qemu-system-x86 nbd-server libnbd-bin nbdkit
   python3-libnbd python3-pytest libnbd-dev liburing-dev
-  gnutls-bin openssl fio socat util-linux procps tmux gnuplot-nox
+  gnutls-bin openssl fio socat util-linux procps tmux gnuplot-nox strace
   python3-docutils groff-base man-db curl systemd xz-utils
   ceph-mon ceph-osd ceph-common librbd-dev qemu-block-extra
 "
