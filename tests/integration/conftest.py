@@ -67,6 +67,24 @@ def wait_socket(path, proc=None, timeout=30.0):
             s.close()
 
 
+def pipes(pid):
+    """How many pipes process pid holds open (the splice paths' pipes)."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
+                n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def pattern(size, seed):
+    """Bytes that differ at every position and between seeds."""
+    block = bytes((i * 7 + seed) & 0xFF for i in range(251))
+    return (block * (size // len(block) + 1))[:size]
+
+
 def wait_no_clients(blockd, export=None, timeout=30.0):
     """Wait until blockd has seen every client of EXPORT (default: of
     every export) leave.  A client that closed its socket is gone for

@@ -17,26 +17,9 @@ import time
 import nbd
 import pytest
 
-from conftest import requires
+from conftest import pattern, pipes, requires
 
 MIB = 1 << 20
-
-
-def pipes(pid):
-    n = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
-                n += 1
-        except FileNotFoundError:
-            pass
-    return n
-
-
-def pattern(size, seed):
-    """Bytes that differ at every position and between seeds."""
-    block = bytes((i * 7 + seed) & 0xFF for i in range(251))
-    return (block * (size // len(block) + 1))[:size]
 
 
 def serve(blockd, img, file_args=None, raw_args=None, tls=None):

@@ -20,29 +20,13 @@ import time
 
 import nbd
 
-from conftest import SLOW
+from conftest import SLOW, pattern, pipes
 from nbdraw import Raw, CMD_READ, SIMPLE_MAGIC
 from qnbd import free_port
 
 KIB = 1 << 10
 MIB = 1 << 20
 READ = 128 * KIB
-
-
-def pipes(pid):
-    n = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
-                n += 1
-        except FileNotFoundError:
-            pass
-    return n
-
-
-def pattern(size, seed):
-    block = bytes((i * 7 + seed) & 0xFF for i in range(251))
-    return (block * (size // len(block) + 1))[:size]
 
 
 def serve(blockd, img):
@@ -67,6 +51,19 @@ def queued(s):
     buf = array.array("i", [0])
     fcntl.ioctl(s.fileno(), termios.FIONREAD, buf)
     return buf[0]
+
+
+def unread_read(sock, cookie):
+    """A client that asks for READ bytes at 0 and reads nothing: returns
+    it once the whole reply waits in its socket."""
+    slow = Raw(sock)
+    slow.go(b"disk")
+    slow.request(CMD_READ, 0, READ, cookie=cookie)
+    deadline = time.monotonic() + 30 * SLOW
+    while queued(slow.s) < 16 + READ:
+        assert time.monotonic() < deadline, queued(slow.s)
+        time.sleep(0.01)
+    return slow
 
 
 def make_image(shm_dir):
@@ -95,15 +92,7 @@ def test_freed_cluster_not_reused_under_unread_splice(blockd, shm_dir):
     h.flush()
 
     before = pipes(blockd.pid)
-    slow = Raw(sock)
-    slow.go(b"disk")
-    slow.request(CMD_READ, 0, READ, cookie=7)
-    # Wait until the whole reply is in the slow client's socket (it
-    # reads nothing yet).
-    deadline = time.monotonic() + 30 * SLOW
-    while queued(slow.s) < 16 + READ:
-        assert time.monotonic() < deadline, queued(slow.s)
-        time.sleep(0.01)
+    slow = unread_read(sock, 7)
     assert pipes(blockd.pid) > before, "no pipe: the read was copied"
 
     # Free the clusters under the unread reply, then allocate new ones
@@ -180,13 +169,7 @@ def test_connection_closed_with_unread_reply(blockd, shm_dir):
     h.flush()
     h.shutdown()
 
-    slow = Raw(sock)
-    slow.go(b"disk")
-    slow.request(CMD_READ, 0, READ, cookie=9)
-    deadline = time.monotonic() + 30 * SLOW
-    while queued(slow.s) < 16 + READ:
-        assert time.monotonic() < deadline, queued(slow.s)
-        time.sleep(0.01)
+    slow = unread_read(sock, 9)
     blockd.cmd("block-export-del", id="e0", mode="hard")
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e1",
                                     "node-name": "d0", "name": "disk",
