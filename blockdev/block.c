@@ -36,7 +36,7 @@ typedef struct BlockOpenJob BlockOpenJob;
 /* The write gate (block.h). */
 typedef struct BlockWriteGate {
     bool closed;
-    uint64_t in_flight;          /* BLK_REQ_GATED writes not yet done */
+    uint64_t in_flight;          /* gated writes not yet done */
     BlockRequest *held;          /* waiting while closed, by pool_next */
     BlockRequest **held_tail;
     void (*drained)(void *opaque);
@@ -182,7 +182,7 @@ bool blk_write_gate_enter(BlockRequest *req, WorkerPool *pool, Loop *loop)
         g->gate.held_tail = &req->pool_next;
         return true;
     }
-    req->flags |= BLK_REQ_GATED;
+    req->gated = true;
     g->gate.in_flight++;
     return false;
 }
@@ -191,10 +191,10 @@ void blk_write_gate_leave(BlockRequest *req)
 {
     BlockGraph *g = req->bs->graph;
 
-    if (!(req->flags & BLK_REQ_GATED)) {
+    if (!req->gated) {
         return;
     }
-    req->flags &= ~(uint32_t)BLK_REQ_GATED;
+    req->gated = false;
     if (--g->gate.in_flight == 0 && g->gate.drained != NULL) {
         /* Not inside req's completion: on the next loop turn. */
         loop_post(g->host.loop, g->gate.drained, g->gate.drained_opaque);

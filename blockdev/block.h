@@ -62,7 +62,6 @@ enum {
     BLK_REQ_NOWAIT = 1 << 5,
     BLK_REQ_NO_HOOK = 1 << 6,    /* a job's own write: skip the node's
                                   * write hook (never reaches drivers) */
-    BLK_REQ_GATED = 1 << 7,      /* private: counted by the write gate */
     /* With BLK_REQ_PIPE: the reader watches a BlockSplicePin until its
      * pages are no longer referenced; without it, a node that needs
      * pins (BlockCaps.splice_pin) answers -ENOTSUP. */
@@ -810,6 +809,7 @@ struct BlockRequest {
     WorkerPool *pool;            /* private: counted in the node's share */
     Loop *loop;                  /* private: where cb runs (submitter's) */
     BlockRequest *pool_next;     /* private: waiting for that share */
+    bool gated;                  /* private: counted by the write gate */
 };
 
 /* Requests up to this size on an aio_inline node run on the loop thread

@@ -1370,6 +1370,7 @@ void blk_aio_submit_on(WorkerPool *pool, BlockRequest *req, Loop *loop)
     BlockNode *bs = req->bs;
     int op;
 
+    req->gated = false;
     if (blk_write_gate_enter(req, pool, loop)) {
         return;                  /* a transaction runs: later */
     }
