@@ -16,7 +16,7 @@ VOLATILE = {"rd-bytes", "wr-bytes", "rd-operations", "wr-operations",
             "clients", "actual-size", "tls-sessions",
             "tls-handshake-failures", "tls-peer-refused",
             "tls-authz-denied", "tls-required-refusals", "op-stats",
-            "count"}
+            "count", "handshake-poll-ns"}
 
 
 def scrub(v):
