@@ -53,6 +53,14 @@ def queued(s):
     return buf[0]
 
 
+def client(sock):
+    """A libnbd client of export "disk" on unix socket sock."""
+    h = nbd.NBD()
+    h.set_export_name("disk")
+    h.connect_unix(sock)
+    return h
+
+
 def unread_read(sock, cookie):
     """A client that asks for READ bytes at 0 and reads nothing: returns
     it once the whole reply waits in its socket."""
@@ -85,9 +93,7 @@ def test_freed_cluster_not_reused_under_unread_splice(blockd, shm_dir):
     sock = serve(blockd, img)
     old, new = pattern(READ, 1), pattern(READ, 2)
 
-    h = nbd.NBD()
-    h.set_export_name("disk")
-    h.connect_unix(sock)
+    h = client(sock)
     h.pwrite(old, 0)
     h.flush()
 
@@ -126,9 +132,7 @@ def test_reads_after_frees_and_reuse_are_right(blockd, shm_dir):
     and spliced reads of the new data are right."""
     img = make_image(shm_dir)
     sock = serve(blockd, img)
-    h = nbd.NBD()
-    h.set_export_name("disk")
-    h.connect_unix(sock)
+    h = client(sock)
     for round_ in range(4):
         data = pattern(READ, 10 + round_)
         h.pwrite(data, 0)
@@ -162,9 +166,7 @@ def test_connection_closed_with_unread_reply(blockd, shm_dir):
     img = make_image(shm_dir)
     sock = serve(blockd, img)
     old, new = pattern(READ, 3), pattern(READ, 4)
-    h = nbd.NBD()
-    h.set_export_name("disk")
-    h.connect_unix(sock)
+    h = client(sock)
     h.pwrite(old, 0)
     h.flush()
     h.shutdown()
@@ -174,9 +176,7 @@ def test_connection_closed_with_unread_reply(blockd, shm_dir):
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e1",
                                     "node-name": "d0", "name": "disk",
                                     "writable": True})
-    h = nbd.NBD()
-    h.set_export_name("disk")
-    h.connect_unix(sock)
+    h = client(sock)
     h.trim(READ, 0)
     h.flush()
     h.pwrite(new, 4 * MIB)
