@@ -77,6 +77,10 @@ typedef struct FileState {
      * answer is harmless: a hole sent as data reads the same. */
     bool data_busy;
     uint64_t data_lo, data_hi;
+    /* A SEEK_HOLE walk in progress starts here (0: none; offset + 1,
+     * under file_walk_lock): a search from above it waits for its
+     * answer instead of walking the same pages again. */
+    uint64_t walk_from;
     bool locked;                 /* holds QEMU's permission locks */
 } FileState;
 
@@ -115,6 +119,8 @@ static void file_data_forget(FileState *s, uint64_t off, uint64_t len)
 
 static void file_data_note(FileState *s, uint64_t off, uint64_t hole);
 
+static off_t file_seek_hole(FileState *s, uint64_t off);
+
 /* Is [off, off+len) all data (not a hole, not past the end)?  1 yes,
  * 0 no, -EAGAIN when only a search could tell and nowait is set. */
 static int file_is_data(FileState *s, uint64_t off, uint64_t len,
@@ -133,12 +139,8 @@ static int file_is_data(FileState *s, uint64_t off, uint64_t len,
     if (nowait) {
         return -EAGAIN;
     }
-    hole = lseek(s->fd, (off_t)off, SEEK_HOLE);   /* the end is a hole */
-    if (hole < 0 || (uint64_t)hole < end) {
-        return 0;
-    }
-    file_data_note(s, off, (uint64_t)hole);
-    return 1;
+    hole = file_seek_hole(s, off);      /* the end is a hole */
+    return hole >= 0 && (uint64_t)hole >= end;
 }
 
 /* SEEK_HOLE found [off, hole) to be data: remember it. */
@@ -167,6 +169,47 @@ static uint64_t file_data_known(FileState *s, uint64_t off)
     }
     file_data_unlock(s);
     return n;
+}
+
+static pthread_mutex_t file_walk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t file_walk_cond = PTHREAD_COND_INITIALIZER;
+
+/* lseek(SEEK_HOLE) from off, one walker at a time for searches that
+ * start at or above a walk in progress: four job chunks starting
+ * together at the front of a tmpfs image walked it four times.  A
+ * waiter whose offset the finished walk covered takes its answer from
+ * the known-data range (its end is that hole) without a search. */
+static off_t file_seek_hole(FileState *s, uint64_t off)
+{
+    off_t hole;
+    bool mine;
+
+    pthread_mutex_lock(&file_walk_lock);
+    while (s->walk_from != 0 && s->walk_from - 1 <= off) {
+        pthread_cond_wait(&file_walk_cond, &file_walk_lock);
+        uint64_t known = file_data_known(s, off);
+
+        if (known > 0) {
+            pthread_mutex_unlock(&file_walk_lock);
+            return (off_t)(off + known);
+        }
+    }
+    mine = s->walk_from == 0;
+    if (mine) {
+        s->walk_from = off + 1;
+    }
+    pthread_mutex_unlock(&file_walk_lock);
+    hole = lseek(s->fd, (off_t)off, SEEK_HOLE);
+    if (hole > 0 && (uint64_t)hole > off) {
+        file_data_note(s, off, (uint64_t)hole);
+    }
+    if (mine) {
+        pthread_mutex_lock(&file_walk_lock);
+        s->walk_from = 0;
+        pthread_cond_broadcast(&file_walk_cond);
+        pthread_mutex_unlock(&file_walk_lock);
+    }
+    return hole;
 }
 
 /* ---- locking ------------------------------------------------------ */
@@ -755,14 +798,12 @@ static int file_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
         return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED |
                BLK_STATUS_OFFSET_VALID;
     }
-    hole = lseek(s->fd, (off_t)offset, SEEK_HOLE);
+    hole = s->is_blockdev ? lseek(s->fd, (off_t)offset, SEEK_HOLE)
+                          : file_seek_hole(s, offset);
     if (hole < 0 || (uint64_t)hole <= offset) {
         *pnum = hole < 0 ? bytes : 1;   /* raced with a writer */
     } else {
         *pnum = MIN(bytes, (uint64_t)hole - offset);
-        if (!s->is_blockdev) {
-            file_data_note(s, offset, (uint64_t)hole);
-        }
     }
     return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID;
 }
