@@ -94,7 +94,7 @@ struct BackupJob {
 
 static WorkerPool *backup_pool(BackupJob *b)
 {
-    return blk_graph_host(b->job.graph)->pool;
+    return blk_graph_job_pool(b->job.graph);
 }
 
 static bool ranges_overlap(const CopyRange *r, uint64_t s, uint64_t e)

@@ -241,6 +241,11 @@ const BlockHost *blk_graph_host(const BlockGraph *g)
     return &g->host;
 }
 
+WorkerPool *blk_graph_job_pool(const BlockGraph *g)
+{
+    return g->host.job_pool != NULL ? g->host.job_pool : g->host.pool;
+}
+
 struct Job **blk_graph_jobs(BlockGraph *g)
 {
     return &g->jobs;

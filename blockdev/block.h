@@ -465,6 +465,8 @@ bool blk_probe_is_raw(const uint8_t *buf, size_t len);
 typedef struct BlockHost {
     Loop *loop;
     WorkerPool *pool;
+    WorkerPool *job_pool;        /* block jobs' copying, at a lower CPU
+                                  * priority (NULL: pool) */
     MonitorSet *events;          /* BLOCK_IMAGE_CORRUPTED */
     ObjectSet *objects;          /* tls-creds of nbd nodes */
 } BlockHost;
@@ -473,6 +475,9 @@ typedef struct BlockHost {
 BlockGraph *blk_graph_new(const BlockHost *host);
 /* The graph's host; never NULL (fields may be). */
 const BlockHost *blk_graph_host(const BlockGraph *g);
+/* Where block jobs run their copying: the host's job pool, else its
+ * pool. */
+WorkerPool *blk_graph_job_pool(const BlockGraph *g);
 /* Add a driver that lives above this layer (the NBD client registers
  * the "nbd" driver): blockdev-add and probing find it in this graph.
  * drv must outlive the graph. */

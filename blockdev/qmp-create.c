@@ -92,7 +92,7 @@ static void create_progress_done(Job *job)
 static void create_job_run(Job *job)
 {
     CreateJob *cj = create_job(job);
-    WorkerPool *pool = blk_graph_host(job->graph)->pool;
+    WorkerPool *pool = blk_graph_job_pool(job->graph);
 
     if (cj->c == NULL) {
         create_progress_done(job);

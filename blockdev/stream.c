@@ -84,7 +84,7 @@ struct StreamJob {
 
 static WorkerPool *stream_pool(StreamJob *s)
 {
-    return blk_graph_host(s->job.graph)->pool;
+    return blk_graph_job_pool(s->job.graph);
 }
 
 static bool stream_overlaps_inflight(StreamShared *sh, uint64_t a,

@@ -61,11 +61,17 @@ Daemon *daemon_new(Error **errp)
         free(d);
         return NULL;
     }
+    /* Block jobs copy at a lower CPU priority than the clients of the
+     * nodes they copy (docs/architecture.md, "Block jobs"); if it
+     * cannot start, jobs share the pool. */
+    d->job_pool = worker_pool_new_nice(d->loop,
+                                       ncpu > 0 ? MIN(ncpu * 4, 64) : 4,
+                                       DAEMON_JOB_NICE);
     d->monitors = monitor_set_new(d->loop, &d->qmp);
     d->objects = object_set_new();
     d->graph = blk_graph_new(&(BlockHost) {
-        .loop = d->loop, .pool = d->pool, .events = d->monitors,
-        .objects = d->objects,
+        .loop = d->loop, .pool = d->pool, .job_pool = d->job_pool,
+        .events = d->monitors, .objects = d->objects,
     });
     nbd_driver_register(d->graph);
     d->nbd = (NbdContext) {
@@ -98,7 +104,10 @@ void daemon_free(Daemon *d)
      * and the deferred frees of exports (BLOCK_EXPORT_DELETED), which
      * drop node references, before the graph goes.  The monitors are
      * still open: qemu-storage-daemon sends these events, then quit's
-     * reply, then closes them (QEMU's qsd-jobs iotest). */
+     * reply, then closes them (QEMU's qsd-jobs iotest).  Jobs' own
+     * work first: it may wait for requests on the pool. */
+    worker_pool_free(d->job_pool);
+    d->job_pool = NULL;
     worker_pool_free(d->pool);
     d->pool = NULL;
     loop_run_posted(d->loop);

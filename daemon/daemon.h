@@ -27,9 +27,15 @@
 #include "util/loop.h"
 #include "util/worker.h"
 
+/* How many steps below the daemon's CPU priority block jobs copy
+ * (worker_pool_new_nice): under contention a job gets about a tenth of
+ * what a client's work gets, and all of a core nobody else wants. */
+#define DAEMON_JOB_NICE 10
+
 typedef struct Daemon {
     Loop *loop;
     WorkerPool *pool;
+    WorkerPool *job_pool;        /* block jobs: lower CPU priority */
     MonitorSet *monitors;
     ObjectSet *objects;
     BlockGraph *graph;

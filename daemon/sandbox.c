@@ -44,7 +44,7 @@ static const char *const sandbox_allowed[] = {
      * mutexes/condition variables (futex), thread exit. */
     "clone", "clone3", "futex", "set_robust_list", "get_robust_list",
     "rseq", "gettid", "exit", "exit_group", "sched_yield",
-    "sched_getaffinity", "membarrier",
+    "sched_getaffinity", "membarrier", "getpriority", "setpriority",
     /* Signals: libevent's SIGTERM/SIGINT/SIGHUP handlers, glibc's abort
      * and raise (a failed assert must still dump), SIGPIPE ignored. */
     "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",

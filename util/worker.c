@@ -6,12 +6,23 @@
  * (a submit that finds more queued jobs than idle threads starts one,
  * up to the pool's size): a start-up that queues nothing, like
  * blockd-nbd's, does not pay for creating ncpu * 4 threads.
+ *
+ * A pool made with a nice increment runs its threads that many steps
+ * below its creator's CPU priority (each thread sets its own on start:
+ * Linux keeps nice per thread): block jobs copy there, so that the
+ * clients of the nodes they copy keep their share of the cores.  A new
+ * thread inherits the nice of the thread that creates it, and only a
+ * privileged one could go back up, so a thread of a lower-priority pool
+ * never starts threads for another pool (its job waits for the threads
+ * that pool has).
  */
 #include "util/worker.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "util/util.h"
 
@@ -26,7 +37,11 @@ struct WorkerPool {
     size_t max;                 /* the pool's size */
     size_t nthreads;            /* started so far (1..max) */
     pthread_t *threads;         /* max of them */
+    int nice;                   /* the threads' nice value */
+    bool set_nice;              /* they set it (else: inherited) */
 };
+
+static __thread const WorkerPool *worker_self;  /* on a pool thread */
 
 static void worker_job_done(void *opaque)
 {
@@ -40,6 +55,12 @@ static void *worker_main(void *opaque)
     WorkerPool *pool = opaque;
     WorkerJob *job;
 
+    /* Raising the value never needs a privilege; if it fails the
+     * thread only runs at the normal priority. */
+    if (pool->set_nice) {
+        (void)setpriority(PRIO_PROCESS, 0, pool->nice);
+    }
+    worker_self = pool;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (pool->head == NULL && !pool->stop) {
@@ -71,12 +92,26 @@ static void *worker_main(void *opaque)
 
 WorkerPool *worker_pool_new(Loop *loop, size_t nthreads)
 {
+    return worker_pool_new_nice(loop, nthreads, 0);
+}
+
+WorkerPool *worker_pool_new_nice(Loop *loop, size_t nthreads, int nice)
+{
     WorkerPool *pool = XNEW(WorkerPool);
+    int base;
+
+    errno = 0;
+    base = getpriority(PRIO_PROCESS, 0);
+    if (base == -1 && errno != 0) {
+        base = 0;
+    }
 
     if (nthreads == 0) {
         nthreads = 1;
     }
     pool->loop = loop;
+    pool->nice = nice > 0 ? MIN(base + nice, 19) : base;
+    pool->set_nice = nice > 0;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->cond, NULL);
     pool->threads = xcalloc(nthreads, sizeof(pthread_t));
@@ -142,6 +177,7 @@ void worker_submit_to(WorkerPool *pool, WorkerJob *job, Loop *loop)
      * for.  If it cannot start, the running threads take the job. */
     if (pool->queued > pool->idle && pool->nthreads < pool->max &&
         !pool->stop &&
+        (worker_self == NULL || worker_self->nice <= pool->nice) &&
         pthread_create(&pool->threads[pool->nthreads], NULL, worker_main,
                        pool) == 0) {
         pool->nthreads++;

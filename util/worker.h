@@ -25,6 +25,9 @@ struct WorkerJob {
 /* A pool of up to nthreads threads (at least 1) that complete to
  * loop: one starts now, the others when queued jobs find no idle one. */
 WorkerPool *worker_pool_new(Loop *loop, size_t nthreads);
+/* The same, its threads running nice steps (1..19) below the calling
+ * thread's CPU priority (setpriority(2); at most 19; 0: the same). */
+WorkerPool *worker_pool_new_nice(Loop *loop, size_t nthreads, int nice);
 /* Wait for queued and running jobs, run their done() callbacks' posts
  * are dropped; stop the threads and free the pool. */
 void worker_pool_free(WorkerPool *pool);
