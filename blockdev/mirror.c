@@ -53,6 +53,7 @@
 #include "util/util.h"
 
 #define MIRROR_CHUNK_MAX (1024 * 1024)      /* bytes per job request */
+#define MIRROR_KERNEL_CHUNK (8u * 1024 * 1024)  /* the same, in-kernel */
 #define MIRROR_BUF_DEFAULT (16 * 1024 * 1024)
 #define MIRROR_MAX_INFLIGHT 4        /* chunks, as backup and stream */
 #define MIRROR_GRAN_MIN 512u
@@ -98,6 +99,7 @@ typedef struct MirrorChunk {
     uint8_t *buf;                /* chunk_size bytes, allocated on use */
     int ret;
     bool failed_read;
+    bool kernel_copy;            /* the kernel copied some of it */
     bool busy;
 } MirrorChunk;
 
@@ -125,12 +127,19 @@ struct MirrorJob {
     int fail_ret;
     const char *fail_msg;        /* static text, NULL: strerror */
     uint64_t copied;             /* bytes copied by chunks */
+    /* A chunk was copied inside the kernel (copy_file_range): then one
+     * chunk at a time, of up to MIRROR_KERNEL_CHUNK (no buffer limits
+     * it).  Writers of one file take its inode lock in turn, so more
+     * chunks copy no faster; they spin on the lock (on tmpfs, a third
+     * of the job's CPU time with four).  Bigger chunks make up for the
+     * pause between two (the loop takes the next). */
+    bool kernel_copy;
     MirrorChunk chunks[MIRROR_MAX_INFLIGHT];
 };
 
 static WorkerPool *mirror_pool(MirrorJob *m)
 {
-    return blk_graph_host(m->job.graph)->pool;
+    return blk_graph_job_pool(m->job.graph);
 }
 
 static bool mirror_overlaps(MirrorShared *sh, uint64_t a, uint64_t b,
@@ -362,31 +371,43 @@ static void mirror_init_done(WorkerJob *wj)
 }
 
 /* Copy [off, off+n), data in the source, to the target: inside the
- * kernel when both are files (blk_copy_range), else read into buf and
- * write (zeroes found in the data written as zeroes).  0 or -errno,
- * *failed_read for a source read failure. */
-static int mirror_copy_data(MirrorJob *m, uint8_t *buf, uint64_t off,
-                            uint64_t n, bool *failed_read)
+ * kernel when both are files (blk_copy_range), else read into the
+ * chunk's buffer and write, a buffer at a time (zeroes found in the
+ * data written as zeroes).  0 or -errno, ch->failed_read for a source
+ * read failure. */
+static int mirror_copy_data(MirrorJob *m, MirrorChunk *ch, uint64_t off,
+                            uint64_t n)
 {
     int ret = blk_copy_range(m->source, off, m->target, off, n,
                              BLK_REQ_NO_HOOK | BLK_REQ_STREAM);
 
     if (ret != -ENOTSUP) {
+        ch->kernel_copy = true;
         return ret;
     }
-    ret = blk_pread(m->source, off, n, buf, 0);
-    if (ret < 0) {
-        *failed_read = true;
-        return ret;
+    while (n > 0) {
+        uint64_t k = MIN(n, m->chunk_size);
+
+        ret = blk_pread(m->source, off, k, ch->buf, 0);
+        if (ret < 0) {
+            ch->failed_read = true;
+            return ret;
+        }
+        if (blk_buffer_is_zero(ch->buf, k)) {
+            ret = blk_pwrite_zeroes(m->target, off, k, m->zero_flags);
+        } else {
+            ret = blk_pwrite(m->target, off, k, ch->buf, BLK_REQ_NO_HOOK);
+            if (ret == 0) {
+                blk_start_writeback(m->target);  /* as BLK_REQ_STREAM */
+            }
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        off += k;
+        n -= k;
     }
-    if (blk_buffer_is_zero(buf, n)) {
-        return blk_pwrite_zeroes(m->target, off, n, m->zero_flags);
-    }
-    ret = blk_pwrite(m->target, off, n, buf, BLK_REQ_NO_HOOK);
-    if (ret == 0) {
-        blk_start_writeback(m->target);    /* as BLK_REQ_STREAM does */
-    }
-    return ret;
+    return 0;
 }
 
 /* [off, off+n) reads as zeroes in the source: leave what the target
@@ -428,6 +449,7 @@ static void mirror_chunk_work(WorkerJob *wj)
     int ret = 0;
 
     ch->failed_read = false;
+    ch->kernel_copy = false;
     while (pos < end && ret == 0) {
         uint64_t pnum = end - pos;
         int st = blk_block_status(m->source, pos, end - pos, &pnum);
@@ -438,7 +460,7 @@ static void mirror_chunk_work(WorkerJob *wj)
             if (st < 0) {
                 pnum = end - pos;
             }
-            ret = mirror_copy_data(m, ch->buf, pos, pnum, &ch->failed_read);
+            ret = mirror_copy_data(m, ch, pos, pnum);
         }
         pos += pnum;
     }
@@ -460,6 +482,7 @@ static void mirror_chunk_done(WorkerJob *wj)
 
     ch->busy = false;
     m->job.inflight--;
+    m->kernel_copy |= ch->kernel_copy;
     if (ch->ret == 0) {
         m->copied += n;
     } else if (m->fail_ret == 0) {
@@ -495,6 +518,17 @@ static void mirror_flush_done(BlockRequest *req)
     mirror_run(&m->job);
 }
 
+/* Bytes a chunk takes at most. */
+static uint64_t mirror_take_size(const MirrorJob *m)
+{
+    if (!m->kernel_copy) {
+        return m->chunk_size;
+    }
+    return MAX(m->chunk_size,
+               ALIGN_DOWN((uint64_t)MIRROR_KERNEL_CHUNK,
+                          (uint64_t)m->granularity));
+}
+
 /* Take the next dirty range (at most a chunk, whole granules, around
  * ranges in flight) into ch and register it; false when there is none
  * to take now. */
@@ -515,7 +549,7 @@ static bool mirror_take(MirrorJob *m, MirrorChunk *ch)
             break;
         }
         start = ALIGN_DOWN((uint64_t)d, gran);
-        lim = MIN(m->len, start + m->chunk_size);
+        lim = MIN(m->len, start + mirror_take_size(m));
         c = hbm_next_clean(sh->dirty, start, lim - start);
         end = c < 0 ? lim : (uint64_t)c;
         /* Leave what a chunk or a blocking write holds; stop before the
@@ -651,17 +685,19 @@ static void mirror_run(Job *job)
             !job->finished)) {
         MirrorChunk *ch = NULL;
         uint64_t wait;
+        unsigned busy = 0;
 
         for (unsigned i = 0; i < m->max_chunks; i++) {
-            if (!m->chunks[i].busy) {
+            if (m->chunks[i].busy) {
+                busy++;
+            } else if (ch == NULL) {
                 ch = &m->chunks[i];
-                break;
             }
         }
-        if (ch == NULL) {
+        if (ch == NULL || (m->kernel_copy && busy > 0)) {
             return;            /* all in flight */
         }
-        wait = job_rate_check(job, m->chunk_size);
+        wait = job_rate_check(job, mirror_take_size(m));
         if (wait > 0) {
             job_sleep(job, wait);
             return;

@@ -26,11 +26,11 @@ def run(*cmd):
 class Strace:
     """strace -f attached to a running daemon, for a few calls."""
 
-    def __init__(self, pid, path, calls):
+    def __init__(self, pid, path, calls, extra=()):
         self.path = path
         self.proc = subprocess.Popen(
-            ["strace", "-ff", "-qq", "-e", "trace=" + calls, "-o", path,
-             "-p", str(pid)], stdout=subprocess.DEVNULL,
+            ["strace", "-ff", "-qq", *extra, "-e", "trace=" + calls,
+             "-o", path, "-p", str(pid)], stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         # strace prints nothing once attached (-qq): wait until the
         # daemon shows a tracer.
@@ -137,3 +137,83 @@ def test_mirror_qcow2_target_starts_writeback(blockd, tmp_path):
                      r"SYNC_FILE_RANGE_WRITE\) = 0", trace), trace
     run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", src, dst)
     run("qemu-img", "check", dst)
+
+
+def full_source(path, size):
+    with open(path, "wb") as f:
+        for _ in range(size // MIB):
+            f.write(os.urandom(MIB))
+    return path
+
+
+def test_mirror_kernel_copy_one_chunk_at_a_time(blockd, tmp_path):
+    """Once a chunk went through copy_file_range, the job copies one
+    chunk at a time, of 8 MiB: more writers of one file only wait on
+    its lock."""
+    requires("qemu-img", "strace")
+    src = full_source(str(tmp_path / "src.raw"), 64 * MIB)
+    dst = str(tmp_path / "dst.raw")
+    run("qemu-img", "create", "-q", "-f", "raw", dst, str(64 * MIB))
+    st = Strace(blockd.pid, str(tmp_path / "strace.txt"),
+                "copy_file_range", extra=["-ttt", "-T"])
+    mirror(blockd, src, "raw", dst)
+    trace = st.stop()
+    calls = []
+    for m in re.finditer(r"^(\d+\.\d+) copy_file_range\(\d+, \[\d+\], "
+                         r"\d+, \[\d+\], (\d+), 0\) = (-?\d+).*"
+                         r"<(\d+\.\d+)>$", trace, re.M):
+        start, length, ret, secs = m.groups()
+        calls.append((float(start), float(start) + float(secs),
+                      int(length), int(ret)))
+    if not calls or any(ret < 0 for *_, ret in calls):
+        pytest.skip("copy_file_range does not work between files here")
+    calls.sort()
+    big = [i for i, c in enumerate(calls) if c[2] == 8 * MIB]
+    assert len(big) >= 5, calls       # 64 MiB less the first chunks
+    later = calls[big[0]:]
+    for a, b in zip(later, later[1:]):
+        assert b[0] >= a[1], ("two copies at once", a, b)
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, dst)
+
+
+def test_mirror_walks_source_once(blockd, shm_dir):
+    """The chunks that start together ask the source's block status at
+    once; on tmpfs SEEK_HOLE walks every page up to the next hole, and
+    one walk answers them all."""
+    requires("qemu-img", "strace")
+    src = full_source(os.path.join(shm_dir, "src.raw"), 128 * MIB)
+    dst = os.path.join(shm_dir, "dst.raw")
+    run("qemu-img", "create", "-q", "-f", "raw", dst, str(128 * MIB))
+    st = Strace(blockd.pid, os.path.join(shm_dir, "strace.txt"), "lseek")
+    mirror(blockd, src, "raw", dst)
+    trace = st.stop()
+    walks = re.findall(r"lseek\(\d+, \d+, SEEK_HOLE\)", trace)
+    assert len(walks) == 1, trace
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, dst)
+
+
+def thread_nices(pid):
+    """{tid: nice} of a process's threads."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[16])
+    return out
+
+
+def test_job_copies_at_lower_priority(blockd, tmp_path):
+    """Jobs copy on threads ten nice steps below the daemon's own, so an
+    export's clients keep their share of the cores; the main thread and
+    the request pool keep the daemon's priority."""
+    requires("qemu-img")
+    src = full_source(str(tmp_path / "src.raw"), 16 * MIB)
+    dst = str(tmp_path / "dst.raw")
+    run("qemu-img", "create", "-q", "-f", "raw", dst, str(16 * MIB))
+    base = thread_nices(blockd.pid)[blockd.pid]
+    mirror(blockd, src, "raw", dst)
+    nices = thread_nices(blockd.pid)
+    assert nices[blockd.pid] == base
+    assert min(19, base + 10) in nices.values(), nices
+    assert base in [n for t, n in nices.items() if t != blockd.pid], nices
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, dst)
