@@ -15,6 +15,13 @@ Prints each round, the medians and the ratios qsd / blockd (> 1: blockd
 faster or cheaper).  Environment: BLOCKD (default build/blockd), QSD
 (default qemu-storage-daemon).
 
+Each round also times the floor: the bench itself copying the source
+file into a fresh one with copy_file_range(2), 8 MiB at a time, each
+piece's writeback started at once (sync_file_range), then a flush
+(fdatasync): what the kernel and the storage need for this copy with no
+daemon at all.  qsd's time over the floor is the most any server could
+be ahead of qemu-storage-daemon on this storage.
+
 --export-load also exports the source over NBD (a unix socket) and
 reads it sequentially in 1 MiB requests with libnbd: for 2 s before
 the job (idle) and while the job runs; it prints the export's read
@@ -23,6 +30,7 @@ target: within 20%, a fraction >= 0.8).  The mirror times then include
 the competition with that reader.
 """
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -39,6 +47,10 @@ ROOT = os.path.dirname(HERE)
 BLOCKD = os.environ.get("BLOCKD", os.path.join(ROOT, "build", "blockd"))
 QSD = os.environ.get("QSD", shutil.which("qemu-storage-daemon") or
                      "qemu-storage-daemon")
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYNC_FILE_RANGE_WRITE = 2
 
 
 def parse_size(s):
@@ -198,6 +210,33 @@ def one_round(daemon, workdir, src, fmt, size, export_load=False):
     return secs, cpu, idle, busy
 
 
+def floor_round(workdir, src):
+    """The kernel alone: copy src into a fresh file and flush it."""
+    dst = os.path.join(workdir, "floor.img")
+    if os.path.exists(dst):
+        os.unlink(dst)
+    t0 = time.monotonic()
+    fi = os.open(src, os.O_RDONLY)
+    fo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        left = os.fstat(fi).st_size
+        while left > 0:
+            off = os.lseek(fo, 0, os.SEEK_CUR)
+            n = os.copy_file_range(fi, fo, min(left, 8 << 20))
+            if n <= 0:
+                raise RuntimeError("copy_file_range returned %d" % n)
+            LIBC.sync_file_range(fo, ctypes.c_int64(off), ctypes.c_int64(n),
+                                 SYNC_FILE_RANGE_WRITE)
+            left -= n
+        os.fdatasync(fo)
+    finally:
+        os.close(fi)
+        os.close(fo)
+    secs = time.monotonic() - t0
+    os.unlink(dst)
+    return secs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="1G")
@@ -227,7 +266,11 @@ def main():
             os.unlink(raw)
         res = {"blockd": [], "qsd": []}
         loads = {}
+        floors = []
         for r in range(a.rounds):
+            floors.append(floor_round(workdir, src))
+            print("round %d floor  %8.3f s  (copy_file_range, sync_file_range, "
+                  "fdatasync: no daemon)" % (r + 1, floors[-1]), flush=True)
             for daemon in ("blockd", "qsd"):
                 secs, cpu, idle, busy = one_round(daemon, workdir, src,
                                                   a.fmt, size,
@@ -249,6 +292,11 @@ def main():
               "qsd/blockd %.2fx" %
               (a.size, a.fmt, med["qsd"][0] / med["blockd"][0],
                med["qsd"][1] / max(med["blockd"][1], 1e-6)))
+        floor = statistics.median(floors)
+        print("floor %s %s: %.3f s; qsd / floor %.2fx, blockd / floor "
+              "%.2fx (the most any server could beat qsd by here: "
+              "%.2fx)" % (a.size, a.fmt, floor, med["qsd"][0] / floor,
+                          med["blockd"][0] / floor, med["qsd"][0] / floor))
         for d, v in loads.items():
             print("export on the source during the job, %s: %.2f of its "
                   "idle throughput (median)" % (d, statistics.median(v)))
