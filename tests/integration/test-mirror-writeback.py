@@ -188,7 +188,7 @@ def test_mirror_walks_source_once(blockd, shm_dir):
     mirror(blockd, src, "raw", dst)
     trace = st.stop()
     walks = re.findall(r"lseek\(\d+, \d+, SEEK_HOLE\)", trace)
-    assert len(walks) == 1, trace
+    assert len(walks) <= 1, trace        # none where cachestat answers
     run("qemu-img", "compare", "-f", "raw", "-F", "raw", src, dst)
 
 
