@@ -746,7 +746,10 @@ static Monitor *monitor_new(MonitorSet *ms, int fd, bool pretty)
     mon->pretty = pretty;
     mon->framer = qmp_framer_new(MONITOR_MAX_MESSAGE);
     set_nonblock(fd);
-    mon->watch = loop_fd_add(ms->loop, fd, LOOP_READ, monitor_io, mon);
+    /* A command waits for a few NBD callbacks, not for a turn of the
+     * loop over every busy client. */
+    mon->watch = loop_fd_add_control(ms->loop, fd, LOOP_READ, monitor_io,
+                                     mon);
     mon->next = ms->monitors;
     if (ms->monitors != NULL) {
         ms->monitors->prev = mon;

@@ -38,6 +38,13 @@ void loop_stop(Loop *loop);
  * be 0 (watch registered but idle).  The fd stays owned by the caller. */
 LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
                     void *opaque);
+/* The same for a control-plane fd (a QMP monitor): a busy loop serves
+ * it within a few callbacks of it becoming ready, not after a turn over
+ * every other ready fd; before that, the other watches whose peers
+ * hung up meanwhile are served (a command does not overtake a client's
+ * close that came before it).  Remove it with loop_fd_del(). */
+LoopFd *loop_fd_add_control(Loop *loop, int fd, int events, LoopFdFn *fn,
+                            void *opaque);
 void loop_fd_set_events(LoopFd *w, int events);
 int loop_fd_events(const LoopFd *w);
 /* Remove and free the watch (safe from inside its own callback). */

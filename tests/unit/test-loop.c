@@ -1,11 +1,14 @@
 /* test-loop.c - util/loop.c's posts: from the loop thread (the event
  * made active, no eventfd) and from other threads (the eventfd), in
- * FIFO order, never inside the caller, and not spinning afterwards. */
+ * FIFO order, never inside the caller, and not spinning afterwards; and
+ * control watches, which a busy loop serves between its other work, but
+ * never ahead of a hang-up that came before them. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
-
 #include <unistd.h>
 
 #include "cunit-main.h"
@@ -442,6 +445,198 @@ static void test_poll_hint(void)
     loop_free(loop);
 }
 
+/* ---- control watches ----------------------------------------------------- */
+
+/* Fewer fds than one epoll_wait returns (libevent asks for 32 at
+ * first), so in libevent's order all of them run before the next poll;
+ * more than the loop's check interval. */
+#define BUSY_FDS 30
+
+typedef struct Busy {
+    Loop *loop;
+    int socks[BUSY_FDS][2];      /* [0] watched, [1] the peer */
+    LoopFd *watches[BUSY_FDS];
+    bool ran[BUSY_FDS];
+    int ctl[2];
+    LoopFd *ctl_watch;
+    int runs;                    /* busy callbacks so far */
+    int ctl_at;                  /* runs when the control one ran */
+    int hangup;                  /* the busy fd whose peer closes, or -1 */
+    bool eof_seen;               /* its callback read the end of file */
+    bool eof_before_ctl;
+} Busy;
+
+static Busy busy;
+
+static void busy_fd_cb(int fd, int events, void *opaque)
+{
+    int i = (int)(intptr_t)opaque;
+    char buf[16];
+    ssize_t n;
+
+    (void)events;
+    busy.ran[i] = true;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        continue;
+    }
+    if (n == 0) {
+        /* As a connection does: the end of file tears it down. */
+        CU_ASSERT(i == busy.hangup);
+        busy.eof_seen = true;
+        loop_fd_del(busy.watches[i]);
+        busy.watches[i] = NULL;
+    } else {
+        CU_ASSERT(errno == EAGAIN);
+    }
+    if (busy.runs++ > 0) {
+        return;
+    }
+    /* The first one: the control socket becomes readable while the
+     * data path still has a turn over the others to serve; with
+     * hangup, the last of those not served yet has hung up first. */
+    if (busy.hangup >= 0) {
+        for (int j = BUSY_FDS - 1; j >= 0; j--) {
+            if (!busy.ran[j]) {
+                busy.hangup = j;
+                break;
+            }
+        }
+        close(busy.socks[busy.hangup][1]);
+        busy.socks[busy.hangup][1] = -1;
+    }
+    CU_ASSERT(write(busy.ctl[1], "q", 1) == 1);
+}
+
+static void busy_ctl_cb(int fd, int events, void *opaque)
+{
+    char c;
+
+    (void)opaque;
+    CU_ASSERT(events == LOOP_READ);
+    CU_ASSERT(read(fd, &c, 1) == 1);
+    busy.ctl_at = busy.runs;
+    busy.eof_before_ctl = busy.eof_seen;
+    loop_stop(busy.loop);
+}
+
+static void busy_run(bool hangup)
+{
+    memset(&busy, 0, sizeof(busy));
+    busy.loop = loop_new();
+    busy.ctl_at = -1;
+    busy.hangup = hangup ? 0 : -1;
+    CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+                               busy.ctl) == 0);
+    busy.ctl_watch = loop_fd_add_control(busy.loop, busy.ctl[0], LOOP_READ,
+                                         busy_ctl_cb, NULL);
+    for (int i = 0; i < BUSY_FDS; i++) {
+        CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+                                   busy.socks[i]) == 0);
+        CU_ASSERT(write(busy.socks[i][1], "x", 1) == 1);
+        busy.watches[i] = loop_fd_add(busy.loop, busy.socks[i][0],
+                                      LOOP_READ, busy_fd_cb,
+                                      (void *)(intptr_t)i);
+    }
+    CU_ASSERT(loop_run(busy.loop) == 0);
+    for (int i = 0; i < BUSY_FDS; i++) {
+        loop_fd_del(busy.watches[i]);
+        close(busy.socks[i][0]);
+        if (busy.socks[i][1] >= 0) {
+            close(busy.socks[i][1]);
+        }
+    }
+    loop_fd_del(busy.ctl_watch);
+    close(busy.ctl[0]);
+    close(busy.ctl[1]);
+    loop_free(busy.loop);
+}
+
+/* A control watch that becomes ready while BUSY_FDS other watches are
+ * ready runs after some of them, not after all (a QMP command does not
+ * wait for a turn over every busy NBD connection). */
+static void test_control_between_busy_fds(void)
+{
+    busy_run(false);
+    CU_ASSERT(busy.ctl_at > 0);
+    CU_ASSERT(busy.ctl_at < BUSY_FDS);
+}
+
+/* A watch whose peer hung up before the control watch became ready is
+ * served first, though its turn in the batch comes later: a safe
+ * block-export-del sent after a client closed finds the client gone. */
+static void test_control_after_hangup(void)
+{
+    busy_run(true);
+    CU_ASSERT(busy.eof_before_ctl);
+    CU_ASSERT(busy.ctl_at > 0);
+    CU_ASSERT(busy.ctl_at < BUSY_FDS);
+}
+
+/* The same for a burst of posted calls (inline requests' completions
+ * come so, one per connection served in a turn): the control watch
+ * runs within the burst, and the rest of it still runs afterwards, in
+ * order. */
+#define BUSY_POSTS 256
+
+static int post_seq[BUSY_POSTS];
+
+static void busy_post(void *opaque)
+{
+    post_seq[busy.runs] = (int)(intptr_t)opaque;
+    if (busy.runs++ == 0) {
+        CU_ASSERT(write(busy.ctl[1], "q", 1) == 1);
+    }
+    if (busy.runs == BUSY_POSTS) {
+        loop_stop(busy.loop);
+    }
+}
+
+static void busy_ctl_post_cb(int fd, int events, void *opaque)
+{
+    char c;
+
+    (void)opaque;
+    (void)events;
+    CU_ASSERT(read(fd, &c, 1) == 1);
+    busy.ctl_at = busy.runs;
+}
+
+static void busy_kick(void *opaque)
+{
+    (void)opaque;
+    for (int i = 0; i < BUSY_POSTS; i++) {
+        loop_post(busy.loop, busy_post, (void *)(intptr_t)i);
+    }
+}
+
+static void test_control_between_posts(void)
+{
+    LoopTimer *kick;
+
+    memset(&busy, 0, sizeof(busy));
+    busy.loop = loop_new();
+    busy.ctl_at = -1;
+    CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+                               busy.ctl) == 0);
+    busy.ctl_watch = loop_fd_add_control(busy.loop, busy.ctl[0], LOOP_READ,
+                                         busy_ctl_post_cb, NULL);
+    kick = loop_timer_new(busy.loop, busy_kick, NULL);
+    loop_timer_arm(kick, 1000);
+    CU_ASSERT(loop_run(busy.loop) == 0);
+    CU_ASSERT(busy.ctl_at > 0);
+    CU_ASSERT(busy.ctl_at < BUSY_POSTS);
+    CU_ASSERT_EQUAL(busy.runs, BUSY_POSTS);
+    for (int i = 0; i < BUSY_POSTS; i++) {
+        CU_ASSERT_EQUAL(post_seq[i], i);
+    }
+    loop_timer_free(kick);
+    loop_fd_del(busy.ctl_watch);
+    close(busy.ctl[0]);
+    close(busy.ctl[1]);
+    loop_run_posted(busy.loop);
+    loop_free(busy.loop);
+}
+
 static CU_TestInfo loop_tests[] = {
     { "poll_window_adapts", test_poll_window_adapts },
     { "poll_hint", test_poll_hint },
@@ -449,6 +644,9 @@ static CU_TestInfo loop_tests[] = {
     { "post_from_loop_thread", test_post_from_loop_thread },
     { "post_from_threads", test_post_from_threads },
     { "post_before_run", test_post_before_run },
+    { "control_between_busy_fds", test_control_between_busy_fds },
+    { "control_after_hangup", test_control_after_hangup },
+    { "control_between_posts", test_control_between_posts },
     CU_TEST_INFO_NULL,
 };
 
