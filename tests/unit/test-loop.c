@@ -447,10 +447,11 @@ static void test_poll_hint(void)
 
 /* ---- control watches ----------------------------------------------------- */
 
-/* Fewer fds than one epoll_wait returns (libevent asks for 32 at
- * first), so in libevent's order all of them run before the next poll;
- * more than the loop's check interval. */
-#define BUSY_FDS 30
+/* More than the loop's check interval (LOOP_CTL_EVERY, 32 callbacks).
+ * libevent asks epoll for 32 events at first: the control fd, ready
+ * after that poll, comes after the other 16 in the next, so in
+ * libevent's order every busy fd runs before it. */
+#define BUSY_FDS 48
 
 typedef struct Busy {
     Loop *loop;
@@ -580,6 +581,11 @@ static void test_control_after_hangup(void)
 
 static int post_seq[BUSY_POSTS];
 
+static void busy_noop(void *opaque)
+{
+    (void)opaque;
+}
+
 static void busy_post(void *opaque)
 {
     post_seq[busy.runs] = (int)(intptr_t)opaque;
@@ -637,6 +643,83 @@ static void test_control_between_posts(void)
     loop_free(busy.loop);
 }
 
+/* What a command posts (a deferred free) runs before the next command,
+ * though the loop serves commands amid a turn over busy fds whose
+ * completions are posted too: two commands are in the control socket
+ * at once, the first posts, the second must see that post done. */
+#define STREAM_FDS 100
+
+static bool cmd_post_ran;
+static int cmds_seen;
+static bool post_before_second;
+
+static void stream_fd_cb(int fd, int events, void *opaque)
+{
+    (void)fd;
+    (void)events;
+    (void)opaque;
+    /* Left readable: ready again in every poll, as a busy client. */
+    if (busy.runs++ == 0) {
+        CU_ASSERT(write(busy.ctl[1], "12", 2) == 2);
+    }
+    loop_post(busy.loop, busy_noop, NULL);
+}
+
+static void cmd_post(void *opaque)
+{
+    (void)opaque;
+    cmd_post_ran = true;
+}
+
+static void stream_ctl_cb(int fd, int events, void *opaque)
+{
+    char c;
+
+    (void)opaque;
+    (void)events;
+    CU_ASSERT(read(fd, &c, 1) == 1);
+    if (++cmds_seen == 1) {
+        loop_post(busy.loop, cmd_post, NULL);
+        return;
+    }
+    post_before_second = cmd_post_ran;
+    loop_stop(busy.loop);
+}
+
+static void test_control_posts_before_next(void)
+{
+    int fds[STREAM_FDS][2];
+    LoopFd *w[STREAM_FDS];
+
+    memset(&busy, 0, sizeof(busy));
+    cmd_post_ran = post_before_second = false;
+    cmds_seen = 0;
+    busy.loop = loop_new();
+    CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+                               busy.ctl) == 0);
+    busy.ctl_watch = loop_fd_add_control(busy.loop, busy.ctl[0], LOOP_READ,
+                                         stream_ctl_cb, NULL);
+    for (int i = 0; i < STREAM_FDS; i++) {
+        CU_ASSERT_FATAL(pipe(fds[i]) == 0);
+        CU_ASSERT(write(fds[i][1], "x", 1) == 1);
+        w[i] = loop_fd_add(busy.loop, fds[i][0], LOOP_READ, stream_fd_cb,
+                           NULL);
+    }
+    CU_ASSERT(loop_run(busy.loop) == 0);
+    CU_ASSERT_EQUAL(cmds_seen, 2);
+    CU_ASSERT(post_before_second);
+    for (int i = 0; i < STREAM_FDS; i++) {
+        loop_fd_del(w[i]);
+        close(fds[i][0]);
+        close(fds[i][1]);
+    }
+    loop_fd_del(busy.ctl_watch);
+    close(busy.ctl[0]);
+    close(busy.ctl[1]);
+    loop_run_posted(busy.loop);
+    loop_free(busy.loop);
+}
+
 static CU_TestInfo loop_tests[] = {
     { "poll_window_adapts", test_poll_window_adapts },
     { "poll_hint", test_poll_hint },
@@ -647,6 +730,7 @@ static CU_TestInfo loop_tests[] = {
     { "control_between_busy_fds", test_control_between_busy_fds },
     { "control_after_hangup", test_control_after_hangup },
     { "control_between_posts", test_control_between_posts },
+    { "control_posts_before_next", test_control_posts_before_next },
     CU_TEST_INFO_NULL,
 };
 
