@@ -14,7 +14,8 @@ IOPS the data path kept meanwhile) and the medians:
 
     bench/qmp-lat.py [--rounds 3] [--seconds 5] [--conns 200]
                      [--servers blockd,qemu-storage-daemon]
-                     [--qmp-cpu any|0|1] [--qmp-rt] [--sched]
+                     [--qmp-cpu any|0|1] [--qmp-rt] [--qmp-slice US]
+                     [--server-slice US] [--sched]
 
 Servers: blockd, qemu-storage-daemon, and blockd-iothread (the export
 on an iothread, the main loop left to QMP and handshakes).
@@ -24,6 +25,17 @@ aborts when an NBD client leaves an export on an iothread
 --qmp-cpu pins the QMP client (default: unpinned, as before), --qmp-rt
 makes it SCHED_FIFO so the figure is the server's, not the measuring
 client's wait for a CPU.
+
+--qmp-slice US asks the kernel for a scheduler slice of US microseconds
+(sched_setattr's sched_runtime on a SCHED_OTHER thread, Linux 6.12 and
+later, EEVDF) for the QMP client thread: woken by a reply, it gets an
+earlier deadline and preempts whatever runs on its CPU sooner.  It needs
+no privilege and changes nothing in the server; every server of the run
+is measured with the same client.  Default 0: the kernel's slice.
+--server-slice US does the same, from this script, to the server's main
+thread (the one serving QMP; threads it starts later inherit it), for
+every server alike: an experiment on what a server asking for a short
+slice itself would gain.
 
 --sched adds one SCHED line per run: how long, in the slowest 1% of
 round trips, the QMP client and the server's main thread (the one that
@@ -46,6 +58,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BLOCKD = os.environ.get("BLOCKD", os.path.join(ROOT, "build", "blockd"))
 NBDLOAD = os.environ.get("NBDLOAD", os.path.join(ROOT, "build", "nbdload"))
+
+
+def set_slice(us, tid=0):
+    """sched_setattr(tid, SCHED_OTHER with sched_runtime = us): a custom
+    EEVDF slice (100 us to 100 ms), the nice value kept."""
+    import ctypes
+    import platform
+    import struct
+    nr = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
+    if nr is None:
+        sys.exit("bench/qmp-lat.py: --qmp-slice: sched_setattr's number "
+                 "on %s is not known here" % platform.machine())
+    libc = ctypes.CDLL(None, use_errno=True)
+    # struct sched_attr, SCHED_ATTR_SIZE_VER1 (56 bytes)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "IIQiIQQQII", 56, os.SCHED_OTHER, 0,
+        os.getpriority(os.PRIO_PROCESS, 0), 0, us * 1000, 0, 0, 0, 0))
+    if libc.syscall(nr, tid, attr, 0) != 0:
+        e = ctypes.get_errno()
+        sys.exit("bench/qmp-lat.py: sched_setattr: %s" % os.strerror(e))
 
 
 class Qmp:
@@ -202,6 +234,10 @@ def one(name, d, img, args):
             os.sched_setaffinity(0, {int(args.qmp_cpu)})
         if args.qmp_rt:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        elif args.qmp_slice:
+            set_slice(args.qmp_slice)
+        if args.server_slice:
+            set_slice(args.server_slice, srv.pid)
         lat = []
         sched = Sched(srv.pid) if args.sched else None
         while load.poll() is None:
@@ -231,6 +267,8 @@ def one(name, d, img, args):
         os.sched_setaffinity(0, range(os.cpu_count()))
         if args.qmp_rt:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if args.qmp_slice:
+            set_slice(0)                 # back to the kernel's slice
 
 
 def main():
@@ -247,6 +285,14 @@ def main():
                     help="run the QMP client as SCHED_FIFO 1 (needs "
                     "CAP_SYS_NICE), so that its own wake-ups do not wait "
                     "behind the load client's threads")
+    ap.add_argument("--qmp-slice", type=int, default=0, metavar="US",
+                    help="ask for a US microsecond scheduler slice for "
+                    "the QMP client (sched_setattr, EEVDF custom slice; "
+                    "the same for every server)")
+    ap.add_argument("--server-slice", type=int, default=0, metavar="US",
+                    help="the same for the server's main thread, set by "
+                    "this script from outside (an experiment: what a "
+                    "server asking for it itself would gain)")
     ap.add_argument("--sched", action="store_true",
                     help="split the slowest 1%% of round trips into run-"
                     "queue waits and server CPU (Linux schedstat)")
