@@ -580,14 +580,14 @@ bool qcow2_bitmap_remove_persistent(BlockNode *bs, const char *name,
     Qcow2BitmapEntry gone;
     int ret;
 
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     idx = find_entry(s, name);
     if (idx < 0) {
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         return true;            /* never stored */
     }
     if (s->read_only) {
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         error_setg(errp, "Bitmap '%s' is stored in read-only image '%s' "
                    "and cannot be removed", name, bs->filename);
         return false;
@@ -617,7 +617,7 @@ bool qcow2_bitmap_remove_persistent(BlockNode *bs, const char *name,
     }
     free(gone.name);
     free(gone.extra_data);
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     if (ret < 0) {
         error_prepend(errp, "Could not remove bitmap '%s' from '%s': ",
                       name, bs->filename);

@@ -186,14 +186,33 @@ int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, bool read, void **table)
     return 0;
 }
 
+/* Safe without the lock: a lock holder may be rehashing or refilling
+ * slots meanwhile, so every shared word is loaded once (relaxed), a
+ * slot index is checked before use and the chain walk is bounded (a
+ * chain changed under us could loop).  The use is recorded as newer
+ * than every table got so far (the clock plus one) without advancing
+ * the clock, which only lock holders do; a racing store can only make
+ * the LRU order slightly less exact. */
 void *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset)
 {
-    int32_t slot = lookup(c, offset);
+    int32_t slot = __atomic_load_n(&c->hash[hash_of(c, offset)],
+                                   __ATOMIC_RELAXED);
+    uint64_t now;
 
-    if (slot < 0) {
-        return NULL;
+    for (unsigned steps = 0; ; steps++) {
+        if (slot < 0 || (uint32_t)slot >= c->n || steps >= c->n) {
+            return NULL;
+        }
+        if (__atomic_load_n(&c->e[slot].offset, __ATOMIC_RELAXED) ==
+            offset) {
+            break;
+        }
+        slot = __atomic_load_n(&c->e[slot].hnext, __ATOMIC_RELAXED);
     }
-    c->e[slot].lru = ++c->clock;
+    now = __atomic_load_n(&c->clock, __ATOMIC_RELAXED) + 1;
+    if (__atomic_load_n(&c->e[slot].lru, __ATOMIC_RELAXED) != now) {
+        __atomic_store_n(&c->e[slot].lru, now, __ATOMIC_RELAXED);
+    }
     return slot_mem(c, slot);
 }
 

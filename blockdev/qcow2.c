@@ -61,7 +61,7 @@ static uint64_t qcow2_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void qcow2_lock(BDRVQcow2 *s)
+void qcow2_lock(BDRVQcow2 *s)
 {
     if (pthread_mutex_trylock(&s->lock) != 0) {
         __atomic_add_fetch(&s->lock_waiters, 1, __ATOMIC_ACQ_REL);
@@ -69,6 +69,16 @@ static void qcow2_lock(BDRVQcow2 *s)
         __atomic_sub_fetch(&s->lock_waiters, 1, __ATOMIC_ACQ_REL);
     }
     __atomic_add_fetch(&s->lock_gen, 1, __ATOMIC_RELEASE);
+    /* Odd from here on; the fence orders this before every change the
+     * holder makes (a seqlock writer's begin, qcow2.h). */
+    __atomic_store_n(&s->meta_seq, s->meta_seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+void qcow2_unlock(BDRVQcow2 *s)
+{
+    __atomic_store_n(&s->meta_seq, s->meta_seq + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Lock held: let the threads waiting now take the lock (each taking
@@ -83,7 +93,7 @@ static void qcow2_lock_yield(BDRVQcow2 *s)
         return;
     }
     gen = __atomic_load_n(&s->lock_gen, __ATOMIC_ACQUIRE);
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     t0 = qcow2_now_ns();
     while (__atomic_load_n(&s->lock_gen, __ATOMIC_ACQUIRE) - gen < waiters &&
            qcow2_now_ns() - t0 < QCOW2_YIELD_NS) {
@@ -634,8 +644,15 @@ static void queue_free(BDRVQcow2 *s, uint64_t off, uint64_t bytes)
  * BlockSplicePin and qcow2_splice_read).  Lock held. */
 static bool frees_releasable(BDRVQcow2 *s)
 {
-    if (s->nb_pending == 0 ||
-        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) != 0) {
+    if (s->nb_pending == 0) {
+        return false;
+    }
+    /* A lock-free reader counts itself in inflight, then reads meta_seq;
+     * we made meta_seq odd, then read inflight (Dekker's pattern): one of
+     * the two must see the other's store, so a reader whose lookup ran
+     * before our change is counted here, and a later one retries. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) != 0) {
         return false;
     }
     /* The oldest free is the first to become safe. */
@@ -945,7 +962,13 @@ bad:
  * (an L1 or L2 entry to load, decode or report as corrupt), for
  * get_mapping() to decide.  A cached table was checked against the
  * fixed metadata when l2_get() loaded it or allocated by us.  No
- * allocation, no I/O: a few dozen instructions.  Lock held. */
+ * allocation, no I/O: a few dozen instructions.
+ *
+ * Lock held, or inside fast_map_unlocked()'s meta_seq check: then a
+ * lock holder may change what it reads meanwhile, so each shared word is
+ * loaded once and every index stays inside the arrays whatever the
+ * values (l1_size before l1: an L1 is replaced, never shrunk, before
+ * l1_size grows, and the old one stays allocated). */
 static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
                      uint64_t *host, bool *copied)
 {
@@ -953,12 +976,15 @@ static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
     uint64_t idx = l1_index(s, off);
     uint64_t nent = 1ULL << s->h.l2_bits;
     uint64_t l2_off, e, first, run, flag;
-    const uint64_t *t;
+    const uint64_t *t, *l1;
 
-    if (s->h.extended_l2 || idx >= s->l1_size) {
+    if (s->h.extended_l2 ||
+        idx >= __atomic_load_n(&s->l1_size, __ATOMIC_ACQUIRE)) {
         return false;
     }
-    l2_off = s->l1[idx] & QCOW2_L1E_OFFSET_MASK;
+    l1 = __atomic_load_n(&s->l1, __ATOMIC_RELAXED);
+    l2_off = __atomic_load_n(&l1[idx], __ATOMIC_RELAXED) &
+             QCOW2_L1E_OFFSET_MASK;
     if (l2_off == 0 || !IS_ALIGNED(l2_off, cs)) {
         return false;
     }
@@ -966,7 +992,7 @@ static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
     if (t == NULL) {
         return false;
     }
-    e = be64toh(t[l2_index(s, off)]);
+    e = be64toh(__atomic_load_n(&t[l2_index(s, off)], __ATOMIC_RELAXED));
     first = e & QCOW2_L2E_OFFSET_MASK;
     if ((e & (QCOW2_OFLAG_COMPRESSED | QCOW2_OFLAG_ZERO)) || first == 0 ||
         !IS_ALIGNED(first, cs)) {
@@ -978,7 +1004,8 @@ static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
          run < *bytes && i < nent; i++, next += cs) {
         /* Same flags (COPIED or not, nothing else) and the next host
          * cluster. */
-        if (be64toh(t[i]) != (next | flag)) {
+        if (be64toh(__atomic_load_n(&t[i], __ATOMIC_RELAXED)) !=
+            (next | flag)) {
             break;
         }
         run += cs;
@@ -986,6 +1013,33 @@ static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
     *host = first + offset_in_cluster(s, off);
     *bytes = MIN(*bytes, run);
     *copied = flag != 0;
+    return true;
+}
+
+/* fast_map() without the lock, for the data path: a seqlock reader
+ * (qcow2.h).  True: [off, off+*bytes) (shortened) maps to *host as it
+ * did at a moment no thread held the lock; for a write (want_copied)
+ * also COPIED (written in place) and clear of the fixed metadata.
+ * False: ask again under the lock.  The caller counted itself in
+ * s->inflight first, so the clusters found stay allocated until it
+ * leaves (frees_releasable()). */
+static bool fast_map_unlocked(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
+                              uint64_t *host, bool want_copied)
+{
+    unsigned seq = __atomic_load_n(&s->meta_seq, __ATOMIC_SEQ_CST);
+    uint64_t n = *bytes;
+    bool copied, ok;
+
+    if (seq & 1) {
+        return false;
+    }
+    ok = fast_map(s, off, &n, host, &copied) &&
+         (!want_copied || (copied && !overlaps_fixed_metadata(s, *host, n)));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (!ok || __atomic_load_n(&s->meta_seq, __ATOMIC_RELAXED) != seq) {
+        return false;
+    }
+    *bytes = n;
     return true;
 }
 
@@ -1135,12 +1189,27 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         Qcow2Mapping m;
         bool copied;
 
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
+        if (fast_map_unlocked(s, offset, &n, &host, false)) {
+            /* Allocated clusters, L2 table cached: no lock at all. */
+            ret = blk_pread(bs->file, host, n, buf, 0);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
+            if (ret < 0) {
+                return ret;
+            }
+            offset += n;
+            buf += n;
+            bytes -= n;
+            continue;
+        }
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
+        n = bytes;
         qcow2_lock(s);
         if (fast_map(s, offset, &n, &host, &copied)) {
             /* An L2 cache hit on allocated clusters: straight to the
              * file, outside the lock. */
             __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-            pthread_mutex_unlock(&s->lock);
+            qcow2_unlock(s);
             ret = blk_pread(bs->file, host, n, buf, 0);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             if (ret < 0) {
@@ -1161,7 +1230,7 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         if (ret == 0 && m.type == QCOW2_CLUSTER_NORMAL) {
             __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         }
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         if (ret < 0) {
             return ret;
         }
@@ -1250,12 +1319,12 @@ static int qcow2_splice_read(BlockNode *bs, uint64_t offset, uint64_t bytes,
         left -= n;
     }
     if (ret < 0) {
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         blk_splice_unpin(pin);      /* nothing in the pipe */
         return ret;
     }
     __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     /* NORMAL clusters are data: no hole search below (which could
      * also refuse a later run after an earlier one is in the pipe). */
     flags &= ~(uint32_t)BLK_REQ_DATA_ONLY;
@@ -1383,7 +1452,7 @@ static int write_cluster(BDRVQcow2 *s, uint64_t off, uint64_t n,
             return -EIO;
         }
         __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         ret = blk_pwrite(s->bs->file, host, n, buf ? buf : s->cow_buf + cs,
                          0);
         qcow2_lock(s);
@@ -1706,13 +1775,25 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         Qcow2Mapping m;
         bool copied;
 
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
+        if (fast_map_unlocked(s, offset, &n, &host, true)) {
+            /* Clusters written in place, L2 table cached: no lock. */
+            ret = blk_pwrite(bs->file, host, n, buf, 0);
+            __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
+            offset += n;
+            buf += n;
+            bytes -= n;
+            continue;
+        }
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
+        n = bytes;
         qcow2_lock(s);
         if (fast_map(s, offset, &n, &host, &copied) && copied &&
             !overlaps_fixed_metadata(s, host, n)) {
             /* An L2 cache hit on clusters written in place (refcount
              * 1): as the fast path below, without decoding. */
             __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-            pthread_mutex_unlock(&s->lock);
+            qcow2_unlock(s);
             ret = blk_pwrite(bs->file, host, n, buf, 0);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             offset += n;
@@ -1723,7 +1804,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
         n = bytes;
         ret = get_mapping(s, offset, &n, &m);
         if (ret < 0) {
-            pthread_mutex_unlock(&s->lock);
+            qcow2_unlock(s);
             break;
         }
         if (m.type == QCOW2_CLUSTER_NORMAL && m.copied &&
@@ -1731,7 +1812,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
             /* Fast path: a run of clusters written in place, outside
              * the lock. */
             __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-            pthread_mutex_unlock(&s->lock);
+            qcow2_unlock(s);
             ret = blk_pwrite(bs->file, m.host_offset, n, buf, 0);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
         } else {
@@ -1747,7 +1828,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
                         s->h.cluster_size - offset_in_cluster(s, offset));
                 ret = write_any(s, offset, n, buf);
             }
-            pthread_mutex_unlock(&s->lock);
+            qcow2_unlock(s);
         }
         offset += n;
         buf += n;
@@ -1756,7 +1837,7 @@ static int qcow2_pwrite(BlockNode *bs, uint64_t offset, uint64_t bytes,
     if (ret == 0 && (flags & BLK_REQ_FUA)) {
         qcow2_lock(s);
         ret = flush_locked(s);
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
     }
     return ret;
 }
@@ -1908,7 +1989,7 @@ static int qcow2_pwrite_zeroes(BlockNode *bs, uint64_t offset,
     if (ret == 0 && (flags & BLK_REQ_FUA)) {
         ret = flush_locked(s);
     }
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     return ret;
 }
 
@@ -1958,7 +2039,7 @@ static int qcow2_pdiscard(BlockNode *bs, uint64_t offset, uint64_t bytes)
         }
         off += cs;
     }
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     return ret;
 }
 
@@ -1969,7 +2050,7 @@ static int qcow2_flush(BlockNode *bs)
 
     qcow2_lock(s);
     ret = flush_locked(s);
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     return ret;
 }
 
@@ -1984,7 +2065,7 @@ static int qcow2_block_status(BlockNode *bs, uint64_t offset, uint64_t bytes,
 
     qcow2_lock(s);
     ret = get_mapping(s, offset, &n, &m);
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     if (ret < 0) {
         return ret;
     }
@@ -2089,9 +2170,14 @@ static bool qcow2_truncate_locked(BlockNode *bs, uint64_t size,
             free(nl1);
             goto io_error;
         }
-        free(s->l1);
-        s->l1 = nl1;
-        s->l1_size = need;
+        /* Lock-free readers may still be looking at the old copy
+         * (fast_map()): keep it until close, and publish the new one
+         * before its size. */
+        s->l1_old = xrealloc(s->l1_old,
+                             (s->nb_l1_old + 1) * sizeof(*s->l1_old));
+        s->l1_old[s->nb_l1_old++] = s->l1;
+        __atomic_store_n(&s->l1, nl1, __ATOMIC_RELEASE);
+        __atomic_store_n(&s->l1_size, (uint32_t)need, __ATOMIC_RELEASE);
         s->l1_offset = new_off;
         s->h.l1_size = need;
         s->h.l1_table_offset = new_off;
@@ -2134,10 +2220,10 @@ static bool qcow2_truncate(BlockNode *bs, uint64_t size, Error **errp)
     }
     qcow2_lock(s);
     if (!qcow2_truncate_locked(bs, size, errp)) {
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         return false;
     }
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     if (bs->backing != NULL && size > old) {
         blen = blk_getlength(bs->backing);
         if (blen > (int64_t)old) {
@@ -2592,12 +2678,12 @@ static bool qcow2_reopen(BlockNode *bs, bool read_only, Error **errp)
     int ret;
 
     if (read_only) {
-        pthread_mutex_lock(&s->lock);
+        qcow2_lock(s);
         ret = flush_locked(s);
         if (ret == 0) {
             s->read_only = true;
         }
-        pthread_mutex_unlock(&s->lock);
+        qcow2_unlock(s);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "qcow2: could not write the "
                              "metadata of '%s'", bs->filename);
@@ -2618,9 +2704,9 @@ static bool qcow2_reopen(BlockNode *bs, bool read_only, Error **errp)
         !qcow2_clear_autoclear(bs, s, errp)) {
         return false;
     }
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     s->read_only = false;
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     return true;
 }
 
@@ -2813,7 +2899,7 @@ static void qcow2_close(BlockNode *bs)
     if (s == NULL || s->bs == NULL) {
         return;
     }
-    pthread_mutex_lock(&s->lock);
+    qcow2_lock(s);
     if (s->l2_cache != NULL && s->rb_cache != NULL && !s->read_only) {
         int ret;
 
@@ -2825,10 +2911,14 @@ static void qcow2_close(BlockNode *bs)
                       bs->filename, strerror(-ret));
         }
     }
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
     free(s->l1);
+    for (size_t i = 0; i < s->nb_l1_old; i++) {
+        free(s->l1_old[i]);
+    }
+    free(s->l1_old);
     free(s->reftable);
     free(s->pending);
     qcow2_snapshots_free(s->snapshots, s->h.nb_snapshots);
@@ -3011,7 +3101,7 @@ static bool qcow2_change_backing(BlockNode *bs, const char *name,
     }
     ok = true;
 out:
-    pthread_mutex_unlock(&s->lock);
+    qcow2_unlock(s);
     return ok;
 }
 

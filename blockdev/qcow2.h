@@ -36,6 +36,11 @@
 typedef struct Qcow2Cache Qcow2Cache;
 typedef struct BDRVQcow2 BDRVQcow2;
 
+/* Take and release BDRVQcow2.lock (qcow2.c); every holder goes through
+ * these, which keep meta_seq odd while it is held. */
+void qcow2_lock(BDRVQcow2 *s);
+void qcow2_unlock(BDRVQcow2 *s);
+
 /* A write-back cache of cluster-sized tables (L2 or refcount blocks),
  * keyed by host offset.  Callers hold s->lock.  Table pointers are valid
  * until the next call on the same cache. */
@@ -46,7 +51,9 @@ void qcow2_cache_free(Qcow2Cache *c);
 int qcow2_cache_get(Qcow2Cache *c, uint64_t offset, bool read,
                     void **table);
 /* The table at offset if it is cached (counted as a use), else NULL;
- * never reads or evicts.  The data path's fast lookup. */
+ * never reads or evicts.  The data path's fast lookup, also without
+ * the lock (then the answer may be stale or wrong, and the caller's
+ * meta_seq check says so; what it reads stays inside the cache). */
 void *qcow2_cache_peek(Qcow2Cache *c, uint64_t offset);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, const void *table);
 /* Write every dirty table (no flush of the file).  0 or -errno. */
@@ -64,11 +71,18 @@ struct BDRVQcow2 {
     pthread_mutex_t lock;       /* taken with qcow2_lock() (qcow2.c) */
     unsigned lock_waiters;      /* threads blocked on lock (atomic) */
     unsigned lock_gen;          /* bumped by every qcow2_lock() (atomic) */
+    unsigned meta_seq;          /* odd while lock is held (atomic; see
+                                 * above) */
     BlockNode *bs;
     Qcow2Header h;
     uint64_t size;              /* virtual size, bytes */
-    uint64_t *l1;               /* host-endian copy of the L1 in use */
+    uint64_t *l1;               /* host-endian copy of the L1 in use;
+                                 * replaced (grown) before l1_size */
     uint32_t l1_size;           /* entries */
+    uint64_t **l1_old;          /* L1 copies a resize replaced: lock-free
+                                 * readers may still look at them; freed
+                                 * at close */
+    size_t nb_l1_old;
     uint64_t l1_offset;         /* host offset of that L1 */
     uint64_t *reftable;         /* host-endian copy */
     uint32_t reftable_size;     /* entries */

@@ -1432,6 +1432,126 @@ static void test_concurrent_writers(void)
     free(img);
 }
 
+/* Reads look clusters up without the lock (fast_map_unlocked): while
+ * other threads free clusters (zeroing with unmap), allocate them again
+ * for other guest clusters, flush (which hands freed clusters back) and
+ * grow the image (a new L1), a read must still return what its own
+ * guest cluster held: never another cluster's bytes.  Every cluster's
+ * bytes carry its index, so a read through a stale mapping shows. */
+#define LF_CLUSTERS 64u
+#define LF_CS 65536u
+
+typedef struct LockFreeArg {
+    BlockNode *bs;
+    unsigned id;
+    int failures;
+    bool *stop;
+} LockFreeArg;
+
+static uint8_t lf_tag(unsigned c)
+{
+    return (uint8_t)(0x80 | c);
+}
+
+/* Odd clusters never change; even ones are zeroed (freed) and
+ * rewritten over and over. */
+static void *lf_reader(void *opaque)
+{
+    LockFreeArg *a = opaque;
+    uint8_t *rb = xmalloc(LF_CS);
+    unsigned long i = a->id;
+
+    while (!__atomic_load_n(a->stop, __ATOMIC_ACQUIRE)) {
+        unsigned c = (unsigned)(i * 7 % LF_CLUSTERS);
+
+        if (blk_pread(a->bs, (uint64_t)c * LF_CS, LF_CS, rb, 0) != 0) {
+            a->failures++;
+            break;
+        }
+        for (unsigned k = 0; k < LF_CS; k++) {
+            if (rb[k] != lf_tag(c) && (c % 2 == 1 || rb[k] != 0)) {
+                a->failures++;
+                break;
+            }
+        }
+        i++;
+    }
+    free(rb);
+    return NULL;
+}
+
+static void *lf_churn(void *opaque)
+{
+    LockFreeArg *a = opaque;
+    uint8_t *buf = xmalloc(LF_CS);
+
+    /* Free one cluster, flush (its host cluster becomes free), then
+     * write the one freed before: it gets that host cluster. */
+    for (unsigned i = 1; !__atomic_load_n(a->stop, __ATOMIC_ACQUIRE); i++) {
+        unsigned c = (i * 2) % LF_CLUSTERS;
+        unsigned prev = ((i - 1) * 2) % LF_CLUSTERS;
+
+        memset(buf, lf_tag(prev), LF_CS);
+        if (blk_pwrite_zeroes(a->bs, (uint64_t)c * LF_CS, LF_CS,
+                              BLK_REQ_MAY_UNMAP) != 0 ||
+            blk_flush(a->bs) != 0 ||
+            blk_pwrite(a->bs, (uint64_t)prev * LF_CS, LF_CS, buf, 0) != 0) {
+            a->failures++;
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static void test_lockfree_reads(void)
+{
+    /* In memory where there is some (tmpfs): on a disk the churn's
+     * metadata I/O under the lock leaves the readers little lock-free
+     * time. */
+    char *img = access("/dev/shm", W_OK) == 0
+                ? xasprintf("/dev/shm/blockd-lockfree-%d.qcow2",
+                            (int)getpid())
+                : tpath("lockfree.qcow2");
+    uint8_t *buf = xmalloc(LF_CS);
+    pthread_t th[4];
+    LockFreeArg args[4];
+    bool stop = false;
+    Error *err = NULL;
+    BlockNode *bs;
+
+    CU_ASSERT_EQUAL_FATAL(run("qemu-img create -q -f qcow2 -o "
+                              "cluster_size=64k %s 4M", img), 0);
+    bs = open_qcow2(img, false, ", \"discard\": \"unmap\"", &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bs);
+    for (unsigned c = 0; c < LF_CLUSTERS; c++) {
+        memset(buf, lf_tag(c), LF_CS);
+        CU_ASSERT_EQUAL_FATAL(blk_pwrite(bs, (uint64_t)c * LF_CS, LF_CS,
+                                         buf, 0), 0);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        args[i] = (LockFreeArg){ .bs = bs, .id = i, .stop = &stop };
+        pthread_create(&th[i], NULL, i == 0 ? lf_churn : lf_reader,
+                       &args[i]);
+    }
+    /* Each step needs more L1 entries (512 MiB each): a new L1 table
+     * replaces the one the readers look at. */
+    for (unsigned g = 1; g <= 24; g++) {
+        CU_ASSERT_TRUE(blk_truncate(bs, (uint64_t)g << 29, &err));
+        usleep(20000);
+    }
+    __atomic_store_n(&stop, true, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(args[i].failures, 0);
+    }
+    blk_unref(bs);
+    CU_ASSERT_EQUAL(run("qemu-img check -q %s", img), 0);
+    unlink(img);
+    free(buf);
+    free(img);
+}
+
 /* ---- crash safety: kill -9 during writes -------------------------------- */
 
 #define CSLOTS 2048u
@@ -2684,6 +2804,7 @@ static CU_TestInfo qcow2_driver_tests[] = {
     { "random_overlay_extl2", test_random_overlay_extl2 },
     { "random_overlay_v2", test_random_overlay_v2 },
     { "concurrent_writers", test_concurrent_writers },
+    { "lockfree_reads", test_lockfree_reads },
     { "crash_kill9", test_crash_kill9 },
     { "hostile_tables", test_hostile_tables },
     { "hostile_compressed", test_hostile_compressed },
