@@ -969,8 +969,9 @@ bad:
  * loaded once and every index stays inside the arrays whatever the
  * values (l1_size before l1: an L1 is replaced, never shrunk, before
  * l1_size grows, and the old one stays allocated). */
-static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
-                     uint64_t *host, bool *copied)
+static inline __attribute__((always_inline)) bool
+fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes, uint64_t *host,
+         bool *copied)
 {
     uint64_t cs = s->h.cluster_size;
     uint64_t idx = l1_index(s, off);
@@ -1023,8 +1024,9 @@ static bool fast_map(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
  * False: ask again under the lock.  The caller counted itself in
  * s->inflight first, so the clusters found stay allocated until it
  * leaves (frees_releasable()). */
-static bool fast_map_unlocked(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
-                              uint64_t *host, bool want_copied)
+static inline __attribute__((always_inline)) bool
+fast_map_unlocked(BDRVQcow2 *s, uint64_t off, uint64_t *bytes,
+                  uint64_t *host, bool want_copied)
 {
     unsigned seq = __atomic_load_n(&s->meta_seq, __ATOMIC_SEQ_CST);
     uint64_t n = *bytes;
