@@ -10,7 +10,15 @@
 # request or s per GiB, all the server's threads; <= 1.11).
 #
 #   bench/qcow2-vs-raw.sh [--rounds N] [--seconds S] [--size BYTES]
-#                         [--workloads LIST]
+#                         [--workloads LIST] [--callgrind]
+#
+# --callgrind counts instructions instead (valgrind, user space, every
+# thread; a count that does not depend on the machine's load): blockd
+# runs under callgrind with instrumentation off, nbdload warms it up
+# for a second, then instrumentation is on for the S seconds measured.
+# Printed per request: the whole server's instructions, and the format
+# layer's own (qcow2_* or raw_* pread, pwrite, splice_read minus their
+# calls into the file node).  One round is enough.
 #
 # BLOCKD (default build/blockd) is the binary measured; with BLOCKD_B
 # set, a second binary (e.g. one built from main) runs in the same
@@ -32,6 +40,7 @@ ROUNDS=8
 SECS=3
 SIZE=$((1024 * 1024 * 1024))
 WORKLOADS="randread randread1 randwrite seqread seqwrite"
+CALLGRIND=0
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,7 +48,8 @@ while [ $# -gt 0 ]; do
     --seconds) SECS=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --workloads) WORKLOADS=${2//,/ }; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --callgrind) CALLGRIND=1; shift ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/qcow2-vs-raw.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -84,26 +94,60 @@ args_for() {
   esac
 }
 
+# The format layer's own instructions per request in callgrind output
+# $1: the inclusive cost of qcow2_p* / raw_p* minus their calls to
+# blk_p* (the file node); $2 requests.
+fmt_own() {
+  callgrind_annotate --tree=calling --inclusive=yes "$1" 2>/dev/null |
+    awk -v ops="$2" '
+      /\*  / { cur = ($0 ~ /:(qcow2|raw)_(pread|pwrite|splice_read) \[/);
+               if (cur) { gsub(",", "", $1); inc += $1 } next }
+      cur && />   / && /blk_(pread|pwrite|splice_read)/ { gsub(",", "", $1); child += $1 }
+      END { printf "%.0f", (inc - child) / ops }'
+}
+
 # run BINARY FORMAT WORKLOAD: one fresh server, one nbdload run; prints
-# nbdload's JSON.
+# nbdload's JSON (with --callgrind: plus "ir_per_op", "fmt_ir_per_op").
 run() {
-  local bin=$1 fmt=$2 w=$3 out
+  local bin=$1 fmt=$2 w=$3 out cg=() opt=()
   rm -f "$SOCK"
-  "${PIN_SRV[@]}" "$bin" \
+  if [ "$CALLGRIND" = 1 ]; then
+    rm -f "$WORK/cg.out"
+    cg=(valgrind --tool=callgrind --instr-atstart=no
+        --callgrind-out-file="$WORK/cg.out")
+    opt=(--sandbox off)         # valgrind's own system calls
+  fi
+  "${PIN_SRV[@]}" "${cg[@]}" "$bin" "${opt[@]}" \
     --blockdev "driver=file,node-name=f0,filename=$WORK/disk.$fmt" \
     --blockdev "driver=$fmt,node-name=d0,file=f0" \
     --nbd-server "addr.type=unix,addr.path=$SOCK" \
     --export type=nbd,id=e0,node-name=d0,name=,writable=on \
     2>>"$WORK/server.log" &
   pid=$!
-  for _ in $(seq 400); do [ -S "$SOCK" ] && break; sleep 0.05; done
+  for _ in $(seq 1200); do [ -S "$SOCK" ] && break; sleep 0.05; done
   [ -S "$SOCK" ] || { echo "blockd did not start" >&2; cat "$WORK/server.log" >&2; exit 1; }
+  if [ "$CALLGRIND" = 1 ]; then
+    # shellcheck disable=SC2046
+    "${PIN_CLI[@]}" "$NBDLOAD" --unix "$SOCK" $(args_for "$w") \
+      --seconds 1 > /dev/null
+    callgrind_control -i on "$pid" > /dev/null
+  fi
   # shellcheck disable=SC2046
   out=$("${PIN_CLI[@]}" "$NBDLOAD" --unix "$SOCK" $(args_for "$w") \
         --seconds "$SECS" --server-pid "$pid" --json)
+  if [ "$CALLGRIND" = 1 ]; then
+    callgrind_control -i off "$pid" > /dev/null
+  fi
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   pid=""
+  if [ "$CALLGRIND" = 1 ]; then
+    local ops ir
+    ops=${out#*\"ops\": }
+    ops=${ops%%,*}
+    ir=$(sed -n 's/^totals: \([0-9]*\).*/\1/p' "$WORK/cg.out")
+    out="${out%\}}, \"ir_per_op\": $((ir / ops)), \"fmt_ir_per_op\": $(fmt_own "$WORK/cg.out" "$ops")}"
+  fi
   echo "$out"
 }
 
@@ -154,4 +198,21 @@ for w in dict.fromkeys(k[1] for k in rows):
             med(y[cpu] for y in raw), med(x[cpu] for x in q), rc))
 print("(%s per second; cpu: server us per request, or s per GiB for seq*)"
       % "IOPS or MiB/s")
+cg = [k for k in rows if "ir_per_op" in rows[k]]
+if cg:
+    print()
+    print("%-10s %-2s %11s %11s %9s %13s %13s" % (
+        "workload", "", "raw Ir/op", "qcow2 Ir/op", "qcow2/raw",
+        "raw layer", "qcow2 layer"))
+    for w in dict.fromkeys(k[1] for k in cg):
+        for b in sorted({k[2] for k in cg if k[1] == w}):
+            def m(fmt, f):
+                return med(rows[k][f] for k in cg
+                           if k[1] == w and k[2] == b and k[3] == fmt)
+            print("%-10s %-2s %11d %11d %9.3f %13d %13d" % (
+                w, b, m("raw", "ir_per_op"), m("qcow2", "ir_per_op"),
+                m("qcow2", "ir_per_op") / m("raw", "ir_per_op"),
+                m("raw", "fmt_ir_per_op"), m("qcow2", "fmt_ir_per_op")))
+    print("(instructions per request, user space, all threads; layer: the "
+          "format driver's own, without the file node)")
 PY
