@@ -130,13 +130,13 @@ run() {
     # shellcheck disable=SC2046
     "${PIN_CLI[@]}" "$NBDLOAD" --unix "$SOCK" $(args_for "$w") \
       --seconds 1 > /dev/null
-    callgrind_control -i on "$pid" > /dev/null
+    callgrind_control -i on "$pid" > /dev/null 2>&1
   fi
   # shellcheck disable=SC2046
   out=$("${PIN_CLI[@]}" "$NBDLOAD" --unix "$SOCK" $(args_for "$w") \
         --seconds "$SECS" --server-pid "$pid" --json)
   if [ "$CALLGRIND" = 1 ]; then
-    callgrind_control -i off "$pid" > /dev/null
+    callgrind_control -i off "$pid" > /dev/null 2>&1
   fi
   kill "$pid"
   wait "$pid" 2>/dev/null || true
