@@ -195,8 +195,15 @@ static int backup_cbw_fn(BlockWriteHook *hook, BlockNode *bs,
         return 0;              /* past the end: nothing old to keep */
     }
     bytes = MIN(bytes, c->len - offset);
+    /* Nothing left to copy and nobody copying the range: the write may
+     * go.  A range a copier took out of todo is not copied yet while it
+     * is in flight (its read of the old data may still be to come):
+     * backup_copy() waits for it. */
     pthread_mutex_lock(&c->lock);
     any = hbm_next_dirty(c->todo, offset, bytes) >= 0;
+    for (CopyRange *r = c->inflight; r != NULL && !any; r = r->next) {
+        any = ranges_overlap(r, offset, offset + bytes);
+    }
     pthread_mutex_unlock(&c->lock);
     if (!any) {
         return 0;

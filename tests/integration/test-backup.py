@@ -185,6 +185,67 @@ def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
         assert f.read() == bytes([0xee]) * size
 
 
+def test_write_waits_for_the_jobs_read_in_flight(blockd, tmp_path):
+    """A guest write to a cluster the job has taken but not read yet
+    waits for that read: the job's read of the first chunk is held (a
+    blkdebug stall) while libnbd writes into it.  Before, the write
+    found nothing left to copy there and landed, and the held read
+    then copied the new data into the backup (seen in CI once jobs
+    ran at a lower priority)."""
+    requires("qemu-img")
+    size = 4 * MIB
+    src = str(tmp_path / "src.raw")
+    write_pattern(src, size, 1)
+    orig = str(tmp_path / "orig.raw")
+    with open(src, "rb") as a, open(orig, "wb") as b:
+        b.write(a.read())
+    dst = raw_file(str(tmp_path / "dst.raw"), size)
+    blockd.cmd("blockdev-add", {
+        "driver": "blkdebug", "node-name": "src",
+        "stall": [{"iotype": "read", "sector": 0, "once": True,
+                   "tag": "r"}],
+        "image": {"driver": "file", "filename": src}})
+    blockd.cmd("blockdev-add", driver="raw", node_name="dst",
+               file={"driver": "file", "filename": dst})
+    sock = os.path.join(blockd.sockdir, "nbd.sock")
+    blockd.cmd("nbd-server-start",
+               addr={"type": "unix", "data": {"path": sock}})
+    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
+                                    "node-name": "src", "name": "e0",
+                                    "writable": True})
+    q = blockd.conn
+    blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
+               sync="full")
+    deadline = time.monotonic() + 30
+    while blockd.cmd("x-query-blkdebug", node_name="src")["stalled"] < 1:
+        assert time.monotonic() < deadline, "the job's read never came"
+        time.sleep(0.02)
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///e0?socket=" + sock)
+    cookie = h.aio_pwrite(nbd.Buffer.from_bytearray(
+        bytearray([0xee]) * (64 * 1024)), 0)
+    # Give a write that does not wait the time to land (it must not).
+    deadline = time.monotonic() + 1
+    done = False
+    while time.monotonic() < deadline and not done:
+        h.poll(0)
+        done = h.aio_command_completed(cookie)
+        time.sleep(0.02)
+    blockd.cmd("x-blkdebug-resume", node_name="src", tag="r")
+    while not done:
+        h.poll(1000)
+        done = h.aio_command_completed(cookie)
+    end, _ = wait_job_end(q, "j")
+    assert "error" not in end["data"]
+    h.shutdown()
+    blockd.cmd("block-export-del", id="e0")
+    blockd.cmd("blockdev-del", node_name="src")
+    blockd.cmd("blockdev-del", node_name="dst")
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", orig, dst)
+    with open(src, "rb") as f:
+        assert f.read(64 * 1024) == bytes([0xee]) * (64 * 1024)
+
+
 def add_failing_target(blockd, path, errno_=5, once=False):
     blockd.cmd("blockdev-add", {
         "driver": "raw", "node-name": "dst",
