@@ -139,11 +139,10 @@ def test_incremental_backup(blockd, tmp_path):
     run("qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", inc, src)
 
 
-def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
-    """libnbd overwrites the whole source while a slow (rate-limited)
-    backup runs: the target holds the data of the start."""
-    requires("qemu-img")
-    size = 8 * MIB
+def writes_during_backup_setup(blockd, tmp_path, size, src_opts):
+    """A patterned source (node "src" from src_opts, given its file), a
+    copy of it as it was, an empty raw target (node "dst") and a
+    writable export "e0" of src: (src, orig, dst, sock)."""
     src = str(tmp_path / "src.raw")
     write_pattern(src, size, 1)
     orig = str(tmp_path / "orig.raw")
@@ -152,8 +151,7 @@ def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
     dst = str(tmp_path / "dst.raw")
     with open(dst, "wb") as f:
         f.truncate(size)
-    blockd.cmd("blockdev-add", driver="raw", node_name="src",
-               file={"driver": "file", "filename": src})
+    blockd.cmd("blockdev-add", dict(src_opts(src), **{"node-name": "src"}))
     blockd.cmd("blockdev-add", driver="raw", node_name="dst",
                file={"driver": "file", "filename": dst})
     sock = os.path.join(blockd.sockdir, "nbd.sock")
@@ -162,6 +160,18 @@ def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
     blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
                                     "node-name": "src", "name": "e0",
                                     "writable": True})
+    return src, orig, dst, sock
+
+
+def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
+    """libnbd overwrites the whole source while a slow (rate-limited)
+    backup runs: the target holds the data of the start."""
+    requires("qemu-img")
+    size = 8 * MIB
+    src, orig, dst, sock = writes_during_backup_setup(
+        blockd, tmp_path, size,
+        lambda path: {"driver": "raw",
+                      "file": {"driver": "file", "filename": path}})
     q = blockd.conn
     # 1 MiB/s: the job copies one 1 MiB chunk per slice at most
     blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
@@ -194,25 +204,12 @@ def test_write_waits_for_the_jobs_read_in_flight(blockd, tmp_path):
     ran at a lower priority)."""
     requires("qemu-img")
     size = 4 * MIB
-    src = str(tmp_path / "src.raw")
-    write_pattern(src, size, 1)
-    orig = str(tmp_path / "orig.raw")
-    with open(src, "rb") as a, open(orig, "wb") as b:
-        b.write(a.read())
-    dst = raw_file(str(tmp_path / "dst.raw"), size)
-    blockd.cmd("blockdev-add", {
-        "driver": "blkdebug", "node-name": "src",
-        "stall": [{"iotype": "read", "sector": 0, "once": True,
-                   "tag": "r"}],
-        "image": {"driver": "file", "filename": src}})
-    blockd.cmd("blockdev-add", driver="raw", node_name="dst",
-               file={"driver": "file", "filename": dst})
-    sock = os.path.join(blockd.sockdir, "nbd.sock")
-    blockd.cmd("nbd-server-start",
-               addr={"type": "unix", "data": {"path": sock}})
-    blockd.cmd("block-export-add", {"type": "nbd", "id": "e0",
-                                    "node-name": "src", "name": "e0",
-                                    "writable": True})
+    src, orig, dst, sock = writes_during_backup_setup(
+        blockd, tmp_path, size,
+        lambda path: {"driver": "blkdebug",
+                      "stall": [{"iotype": "read", "sector": 0,
+                                 "once": True, "tag": "r"}],
+                      "image": {"driver": "file", "filename": path}})
     q = blockd.conn
     blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
                sync="full")
