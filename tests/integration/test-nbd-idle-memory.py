@@ -14,7 +14,7 @@ import pytest
 NCONN = 100
 SIZE = 16 << 20
 READ = 1 << 20            # bytes per read
-NREAD = 2                 # reads in flight per connection
+NREAD = 3                 # reads in flight per connection
 NBS = 8                   # block status requests in flight per connection
 EXTENTS = 2048
 LIMIT = 64 << 20
