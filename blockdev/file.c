@@ -185,14 +185,19 @@ static off_t file_seek_hole(FileState *s, uint64_t off)
     bool mine;
 
     pthread_mutex_lock(&file_walk_lock);
-    while (s->walk_from != 0 && s->walk_from - 1 <= off) {
-        pthread_cond_wait(&file_walk_cond, &file_walk_lock);
+    for (;;) {
+        /* A walk that finished since the caller last looked (it notes
+         * its answer before it lets go) may have answered this one. */
         uint64_t known = file_data_known(s, off);
 
         if (known > 0) {
             pthread_mutex_unlock(&file_walk_lock);
             return (off_t)(off + known);
         }
+        if (s->walk_from == 0 || s->walk_from - 1 > off) {
+            break;
+        }
+        pthread_cond_wait(&file_walk_cond, &file_walk_lock);
     }
     mine = s->walk_from == 0;
     if (mine) {
