@@ -163,6 +163,19 @@ def writes_during_backup_setup(blockd, tmp_path, size, src_opts):
     return src, orig, dst, sock
 
 
+def finish_and_compare(blockd, h, orig, dst):
+    """The end of a writes-during-backup test: job "j" ends without an
+    error, the client h and the setup's export and nodes go, and the
+    target matches the source as it was (orig)."""
+    end, _ = wait_job_end(blockd.conn, "j")
+    assert "error" not in end["data"]
+    h.shutdown()
+    blockd.cmd("block-export-del", id="e0")
+    blockd.cmd("blockdev-del", node_name="src")
+    blockd.cmd("blockdev-del", node_name="dst")
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", orig, dst)
+
+
 def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
     """libnbd overwrites the whole source while a slow (rate-limited)
     backup runs: the target holds the data of the start."""
@@ -172,7 +185,6 @@ def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
         blockd, tmp_path, size,
         lambda path: {"driver": "raw",
                       "file": {"driver": "file", "filename": path}})
-    q = blockd.conn
     # 1 MiB/s: the job copies one 1 MiB chunk per slice at most
     blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
                sync="full", speed=MIB)
@@ -184,13 +196,7 @@ def test_writes_during_backup_keep_point_in_time(blockd, tmp_path):
     jobs = blockd.cmd("query-jobs")
     assert len(jobs) == 1 and jobs[0]["status"] == "running", jobs
     blockd.cmd("block-job-set-speed", device="j", speed=0)
-    end, _ = wait_job_end(q, "j")
-    assert "error" not in end["data"]
-    h.shutdown()
-    blockd.cmd("block-export-del", id="e0")
-    blockd.cmd("blockdev-del", node_name="src")
-    blockd.cmd("blockdev-del", node_name="dst")
-    run("qemu-img", "compare", "-f", "raw", "-F", "raw", orig, dst)
+    finish_and_compare(blockd, h, orig, dst)
     with open(src, "rb") as f:
         assert f.read() == bytes([0xee]) * size
 
@@ -210,7 +216,6 @@ def test_write_waits_for_the_jobs_read_in_flight(blockd, tmp_path):
                       "stall": [{"iotype": "read", "sector": 0,
                                  "once": True, "tag": "r"}],
                       "image": {"driver": "file", "filename": path}})
-    q = blockd.conn
     blockd.cmd("blockdev-backup", job_id="j", device="src", target="dst",
                sync="full")
     deadline = time.monotonic() + 30
@@ -232,13 +237,7 @@ def test_write_waits_for_the_jobs_read_in_flight(blockd, tmp_path):
     while not done:
         h.poll(1000)
         done = h.aio_command_completed(cookie)
-    end, _ = wait_job_end(q, "j")
-    assert "error" not in end["data"]
-    h.shutdown()
-    blockd.cmd("block-export-del", id="e0")
-    blockd.cmd("blockdev-del", node_name="src")
-    blockd.cmd("blockdev-del", node_name="dst")
-    run("qemu-img", "compare", "-f", "raw", "-F", "raw", orig, dst)
+    finish_and_compare(blockd, h, orig, dst)
     with open(src, "rb") as f:
         assert f.read(64 * 1024) == bytes([0xee]) * (64 * 1024)
 
