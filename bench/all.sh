@@ -19,6 +19,9 @@
 #   load/     bench/load.sh: the same servers driven by bench/nbdload,
 #             a client that is not the bottleneck (throughput, p99 and
 #             server CPU per GiB or per request)
+#             and build/seqwfloor: the server-side floor of a stream
+#             of 256 KiB writes for each server shape (blocking, mmap,
+#             epoll, io_uring), under load.sh's seqwrite row
 #   qd1/      bench/qd1.sh: blockd's QD1 reads beside tceil's round
 #             trip and bench/qd1floor's server shapes (epoll, io_uring)
 #   tls/      bench/tls.sh: blockd and qemu-nbd over TLS
@@ -45,7 +48,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     --quick) QUICK=1; ROUNDS=1; shift ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +63,7 @@ if [ "$QUICK" = 1 ]; then
   CLIENT_ARGS=(--workloads seqread,randread4k_qd16,connect --idle-rss 100)
   LOAD_ARGS=(--seconds 1 --size $((256 << 20)))
   QD1_ARGS=(--seconds 1 --size $((256 << 20)))
+  FLOOR_ARGS=(--seconds 0.5)
   TLS_ARGS=(--size $((128 << 20)))
   QMP_ARGS=(--seconds 1 --conns 50)
   SCALE_ARGS=(--exports 100 --queries 10)
@@ -68,6 +72,7 @@ else
   CLIENT_ARGS=()
   LOAD_ARGS=()
   QD1_ARGS=()
+  FLOOR_ARGS=()
   TLS_ARGS=()
   QMP_ARGS=()
   SCALE_ARGS=()
@@ -81,6 +86,10 @@ log "third-party clients (bench/run.sh)"
 
 log "nbdload (bench/load.sh)"
 "$HERE/load.sh" --rounds "$ROUNDS" --results "$RESULTS/load" "${LOAD_ARGS[@]}"
+
+log "sequential-write floor (build/seqwfloor)"
+"$ROOT/build/seqwfloor" --rounds "$ROUNDS" "${FLOOR_ARGS[@]}" \
+  | tee "$RESULTS/load/seqwfloor.txt"
 
 log "QD1 (bench/qd1.sh)"
 "$HERE/qd1.sh" --rounds "$ROUNDS" --results "$RESULTS/qd1" "${QD1_ARGS[@]}"

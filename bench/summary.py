@@ -161,6 +161,14 @@ def main():
     print()
     for line in ceiling(d):
         print(line)
+    path = os.path.join(d, "load", "seqwfloor.txt")
+    if os.path.exists(path):
+        # the floor under seqwrite: seqwfloor's medians
+        lines = open(path).read().rstrip().splitlines()
+        k = next((i for i, l in enumerate(lines)
+                  if l.startswith("# medians")), len(lines))
+        print("\nload/seqwfloor.txt (server CPU per GiB of each server "
+              "shape, no NBD):\n%s" % "\n".join(lines[k:]))
     for name in ("scale/many-exports.txt", "jobs/backup.txt",
                  "jobs/mirror.txt"):
         path = os.path.join(d, name)
