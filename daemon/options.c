@@ -125,7 +125,6 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
             break;
         case LONG_LOG_FORMAT:
             free(o->log_format);
-    free(o->metrics);
             o->log_format = xstrdup(optarg);
             break;
         case LONG_METRICS:

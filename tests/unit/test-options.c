@@ -85,6 +85,19 @@ static void test_bad_options(void)
     options_free(&o);
 }
 
+/* Each option keeps its own string: --log-format once freed the
+ * --metrics address given before it. */
+static void test_log_format_keeps_metrics(void)
+{
+    Options o;
+
+    CU_ASSERT_TRUE_FATAL(parse(&o, NULL, 5, "--metrics", "unix:/m.sock",
+                               "--log-format", "json"));
+    CU_ASSERT_STRING_EQUAL(o.metrics, "unix:/m.sock");
+    CU_ASSERT_STRING_EQUAL(o.log_format, "json");
+    options_free(&o);
+}
+
 static void test_chardev_specs(void)
 {
     Error *err = NULL;
@@ -256,6 +269,7 @@ static CU_TestInfo option_tests[] = {
     { "order_is_kept", test_order_is_kept },
     { "no_options_means_defaults", test_no_options_means_defaults },
     { "bad_options", test_bad_options },
+    { "log_format_keeps_metrics", test_log_format_keeps_metrics },
     { "chardev_specs", test_chardev_specs },
     CU_TEST_INFO_NULL,
 };
