@@ -276,7 +276,7 @@ static int serve(QnbdRun *r)
     Error *err = NULL;
     int status = 1;
 
-    r->d = daemon_new(&err);
+    r->d = daemon_new(DAEMON_JOB_NICE, &err);
     if (r->d == NULL) {
         goto out;
     }

@@ -1,6 +1,7 @@
 /* daemon.c - create and tear down the parts of one blockd process. */
 #include "daemon/daemon.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -41,7 +42,7 @@ bool qmp_x_blockd_save_config(QmpCtx *ctx,
     return config_log_save(d->config, ctx, args->filename, errp);
 }
 
-Daemon *daemon_new(Error **errp)
+Daemon *daemon_new(int job_nice, Error **errp)
 {
     Daemon *d = XNEW(Daemon);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -62,11 +63,14 @@ Daemon *daemon_new(Error **errp)
         return NULL;
     }
     /* Block jobs copy at a lower CPU priority than the clients of the
-     * nodes they copy (docs/architecture.md, "Block jobs"); if it
-     * cannot start, jobs share the pool. */
+     * nodes they copy (docs/architecture.md, "Block jobs"), unless
+     * job_nice is 0; if it cannot start, jobs share the pool.  A pool of
+     * their own even at 0: a long copy does not queue ahead of clients'
+     * requests. */
+    assert(job_nice >= 0 && job_nice <= DAEMON_JOB_NICE_MAX);
     d->job_pool = worker_pool_new_nice(d->loop,
                                        ncpu > 0 ? MIN(ncpu * 4, 64) : 4,
-                                       DAEMON_JOB_NICE);
+                                       job_nice);
     d->monitors = monitor_set_new(d->loop, &d->qmp);
     d->objects = object_set_new();
     d->graph = blk_graph_new(&(BlockHost) {

@@ -28,14 +28,18 @@
 #include "util/worker.h"
 
 /* How many steps below the daemon's CPU priority block jobs copy
- * (worker_pool_new_nice): under contention a job gets about a tenth of
- * what a client's work gets, and all of a core nobody else wants. */
+ * (worker_pool_new_nice) unless --job-nice says otherwise: under
+ * contention a job gets about a tenth of what a client's work gets, and
+ * all of a core nobody else wants.  --job-nice takes 0 (jobs run at the
+ * daemon's own priority) to DAEMON_JOB_NICE_MAX. */
 #define DAEMON_JOB_NICE 10
+#define DAEMON_JOB_NICE_MAX 19
 
 typedef struct Daemon {
     Loop *loop;
     WorkerPool *pool;
-    WorkerPool *job_pool;        /* block jobs: lower CPU priority */
+    WorkerPool *job_pool;        /* block jobs: job_nice steps lower CPU
+                                  * priority; NULL: they share pool */
     MonitorSet *monitors;
     ObjectSet *objects;
     BlockGraph *graph;
@@ -47,9 +51,10 @@ typedef struct Daemon {
     size_t nquit_replies;
 } Daemon;
 
-/* Create the loop, pool, monitor set and graph.  NULL with errp set on
- * failure. */
-Daemon *daemon_new(Error **errp);
+/* Create the loop, pools, monitor set and graph; block jobs' pool runs
+ * job_nice (0..DAEMON_JOB_NICE_MAX) steps below the calling thread's CPU
+ * priority, 0: at the same.  NULL with errp set on failure. */
+Daemon *daemon_new(int job_nice, Error **errp);
 /* Tear everything down in order, as qemu-storage-daemon does: exports
  * (BLOCK_EXPORT_DELETED), jobs (cancelled, their events sent), quit's
  * replies, monitors, pool, graph, loop. */

@@ -526,7 +526,7 @@ int main(int argc, char **argv)
         st.notify_fd = daemonize_start();
     }
 
-    d = daemon_new(&err);
+    d = daemon_new(o.job_nice, &err);
     if (d == NULL) {
         goto out;
     }

@@ -1,11 +1,13 @@
 /* options.c - see options.h. */
 #include "daemon/options.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/daemon.h"
 #include "util/util.h"
 
 enum {
@@ -25,6 +27,7 @@ enum {
     LONG_CONFIG,
     LONG_LOG_FORMAT,
     LONG_METRICS,
+    LONG_JOB_NICE,
 };
 
 static const struct option long_options[] = {
@@ -46,6 +49,7 @@ static const struct option long_options[] = {
     { "config", required_argument, NULL, LONG_CONFIG },
     { "log-format", required_argument, NULL, LONG_LOG_FORMAT },
     { "metrics", required_argument, NULL, LONG_METRICS },
+    { "job-nice", required_argument, NULL, LONG_JOB_NICE },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -85,12 +89,32 @@ static void add_action(Options *o, OptionKind kind, const char *value)
     o->nactions++;
 }
 
+/* --job-nice N: decimal digits only (no sign, space or 0x), 0 to
+ * DAEMON_JOB_NICE_MAX (19 is the lowest priority a thread can have). */
+static bool parse_job_nice(const char *s, int *out, Error **errp)
+{
+    unsigned long v;
+    char *end;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 ||
+        v > DAEMON_JOB_NICE_MAX) {
+        error_setg(errp, "--job-nice: '%s' is not an integer from 0 to %d",
+                   s, DAEMON_JOB_NICE_MAX);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
 bool options_parse(Options *o, int argc, char **argv, Error **errp)
 {
     int c;
 
     memset(o, 0, sizeof(*o));
     o->defaults = argc <= 1;
+    o->job_nice = DAEMON_JOB_NICE;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hVv", long_options, NULL)) != -1) {
@@ -130,6 +154,11 @@ bool options_parse(Options *o, int argc, char **argv, Error **errp)
         case LONG_METRICS:
             free(o->metrics);
             o->metrics = xstrdup(optarg);
+            break;
+        case LONG_JOB_NICE:
+            if (!parse_job_nice(optarg, &o->job_nice, errp)) {
+                return false;
+            }
             break;
         case LONG_DAEMONIZE:
             o->daemonize = true;
@@ -240,6 +269,10 @@ void options_usage(const char *prog)
 "  --runas USER[:GROUP]   drop to USER once the sockets are bound\n"
 "  --metrics unix:PATH | tcp:HOST:PORT\n"
 "                         serve Prometheus metrics (GET /metrics) there\n"
+"  --job-nice N           block jobs (mirror, backup, stream, commit,\n"
+"                         blockdev-create) copy N nice steps below the\n"
+"                         daemon's CPU priority, 0 to 19 (default 10;\n"
+"                         0: at the daemon's own)\n"
 "  --log-format FORMAT    text, journal (<N> level prefixes) or json (one\n"
 "                         object a line); default: journal when stderr is\n"
 "                         the systemd journal, else text\n"

@@ -46,6 +46,9 @@ typedef struct Options {
     bool daemonize;
     SandboxMode sandbox;      /* --sandbox on|off|log; default on */
     char *runas;              /* --runas USER[:GROUP]; NULL: stay */
+    int job_nice;             /* --job-nice N: block jobs copy N (0..19)
+                               * nice steps below the daemon; default
+                               * DAEMON_JOB_NICE */
     bool sandbox_selftest;    /* --x-sandbox-selftest: test only */
     bool help, version;
     bool verbose;

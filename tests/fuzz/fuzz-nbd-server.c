@@ -94,7 +94,7 @@ static void setup(void)
     int fd;
 
     log_set_level(LOG_LEVEL_OFF);
-    d = daemon_new(NULL);
+    d = daemon_new(DAEMON_JOB_NICE, NULL);
     if (!d || !obj || !qapi_parse_ObjectOptions(obj, NULL, 0, &oo, NULL) ||
         !object_add(d->objects, oo, NULL)) {
         abort();

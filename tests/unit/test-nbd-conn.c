@@ -44,7 +44,7 @@ static void fixture_setup(Fixture *f)
     CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, DISK_SIZE) == 0);
     close(fd);
     memset(f, 0, sizeof(*f));
-    f->d = daemon_new(NULL);
+    f->d = daemon_new(DAEMON_JOB_NICE, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f->d);
     snprintf(json, sizeof(json), "{\"driver\":\"file\",\"node-name\":"
              "\"f0\",\"filename\":\"%s\"}", path);

@@ -1,10 +1,12 @@
 /* test-options.c - blockd's command line, --chardev specs and the small
  * parsers in util/. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cunit-main.h"
+#include "daemon/daemon.h"
 #include "daemon/options.h"
 #include "qmp/monitor.h"
 #include "util/cleanup.h"
@@ -95,6 +97,61 @@ static void test_log_format_keeps_metrics(void)
                                "--log-format", "json"));
     CU_ASSERT_STRING_EQUAL(o.metrics, "unix:/m.sock");
     CU_ASSERT_STRING_EQUAL(o.log_format, "json");
+    options_free(&o);
+}
+
+/* --job-nice N: 0..19, default DAEMON_JOB_NICE; anything else fails
+ * naming the option and the range. */
+static void test_job_nice(void)
+{
+    static const struct {
+        const char *arg;
+        int nice;
+    } good[] = { { "0", 0 }, { "10", 10 }, { "19", 19 }, { "07", 7 } };
+    static const char *const bad[] = {
+        "", "abc", "-1", "20", "5x", "99999999999999999999999",
+        "18446744073709551616", "+5", " 5", "5 ", "0x5", "1e1", "-0",
+    };
+    Options o;
+    Error *err = NULL;
+
+    CU_ASSERT_TRUE_FATAL(parse(&o, NULL, 2, "-v"));
+    CU_ASSERT_EQUAL(o.job_nice, DAEMON_JOB_NICE);
+    CU_ASSERT_EQUAL(o.job_nice, 10);
+    options_free(&o);
+    CU_ASSERT_TRUE_FATAL(parse(&o, NULL, 1));
+    CU_ASSERT_EQUAL(o.job_nice, DAEMON_JOB_NICE);
+    options_free(&o);
+
+    for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+        CU_ASSERT_TRUE_FATAL(parse(&o, &err, 3, "--job-nice", good[i].arg));
+        CU_ASSERT_EQUAL(o.job_nice, good[i].nice);
+        CU_ASSERT_FALSE(o.defaults);
+        options_free(&o);
+    }
+    /* The last one given wins, as for --pidfile. */
+    CU_ASSERT_TRUE_FATAL(parse(&o, &err, 5, "--job-nice", "3",
+                               "--job-nice", "0"));
+    CU_ASSERT_EQUAL(o.job_nice, 0);
+    options_free(&o);
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char want[128];
+
+        snprintf(want, sizeof(want),
+                 "--job-nice: '%s' is not an integer from 0 to 19", bad[i]);
+        CU_ASSERT_FALSE(parse(&o, &err, 3, "--job-nice", bad[i]));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+        CU_ASSERT_STRING_EQUAL(err->msg, want);
+        error_free(err);
+        err = NULL;
+        options_free(&o);
+    }
+
+    CU_ASSERT_FALSE(parse(&o, &err, 2, "--job-nice"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err->msg, "requires an argument"));
+    error_free(err);
     options_free(&o);
 }
 
@@ -270,6 +327,7 @@ static CU_TestInfo option_tests[] = {
     { "no_options_means_defaults", test_no_options_means_defaults },
     { "bad_options", test_bad_options },
     { "log_format_keeps_metrics", test_log_format_keeps_metrics },
+    { "job_nice", test_job_nice },
     { "chardev_specs", test_chardev_specs },
     CU_TEST_INFO_NULL,
 };
