@@ -52,12 +52,14 @@
 #include <liburing.h>
 #endif
 
+#include "floor.h"
+
 #define REQ_SIZE 28
 #define REP_HDR 16
 #define PAGE 4096
 #define INBUF (64 * 1024)
 #define FILE_SIZE (64 * 1024 * 1024)
-#define MAX_ROUNDS 100
+#define MAX_ROUNDS FLOOR_MAX_ROUNDS
 
 typedef struct Shape {
     const char *name;
@@ -67,37 +69,6 @@ typedef struct Shape {
 
 static int pin_server = -1, pin_client = -1;
 static uint64_t file_pages;          /* whole pages in the file */
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-
-    if (cpu < 0) {
-        return;
-    }
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-        perror("qd1floor: sched_setaffinity");
-    }
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage u;
-
-    getrusage(RUSAGE_SELF, &u);
-    return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 +
-           u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
-}
 
 /* false on end of file or error */
 static bool read_full(int fd, void *buf, size_t len)
@@ -389,30 +360,31 @@ static bool run_one(const Shape *shape, const char *path, double secs,
 
         close(sv[1]);
         close(res[0]);
-        pin(pin_server);
-        c0 = cpu_s();
+        floor_pin("qd1floor", pin_server);
+        c0 = floor_cpu_s();
         if (file >= 0) {
             shape->serve(sv[0], file, &ops);
         }
-        len = snprintf(line, sizeof(line), "%ld %.6f\n", ops, cpu_s() - c0);
+        len = snprintf(line, sizeof(line), "%ld %.6f\n", ops,
+                       floor_cpu_s() - c0);
         write_full(res[1], line, (size_t)len);
         _exit(file >= 0 ? 0 : 1);
     }
     close(sv[0]);
     close(res[1]);
-    pin(pin_client);
-    t0 = now_s();
+    floor_pin("qd1floor", pin_client);
+    t0 = floor_now_s();
     for (;;) {
         if (!write_full(sv[1], req, sizeof(req)) ||
             !read_full(sv[1], rep, REP_HDR + PAGE)) {
             break;
         }
         done++;
-        if ((done & 255) == 0 && now_s() - t0 >= secs) {
+        if ((done & 255) == 0 && floor_now_s() - t0 >= secs) {
             break;
         }
     }
-    t = now_s() - t0;
+    t = floor_now_s() - t0;
     shutdown(sv[1], SHUT_WR);
     {
         char line[64] = { 0 };
@@ -433,23 +405,6 @@ static bool run_one(const Shape *shape, const char *path, double secs,
     out->iops = done / t;
     out->cpu_us = cpu / (double)ops * 1e6;
     return true;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/* The median of v's n values (v is left as it was). */
-static double median(const double *v, int n)
-{
-    double s[MAX_ROUNDS];
-
-    memcpy(s, v, (size_t)n * sizeof(*v));
-    qsort(s, (size_t)n, sizeof(*s), cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
 /* Read path through once, so the runs find it in the page cache, and
@@ -634,10 +589,10 @@ int main(int argc, char **argv)
             for (int k = 0; k < n; k++) {
                 ratio[m++] = cpu[i][k] / cpu[e][k];
             }
-            vs = median(ratio, m);
+            vs = floor_median(ratio, m);
         }
         printf("%-9s %5d %9.0f %14.2f ", shapes[i].name, shapes[i].syscalls,
-               median(iops[i], n), median(cpu[i], n));
+               floor_median(iops[i], n), floor_median(cpu[i], n));
         if (m) {
             printf("%14.3f\n", vs);
         } else {

@@ -65,9 +65,11 @@
 #include <liburing.h>
 #endif
 
+#include "floor.h"
+
 #define REQ_HDR 28
 #define REP_HDR 16
-#define MAX_ROUNDS 100
+#define MAX_ROUNDS FLOOR_MAX_ROUNDS
 #define MAX_QD 64
 
 typedef struct Shape {
@@ -81,37 +83,6 @@ static int pin_server = -1, pin_client = -1;
 static size_t bs = 256 * 1024;
 static unsigned qd = 8;
 static off_t file_size;
-
-static void pin(int cpu)
-{
-    cpu_set_t set;
-
-    if (cpu < 0) {
-        return;
-    }
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-        perror("seqwfloor: sched_setaffinity");
-    }
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage u;
-
-    getrusage(RUSAGE_SELF, &u);
-    return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 +
-           u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
-}
 
 static bool send_full(int fd, const void *buf, size_t len)
 {
@@ -422,12 +393,12 @@ static long client_run(int sock, double seconds)
     Client c = { .sock = sock };
     char *req = calloc(1, REQ_HDR + bs);
     pthread_t replies;
-    double end = now_s() + seconds;
+    double end = floor_now_s() + seconds;
 
     memset(req + REQ_HDR, 0x5a, bs);
     sem_init(&c.slots, 0, qd);
     pthread_create(&replies, NULL, client_replies, &c);
-    while (now_s() < end) {
+    while (floor_now_s() < end) {
         sem_wait(&c.slots);
         if (!send_full(sock, req, REQ_HDR + bs)) {
             break;
@@ -464,13 +435,13 @@ static bool run_one(const Shape *s, int file, double seconds, Result *r)
 
         close(sv[1]);
         close(pipefd[0]);
-        pin(pin_server);
+        floor_pin("seqwfloor", pin_server);
         if (s->prepare != NULL) {
             s->prepare(file);
         }
-        c0 = cpu_s();
+        c0 = floor_cpu_s();
         s->serve(sv[0], file, &n);
-        out[0] = cpu_s() - c0;
+        out[0] = floor_cpu_s() - c0;
         out[1] = (double)n;
         if (write(pipefd[1], out, sizeof(out)) != sizeof(out)) {
             _exit(1);
@@ -479,10 +450,10 @@ static bool run_one(const Shape *s, int file, double seconds, Result *r)
     }
     close(sv[0]);
     close(pipefd[1]);
-    pin(pin_client);
-    t0 = now_s();
+    floor_pin("seqwfloor", pin_client);
+    t0 = floor_now_s();
     ops = client_run(sv[1], seconds);
-    t1 = now_s();
+    t1 = floor_now_s();
     close(sv[1]);
     if (read(pipefd[0], srv, sizeof(srv)) != sizeof(srv)) {
         fprintf(stderr, "seqwfloor: %s: the server gave no figures\n",
@@ -501,19 +472,6 @@ static bool run_one(const Shape *s, int file, double seconds, Result *r)
     r->mib_s = (double)ops * bs / (1024.0 * 1024) / (t1 - t0);
     r->s_per_gib = srv[0] / ((double)ops * bs / (1024.0 * 1024 * 1024));
     return true;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static int make_file(const char *path)
@@ -665,9 +623,9 @@ int main(int argc, char **argv)
                 ratio[r] = base >= 0 ? cpu[i][r] / cpu[base][r] : 0;
             }
             printf("%-8s %8.1f MiB/s %7.4f s/GiB", sel[i]->name,
-                   median(rt, rounds), median(cp, rounds));
+                   floor_median(rt, rounds), floor_median(cp, rounds));
             if (base >= 0) {
-                printf("  CPU vs epoll %.3f", median(ratio, rounds));
+                printf("  CPU vs epoll %.3f", floor_median(ratio, rounds));
             }
             printf("\n");
         }
