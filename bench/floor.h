@@ -4,12 +4,15 @@
 #ifndef BENCH_FLOOR_H
 #define BENCH_FLOOR_H
 
+#include <errno.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FLOOR_MAX_ROUNDS 100
 
@@ -44,6 +47,26 @@ static inline double floor_cpu_s(void)
     getrusage(RUSAGE_SELF, &u);
     return u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6 +
            u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6;
+}
+
+/* Write all of buf; false on an error. */
+static inline bool floor_write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return false;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
 }
 
 static inline int floor_cmp_double(const void *a, const void *b)

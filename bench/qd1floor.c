@@ -90,25 +90,6 @@ static bool read_full(int fd, void *buf, size_t len)
     return true;
 }
 
-static bool write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* A page of the file, at random (xorshift), as a byte offset. */
 static off_t next_offset(uint64_t *state)
 {
@@ -128,7 +109,7 @@ static void serve_bare(int sock, int file, long *ops)
 
     (void)file;
     while (read_full(sock, req, sizeof(req)) &&
-           write_full(sock, rep, REP_HDR + PAGE)) {
+           floor_write_full(sock, rep, REP_HDR + PAGE)) {
         (*ops)++;
     }
     free(rep);
@@ -367,7 +348,7 @@ static bool run_one(const Shape *shape, const char *path, double secs,
         }
         len = snprintf(line, sizeof(line), "%ld %.6f\n", ops,
                        floor_cpu_s() - c0);
-        write_full(res[1], line, (size_t)len);
+        floor_write_full(res[1], line, (size_t)len);
         _exit(file >= 0 ? 0 : 1);
     }
     close(sv[0]);
@@ -375,7 +356,7 @@ static bool run_one(const Shape *shape, const char *path, double secs,
     floor_pin("qd1floor", pin_client);
     t0 = floor_now_s();
     for (;;) {
-        if (!write_full(sv[1], req, sizeof(req)) ||
+        if (!floor_write_full(sv[1], req, sizeof(req)) ||
             !read_full(sv[1], rep, REP_HDR + PAGE)) {
             break;
         }
@@ -446,7 +427,7 @@ static char *make_file(void)
     }
     for (int i = 0; i < FILE_SIZE >> 20; i++) {
         buf[i] ^= (char)i;
-        if (!write_full(fd, buf, 1 << 20)) {
+        if (!floor_write_full(fd, buf, 1 << 20)) {
             perror("qd1floor: writing the file");
             exit(1);
         }

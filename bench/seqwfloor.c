@@ -84,25 +84,6 @@ static size_t bs = 256 * 1024;
 static unsigned qd = 8;
 static off_t file_size;
 
-static bool send_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* The next sequential offset for a payload, wrapping at the file's end. */
 static off_t next_offset(off_t *pos)
 {
@@ -129,7 +110,7 @@ static void serve_blocking(int sock, int file, long *ops)
     while (recv(sock, req, REQ_HDR + bs, MSG_WAITALL) ==
            (ssize_t)(REQ_HDR + bs)) {
         if (!write_payload(file, req + REQ_HDR, &pos) ||
-            !send_full(sock, rep, sizeof(rep))) {
+            !floor_write_full(sock, rep, sizeof(rep))) {
             break;
         }
         (*ops)++;
@@ -165,7 +146,7 @@ static void serve_mmap(int sock, int file, long *ops)
     while (recv(sock, hdr, REQ_HDR, MSG_WAITALL) == REQ_HDR &&
            recv(sock, map + next_offset(&pos), bs, MSG_WAITALL) ==
                (ssize_t)bs &&
-           send_full(sock, rep, sizeof(rep))) {
+           floor_write_full(sock, rep, sizeof(rep))) {
         (*ops)++;
     }
     /* No munmap: the child exits once its CPU time is taken. */
@@ -400,7 +381,7 @@ static long client_run(int sock, double seconds)
     pthread_create(&replies, NULL, client_replies, &c);
     while (floor_now_s() < end) {
         sem_wait(&c.slots);
-        if (!send_full(sock, req, REQ_HDR + bs)) {
+        if (!floor_write_full(sock, req, REQ_HDR + bs)) {
             break;
         }
         c.sent++;
