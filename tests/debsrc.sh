@@ -27,18 +27,28 @@ LIST
     local ver
     ver=$(dpkg-query -W -f '${source:Version}' "$bin")
     apt-get -q "${opts[@]}" update >/dev/null || return 1
-    (cd "$cache/src" && apt-get -q "${opts[@]}" source "$src=$ver") \
+    # Its progress goes to standard error: debsrc_dir's standard output
+    # is the directory and nothing else.
+    (cd "$cache/src" && apt-get -q "${opts[@]}" source "$src=$ver") >&2 \
         || return 1
 }
 
 debsrc_dir() {   # CACHE SOURCE BINARY
     local cache=$1 src=$2 bin=$3 dir
-    dir=$(ls -d "$cache"/src/"$src"-*/ 2>/dev/null | head -1)
-    if [ -z "$dir" ]; then
-        echo "fetching $src's source into $cache ..." >&2
-        debsrc_fetch "$cache" "$src" "$bin" || return 1
+    mkdir -p "$cache" || return 1
+    # One fetch at a time: tests running side by side share the cache,
+    # and a second one waits for the first one's source.
+    dir=$(
+        exec 9>"$cache/.fetch-lock"
+        flock 9
         dir=$(ls -d "$cache"/src/"$src"-*/ 2>/dev/null | head -1)
-    fi
+        if [ -z "$dir" ]; then
+            echo "fetching $src's source into $cache ..." >&2
+            debsrc_fetch "$cache" "$src" "$bin" || exit 1
+            dir=$(ls -d "$cache"/src/"$src"-*/ 2>/dev/null | head -1)
+        fi
+        echo "$dir"
+    ) || return 1
     [ -n "$dir" ] || return 1
     echo "${dir%/}"
 }
