@@ -56,18 +56,28 @@ def simple_reply(r, length=0):
 def test_everything_in_one_write(blockd, tmp_path):
     """Flags, GO, a 64 KiB write, a 4 KiB write, two reads and DISC in
     one sendall: the write's payload starts in the small buffer and
-    goes on in its own buffer; later headers come through the page."""
+    goes on in its own buffer; later headers come through the page.
+    The reads are of other ranges, filled before: a server may run a
+    read before a write sent ahead of it whose reply has not come
+    (NBD orders nothing), and under ASan blockd did."""
     sock, img = serve(blockd, tmp_path)
     a = os.urandom(65536)
     b = os.urandom(4096)
+    c = os.urandom(65536)
+    d = os.urandom(4096)
+    with open(img, "r+b") as f:
+        f.seek(262144)
+        f.write(c)
+        f.seek(393216)
+        f.write(d)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect(sock)
     s.sendall(struct.pack(">I", 3) + go_option() +
               request(nbdraw.CMD_WRITE, 4096, len(a), 1, a) +
               request(nbdraw.CMD_WRITE, 131072, len(b), 2, b) +
-              request(nbdraw.CMD_READ, 4096, len(a), 3) +
-              request(nbdraw.CMD_READ, 131072, len(b), 4) +
+              request(nbdraw.CMD_READ, 262144, len(c), 3) +
+              request(nbdraw.CMD_READ, 393216, len(d), 4) +
               request(nbdraw.CMD_DISC, 0, 0, 5))
     r = Raw(s, handshake=False)
     magic, opt, hflags = struct.unpack(">QQH", r.recv(18))
@@ -78,13 +88,13 @@ def test_everything_in_one_write(blockd, tmp_path):
         magic, err, cookie = struct.unpack(">IIQ", r.recv(16))
         assert magic == nbdraw.SIMPLE_MAGIC and err == 0, (err, cookie)
         if cookie == 3:
-            got[3] = r.recv(len(a))
+            got[3] = r.recv(len(c))
         elif cookie == 4:
-            got[4] = r.recv(len(b))
+            got[4] = r.recv(len(d))
         else:
             got[cookie] = b""
     assert sorted(got) == [1, 2, 3, 4]
-    assert got[3] == a and got[4] == b
+    assert got[3] == c and got[4] == d
     assert r.closed()
     with open(img, "rb") as f:
         f.seek(4096)
