@@ -27,10 +27,17 @@ LIST
     local ver
     ver=$(dpkg-query -W -f '${source:Version}' "$bin")
     apt-get -q "${opts[@]}" update >/dev/null || return 1
-    # Its progress goes to standard error: debsrc_dir's standard output
-    # is the directory and nothing else.
-    (cd "$cache/src" && apt-get -q "${opts[@]}" source "$src=$ver") >&2 \
-        || return 1
+    # Unpacked aside and moved in whole, so an interrupted or failed
+    # fetch leaves nothing a later run would take for the source.  Its
+    # progress goes to standard error: debsrc_dir's standard output is
+    # the directory and nothing else.
+    local tmp
+    tmp=$(mktemp -d "$cache/fetch.XXXXXX") || return 1
+    if ! (cd "$tmp" && apt-get -q "${opts[@]}" source "$src=$ver") >&2; then
+        rm -rf "$tmp"
+        return 1
+    fi
+    mv "$tmp"/* "$cache/src/" && rm -rf "$tmp"
 }
 
 debsrc_dir() {   # CACHE SOURCE BINARY
