@@ -474,8 +474,9 @@ static void loop_fd_apply(LoopFd *w)
     }
 }
 
-LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
-                    void *opaque)
+/* A watch of fd for events, on no list and in no event set yet. */
+static LoopFd *loop_fd_new(Loop *loop, int fd, int events, LoopFdFn *fn,
+                           void *opaque)
 {
     LoopFd *w = XNEW(LoopFd);
 
@@ -484,6 +485,14 @@ LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
     w->events = events;
     w->fn = fn;
     w->opaque = opaque;
+    return w;
+}
+
+LoopFd *loop_fd_add(Loop *loop, int fd, int events, LoopFdFn *fn,
+                    void *opaque)
+{
+    LoopFd *w = loop_fd_new(loop, fd, events, fn, opaque);
+
     loop_fd_apply(w);
     w->next = loop->fds;
     if (loop->fds != NULL) {
@@ -505,12 +514,7 @@ LoopFd *loop_fd_add_control(Loop *loop, int fd, int events, LoopFdFn *fn,
         log_warn("no epoll set for control watches (%m): a plain watch");
         return loop_fd_add(loop, fd, events, fn, opaque);
     }
-    w = XNEW(LoopFd);
-    w->loop = loop;
-    w->fd = fd;
-    w->events = events;
-    w->fn = fn;
-    w->opaque = opaque;
+    w = loop_fd_new(loop, fd, events, fn, opaque);
     w->control = true;
     loop->nctl++;
     loop_ctl_apply(w);
