@@ -1189,29 +1189,24 @@ static int qcow2_pread(BlockNode *bs, uint64_t offset, uint64_t bytes,
         uint64_t n = bytes;
         uint64_t host;
         Qcow2Mapping m;
-        bool copied;
+        bool copied, hit;
 
+        /* Allocated clusters, L2 table cached: no lock at all; else an
+         * L2 cache hit on allocated clusters under the lock.  Either way
+         * straight to the file, counted in inflight, outside the lock. */
         __atomic_add_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
-        if (fast_map_unlocked(s, offset, &n, &host, false)) {
-            /* Allocated clusters, L2 table cached: no lock at all. */
-            ret = blk_pread(bs->file, host, n, buf, 0);
+        hit = fast_map_unlocked(s, offset, &n, &host, false);
+        if (!hit) {
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
-            if (ret < 0) {
-                return ret;
+            n = bytes;
+            qcow2_lock(s);
+            hit = fast_map(s, offset, &n, &host, &copied);
+            if (hit) {
+                __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
+                qcow2_unlock(s);
             }
-            offset += n;
-            buf += n;
-            bytes -= n;
-            continue;
         }
-        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELEASE);
-        n = bytes;
-        qcow2_lock(s);
-        if (fast_map(s, offset, &n, &host, &copied)) {
-            /* An L2 cache hit on allocated clusters: straight to the
-             * file, outside the lock. */
-            __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
-            qcow2_unlock(s);
+        if (hit) {
             ret = blk_pread(bs->file, host, n, buf, 0);
             __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
             if (ret < 0) {
